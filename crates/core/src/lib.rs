@@ -1,0 +1,40 @@
+//! tiercache's vocabulary: blob digests, namespace names, entry keys and byte ranges.
+//!
+//! Everything here is pure: parsing and validating what arrives from a request, with no I/O. Every
+//! value that names something on disk or at a source is validated here first, so that later layers
+//! can rely on the type (a [`Digest`] is always 64 lowercase hex digits; a [`Key`] never contains a
+//! `..` segment) instead of re-checking strings.
+#![warn(missing_docs)]
+
+mod digest;
+mod key;
+mod range;
+
+pub use digest::{Digest, DigestError, Hasher};
+pub use key::{Key, KeyError, NamespaceName, MAX_KEY_BYTES, MAX_NAMESPACE_BYTES};
+pub use range::{ByteRange, RangeError, RangeRequest, Resolved, MAX_RANGES};
+
+/// A source's validators for an entry: what a conditional request sends back to it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Validators {
+    /// The source's `ETag`, verbatim (quotes included).
+    pub etag: Option<String>,
+    /// The source's `Last-Modified`, verbatim.
+    pub last_modified: Option<String>,
+}
+
+impl Validators {
+    /// Whether there is anything to validate with.
+    pub fn is_empty(&self) -> bool {
+        self.etag.is_none() && self.last_modified.is_none()
+    }
+}
+
+/// Milliseconds since the Unix epoch, the one time unit of the index.
+pub fn now_ms() -> i64 {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,19 @@
+//! The SQLite index: namespaces, entries and blob rows, in one WAL-mode database file.
+//!
+//! The index is a replica. Blob bytes live in the disk tier and entries' truth lives at their
+//! sources; this crate only records what the engine has made durable elsewhere, so every write here
+//! happens *after* the durable step it describes. It knows nothing of HTTP, tiers or sources: it
+//! stores digests and strings.
+//!
+//! Calls are synchronous and short; the engine runs them on blocking threads. One connection
+//! writes (behind a mutex, so a process never contends with itself), a small pool reads, and
+//! other processes on the same file are handled by SQLite's own locking with a busy timeout.
+#![warn(missing_docs)]
+
+mod schema;
+mod store;
+
+pub use store::{
+    AccessRecord, BlobRow, BlobState, Entry, Index, IndexError, Namespace, NamespaceStats, NewEntry, Stats,
+    Validators,
+};

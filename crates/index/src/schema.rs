@@ -1,0 +1,65 @@
+//! Schema and add-only migrations, keyed by SQLite's `user_version`.
+//!
+//! Migration `i` (0-based) moves the database from `user_version = i` to `i + 1`. A migration is
+//! never edited once released; a change is a new migration appended to [`MIGRATIONS`].
+
+use rusqlite::Connection;
+
+/// Every migration in order. `user_version` counts how many have been applied.
+pub(crate) const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE namespaces (
+    id            INTEGER PRIMARY KEY,
+    name          TEXT NOT NULL UNIQUE,
+    source        TEXT,
+    created_at    INTEGER NOT NULL
+);
+
+-- Invariant: a row with state = 1 (present) names a file in the disk tier whose SHA-256 was
+-- verified before it was renamed into place. state = 0 (pending) is written just before that
+-- rename, so a crash between rename and commit is repaired at start-up without scanning the disk.
+CREATE TABLE blobs (
+    digest        TEXT PRIMARY KEY,
+    size          INTEGER NOT NULL,
+    md5           TEXT,
+    state         INTEGER NOT NULL,
+    is_retained   INTEGER NOT NULL DEFAULT 0,
+    created_at    INTEGER NOT NULL,
+    last_access   INTEGER NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE entries (
+    ns_id                 INTEGER NOT NULL REFERENCES namespaces(id) ON DELETE CASCADE,
+    key                   TEXT NOT NULL,
+    digest                TEXT NOT NULL REFERENCES blobs(digest),
+    size                  INTEGER NOT NULL,
+    content_type          TEXT,
+    source_etag           TEXT,
+    source_last_modified  TEXT,
+    created_at            INTEGER NOT NULL,
+    last_access           INTEGER NOT NULL,
+    validated_at          INTEGER NOT NULL,
+    hits                  INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (ns_id, key)
+) WITHOUT ROWID;
+
+CREATE INDEX entries_by_digest ON entries(digest);
+CREATE INDEX blobs_by_state ON blobs(state) WHERE state = 0;
+"#];
+
+/// Brings `conn` up to the newest schema. Returns the version found before migrating.
+pub(crate) fn migrate(conn: &mut Connection) -> rusqlite::Result<u32> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let found: u32 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        tracing::info!(from = i, to = i + 1, "migrating index schema");
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as u32)?;
+    }
+    tx.commit()?;
+    Ok(found)
+}
+
+/// The newest schema version this build knows.
+pub(crate) fn newest() -> u32 {
+    MIGRATIONS.len() as u32
+}

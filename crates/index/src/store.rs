@@ -1,0 +1,705 @@
+//! Queries over the index. Every public method is one short transaction.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use serde::Serialize;
+use tiercache_core::{Digest, Key, NamespaceName};
+pub use tiercache_core::Validators;
+
+use crate::schema;
+
+/// How long a call waits for another process's write lock before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Idle reader connections kept for reuse.
+const MAX_IDLE_READERS: usize = 8;
+
+/// An index failure.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum IndexError {
+    /// SQLite refused or failed.
+    #[error("index database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The file was written by a newer tiercache.
+    #[error("index schema version {found} is newer than this tiercache understands ({newest})")]
+    TooNew {
+        /// Version in the file.
+        found: u32,
+        /// Newest version known here.
+        newest: u32,
+    },
+    /// A namespace exists with a different definition.
+    #[error("namespace {name} already exists with source {existing:?}")]
+    Conflict {
+        /// The namespace.
+        name: String,
+        /// Its current source.
+        existing: Option<String>,
+    },
+    /// A stored value does not parse (the file was edited by hand or damaged).
+    #[error("index holds a malformed value: {0}")]
+    Malformed(String),
+}
+
+type Result<T> = std::result::Result<T, IndexError>;
+
+/// A namespace row.
+#[derive(Debug, Clone, Serialize)]
+pub struct Namespace {
+    /// Row id; stable for the namespace's life.
+    #[serde(skip)]
+    pub id: i64,
+    /// Its name.
+    pub name: String,
+    /// The bound source's URL, if any.
+    pub source: Option<String>,
+    /// Creation time, ms since the epoch.
+    pub created_at: i64,
+}
+
+/// An entry, joined with its blob's MD5.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// Owning namespace id.
+    pub ns_id: i64,
+    /// The key.
+    pub key: String,
+    /// The blob it names.
+    pub digest: Digest,
+    /// Blob size in bytes.
+    pub size_bytes: u64,
+    /// The blob's MD5 (lowercase hex), once computed.
+    pub md5: Option<String>,
+    /// Content type reported by the source.
+    pub content_type: Option<String>,
+    /// The source's validators.
+    pub validators: Validators,
+    /// Creation time, ms.
+    pub created_at: i64,
+    /// Last successful check against the source, ms.
+    pub validated_at: i64,
+}
+
+/// What the engine hands over when a fetched blob becomes an entry.
+#[derive(Debug, Clone)]
+pub struct NewEntry {
+    /// Owning namespace id.
+    pub ns_id: i64,
+    /// The key.
+    pub key: String,
+    /// Content type reported by the source.
+    pub content_type: Option<String>,
+    /// The source's validators.
+    pub validators: Validators,
+}
+
+/// Whether a blob row's file is known to be in place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BlobState {
+    /// Written just before the rename into the disk tier; not yet confirmed.
+    Pending,
+    /// The file is in the disk tier, verified.
+    Present,
+}
+
+/// A blob row.
+#[derive(Debug, Clone)]
+pub struct BlobRow {
+    /// Its digest.
+    pub digest: Digest,
+    /// Size in bytes.
+    pub size_bytes: u64,
+    /// MD5 (lowercase hex), once computed.
+    pub md5: Option<String>,
+    /// Pending or present.
+    pub state: BlobState,
+    /// Kept even when no entry references it (uploaded straight to tiercache, or adopted from disk).
+    pub is_retained: bool,
+}
+
+/// One batched access: an entry (or just a blob) was read at `at_ms`, `n_hits` times.
+#[derive(Debug, Clone)]
+pub struct AccessRecord {
+    /// `(namespace id, key)` of the entry read, if it was an entry.
+    pub entry: Option<(i64, String)>,
+    /// The blob read.
+    pub digest: Digest,
+    /// Time of the latest read, ms.
+    pub at_ms: i64,
+    /// Reads folded into this record.
+    pub n_hits: u64,
+}
+
+/// Per-namespace totals.
+#[derive(Debug, Clone, Serialize)]
+pub struct NamespaceStats {
+    /// Namespace name.
+    pub name: String,
+    /// Bound source, if any.
+    pub source: Option<String>,
+    /// Number of entries.
+    pub n_entries: u64,
+    /// Sum of entry sizes (a blob shared by two entries counts twice).
+    pub bytes: u64,
+    /// Oldest entry's creation time, ms.
+    pub oldest_ms: Option<i64>,
+    /// Newest entry's creation time, ms.
+    pub newest_ms: Option<i64>,
+    /// Sum of hits.
+    pub hits: u64,
+}
+
+/// Whole-index totals.
+#[derive(Debug, Clone, Serialize)]
+pub struct Stats {
+    /// Number of entries over all namespaces.
+    pub n_entries: u64,
+    /// Sum of entry sizes.
+    pub entry_bytes: u64,
+    /// Oldest entry creation time, ms.
+    pub oldest_ms: Option<i64>,
+    /// Newest entry creation time, ms.
+    pub newest_ms: Option<i64>,
+    /// Number of present blobs.
+    pub n_blobs: u64,
+    /// Bytes of present blobs (each counted once): what the disk tier holds.
+    pub blob_bytes: u64,
+    /// Blobs no entry references (retained uploads included).
+    pub n_unreferenced_blobs: u64,
+    /// Per namespace, by name.
+    pub namespaces: Vec<NamespaceStats>,
+}
+
+/// The SQLite index of one data directory.
+pub struct Index {
+    path: PathBuf,
+    writer: Mutex<Connection>,
+    readers: Mutex<Vec<Connection>>,
+}
+
+impl std::fmt::Debug for Index {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Index").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    Ok(())
+}
+
+fn digest_of(s: String) -> rusqlite::Result<Digest> {
+    Digest::from_hex(&s).map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
+}
+
+impl Index {
+    /// Opens (creating if needed) the index at `path` and migrates it to the newest schema.
+    ///
+    /// Returns the index and whether the file was created by this call.
+    pub fn open(path: &Path) -> Result<(Index, bool)> {
+        let created = !path.exists();
+        let mut conn = Connection::open(path)?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        // WAL lets readers in other processes (the CLI beside a server) proceed during writes.
+        let _: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+        configure(&conn)?;
+        let found = schema::migrate(&mut conn)?;
+        if found > schema::newest() {
+            return Err(IndexError::TooNew { found, newest: schema::newest() });
+        }
+        Ok((Index { path: path.to_owned(), writer: Mutex::new(conn), readers: Mutex::new(Vec::new()) }, created))
+    }
+
+    /// The database file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn write<T>(&self, f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T>) -> Result<T> {
+        let mut conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let out = f(&tx)?;
+        tx.commit()?;
+        Ok(out)
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let pooled = self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let conn = match pooled {
+            Some(c) => c,
+            None => {
+                let c = Connection::open_with_flags(
+                    &self.path,
+                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
+                )?;
+                configure(&c)?;
+                c
+            }
+        };
+        let out = f(&conn);
+        let mut pool = self.readers.lock().unwrap_or_else(|p| p.into_inner());
+        if pool.len() < MAX_IDLE_READERS {
+            pool.push(conn);
+        }
+        out
+    }
+
+    // ---- namespaces ----
+
+    /// Creates a namespace, or returns the existing one if it has the same source.
+    ///
+    /// Returns the namespace and whether this call created it. Fails with
+    /// [`IndexError::Conflict`] if it exists with a different source.
+    pub fn put_namespace(&self, name: &NamespaceName, source: Option<&str>, now_ms: i64) -> Result<(Namespace, bool)> {
+        self.write(|tx| {
+            if let Some(existing) = namespace_by_name(tx, name.as_str())? {
+                if existing.source.as_deref() != source {
+                    return Err(IndexError::Conflict { name: existing.name, existing: existing.source });
+                }
+                return Ok((existing, false));
+            }
+            tx.execute(
+                "INSERT INTO namespaces (name, source, created_at) VALUES (?1, ?2, ?3)",
+                params![name.as_str(), source, now_ms],
+            )?;
+            let ns = namespace_by_name(tx, name.as_str())?.expect("row just inserted");
+            Ok((ns, true))
+        })
+    }
+
+    /// The namespace called `name`, if any.
+    pub fn get_namespace(&self, name: &str) -> Result<Option<Namespace>> {
+        self.read(|c| namespace_by_name(c, name))
+    }
+
+    /// Every namespace, by name.
+    pub fn list_namespaces(&self) -> Result<Vec<Namespace>> {
+        self.read(|c| {
+            let mut stmt = c.prepare("SELECT id, name, source, created_at FROM namespaces ORDER BY name")?;
+            let rows = stmt.query_map([], namespace_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+    }
+
+    /// Deletes a namespace and its entries, and the rows of blobs that no entry references any more
+    /// (unless retained). Returns `None` if there was no such namespace, else the number of entries
+    /// removed and the digests whose files the caller must now delete.
+    pub fn delete_namespace(&self, name: &str) -> Result<Option<(u64, Vec<Digest>)>> {
+        self.write(|tx| {
+            let Some(ns) = namespace_by_name(tx, name)? else { return Ok(None) };
+            let n = tx.execute("DELETE FROM entries WHERE ns_id = ?1", [ns.id])? as u64;
+            tx.execute("DELETE FROM namespaces WHERE id = ?1", [ns.id])?;
+            let orphans = delete_orphan_blobs(tx)?;
+            Ok(Some((n, orphans)))
+        })
+    }
+
+    // ---- entries ----
+
+    /// The entry `(ns_id, key)`, joined with its blob's MD5.
+    pub fn get_entry(&self, ns_id: i64, key: &Key) -> Result<Option<Entry>> {
+        self.read(|c| {
+            c.prepare_cached(
+                "SELECT e.ns_id, e.key, e.digest, e.size, b.md5, e.content_type, e.source_etag,
+                        e.source_last_modified, e.created_at, e.validated_at
+                 FROM entries e JOIN blobs b ON b.digest = e.digest
+                 WHERE e.ns_id = ?1 AND e.key = ?2",
+            )?
+            .query_row(params![ns_id, key.as_str()], |r| {
+                Ok(Entry {
+                    ns_id: r.get(0)?,
+                    key: r.get(1)?,
+                    digest: digest_of(r.get(2)?)?,
+                    size_bytes: r.get::<_, i64>(3)? as u64,
+                    md5: r.get(4)?,
+                    content_type: r.get(5)?,
+                    validators: Validators { etag: r.get(6)?, last_modified: r.get(7)? },
+                    created_at: r.get(8)?,
+                    validated_at: r.get(9)?,
+                })
+            })
+            .optional()
+            .map_err(Into::into)
+        })
+    }
+
+    /// Records that the source confirmed `(ns_id, key)` unchanged at `now_ms`.
+    pub fn mark_validated(&self, ns_id: i64, key: &Key, now_ms: i64) -> Result<()> {
+        self.write(|tx| {
+            tx.execute(
+                "UPDATE entries SET validated_at = ?3 WHERE ns_id = ?1 AND key = ?2",
+                params![ns_id, key.as_str(), now_ms],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Removes one entry (its blob row stays until cleanup finds it unreferenced).
+    pub fn delete_entry(&self, ns_id: i64, key: &Key) -> Result<bool> {
+        self.write(|tx| Ok(tx.execute("DELETE FROM entries WHERE ns_id = ?1 AND key = ?2", params![ns_id, key.as_str()])? > 0))
+    }
+
+    /// Removes the entries of namespace `ns_id` (all, or those whose key starts with `prefix`,
+    /// compared byte for byte: no wildcards), then the rows of blobs no entry references any more.
+    /// Returns the number of entries removed and the digests whose files the caller must delete.
+    pub fn cleanup(&self, ns_id: Option<i64>, prefix: Option<&str>) -> Result<(u64, Vec<Digest>)> {
+        self.write(|tx| {
+            let n = match (ns_id, prefix) {
+                (None, _) => tx.execute("DELETE FROM entries", [])?,
+                (Some(id), None) => tx.execute("DELETE FROM entries WHERE ns_id = ?1", [id])?,
+                (Some(id), Some(p)) => tx.execute(
+                    "DELETE FROM entries WHERE ns_id = ?1 AND substr(CAST(key AS BLOB), 1, length(CAST(?2 AS BLOB))) = CAST(?2 AS BLOB)",
+                    params![id, p],
+                )?,
+            } as u64;
+            let orphans = delete_orphan_blobs(tx)?;
+            Ok((n, orphans))
+        })
+    }
+
+    // ---- blobs ----
+
+    /// Records that a verified blob is about to be renamed into the disk tier (step 3 of the put
+    /// protocol in docs/design.md). Leaves an existing row alone.
+    pub fn mark_pending(&self, digest: &Digest, size_bytes: u64, now_ms: i64) -> Result<()> {
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO blobs (digest, size, state, created_at, last_access) VALUES (?1, ?2, 0, ?3, ?3)
+                 ON CONFLICT (digest) DO NOTHING",
+                params![digest.hex(), size_bytes as i64, now_ms],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Commits a blob now in the disk tier as present, and optionally the entry that names it, in
+    /// one transaction. `retain` keeps the blob even when no entry references it.
+    pub fn commit_blob(&self, digest: &Digest, size_bytes: u64, retain: bool, entry: Option<&NewEntry>, now_ms: i64) -> Result<()> {
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO blobs (digest, size, state, is_retained, created_at, last_access) VALUES (?1, ?2, 1, ?3, ?4, ?4)
+                 ON CONFLICT (digest) DO UPDATE SET state = 1, is_retained = max(is_retained, excluded.is_retained),
+                     last_access = excluded.last_access",
+                params![digest.hex(), size_bytes as i64, retain, now_ms],
+            )?;
+            if let Some(e) = entry {
+                tx.execute(
+                    "INSERT INTO entries (ns_id, key, digest, size, content_type, source_etag, source_last_modified,
+                                          created_at, last_access, validated_at, hits)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?8, 0)
+                     ON CONFLICT (ns_id, key) DO UPDATE SET digest = excluded.digest, size = excluded.size,
+                         content_type = excluded.content_type, source_etag = excluded.source_etag,
+                         source_last_modified = excluded.source_last_modified, created_at = excluded.created_at,
+                         last_access = excluded.last_access, validated_at = excluded.validated_at",
+                    params![
+                        e.ns_id,
+                        e.key,
+                        digest.hex(),
+                        size_bytes as i64,
+                        e.content_type,
+                        e.validators.etag,
+                        e.validators.last_modified,
+                        now_ms
+                    ],
+                )?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Stores a blob's MD5 once computed.
+    pub fn set_md5(&self, digest: &Digest, md5_hex: &str) -> Result<()> {
+        self.write(|tx| {
+            tx.execute("UPDATE blobs SET md5 = ?2 WHERE digest = ?1", params![digest.hex(), md5_hex])?;
+            Ok(())
+        })
+    }
+
+    /// The blob row for `digest`, if any.
+    pub fn get_blob(&self, digest: &Digest) -> Result<Option<BlobRow>> {
+        self.read(|c| {
+            c.prepare_cached("SELECT digest, size, md5, state, is_retained FROM blobs WHERE digest = ?1")?
+                .query_row([digest.hex()], blob_row)
+                .optional()
+                .map_err(Into::into)
+        })
+    }
+
+    /// Every blob row, pending ones included, in digest order.
+    pub fn list_blobs(&self) -> Result<Vec<BlobRow>> {
+        self.read(|c| {
+            let mut stmt = c.prepare("SELECT digest, size, md5, state, is_retained FROM blobs ORDER BY digest")?;
+            let rows = stmt.query_map([], blob_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+    }
+
+    /// Digests of pending rows: the only rows start-up recovery needs to look at.
+    pub fn pending_blobs(&self) -> Result<Vec<Digest>> {
+        self.read(|c| {
+            let mut stmt = c.prepare("SELECT digest FROM blobs WHERE state = 0")?;
+            let rows = stmt.query_map([], |r| digest_of(r.get(0)?))?.collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+    }
+
+    /// Removes blob rows and every entry naming them (their files are gone or corrupt; the entries
+    /// will be fetched again from their sources). Returns the number of entries removed.
+    pub fn forget_blobs(&self, digests: &[Digest]) -> Result<u64> {
+        self.write(|tx| {
+            let mut n = 0;
+            for d in digests {
+                n += tx.execute("DELETE FROM entries WHERE digest = ?1", [d.hex()])? as u64;
+                tx.execute("DELETE FROM blobs WHERE digest = ?1", [d.hex()])?;
+            }
+            Ok(n)
+        })
+    }
+
+    /// Adds present, retained rows for blobs found on disk with no row (index rebuild, or
+    /// `verify --repair` adopting untracked files). Existing rows are left alone.
+    pub fn adopt_blobs(&self, blobs: &[(Digest, u64)], now_ms: i64) -> Result<()> {
+        self.write(|tx| {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO blobs (digest, size, state, is_retained, created_at, last_access) VALUES (?1, ?2, 1, 1, ?3, ?3)
+                 ON CONFLICT (digest) DO UPDATE SET state = 1, size = excluded.size",
+            )?;
+            for (d, size) in blobs {
+                stmt.execute(params![d.hex(), *size as i64, now_ms])?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Applies a batch of reads in one transaction: last-access times and hit counts.
+    pub fn record_access(&self, batch: &[AccessRecord]) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.write(|tx| {
+            let mut entry_stmt = tx.prepare_cached(
+                "UPDATE entries SET last_access = max(last_access, ?3), hits = hits + ?4 WHERE ns_id = ?1 AND key = ?2",
+            )?;
+            let mut blob_stmt = tx.prepare_cached("UPDATE blobs SET last_access = max(last_access, ?2) WHERE digest = ?1")?;
+            for rec in batch {
+                if let Some((ns_id, key)) = &rec.entry {
+                    entry_stmt.execute(params![ns_id, key, rec.at_ms, rec.n_hits as i64])?;
+                }
+                blob_stmt.execute(params![rec.digest.hex(), rec.at_ms])?;
+            }
+            Ok(())
+        })
+    }
+
+    // ---- reports and maintenance ----
+
+    /// Totals for the whole index, and per namespace (all, or only `only_ns`).
+    pub fn stats(&self, only_ns: Option<&str>) -> Result<Stats> {
+        self.read(|c| {
+            let (n_entries, entry_bytes, oldest_ms, newest_ms): (i64, i64, Option<i64>, Option<i64>) = c.query_row(
+                "SELECT count(*), coalesce(sum(size), 0), min(created_at), max(created_at) FROM entries",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )?;
+            let (n_blobs, blob_bytes): (i64, i64) =
+                c.query_row("SELECT count(*), coalesce(sum(size), 0) FROM blobs WHERE state = 1", [], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            let n_unreferenced: i64 = c.query_row(
+                "SELECT count(*) FROM blobs b WHERE state = 1 AND NOT EXISTS (SELECT 1 FROM entries e WHERE e.digest = b.digest)",
+                [],
+                |r| r.get(0),
+            )?;
+            let mut stmt = c.prepare(
+                "SELECT n.name, n.source, count(e.key), coalesce(sum(e.size), 0), min(e.created_at), max(e.created_at),
+                        coalesce(sum(e.hits), 0)
+                 FROM namespaces n LEFT JOIN entries e ON e.ns_id = n.id
+                 WHERE ?1 IS NULL OR n.name = ?1
+                 GROUP BY n.id ORDER BY n.name",
+            )?;
+            let namespaces = stmt
+                .query_map([only_ns], |r| {
+                    Ok(NamespaceStats {
+                        name: r.get(0)?,
+                        source: r.get(1)?,
+                        n_entries: r.get::<_, i64>(2)? as u64,
+                        bytes: r.get::<_, i64>(3)? as u64,
+                        oldest_ms: r.get(4)?,
+                        newest_ms: r.get(5)?,
+                        hits: r.get::<_, i64>(6)? as u64,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(Stats {
+                n_entries: n_entries as u64,
+                entry_bytes: entry_bytes as u64,
+                oldest_ms,
+                newest_ms,
+                n_blobs: n_blobs as u64,
+                blob_bytes: blob_bytes as u64,
+                n_unreferenced_blobs: n_unreferenced as u64,
+                namespaces,
+            })
+        })
+    }
+
+    /// Size in bytes of the database file and its WAL.
+    pub fn file_bytes(&self) -> u64 {
+        let wal = self.path.with_extension("db-wal");
+        [self.path.as_path(), wal.as_path()]
+            .iter()
+            .filter_map(|p| std::fs::metadata(p).ok())
+            .map(|m| m.len())
+            .sum()
+    }
+
+    /// Checkpoints the WAL into the main file and rebuilds the file compactly (`VACUUM`).
+    pub fn vacuum(&self) -> Result<()> {
+        let conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        conn.execute_batch("VACUUM;")?;
+        let _: (i64, i64, i64) = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        Ok(())
+    }
+
+    /// Checks SQLite's own consistency (`PRAGMA integrity_check`, `foreign_key_check`); returns the
+    /// problems found, empty if none.
+    pub fn integrity_check(&self) -> Result<Vec<String>> {
+        self.read(|c| {
+            let mut problems: Vec<String> = c
+                .prepare("PRAGMA integrity_check")?
+                .query_map([], |r| r.get::<_, String>(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()?
+                .into_iter()
+                .filter(|s| s != "ok")
+                .collect();
+            let n_fk: i64 = c.query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| r.get(0))?;
+            if n_fk > 0 {
+                problems.push(format!("{n_fk} rows violate foreign keys"));
+            }
+            Ok(problems)
+        })
+    }
+}
+
+fn namespace_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Namespace> {
+    Ok(Namespace { id: r.get(0)?, name: r.get(1)?, source: r.get(2)?, created_at: r.get(3)? })
+}
+
+fn namespace_by_name(c: &Connection, name: &str) -> Result<Option<Namespace>> {
+    c.prepare_cached("SELECT id, name, source, created_at FROM namespaces WHERE name = ?1")?
+        .query_row([name], namespace_row)
+        .optional()
+        .map_err(Into::into)
+}
+
+fn blob_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BlobRow> {
+    Ok(BlobRow {
+        digest: digest_of(r.get(0)?)?,
+        size_bytes: r.get::<_, i64>(1)? as u64,
+        md5: r.get(2)?,
+        state: if r.get::<_, i64>(3)? == 0 { BlobState::Pending } else { BlobState::Present },
+        is_retained: r.get(4)?,
+    })
+}
+
+/// Deletes present, unretained blob rows that no entry references; returns their digests.
+fn delete_orphan_blobs(tx: &rusqlite::Transaction<'_>) -> Result<Vec<Digest>> {
+    let mut stmt = tx.prepare_cached(
+        "DELETE FROM blobs WHERE state = 1 AND is_retained = 0
+           AND NOT EXISTS (SELECT 1 FROM entries e WHERE e.digest = blobs.digest)
+         RETURNING digest",
+    )?;
+    let rows = stmt.query_map([], |r| digest_of(r.get(0)?))?.collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fresh() -> (tempfile::TempDir, Index) {
+        let dir = tempfile::tempdir().unwrap();
+        let (ix, created) = Index::open(&dir.path().join("index.db")).unwrap();
+        assert!(created);
+        (dir, ix)
+    }
+
+    fn entry(ns_id: i64, key: &str) -> NewEntry {
+        NewEntry { ns_id, key: key.into(), content_type: None, validators: Validators::default() }
+    }
+
+    #[test]
+    fn reopen_keeps_schema_and_rows() {
+        let (dir, ix) = fresh();
+        let ns = NamespaceName::new("a").unwrap();
+        ix.put_namespace(&ns, Some("http://x/"), 1).unwrap();
+        drop(ix);
+        let (ix, created) = Index::open(&dir.path().join("index.db")).unwrap();
+        assert!(!created);
+        assert_eq!(ix.list_namespaces().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn namespace_create_is_idempotent_and_conflicts_on_other_source() {
+        let (_d, ix) = fresh();
+        let ns = NamespaceName::new("a").unwrap();
+        assert!(ix.put_namespace(&ns, Some("http://x/"), 1).unwrap().1);
+        assert!(!ix.put_namespace(&ns, Some("http://x/"), 2).unwrap().1);
+        assert!(matches!(ix.put_namespace(&ns, Some("http://y/"), 3), Err(IndexError::Conflict { .. })));
+    }
+
+    #[test]
+    fn shared_blob_survives_until_last_namespace_goes() {
+        let (_d, ix) = fresh();
+        let a = ix.put_namespace(&NamespaceName::new("a").unwrap(), None, 1).unwrap().0;
+        let b = ix.put_namespace(&NamespaceName::new("b").unwrap(), None, 1).unwrap().0;
+        let d = Digest::of(b"shared");
+        ix.commit_blob(&d, 6, false, Some(&entry(a.id, "k")), 1).unwrap();
+        ix.commit_blob(&d, 6, false, Some(&entry(b.id, "k2")), 1).unwrap();
+        let (n, orphans) = ix.delete_namespace("a").unwrap().unwrap();
+        assert_eq!((n, orphans.len()), (1, 0));
+        let (n, orphans) = ix.delete_namespace("b").unwrap().unwrap();
+        assert_eq!((n, orphans), (1, vec![d]));
+        assert!(ix.delete_namespace("b").unwrap().is_none());
+    }
+
+    #[test]
+    fn prefix_cleanup_is_byte_exact() {
+        let (_d, ix) = fresh();
+        let a = ix.put_namespace(&NamespaceName::new("a").unwrap(), None, 1).unwrap().0;
+        for (i, key) in ["dir%/x", "dir_/y", "dirX/z", "dir%/w", "Dir%/v"].iter().enumerate() {
+            ix.commit_blob(&Digest::of(&[i as u8]), 1, false, Some(&entry(a.id, key)), 1).unwrap();
+        }
+        let (n, orphans) = ix.cleanup(Some(a.id), Some("dir%/")).unwrap();
+        assert_eq!((n, orphans.len()), (2, 2));
+        assert_eq!(ix.stats(None).unwrap().n_entries, 3);
+    }
+
+    #[test]
+    fn retained_blobs_outlive_cleanup_and_pending_rows_are_listed() {
+        let (_d, ix) = fresh();
+        let d = Digest::of(b"upload");
+        ix.commit_blob(&d, 6, true, None, 1).unwrap();
+        let p = Digest::of(b"pending");
+        ix.mark_pending(&p, 7, 1).unwrap();
+        assert_eq!(ix.pending_blobs().unwrap(), vec![p]);
+        let (_, orphans) = ix.cleanup(None, None).unwrap();
+        assert!(orphans.is_empty());
+        assert_eq!(ix.stats(None).unwrap().n_blobs, 1);
+    }
+
+    #[test]
+    fn access_batches_accumulate_hits() {
+        let (_d, ix) = fresh();
+        let a = ix.put_namespace(&NamespaceName::new("a").unwrap(), None, 1).unwrap().0;
+        let d = Digest::of(b"x");
+        ix.commit_blob(&d, 1, false, Some(&entry(a.id, "k")), 1).unwrap();
+        let rec = AccessRecord { entry: Some((a.id, "k".into())), digest: d, at_ms: 50, n_hits: 3 };
+        ix.record_access(&[rec.clone(), rec]).unwrap();
+        assert_eq!(ix.stats(Some("a")).unwrap().namespaces[0].hits, 6);
+    }
+}

@@ -1,0 +1,144 @@
+//! Sources: where truth lives. A namespace is bound to at most one.
+//!
+//! A [`Source`] answers one question: "give me the bytes of this key (or this range of them), unless
+//! they still match these validators". Today there is the HTTP(S) source ([`HttpSource`]); the
+//! directory, S3 and OCI registry sources implement the same trait. A source knows nothing of
+//! tiers, the index or digests: the engine hashes what it streams.
+#![warn(missing_docs)]
+
+mod http_source;
+
+use std::fmt;
+
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use tiercache_core::{ByteRange, Key, Validators};
+
+pub use http_source::{HttpSource, HttpSourceConfig};
+
+/// A source failure, as the engine and finally the client see it.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum SourceError {
+    /// The source has no such key (404 or 410).
+    #[error("not found at source {url}")]
+    NotFound {
+        /// What was asked for.
+        url: String,
+    },
+    /// The source answered with an unexpected status.
+    #[error("source answered {status} for {url}")]
+    Status {
+        /// The HTTP status.
+        status: u16,
+        /// What was asked for.
+        url: String,
+    },
+    /// Connecting, or waiting for headers or body bytes, took longer than allowed.
+    #[error("source timed out after {after:?} for {url}")]
+    Timeout {
+        /// What was asked for.
+        url: String,
+        /// The limit that ran out.
+        after: std::time::Duration,
+    },
+    /// The body ended before, or ran past, its declared length.
+    #[error("source body for {url} was {got} bytes, but Content-Length said {expected}")]
+    LengthMismatch {
+        /// What was asked for.
+        url: String,
+        /// Declared length.
+        expected: u64,
+        /// Bytes received before the mismatch was seen.
+        got: u64,
+    },
+    /// The connection failed or closed early.
+    #[error("source transfer failed for {url}: {reason}")]
+    Transport {
+        /// What was asked for.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+    /// The source's answer makes no sense (a bad `Content-Range`, say).
+    #[error("source sent an invalid response for {url}: {reason}")]
+    Protocol {
+        /// What was asked for.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl SourceError {
+    /// Whether the failure was a timeout (the HTTP layer answers 504 rather than 502).
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, SourceError::Timeout { .. })
+    }
+}
+
+/// What a fetch asks for.
+#[derive(Debug, Clone, Default)]
+pub struct FetchRequest {
+    /// Only these bytes (the answer's `range` says what came back).
+    pub range: Option<ByteRange>,
+    /// Answer [`Fetched::NotModified`] if the source still matches these.
+    pub validators: Option<Validators>,
+}
+
+/// Metadata of the object at the source.
+#[derive(Debug, Clone, Default)]
+pub struct SourceMeta {
+    /// The whole object's size, if the source said.
+    pub size_bytes: Option<u64>,
+    /// Its content type, if the source said.
+    pub content_type: Option<String>,
+    /// Its validators.
+    pub validators: Validators,
+}
+
+/// A body on its way from the source.
+pub struct SourceBody {
+    /// What the source said about the whole object.
+    pub meta: SourceMeta,
+    /// `Some` if and only if the request had a range: the range these bytes cover.
+    pub range: Option<ByteRange>,
+    /// The bytes. Ends with an error if the transfer fails or its length is wrong.
+    pub stream: BoxStream<'static, Result<Bytes, SourceError>>,
+}
+
+impl fmt::Debug for SourceBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SourceBody").field("meta", &self.meta).field("range", &self.range).finish_non_exhaustive()
+    }
+}
+
+/// A source's answer.
+#[derive(Debug)]
+pub enum Fetched {
+    /// The validators still match: the cached copy is current.
+    NotModified,
+    /// New bytes.
+    Body(SourceBody),
+}
+
+/// Where truth lives.
+#[async_trait::async_trait]
+pub trait Source: Send + Sync + fmt::Debug {
+    /// A human-readable address (a URL), for logs and `ns show`.
+    fn describe(&self) -> String;
+
+    /// Fetches `key`, or a range of it, unless it still matches `req.validators`.
+    async fn fetch(&self, key: &Key, req: &FetchRequest) -> Result<Fetched, SourceError>;
+}
+
+/// Builds the source a namespace's `source` string names.
+///
+/// Today `http://` and `https://` base URLs are accepted.
+pub fn from_url(url: &str, config: &HttpSourceConfig) -> Result<std::sync::Arc<dyn Source>, String> {
+    let lower = url.to_ascii_lowercase();
+    if lower.starts_with("http://") || lower.starts_with("https://") {
+        return Ok(std::sync::Arc::new(HttpSource::new(url, config)?));
+    }
+    Err(format!("unsupported source {url:?}: expected an http:// or https:// base URL"))
+}

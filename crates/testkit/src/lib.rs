@@ -1,0 +1,303 @@
+//! Test harness: a real HTTP/1.1 source on 127.0.0.1 that counts requests and misbehaves on demand.
+//!
+//! The server is written on raw TCP on purpose: it must be able to do what a well-behaved HTTP
+//! library refuses to do (close mid-body, send fewer or more bytes than its `Content-Length`, hang
+//! after the headers). Every response closes its connection, so each request is one connection.
+#![allow(unreachable_pub)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sha2::Digest as _;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+/// Deterministic pseudo-random bytes (xorshift), so tests need no fixtures.
+pub fn bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// `sha256:<hex>` of `data`.
+pub fn sha256(data: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(data)))
+}
+
+/// How the source answers one path.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Behavior {
+    /// Serve the object: 200, 206 for a single range, 304 for matching validators.
+    Normal,
+    /// Answer this status with a short body.
+    Status(u16),
+    /// Accept the connection and never answer.
+    Hang,
+    /// Send the headers with the full Content-Length, then this many body bytes, then close.
+    CloseAfter(usize),
+    /// Declare a Content-Length this many bytes larger than the body actually sent, then close.
+    ShortBy(usize),
+    /// Declare a Content-Length this many bytes smaller than the bytes actually sent.
+    LongBy(usize),
+    /// Send the headers and this many body bytes, then stall until [`Source::release`].
+    StallAfter(usize),
+    /// Send the body in 16 KiB pieces with this pause between them.
+    Slow(Duration),
+}
+
+#[derive(Debug, Clone)]
+struct Object {
+    data: Arc<Vec<u8>>,
+    etag: String,
+    last_modified: String,
+    behavior: Behavior,
+}
+
+/// Requests seen for one path.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// GET requests without a Range header.
+    pub full: u64,
+    /// GET requests with a Range header.
+    pub ranged: u64,
+    /// Requests answered 304.
+    pub not_modified: u64,
+    /// HEAD requests.
+    pub head: u64,
+}
+
+#[derive(Default)]
+struct State {
+    objects: HashMap<String, Object>,
+    counts: HashMap<String, Counts>,
+    honors_range: bool,
+}
+
+/// A running source server. Stops when dropped.
+pub struct Source {
+    addr: SocketAddr,
+    state: Arc<Mutex<State>>,
+    release: watch::Sender<u64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Source {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Source {
+    /// Starts a source on a free port of 127.0.0.1.
+    pub async fn start() -> Source {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(Mutex::new(State { honors_range: true, ..State::default() }));
+        let (release, _) = watch::channel(0u64);
+        let (st, rel) = (Arc::clone(&state), release.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((sock, _)) = listener.accept().await else { continue };
+                let (st, rel) = (Arc::clone(&st), rel.subscribe());
+                tokio::spawn(async move {
+                    let _ = serve(sock, st, rel).await;
+                });
+            }
+        });
+        Source { addr, state, release, task }
+    }
+
+    /// `http://127.0.0.1:PORT/`.
+    pub fn url(&self) -> String {
+        format!("http://{}/", self.addr)
+    }
+
+    /// Serves `data` at `/path` with a fresh ETag and behaves normally.
+    pub fn put(&self, path: &str, data: Vec<u8>) {
+        let mut st = self.state.lock().unwrap();
+        let n = st.objects.len() as u64 + st.counts.len() as u64;
+        let etag = format!("\"{}-{}\"", hex::encode(&sha2::Sha256::digest(&data)[..6]), n);
+        let last_modified = httpdate::fmt_http_date(std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + n));
+        st.objects.insert(
+            path.trim_start_matches('/').to_owned(),
+            Object { data: Arc::new(data), etag, last_modified, behavior: Behavior::Normal },
+        );
+    }
+
+    /// Removes `/path` (it then answers 404).
+    pub fn remove(&self, path: &str) {
+        self.state.lock().unwrap().objects.remove(path.trim_start_matches('/'));
+    }
+
+    /// Sets how `/path` answers (the path must have been `put`, except for `Status` and `Hang`).
+    pub fn set_behavior(&self, path: &str, behavior: Behavior) {
+        let mut st = self.state.lock().unwrap();
+        let entry = st.objects.entry(path.trim_start_matches('/').to_owned()).or_insert_with(|| Object {
+            data: Arc::new(Vec::new()),
+            etag: "\"empty\"".into(),
+            last_modified: httpdate::fmt_http_date(std::time::UNIX_EPOCH),
+            behavior: Behavior::Normal,
+        });
+        entry.behavior = behavior;
+    }
+
+    /// Whether a Range header is honoured (206) or ignored (200 with the whole body).
+    pub fn set_honors_range(&self, on: bool) {
+        self.state.lock().unwrap().honors_range = on;
+    }
+
+    /// Lets every stalled response go on.
+    pub fn release(&self) {
+        self.release.send_modify(|n| *n += 1);
+    }
+
+    /// Requests seen for `/path`.
+    pub fn counts(&self, path: &str) -> Counts {
+        self.state.lock().unwrap().counts.get(path.trim_start_matches('/')).copied().unwrap_or_default()
+    }
+
+    /// The ETag currently served for `/path`.
+    pub fn etag(&self, path: &str) -> Option<String> {
+        self.state.lock().unwrap().objects.get(path.trim_start_matches('/')).map(|o| o.etag.clone())
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+async fn serve(mut sock: TcpStream, st: Arc<Mutex<State>>, mut release: watch::Receiver<u64>) -> std::io::Result<()> {
+    let mut buf = Vec::new();
+    let mut tmp = [0u8; 4096];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = sock.read(&mut tmp).await?;
+        if n == 0 || buf.len() > 64 * 1024 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&tmp[..n]);
+    }
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let mut lines = text.split("\r\n");
+    let mut first = lines.next().unwrap_or_default().split(' ');
+    let method = first.next().unwrap_or_default().to_owned();
+    let path = percent_decode(first.next().unwrap_or("/").trim_start_matches('/'));
+    let headers: HashMap<String, String> = lines
+        .take_while(|l| !l.is_empty())
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let range = headers.get("range").cloned();
+    let (obj, honors_range) = {
+        let mut st = st.lock().unwrap();
+        let c = st.counts.entry(path.clone()).or_default();
+        match (method.as_str(), &range) {
+            ("HEAD", _) => c.head += 1,
+            (_, Some(_)) => c.ranged += 1,
+            (_, None) => c.full += 1,
+        }
+        (st.objects.get(&path).cloned(), st.honors_range)
+    };
+    let Some(obj) = obj else {
+        return respond_simple(&mut sock, 404, "no such object").await;
+    };
+    match obj.behavior {
+        Behavior::Status(code) => return respond_simple(&mut sock, code, "misbehaving on purpose").await,
+        Behavior::Hang => {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            return Ok(());
+        }
+        _ => {}
+    }
+    let inm = headers.get("if-none-match");
+    let ims = headers.get("if-modified-since");
+    if inm.map(|v| v == &obj.etag).unwrap_or(false) || (inm.is_none() && ims.map(|v| v == &obj.last_modified).unwrap_or(false)) {
+        st.lock().unwrap().counts.entry(path.clone()).or_default().not_modified += 1;
+        let head = format!("HTTP/1.1 304 Not Modified\r\nETag: {}\r\nConnection: close\r\n\r\n", obj.etag);
+        sock.write_all(head.as_bytes()).await?;
+        return Ok(());
+    }
+    let total = obj.data.len();
+    let mut status = "200 OK".to_owned();
+    let (mut start, mut end) = (0usize, total);
+    let mut extra = String::new();
+    if let (Some(r), true) = (range, honors_range) {
+        if let Some((a, b)) = r.strip_prefix("bytes=").and_then(|s| s.split_once('-')) {
+            let a: usize = a.parse().unwrap_or(0);
+            let b: usize = b.parse().map(|b: usize| b + 1).unwrap_or(total).min(total);
+            if a >= total || a >= b {
+                return respond_simple(&mut sock, 416, "range not satisfiable").await;
+            }
+            (start, end) = (a, b);
+            status = "206 Partial Content".into();
+            extra = format!("Content-Range: bytes {}-{}/{}\r\n", a, b - 1, total);
+        }
+    }
+    let body = &obj.data[start..end];
+    let declared = match obj.behavior {
+        Behavior::ShortBy(n) => body.len() + n,
+        Behavior::LongBy(n) => body.len().saturating_sub(n),
+        _ => body.len(),
+    };
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Length: {declared}\r\nContent-Type: application/x-test\r\nETag: {}\r\nLast-Modified: {}\r\nAccept-Ranges: bytes\r\n{extra}Connection: close\r\n\r\n",
+        obj.etag, obj.last_modified
+    );
+    sock.write_all(head.as_bytes()).await?;
+    if method == "HEAD" {
+        return Ok(());
+    }
+    match obj.behavior {
+        Behavior::CloseAfter(n) => sock.write_all(&body[..n.min(body.len())]).await?,
+        Behavior::StallAfter(n) => {
+            sock.write_all(&body[..n.min(body.len())]).await?;
+            sock.flush().await?;
+            let seen = *release.borrow_and_update();
+            while *release.borrow() == seen {
+                if release.changed().await.is_err() {
+                    return Ok(());
+                }
+            }
+            sock.write_all(&body[n.min(body.len())..]).await?;
+        }
+        Behavior::Slow(pause) => {
+            for piece in body.chunks(16 * 1024) {
+                sock.write_all(piece).await?;
+                sock.flush().await?;
+                tokio::time::sleep(pause).await;
+            }
+        }
+        _ => sock.write_all(body).await?,
+    }
+    sock.flush().await?;
+    sock.shutdown().await
+}
+
+async fn respond_simple(sock: &mut TcpStream, code: u16, msg: &str) -> std::io::Result<()> {
+    let head = format!("HTTP/1.1 {code} Test\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{msg}", msg.len());
+    sock.write_all(head.as_bytes()).await?;
+    sock.shutdown().await
+}

@@ -1,0 +1,298 @@
+//! The disk tier: `<data>/blobs/sha256/<first two hex>/<64 hex>`, written through temp files.
+//!
+//! A blob is written by the put protocol (also in docs/design.md):
+//! 1. create `<data>/tmp/<pid>-<random>.part` and stream the bytes into it while hashing;
+//! 2. [`TempBlob::finish`]: fsync the file and compute the digest (the caller then compares it
+//!    with the expected digest and records a pending index row);
+//! 3. [`FinishedBlob::publish`]: rename into `blobs/sha256/xx/<hex>` and fsync that directory.
+//!
+//! Invariant: a file under `blobs/` was verified before its rename, so its name is its digest.
+//! A temp file that is dropped unpublished is deleted; one left by a killed process is found by
+//! [`DiskTier::sweep_temp`], which removes temp files whose writing process is gone.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tiercache_core::{Digest, Hasher};
+
+/// The disk tier of one data directory. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct DiskTier {
+    blobs: PathBuf,
+    tmp: PathBuf,
+}
+
+/// What a temp-file sweep removed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SweepReport {
+    /// Files removed.
+    pub n_removed: u64,
+    /// Their bytes.
+    pub bytes: u64,
+}
+
+impl DiskTier {
+    /// Opens the disk tier under `data_dir`, creating its directories.
+    ///
+    /// Fails with a clear error if the directory cannot be created or written.
+    pub fn open(data_dir: &Path) -> io::Result<DiskTier> {
+        let blobs = data_dir.join("blobs").join("sha256");
+        let tmp = data_dir.join("tmp");
+        for dir in [&blobs, &tmp] {
+            fs::create_dir_all(dir).map_err(|e| annotate(e, "cannot create", dir))?;
+        }
+        let probe = tmp.join(format!("{}-probe.part", std::process::id()));
+        File::create(&probe).map_err(|e| annotate(e, "data directory is not writable: cannot create", &probe))?;
+        fs::remove_file(&probe)?;
+        Ok(DiskTier { blobs, tmp })
+    }
+
+    /// Where the blob `digest` lives (whether or not it is there).
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+        let hex = digest.hex();
+        self.blobs.join(&hex[..2]).join(hex)
+    }
+
+    /// Opens the blob for reading. Returns `Ok(None)` if and only if it is not in this tier.
+    pub fn open_blob(&self, digest: &Digest) -> io::Result<Option<(File, u64)>> {
+        match File::open(self.blob_path(digest)) {
+            Ok(f) => {
+                let len = f.metadata()?.len();
+                Ok(Some((f, len)))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether the blob is in this tier.
+    pub fn contains(&self, digest: &Digest) -> bool {
+        self.blob_path(digest).is_file()
+    }
+
+    /// Deletes the blob's file. Returns whether it was there.
+    pub fn delete(&self, digest: &Digest) -> io::Result<bool> {
+        match fs::remove_file(self.blob_path(digest)) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Starts writing a new blob into a uniquely named temp file.
+    pub fn create_temp(&self) -> io::Result<TempBlob> {
+        let name = format!("{}-{:016x}.part", std::process::id(), rand::random::<u64>());
+        let path = self.tmp.join(name);
+        let file = OpenOptions::new().read(true).write(true).create_new(true).open(&path)?;
+        Ok(TempBlob { file: Arc::new(file), path: Some(path), hasher: Hasher::new(), written: 0, tier: self.clone() })
+    }
+
+    /// Removes temp files whose writing process no longer runs (left by a crash or a kill).
+    pub fn sweep_temp(&self) -> io::Result<SweepReport> {
+        let mut report = SweepReport::default();
+        for dirent in fs::read_dir(&self.tmp)? {
+            let dirent = dirent?;
+            let name = dirent.file_name();
+            let Some(pid) = name.to_str().and_then(|n| n.split('-').next()).and_then(|p| p.parse::<u32>().ok()) else {
+                continue;
+            };
+            if pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists() {
+                continue;
+            }
+            let bytes = dirent.metadata().map(|m| m.len()).unwrap_or(0);
+            if fs::remove_file(dirent.path()).is_ok() {
+                report.n_removed += 1;
+                report.bytes += bytes;
+            }
+        }
+        Ok(report)
+    }
+
+    /// Temp files present now, of any process.
+    pub fn list_temp(&self) -> io::Result<Vec<PathBuf>> {
+        fs::read_dir(&self.tmp)?.map(|d| d.map(|d| d.path())).collect()
+    }
+
+    /// Every file under `blobs/` with its size. A file whose name is not a digest, or that sits in
+    /// the wrong fan-out directory, is returned as `Err(path)`.
+    pub fn list(&self) -> io::Result<Vec<Result<(Digest, u64), PathBuf>>> {
+        let mut out = Vec::new();
+        for fan in fs::read_dir(&self.blobs)? {
+            let fan = fan?;
+            if !fan.file_type()?.is_dir() {
+                out.push(Err(fan.path()));
+                continue;
+            }
+            let fan_name = fan.file_name();
+            for f in fs::read_dir(fan.path())? {
+                let f = f?;
+                let name = f.file_name();
+                let parsed = name
+                    .to_str()
+                    .and_then(|n| Digest::from_hex(n).ok())
+                    .filter(|d| fan_name.to_str() == Some(&d.hex()[..2]));
+                match (parsed, f.file_type()?.is_file()) {
+                    (Some(d), true) => out.push(Ok((d, f.metadata()?.len()))),
+                    _ => out.push(Err(f.path())),
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn annotate(e: io::Error, what: &str, path: &Path) -> io::Error {
+    io::Error::new(e.kind(), format!("{what} {}: {e}", path.display()))
+}
+
+/// A blob being written. Dropping it before [`TempBlob::finish`] and
+/// [`FinishedBlob::publish`] deletes the temp file.
+#[derive(Debug)]
+pub struct TempBlob {
+    file: Arc<File>,
+    path: Option<PathBuf>,
+    hasher: Hasher,
+    written: u64,
+    tier: DiskTier,
+}
+
+impl TempBlob {
+    /// Appends `bytes` to the file and the running digest.
+    pub fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        (&*self.file).write_all(bytes)?;
+        self.hasher.update(bytes);
+        self.written += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Bytes written so far.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// A handle readers may `read_at` while the write goes on; bytes below [`TempBlob::written`]
+    /// are final.
+    pub fn reader(&self) -> Arc<File> {
+        Arc::clone(&self.file)
+    }
+
+    /// Step 2: fsyncs the file and returns its digest and size.
+    pub fn finish(mut self) -> io::Result<FinishedBlob> {
+        self.file.sync_all()?;
+        let digest = std::mem::take(&mut self.hasher).finish();
+        let path = self.path.take().expect("path is taken only here");
+        Ok(FinishedBlob { path: Some(path), digest, size_bytes: self.written, tier: self.tier.clone() })
+    }
+}
+
+impl Drop for TempBlob {
+    fn drop(&mut self) {
+        if let Some(path) = self.path.take() {
+            let _ = fs::remove_file(path);
+        }
+    }
+}
+
+/// A fully written, fsynced temp file whose digest is known. Dropping it unpublished deletes it.
+#[derive(Debug)]
+pub struct FinishedBlob {
+    path: Option<PathBuf>,
+    /// The digest of the bytes written.
+    pub digest: Digest,
+    /// Their count.
+    pub size_bytes: u64,
+    tier: DiskTier,
+}
+
+impl FinishedBlob {
+    /// Step 3: renames the file into the tier and fsyncs the fan-out directory. If the blob is
+    /// already there the temp file is simply removed. Returns whether the blob was already there.
+    pub fn publish(mut self) -> io::Result<bool> {
+        let path = self.path.take().expect("path is taken only here");
+        let target = self.tier.blob_path(&self.digest);
+        if target.is_file() {
+            fs::remove_file(&path)?;
+            return Ok(true);
+        }
+        let dir = target.parent().expect("blob paths have a fan-out parent");
+        if let Err(e) = fs::create_dir_all(dir) {
+            let _ = fs::remove_file(&path);
+            return Err(e);
+        }
+        if let Err(e) = fs::rename(&path, &target) {
+            let _ = fs::remove_file(&path);
+            return Err(e);
+        }
+        File::open(dir)?.sync_all()?;
+        Ok(false)
+    }
+}
+
+impl Drop for FinishedBlob {
+    fn drop(&mut self) {
+        if let Some(path) = self.path.take() {
+            let _ = fs::remove_file(path);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::FileExt;
+
+    #[test]
+    fn put_then_read_and_list() {
+        let dir = tempfile::tempdir().unwrap();
+        let tier = DiskTier::open(dir.path()).unwrap();
+        let mut t = tier.create_temp().unwrap();
+        t.write(b"hello ").unwrap();
+        let reader = t.reader();
+        t.write(b"world").unwrap();
+        let mut buf = [0u8; 5];
+        reader.read_at(&mut buf, 6).unwrap();
+        assert_eq!(&buf, b"world");
+        let fin = t.finish().unwrap();
+        assert_eq!(fin.digest, Digest::of(b"hello world"));
+        let d = fin.digest;
+        assert!(!fin.publish().unwrap());
+        let (_, len) = tier.open_blob(&d).unwrap().unwrap();
+        assert_eq!(len, 11);
+        assert_eq!(tier.list().unwrap(), vec![Ok((d, 11))]);
+        assert!(tier.list_temp().unwrap().is_empty());
+        // Publishing the same bytes again keeps the existing file.
+        let mut t = tier.create_temp().unwrap();
+        t.write(b"hello world").unwrap();
+        assert!(t.finish().unwrap().publish().unwrap());
+        assert!(tier.list_temp().unwrap().is_empty());
+    }
+
+    #[test]
+    fn dropped_writes_leave_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let tier = DiskTier::open(dir.path()).unwrap();
+        let mut t = tier.create_temp().unwrap();
+        t.write(b"partial").unwrap();
+        drop(t);
+        let mut t = tier.create_temp().unwrap();
+        t.write(b"unpublished").unwrap();
+        drop(t.finish().unwrap());
+        assert!(tier.list_temp().unwrap().is_empty());
+        assert!(tier.list().unwrap().is_empty());
+    }
+
+    #[test]
+    fn sweep_removes_only_dead_writers_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let tier = DiskTier::open(dir.path()).unwrap();
+        // 4194305 is above Linux's largest pid; pid 1 always runs.
+        fs::write(dir.path().join("tmp/4194305-dead.part"), b"xx").unwrap();
+        fs::write(dir.path().join("tmp/1-alive.part"), b"yy").unwrap();
+        let _mine = tier.create_temp().unwrap();
+        let report = tier.sweep_temp().unwrap();
+        assert_eq!(report, SweepReport { n_removed: 1, bytes: 2 });
+        assert_eq!(tier.list_temp().unwrap().len(), 2);
+    }
+}
