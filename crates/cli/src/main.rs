@@ -1,1 +1,379 @@
-fn main(){}
+//! The `tiercache` binary: clap and anyhow glue over the engine and the server.
+//!
+//! Exit codes: 0 success; 1 the operation failed (the message says why); 2 bad usage;
+//! 3 `verify` found damage that is still there.
+
+mod args;
+mod config;
+
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use futures::StreamExt;
+use tiercache_engine::{Cache, Digest, RangeRequest, Read};
+
+use crate::args::{CleanupArgs, Cli, Command, EngineArgs, GetArgs, NsCommand, ServeArgs};
+use crate::config::FileConfig;
+
+/// Exit code for `verify` finding damage it did not repair.
+const EXIT_DAMAGE: u8 = 3;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_log = if matches!(cli.command, Command::Serve(_)) { "info" } else { "warn" };
+    let filter = cli.log.clone().or_else(|| std::env::var("RUST_LOG").ok()).unwrap_or_else(|| default_log.to_owned());
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn open(cli: &Cli, engine: &EngineArgs, file: &FileConfig) -> Result<Cache> {
+    let cfg = config::engine_config(cli.data_dir.as_deref(), engine, file);
+    let dir = cfg.data_dir.clone();
+    Cache::open(cfg).await.with_context(|| format!("cannot open data directory {}", dir.display()))
+}
+
+async fn run(cli: Cli) -> Result<u8> {
+    let file = FileConfig::load(cli.config.as_deref())?;
+    let no_engine_args = EngineArgs::default();
+    match &cli.command {
+        Command::Serve(args) => serve(&cli, args, &file).await,
+        Command::Get(args) => get(open(&cli, &args.engine, &file).await?, args).await,
+        Command::Ns(cmd) => ns(open(&cli, &no_engine_args, &file).await?, cmd).await,
+        Command::Stats { ns, json } => {
+            let cache = open(&cli, &no_engine_args, &file).await?;
+            let report = cache.stats(ns.as_deref()).await?;
+            if *json {
+                print_json(&report)?;
+            } else {
+                println!("data directory: {}", report.data_dir.display());
+                println!("index: {}", human_bytes(report.index_bytes));
+                let s = &report.stats;
+                println!(
+                    "blobs: {} ({}), {} not referenced by any entry",
+                    s.n_blobs,
+                    human_bytes(s.blob_bytes),
+                    s.n_unreferenced_blobs
+                );
+                println!("entries: {} ({})", s.n_entries, human_bytes(s.entry_bytes));
+                println!("oldest: {}", time_or_dash(s.oldest_ms));
+                println!("newest: {}", time_or_dash(s.newest_ms));
+                print_namespace_table(&s.namespaces);
+            }
+            Ok(0)
+        }
+        Command::Cleanup(args) => cleanup(open(&cli, &no_engine_args, &file).await?, args).await,
+        Command::Vacuum { json } => {
+            let report = open(&cli, &no_engine_args, &file).await?.vacuum().await?;
+            if *json {
+                print_json(&report)?;
+            } else {
+                println!(
+                    "index size before: {}, after: {}, saved: {}",
+                    human_bytes(report.before_bytes),
+                    human_bytes(report.after_bytes),
+                    human_bytes(report.saved_bytes)
+                );
+            }
+            Ok(0)
+        }
+        Command::Verify { repair, json } => verify(open(&cli, &no_engine_args, &file).await?, *repair, *json).await,
+    }
+}
+
+async fn serve(cli: &Cli, args: &ServeArgs, file: &FileConfig) -> Result<u8> {
+    let cache = open(cli, &args.engine, file).await?;
+    for (name, def) in &file.namespaces {
+        cache
+            .create_namespace(name, def.source.as_deref())
+            .await
+            .with_context(|| format!("cannot create namespace {name} from the config file"))?;
+    }
+    let addr = config::listen(args.listen.as_deref(), file);
+    let listener = tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+    tracing::info!(addr = %listener.local_addr()?, data_dir = %cache.data_dir().display(), "tiercache serving");
+    let shutdown = async {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("shutting down");
+    };
+    tiercache_server::serve(listener, cache, shutdown).await?;
+    Ok(0)
+}
+
+/// What `get` was asked for.
+enum Target {
+    Blob(Digest),
+    Entry(String, String),
+}
+
+async fn resolve_target(cache: &Cache, target: &str) -> Result<Target> {
+    if target.starts_with("sha256:") || target.contains(':') && !target.contains('/') {
+        return Ok(Target::Blob(target.parse::<Digest>()?));
+    }
+    if target.starts_with("http://") || target.starts_with("https://") {
+        for ns in cache.namespaces().await? {
+            let Some(base) = ns.source.as_deref() else { continue };
+            let base = if base.ends_with('/') { base.to_owned() } else { format!("{base}/") };
+            if let Some(rest) = target.strip_prefix(&base) {
+                let key = percent_decode(rest)?;
+                return Ok(Target::Entry(ns.name, key));
+            }
+        }
+        bail!("no namespace's source covers {target}; create one with `tiercache ns create NAME --source BASE_URL`");
+    }
+    match target.split_once('/') {
+        Some((ns, key)) => Ok(Target::Entry(ns.to_owned(), key.to_owned())),
+        None => bail!("expected NAMESPACE/KEY, sha256:<hex> or a URL, got {target:?}"),
+    }
+}
+
+fn percent_decode(s: &str) -> Result<String> {
+    Ok(percent_encoding::percent_decode_str(s)
+        .decode_utf8()
+        .context("URL path is not UTF-8 once decoded")?
+        .into_owned())
+}
+
+fn parse_range(s: &str) -> Result<RangeRequest> {
+    let (a, b) = s.split_once('-').context("--range takes START-END or START-")?;
+    let start: u64 = a.trim().parse().context("--range START is not a number")?;
+    let end =
+        if b.trim().is_empty() { None } else { Some(b.trim().parse::<u64>().context("--range END is not a number")?) };
+    Ok(RangeRequest::single(start, end)?)
+}
+
+async fn get(cache: Cache, args: &GetArgs) -> Result<u8> {
+    let range = args.range.as_deref().map(parse_range).transpose()?;
+    let read: Read = match resolve_target(&cache, &args.target).await? {
+        Target::Blob(d) => cache.read_blob(&d).await?,
+        Target::Entry(ns, key) => cache.read_entry(&ns, &key).await?,
+    };
+    let byte_range = match (&range, read.meta.size_bytes) {
+        (Some(r), Some(size)) => match r.resolve(size)? {
+            tiercache_core::Resolved::Partial(r) => Some(r),
+            tiercache_core::Resolved::Whole => None,
+        },
+        (Some(_), None) => bail!("the source did not say the size, so --range cannot be applied"),
+        (None, _) => None,
+    };
+    let mut stream = read.into_stream(byte_range);
+    let mut sink: Box<dyn Write> = match &args.output {
+        Some(path) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    };
+    let result: Result<()> = async {
+        while let Some(chunk) = stream.next().await {
+            sink.write_all(&chunk.context("read failed")?)?;
+        }
+        sink.flush()?;
+        Ok(())
+    }
+    .await;
+    drop(sink);
+    if let (Err(_), Some(path)) = (&result, &args.output) {
+        let _ = std::fs::remove_file(path); // Never leave a partial file that looks complete.
+    }
+    cache.flush().await?;
+    result.map(|()| 0)
+}
+
+async fn ns(cache: Cache, cmd: &NsCommand) -> Result<u8> {
+    match cmd {
+        NsCommand::Create { name, source } => {
+            let (ns, created) = cache.create_namespace(name, source.as_deref()).await?;
+            let verb = if created { "created" } else { "already exists:" };
+            println!("{verb} namespace {} (source: {})", ns.name, ns.source.as_deref().unwrap_or("none"));
+        }
+        NsCommand::List { json } => {
+            let list = cache.namespaces().await?;
+            if *json {
+                print_json(&list)?;
+            } else {
+                print_namespace_table(&list);
+            }
+        }
+        NsCommand::Show { name, json } => {
+            let Some(info) = cache.namespace(name).await? else { bail!("no namespace named {name:?}") };
+            if *json {
+                print_json(&info)?;
+            } else {
+                println!("name: {}", info.name);
+                println!("source: {}", info.source.as_deref().unwrap_or("none"));
+                println!("entries: {} ({})", info.n_entries, human_bytes(info.bytes));
+                println!("hits: {}", info.hits);
+                println!("oldest: {}", time_or_dash(info.oldest_ms));
+                println!("newest: {}", time_or_dash(info.newest_ms));
+            }
+        }
+        NsCommand::Delete { name, json } => {
+            let report = cache.delete_namespace(name).await?;
+            if *json {
+                print_json(&serde_json::json!({ "name": name, "existed": report.is_some(), "removed": report }))?;
+            } else {
+                match report {
+                    Some(r) => println!(
+                        "deleted namespace {name}: {} entries, {} blobs, {} freed",
+                        r.n_entries,
+                        r.n_blobs,
+                        human_bytes(r.bytes)
+                    ),
+                    None => println!("namespace {name} did not exist; nothing to delete"),
+                }
+            }
+        }
+    }
+    Ok(0)
+}
+
+async fn cleanup(cache: Cache, args: &CleanupArgs) -> Result<u8> {
+    if args.all && !args.yes {
+        if !std::io::stdin().is_terminal() {
+            bail!("refusing to remove every entry without --yes (standard input is not a terminal)");
+        }
+        let n = cache.stats(None).await?.stats.n_entries;
+        eprint!("remove all {n} entries of every namespace, and the blobs they alone reference? [y/N] ");
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer)?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            eprintln!("nothing removed");
+            return Ok(1);
+        }
+    }
+    let ns = if args.all { None } else { args.ns.as_deref() };
+    let report = cache.cleanup(ns, args.prefix.as_deref()).await?;
+    if args.json {
+        print_json(&report)?;
+    } else {
+        println!(
+            "removed {} entries and {} blobs, {} freed",
+            report.n_entries,
+            report.n_blobs,
+            human_bytes(report.bytes)
+        );
+    }
+    Ok(0)
+}
+
+async fn verify(cache: Cache, repair: bool, json: bool) -> Result<u8> {
+    let bar = if std::io::stderr().is_terminal() && !json {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+                .expect("valid template"),
+        );
+        Some(bar)
+    } else {
+        None
+    };
+    let b = bar.clone();
+    let report = cache
+        .verify(repair, move |done, total| {
+            if let Some(b) = &b {
+                b.set_length(total);
+                b.set_position(done);
+            }
+        })
+        .await?;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    if json {
+        print_json(&report)?;
+    } else {
+        println!("checked {} blobs ({})", report.n_checked, human_bytes(report.bytes_checked));
+        let lines: [(&str, usize); 7] = [
+            ("corrupt (bytes do not match their digest)", report.corrupt.len()),
+            ("missing (indexed, no file)", report.missing.len()),
+            ("untracked (file, not indexed)", report.untracked.len()),
+            ("wrong size", report.wrong_size.len()),
+            ("stray files under blobs/", report.strays.len()),
+            ("temp files of stopped processes", report.stale_temp.len()),
+            ("index integrity problems", report.index_problems.len()),
+        ];
+        for (what, n) in lines {
+            if n > 0 {
+                println!("{what}: {n}");
+            }
+        }
+        for d in &report.corrupt {
+            println!("corrupt: {d}");
+        }
+        for p in &report.index_problems {
+            println!("index: {p}");
+        }
+        match (report.is_clean(), report.repaired) {
+            (true, _) => println!("clean"),
+            (false, true) => println!("repaired"),
+            (false, false) => println!("damage found; run `tiercache verify --repair` to fix it"),
+        }
+    }
+    Ok(if report.is_clean() || report.repaired { 0 } else { EXIT_DAMAGE })
+}
+
+fn print_json(v: &impl serde::Serialize) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, v)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+fn print_namespace_table(list: &[tiercache_engine::NamespaceInfo]) {
+    if list.is_empty() {
+        println!("no namespaces");
+        return;
+    }
+    println!("{:<24} {:>10} {:>12} {:>10}  SOURCE", "NAMESPACE", "ENTRIES", "BYTES", "HITS");
+    for ns in list {
+        println!(
+            "{:<24} {:>10} {:>12} {:>10}  {}",
+            ns.name,
+            ns.n_entries,
+            human_bytes(ns.bytes),
+            ns.hits,
+            ns.source.as_deref().unwrap_or("-")
+        );
+    }
+}
+
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i + 1 < UNITS.len() {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[i]) }
+}
+
+fn time_or_dash(ms: Option<i64>) -> String {
+    ms.map(|ms| {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
+        humantime::format_rfc3339_seconds(t).to_string()
+    })
+    .unwrap_or_else(|| "-".to_owned())
+}

@@ -70,9 +70,7 @@ impl NamespaceName {
         }
         let shown: String = s.chars().take(80).collect();
         let first_ok = s.as_bytes()[0].is_ascii_lowercase() || s.as_bytes()[0].is_ascii_digit();
-        let all_ok = s
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-'));
+        let all_ok = s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-'));
         if !first_ok || !all_ok || s.contains("..") {
             return Err(KeyError::NamespaceSyntax(shown));
         }
@@ -160,12 +158,28 @@ mod tests {
 
     #[test]
     fn keys() {
-        for good in ["a", "a/b/c.txt", "..a", "a..", "dir/.hidden", "ünïcode/ключ", "a b", "%2e%2e", "x".repeat(1024).as_str()] {
+        for good in
+            ["a", "a/b/c.txt", "..a", "a..", "dir/.hidden", "ünïcode/ключ", "a b", "%2e%2e", "x".repeat(1024).as_str()]
+        {
             check_key(good, true);
         }
         for bad in [
-            "", "..", ".", "a/../b", "../a", "a/..", "/abs", "/etc/passwd", "a//b", "a/", "a\\b", "..\\x", "a\0b",
-            "a\nb", "a\x7fb", "x".repeat(1025).as_str(),
+            "",
+            "..",
+            ".",
+            "a/../b",
+            "../a",
+            "a/..",
+            "/abs",
+            "/etc/passwd",
+            "a//b",
+            "a/",
+            "a\\b",
+            "..\\x",
+            "a\0b",
+            "a\nb",
+            "a\x7fb",
+            "x".repeat(1025).as_str(),
         ] {
             check_key(bad, false);
         }

@@ -11,8 +11,8 @@ mod key;
 mod range;
 
 pub use digest::{Digest, DigestError, Hasher};
-pub use key::{Key, KeyError, NamespaceName, MAX_KEY_BYTES, MAX_NAMESPACE_BYTES};
-pub use range::{ByteRange, RangeError, RangeRequest, Resolved, MAX_RANGES};
+pub use key::{Key, KeyError, MAX_KEY_BYTES, MAX_NAMESPACE_BYTES, NamespaceName};
+pub use range::{ByteRange, MAX_RANGES, RangeError, RangeRequest, Resolved};
 
 /// A source's validators for an entry: what a conditional request sends back to it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
@@ -33,8 +33,5 @@ impl Validators {
 /// Milliseconds since the Unix epoch, the one time unit of the index.
 pub fn now_ms() -> i64 {
     use std::time::{SystemTime, UNIX_EPOCH};
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }

@@ -141,10 +141,10 @@ impl RangeRequest {
 
     /// A request for one explicit range (`start..=end`), as the CLI's `--range` gives.
     pub fn single(start: u64, end: Option<u64>) -> Result<RangeRequest, RangeError> {
-        if let Some(end) = end {
-            if end < start {
-                return Err(RangeError::Reversed { start, end });
-            }
+        if let Some(end) = end
+            && end < start
+        {
+            return Err(RangeError::Reversed { start, end });
         }
         Ok(RangeRequest { specs: vec![Spec::From { start, end }] })
     }
@@ -262,12 +262,11 @@ mod tests {
                 end.map(|e| e.to_string()).unwrap_or_default()
             );
             let parsed = RangeRequest::parse(&header);
-            if let (Some(s), Some(e)) = (start, end) {
-                if e < s {
+            if let (Some(s), Some(e)) = (start, end)
+                && e < s {
                     prop_assert_eq!(parsed, Err(RangeError::Reversed { start: s, end: e }));
                     return Ok(());
                 }
-            }
             let got = parsed.unwrap().unwrap().resolve(size);
             match model(start, end, size) {
                 Some((s, e)) => {
@@ -279,11 +278,10 @@ mod tests {
 
         #[test]
         fn never_panics(header in "\\PC{0,40}", size in any::<u64>()) {
-            if let Ok(Some(req)) = RangeRequest::parse(&header) {
-                if let Ok(Resolved::Partial(r)) = req.resolve(size) {
+            if let Ok(Some(req)) = RangeRequest::parse(&header)
+                && let Ok(Resolved::Partial(r)) = req.resolve(size) {
                     prop_assert!(r.start <= r.end && r.end < size);
                 }
-            }
         }
     }
 }

@@ -1,1 +1,28 @@
-//! stub
+//! The tiercache engine: the library facade over index, tiers and sources.
+//!
+//! [`Cache`] is what the server and the CLI drive. It owns the read path (index → disk → source,
+//! with single flight), blob uploads, namespaces and the maintenance jobs (`stats`, `cleanup`,
+//! `verify`, `vacuum`, start-up recovery). It knows nothing of HTTP status codes or command lines:
+//! it returns typed [`Error`]s and lets the front doors choose how to say them.
+#![warn(missing_docs)]
+
+mod access;
+mod body;
+mod cache;
+mod config;
+mod error;
+mod flight;
+mod maintenance;
+mod namespaces;
+mod read_path;
+mod telemetry;
+
+pub use body::{Read, ReadMeta, Tier};
+pub use cache::Cache;
+pub use config::CacheConfig;
+pub use error::Error;
+pub use maintenance::{CleanupReport, StatsReport, VacuumReport, VerifyReport};
+pub use namespaces::NamespaceInfo;
+pub use tiercache_core::{ByteRange, Digest, Key, NamespaceName, RangeRequest};
+pub use tiercache_index::Namespace;
+pub use tiercache_sources::{HttpSourceConfig, SourceError};

@@ -14,6 +14,8 @@ mod schema;
 mod store;
 
 pub use store::{
-    AccessRecord, BlobRow, BlobState, Entry, Index, IndexError, Namespace, NamespaceStats, NewEntry, Stats,
-    Validators,
+    AccessRecord, BlobRow, BlobState, Entry, Index, IndexError, Namespace, NamespaceStats, NewEntry, Stats, Validators,
 };
+
+/// SQLite's error codes, so callers can tell a full disk from a bug without naming rusqlite.
+pub use rusqlite::ErrorCode as SqliteErrorCode;

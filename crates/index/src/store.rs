@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use serde::Serialize;
-use tiercache_core::{Digest, Key, NamespaceName};
 pub use tiercache_core::Validators;
+use tiercache_core::{Digest, Key, NamespaceName};
 
 use crate::schema;
 
@@ -195,7 +195,8 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
 }
 
 fn digest_of(s: String) -> rusqlite::Result<Digest> {
-    Digest::from_hex(&s).map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
+    Digest::from_hex(&s)
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
 }
 
 impl Index {
@@ -342,7 +343,9 @@ impl Index {
 
     /// Removes one entry (its blob row stays until cleanup finds it unreferenced).
     pub fn delete_entry(&self, ns_id: i64, key: &Key) -> Result<bool> {
-        self.write(|tx| Ok(tx.execute("DELETE FROM entries WHERE ns_id = ?1 AND key = ?2", params![ns_id, key.as_str()])? > 0))
+        self.write(|tx| {
+            Ok(tx.execute("DELETE FROM entries WHERE ns_id = ?1 AND key = ?2", params![ns_id, key.as_str()])? > 0)
+        })
     }
 
     /// Removes the entries of namespace `ns_id` (all, or those whose key starts with `prefix`,
@@ -380,7 +383,14 @@ impl Index {
 
     /// Commits a blob now in the disk tier as present, and optionally the entry that names it, in
     /// one transaction. `retain` keeps the blob even when no entry references it.
-    pub fn commit_blob(&self, digest: &Digest, size_bytes: u64, retain: bool, entry: Option<&NewEntry>, now_ms: i64) -> Result<()> {
+    pub fn commit_blob(
+        &self,
+        digest: &Digest,
+        size_bytes: u64,
+        retain: bool,
+        entry: Option<&NewEntry>,
+        now_ms: i64,
+    ) -> Result<()> {
         self.write(|tx| {
             tx.execute(
                 "INSERT INTO blobs (digest, size, state, is_retained, created_at, last_access) VALUES (?1, ?2, 1, ?3, ?4, ?4)
@@ -486,7 +496,8 @@ impl Index {
             let mut entry_stmt = tx.prepare_cached(
                 "UPDATE entries SET last_access = max(last_access, ?3), hits = hits + ?4 WHERE ns_id = ?1 AND key = ?2",
             )?;
-            let mut blob_stmt = tx.prepare_cached("UPDATE blobs SET last_access = max(last_access, ?2) WHERE digest = ?1")?;
+            let mut blob_stmt =
+                tx.prepare_cached("UPDATE blobs SET last_access = max(last_access, ?2) WHERE digest = ?1")?;
             for rec in batch {
                 if let Some((ns_id, key)) = &rec.entry {
                     entry_stmt.execute(params![ns_id, key, rec.at_ms, rec.n_hits as i64])?;
@@ -550,18 +561,15 @@ impl Index {
     /// Size in bytes of the database file and its WAL.
     pub fn file_bytes(&self) -> u64 {
         let wal = self.path.with_extension("db-wal");
-        [self.path.as_path(), wal.as_path()]
-            .iter()
-            .filter_map(|p| std::fs::metadata(p).ok())
-            .map(|m| m.len())
-            .sum()
+        [self.path.as_path(), wal.as_path()].iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum()
     }
 
     /// Checkpoints the WAL into the main file and rebuilds the file compactly (`VACUUM`).
     pub fn vacuum(&self) -> Result<()> {
         let conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         conn.execute_batch("VACUUM;")?;
-        let _: (i64, i64, i64) = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        let _: (i64, i64, i64) =
+            conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
         Ok(())
     }
 

@@ -152,8 +152,10 @@ impl Source for HttpSource {
         let resp = rb.send().await.map_err(|e| self.transport(&url, e))?;
         let status = resp.status();
         let headers = resp.headers().clone();
-        let validators =
-            Validators { etag: header_str(&headers, header::ETAG), last_modified: header_str(&headers, header::LAST_MODIFIED) };
+        let validators = Validators {
+            etag: header_str(&headers, header::ETAG),
+            last_modified: header_str(&headers, header::LAST_MODIFIED),
+        };
         let content_type = header_str(&headers, header::CONTENT_TYPE);
         let declared_len = header_str(&headers, header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok());
         let (range, size_bytes, skip_take) = match status {
@@ -187,45 +189,45 @@ impl Source for HttpSource {
             (None, None) => declared_len,
         };
         let meta = SourceMeta { size_bytes, content_type, validators };
-        let this = self.clone();
-        let url_for_stream = url.clone();
-        let mut got: u64 = 0;
-        let raw = resp.bytes_stream().map(move |r| r.map_err(|e| this.transport(&url_for_stream, e)));
-        let url_for_check = url.clone();
-        // Enforce the declared length: a short body is an error, never a smaller blob.
-        let checked = futures::stream::unfold((raw, false), move |(mut raw, done)| {
-            let url = url_for_check.clone();
-            async move {
-                if done {
-                    return None;
-                }
-                match raw.next().await {
-                    Some(Ok(chunk)) => {
-                        got += chunk.len() as u64;
-                        if let Some(exp) = expected {
-                            if got > exp {
-                                let e = SourceError::LengthMismatch { url, expected: exp, got };
-                                return Some((Err(e), (raw, true)));
-                            }
-                        }
-                        Some((Ok(chunk), (raw, false)))
-                    }
-                    Some(Err(e)) => Some((Err(e), (raw, true))),
-                    None => match expected {
-                        Some(exp) if got != exp => {
-                            Some((Err(SourceError::LengthMismatch { url, expected: exp, got }), (raw, true)))
-                        }
-                        _ => None,
-                    },
-                }
-            }
-        });
+        let (this, stream_url) = (self.clone(), url.clone());
+        let raw = resp.bytes_stream().map(move |r| r.map_err(|e| this.transport(&stream_url, e)));
+        let checked = enforce_length(raw, expected, url);
         let stream = match skip_take {
             None => checked.boxed(),
             Some((skip, take)) => slice_stream(checked, skip, take).boxed(),
         };
         Ok(Fetched::Body(SourceBody { meta, range, stream }))
     }
+}
+
+/// Passes a body through, failing it if it ends before, or runs past, `expected` bytes: a short
+/// body is an error, never a smaller blob.
+fn enforce_length(
+    raw: impl futures::Stream<Item = Result<Bytes, SourceError>> + Send + Unpin + 'static,
+    expected: Option<u64>,
+    url: String,
+) -> impl futures::Stream<Item = Result<Bytes, SourceError>> + Send + 'static {
+    futures::stream::unfold((raw, 0u64, false), move |(mut raw, got, done)| {
+        let url = url.clone();
+        async move {
+            if done {
+                return None;
+            }
+            let mismatch = |got| SourceError::LengthMismatch { url, expected: expected.unwrap_or(0), got };
+            match raw.next().await {
+                Some(Ok(chunk)) => {
+                    let got = got + chunk.len() as u64;
+                    if expected.is_some_and(|exp| got > exp) {
+                        return Some((Err(mismatch(got)), (raw, got, true)));
+                    }
+                    Some((Ok(chunk), (raw, got, false)))
+                }
+                Some(Err(e)) => Some((Err(e), (raw, got, true))),
+                None if expected.is_some_and(|exp| got != exp) => Some((Err(mismatch(got)), (raw, got, true))),
+                None => None,
+            }
+        }
+    })
 }
 
 /// Keeps only bytes `skip..skip + take` of a stream.

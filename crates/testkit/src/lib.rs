@@ -177,12 +177,13 @@ fn percent_decode(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(v);
-                i += 3;
-                continue;
-            }
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16)
+        {
+            out.push(v);
+            i += 3;
+            continue;
         }
         out.push(b[i]);
         i += 1;
@@ -234,7 +235,9 @@ async fn serve(mut sock: TcpStream, st: Arc<Mutex<State>>, mut release: watch::R
     }
     let inm = headers.get("if-none-match");
     let ims = headers.get("if-modified-since");
-    if inm.map(|v| v == &obj.etag).unwrap_or(false) || (inm.is_none() && ims.map(|v| v == &obj.last_modified).unwrap_or(false)) {
+    if inm.map(|v| v == &obj.etag).unwrap_or(false)
+        || (inm.is_none() && ims.map(|v| v == &obj.last_modified).unwrap_or(false))
+    {
         st.lock().unwrap().counts.entry(path.clone()).or_default().not_modified += 1;
         let head = format!("HTTP/1.1 304 Not Modified\r\nETag: {}\r\nConnection: close\r\n\r\n", obj.etag);
         sock.write_all(head.as_bytes()).await?;
@@ -244,17 +247,17 @@ async fn serve(mut sock: TcpStream, st: Arc<Mutex<State>>, mut release: watch::R
     let mut status = "200 OK".to_owned();
     let (mut start, mut end) = (0usize, total);
     let mut extra = String::new();
-    if let (Some(r), true) = (range, honors_range) {
-        if let Some((a, b)) = r.strip_prefix("bytes=").and_then(|s| s.split_once('-')) {
-            let a: usize = a.parse().unwrap_or(0);
-            let b: usize = b.parse().map(|b: usize| b + 1).unwrap_or(total).min(total);
-            if a >= total || a >= b {
-                return respond_simple(&mut sock, 416, "range not satisfiable").await;
-            }
-            (start, end) = (a, b);
-            status = "206 Partial Content".into();
-            extra = format!("Content-Range: bytes {}-{}/{}\r\n", a, b - 1, total);
+    if let (Some(r), true) = (range, honors_range)
+        && let Some((a, b)) = r.strip_prefix("bytes=").and_then(|s| s.split_once('-'))
+    {
+        let a: usize = a.parse().unwrap_or(0);
+        let b: usize = b.parse().map(|b: usize| b + 1).unwrap_or(total).min(total);
+        if a >= total || a >= b {
+            return respond_simple(&mut sock, 416, "range not satisfiable").await;
         }
+        (start, end) = (a, b);
+        status = "206 Partial Content".into();
+        extra = format!("Content-Range: bytes {}-{}/{}\r\n", a, b - 1, total);
     }
     let body = &obj.data[start..end];
     let declared = match obj.behavior {

@@ -1,0 +1,158 @@
+//! The command line, as clap sees it. Every setting resolves as flag > `TIERCACHE_*` environment >
+//! TOML config file > built-in default; the defaults are applied in `config.rs`, not here, so that
+//! a value from the file is not shadowed by a clap default.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// tiercache: a tiered, content-addressed, read-through cache for files and blobs.
+#[derive(Debug, Parser)]
+#[command(name = "tiercache", version, about, long_about = None, propagate_version = true)]
+pub(crate) struct Cli {
+    /// Data directory: index.db, blobs/, tmp/, namespaces/ [default: $XDG_DATA_HOME/tiercache]
+    #[arg(long, global = true, env = "TIERCACHE_DATA_DIR", value_name = "DIR")]
+    pub(crate) data_dir: Option<PathBuf>,
+
+    /// TOML config file [default: $XDG_CONFIG_HOME/tiercache/config.toml, if it exists]
+    #[arg(long, global = true, env = "TIERCACHE_CONFIG", value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
+
+    /// Log filter, e.g. `info` or `tiercache_engine=debug` [default: info for serve, warn otherwise]
+    #[arg(long, global = true, env = "TIERCACHE_LOG", value_name = "FILTER")]
+    pub(crate) log: Option<String>,
+
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Run the HTTP server (blob and entry API, /healthz, /metrics)
+    Serve(ServeArgs),
+    /// Read an entry, a blob or a URL through the cache
+    Get(GetArgs),
+    /// Create, list, show and delete namespaces
+    #[command(subcommand)]
+    Ns(NsCommand),
+    /// Entries, bytes, oldest and newest, overall and per namespace
+    Stats {
+        /// Only this namespace
+        #[arg(long)]
+        ns: Option<String>,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove entries, and the blobs no namespace references any more
+    Cleanup(CleanupArgs),
+    /// Compact the index database; prints its size before, after, and saved
+    Vacuum {
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rehash every blob and reconcile the index with the disk tier (exit 3 if damage remains)
+    Verify {
+        /// Delete corrupt files (they are fetched again), drop rows of missing files, adopt untracked files
+        #[arg(long)]
+        repair: bool,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// Address to listen on [default: 127.0.0.1:7070]
+    #[arg(long, env = "TIERCACHE_LISTEN", value_name = "ADDR")]
+    pub(crate) listen: Option<String>,
+    #[command(flatten)]
+    pub(crate) engine: EngineArgs,
+}
+
+/// Engine settings, shared by every command that reads through the cache.
+#[derive(Debug, Args, Default)]
+pub(crate) struct EngineArgs {
+    /// Revalidate an entry with its source once it is older than this; 0s revalidates every read [default: 60s]
+    #[arg(long, env = "TIERCACHE_REVALIDATE_AFTER", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub(crate) revalidate_after: Option<std::time::Duration>,
+    /// Longest wait to connect to a source [default: 10s]
+    #[arg(long, env = "TIERCACHE_SOURCE_CONNECT_TIMEOUT", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub(crate) source_connect_timeout: Option<std::time::Duration>,
+    /// Longest wait for a source's headers or next body bytes [default: 30s]
+    #[arg(long, env = "TIERCACHE_SOURCE_READ_TIMEOUT", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub(crate) source_read_timeout: Option<std::time::Duration>,
+    /// Most source fetches at once [default: 64]
+    #[arg(long, env = "TIERCACHE_MAX_CONCURRENT_FETCHES", value_name = "N")]
+    pub(crate) max_concurrent_fetches: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct GetArgs {
+    /// `NAMESPACE/KEY`, `sha256:<hex>`, or a URL under some namespace's source
+    pub(crate) target: String,
+    /// Write to FILE instead of standard output
+    #[arg(short, long, value_name = "FILE")]
+    pub(crate) output: Option<PathBuf>,
+    /// Only bytes START-END (inclusive; END may be omitted)
+    #[arg(long, value_name = "START-END")]
+    pub(crate) range: Option<String>,
+    #[command(flatten)]
+    pub(crate) engine: EngineArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum NsCommand {
+    /// Create a namespace (idempotent), optionally bound to a source
+    Create {
+        /// Namespace name: lowercase letters, digits, '.', '_', '-'
+        name: String,
+        /// The source's base URL (http:// or https://)
+        #[arg(long, value_name = "URL")]
+        source: Option<String>,
+    },
+    /// List namespaces with their totals
+    List {
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one namespace with its totals
+    Show {
+        /// Namespace name
+        name: String,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a namespace, its entries and the blobs no other namespace references (idempotent)
+    Delete {
+        /// Namespace name
+        name: String,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("scope").required(true).args(["ns", "all"])))]
+pub(crate) struct CleanupArgs {
+    /// Remove this namespace's entries
+    #[arg(long)]
+    pub(crate) ns: Option<String>,
+    /// Only keys starting with this prefix (byte for byte; no wildcards)
+    #[arg(long, requires = "ns")]
+    pub(crate) prefix: Option<String>,
+    /// Remove the entries of every namespace
+    #[arg(long)]
+    pub(crate) all: bool,
+    /// Do not ask for confirmation
+    #[arg(long, short)]
+    pub(crate) yes: bool,
+    /// Print JSON
+    #[arg(long)]
+    pub(crate) json: bool,
+}

@@ -1,0 +1,227 @@
+//! What a read returns: metadata first, then a body stream over the requested range.
+//!
+//! The metadata comes before the body so the front door can answer conditional and range headers
+//! (which need the size and the ETag) before a single body byte is read.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use tiercache_core::{ByteRange, Digest, Key};
+use tiercache_sources::{FetchRequest, Fetched, Source};
+use tokio::sync::watch;
+
+use crate::flight::Phase;
+use crate::telemetry;
+
+/// Reads at most this many bytes inline on the async worker (page-cache reads of small blobs cost
+/// less than a hand-off to a blocking thread); larger ranges stream from a blocking thread.
+const INLINE_READ_BYTES: u64 = 64 * 1024;
+/// Chunk size for streamed reads.
+const CHUNK_BYTES: u64 = 256 * 1024;
+/// A cold range starting more than this far beyond the bytes already fetched is asked of the
+/// source directly rather than waiting for the whole-blob fetch to get there.
+const TAIL_WINDOW_BYTES: u64 = 4 * 1024 * 1024;
+
+/// The tier that served a read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tier {
+    /// The local disk tier.
+    Disk,
+    /// The source (a fetch, or a wait on one).
+    Source,
+}
+
+impl Tier {
+    /// Its name in logs and metric labels.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Tier::Disk => "disk",
+            Tier::Source => "source",
+        }
+    }
+}
+
+/// What the front door needs to answer headers.
+#[derive(Debug, Clone)]
+pub struct ReadMeta {
+    /// Which tier serves the body.
+    pub tier: Tier,
+    /// The whole object's size, if known (a source may not say).
+    pub size_bytes: Option<u64>,
+    /// Strong ETag, quoted: the digest for blobs, the MD5 for entries (a cold read carries the
+    /// source's ETag, since the MD5 is computed after the blob is stored).
+    pub etag: Option<String>,
+    /// Content type.
+    pub content_type: Option<String>,
+    /// `Last-Modified` as an HTTP date.
+    pub last_modified: Option<String>,
+    /// The blob's digest, when already known.
+    pub digest: Option<Digest>,
+}
+
+/// A read in progress: answer headers from [`Read::meta`], then call [`Read::into_stream`].
+pub struct Read {
+    /// Headers' worth of facts.
+    pub meta: ReadMeta,
+    pub(crate) body: Body,
+}
+
+impl std::fmt::Debug for Read {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Read").field("meta", &self.meta).finish_non_exhaustive()
+    }
+}
+
+pub(crate) enum Body {
+    /// A published blob.
+    File { file: Arc<File>, size_bytes: u64 },
+    /// A fetch under way (or just finished).
+    Flight { rx: watch::Receiver<Phase>, source: Arc<dyn Source>, key: Key },
+}
+
+type ByteStream = BoxStream<'static, io::Result<Bytes>>;
+
+impl Read {
+    /// The body: the whole object, or `range` of it. `range` must lie inside
+    /// [`ReadMeta::size_bytes`] when that is known.
+    pub fn into_stream(self, range: Option<ByteRange>) -> ByteStream {
+        let tier = self.meta.tier.as_str();
+        let stream = match self.body {
+            Body::File { file, size_bytes } => {
+                let (start, end) = range.map(|r| (r.start, r.end + 1)).unwrap_or((0, size_bytes));
+                file_stream(file, start, end)
+            }
+            Body::Flight { rx, source, key } => {
+                let phase = rx.borrow().clone();
+                match (range, phase) {
+                    (Some(r), Phase::Streaming { written, .. }) if r.start > written + TAIL_WINDOW_BYTES => {
+                        source_range_stream(source, key, r)
+                    }
+                    (range, _) => {
+                        let (start, end) = range.map(|r| (r.start, Some(r.end + 1))).unwrap_or((0, None));
+                        flight_stream(rx, start, end)
+                    }
+                }
+            }
+        };
+        stream
+            .inspect(move |item| {
+                if let Ok(chunk) = item {
+                    metrics::counter!(telemetry::READ_BYTES, "tier" => tier).increment(chunk.len() as u64);
+                }
+            })
+            .boxed()
+    }
+}
+
+fn read_chunk(file: &File, pos: u64, len: u64) -> io::Result<Bytes> {
+    let mut buf = BytesMut::zeroed(len as usize);
+    let mut filled = 0usize;
+    while filled < buf.len() {
+        let n = file.read_at(&mut buf[filled..], pos + filled as u64)?;
+        if n == 0 {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "blob file is shorter than its recorded size"));
+        }
+        filled += n;
+    }
+    Ok(buf.freeze())
+}
+
+/// Bytes `start..end` of a complete file.
+pub(crate) fn file_stream(file: Arc<File>, start: u64, end: u64) -> ByteStream {
+    if end <= start {
+        return futures::stream::empty().boxed();
+    }
+    if end - start <= INLINE_READ_BYTES {
+        return futures::stream::once(async move { read_chunk(&file, start, end - start) }).boxed();
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(4);
+    tokio::task::spawn_blocking(move || {
+        let mut pos = start;
+        while pos < end {
+            let chunk = read_chunk(&file, pos, (end - pos).min(CHUNK_BYTES));
+            let failed = chunk.is_err();
+            if let Ok(c) = &chunk {
+                pos += c.len() as u64;
+            }
+            if tx.blocking_send(chunk).is_err() || failed {
+                return; // The client went away, or the read failed and was reported.
+            }
+        }
+    });
+    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) }).boxed()
+}
+
+/// Bytes `start..end` (to the end if `None`) of a flight's file, as they arrive.
+fn flight_stream(rx: watch::Receiver<Phase>, start: u64, end: Option<u64>) -> ByteStream {
+    futures::stream::unfold((rx, start, false), move |(mut rx, pos, finished)| async move {
+        if finished {
+            return None;
+        }
+        loop {
+            let phase = rx.borrow_and_update().clone();
+            let (started, available, is_done) = match phase {
+                Phase::Streaming { started, written } => (started, written, false),
+                Phase::Done { started, written, .. } => (started, written, true),
+                Phase::Failed(f) => {
+                    let e = crate::Error::from(f);
+                    return Some((Err(io::Error::other(e.to_string())), (rx, pos, true)));
+                }
+                Phase::Waiting | Phase::NotModified => {
+                    if rx.changed().await.is_err() {
+                        return Some((Err(io::Error::other("fetch ended without a result")), (rx, pos, true)));
+                    }
+                    continue;
+                }
+            };
+            let limit = end.map_or(available, |e| e.min(available));
+            if pos < limit {
+                let len = (limit - pos).min(CHUNK_BYTES);
+                let item = read_chunk(&started.file, pos, len);
+                let next = pos + item.as_ref().map(|c| c.len() as u64).unwrap_or(0);
+                let failed = item.is_err();
+                return Some((item, (rx, next, failed)));
+            }
+            if is_done || end.is_some_and(|e| pos >= e) {
+                if end.is_some_and(|e| pos < e) {
+                    let e =
+                        io::Error::new(io::ErrorKind::UnexpectedEof, "range lies beyond the end of the fetched blob");
+                    return Some((Err(e), (rx, pos, true)));
+                }
+                return None;
+            }
+            if rx.changed().await.is_err() {
+                // The sender is gone; look at the last phase once more.
+                let last = rx.borrow().clone();
+                if !matches!(last, Phase::Done { .. }) {
+                    return Some((Err(io::Error::other("fetch ended without a result")), (rx, pos, true)));
+                }
+            }
+        }
+    })
+    .boxed()
+}
+
+/// A range asked of the source directly, for a cold read far ahead of the whole-blob fetch.
+fn source_range_stream(source: Arc<dyn Source>, key: Key, range: ByteRange) -> ByteStream {
+    futures::stream::once(async move {
+        metrics::counter!(telemetry::SOURCE_FETCHES, "result" => "range").increment(1);
+        let req = FetchRequest { range: Some(range), validators: None };
+        match source.fetch(&key, &req).await {
+            Ok(Fetched::Body(body)) => body.stream.map(|r| r.map_err(io::Error::other)).boxed(),
+            Ok(Fetched::NotModified) => {
+                futures::stream::once(async { Err(io::Error::other("source answered 304 to an unconditional range")) })
+                    .boxed()
+            }
+            Err(e) => futures::stream::once(async move { Err(io::Error::other(e)) }).boxed(),
+        }
+    })
+    .flatten()
+    .boxed()
+}

@@ -1,0 +1,203 @@
+//! [`Cache`]: opening a data directory, and the plumbing every operation shares.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tiercache_core::{Digest, Key, now_ms};
+use tiercache_index::{Index, IndexError, NewEntry};
+use tiercache_sources::Source;
+use tiercache_tiers::{DiskTier, FinishedBlob};
+use tokio::sync::{Semaphore, watch};
+
+use crate::access::AccessLog;
+use crate::flight::Phase;
+use crate::{CacheConfig, Error, maintenance, telemetry};
+
+/// A tiercache instance over one data directory. Cheap to clone; clones share everything.
+///
+/// Several processes may open the same data directory at once (a server and CLI commands): the
+/// index is shared through SQLite's locking and the disk tier through atomic renames.
+#[derive(Clone)]
+pub struct Cache {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Cache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cache").field("data_dir", &self.inner.config.data_dir).finish_non_exhaustive()
+    }
+}
+
+pub(crate) struct Inner {
+    pub(crate) config: CacheConfig,
+    pub(crate) index: Arc<Index>,
+    pub(crate) disk: DiskTier,
+    /// Fetches under way, by `(namespace id, key)`. A finished flight lingers briefly so that a
+    /// reader who missed the index row a moment ago still joins it instead of fetching again.
+    pub(crate) flights: Mutex<HashMap<(i64, Key), watch::Receiver<Phase>>>,
+    pub(crate) fetch_permits: Semaphore,
+    md5_permits: Semaphore,
+    pub(crate) access: AccessLog,
+    sources: Mutex<HashMap<String, Arc<dyn Source>>>,
+}
+
+impl Cache {
+    /// Opens (creating if needed) the data directory in `config`.
+    ///
+    /// On every open: temp files of dead processes are removed and pending blob rows are
+    /// reconciled with the disk tier (only those rows: a normal open never scans the disk). If the
+    /// index file did not exist but the disk tier holds blobs, the index is rebuilt from the disk
+    /// tier and the namespace definitions, with progress in the log.
+    pub async fn open(config: CacheConfig) -> Result<Cache, Error> {
+        let cfg = config.clone();
+        let (index, disk, created) = tokio::task::spawn_blocking(move || -> Result<_, Error> {
+            std::fs::create_dir_all(&cfg.data_dir)
+                .map_err(|e| Error::Io(format!("cannot create data directory {}: {e}", cfg.data_dir.display())))?;
+            let disk = DiskTier::open(&cfg.data_dir)?;
+            let (index, created) = Index::open(&cfg.data_dir.join("index.db"))?;
+            Ok((index, disk, created))
+        })
+        .await
+        .map_err(|e| Error::Io(e.to_string()))??;
+        let cache = Cache {
+            inner: Arc::new(Inner {
+                fetch_permits: Semaphore::new(config.max_concurrent_fetches.max(1)),
+                md5_permits: Semaphore::new(1),
+                config,
+                index: Arc::new(index),
+                disk,
+                flights: Mutex::new(HashMap::new()),
+                access: AccessLog::default(),
+                sources: Mutex::new(HashMap::new()),
+            }),
+        };
+        maintenance::recover(&cache, created).await?;
+        cache.spawn_access_flusher();
+        Ok(cache)
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.inner.config.data_dir
+    }
+
+    /// Writes batched access times now. Call before exiting.
+    pub async fn flush(&self) -> Result<(), Error> {
+        let batch = self.inner.access.drain();
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.ix(move |ix| ix.record_access(&batch)).await
+    }
+
+    fn spawn_access_flusher(&self) {
+        let weak = Arc::downgrade(&self.inner);
+        let every = self.inner.config.access_flush_interval;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(inner) = weak.upgrade() else { return };
+                if let Err(e) = (Cache { inner }).flush().await {
+                    tracing::warn!(error = %e, "cannot record access times; will retry");
+                }
+            }
+        });
+    }
+
+    /// Runs an index call on a blocking thread.
+    pub(crate) async fn ix<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Index) -> Result<T, IndexError> + Send + 'static,
+    ) -> Result<T, Error> {
+        let index = Arc::clone(&self.inner.index);
+        tokio::task::spawn_blocking(move || f(&index))
+            .await
+            .map_err(|e| Error::Io(format!("index task failed: {e}")))?
+            .map_err(Error::from)
+    }
+
+    /// Runs blocking file work on a blocking thread.
+    pub(crate) async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&DiskTier) -> std::io::Result<T> + Send + 'static,
+    ) -> Result<T, Error> {
+        let disk = self.inner.disk.clone();
+        tokio::task::spawn_blocking(move || f(&disk))
+            .await
+            .map_err(|e| Error::Io(format!("disk task failed: {e}")))?
+            .map_err(Error::from)
+    }
+
+    /// The source a namespace's URL names, built once and reused.
+    pub(crate) fn source_for(&self, url: &str) -> Result<Arc<dyn Source>, Error> {
+        let mut sources = self.inner.sources.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = sources.get(url) {
+            return Ok(Arc::clone(s));
+        }
+        let s = tiercache_sources::from_url(url, &self.inner.config.http).map_err(Error::Invalid)?;
+        sources.insert(url.to_owned(), Arc::clone(&s));
+        Ok(s)
+    }
+
+    /// Makes a finished temp file a blob of the disk tier and records it (steps 3 to 5 of the put
+    /// protocol in docs/design.md):
+    /// 3. record a pending row for the digest;
+    /// 4. rename the file into `blobs/` and fsync the directory;
+    /// 5. commit the blob row as present, with the entry naming it, in one transaction.
+    pub(crate) async fn store_finished(
+        &self,
+        finished: FinishedBlob,
+        retain: bool,
+        entry: Option<NewEntry>,
+        origin: &'static str,
+    ) -> Result<Digest, Error> {
+        let (digest, size) = (finished.digest, finished.size_bytes);
+        self.ix(move |ix| ix.mark_pending(&digest, size, now_ms())).await?;
+        self.blocking(move |_| finished.publish()).await?;
+        self.ix(move |ix| ix.commit_blob(&digest, size, retain, entry.as_ref(), now_ms())).await?;
+        metrics::counter!(telemetry::BLOBS_STORED, "origin" => origin).increment(1);
+        self.spawn_md5(digest);
+        Ok(digest)
+    }
+
+    /// Computes a stored blob's MD5 in the background (one at a time, so it never competes with
+    /// more than one core), off every client's critical path.
+    fn spawn_md5(&self, digest: Digest) {
+        let cache = self.clone();
+        tokio::spawn(async move {
+            let _permit = cache.inner.md5_permits.acquire().await;
+            if let Err(e) = cache.md5_of(digest).await {
+                tracing::warn!(%digest, error = %e, "cannot compute MD5");
+            }
+        });
+    }
+
+    /// The blob's MD5 (lowercase hex), computing and recording it if the index lacks it.
+    pub(crate) async fn md5_of(&self, digest: Digest) -> Result<String, Error> {
+        if let Some(md5) = self.ix(move |ix| ix.get_blob(&digest)).await?.and_then(|b| b.md5) {
+            return Ok(md5);
+        }
+        let md5 = self
+            .blocking(move |disk| {
+                use md5::Digest as _;
+                use std::io::Read as _;
+                let mut f = std::fs::File::open(disk.blob_path(&digest))?;
+                let mut h = md5::Md5::new();
+                let mut buf = vec![0u8; 1 << 20];
+                loop {
+                    let n = f.read(&mut buf)?;
+                    if n == 0 {
+                        break;
+                    }
+                    h.update(&buf[..n]);
+                }
+                Ok(hex::encode(h.finalize()))
+            })
+            .await?;
+        let stored = md5.clone();
+        self.ix(move |ix| ix.set_md5(&digest, &stored)).await?;
+        Ok(md5)
+    }
+}

@@ -1,0 +1,123 @@
+//! Single flight: one source fetch per missing entry, however many readers wait for it.
+//!
+//! A flight is a `watch` channel of [`Phase`]s. The fetch task is the only sender; every reader
+//! holds a receiver and tails the temp file through its own `read_at` calls while the task writes,
+//! so readers get bytes as they arrive and none of them needs the whole blob first.
+//!
+//! Invariant: bytes below `written` in [`Phase::Streaming`] are final; a reader never reads past
+//! them. A flight that fails publishes [`Phase::Failed`], and its temp file is deleted; readers
+//! that already streamed part of the body end with an error rather than a short body.
+
+use std::fs::File;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use tiercache_core::Digest;
+use tiercache_sources::{SourceError, SourceMeta};
+use tiercache_tiers::{FinishedBlob, TempBlob};
+use tokio::sync::watch;
+
+use crate::Error;
+
+/// Where a flight is.
+#[derive(Debug, Clone)]
+pub(crate) enum Phase {
+    /// Waiting for a fetch permit or for the source's headers.
+    Waiting,
+    /// Bytes are arriving; `written` of them are in the temp file.
+    Streaming { started: Arc<Started>, written: u64 },
+    /// Every byte is in, verified and published under `digest`.
+    Done { started: Arc<Started>, written: u64, digest: Digest },
+    /// The source confirmed the cached copy (conditional request answered 304).
+    NotModified,
+    /// The fetch failed; nothing was stored.
+    Failed(Failure),
+}
+
+/// What a reader needs once the source has answered.
+#[derive(Debug)]
+pub(crate) struct Started {
+    /// What the source said about the object.
+    pub(crate) meta: SourceMeta,
+    /// The temp file (later the published blob): readers `read_at` below `written`.
+    pub(crate) file: Arc<File>,
+}
+
+/// A flight's failure, cloneable so every waiting reader gets it.
+#[derive(Debug, Clone)]
+pub(crate) enum Failure {
+    Source(SourceError),
+    Local { message: String, is_full: bool },
+}
+
+impl From<Failure> for Error {
+    fn from(f: Failure) -> Error {
+        match f {
+            Failure::Source(e) => Error::Source(e),
+            Failure::Local { message, is_full: true } => Error::StorageFull(message),
+            Failure::Local { message, is_full: false } => Error::Io(message),
+        }
+    }
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Failure {
+        match e {
+            Error::Source(s) => Failure::Source(s),
+            Error::StorageFull(m) => Failure::Local { message: m, is_full: true },
+            other => Failure::Local { message: other.to_string(), is_full: false },
+        }
+    }
+}
+
+/// Why spooling a stream into a temp file stopped.
+#[derive(Debug)]
+pub(crate) enum SpoolError<E> {
+    /// The incoming stream failed.
+    Body(E),
+    /// Writing locally failed.
+    Local(Error),
+}
+
+/// Streams `body` into `temp` on a blocking thread (writing and SHA-256 off the async workers),
+/// calling `progress(written)` after each chunk is in the file. Returns the fsynced, hashed file.
+pub(crate) async fn spool<E: Send + 'static>(
+    temp: TempBlob,
+    body: impl Stream<Item = Result<Bytes, E>> + Send,
+    progress: impl Fn(u64) + Send + 'static,
+) -> Result<FinishedBlob, SpoolError<E>> {
+    let (chunk_tx, mut chunk_rx) = tokio::sync::mpsc::channel::<Bytes>(32);
+    let writer = tokio::task::spawn_blocking(move || -> std::io::Result<FinishedBlob> {
+        let mut temp = temp;
+        while let Some(chunk) = chunk_rx.blocking_recv() {
+            temp.write(&chunk)?;
+            progress(temp.written());
+        }
+        temp.finish()
+    });
+    let mut body = std::pin::pin!(body);
+    let mut body_error = None;
+    while let Some(item) = body.next().await {
+        match item {
+            Ok(chunk) => {
+                if chunk_tx.send(chunk).await.is_err() {
+                    break; // The writer failed; its error is reported below.
+                }
+            }
+            Err(e) => {
+                body_error = Some(e);
+                break;
+            }
+        }
+    }
+    drop(chunk_tx);
+    let written = writer.await.map_err(|e| SpoolError::Local(Error::Io(format!("writer thread failed: {e}"))))?;
+    if let Some(e) = body_error {
+        return Err(SpoolError::Body(e)); // Dropping `written` deletes the temp file.
+    }
+    written.map_err(|e| SpoolError::Local(e.into()))
+}
+
+/// The sending half of a flight.
+pub(crate) type PhaseSender = Arc<watch::Sender<Phase>>;

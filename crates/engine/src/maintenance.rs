@@ -1,0 +1,329 @@
+//! Maintenance: start-up recovery and index rebuild, `stats`, `cleanup`, `verify`, `vacuum`.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Instant;
+
+use serde::Serialize;
+use tiercache_core::{Digest, Hasher, NamespaceName, now_ms};
+use tiercache_index::{BlobState, Stats};
+
+use crate::namespaces::{Definition, definitions_dir};
+use crate::{Cache, Error};
+
+/// What `cleanup` (and namespace deletion) removed.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CleanupReport {
+    /// Entries removed.
+    pub n_entries: u64,
+    /// Blob files removed (no namespace referenced them any more).
+    pub n_blobs: u64,
+    /// Bytes those blobs held.
+    pub bytes: u64,
+}
+
+/// `stats`: the index's totals plus the database file's size.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatsReport {
+    /// The data directory.
+    pub data_dir: PathBuf,
+    /// Size of `index.db` and its WAL.
+    pub index_bytes: u64,
+    /// Totals.
+    #[serde(flatten)]
+    pub stats: Stats,
+}
+
+/// `vacuum`: database size before and after.
+#[derive(Debug, Clone, Serialize)]
+pub struct VacuumReport {
+    /// Bytes before.
+    pub before_bytes: u64,
+    /// Bytes after.
+    pub after_bytes: u64,
+    /// Bytes saved.
+    pub saved_bytes: u64,
+}
+
+/// `verify`: what rehashing every blob and reconciling index and disk found (and repaired).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct VerifyReport {
+    /// Blob files rehashed.
+    pub n_checked: u64,
+    /// Their bytes.
+    pub bytes_checked: u64,
+    /// Files whose bytes do not hash to their name.
+    pub corrupt: Vec<Digest>,
+    /// Index rows whose file is missing.
+    pub missing: Vec<Digest>,
+    /// Files with no index row.
+    pub untracked: Vec<Digest>,
+    /// Files whose size differs from their index row.
+    pub wrong_size: Vec<Digest>,
+    /// Files under `blobs/` whose name is not a digest in its right place.
+    pub strays: Vec<PathBuf>,
+    /// Temp files left by processes that no longer run.
+    pub stale_temp: Vec<PathBuf>,
+    /// SQLite's own integrity problems.
+    pub index_problems: Vec<String>,
+    /// Whether `--repair` fixed everything found.
+    pub repaired: bool,
+}
+
+impl VerifyReport {
+    /// Whether nothing at all was wrong.
+    pub fn is_clean(&self) -> bool {
+        self.corrupt.is_empty()
+            && self.missing.is_empty()
+            && self.untracked.is_empty()
+            && self.wrong_size.is_empty()
+            && self.strays.is_empty()
+            && self.stale_temp.is_empty()
+            && self.index_problems.is_empty()
+    }
+}
+
+/// Start-up work on every open; see [`Cache::open`].
+pub(crate) async fn recover(cache: &Cache, index_created: bool) -> Result<(), Error> {
+    let swept = cache.blocking(|disk| disk.sweep_temp()).await?;
+    if swept.n_removed > 0 {
+        tracing::info!(files = swept.n_removed, bytes = swept.bytes, "removed temp files left by stopped processes");
+    }
+    let pending = cache.ix(|ix| ix.pending_blobs()).await?;
+    if !pending.is_empty() {
+        let disk = cache.inner.disk.clone();
+        let (present, gone): (Vec<_>, Vec<_>) = pending.into_iter().partition(|d| disk.contains(d));
+        let sized: Vec<(Digest, u64)> =
+            present.iter().filter_map(|d| std::fs::metadata(disk.blob_path(d)).ok().map(|m| (*d, m.len()))).collect();
+        tracing::info!(adopted = sized.len(), dropped = gone.len(), "reconciled blobs pending at the last stop");
+        let now = now_ms();
+        cache.ix(move |ix| ix.adopt_blobs(&sized, now)).await?;
+        cache.ix(move |ix| ix.forget_blobs(&gone)).await?;
+    }
+    if index_created {
+        rebuild(cache).await?;
+    }
+    Ok(())
+}
+
+/// Rebuilds a new, empty index from the namespace definitions and the disk tier.
+async fn rebuild(cache: &Cache) -> Result<(), Error> {
+    let dir = definitions_dir(cache);
+    let defs: Vec<Definition> = cache
+        .blocking(move |_| {
+            let mut defs = Vec::new();
+            let Ok(rd) = std::fs::read_dir(&dir) else { return Ok(defs) };
+            for f in rd.flatten() {
+                if f.path().extension().is_some_and(|e| e == "json") {
+                    match std::fs::read(f.path()).map(|b| serde_json::from_slice::<Definition>(&b)) {
+                        Ok(Ok(def)) => defs.push(def),
+                        _ => tracing::warn!(file = %f.path().display(), "skipping unreadable namespace definition"),
+                    }
+                }
+            }
+            Ok(defs)
+        })
+        .await?;
+    let listed = cache.blocking(|disk| disk.list()).await?;
+    if defs.is_empty() && listed.is_empty() {
+        return Ok(()); // A brand-new data directory.
+    }
+    tracing::warn!(
+        namespaces = defs.len(),
+        blobs = listed.len(),
+        "index database was missing: rebuilding it from the disk tier and namespace definitions"
+    );
+    for def in defs {
+        let Ok(name) = NamespaceName::new(&def.name) else { continue };
+        cache.ix(move |ix| ix.put_namespace(&name, def.source.as_deref(), now_ms())).await?;
+    }
+    let blobs: Vec<(Digest, u64)> = listed.into_iter().filter_map(Result::ok).collect();
+    let total = blobs.len();
+    let t0 = Instant::now();
+    for (i, batch) in blobs.chunks(1000).enumerate() {
+        let batch = batch.to_vec();
+        cache.ix(move |ix| ix.adopt_blobs(&batch, now_ms())).await?;
+        let done = (i * 1000 + 1000).min(total);
+        tracing::info!(done, total, "rebuilding index: {}%", done * 100 / total.max(1));
+    }
+    tracing::warn!(
+        blobs = total,
+        elapsed_ms = t0.elapsed().as_millis() as u64,
+        "index rebuilt; entries are re-resolved from their sources on first read"
+    );
+    Ok(())
+}
+
+impl Cache {
+    /// Totals, overall and per namespace (or just `only_ns`).
+    pub async fn stats(&self, only_ns: Option<&str>) -> Result<StatsReport, Error> {
+        if let Some(ns) = only_ns {
+            let name = NamespaceName::new(ns)?.as_str().to_owned();
+            if self.ix(move |ix| ix.get_namespace(&name)).await?.is_none() {
+                return Err(Error::NoNamespace(ns.to_owned()));
+            }
+        }
+        self.flush().await?;
+        let only = only_ns.map(str::to_owned);
+        let stats = self.ix(move |ix| ix.stats(only.as_deref())).await?;
+        Ok(StatsReport { data_dir: self.data_dir().to_owned(), index_bytes: self.inner.index.file_bytes(), stats })
+    }
+
+    /// Removes the entries of namespace `ns` (those whose key starts with `prefix`, if given), or of
+    /// every namespace if `ns` is `None`, then the blobs no namespace references any more.
+    pub async fn cleanup(&self, ns: Option<&str>, prefix: Option<&str>) -> Result<CleanupReport, Error> {
+        let ns_id = match ns {
+            Some(name) => {
+                let lookup = NamespaceName::new(name)?.as_str().to_owned();
+                Some(
+                    self.ix(move |ix| ix.get_namespace(&lookup))
+                        .await?
+                        .ok_or_else(|| Error::NoNamespace(name.into()))?
+                        .id,
+                )
+            }
+            None => None,
+        };
+        let prefix = prefix.map(str::to_owned);
+        let (n_entries, orphans) = self.ix(move |ix| ix.cleanup(ns_id, prefix.as_deref())).await?;
+        self.delete_blob_files(n_entries, orphans).await
+    }
+
+    /// Deletes the files of blobs whose rows are already gone.
+    pub(crate) async fn delete_blob_files(&self, n_entries: u64, orphans: Vec<Digest>) -> Result<CleanupReport, Error> {
+        self.blocking(move |disk| {
+            let mut report = CleanupReport { n_entries, ..CleanupReport::default() };
+            for d in orphans {
+                let len = std::fs::metadata(disk.blob_path(&d)).map(|m| m.len()).unwrap_or(0);
+                if disk.delete(&d)? {
+                    report.n_blobs += 1;
+                    report.bytes += len;
+                }
+            }
+            Ok(report)
+        })
+        .await
+    }
+
+    /// Compacts the index file.
+    pub async fn vacuum(&self) -> Result<VacuumReport, Error> {
+        self.flush().await?;
+        let before = self.inner.index.file_bytes();
+        self.ix(|ix| ix.vacuum()).await?;
+        let after = self.inner.index.file_bytes();
+        Ok(VacuumReport { before_bytes: before, after_bytes: after, saved_bytes: before.saturating_sub(after) })
+    }
+
+    /// Rehashes every blob in the disk tier and reconciles it with the index. With `repair`:
+    /// corrupt and wrongly sized files are deleted along with their rows and entries (they will be
+    /// fetched again), rows of missing files are dropped, untracked files are adopted, stray files
+    /// and dead processes' temp files are removed.
+    ///
+    /// `progress(bytes_done, bytes_total)` is called as hashing advances.
+    pub async fn verify(
+        &self,
+        repair: bool,
+        progress: impl Fn(u64, u64) + Send + Sync + 'static,
+    ) -> Result<VerifyReport, Error> {
+        self.flush().await?;
+        let rows = self.ix(|ix| ix.list_blobs()).await?;
+        let index_problems = self.ix(|ix| ix.integrity_check()).await?;
+        let mut report = self
+            .blocking(move |disk| {
+                let listed = disk.list()?;
+                let stale_temp: Vec<PathBuf> = disk
+                    .list_temp()?
+                    .into_iter()
+                    .filter(|p| {
+                        let pid = p.file_name().and_then(|n| n.to_str()).and_then(|n| n.split('-').next());
+                        pid.and_then(|p| p.parse::<u32>().ok())
+                            .is_some_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists())
+                    })
+                    .collect();
+                let rows: std::collections::HashMap<Digest, (u64, BlobState)> =
+                    rows.into_iter().map(|r| (r.digest, (r.size_bytes, r.state))).collect();
+                let mut report = VerifyReport { stale_temp, index_problems, ..VerifyReport::default() };
+                let mut files = Vec::new();
+                for item in listed {
+                    match item {
+                        Ok((d, len)) => files.push((d, len)),
+                        Err(p) => report.strays.push(p),
+                    }
+                }
+                let on_disk: std::collections::HashSet<Digest> = files.iter().map(|(d, _)| *d).collect();
+                report.missing = rows.keys().filter(|d| !on_disk.contains(d)).copied().collect();
+                for (d, len) in &files {
+                    match rows.get(d) {
+                        None => report.untracked.push(*d),
+                        Some((size, _)) if size != len => report.wrong_size.push(*d),
+                        _ => {}
+                    }
+                }
+                let total: u64 = files.iter().map(|(_, l)| l).sum();
+                let (next, done) = (AtomicUsize::new(0), AtomicU64::new(0));
+                let corrupt = std::sync::Mutex::new(Vec::new());
+                let n_threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(8);
+                std::thread::scope(|s| {
+                    for _ in 0..n_threads {
+                        s.spawn(|| {
+                            while let Some((d, len)) = files.get(next.fetch_add(1, Ordering::Relaxed)) {
+                                if hash_file(&disk.blob_path(d)).ok() != Some(*d) {
+                                    corrupt.lock().unwrap_or_else(|p| p.into_inner()).push(*d);
+                                }
+                                progress(done.fetch_add(*len, Ordering::Relaxed) + len, total);
+                            }
+                        });
+                    }
+                });
+                report.corrupt = corrupt.into_inner().unwrap_or_else(|p| p.into_inner());
+                report.corrupt.sort();
+                report.n_checked = files.len() as u64;
+                report.bytes_checked = total;
+                Ok(report)
+            })
+            .await?;
+        if repair && !report.is_clean() {
+            self.repair(&report).await?;
+            report.repaired = report.index_problems.is_empty();
+        }
+        Ok(report)
+    }
+
+    async fn repair(&self, report: &VerifyReport) -> Result<(), Error> {
+        let bad: Vec<Digest> = report.corrupt.iter().chain(&report.wrong_size).copied().collect();
+        let mut forget = bad.clone();
+        forget.extend(&report.missing);
+        let n = self.ix(move |ix| ix.forget_blobs(&forget)).await?;
+        tracing::warn!(entries = n, "dropped entries whose blobs were corrupt or missing; they will be fetched again");
+        let (untracked, strays, temps) = (report.untracked.clone(), report.strays.clone(), report.stale_temp.clone());
+        let adopted = self
+            .blocking(move |disk| {
+                for d in &bad {
+                    disk.delete(d)?;
+                }
+                for p in strays.iter().chain(&temps) {
+                    if p.is_dir() { std::fs::remove_dir_all(p)? } else { std::fs::remove_file(p)? }
+                }
+                Ok(untracked
+                    .iter()
+                    .filter_map(|d| std::fs::metadata(disk.blob_path(d)).ok().map(|m| (*d, m.len())))
+                    .collect::<Vec<_>>())
+            })
+            .await?;
+        self.ix(move |ix| ix.adopt_blobs(&adopted, now_ms())).await
+    }
+}
+
+fn hash_file(path: &std::path::Path) -> std::io::Result<Digest> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    let mut h = Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            return Ok(h.finish());
+        }
+        h.update(&buf[..n]);
+    }
+}

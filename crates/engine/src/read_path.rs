@@ -1,0 +1,331 @@
+//! The read path (SPEC.md): resolve to a digest through the index, try the disk tier, and on a
+//! miss fetch from the source once, streaming to every waiting reader while the bytes are hashed,
+//! written, verified and published. Also blob uploads, which take the same write path.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use futures::Stream;
+use tiercache_core::{Digest, Key, NamespaceName, Validators, now_ms};
+use tiercache_index::{Entry, NewEntry};
+use tiercache_sources::{FetchRequest, Fetched, Source, SourceError};
+use tokio::sync::watch;
+
+use crate::body::{Body, Read, ReadMeta, Tier};
+use crate::flight::{Failure, Phase, PhaseSender, SpoolError, Started, spool};
+use crate::{Cache, Error, telemetry};
+
+/// How long a finished flight stays joinable (see `Inner::flights`).
+const FLIGHT_LINGER: Duration = Duration::from_secs(2);
+
+impl Cache {
+    /// Reads a blob by digest from the disk tier.
+    ///
+    /// Fails with [`Error::NoBlob`] if the blob is not held here.
+    pub async fn read_blob(&self, digest: &Digest) -> Result<Read, Error> {
+        let t0 = Instant::now();
+        // A small, page-cached open and fstat: cheaper inline than a hop to a blocking thread.
+        let opened = self.inner.disk.open_blob(digest)?;
+        let Some((file, size)) = opened else {
+            metrics::counter!(telemetry::READS, "tier" => "disk", "outcome" => "miss").increment(1);
+            tracing::debug!(%digest, tier = "disk", outcome = "miss", "read blob");
+            return Err(Error::NoBlob(*digest));
+        };
+        let last_modified = file.metadata().ok().and_then(|m| m.modified().ok()).map(http_date);
+        self.inner.access.note(None, *digest, now_ms());
+        served(Tier::Disk, "hit", t0, size, || format!("{digest}"));
+        Ok(Read {
+            meta: ReadMeta {
+                tier: Tier::Disk,
+                size_bytes: Some(size),
+                etag: Some(format!("\"{digest}\"")),
+                content_type: Some("application/octet-stream".into()),
+                last_modified,
+                digest: Some(*digest),
+            },
+            body: Body::File { file: Arc::new(file), size_bytes: size },
+        })
+    }
+
+    /// Reads entry `key` of `namespace`: from the disk tier if the index has it and it is fresh,
+    /// after a conditional request to the source if it is stale, and from the source (once,
+    /// however many readers ask) if it is missing.
+    pub async fn read_entry(&self, namespace: &str, key: &str) -> Result<Read, Error> {
+        let t0 = Instant::now();
+        let name = NamespaceName::new(namespace)?.as_str().to_owned();
+        let key = Key::new(key)?;
+        let ns =
+            self.ix(move |ix| ix.get_namespace(&name)).await?.ok_or_else(|| Error::NoNamespace(namespace.into()))?;
+        let (ns_id, k) = (ns.id, key.clone());
+        let entry = self.ix(move |ix| ix.get_entry(ns_id, &k)).await?;
+
+        let mut validators = None;
+        if let Some(entry) = entry {
+            if let Some((file, size)) = self.inner.disk.open_blob(&entry.digest)? {
+                let age = Duration::from_millis(now_ms().saturating_sub(entry.validated_at).max(0) as u64);
+                if ns.source.is_none() || age < self.inner.config.revalidate_after {
+                    return self.serve_entry_from_disk(entry, file, size, t0, "hit").await;
+                }
+                validators = Some(entry.validators.clone()).filter(|v| !v.is_empty());
+                if validators.is_some() {
+                    // Stale: ask the source whether our copy is still current.
+                    let source = self.source_of(&ns, &key)?;
+                    match self.join_flight(ns_id, &key, source, validators.clone(), t0).await? {
+                        FlightOutcome::NotModified => {
+                            return self.serve_entry_from_disk(entry, file, size, t0, "revalidated").await;
+                        }
+                        FlightOutcome::Read(read) => return Ok(read),
+                    }
+                }
+            } else {
+                tracing::debug!(namespace, %key, digest = %entry.digest, "entry's blob is gone from the disk tier; refetching");
+            }
+        }
+        metrics::counter!(telemetry::READS, "tier" => "disk", "outcome" => "miss").increment(1);
+        let source = self.source_of(&ns, &key)?;
+        match self.join_flight(ns_id, &key, source, validators, t0).await? {
+            FlightOutcome::Read(read) => Ok(read),
+            FlightOutcome::NotModified => {
+                // Only a conditional fetch can answer 304, and this one was unconditional.
+                Err(Error::Source(SourceError::Protocol {
+                    url: ns.source.unwrap_or_default(),
+                    reason: "304 Not Modified to an unconditional request".into(),
+                }))
+            }
+        }
+    }
+
+    /// The namespace's source, or [`Error::NoEntry`] if it has none (nothing to fetch `key` from).
+    fn source_of(&self, ns: &tiercache_index::Namespace, key: &Key) -> Result<Arc<dyn Source>, Error> {
+        match ns.source.as_deref() {
+            Some(url) => self.source_for(url),
+            None => Err(Error::NoEntry { namespace: ns.name.clone(), key: key.to_string() }),
+        }
+    }
+
+    async fn serve_entry_from_disk(
+        &self,
+        entry: Entry,
+        file: std::fs::File,
+        size: u64,
+        t0: Instant,
+        outcome: &'static str,
+    ) -> Result<Read, Error> {
+        let md5 = match entry.md5.clone() {
+            Some(m) => m,
+            None => self.md5_of(entry.digest).await?,
+        };
+        self.inner.access.note(Some((entry.ns_id, entry.key.clone())), entry.digest, now_ms());
+        served(Tier::Disk, outcome, t0, size, || entry.key.clone());
+        let last_modified = entry.validators.last_modified.clone().or_else(|| {
+            Some(http_date(SystemTime::UNIX_EPOCH + Duration::from_millis(entry.created_at.max(0) as u64)))
+        });
+        Ok(Read {
+            meta: ReadMeta {
+                tier: Tier::Disk,
+                size_bytes: Some(size),
+                etag: Some(format!("\"{md5}\"")),
+                content_type: entry.content_type.clone(),
+                last_modified,
+                digest: Some(entry.digest),
+            },
+            body: Body::File { file: Arc::new(file), size_bytes: size },
+        })
+    }
+
+    /// Joins the flight for `(ns_id, key)`, starting it if there is none, and waits until the
+    /// source has answered (headers only: the body streams afterwards).
+    async fn join_flight(
+        &self,
+        ns_id: i64,
+        key: &Key,
+        source: Arc<dyn Source>,
+        validators: Option<Validators>,
+        t0: Instant,
+    ) -> Result<FlightOutcome, Error> {
+        let mut rx = {
+            let mut flights = self.inner.flights.lock().unwrap_or_else(|p| p.into_inner());
+            let joinable = flights.get(&(ns_id, key.clone())).filter(|rx| !matches!(*rx.borrow(), Phase::Failed(_)));
+            match joinable {
+                Some(rx) => {
+                    metrics::counter!(telemetry::COALESCED).increment(1);
+                    rx.clone()
+                }
+                None => {
+                    let (tx, rx) = watch::channel(Phase::Waiting);
+                    flights.insert((ns_id, key.clone()), rx.clone());
+                    let cache = self.clone();
+                    let (key, source) = (key.clone(), Arc::clone(&source));
+                    tokio::spawn(async move { cache.run_flight(ns_id, key, source, validators, Arc::new(tx)).await });
+                    rx
+                }
+            }
+        };
+        let phase = rx.wait_for(|p| !matches!(p, Phase::Waiting)).await.map(|p| p.clone());
+        let phase = phase.map_err(|_| Error::Io("fetch task ended without a result".into()))?;
+        match phase {
+            Phase::NotModified => Ok(FlightOutcome::NotModified),
+            Phase::Failed(f) => Err(f.into()),
+            Phase::Streaming { started, .. } | Phase::Done { started, .. } => {
+                let m = &started.meta;
+                served(Tier::Source, "fetch", t0, m.size_bytes.unwrap_or(0), || key.to_string());
+                let digest = match &*rx.borrow() {
+                    Phase::Done { digest, .. } => Some(*digest),
+                    _ => None,
+                };
+                Ok(FlightOutcome::Read(Read {
+                    meta: ReadMeta {
+                        tier: Tier::Source,
+                        size_bytes: m.size_bytes,
+                        etag: m.validators.etag.clone(),
+                        content_type: m.content_type.clone(),
+                        last_modified: m.validators.last_modified.clone(),
+                        digest,
+                    },
+                    body: Body::Flight { rx, source, key: key.clone() },
+                }))
+            }
+            Phase::Waiting => unreachable!("waited for a phase past Waiting"),
+        }
+    }
+
+    /// The fetch task of one flight: the only writer of its phase.
+    async fn run_flight(
+        &self,
+        ns_id: i64,
+        key: Key,
+        source: Arc<dyn Source>,
+        validators: Option<Validators>,
+        tx: PhaseSender,
+    ) {
+        let outcome = {
+            let _permit = self.inner.fetch_permits.acquire().await;
+            metrics::gauge!(telemetry::INFLIGHT).increment(1.0);
+            let outcome = self.fetch_into_disk(ns_id, &key, source.as_ref(), validators, &tx).await;
+            metrics::gauge!(telemetry::INFLIGHT).decrement(1.0);
+            outcome
+        };
+        let result = match outcome {
+            Ok(FetchEnd::NotModified) => "not_modified",
+            Ok(FetchEnd::Stored) => "ok",
+            Err(_) => "error",
+        };
+        metrics::counter!(telemetry::SOURCE_FETCHES, "result" => result).increment(1);
+        match outcome {
+            Ok(_) => {
+                let cache = self.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(FLIGHT_LINGER).await;
+                    cache.forget_flight(ns_id, &key, &tx);
+                });
+            }
+            Err(failure) => {
+                let e = Error::from(failure.clone());
+                tracing::warn!(%key, error = %e, "source fetch failed; nothing stored");
+                telemetry::error(&e);
+                self.forget_flight(ns_id, &key, &tx);
+                tx.send_replace(Phase::Failed(failure));
+            }
+        }
+    }
+
+    fn forget_flight(&self, ns_id: i64, key: &Key, tx: &PhaseSender) {
+        let mut flights = self.inner.flights.lock().unwrap_or_else(|p| p.into_inner());
+        if flights.get(&(ns_id, key.clone())).is_some_and(|rx| rx.same_channel(&tx.subscribe())) {
+            flights.remove(&(ns_id, key.clone()));
+        }
+    }
+
+    async fn fetch_into_disk(
+        &self,
+        ns_id: i64,
+        key: &Key,
+        source: &dyn Source,
+        validators: Option<Validators>,
+        tx: &PhaseSender,
+    ) -> Result<FetchEnd, Failure> {
+        let req = FetchRequest { range: None, validators };
+        let body = match source.fetch(key, &req).await.map_err(Failure::Source)? {
+            Fetched::NotModified => {
+                let k = key.clone();
+                self.ix(move |ix| ix.mark_validated(ns_id, &k, now_ms())).await?;
+                tx.send_replace(Phase::NotModified);
+                return Ok(FetchEnd::NotModified);
+            }
+            Fetched::Body(body) => body,
+        };
+        let temp = self.inner.disk.create_temp().map_err(Error::from)?;
+        let started = Arc::new(Started { meta: body.meta.clone(), file: temp.reader() });
+        tx.send_replace(Phase::Streaming { started: Arc::clone(&started), written: 0 });
+        let progress_tx = Arc::clone(tx);
+        let finished = spool(temp, body.stream, move |written| {
+            progress_tx.send_modify(|p| {
+                if let Phase::Streaming { written: w, .. } = p {
+                    *w = written;
+                }
+            })
+        })
+        .await
+        .map_err(|e| match e {
+            SpoolError::Body(e) => Failure::Source(e),
+            SpoolError::Local(e) => Failure::from(e),
+        })?;
+        let written = finished.size_bytes;
+        let entry = NewEntry {
+            ns_id,
+            key: key.to_string(),
+            content_type: body.meta.content_type.clone(),
+            validators: body.meta.validators.clone(),
+        };
+        let digest = self.store_finished(finished, false, Some(entry), "fetch").await?;
+        tx.send_replace(Phase::Done { started, written, digest });
+        Ok(FetchEnd::Stored)
+    }
+
+    /// Stores an uploaded blob: streams `body` to a temp file while hashing, and publishes it only
+    /// if it hashes to `expected`. Uploaded blobs are retained even when no entry references them.
+    ///
+    /// Returns `true` if the blob is new, `false` if it was already held.
+    pub async fn put_blob<E: std::fmt::Display + Send + 'static>(
+        &self,
+        expected: &Digest,
+        body: impl Stream<Item = Result<Bytes, E>> + Send,
+    ) -> Result<bool, Error> {
+        let existed = self.inner.disk.contains(expected);
+        let temp = self.inner.disk.create_temp()?;
+        let finished = spool(temp, body, |_| {}).await.map_err(|e| match e {
+            SpoolError::Body(e) => Error::Io(format!("upload body failed: {e}")),
+            SpoolError::Local(e) => e,
+        })?;
+        if finished.digest != *expected {
+            let e = Error::DigestMismatch { expected: *expected, actual: finished.digest };
+            telemetry::error(&e);
+            return Err(e);
+        }
+        self.store_finished(finished, true, None, "upload").await?;
+        Ok(!existed)
+    }
+}
+
+enum FlightOutcome {
+    NotModified,
+    Read(Read),
+}
+
+enum FetchEnd {
+    NotModified,
+    Stored,
+}
+
+/// Logs and counts one read: which tier served it, how, the bytes and the time.
+fn served(tier: Tier, outcome: &'static str, t0: Instant, bytes: u64, what: impl FnOnce() -> String) {
+    let tier_name = tier.as_str();
+    metrics::counter!(telemetry::READS, "tier" => tier_name, "outcome" => outcome).increment(1);
+    metrics::histogram!(telemetry::READ_SECONDS, "tier" => tier_name).record(t0.elapsed().as_secs_f64());
+    tracing::debug!(tier = tier_name, outcome, bytes, elapsed_us = t0.elapsed().as_micros() as u64, what = %what(), "read");
+}
+
+pub(crate) fn http_date(t: SystemTime) -> String {
+    httpdate::fmt_http_date(t)
+}

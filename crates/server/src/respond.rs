@@ -1,0 +1,134 @@
+//! Turning a [`Read`] into a response: conditional requests (RFC 9110 §13), ranges (§14) and the
+//! headers that describe the body.
+
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use tiercache_core::{RangeRequest, Resolved};
+use tiercache_engine::{Read, ReadMeta};
+
+/// Answers `read` for a GET or HEAD with `req` headers.
+pub(crate) fn respond(read: Read, method: &Method, req: &HeaderMap) -> Response {
+    let meta = read.meta.clone();
+    let mut headers = describe(&meta);
+    if let Some(status) = precondition(&meta, req) {
+        if status == StatusCode::NOT_MODIFIED {
+            headers.remove(header::CONTENT_TYPE);
+            return (status, headers).into_response();
+        }
+        return (status, headers, "precondition failed: If-Match does not match the current ETag").into_response();
+    }
+    let mut range = None;
+    let mut status = StatusCode::OK;
+    if let (Some(value), true) = (req.get(header::RANGE), if_range_holds(&meta, req)) {
+        let parsed = value.to_str().map_err(|_| tiercache_core::RangeError::Malformed).and_then(RangeRequest::parse);
+        match (parsed, meta.size_bytes) {
+            (Err(e), size) => return unsatisfiable(headers, size, &e.to_string()),
+            (Ok(None), _) | (Ok(Some(_)), None) => {} // Unknown unit, or size unknown: serve it all.
+            (Ok(Some(req)), Some(size)) => match req.resolve(size) {
+                Ok(Resolved::Partial(r)) => {
+                    status = StatusCode::PARTIAL_CONTENT;
+                    headers.insert(header::CONTENT_RANGE, value_of(&r.content_range(size)));
+                    range = Some(r);
+                }
+                Ok(Resolved::Whole) => {}
+                Err(e) => return unsatisfiable(headers, Some(size), &e.to_string()),
+            },
+        }
+    }
+    let len = range.map(|r| r.len()).or(meta.size_bytes);
+    if let Some(len) = len {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    }
+    if method == Method::HEAD {
+        return (status, headers).into_response();
+    }
+    (status, headers, Body::from_stream(read.into_stream(range))).into_response()
+}
+
+fn value_of(s: &str) -> HeaderValue {
+    HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+}
+
+/// The headers every answer about this read carries.
+fn describe(meta: &ReadMeta) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    if let Some(etag) = meta.etag.as_deref().and_then(|e| HeaderValue::from_str(e).ok()) {
+        h.insert(header::ETAG, etag);
+    }
+    if let Some(lm) = meta.last_modified.as_deref().and_then(|v| HeaderValue::from_str(v).ok()) {
+        h.insert(header::LAST_MODIFIED, lm);
+    }
+    let ct = meta.content_type.as_deref().unwrap_or("application/octet-stream");
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_str(ct).unwrap_or(HeaderValue::from_static("application/octet-stream")),
+    );
+    if let Some(d) = meta.digest {
+        h.insert("x-tiercache-digest", value_of(&d.to_string()));
+    }
+    h.insert("x-tiercache-tier", HeaderValue::from_static(meta.tier.as_str()));
+    h
+}
+
+fn unsatisfiable(mut headers: HeaderMap, size: Option<u64>, why: &str) -> Response {
+    headers.remove(header::ETAG);
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    if let Some(size) = size {
+        headers.insert(header::CONTENT_RANGE, value_of(&format!("bytes */{size}")));
+    }
+    (StatusCode::RANGE_NOT_SATISFIABLE, headers, format!("{why}\n")).into_response()
+}
+
+/// Splits an `If-Match` / `If-None-Match` list into its entity tags (or `*`).
+fn etag_list(v: &HeaderValue) -> Vec<String> {
+    v.to_str().unwrap_or("").split(',').map(|t| t.trim().to_owned()).filter(|t| !t.is_empty()).collect()
+}
+
+fn weak_eq(a: &str, b: &str) -> bool {
+    a.trim_start_matches("W/") == b.trim_start_matches("W/")
+}
+
+/// `Some(304)` or `Some(412)` if a precondition decides the answer (RFC 9110 §13.2.2 order).
+fn precondition(meta: &ReadMeta, req: &HeaderMap) -> Option<StatusCode> {
+    let etag = meta.etag.as_deref();
+    if let Some(v) = req.get(header::IF_MATCH) {
+        let tags = etag_list(v);
+        let strong = etag.filter(|e| !e.starts_with("W/"));
+        let ok = tags.iter().any(|t| t == "*" || Some(t.as_str()) == strong);
+        if !ok {
+            return Some(StatusCode::PRECONDITION_FAILED);
+        }
+    }
+    if let Some(v) = req.get(header::IF_NONE_MATCH) {
+        let tags = etag_list(v);
+        let matched = tags.iter().any(|t| t == "*" || etag.is_some_and(|e| weak_eq(t, e)));
+        return matched.then_some(StatusCode::NOT_MODIFIED);
+    }
+    if let (Some(ims), Some(lm)) = (req.get(header::IF_MODIFIED_SINCE), meta.last_modified.as_deref()) {
+        let since = ims.to_str().ok().and_then(|s| httpdate::parse_http_date(s).ok());
+        let modified = httpdate::parse_http_date(lm).ok();
+        if let (Some(since), Some(modified)) = (since, modified)
+            && modified <= since
+        {
+            return Some(StatusCode::NOT_MODIFIED);
+        }
+    }
+    None
+}
+
+/// Whether a `Range` header should be honoured under `If-Range` (absent, or matching strongly).
+fn if_range_holds(meta: &ReadMeta, req: &HeaderMap) -> bool {
+    let Some(v) = req.get(header::IF_RANGE).and_then(|v| v.to_str().ok()) else { return true };
+    if v.starts_with('"') || v.starts_with("W/") {
+        return meta.etag.as_deref().is_some_and(|e| e == v && !e.starts_with("W/"));
+    }
+    match (
+        httpdate::parse_http_date(v).ok(),
+        meta.last_modified.as_deref().and_then(|lm| httpdate::parse_http_date(lm).ok()),
+    ) {
+        (Some(a), Some(b)) => a == b,
+        _ => false,
+    }
+}

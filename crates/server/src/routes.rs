@@ -1,0 +1,92 @@
+//! The router: blob and entry routes, `/healthz`, `/metrics`.
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use futures::TryStreamExt;
+use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use metrics_exporter_prometheus::PrometheusHandle;
+use percent_encoding::percent_decode_str;
+use tiercache_engine::{Cache, Digest, Error};
+
+use crate::ApiError;
+use crate::respond::respond;
+
+#[derive(Clone)]
+struct AppState {
+    cache: Cache,
+    metrics: Option<PrometheusHandle>,
+}
+
+/// The whole HTTP API over `cache`. `/metrics` renders `metrics` when given (404 otherwise).
+pub fn app(cache: Cache, metrics: Option<PrometheusHandle>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(render_metrics))
+        .route("/blobs/{digest}", get(get_blob).head(get_blob).put(put_blob))
+        .route("/ns/{*rest}", get(get_entry).head(get_entry))
+        .with_state(AppState { cache, metrics })
+}
+
+async fn render_metrics(State(st): State<AppState>) -> Response {
+    match st.metrics {
+        Some(h) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], h.render()).into_response(),
+        None => (StatusCode::NOT_FOUND, "metrics are not enabled\n").into_response(),
+    }
+}
+
+/// The path's last part after `prefix`, percent-decoded once into UTF-8.
+fn decoded_after<'a>(uri: &'a Uri, prefix: &str) -> Result<&'a str, ApiError> {
+    uri.path().strip_prefix(prefix).ok_or_else(|| ApiError(Error::Invalid(format!("expected a path under {prefix}"))))
+}
+
+fn decode(raw: &str, what: &str) -> Result<String, ApiError> {
+    percent_decode_str(raw)
+        .decode_utf8()
+        .map(|s| s.into_owned())
+        .map_err(|_| ApiError(Error::Invalid(format!("{what} is not valid UTF-8 once percent-decoded"))))
+}
+
+fn digest_from(uri: &Uri) -> Result<Digest, ApiError> {
+    let raw = decoded_after(uri, "/blobs/")?;
+    Ok(decode(raw, "digest")?.parse::<Digest>().map_err(Error::from)?)
+}
+
+async fn get_blob(
+    State(st): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let digest = digest_from(&uri)?;
+    let read = st.cache.read_blob(&digest).await?;
+    Ok(respond(read, &method, &headers))
+}
+
+async fn put_blob(State(st): State<AppState>, uri: Uri, body: Body) -> Result<Response, ApiError> {
+    let digest = digest_from(&uri)?;
+    let stream = body.into_data_stream().map_err(|e| e.to_string());
+    let created = st.cache.put_blob(&digest, stream).await?;
+    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    let location = HeaderValue::from_str(&format!("/blobs/{digest}")).expect("digests are ASCII");
+    let etag = HeaderValue::from_str(&format!("\"{digest}\"")).expect("digests are ASCII");
+    Ok((status, [(header::LOCATION, location), (header::ETAG, etag)]).into_response())
+}
+
+async fn get_entry(
+    State(st): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let rest = decoded_after(&uri, "/ns/")?;
+    let Some((ns_raw, key_raw)) = rest.split_once('/') else {
+        return Err(ApiError(Error::Invalid("expected /ns/<namespace>/<key>".into())));
+    };
+    let namespace = decode(ns_raw, "namespace")?;
+    let key = decode(key_raw, "key")?;
+    let read = st.cache.read_entry(&namespace, &key).await?;
+    Ok(respond(read, &method, &headers))
+}
