@@ -26,7 +26,7 @@ impl ApiError {
             E::Range(_) => StatusCode::RANGE_NOT_SATISFIABLE,
             E::NoNamespace(_) | E::NoEntry { .. } | E::NoBlob(_) => StatusCode::NOT_FOUND,
             E::Conflict(_) => StatusCode::CONFLICT,
-            E::Source(s) if matches!(s, tiercache_engine::SourceError::NotFound { .. }) => StatusCode::NOT_FOUND,
+            E::Source(tiercache_engine::SourceError::NotFound { .. }) => StatusCode::NOT_FOUND,
             E::Source(s) if s.is_timeout() => StatusCode::GATEWAY_TIMEOUT,
             E::Source(_) => StatusCode::BAD_GATEWAY,
             E::StorageFull(_) => StatusCode::INSUFFICIENT_STORAGE,
