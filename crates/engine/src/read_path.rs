@@ -61,6 +61,7 @@ impl Cache {
         let entry = self.ix(move |ix| ix.get_entry(ns_id, &k)).await?;
 
         let mut validators = None;
+        let had_entry = entry.is_some();
         if let Some(entry) = entry {
             if let Some((file, size)) = self.inner.disk.open_blob(&entry.digest)? {
                 let age = Duration::from_millis(now_ms().saturating_sub(entry.validated_at).max(0) as u64);
@@ -71,7 +72,7 @@ impl Cache {
                 if validators.is_some() {
                     // Stale: ask the source whether our copy is still current.
                     let source = self.source_of(&ns, &key)?;
-                    match self.join_flight(ns_id, &key, source, validators.clone(), t0).await? {
+                    match self.join_flight(ns_id, &key, source, validators.clone(), false, t0).await? {
                         FlightOutcome::NotModified => {
                             return self.serve_entry_from_disk(entry, file, size, t0, "revalidated").await;
                         }
@@ -84,7 +85,9 @@ impl Cache {
         }
         metrics::counter!(telemetry::READS, "tier" => "disk", "outcome" => "miss").increment(1);
         let source = self.source_of(&ns, &key)?;
-        match self.join_flight(ns_id, &key, source, validators, t0).await? {
+        // Only a reader that found no entry may take a just-finished flight's result: one that
+        // found an entry (stale, or with its blob gone) needs a fetch that starts after it looked.
+        match self.join_flight(ns_id, &key, source, validators, !had_entry, t0).await? {
             FlightOutcome::Read(read) => Ok(read),
             FlightOutcome::NotModified => {
                 // Only a conditional fetch can answer 304, and this one was unconditional.
@@ -135,18 +138,24 @@ impl Cache {
     }
 
     /// Joins the flight for `(ns_id, key)`, starting it if there is none, and waits until the
-    /// source has answered (headers only: the body streams afterwards).
+    /// source has answered (headers only: the body streams afterwards). A flight that already
+    /// finished is joined only if `may_join_finished`.
     async fn join_flight(
         &self,
         ns_id: i64,
         key: &Key,
         source: Arc<dyn Source>,
         validators: Option<Validators>,
+        may_join_finished: bool,
         t0: Instant,
     ) -> Result<FlightOutcome, Error> {
         let mut rx = {
             let mut flights = self.inner.flights.lock().unwrap_or_else(|p| p.into_inner());
-            let joinable = flights.get(&(ns_id, key.clone())).filter(|rx| !matches!(*rx.borrow(), Phase::Failed(_)));
+            let joinable = flights.get(&(ns_id, key.clone())).filter(|rx| match &*rx.borrow() {
+                Phase::Waiting | Phase::Streaming { .. } => true,
+                Phase::Done { .. } | Phase::NotModified => may_join_finished,
+                Phase::Failed(_) => false,
+            });
             match joinable {
                 Some(rx) => {
                     metrics::counter!(telemetry::COALESCED).increment(1);

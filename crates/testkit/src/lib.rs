@@ -66,7 +66,7 @@ struct Object {
 /// Requests seen for one path.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counts {
-    /// GET requests without a Range header.
+    /// GET requests without a Range header (conditional ones included, whatever they were answered).
     pub full: u64,
     /// GET requests with a Range header.
     pub ranged: u64,

@@ -1,0 +1,341 @@
+//! Engine integration tests: the read path against a real HTTP source on 127.0.0.1.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use tiercache_engine::{ByteRange, Cache, CacheConfig, Digest, Error, Read, SourceError};
+use tiercache_testkit::{Behavior, Source, bytes};
+
+/// A cache over a fresh data directory with one namespace `web` bound to `source`.
+async fn setup(source: &Source, tune: impl FnOnce(&mut CacheConfig)) -> (tempfile::TempDir, Cache) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = CacheConfig::new(dir.path().join("data"));
+    tune(&mut cfg);
+    let cache = Cache::open(cfg).await.unwrap();
+    cache.create_namespace("web", Some(&source.url())).await.unwrap();
+    (dir, cache)
+}
+
+async fn collect(read: Read, range: Option<ByteRange>) -> Result<Vec<u8>, std::io::Error> {
+    let mut out = Vec::new();
+    let mut s = read.into_stream(range);
+    while let Some(chunk) = s.next().await {
+        out.extend_from_slice(&chunk?);
+    }
+    Ok(out)
+}
+
+/// Guards against a hang; never used to assert how fast something is.
+async fn bounded<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(30), f).await.expect("operation hung")
+}
+
+/// Files under `<data>/tmp` and `<data>/blobs`, and index entries: what a failed fetch must not leave.
+async fn leftovers(dir: &tempfile::TempDir, cache: &Cache) -> (usize, usize, u64) {
+    let tmp = std::fs::read_dir(dir.path().join("data/tmp")).unwrap().count();
+    let blobs = walk(&dir.path().join("data/blobs"));
+    let entries = cache.stats(None).await.unwrap().stats.n_entries;
+    (tmp, blobs, entries)
+}
+
+fn walk(p: &std::path::Path) -> usize {
+    std::fs::read_dir(p)
+        .map(|rd| rd.flatten().map(|e| if e.path().is_dir() { walk(&e.path()) } else { 1 }).sum())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn miss_then_hit_serves_the_same_bytes_from_disk() {
+    let src = Source::start().await;
+    let data = bytes(1, 300_000);
+    src.put("dir/file.bin", data.clone());
+    let (_d, cache) = setup(&src, |_| {}).await;
+
+    let first = cache.read_entry("web", "dir/file.bin").await.unwrap();
+    assert_eq!(first.meta.tier.as_str(), "source");
+    assert_eq!(first.meta.etag, src.etag("dir/file.bin"), "a cold read carries the source's ETag");
+    assert_eq!(bounded(collect(first, None)).await.unwrap(), data);
+
+    // The fetch is committed before the flight reports done; poll the index, not the clock.
+    let second = loop {
+        let r = cache.read_entry("web", "dir/file.bin").await.unwrap();
+        if r.meta.tier.as_str() == "disk" {
+            break r;
+        }
+        bounded(collect(r, None)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let md5 = format!("\"{}\"", hex_md5(&data));
+    assert_eq!(second.meta.etag.as_deref(), Some(md5.as_str()), "a disk hit carries the MD5 ETag");
+    assert_eq!(second.meta.digest, Some(Digest::of(&data)));
+    assert_eq!(bounded(collect(second, None)).await.unwrap(), data);
+    assert_eq!(src.counts("dir/file.bin").full, 1);
+
+    let blob = cache.read_blob(&Digest::of(&data)).await.unwrap();
+    let part = collect(blob, Some(ByteRange { start: 1000, end: 1999 })).await.unwrap();
+    assert_eq!(part, &data[1000..2000]);
+}
+
+fn hex_md5(data: &[u8]) -> String {
+    use md5::Digest as _;
+    hex::encode(md5::Md5::digest(data))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixty_four_concurrent_misses_make_one_source_fetch() {
+    let src = Source::start().await;
+    let data = bytes(2, 2 << 20);
+    src.put("big", data.clone());
+    // The source stalls after the first 64 KiB until every reader has joined.
+    src.set_behavior("big", Behavior::StallAfter(64 * 1024));
+    let (_d, cache) = setup(&src, |_| {}).await;
+
+    let mut readers = Vec::new();
+    for _ in 0..64 {
+        let cache = cache.clone();
+        readers.push(tokio::spawn(async move {
+            let read = cache.read_entry("web", "big").await.unwrap();
+            collect(read, None).await.unwrap()
+        }));
+    }
+    // Every reader has its headers once 64 reads are counted; then let the source finish.
+    bounded(async {
+        while src.counts("big").full == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    src.release();
+    for r in readers {
+        assert_eq!(bounded(r).await.unwrap(), data);
+    }
+    assert_eq!(src.counts("big").full, 1, "64 concurrent misses must make exactly one source fetch");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_get_bytes_while_the_fetch_is_still_running() {
+    let src = Source::start().await;
+    let data = bytes(3, 1 << 20);
+    src.put("slow", data.clone());
+    src.set_behavior("slow", Behavior::StallAfter(200 * 1024));
+    let (_d, cache) = setup(&src, |_| {}).await;
+
+    let read = cache.read_entry("web", "slow").await.unwrap();
+    let mut stream = read.into_stream(None);
+    let mut got = Vec::new();
+    // The source is stalled (not released): these bytes can only come from the running fetch.
+    while got.len() < 200 * 1024 {
+        got.extend_from_slice(&bounded(stream.next()).await.unwrap().unwrap());
+    }
+    assert_eq!(&got[..], &data[..got.len()]);
+    src.release();
+    while let Some(chunk) = bounded(stream.next()).await {
+        got.extend_from_slice(&chunk.unwrap());
+    }
+    assert_eq!(got, data);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cold_range_does_not_wait_for_the_whole_blob() {
+    let src = Source::start().await;
+    let data = bytes(4, 16 << 20);
+    src.put("huge", data.clone());
+    src.set_behavior("huge", Behavior::StallAfter(64 * 1024));
+    let (_d, cache) = setup(&src, |_| {}).await;
+
+    let read = cache.read_entry("web", "huge").await.unwrap();
+    assert_eq!(read.meta.size_bytes, Some(16 << 20));
+    let r = ByteRange { start: 15 << 20, end: (15 << 20) + 9999 };
+    // The whole-blob fetch is stalled at 64 KiB; the range must still arrive.
+    let part = bounded(collect(read, Some(r))).await.unwrap();
+    assert_eq!(part, &data[r.start as usize..=r.end as usize]);
+    assert_eq!(src.counts("huge").ranged, 1);
+    src.release();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cold_range_is_cut_correctly_when_the_source_ignores_range() {
+    let src = Source::start().await;
+    src.set_honors_range(false);
+    let data = bytes(5, 12 << 20);
+    src.put("huge", data.clone());
+    src.set_behavior("huge", Behavior::Slow(Duration::from_millis(1)));
+    let (_d, cache) = setup(&src, |_| {}).await;
+    let read = cache.read_entry("web", "huge").await.unwrap();
+    let r = ByteRange { start: 10 << 20, end: (10 << 20) + 123_456 };
+    let part = bounded(collect(read, Some(r))).await.unwrap();
+    assert_eq!(part, &data[r.start as usize..=r.end as usize]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn source_failures_are_clear_errors_and_leave_nothing_behind() {
+    let src = Source::start().await;
+    let data = bytes(6, 256 * 1024);
+    let (dir, cache) = setup(&src, |c| {
+        c.http.read_timeout = Duration::from_millis(300);
+        c.http.connect_timeout = Duration::from_millis(300);
+    })
+    .await;
+
+    // Failures before any body byte: the read itself fails.
+    src.put("gone", data.clone());
+    src.remove("gone");
+    let e = cache.read_entry("web", "gone").await.unwrap_err();
+    assert!(matches!(e, Error::Source(SourceError::NotFound { .. })), "{e}");
+    src.set_behavior("boom", Behavior::Status(500));
+    let e = cache.read_entry("web", "boom").await.unwrap_err();
+    assert!(matches!(e, Error::Source(SourceError::Status { status: 500, .. })), "{e}");
+    src.set_behavior("hang", Behavior::Hang);
+    let e = bounded(cache.read_entry("web", "hang")).await.unwrap_err();
+    assert!(matches!(e, Error::Source(SourceError::Timeout { .. })), "{e}");
+
+    // Failures mid-body: the headers were sent, so the body stream ends with an error.
+    for (key, behavior) in [
+        ("closed", Behavior::CloseAfter(100_000)),
+        ("short", Behavior::ShortBy(1000)),
+        ("stalled", Behavior::StallAfter(10_000)),
+    ] {
+        src.put(key, data.clone());
+        src.set_behavior(key, behavior);
+        let read = cache.read_entry("web", key).await.unwrap();
+        let result = bounded(collect(read, None)).await;
+        assert!(result.is_err(), "{key}: a broken body must not look complete");
+    }
+    // Let the failed flights finish cleaning up, then check nothing is left.
+    bounded(async {
+        loop {
+            let (tmp, blobs, entries) = leftovers(&dir, &cache).await;
+            if tmp == 0 {
+                assert_eq!((blobs, entries), (0, 0));
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    // And a later read of a healthy key still works.
+    src.put("fine", data.clone());
+    let read = cache.read_entry("web", "fine").await.unwrap();
+    assert_eq!(collect(read, None).await.unwrap(), data);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_longer_than_its_content_length_is_never_stored_as_the_object() {
+    let src = Source::start().await;
+    let data = bytes(7, 100_000);
+    src.put("long", data.clone());
+    src.set_behavior("long", Behavior::LongBy(1000));
+    let (_d, cache) = setup(&src, |_| {}).await;
+    let read = cache.read_entry("web", "long").await.unwrap();
+    // HTTP framing ends the message at Content-Length: the declared bytes are what is served, and
+    // the trailing junk never becomes part of any blob.
+    let got = bounded(collect(read, None)).await.unwrap();
+    assert_eq!(got, &data[..data.len() - 1000]);
+    assert!(cache.read_blob(&Digest::of(&data)).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_entries_are_revalidated_and_changes_are_picked_up() {
+    let src = Source::start().await;
+    let (v1, v2) = (bytes(8, 50_000), bytes(9, 60_000));
+    src.put("doc", v1.clone());
+    let (_d, cache) = setup(&src, |c| c.revalidate_after = Duration::ZERO).await;
+
+    assert_eq!(collect(cache.read_entry("web", "doc").await.unwrap(), None).await.unwrap(), v1);
+    wait_for_disk(&cache, "doc").await;
+    let c = src.counts("doc");
+    // Two GETs without Range: the first fetch, and a conditional one answered 304.
+    assert_eq!((c.full, c.not_modified), (2, 1), "the disk read above revalidated with a 304");
+
+    src.put("doc", v2.clone());
+    let read = cache.read_entry("web", "doc").await.unwrap();
+    assert_eq!(read.meta.tier.as_str(), "source");
+    assert_eq!(collect(read, None).await.unwrap(), v2);
+    assert_eq!(src.counts("doc").full, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fresh_entries_are_served_without_asking_the_source() {
+    let src = Source::start().await;
+    src.put("doc", bytes(10, 1000));
+    let (_d, cache) = setup(&src, |c| c.revalidate_after = Duration::from_secs(3600)).await;
+    collect(cache.read_entry("web", "doc").await.unwrap(), None).await.unwrap();
+    wait_for_disk(&cache, "doc").await;
+    for _ in 0..5 {
+        let r = cache.read_entry("web", "doc").await.unwrap();
+        assert_eq!(r.meta.tier.as_str(), "disk");
+    }
+    let c = src.counts("doc");
+    assert_eq!((c.full, c.not_modified, c.ranged), (1, 0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_whose_blob_vanished_is_fetched_again() {
+    let src = Source::start().await;
+    let data = bytes(11, 5000);
+    src.put("k", data.clone());
+    let (dir, cache) = setup(&src, |_| {}).await;
+    collect(cache.read_entry("web", "k").await.unwrap(), None).await.unwrap();
+    wait_for_disk(&cache, "k").await;
+    let hex = Digest::of(&data).hex();
+    std::fs::remove_file(dir.path().join("data/blobs/sha256").join(&hex[..2]).join(&hex)).unwrap();
+    let read = cache.read_entry("web", "k").await.unwrap();
+    assert_eq!(read.meta.tier.as_str(), "source");
+    assert_eq!(collect(read, None).await.unwrap(), data);
+    assert_eq!(src.counts("k").full, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_are_verified_and_a_mismatch_stores_nothing() {
+    let src = Source::start().await;
+    let (dir, cache) = setup(&src, |_| {}).await;
+    let data = bytes(12, 70_000);
+    let d = Digest::of(&data);
+    let body = |b: Vec<u8>| futures::stream::iter(b.chunks(4096).map(|c| Ok::<_, String>(bytes::Bytes::copy_from_slice(c))).collect::<Vec<_>>());
+
+    let e = cache.put_blob(&d, body(bytes(13, 70_000))).await.unwrap_err();
+    assert!(matches!(e, Error::DigestMismatch { .. }), "{e}");
+    assert_eq!(leftovers(&dir, &cache).await.0, 0);
+    assert_eq!(walk(&dir.path().join("data/blobs")), 0);
+
+    assert!(cache.put_blob(&d, body(data.clone())).await.unwrap());
+    assert!(!cache.put_blob(&d, body(data.clone())).await.unwrap());
+    assert_eq!(collect(cache.read_blob(&d).await.unwrap(), None).await.unwrap(), data);
+    // Uploaded blobs are retained by cleanup: they may be the only copy.
+    let report = cache.cleanup(None, None).await.unwrap();
+    assert_eq!(report.n_blobs, 0);
+    assert!(cache.read_blob(&d).await.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_names_and_unknown_namespaces_are_refused() {
+    let src = Source::start().await;
+    let (_d, cache) = setup(&src, |_| {}).await;
+    for key in ["../etc/passwd", "a/../../b", "/abs", "a\\b", "a\0b", "", "a//b"] {
+        let e = cache.read_entry("web", key).await.unwrap_err();
+        assert!(matches!(e, Error::Key(_)), "{key:?}: {e}");
+    }
+    let e = cache.read_entry("nope", "k").await.unwrap_err();
+    assert!(matches!(e, Error::NoNamespace(_)), "{e}");
+    for ns in ["..", "A", "a/b", ""] {
+        assert!(cache.create_namespace(ns, None).await.is_err(), "{ns:?}");
+    }
+    assert!(matches!(cache.create_namespace("x", Some("ftp://host/")).await, Err(Error::Invalid(_))));
+    assert_eq!(src.counts("etc/passwd").full, 0);
+}
+
+async fn wait_for_disk(cache: &Cache, key: &str) {
+    bounded(async {
+        loop {
+            let r = cache.read_entry("web", key).await.unwrap();
+            let tier = r.meta.tier.as_str();
+            collect(r, None).await.unwrap();
+            if tier == "disk" {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+}
