@@ -292,7 +292,11 @@ async fn uploads_are_verified_and_a_mismatch_stores_nothing() {
     let (dir, cache) = setup(&src, |_| {}).await;
     let data = bytes(12, 70_000);
     let d = Digest::of(&data);
-    let body = |b: Vec<u8>| futures::stream::iter(b.chunks(4096).map(|c| Ok::<_, String>(bytes::Bytes::copy_from_slice(c))).collect::<Vec<_>>());
+    let body = |b: Vec<u8>| {
+        futures::stream::iter(
+            b.chunks(4096).map(|c| Ok::<_, String>(bytes::Bytes::copy_from_slice(c))).collect::<Vec<_>>(),
+        )
+    };
 
     let e = cache.put_blob(&d, body(bytes(13, 70_000))).await.unwrap_err();
     assert!(matches!(e, Error::DigestMismatch { .. }), "{e}");
