@@ -343,3 +343,76 @@ async fn wait_for_disk(cache: &Cache, key: &str) {
     })
     .await
 }
+
+/// A tmpfs of `size` mounted on a fresh directory, unmounted on drop. `None` (with the reason
+/// printed) when this process may not mount; as root, failing to mount fails the test.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(size: &str) -> Option<SmallDisk> {
+        let dir = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .expect("run mount");
+        if out.status.success() {
+            return Some(SmallDisk { dir });
+        }
+        let is_root = std::fs::read_to_string("/proc/self/status")
+            .map(|s| s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0")))
+            .unwrap_or(false);
+        let why = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!is_root, "running as root but cannot mount a small tmpfs for the full-disk test: {why}");
+        eprintln!("SKIPPED: the full-disk test needs to mount a tmpfs (run as root): {why}");
+        None
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_is_a_clear_error_and_loses_nothing() {
+    let Some(disk) = SmallDisk::mount("3m") else { return };
+    let src = Source::start().await;
+    let cache = Cache::open(CacheConfig::new(disk.dir.path().join("data"))).await.unwrap();
+    cache.create_namespace("web", Some(&src.url())).await.unwrap();
+    let small = bytes(20, 100_000);
+    src.put("small", small.clone());
+    assert_eq!(collect(cache.read_entry("web", "small").await.unwrap(), None).await.unwrap(), small);
+
+    // Too big for what is left: the fetch fails with a full-disk error and leaves nothing.
+    src.put("big", bytes(21, 8 << 20));
+    let result = match cache.read_entry("web", "big").await {
+        Ok(read) => collect(read, None).await.map(|_| ()).map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    let e = result.unwrap_err();
+    assert!(e.contains("no space left"), "{e}");
+    let big = bytes(22, 8 << 20);
+    let body = futures::stream::iter(
+        big.chunks(65536).map(|c| Ok::<_, String>(bytes::Bytes::copy_from_slice(c))).collect::<Vec<_>>(),
+    );
+    let e = cache.put_blob(&Digest::of(&big), body).await.unwrap_err();
+    assert!(matches!(e, Error::StorageFull(_)), "{e}");
+
+    bounded(async {
+        while std::fs::read_dir(disk.dir.path().join("data/tmp")).unwrap().count() > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    // What was stored before is intact, and the space is usable again.
+    let stats = cache.stats(None).await.unwrap().stats;
+    assert_eq!((stats.n_entries, stats.n_blobs), (1, 1));
+    assert_eq!(collect(cache.read_entry("web", "small").await.unwrap(), None).await.unwrap(), small);
+    let report = cache.verify(false, |_, _| {}).await.unwrap();
+    assert!(report.is_clean(), "{report:?}");
+    drop(cache);
+}
