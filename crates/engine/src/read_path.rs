@@ -9,7 +9,7 @@ use bytes::Bytes;
 use futures::Stream;
 use tiercache_core::{Digest, Key, NamespaceName, Validators, now_ms};
 use tiercache_index::{Entry, NewEntry};
-use tiercache_sources::{FetchRequest, Fetched, Source, SourceError};
+use tiercache_sources::{FetchRequest, Fetched, Source};
 use tokio::sync::watch;
 
 use crate::body::{Body, Read, ReadMeta, Tier};
@@ -52,6 +52,20 @@ impl Cache {
     /// after a conditional request to the source if it is stale, and from the source (once,
     /// however many readers ask) if it is missing.
     pub async fn read_entry(&self, namespace: &str, key: &str) -> Result<Read, Error> {
+        match self.read_entry_once(namespace, key).await? {
+            Some(read) => Ok(read),
+            // Another process fetched the entry while this one waited for its fetch lock: the
+            // index and disk tier have it now.
+            None => match self.read_entry_once(namespace, key).await? {
+                Some(read) => Ok(read),
+                None => Err(Error::Io("entry vanished right after another process stored it".into())),
+            },
+        }
+    }
+
+    /// One pass of the read path. Returns `Ok(None)` if and only if another process stored the
+    /// entry while this one waited to fetch it; the caller then looks again.
+    async fn read_entry_once(&self, namespace: &str, key: &str) -> Result<Option<Read>, Error> {
         let t0 = Instant::now();
         let name = NamespaceName::new(namespace)?.as_str().to_owned();
         let key = Key::new(key)?;
@@ -66,7 +80,7 @@ impl Cache {
             if let Some((file, size)) = self.inner.disk.open_blob(&entry.digest)? {
                 let age = Duration::from_millis(now_ms().saturating_sub(entry.validated_at).max(0) as u64);
                 if ns.source.is_none() || age < self.inner.config.revalidate_after {
-                    return self.serve_entry_from_disk(entry, file, size, t0, "hit").await;
+                    return self.serve_entry_from_disk(entry, file, size, t0, "hit").await.map(Some);
                 }
                 validators = Some(entry.validators.clone()).filter(|v| !v.is_empty());
                 if validators.is_some() {
@@ -74,9 +88,9 @@ impl Cache {
                     let source = self.source_of(&ns, &key)?;
                     match self.join_flight(ns_id, &key, source, validators.clone(), false, t0).await? {
                         FlightOutcome::NotModified => {
-                            return self.serve_entry_from_disk(entry, file, size, t0, "revalidated").await;
+                            return self.serve_entry_from_disk(entry, file, size, t0, "revalidated").await.map(Some);
                         }
-                        FlightOutcome::Read(read) => return Ok(read),
+                        FlightOutcome::Read(read) => return Ok(Some(read)),
                     }
                 }
             } else {
@@ -88,14 +102,9 @@ impl Cache {
         // Only a reader that found no entry may take a just-finished flight's result: one that
         // found an entry (stale, or with its blob gone) needs a fetch that starts after it looked.
         match self.join_flight(ns_id, &key, source, validators, !had_entry, t0).await? {
-            FlightOutcome::Read(read) => Ok(read),
-            FlightOutcome::NotModified => {
-                // Only a conditional fetch can answer 304, and this one was unconditional.
-                Err(Error::Source(SourceError::Protocol {
-                    url: ns.source.unwrap_or_default(),
-                    reason: "304 Not Modified to an unconditional request".into(),
-                }))
-            }
+            FlightOutcome::Read(read) => Ok(Some(read)),
+            // An unconditional fetch ends "not modified" only when another process stored it.
+            FlightOutcome::NotModified => Ok(None),
         }
     }
 
@@ -149,6 +158,22 @@ impl Cache {
         may_join_finished: bool,
         t0: Instant,
     ) -> Result<FlightOutcome, Error> {
+        // A finished flight committed its entry before it finished. If that entry is gone from the
+        // index since (cleanup, namespace deletion, `verify --repair`, perhaps in another process),
+        // the flight's bytes are no longer what the cache holds (its blob may be unlinked, its
+        // namespace deleted and created again with another source): fetch afresh instead.
+        let may_join_finished = may_join_finished && {
+            let finished = {
+                let flights = self.inner.flights.lock().unwrap_or_else(|p| p.into_inner());
+                flights
+                    .get(&(ns_id, key.clone()))
+                    .is_some_and(|rx| matches!(*rx.borrow(), Phase::Done { .. } | Phase::NotModified))
+            };
+            !finished || {
+                let k = key.clone();
+                self.ix(move |ix| ix.get_entry(ns_id, &k)).await?.is_some()
+            }
+        };
         let mut rx = {
             let mut flights = self.inner.flights.lock().unwrap_or_else(|p| p.into_inner());
             let joinable = flights.get(&(ns_id, key.clone())).filter(|rx| match &*rx.borrow() {
@@ -254,6 +279,19 @@ impl Cache {
         validators: Option<Validators>,
         tx: &PhaseSender,
     ) -> Result<FetchEnd, Failure> {
+        // Across processes sharing the data directory, one unconditional fetch per entry at a time:
+        // a process that had to wait for the lock finds the entry stored and fetches nothing.
+        let _lock = if validators.is_none() {
+            let name = Digest::of(format!("{ns_id}/{key}").as_bytes()).hex();
+            let (lock, waited) = self.blocking(move |disk| disk.lock(&name)).await?;
+            if waited && self.entry_on_disk(ns_id, key).await? {
+                tx.send_replace(Phase::NotModified);
+                return Ok(FetchEnd::NotModified);
+            }
+            Some(lock)
+        } else {
+            None
+        };
         let req = FetchRequest { range: None, validators };
         let body = match source.fetch(key, &req).await.map_err(Failure::Source)? {
             Fetched::NotModified => {
@@ -290,6 +328,13 @@ impl Cache {
         let digest = self.store_finished(finished, false, Some(entry), "fetch").await?;
         tx.send_replace(Phase::Done { started, written, digest });
         Ok(FetchEnd::Stored)
+    }
+
+    /// Whether the index has entry `(ns_id, key)` and the disk tier its blob.
+    async fn entry_on_disk(&self, ns_id: i64, key: &Key) -> Result<bool, Error> {
+        let k = key.clone();
+        let entry = self.ix(move |ix| ix.get_entry(ns_id, &k)).await?;
+        Ok(entry.is_some_and(|e| self.inner.disk.contains(&e.digest)))
     }
 
     /// Stores an uploaded blob: streams `body` to a temp file while hashing, and publishes it only

@@ -81,6 +81,25 @@ impl DiskTier {
         }
     }
 
+    /// Takes the cross-process fetch lock `name` (an exclusive `flock` on `<data>/locks/<name>`),
+    /// waiting if another process (or another open of it here) holds it. Returns the held lock
+    /// (released when dropped) and whether this call had to wait for it.
+    ///
+    /// `name` must be a plain file name (the engine passes a hex digest).
+    pub fn lock(&self, name: &str) -> io::Result<(File, bool)> {
+        let dir = self.tmp.with_file_name("locks");
+        fs::create_dir_all(&dir)?;
+        let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(dir.join(name))?;
+        match file.try_lock() {
+            Ok(()) => Ok((file, false)),
+            Err(std::fs::TryLockError::WouldBlock) => {
+                file.lock()?;
+                Ok((file, true))
+            }
+            Err(std::fs::TryLockError::Error(e)) => Err(e),
+        }
+    }
+
     /// Starts writing a new blob into a uniquely named temp file.
     pub fn create_temp(&self) -> io::Result<TempBlob> {
         let name = format!("{}-{:016x}.part", std::process::id(), rand::random::<u64>());
@@ -267,6 +286,19 @@ mod tests {
         t.write(b"hello world").unwrap();
         assert!(t.finish().unwrap().publish().unwrap());
         assert!(tier.list_temp().unwrap().is_empty());
+    }
+
+    #[test]
+    fn fetch_locks_exclude_each_other_and_report_waiting() {
+        let dir = tempfile::tempdir().unwrap();
+        let tier = DiskTier::open(dir.path()).unwrap();
+        let (held, waited) = tier.lock("abc").unwrap();
+        assert!(!waited);
+        let other = tier.clone();
+        let t = std::thread::spawn(move || other.lock("abc").unwrap().1);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        drop(held);
+        assert!(t.join().unwrap(), "the second taker waited for the first");
     }
 
     #[test]

@@ -416,3 +416,26 @@ async fn a_full_disk_is_a_clear_error_and_loses_nothing() {
     assert!(report.is_clean(), "{report:?}");
     drop(cache);
 }
+
+/// Two `Cache`s on one data directory stand for two processes: their flight maps are separate,
+/// so only the fetch lock in the data directory can keep them from fetching twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_on_one_data_directory_fetch_once() {
+    let src = Source::start().await;
+    let data = bytes(30, 1 << 20);
+    src.put("shared", data.clone());
+    src.set_behavior("shared", Behavior::StallAfter(64 * 1024));
+    let (dir, a) = setup(&src, |_| {}).await;
+    let b = Cache::open(CacheConfig::new(dir.path().join("data"))).await.unwrap();
+
+    let first = a.read_entry("web", "shared").await.unwrap();
+    let reader_a = tokio::spawn(collect(first, None));
+    let b2 = b.clone();
+    let reader_b = tokio::spawn(async move { collect(b2.read_entry("web", "shared").await.unwrap(), None).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    src.release();
+    assert_eq!(bounded(reader_a).await.unwrap().unwrap(), data);
+    let got_b = bounded(reader_b).await.unwrap().unwrap();
+    assert_eq!(got_b, data);
+    assert_eq!(src.counts("shared").full, 1, "the second process waited and read the first one's copy");
+}
