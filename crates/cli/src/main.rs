@@ -51,6 +51,7 @@ async fn open(cli: &Cli, engine: &EngineArgs, file: &FileConfig) -> Result<Cache
 }
 
 async fn run(cli: Cli) -> Result<u8> {
+    check_namespace_name(&cli.command)?;
     let file = FileConfig::load(cli.config.as_deref())?;
     let no_engine_args = EngineArgs::default();
     match &cli.command {
@@ -96,6 +97,22 @@ async fn run(cli: Cli) -> Result<u8> {
         }
         Command::Verify { repair, json } => verify(open(&cli, &no_engine_args, &file).await?, *repair, *json).await,
     }
+}
+
+/// Refuses a malformed namespace name before the data directory is opened (which creates it).
+fn check_namespace_name(command: &Command) -> Result<()> {
+    let name = match command {
+        Command::Ns(NsCommand::Create { name, .. } | NsCommand::Show { name, .. } | NsCommand::Delete { name, .. }) => {
+            Some(name)
+        }
+        Command::Stats { ns, .. } => ns.as_ref(),
+        Command::Cleanup(args) => args.ns.as_ref(),
+        _ => None,
+    };
+    if let Some(name) = name {
+        tiercache_core::NamespaceName::new(name)?;
+    }
+    Ok(())
 }
 
 async fn serve(cli: &Cli, args: &ServeArgs, file: &FileConfig) -> Result<u8> {

@@ -1,0 +1,11 @@
+//! Integration tests of the real `tiercache` binary, run as a user would run it.
+
+mod common;
+
+mod crash;
+mod datadir;
+mod get;
+mod maint;
+mod ns;
+mod rebuild;
+mod verify;
