@@ -32,8 +32,8 @@ pub(crate) struct Inner {
     pub(crate) config: CacheConfig,
     pub(crate) index: Arc<Index>,
     pub(crate) disk: DiskTier,
-    /// Fetches under way, by `(namespace id, key)`. A finished flight lingers briefly so that a
-    /// reader who missed the index row a moment ago still joins it instead of fetching again.
+    /// Fetches under way, by `(namespace id, key)`. Only flights still waiting or streaming are
+    /// joined; a finished one is removed (or replaced by the next miss).
     pub(crate) flights: Mutex<HashMap<(i64, Key), watch::Receiver<Phase>>>,
     pub(crate) fetch_permits: Semaphore,
     md5_permits: Semaphore,

@@ -16,9 +16,6 @@ use crate::body::{Body, Read, ReadMeta, Tier};
 use crate::flight::{Failure, Phase, PhaseSender, SpoolError, Started, spool};
 use crate::{Cache, Error, telemetry};
 
-/// How long a finished flight stays joinable (see `Inner::flights`).
-const FLIGHT_LINGER: Duration = Duration::from_secs(2);
-
 impl Cache {
     /// Reads a blob by digest from the disk tier.
     ///
@@ -52,19 +49,19 @@ impl Cache {
     /// after a conditional request to the source if it is stale, and from the source (once,
     /// however many readers ask) if it is missing.
     pub async fn read_entry(&self, namespace: &str, key: &str) -> Result<Read, Error> {
-        match self.read_entry_once(namespace, key).await? {
-            Some(read) => Ok(read),
-            // Another process fetched the entry while this one waited for its fetch lock: the
-            // index and disk tier have it now.
-            None => match self.read_entry_once(namespace, key).await? {
-                Some(read) => Ok(read),
-                None => Err(Error::Io("entry vanished right after another process stored it".into())),
-            },
+        // A pass ends without a read only when another flight stored the entry after this one
+        // looked; the next pass finds it. Entries deleted again at once could repeat that, so the
+        // number of passes is bounded.
+        for _ in 0..3 {
+            if let Some(read) = self.read_entry_once(namespace, key).await? {
+                return Ok(read);
+            }
         }
+        Err(Error::Io(format!("entry {namespace}/{key} kept changing while it was read; try again")))
     }
 
-    /// One pass of the read path. Returns `Ok(None)` if and only if another process stored the
-    /// entry while this one waited to fetch it; the caller then looks again.
+    /// One pass of the read path. Returns `Ok(None)` if and only if another flight (in this process
+    /// or another) stored the entry after this pass looked in the index; the caller looks again.
     async fn read_entry_once(&self, namespace: &str, key: &str) -> Result<Option<Read>, Error> {
         let t0 = Instant::now();
         let name = NamespaceName::new(namespace)?.as_str().to_owned();
@@ -75,7 +72,6 @@ impl Cache {
         let entry = self.ix(move |ix| ix.get_entry(ns_id, &k)).await?;
 
         let mut validators = None;
-        let had_entry = entry.is_some();
         if let Some(entry) = entry {
             if let Some((file, size)) = self.inner.disk.open_blob(&entry.digest)? {
                 let age = Duration::from_millis(now_ms().saturating_sub(entry.validated_at).max(0) as u64);
@@ -86,7 +82,7 @@ impl Cache {
                 if validators.is_some() {
                     // Stale: ask the source whether our copy is still current.
                     let source = self.source_of(&ns, &key)?;
-                    match self.join_flight(ns_id, &key, source, validators.clone(), false, t0).await? {
+                    match self.join_flight(ns_id, &key, source, validators.clone(), t0).await? {
                         FlightOutcome::NotModified => {
                             return self.serve_entry_from_disk(entry, file, size, t0, "revalidated").await.map(Some);
                         }
@@ -99,11 +95,10 @@ impl Cache {
         }
         metrics::counter!(telemetry::READS, "tier" => "disk", "outcome" => "miss").increment(1);
         let source = self.source_of(&ns, &key)?;
-        // Only a reader that found no entry may take a just-finished flight's result: one that
-        // found an entry (stale, or with its blob gone) needs a fetch that starts after it looked.
-        match self.join_flight(ns_id, &key, source, validators, !had_entry, t0).await? {
+        match self.join_flight(ns_id, &key, source, validators, t0).await? {
             FlightOutcome::Read(read) => Ok(Some(read)),
-            // An unconditional fetch ends "not modified" only when another process stored it.
+            // An unconditional fetch ends "not modified" only when it found the entry stored by
+            // another flight (here or in another process) after this reader looked.
             FlightOutcome::NotModified => Ok(None),
         }
     }
@@ -146,40 +141,23 @@ impl Cache {
         })
     }
 
-    /// Joins the flight for `(ns_id, key)`, starting it if there is none, and waits until the
-    /// source has answered (headers only: the body streams afterwards). A flight that already
-    /// finished is joined only if `may_join_finished`.
+    /// Joins the flight for `(ns_id, key)`, starting it if there is none under way, and waits
+    /// until the source has answered (headers only: the body streams afterwards).
     async fn join_flight(
         &self,
         ns_id: i64,
         key: &Key,
         source: Arc<dyn Source>,
         validators: Option<Validators>,
-        may_join_finished: bool,
         t0: Instant,
     ) -> Result<FlightOutcome, Error> {
-        // A finished flight committed its entry before it finished. If that entry is gone from the
-        // index since (cleanup, namespace deletion, `verify --repair`, perhaps in another process),
-        // the flight's bytes are no longer what the cache holds (its blob may be unlinked, its
-        // namespace deleted and created again with another source): fetch afresh instead.
-        let may_join_finished = may_join_finished && {
-            let finished = {
-                let flights = self.inner.flights.lock().unwrap_or_else(|p| p.into_inner());
-                flights
-                    .get(&(ns_id, key.clone()))
-                    .is_some_and(|rx| matches!(*rx.borrow(), Phase::Done { .. } | Phase::NotModified))
-            };
-            !finished || {
-                let k = key.clone();
-                self.ix(move |ix| ix.get_entry(ns_id, &k)).await?.is_some()
-            }
-        };
         let mut rx = {
             let mut flights = self.inner.flights.lock().unwrap_or_else(|p| p.into_inner());
             let joinable = flights.get(&(ns_id, key.clone())).filter(|rx| match &*rx.borrow() {
                 Phase::Waiting | Phase::Streaming { .. } => true,
-                Phase::Done { .. } | Phase::NotModified => may_join_finished,
-                Phase::Failed(_) => false,
+                // A finished flight's entry is in the index now (or was removed since): a reader
+                // who missed it starts a new flight, which looks in the index before fetching.
+                Phase::Done { .. } | Phase::NotModified | Phase::Failed(_) => false,
             });
             match joinable {
                 Some(rx) => {
@@ -247,13 +225,7 @@ impl Cache {
         };
         metrics::counter!(telemetry::SOURCE_FETCHES, "result" => result).increment(1);
         match outcome {
-            Ok(_) => {
-                let cache = self.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(FLIGHT_LINGER).await;
-                    cache.forget_flight(ns_id, &key, &tx);
-                });
-            }
+            Ok(_) => self.forget_flight(ns_id, &key, &tx),
             Err(failure) => {
                 let e = Error::from(failure.clone());
                 tracing::warn!(%key, error = %e, "source fetch failed; nothing stored");
@@ -279,12 +251,13 @@ impl Cache {
         validators: Option<Validators>,
         tx: &PhaseSender,
     ) -> Result<FetchEnd, Failure> {
-        // Across processes sharing the data directory, one unconditional fetch per entry at a time:
-        // a process that had to wait for the lock finds the entry stored and fetches nothing.
+        // One unconditional fetch per entry at a time, across processes sharing the data directory
+        // too. Under the lock, look in the index once more: a flight that finished after this
+        // reader looked (here, or in another process that held the lock) has stored the entry.
         let _lock = if validators.is_none() {
             let name = Digest::of(format!("{ns_id}/{key}").as_bytes()).hex();
-            let (lock, waited) = self.blocking(move |disk| disk.lock(&name)).await?;
-            if waited && self.entry_on_disk(ns_id, key).await? {
+            let (lock, _waited) = self.blocking(move |disk| disk.lock(&name)).await?;
+            if self.entry_on_disk(ns_id, key).await? {
                 tx.send_replace(Phase::NotModified);
                 return Ok(FetchEnd::NotModified);
             }

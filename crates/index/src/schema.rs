@@ -7,8 +7,10 @@ use rusqlite::Connection;
 
 /// Every migration in order. `user_version` counts how many have been applied.
 pub(crate) const MIGRATIONS: &[&str] = &[r#"
+-- AUTOINCREMENT: a deleted namespace's id is never reused, so nothing keyed by an old id (a fetch
+-- still running, a lock file) can be mistaken for a namespace created later under the same name.
 CREATE TABLE namespaces (
-    id            INTEGER PRIMARY KEY,
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
     name          TEXT NOT NULL UNIQUE,
     source        TEXT,
     created_at    INTEGER NOT NULL
