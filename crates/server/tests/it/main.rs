@@ -87,7 +87,8 @@ async fn ranges() {
     let h = harness().await;
     let data = bytes(2, 1000);
     let uri = h.put_blob(&data).await;
-    let cases: &[(&str, u16, Option<(usize, usize)>)] = &[
+    type Case = (&'static str, u16, Option<(usize, usize)>);
+    let cases: &[Case] = &[
         ("bytes=0-0", 206, Some((0, 1))),
         ("bytes=10-19", 206, Some((10, 20))),
         ("bytes=990-", 206, Some((990, 1000))),
