@@ -24,12 +24,12 @@ impl Cache {
         let t0 = Instant::now();
         // A small, page-cached open and fstat: cheaper inline than a hop to a blocking thread.
         let opened = self.inner.disk.open_blob(digest)?;
-        let Some((file, size)) = opened else {
+        let Some((file, fs_meta)) = opened else {
             metrics::counter!(telemetry::READS, "tier" => "disk", "outcome" => "miss").increment(1);
             tracing::debug!(%digest, tier = "disk", outcome = "miss", "read blob");
             return Err(Error::NoBlob(*digest));
         };
-        let last_modified = file.metadata().ok().and_then(|m| m.modified().ok()).map(http_date);
+        let (size, last_modified) = (fs_meta.len(), fs_meta.modified().ok().map(http_date));
         self.inner.access.note(None, *digest, now_ms());
         served(Tier::Disk, "hit", t0, size, || format!("{digest}"));
         Ok(Read {
@@ -73,7 +73,8 @@ impl Cache {
 
         let mut validators = None;
         if let Some(entry) = entry {
-            if let Some((file, size)) = self.inner.disk.open_blob(&entry.digest)? {
+            if let Some((file, fs_meta)) = self.inner.disk.open_blob(&entry.digest)? {
+                let size = fs_meta.len();
                 let age = Duration::from_millis(now_ms().saturating_sub(entry.validated_at).max(0) as u64);
                 if ns.source.is_none() || age < self.inner.config.revalidate_after {
                     return self.serve_entry_from_disk(entry, file, size, t0, "hit").await.map(Some);

@@ -55,12 +55,13 @@ impl DiskTier {
         self.blobs.join(&hex[..2]).join(hex)
     }
 
-    /// Opens the blob for reading. Returns `Ok(None)` if and only if it is not in this tier.
-    pub fn open_blob(&self, digest: &Digest) -> io::Result<Option<(File, u64)>> {
+    /// Opens the blob for reading, with its metadata (size, modification time). Returns
+    /// `Ok(None)` if and only if it is not in this tier.
+    pub fn open_blob(&self, digest: &Digest) -> io::Result<Option<(File, fs::Metadata)>> {
         match File::open(self.blob_path(digest)) {
             Ok(f) => {
-                let len = f.metadata()?.len();
-                Ok(Some((f, len)))
+                let meta = f.metadata()?;
+                Ok(Some((f, meta)))
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
@@ -277,8 +278,8 @@ mod tests {
         assert_eq!(fin.digest, Digest::of(b"hello world"));
         let d = fin.digest;
         assert!(!fin.publish().unwrap());
-        let (_, len) = tier.open_blob(&d).unwrap().unwrap();
-        assert_eq!(len, 11);
+        let (_, meta) = tier.open_blob(&d).unwrap().unwrap();
+        assert_eq!(meta.len(), 11);
         assert_eq!(tier.list().unwrap(), vec![Ok((d, 11))]);
         assert!(tier.list_temp().unwrap().is_empty());
         // Publishing the same bytes again keeps the existing file.
