@@ -214,7 +214,7 @@ async fn get(cache: Cache, args: &GetArgs) -> Result<u8> {
     if let (Err(_), Some(path)) = (&result, &args.output) {
         let _ = std::fs::remove_file(path); // Never leave a partial file that looks complete.
     }
-    cache.flush().await?;
+    cache.settle().await?;
     result.map(|()| 0)
 }
 

@@ -88,6 +88,22 @@ pub(crate) enum Body {
 type ByteStream = BoxStream<'static, io::Result<Bytes>>;
 
 impl Read {
+    /// For a small read of a blob already in the disk tier, the bytes themselves, read now (a
+    /// response with a whole body in hand is cheaper to send than a stream). `None` for a large
+    /// read or a fetch under way: use [`Read::into_stream`].
+    pub fn read_small(&self, range: Option<ByteRange>) -> Option<io::Result<Bytes>> {
+        let Body::File { file, size_bytes } = &self.body else { return None };
+        let (start, end) = range.map(|r| (r.start, r.end + 1)).unwrap_or((0, *size_bytes));
+        if end.saturating_sub(start) > INLINE_READ_BYTES {
+            return None;
+        }
+        let bytes = if end <= start { Ok(Bytes::new()) } else { read_chunk(file, start, end - start) };
+        if let Ok(b) = &bytes {
+            metrics::counter!(telemetry::READ_BYTES, "tier" => self.meta.tier.as_str()).increment(b.len() as u64);
+        }
+        Some(bytes)
+    }
+
     /// The body: the whole object, or `range` of it. `range` must lie inside
     /// [`ReadMeta::size_bytes`] when that is known.
     pub fn into_stream(self, range: Option<ByteRange>) -> ByteStream {
@@ -104,7 +120,11 @@ impl Read {
                         source_range_stream(source, key, r)
                     }
                     (range, _) => {
-                        let (start, end) = range.map(|r| (r.start, Some(r.end + 1))).unwrap_or((0, None));
+                        // With a declared size the body is complete once that many bytes are in the
+                        // file (the source stream fails on any byte beyond it): the reader need not
+                        // wait for the fsync, rename and index commit that follow.
+                        let whole = (0, self.meta.size_bytes);
+                        let (start, end) = range.map(|r| (r.start, Some(r.end + 1))).unwrap_or(whole);
                         flight_stream(rx, start, end)
                     }
                 }

@@ -36,7 +36,11 @@ pub(crate) struct Inner {
     /// joined; a finished one is removed (or replaced by the next miss).
     pub(crate) flights: Mutex<HashMap<(i64, Key), watch::Receiver<Phase>>>,
     pub(crate) fetch_permits: Semaphore,
+    /// Every flight task, so that shutdown can let them finish storing what they fetched.
+    pub(crate) flight_tasks: tokio_util::task::TaskTracker,
     md5_permits: Semaphore,
+    /// MD5 computations under way, so that readers racing the background pass share one.
+    md5_flights: Mutex<HashMap<Digest, Arc<tokio::sync::OnceCell<String>>>>,
     pub(crate) access: AccessLog,
     sources: Mutex<HashMap<String, Arc<dyn Source>>>,
 }
@@ -63,6 +67,8 @@ impl Cache {
             inner: Arc::new(Inner {
                 fetch_permits: Semaphore::new(config.max_concurrent_fetches.max(1)),
                 md5_permits: Semaphore::new(1),
+                flight_tasks: tokio_util::task::TaskTracker::new(),
+                md5_flights: Mutex::new(HashMap::new()),
                 config,
                 index: Arc::new(index),
                 disk,
@@ -79,6 +85,17 @@ impl Cache {
     /// The data directory.
     pub fn data_dir(&self) -> &std::path::Path {
         &self.inner.config.data_dir
+    }
+
+    /// Waits until every source fetch under way has finished and stored (or dropped) its blob,
+    /// then writes batched access times. A reader's body can end before its fetch is committed
+    /// (the fsync, rename and index commit follow the last byte), so call this before exiting.
+    pub async fn settle(&self) -> Result<(), Error> {
+        let tasks = &self.inner.flight_tasks;
+        tasks.close();
+        tasks.wait().await;
+        tasks.reopen();
+        self.flush().await
     }
 
     /// Writes batched access times now. Call before exiting.
@@ -174,11 +191,24 @@ impl Cache {
         });
     }
 
-    /// The blob's MD5 (lowercase hex), computing and recording it if the index lacks it.
+    /// The blob's MD5 (lowercase hex), computing and recording it if the index lacks it. Concurrent
+    /// callers for one blob share a single computation.
     pub(crate) async fn md5_of(&self, digest: Digest) -> Result<String, Error> {
         if let Some(md5) = self.ix(move |ix| ix.get_blob(&digest)).await?.and_then(|b| b.md5) {
             return Ok(md5);
         }
+        let cell = {
+            let mut flights = self.inner.md5_flights.lock().unwrap_or_else(|p| p.into_inner());
+            Arc::clone(flights.entry(digest).or_default())
+        };
+        let md5 = cell.get_or_try_init(|| self.compute_md5(digest)).await.cloned();
+        if md5.is_ok() {
+            self.inner.md5_flights.lock().unwrap_or_else(|p| p.into_inner()).remove(&digest);
+        }
+        md5
+    }
+
+    async fn compute_md5(&self, digest: Digest) -> Result<String, Error> {
         let md5 = self
             .blocking(move |disk| {
                 use md5::Digest as _;

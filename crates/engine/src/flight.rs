@@ -80,7 +80,7 @@ pub(crate) enum SpoolError<E> {
     Local(Error),
 }
 
-/// Streams `body` into `temp` on a blocking thread (writing and SHA-256 off the async workers),
+/// Streams `body` into `temp` on a blocking thread (writing, and SHA-256 beside it, off the async workers),
 /// calling `progress(written)` after each chunk is in the file. Returns the fsynced, hashed file.
 pub(crate) async fn spool<E: Send + 'static>(
     temp: TempBlob,
@@ -91,7 +91,7 @@ pub(crate) async fn spool<E: Send + 'static>(
     let writer = tokio::task::spawn_blocking(move || -> std::io::Result<FinishedBlob> {
         let mut temp = temp;
         while let Some(chunk) = chunk_rx.blocking_recv() {
-            temp.write(&chunk)?;
+            temp.write(chunk)?;
             progress(temp.written());
         }
         temp.finish()

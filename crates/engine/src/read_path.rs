@@ -170,7 +170,8 @@ impl Cache {
                     flights.insert((ns_id, key.clone()), rx.clone());
                     let cache = self.clone();
                     let (key, source) = (key.clone(), Arc::clone(&source));
-                    tokio::spawn(async move { cache.run_flight(ns_id, key, source, validators, Arc::new(tx)).await });
+                    let tasks = &self.inner.flight_tasks;
+                    tasks.spawn(async move { cache.run_flight(ns_id, key, source, validators, Arc::new(tx)).await });
                     rx
                 }
             }

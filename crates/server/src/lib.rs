@@ -26,7 +26,8 @@ pub async fn serve(
     let metrics = install_metrics();
     let router = app(cache.clone(), Some(metrics));
     axum::serve(listener, router).with_graceful_shutdown(shutdown).await?;
-    if let Err(e) = cache.flush().await {
+    // Fetches keep running after their readers are answered; let them store what they fetched.
+    if let Err(e) = cache.settle().await {
         tracing::warn!(error = %e, "cannot record access times at shutdown");
     }
     Ok(())

@@ -43,7 +43,12 @@ pub(crate) fn respond(read: Read, method: &Method, req: &HeaderMap) -> Response 
     if method == Method::HEAD {
         return (status, headers).into_response();
     }
-    (status, headers, Body::from_stream(read.into_stream(range))).into_response()
+    let body = match read.read_small(range) {
+        Some(Ok(bytes)) => Body::from(bytes),
+        Some(Err(e)) => return crate::ApiError(tiercache_engine::Error::from(e)).into_response(),
+        None => Body::from_stream(read.into_stream(range)),
+    };
+    (status, headers, body).into_response()
 }
 
 fn value_of(s: &str) -> HeaderValue {

@@ -15,7 +15,14 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use bytes::Bytes;
 use tiercache_core::{Digest, Hasher};
+
+/// Bytes hashed inline before hashing moves to its own thread: small blobs are not worth a thread,
+/// large ones are hashed beside the write so that neither waits for the other.
+const INLINE_HASH_BYTES: u64 = 1 << 20;
+/// Chunks queued for the hashing thread before a write waits for it.
+const HASH_QUEUE_CHUNKS: usize = 64;
 
 /// The disk tier of one data directory. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -106,7 +113,13 @@ impl DiskTier {
         let name = format!("{}-{:016x}.part", std::process::id(), rand::random::<u64>());
         let path = self.tmp.join(name);
         let file = OpenOptions::new().read(true).write(true).create_new(true).open(&path)?;
-        Ok(TempBlob { file: Arc::new(file), path: Some(path), hasher: Hasher::new(), written: 0, tier: self.clone() })
+        Ok(TempBlob {
+            file: Arc::new(file),
+            path: Some(path),
+            hashing: Hashing::Inline(Hasher::new()),
+            written: 0,
+            tier: self.clone(),
+        })
     }
 
     /// Removes temp files whose writing process no longer runs (left by a crash or a kill).
@@ -167,23 +180,56 @@ fn annotate(e: io::Error, what: &str, path: &Path) -> io::Error {
     io::Error::new(e.kind(), format!("{what} {}: {e}", path.display()))
 }
 
+/// Where a temp blob's SHA-256 is being computed.
+#[derive(Debug)]
+enum Hashing {
+    /// On the writing thread (the first [`INLINE_HASH_BYTES`]).
+    Inline(Hasher),
+    /// On a thread of its own, fed the written chunks through a bounded queue.
+    Thread { queue: std::sync::mpsc::SyncSender<Bytes>, done: std::thread::JoinHandle<Hasher> },
+    /// Being moved between the two.
+    Moving,
+}
+
 /// A blob being written. Dropping it before [`TempBlob::finish`] and
 /// [`FinishedBlob::publish`] deletes the temp file.
 #[derive(Debug)]
 pub struct TempBlob {
     file: Arc<File>,
     path: Option<PathBuf>,
-    hasher: Hasher,
+    hashing: Hashing,
     written: u64,
     tier: DiskTier,
 }
 
 impl TempBlob {
-    /// Appends `bytes` to the file and the running digest.
-    pub fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
-        (&*self.file).write_all(bytes)?;
-        self.hasher.update(bytes);
-        self.written += bytes.len() as u64;
+    /// Appends `chunk` to the file and the running digest. Once the blob is large, hashing runs
+    /// on its own thread, so this returns when the bytes are in the file, not when they are hashed.
+    pub fn write(&mut self, chunk: Bytes) -> io::Result<()> {
+        (&*self.file).write_all(&chunk)?;
+        self.written += chunk.len() as u64;
+        match &mut self.hashing {
+            Hashing::Inline(h) => {
+                h.update(&chunk);
+                if self.written > INLINE_HASH_BYTES {
+                    let Hashing::Inline(mut h) = std::mem::replace(&mut self.hashing, Hashing::Moving) else {
+                        unreachable!("matched Inline above")
+                    };
+                    let (queue, chunks) = std::sync::mpsc::sync_channel::<Bytes>(HASH_QUEUE_CHUNKS);
+                    let done = std::thread::Builder::new().name("tiercache-hash".into()).spawn(move || {
+                        for c in chunks {
+                            h.update(&c);
+                        }
+                        h
+                    })?;
+                    self.hashing = Hashing::Thread { queue, done };
+                }
+            }
+            Hashing::Thread { queue, .. } => {
+                queue.send(chunk).map_err(|_| io::Error::other("hashing thread stopped"))?;
+            }
+            Hashing::Moving => unreachable!("hashing is Moving only inside this function"),
+        }
         Ok(())
     }
 
@@ -201,7 +247,15 @@ impl TempBlob {
     /// Step 2: fsyncs the file and returns its digest and size.
     pub fn finish(mut self) -> io::Result<FinishedBlob> {
         self.file.sync_all()?;
-        let digest = std::mem::take(&mut self.hasher).finish();
+        let hasher = match std::mem::replace(&mut self.hashing, Hashing::Moving) {
+            Hashing::Inline(h) => h,
+            Hashing::Thread { queue, done } => {
+                drop(queue); // Ends the thread's loop once it has hashed every queued chunk.
+                done.join().map_err(|_| io::Error::other("hashing thread panicked"))?
+            }
+            Hashing::Moving => unreachable!("finish consumes the blob"),
+        };
+        let digest = hasher.finish();
         let path = self.path.take().expect("path is taken only here");
         Ok(FinishedBlob { path: Some(path), digest, size_bytes: self.written, tier: self.tier.clone() })
     }
@@ -268,9 +322,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let tier = DiskTier::open(dir.path()).unwrap();
         let mut t = tier.create_temp().unwrap();
-        t.write(b"hello ").unwrap();
+        t.write(Bytes::from_static(b"hello ")).unwrap();
         let reader = t.reader();
-        t.write(b"world").unwrap();
+        t.write(Bytes::from_static(b"world")).unwrap();
         let mut buf = [0u8; 5];
         reader.read_at(&mut buf, 6).unwrap();
         assert_eq!(&buf, b"world");
@@ -284,7 +338,7 @@ mod tests {
         assert!(tier.list_temp().unwrap().is_empty());
         // Publishing the same bytes again keeps the existing file.
         let mut t = tier.create_temp().unwrap();
-        t.write(b"hello world").unwrap();
+        t.write(Bytes::from_static(b"hello world")).unwrap();
         assert!(t.finish().unwrap().publish().unwrap());
         assert!(tier.list_temp().unwrap().is_empty());
     }
@@ -303,14 +357,28 @@ mod tests {
     }
 
     #[test]
+    fn large_blobs_hash_on_their_own_thread_to_the_same_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        let tier = DiskTier::open(dir.path()).unwrap();
+        let data: Vec<u8> = (0..5_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let mut t = tier.create_temp().unwrap();
+        for chunk in data.chunks(100_000) {
+            t.write(Bytes::copy_from_slice(chunk)).unwrap();
+        }
+        assert!(matches!(t.hashing, Hashing::Thread { .. }));
+        let fin = t.finish().unwrap();
+        assert_eq!((fin.digest, fin.size_bytes), (Digest::of(&data), data.len() as u64));
+    }
+
+    #[test]
     fn dropped_writes_leave_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let tier = DiskTier::open(dir.path()).unwrap();
         let mut t = tier.create_temp().unwrap();
-        t.write(b"partial").unwrap();
+        t.write(Bytes::from_static(b"partial")).unwrap();
         drop(t);
         let mut t = tier.create_temp().unwrap();
-        t.write(b"unpublished").unwrap();
+        t.write(Bytes::from_static(b"unpublished")).unwrap();
         drop(t.finish().unwrap());
         assert!(tier.list_temp().unwrap().is_empty());
         assert!(tier.list().unwrap().is_empty());

@@ -439,3 +439,23 @@ async fn two_processes_on_one_data_directory_fetch_once() {
     assert_eq!(got_b, data);
     assert_eq!(src.counts("shared").full, 1, "the second process waited and read the first one's copy");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_first_hits_carry_the_md5_etag() {
+    let src = Source::start().await;
+    let data = bytes(40, 3 << 20);
+    src.put("m", data.clone());
+    let (_d, cache) = setup(&src, |_| {}).await;
+    collect(cache.read_entry("web", "m").await.unwrap(), None).await.unwrap();
+    let etags: Vec<_> = futures::future::join_all((0..8).map(|_| {
+        let cache = cache.clone();
+        async move { cache.read_entry("web", "m").await.map(|r| r.meta.etag) }
+    }))
+    .await;
+    let md5 = format!("\"{}\"", hex_md5(&data));
+    for e in etags {
+        let e = e.unwrap();
+        // Each read is either still the fetch (source ETag) or a hit with the MD5 ETag.
+        assert!(e.as_deref() == Some(md5.as_str()) || e == src.etag("m"), "{e:?}");
+    }
+}
