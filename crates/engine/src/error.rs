@@ -92,14 +92,12 @@ impl From<IndexError> for Error {
     fn from(e: IndexError) -> Error {
         match e {
             IndexError::Conflict { .. } => Error::Conflict(e.to_string()),
-            IndexError::Sqlite(rusqlite_err) if rusqlite_err.sqlite_error_code() == Some(rusqlite_code_full()) => {
-                Error::StorageFull(rusqlite_err.to_string())
+            IndexError::Sqlite(sqlite)
+                if sqlite.sqlite_error_code() == Some(tiercache_index::SqliteErrorCode::DiskFull) =>
+            {
+                Error::StorageFull(sqlite.to_string())
             }
             other => Error::Index(other),
         }
     }
-}
-
-fn rusqlite_code_full() -> tiercache_index::SqliteErrorCode {
-    tiercache_index::SqliteErrorCode::DiskFull
 }
