@@ -49,7 +49,13 @@ impl Digest {
 
     /// The 64 lowercase hex digits, without the algorithm prefix.
     pub fn hex(&self) -> String {
-        hex::encode(self.0)
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut out = String::with_capacity(64);
+        for b in self.0 {
+            out.push(DIGITS[usize::from(b >> 4)] as char);
+            out.push(DIGITS[usize::from(b & 0x0f)] as char);
+        }
+        out
     }
 
     /// The raw 32 bytes.

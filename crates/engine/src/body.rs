@@ -99,7 +99,7 @@ impl Read {
         }
         let bytes = if end <= start { Ok(Bytes::new()) } else { read_chunk(file, start, end - start) };
         if let Ok(b) = &bytes {
-            metrics::counter!(telemetry::READ_BYTES, "tier" => self.meta.tier.as_str()).increment(b.len() as u64);
+            telemetry::read_bytes(self.meta.tier, b.len() as u64);
         }
         Some(bytes)
     }
@@ -107,7 +107,7 @@ impl Read {
     /// The body: the whole object, or `range` of it. `range` must lie inside
     /// [`ReadMeta::size_bytes`] when that is known.
     pub fn into_stream(self, range: Option<ByteRange>) -> ByteStream {
-        let tier = self.meta.tier.as_str();
+        let tier = self.meta.tier;
         let stream = match self.body {
             Body::File { file, size_bytes } => {
                 let (start, end) = range.map(|r| (r.start, r.end + 1)).unwrap_or((0, size_bytes));
@@ -133,7 +133,7 @@ impl Read {
         stream
             .inspect(move |item| {
                 if let Ok(chunk) = item {
-                    metrics::counter!(telemetry::READ_BYTES, "tier" => tier).increment(chunk.len() as u64);
+                    telemetry::read_bytes(tier, chunk.len() as u64);
                 }
             })
             .boxed()

@@ -350,8 +350,14 @@ enum FetchEnd {
 /// Logs and counts one read: which tier served it, how, the bytes and the time.
 fn served(tier: Tier, outcome: &'static str, t0: Instant, bytes: u64, what: impl FnOnce() -> String) {
     let tier_name = tier.as_str();
-    metrics::counter!(telemetry::READS, "tier" => tier_name, "outcome" => outcome).increment(1);
-    metrics::histogram!(telemetry::READ_SECONDS, "tier" => tier_name).record(t0.elapsed().as_secs_f64());
+    if (tier, outcome) == (Tier::Disk, "hit") {
+        let m = telemetry::disk_hit();
+        m.hits.increment(1);
+        m.seconds.record(t0.elapsed().as_secs_f64());
+    } else {
+        metrics::counter!(telemetry::READS, "tier" => tier_name, "outcome" => outcome).increment(1);
+        metrics::histogram!(telemetry::READ_SECONDS, "tier" => tier_name).record(t0.elapsed().as_secs_f64());
+    }
     tracing::debug!(tier = tier_name, outcome, bytes, elapsed_us = t0.elapsed().as_micros() as u64, what = %what(), "read");
 }
 

@@ -20,3 +20,29 @@ pub(crate) const BLOBS_STORED: &str = "tiercache_blobs_stored_total";
 pub(crate) fn error(e: &crate::Error) {
     metrics::counter!(ERRORS, "kind" => e.kind()).increment(1);
 }
+
+/// Handles for the metrics every disk hit touches, registered on first use: looking a metric up by
+/// name and labels costs more than incrementing it, on a small hit. The recorder must be installed
+/// before the first read (the server installs it before it listens).
+pub(crate) struct DiskHitMetrics {
+    pub(crate) hits: metrics::Counter,
+    pub(crate) bytes: metrics::Counter,
+    pub(crate) seconds: metrics::Histogram,
+}
+
+pub(crate) fn disk_hit() -> &'static DiskHitMetrics {
+    static HANDLES: std::sync::OnceLock<DiskHitMetrics> = std::sync::OnceLock::new();
+    HANDLES.get_or_init(|| DiskHitMetrics {
+        hits: metrics::counter!(READS, "tier" => "disk", "outcome" => "hit"),
+        bytes: metrics::counter!(READ_BYTES, "tier" => "disk"),
+        seconds: metrics::histogram!(READ_SECONDS, "tier" => "disk"),
+    })
+}
+
+/// Counts body bytes served from `tier`.
+pub(crate) fn read_bytes(tier: crate::Tier, n: u64) {
+    match tier {
+        crate::Tier::Disk => disk_hit().bytes.increment(n),
+        other => metrics::counter!(READ_BYTES, "tier" => other.as_str()).increment(n),
+    }
+}
