@@ -231,15 +231,7 @@ impl Cache {
         let mut report = self
             .blocking(move |disk| {
                 let listed = disk.list()?;
-                let stale_temp: Vec<PathBuf> = disk
-                    .list_temp()?
-                    .into_iter()
-                    .filter(|p| {
-                        let pid = p.file_name().and_then(|n| n.to_str()).and_then(|n| n.split('-').next());
-                        pid.and_then(|p| p.parse::<u32>().ok())
-                            .is_some_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists())
-                    })
-                    .collect();
+                let stale_temp = disk.stale_temp()?;
                 let rows: std::collections::HashMap<Digest, (u64, BlobState)> =
                     rows.into_iter().map(|r| (r.digest, (r.size_bytes, r.state))).collect();
                 let mut report = VerifyReport { stale_temp, index_problems, ..VerifyReport::default() };

@@ -122,20 +122,26 @@ impl DiskTier {
         })
     }
 
-    /// Removes temp files whose writing process no longer runs (left by a crash or a kill).
+    /// Temp files whose writing process no longer runs (left by a crash or a kill).
+    pub fn stale_temp(&self) -> io::Result<Vec<PathBuf>> {
+        let mut stale = Vec::new();
+        for dirent in fs::read_dir(&self.tmp)? {
+            let path = dirent?.path();
+            let pid = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.split('-').next());
+            let Some(pid) = pid.and_then(|p| p.parse::<u32>().ok()) else { continue };
+            if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+                stale.push(path);
+            }
+        }
+        Ok(stale)
+    }
+
+    /// Removes [`DiskTier::stale_temp`] files.
     pub fn sweep_temp(&self) -> io::Result<SweepReport> {
         let mut report = SweepReport::default();
-        for dirent in fs::read_dir(&self.tmp)? {
-            let dirent = dirent?;
-            let name = dirent.file_name();
-            let Some(pid) = name.to_str().and_then(|n| n.split('-').next()).and_then(|p| p.parse::<u32>().ok()) else {
-                continue;
-            };
-            if pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists() {
-                continue;
-            }
-            let bytes = dirent.metadata().map(|m| m.len()).unwrap_or(0);
-            if fs::remove_file(dirent.path()).is_ok() {
+        for path in self.stale_temp()? {
+            let bytes = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            if fs::remove_file(&path).is_ok() {
                 report.n_removed += 1;
                 report.bytes += bytes;
             }

@@ -280,8 +280,15 @@ async fn health_and_metrics() {
     assert_eq!(h.get("/healthz", &[]).await.status, StatusCode::OK);
     h.src.put("m", bytes(8, 1000));
     assert_eq!(h.get("/ns/web/m", &[]).await.status, StatusCode::OK);
-    let a = h.get("/metrics", &[]).await;
-    let text = String::from_utf8_lossy(&a.body);
+    // The fetch is counted when its task ends, which may be just after the response does.
+    let mut text = String::new();
+    for _ in 0..200 {
+        text = String::from_utf8_lossy(&h.get("/metrics", &[]).await.body).into_owned();
+        if text.contains("tiercache_source_fetches_total") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
     for name in [
         "tiercache_reads_total",
         "tiercache_read_bytes_total",
