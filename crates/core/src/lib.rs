@@ -7,12 +7,16 @@
 #![warn(missing_docs)]
 
 mod digest;
+mod dir;
 mod key;
 mod range;
+mod rel_path;
 
 pub use digest::{Digest, DigestError, Hasher};
+pub use dir::{FileMarkers, NamespaceOptions};
 pub use key::{Key, KeyError, MAX_KEY_BYTES, MAX_NAMESPACE_BYTES, NamespaceName};
 pub use range::{ByteRange, MAX_RANGES, RangeError, RangeRequest, Resolved};
+pub use rel_path::{MAX_REL_PATH_BYTES, RelPath};
 
 /// A source's validators for an entry: what a conditional request sends back to it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]

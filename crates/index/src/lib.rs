@@ -10,11 +10,14 @@
 //! other processes on the same file are handled by SQLite's own locking with a busy timeout.
 #![warn(missing_docs)]
 
+mod files;
 mod schema;
 mod store;
 
+pub use files::{DirState, DirStats, FileRow, ListPage, ListRequest, ListedItem};
 pub use store::{
-    AccessRecord, BlobRow, BlobState, Entry, Index, IndexError, Namespace, NamespaceStats, NewEntry, Stats, Validators,
+    AccessRecord, BlobRow, BlobState, Entry, Index, IndexError, Namespace, NamespaceStats, NewEntry, Opened, Stats,
+    Validators,
 };
 
 /// SQLite's error codes, so callers can tell a full disk from a bug without naming rusqlite.

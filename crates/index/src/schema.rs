@@ -46,6 +46,46 @@ CREATE TABLE entries (
 
 CREATE INDEX entries_by_digest ON entries(digest);
 CREATE INDEX blobs_by_state ON blobs(state) WHERE state = 0;
+"#, r#"
+-- Namespace options (JSON of tiercache_core::NamespaceOptions), NULL for the defaults.
+ALTER TABLE namespaces ADD COLUMN options TEXT;
+
+-- Facts about the index file itself (the schema hash it was built with).
+CREATE TABLE meta (
+    key    TEXT PRIMARY KEY,
+    value  TEXT NOT NULL
+) WITHOUT ROWID;
+
+-- The read cache of a directory namespace: one row per regular file under its root. A replica of
+-- the directory, never written except to follow it. Hashes are NULL until the file is read.
+-- Invariant: md5 and sha256 are the hashes of the bytes the file held while its markers
+-- (size, mtime_ns, ctime_ns, inode) were as recorded here.
+CREATE TABLE files (
+    ns_id         INTEGER NOT NULL REFERENCES namespaces(id) ON DELETE CASCADE,
+    path          BLOB NOT NULL,
+    size          INTEGER NOT NULL,
+    mtime_ns      INTEGER NOT NULL,
+    ctime_ns      INTEGER NOT NULL,
+    inode         INTEGER NOT NULL,
+    md5           BLOB,
+    sha256        BLOB,
+    hashed_at_ns  INTEGER,
+    is_copied     INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (ns_id, path)
+) WITHOUT ROWID;
+
+-- Blobs copied into the disk tier from a directory (copy-to-cache) are referenced from here.
+CREATE INDEX files_copied ON files(sha256) WHERE is_copied = 1;
+
+-- What a directory namespace's read cache was built with; a difference at open resets it.
+CREATE TABLE dir_state (
+    ns_id             INTEGER PRIMARY KEY REFERENCES namespaces(id) ON DELETE CASCADE,
+    schema_hash       TEXT NOT NULL,
+    version           TEXT NOT NULL,
+    config_hash       TEXT NOT NULL,
+    last_update_ms    INTEGER,
+    last_update_kind  TEXT
+);
 "#];
 
 /// Brings `conn` up to the newest schema. Returns the version found before migrating.
@@ -64,4 +104,14 @@ pub(crate) fn migrate(conn: &mut Connection) -> rusqlite::Result<u32> {
 /// The newest schema version this build knows.
 pub(crate) fn newest() -> u32 {
     MIGRATIONS.len() as u32
+}
+
+/// A hash of the whole schema this build creates. Two builds with the same `user_version` but a
+/// different schema (which released builds never have, but development builds may) differ here.
+pub(crate) fn hash() -> String {
+    let mut h = tiercache_core::Hasher::new();
+    for m in MIGRATIONS {
+        h.update(m.as_bytes());
+    }
+    h.finish().hex()[..16].to_owned()
 }

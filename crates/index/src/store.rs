@@ -7,7 +7,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use serde::Serialize;
 pub use tiercache_core::Validators;
-use tiercache_core::{Digest, Key, NamespaceName};
+use tiercache_core::{Digest, Key, NamespaceName, NamespaceOptions};
 
 use crate::schema;
 
@@ -58,6 +58,16 @@ pub struct Namespace {
     pub source: Option<String>,
     /// Creation time, ms since the epoch.
     pub created_at: i64,
+    /// Options beyond the source.
+    #[serde(skip_serializing_if = "NamespaceOptions::is_default")]
+    pub options: NamespaceOptions,
+}
+
+impl Namespace {
+    /// The root directory, if the source is a directory (`file://` URL).
+    pub fn dir_root(&self) -> Option<&str> {
+        self.source.as_deref().and_then(|s| s.strip_prefix("file://"))
+    }
 }
 
 /// An entry, joined with its blob's MD5.
@@ -194,7 +204,7 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
-fn digest_of(s: String) -> rusqlite::Result<Digest> {
+pub(crate) fn digest_of(s: String) -> rusqlite::Result<Digest> {
     Digest::from_hex(&s)
         .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
 }
@@ -202,19 +212,35 @@ fn digest_of(s: String) -> rusqlite::Result<Digest> {
 impl Index {
     /// Opens (creating if needed) the index at `path` and migrates it to the newest schema.
     ///
-    /// Returns the index and whether the file was created by this call.
-    pub fn open(path: &Path) -> Result<(Index, bool)> {
-        let created = !path.exists();
-        let mut conn = Connection::open(path)?;
-        conn.busy_timeout(BUSY_TIMEOUT)?;
-        // WAL lets readers in other processes (the CLI beside a server) proceed during writes.
-        let _: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
-        configure(&conn)?;
-        let found = schema::migrate(&mut conn)?;
-        if found > schema::newest() {
-            return Err(IndexError::TooNew { found, newest: schema::newest() });
-        }
-        Ok((Index { path: path.to_owned(), writer: Mutex::new(conn), readers: Mutex::new(Vec::new()) }, created))
+    /// A file that is not a usable SQLite database is moved aside (with its `-wal` and `-shm`, so
+    /// that no stale log pairs with the new file) and a new one is created. A database whose
+    /// schema this build cannot use (written by a newer tiercache, or with a different schema
+    /// under the same version) is reset in place, in one transaction, which is safe while other
+    /// processes hold it open. In both cases [`Opened::needs_rebuild`] is set and
+    /// [`Opened::notes`] says what happened: the caller rebuilds the rows from the disk tier and
+    /// the namespace definitions.
+    pub fn open(path: &Path) -> Result<(Index, Opened)> {
+        let mut opened = Opened { created: !path.exists(), needs_rebuild: false, notes: Vec::new() };
+        let conn = match open_and_migrate(path, &mut opened) {
+            Err(IndexError::Sqlite(e)) if !opened.created && is_not_a_database(&e) => {
+                let aside = move_aside(path)?;
+                let note = format!(
+                    "{} was not a usable SQLite database ({e}); moved it aside to {} and started a new index",
+                    path.display(),
+                    aside.display()
+                );
+                tracing::warn!("{note}");
+                opened = Opened { created: true, needs_rebuild: true, notes: vec![note] };
+                open_and_migrate(path, &mut opened)?
+            }
+            other => other?,
+        };
+        Ok((Index { path: path.to_owned(), writer: Mutex::new(conn), readers: Mutex::new(Vec::new()) }, opened))
+    }
+
+    /// The hash of the schema this build creates, as recorded in the index.
+    pub fn schema_hash(&self) -> String {
+        schema::hash()
     }
 
     /// The database file's path.
@@ -222,7 +248,7 @@ impl Index {
         &self.path
     }
 
-    fn write<T>(&self, f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T>) -> Result<T> {
+    pub(crate) fn write<T>(&self, f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T>) -> Result<T> {
         let mut conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let out = f(&tx)?;
@@ -230,7 +256,7 @@ impl Index {
         Ok(out)
     }
 
-    fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+    pub(crate) fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
         let pooled = self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
         let conn = match pooled {
             Some(c) => c,
@@ -253,21 +279,33 @@ impl Index {
 
     // ---- namespaces ----
 
-    /// Creates a namespace, or returns the existing one if it has the same source.
+    /// Creates a namespace, or returns the existing one if it has the same source (updating its
+    /// options if they differ).
     ///
     /// Returns the namespace and whether this call created it. Fails with
     /// [`IndexError::Conflict`] if it exists with a different source.
-    pub fn put_namespace(&self, name: &NamespaceName, source: Option<&str>, now_ms: i64) -> Result<(Namespace, bool)> {
+    pub fn put_namespace(
+        &self,
+        name: &NamespaceName,
+        source: Option<&str>,
+        options: &NamespaceOptions,
+        now_ms: i64,
+    ) -> Result<(Namespace, bool)> {
+        let options_json = (!options.is_default()).then(|| serde_json::to_string(options).expect("options serialize"));
         self.write(|tx| {
             if let Some(existing) = namespace_by_name(tx, name.as_str())? {
                 if existing.source.as_deref() != source {
                     return Err(IndexError::Conflict { name: existing.name, existing: existing.source });
                 }
+                if existing.options != *options {
+                    tx.execute("UPDATE namespaces SET options = ?2 WHERE id = ?1", params![existing.id, options_json])?;
+                    return Ok((Namespace { options: options.clone(), ..existing }, false));
+                }
                 return Ok((existing, false));
             }
             tx.execute(
-                "INSERT INTO namespaces (name, source, created_at) VALUES (?1, ?2, ?3)",
-                params![name.as_str(), source, now_ms],
+                "INSERT INTO namespaces (name, source, created_at, options) VALUES (?1, ?2, ?3, ?4)",
+                params![name.as_str(), source, now_ms, options_json],
             )?;
             let ns = namespace_by_name(tx, name.as_str())?.expect("row just inserted");
             Ok((ns, true))
@@ -282,7 +320,7 @@ impl Index {
     /// Every namespace, by name.
     pub fn list_namespaces(&self) -> Result<Vec<Namespace>> {
         self.read(|c| {
-            let mut stmt = c.prepare("SELECT id, name, source, created_at FROM namespaces ORDER BY name")?;
+            let mut stmt = c.prepare("SELECT id, name, source, created_at, options FROM namespaces ORDER BY name")?;
             let rows = stmt.query_map([], namespace_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
             Ok(rows)
         })
@@ -521,7 +559,8 @@ impl Index {
             let (n_blobs, blob_bytes): (i64, i64) =
                 c.query_row("SELECT count(*), coalesce(sum(size), 0) FROM blobs WHERE state = 1", [], |r| Ok((r.get(0)?, r.get(1)?)))?;
             let n_unreferenced: i64 = c.query_row(
-                "SELECT count(*) FROM blobs b WHERE state = 1 AND NOT EXISTS (SELECT 1 FROM entries e WHERE e.digest = b.digest)",
+                "SELECT count(*) FROM blobs b WHERE state = 1 AND NOT EXISTS (SELECT 1 FROM entries e WHERE e.digest = b.digest)
+                   AND NOT EXISTS (SELECT 1 FROM files f WHERE f.sha256 = unhex(b.digest) AND f.is_copied = 1)",
                 [],
                 |r| r.get(0),
             )?;
@@ -593,12 +632,116 @@ impl Index {
     }
 }
 
+/// What opening the index found and did.
+#[derive(Debug, Clone, Default)]
+pub struct Opened {
+    /// The file did not exist (or was moved aside) and was created.
+    pub created: bool,
+    /// The rows are gone (new file, or reset): rebuild them from the disk tier and definitions.
+    pub needs_rebuild: bool,
+    /// What happened, for the log and the command line (empty on an ordinary open).
+    pub notes: Vec<String>,
+}
+
+fn is_not_a_database(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt)
+    )
+}
+
+/// Renames `path` and its `-wal` and `-shm` files to `<path>.corrupt-<ms>[-wal|-shm]`.
+fn move_aside(path: &Path) -> Result<PathBuf> {
+    let stamp = tiercache_core::now_ms();
+    let aside = PathBuf::from(format!("{}.corrupt-{stamp}", path.display()));
+    for suffix in ["", "-wal", "-shm"] {
+        let from = PathBuf::from(format!("{}{suffix}", path.display()));
+        let to = PathBuf::from(format!("{}{suffix}", aside.display()));
+        match std::fs::rename(&from, &to) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(IndexError::Malformed(format!("cannot move {} aside: {e}", from.display())));
+            }
+            _ => {}
+        }
+    }
+    Ok(aside)
+}
+
+fn open_and_migrate(path: &Path, opened: &mut Opened) -> Result<Connection> {
+    let mut conn = Connection::open(path)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    // WAL lets readers in other processes (the CLI beside a server) proceed during writes.
+    let _: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+    configure(&conn)?;
+    let found: u32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if found > schema::newest() {
+        let why = format!(
+            "index schema version {found} was written by a newer tiercache (this one knows {}); rebuilding the index",
+            schema::newest()
+        );
+        reset_schema(&mut conn, opened, why)?;
+    }
+    let found = schema::migrate(&mut conn)?;
+    let stored: Option<String> = conn
+        .query_row("SELECT value FROM meta WHERE key = 'schema_hash'", [], |r| r.get(0))
+        .optional()?;
+    if found == schema::newest() && stored.as_deref().is_some_and(|h| h != schema::hash()) {
+        let why = format!(
+            "index schema changed (hash {} in the file, {} in this build); rebuilding the index",
+            stored.clone().unwrap_or_default(),
+            schema::hash()
+        );
+        reset_schema(&mut conn, opened, why)?;
+        schema::migrate(&mut conn)?;
+    }
+    if stored.as_deref() != Some(schema::hash().as_str()) {
+        conn.execute(
+            "INSERT INTO meta (key, value) VALUES ('schema_hash', ?1) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            [schema::hash()],
+        )?;
+    }
+    Ok(conn)
+}
+
+/// Drops every table in one transaction and leaves `user_version` at 0 for the migrations to run
+/// again. Other processes see the new schema at their next statement (SQLite's schema cookie).
+fn reset_schema(conn: &mut Connection, opened: &mut Opened, why: String) -> Result<()> {
+    tracing::warn!("{why}");
+    conn.pragma_update(None, "foreign_keys", "OFF")?;
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let tables: Vec<String> = tx
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'")?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    for t in tables {
+        tx.execute_batch(&format!("DROP TABLE \"{}\";", t.replace('"', "\"\"")))?;
+    }
+    let has_sequence: bool =
+        tx.query_row("SELECT count(*) > 0 FROM sqlite_master WHERE name = 'sqlite_sequence'", [], |r| r.get(0))?;
+    if has_sequence {
+        tx.execute("DELETE FROM sqlite_sequence", [])?;
+    }
+    tx.pragma_update(None, "user_version", 0)?;
+    tx.commit()?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    opened.needs_rebuild = true;
+    opened.notes.push(why);
+    Ok(())
+}
+
 fn namespace_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Namespace> {
-    Ok(Namespace { id: r.get(0)?, name: r.get(1)?, source: r.get(2)?, created_at: r.get(3)? })
+    let options: Option<String> = r.get(4)?;
+    let options = match options {
+        Some(json) => serde_json::from_str(&json).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(4, rusqlite::types::Type::Text, Box::new(e))
+        })?,
+        None => NamespaceOptions::default(),
+    };
+    Ok(Namespace { id: r.get(0)?, name: r.get(1)?, source: r.get(2)?, created_at: r.get(3)?, options })
 }
 
 fn namespace_by_name(c: &Connection, name: &str) -> Result<Option<Namespace>> {
-    c.prepare_cached("SELECT id, name, source, created_at FROM namespaces WHERE name = ?1")?
+    c.prepare_cached("SELECT id, name, source, created_at, options FROM namespaces WHERE name = ?1")?
         .query_row([name], namespace_row)
         .optional()
         .map_err(Into::into)
@@ -615,10 +758,11 @@ fn blob_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BlobRow> {
 }
 
 /// Deletes present, unretained blob rows that no entry references; returns their digests.
-fn delete_orphan_blobs(tx: &rusqlite::Transaction<'_>) -> Result<Vec<Digest>> {
+pub(crate) fn delete_orphan_blobs(tx: &rusqlite::Transaction<'_>) -> Result<Vec<Digest>> {
     let mut stmt = tx.prepare_cached(
         "DELETE FROM blobs WHERE state = 1 AND is_retained = 0
            AND NOT EXISTS (SELECT 1 FROM entries e WHERE e.digest = blobs.digest)
+           AND NOT EXISTS (SELECT 1 FROM files f WHERE f.sha256 = unhex(blobs.digest) AND f.is_copied = 1)
          RETURNING digest",
     )?;
     let rows = stmt.query_map([], |r| digest_of(r.get(0)?))?.collect::<rusqlite::Result<Vec<_>>>()?;
@@ -631,8 +775,8 @@ mod tests {
 
     fn fresh() -> (tempfile::TempDir, Index) {
         let dir = tempfile::tempdir().unwrap();
-        let (ix, created) = Index::open(&dir.path().join("index.db")).unwrap();
-        assert!(created);
+        let (ix, opened) = Index::open(&dir.path().join("index.db")).unwrap();
+        assert!(opened.created && opened.notes.is_empty());
         (dir, ix)
     }
 
@@ -644,27 +788,56 @@ mod tests {
     fn reopen_keeps_schema_and_rows() {
         let (dir, ix) = fresh();
         let ns = NamespaceName::new("a").unwrap();
-        ix.put_namespace(&ns, Some("http://x/"), 1).unwrap();
+        ix.put_namespace(&ns, Some("http://x/"), &NamespaceOptions::default(), 1).unwrap();
         drop(ix);
-        let (ix, created) = Index::open(&dir.path().join("index.db")).unwrap();
-        assert!(!created);
+        let (ix, opened) = Index::open(&dir.path().join("index.db")).unwrap();
+        assert!(!opened.created && !opened.needs_rebuild);
         assert_eq!(ix.list_namespaces().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_changed_schema_resets_the_index_and_a_non_database_is_moved_aside() {
+        let (dir, ix) = fresh();
+        let path = dir.path().join("index.db");
+        ix.put_namespace(&NamespaceName::new("a").unwrap(), None, &NamespaceOptions::default(), 1).unwrap();
+        // A second handle stays open across the reset, as another process would.
+        let (other, opened) = Index::open(&path).unwrap();
+        assert!(!opened.needs_rebuild);
+        ix.write(|tx| Ok(tx.execute("UPDATE meta SET value = 'other' WHERE key = 'schema_hash'", [])?)).unwrap();
+        drop(ix);
+        let (ix, opened) = Index::open(&path).unwrap();
+        assert!(opened.needs_rebuild && opened.notes[0].contains("schema changed"), "{:?}", opened.notes);
+        assert!(ix.list_namespaces().unwrap().is_empty());
+        assert!(other.list_namespaces().unwrap().is_empty(), "the other handle sees the new schema");
+        let (_, opened) = Index::open(&path).unwrap();
+        assert!(!opened.needs_rebuild, "the reset happens once");
+        drop((ix, other));
+
+        std::fs::write(&path, b"this is not a database, just some text long enough to be a header").unwrap();
+        std::fs::write(dir.path().join("index.db-wal"), b"stale").unwrap();
+        let (ix, opened) = Index::open(&path).unwrap();
+        assert!(opened.created && opened.needs_rebuild && opened.notes[0].contains("moved it aside"));
+        assert!(ix.list_namespaces().unwrap().is_empty());
+        let aside: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert!(aside.iter().any(|n| n.to_string_lossy().contains(".corrupt-")), "{aside:?}");
+        let wal = std::fs::read(dir.path().join("index.db-wal")).unwrap_or_default();
+        assert_ne!(wal, b"stale", "the old log must not pair with the new database");
     }
 
     #[test]
     fn namespace_create_is_idempotent_and_conflicts_on_other_source() {
         let (_d, ix) = fresh();
         let ns = NamespaceName::new("a").unwrap();
-        assert!(ix.put_namespace(&ns, Some("http://x/"), 1).unwrap().1);
-        assert!(!ix.put_namespace(&ns, Some("http://x/"), 2).unwrap().1);
-        assert!(matches!(ix.put_namespace(&ns, Some("http://y/"), 3), Err(IndexError::Conflict { .. })));
+        assert!(ix.put_namespace(&ns, Some("http://x/"), &NamespaceOptions::default(), 1).unwrap().1);
+        assert!(!ix.put_namespace(&ns, Some("http://x/"), &NamespaceOptions::default(), 2).unwrap().1);
+        assert!(matches!(ix.put_namespace(&ns, Some("http://y/"), &NamespaceOptions::default(), 3), Err(IndexError::Conflict { .. })));
     }
 
     #[test]
     fn shared_blob_survives_until_last_namespace_goes() {
         let (_d, ix) = fresh();
-        let a = ix.put_namespace(&NamespaceName::new("a").unwrap(), None, 1).unwrap().0;
-        let b = ix.put_namespace(&NamespaceName::new("b").unwrap(), None, 1).unwrap().0;
+        let a = ix.put_namespace(&NamespaceName::new("a").unwrap(), None, &NamespaceOptions::default(), 1).unwrap().0;
+        let b = ix.put_namespace(&NamespaceName::new("b").unwrap(), None, &NamespaceOptions::default(), 1).unwrap().0;
         let d = Digest::of(b"shared");
         ix.commit_blob(&d, 6, false, Some(&entry(a.id, "k")), 1).unwrap();
         ix.commit_blob(&d, 6, false, Some(&entry(b.id, "k2")), 1).unwrap();
@@ -678,7 +851,7 @@ mod tests {
     #[test]
     fn prefix_cleanup_is_byte_exact() {
         let (_d, ix) = fresh();
-        let a = ix.put_namespace(&NamespaceName::new("a").unwrap(), None, 1).unwrap().0;
+        let a = ix.put_namespace(&NamespaceName::new("a").unwrap(), None, &NamespaceOptions::default(), 1).unwrap().0;
         for (i, key) in ["dir%/x", "dir_/y", "dirX/z", "dir%/w", "Dir%/v"].iter().enumerate() {
             ix.commit_blob(&Digest::of(&[i as u8]), 1, false, Some(&entry(a.id, key)), 1).unwrap();
         }
@@ -703,7 +876,7 @@ mod tests {
     #[test]
     fn access_batches_accumulate_hits() {
         let (_d, ix) = fresh();
-        let a = ix.put_namespace(&NamespaceName::new("a").unwrap(), None, 1).unwrap().0;
+        let a = ix.put_namespace(&NamespaceName::new("a").unwrap(), None, &NamespaceOptions::default(), 1).unwrap().0;
         let d = Digest::of(b"x");
         ix.commit_blob(&d, 1, false, Some(&entry(a.id, "k")), 1).unwrap();
         let rec = AccessRecord { entry: Some((a.id, "k".into())), digest: d, at_ms: 50, n_hits: 3 };

@@ -1,11 +1,13 @@
 //! Sources: where truth lives. A namespace is bound to at most one.
 //!
 //! A [`Source`] answers one question: "give me the bytes of this key (or this range of them), unless
-//! they still match these validators". Today there is the HTTP(S) source ([`HttpSource`]); the
-//! directory, S3 and OCI registry sources implement the same trait. A source knows nothing of
-//! tiers, the index or digests: the engine hashes what it streams.
+//! they still match these validators". There is the HTTP(S) source ([`HttpSource`]) and the
+//! directory source ([`DirSource`]); the S3 and OCI registry sources will implement the same trait.
+//! A source knows nothing of tiers or the index: the engine decides what to keep. The directory source also walks, hashes and
+//! writes files, since a directory is both a source and the place its namespace's writes go.
 #![warn(missing_docs)]
 
+pub mod dir;
 mod http_source;
 
 use std::fmt;
@@ -14,6 +16,7 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 use tiercache_core::{ByteRange, Key, Validators};
 
+pub use dir::DirSource;
 pub use http_source::{HttpSource, HttpSourceConfig};
 
 /// A source failure, as the engine and finally the client see it.
@@ -134,11 +137,14 @@ pub trait Source: Send + Sync + fmt::Debug {
 
 /// Builds the source a namespace's `source` string names.
 ///
-/// Today `http://` and `https://` base URLs are accepted.
+/// `http://` and `https://` base URLs, and `file:///absolute/path` directories, are accepted.
 pub fn from_url(url: &str, config: &HttpSourceConfig) -> Result<std::sync::Arc<dyn Source>, String> {
     let lower = url.to_ascii_lowercase();
     if lower.starts_with("http://") || lower.starts_with("https://") {
         return Ok(std::sync::Arc::new(HttpSource::new(url, config)?));
     }
-    Err(format!("unsupported source {url:?}: expected an http:// or https:// base URL"))
+    if let Some(path) = url.strip_prefix("file://") {
+        return Ok(std::sync::Arc::new(DirSource::new(path)?));
+    }
+    Err(format!("unsupported source {url:?}: expected an http:// or https:// base URL, or file:///path"))
 }

@@ -1,0 +1,43 @@
+//! Vocabulary of directory namespaces: a file's change markers and a namespace's options.
+
+use serde::{Deserialize, Serialize};
+
+/// What says a file changed without reading it: size, modification and status-change times in
+/// nanoseconds, and inode number. An edit within the same second changes `mtime_ns`; an edit that
+/// restores the old mtime (`touch -r`) still changes `ctime_ns`; a replace-by-rename changes `inode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct FileMarkers {
+    /// Size in bytes.
+    pub size_bytes: u64,
+    /// Last modification, ns since the epoch.
+    pub mtime_ns: i64,
+    /// Last status change, ns since the epoch.
+    pub ctime_ns: i64,
+    /// Inode number.
+    pub inode: u64,
+}
+
+impl FileMarkers {
+    /// The markers as a strong HTTP validator (used as the directory source's own ETag).
+    pub fn etag(&self) -> String {
+        format!("\"{:x}-{:x}-{:x}-{:x}\"", self.size_bytes, self.mtime_ns, self.ctime_ns, self.inode)
+    }
+}
+
+/// A namespace's options beyond its source.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NamespaceOptions {
+    /// For a directory source: keep a copy of each file read in the disk tier (for slow mounts)
+    /// instead of serving it in place.
+    pub copy_to_cache: bool,
+    /// For a directory source: glob patterns of relative paths left out of the read cache.
+    pub ignore: Vec<String>,
+}
+
+impl NamespaceOptions {
+    /// Whether every option has its default value.
+    pub fn is_default(&self) -> bool {
+        *self == NamespaceOptions::default()
+    }
+}

@@ -1,0 +1,109 @@
+//! MD5 and SHA-256 of a file in one read, with a check that the file held still meanwhile.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+
+use md5::Digest as _;
+use tiercache_core::{Digest, FileMarkers, Hasher};
+
+use super::{io_err, markers_of, now_ns};
+
+/// Read size for hashing.
+const BUF_BYTES: usize = 1 << 20;
+
+/// Both hashes, fed together.
+pub struct Hashes {
+    md5: md5::Md5,
+    sha256: Hasher,
+}
+
+impl Default for Hashes {
+    fn default() -> Self {
+        Hashes::new()
+    }
+}
+
+impl Hashes {
+    /// Empty hashes.
+    pub fn new() -> Hashes {
+        Hashes { md5: md5::Md5::new(), sha256: Hasher::new() }
+    }
+
+    /// Feeds `bytes` to both.
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.md5.update(bytes);
+        self.sha256.update(bytes);
+    }
+
+    /// The MD5 and the SHA-256.
+    pub fn finish(self) -> ([u8; 16], Digest) {
+        (self.md5.finalize().into(), self.sha256.finish())
+    }
+}
+
+/// A file's hashes, and the markers it had throughout the read.
+#[derive(Debug, Clone)]
+pub struct Hashed {
+    /// Markers before and after the read (they were equal).
+    pub markers: FileMarkers,
+    /// MD5.
+    pub md5: [u8; 16],
+    /// SHA-256.
+    pub sha256: Digest,
+    /// When the markers were read after hashing, ns since the epoch.
+    pub hashed_at_ns: i64,
+}
+
+/// Why hashing did not produce hashes.
+#[derive(Debug, thiserror::Error)]
+pub enum HashError {
+    /// The file changed while it was read (its markers differ before and after).
+    #[error("file changed while it was read")]
+    Changed,
+    /// Reading failed.
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+/// Hashes `file`, whose markers were `before` when it was opened. Fails with
+/// [`HashError::Changed`] if its markers after the read differ, or if it held other than
+/// `before.size_bytes` bytes. Blocking.
+pub fn hash_file(file: &File, before: FileMarkers) -> Result<Hashed, HashError> {
+    let mut h = Hashes::new();
+    let mut buf = vec![0u8; BUF_BYTES];
+    let mut pos = 0u64;
+    loop {
+        let n = file.read_at(&mut buf, pos)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        pos += n as u64;
+    }
+    let after = markers_of(&rustix::fs::fstat(file).map_err(io_err)?);
+    if after != before || pos != before.size_bytes {
+        return Err(HashError::Changed);
+    }
+    let (md5, sha256) = h.finish();
+    Ok(Hashed { markers: after, md5, sha256, hashed_at_ns: now_ns() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hashes_match_the_reference_and_changes_are_seen() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        std::fs::write(&p, b"abc").unwrap();
+        let f = File::open(&p).unwrap();
+        let m = markers_of(&rustix::fs::fstat(&f).unwrap());
+        let h = hash_file(&f, m).unwrap();
+        assert_eq!(hex::encode(h.md5), "900150983cd24fb0d6963f7d28e17f72");
+        assert_eq!(h.sha256, Digest::of(b"abc"));
+        std::fs::write(&p, b"abcd").unwrap();
+        assert!(matches!(hash_file(&f, m), Err(HashError::Changed)));
+    }
+}
