@@ -52,6 +52,41 @@ pub(crate) enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Bind a namespace to a directory and build its read cache (paths, markers, MD5, SHA-256)
+    Index(IndexArgs),
+    /// Bring directory namespaces' read caches up to date: re-read only what changed
+    Update {
+        /// Only this namespace [default: every directory namespace]
+        #[arg(long)]
+        ns: Option<String>,
+        /// Re-read and rehash every file, changed or not
+        #[arg(long, short)]
+        force: bool,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Follow file events and keep directory namespaces' read caches current (until killed)
+    Watch {
+        /// Only this namespace [default: every directory namespace]
+        #[arg(long)]
+        ns: Option<String>,
+        /// Full reconcile this often, to catch anything events missed [default: 10m]
+        #[arg(long, env = "TIERCACHE_RECONCILE_INTERVAL", value_name = "DURATION", value_parser = humantime::parse_duration)]
+        reconcile_interval: Option<std::time::Duration>,
+    },
+    /// Fill in hashes not computed yet (files indexed with --no-hash, unreadable or changing files; blobs without MD5)
+    Migrate {
+        /// The namespace
+        #[arg(long)]
+        ns: String,
+        /// Only count the files and bytes that would be hashed
+        #[arg(long)]
+        dry_run: bool,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
     /// Rehash every blob and reconcile the index with the disk tier (exit 3 if damage remains)
     Verify {
         /// Delete corrupt files (they are fetched again), drop rows of missing files, adopt untracked files
@@ -68,6 +103,12 @@ pub(crate) struct ServeArgs {
     /// Address to listen on [default: 127.0.0.1:7070]
     #[arg(long, env = "TIERCACHE_LISTEN", value_name = "ADDR")]
     pub(crate) listen: Option<String>,
+    /// Watch every directory namespace and keep its read cache current
+    #[arg(long, env = "TIERCACHE_WATCH")]
+    pub(crate) watch: bool,
+    /// With --watch, a full reconcile this often [default: 10m]
+    #[arg(long, env = "TIERCACHE_RECONCILE_INTERVAL", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub(crate) reconcile_interval: Option<std::time::Duration>,
     #[command(flatten)]
     pub(crate) engine: EngineArgs,
 }
@@ -109,9 +150,11 @@ pub(crate) enum NsCommand {
     Create {
         /// Namespace name: lowercase letters, digits, '.', '_', '-'
         name: String,
-        /// The source's base URL (http:// or https://)
+        /// The source: a base URL (http:// or https://) or a directory (file:///path)
         #[arg(long, value_name = "URL")]
         source: Option<String>,
+        #[command(flatten)]
+        dir: DirOptionArgs,
     },
     /// List namespaces with their totals
     List {
@@ -135,6 +178,34 @@ pub(crate) enum NsCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// Options of a directory namespace.
+#[derive(Debug, Args, Default)]
+pub(crate) struct DirOptionArgs {
+    /// Keep a copy of each file read in the disk tier (for network or spinning-disk directories)
+    #[arg(long)]
+    pub(crate) copy_to_cache: bool,
+    /// Leave out paths matching this glob (repeatable), e.g. '*.tmp' or '**/node_modules'
+    #[arg(long, value_name = "GLOB")]
+    pub(crate) ignore: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct IndexArgs {
+    /// The directory
+    pub(crate) dir: PathBuf,
+    /// The namespace to bind it to (created if needed)
+    #[arg(long)]
+    pub(crate) ns: String,
+    #[command(flatten)]
+    pub(crate) options: DirOptionArgs,
+    /// Record paths and change markers only; hashes are computed on first read or by `migrate`
+    #[arg(long)]
+    pub(crate) no_hash: bool,
+    /// Print JSON
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -23,6 +23,12 @@ pub(crate) struct FileConfig {
     #[serde(default, with = "opt_duration")]
     pub(crate) source_read_timeout: Option<Duration>,
     pub(crate) max_concurrent_fetches: Option<usize>,
+    /// Watch directory namespaces in `serve`.
+    pub(crate) watch: Option<bool>,
+    #[serde(default, with = "opt_duration")]
+    pub(crate) reconcile_interval: Option<Duration>,
+    /// Threads hashing files in `index`, `update`, `migrate` (default: one per core).
+    pub(crate) hash_threads: Option<usize>,
     /// Namespaces created (idempotently) when `serve` starts.
     #[serde(default)]
     pub(crate) namespaces: BTreeMap<String, FileNamespace>,
@@ -32,6 +38,10 @@ pub(crate) struct FileConfig {
 #[serde(deny_unknown_fields)]
 pub(crate) struct FileNamespace {
     pub(crate) source: Option<String>,
+    #[serde(default)]
+    pub(crate) copy_to_cache: bool,
+    #[serde(default)]
+    pub(crate) ignore: Vec<String>,
 }
 
 mod opt_duration {
@@ -86,6 +96,12 @@ pub(crate) fn engine_config(data_dir: Option<&Path>, args: &EngineArgs, file: &F
     cfg.http.read_timeout = args.source_read_timeout.or(file.source_read_timeout).unwrap_or(http.read_timeout);
     cfg.max_concurrent_fetches =
         args.max_concurrent_fetches.or(file.max_concurrent_fetches).unwrap_or(cfg.max_concurrent_fetches);
+    cfg.reconcile_interval = file.reconcile_interval.unwrap_or(cfg.reconcile_interval);
+    cfg.hash_threads = file.hash_threads.unwrap_or(cfg.hash_threads).max(1);
+    // A test hook: pretend to be another tiercache version (directory read caches reset on a change).
+    if let Ok(v) = std::env::var("TIERCACHE_TEST_VERSION") {
+        cfg.version = v;
+    }
     cfg
 }
 

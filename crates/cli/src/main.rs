@@ -12,7 +12,9 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use futures::StreamExt;
-use tiercache_engine::{Cache, Digest, RangeRequest, Read};
+use std::sync::Arc;
+
+use tiercache_engine::{Cache, Digest, NamespaceOptions, RangeRequest, Read, ScanProgress, UpdateReport};
 
 use crate::args::{CleanupArgs, Cli, Command, EngineArgs, GetArgs, NsCommand, ServeArgs};
 use crate::config::FileConfig;
@@ -45,9 +47,23 @@ fn main() -> ExitCode {
 }
 
 async fn open(cli: &Cli, engine: &EngineArgs, file: &FileConfig) -> Result<Cache> {
-    let cfg = config::engine_config(cli.data_dir.as_deref(), engine, file);
+    open_with(cli, engine, file, |_| {}).await
+}
+
+async fn open_with(
+    cli: &Cli,
+    engine: &EngineArgs,
+    file: &FileConfig,
+    adjust: impl FnOnce(&mut tiercache_engine::CacheConfig),
+) -> Result<Cache> {
+    let mut cfg = config::engine_config(cli.data_dir.as_deref(), engine, file);
+    adjust(&mut cfg);
     let dir = cfg.data_dir.clone();
-    Cache::open(cfg).await.with_context(|| format!("cannot open data directory {}", dir.display()))
+    let cache = Cache::open(cfg).await.with_context(|| format!("cannot open data directory {}", dir.display()))?;
+    for note in cache.open_notes() {
+        eprintln!("note: {note}");
+    }
+    Ok(cache)
 }
 
 async fn run(cli: Cli) -> Result<u8> {
@@ -77,6 +93,21 @@ async fn run(cli: Cli) -> Result<u8> {
                 println!("oldest: {}", time_or_dash(s.oldest_ms));
                 println!("newest: {}", time_or_dash(s.newest_ms));
                 print_namespace_table(&s.namespaces);
+                for ns in &s.namespaces {
+                    if let Some(d) = &ns.directory {
+                        println!(
+                            "{}: {} files ({}), {} not hashed yet; oldest file {}, newest {}; last update {} ({})",
+                            ns.name,
+                            d.n_files,
+                            human_bytes(d.bytes),
+                            d.n_unhashed,
+                            time_or_dash(d.oldest_ms),
+                            time_or_dash(d.newest_ms),
+                            time_or_dash(d.last_update_ms),
+                            d.last_update_kind.as_deref().unwrap_or("never")
+                        );
+                    }
+                }
             }
             Ok(0)
         }
@@ -96,7 +127,183 @@ async fn run(cli: Cli) -> Result<u8> {
             Ok(0)
         }
         Command::Verify { repair, json } => verify(open(&cli, &no_engine_args, &file).await?, *repair, *json).await,
+        Command::Index(args) => {
+            let cache = open(&cli, &no_engine_args, &file).await?;
+            let options =
+                NamespaceOptions { copy_to_cache: args.options.copy_to_cache, ignore: args.options.ignore.clone() };
+            let progress = Arc::new(ScanProgress::default());
+            let fut = cache.index_directory(&args.ns, &args.dir, &options, !args.no_hash, Arc::clone(&progress));
+            let report = with_progress(progress, args.json, fut).await?;
+            print_update_reports(&[report], args.json)?;
+            Ok(0)
+        }
+        Command::Update { ns, force, json } => {
+            let cache = open(&cli, &no_engine_args, &file).await?;
+            let names = match ns {
+                Some(n) => vec![n.clone()],
+                None => cache.directory_namespaces().await?.into_iter().map(|n| n.name).collect(),
+            };
+            if names.is_empty() {
+                bail!("no directory namespace to update; create one with `tiercache index DIR --ns NAME`");
+            }
+            let mut reports = Vec::new();
+            for name in names {
+                let progress = Arc::new(ScanProgress::default());
+                let fut = cache.update_directory(&name, *force, Arc::clone(&progress));
+                reports
+                    .push(with_progress(progress, *json, fut).await.with_context(|| format!("cannot update {name}"))?);
+            }
+            print_update_reports(&reports, *json)?;
+            Ok(0)
+        }
+        Command::Watch { ns, reconcile_interval } => {
+            let interval = reconcile_interval.or(file.reconcile_interval);
+            let cache = open_with(&cli, &no_engine_args, &file, |c| {
+                if let Some(i) = interval {
+                    c.reconcile_interval = i;
+                }
+            })
+            .await?;
+            let names: Vec<String> = ns.iter().cloned().collect();
+            cache.watch_directories(&names, shutdown_signal()).await?;
+            cache.settle().await?;
+            Ok(0)
+        }
+        Command::Migrate { ns, dry_run, json } => {
+            let cache = open(&cli, &no_engine_args, &file).await?;
+            let progress = Arc::new(ScanProgress::default());
+            let report = with_progress(Arc::clone(&progress), *json, cache.migrate(ns, *dry_run, progress)).await?;
+            if *json {
+                print_json(&report)?;
+            } else if *dry_run {
+                println!(
+                    "{}: {} files ({}) would be hashed",
+                    report.namespace,
+                    report.n_unhashed,
+                    human_bytes(report.bytes_hashed)
+                );
+            } else {
+                println!(
+                    "{}: hashed {} files ({}); {} could not be hashed",
+                    report.namespace,
+                    report.n_hashed,
+                    human_bytes(report.bytes_hashed),
+                    report.n_unhashed
+                );
+                print_problems(&report);
+            }
+            Ok(0)
+        }
     }
+}
+
+/// Waits for Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
+}
+
+/// Runs `work`, showing `progress`: a bar on a terminal, a plain line every few seconds otherwise.
+async fn with_progress<T>(
+    progress: Arc<ScanProgress>,
+    quiet: bool,
+    work: impl std::future::Future<Output = Result<T, tiercache_engine::Error>>,
+) -> Result<T> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let tty = std::io::stderr().is_terminal();
+    let bar = (tty && !quiet).then(|| {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{bar:30} {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {msg}")
+                .expect("valid template"),
+        );
+        bar
+    });
+    let p = Arc::clone(&progress);
+    let b = bar.clone();
+    let ticker = tokio::spawn(async move {
+        let t0 = std::time::Instant::now();
+        let mut every = tokio::time::interval(if tty {
+            std::time::Duration::from_millis(200)
+        } else {
+            std::time::Duration::from_secs(5)
+        });
+        every.tick().await;
+        loop {
+            every.tick().await;
+            let (walked, hashed, to_hash) =
+                (p.n_walked.load(Relaxed), p.n_hashed.load(Relaxed), p.n_to_hash.load(Relaxed));
+            let (bytes, total) = (p.bytes_hashed.load(Relaxed), p.bytes_to_hash.load(Relaxed));
+            let walking = if p.walk_done.load(Relaxed) { "" } else { " (still walking)" };
+            match &b {
+                Some(b) => {
+                    b.set_length(total);
+                    b.set_position(bytes);
+                    b.set_message(format!("{hashed}/{to_hash} files hashed, {walked} seen{walking}"));
+                }
+                None if !quiet => {
+                    let secs = t0.elapsed().as_secs_f64().max(0.001);
+                    eprintln!(
+                        "progress: {walked} files seen{walking}, {hashed}/{to_hash} hashed, {}/{} at {}/s",
+                        human_bytes(bytes),
+                        human_bytes(total),
+                        human_bytes((bytes as f64 / secs) as u64)
+                    );
+                }
+                None => {}
+            }
+        }
+    });
+    let result = work.await;
+    ticker.abort();
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    Ok(result?)
+}
+
+fn print_problems(report: &UpdateReport) {
+    for p in report.problems.iter().take(20) {
+        eprintln!("  {p}");
+    }
+    if report.problems.len() > 20 {
+        eprintln!("  … and more (use --json to see up to 100)");
+    }
+}
+
+fn print_update_reports(reports: &[UpdateReport], json: bool) -> Result<()> {
+    if json {
+        return if reports.len() == 1 { print_json(&reports[0]) } else { print_json(&reports) };
+    }
+    for r in reports {
+        if let Some(why) = &r.reset {
+            println!("{}: read cache was reset because {why}", r.namespace);
+        }
+        println!(
+            "{} ({}): {} added, {} changed, {} removed, {} unchanged; hashed {} files ({}) in {:.2}s",
+            r.namespace,
+            r.root,
+            r.n_added,
+            r.n_changed,
+            r.n_removed,
+            r.n_unchanged,
+            r.n_hashed,
+            human_bytes(r.bytes_hashed),
+            r.elapsed_ms as f64 / 1000.0
+        );
+        if r.n_unhashed + r.n_skipped + r.n_unreadable_dirs > 0 {
+            println!(
+                "  {} files left unhashed (unreadable or changing), {} skipped, {} unreadable directories:",
+                r.n_unhashed, r.n_skipped, r.n_unreadable_dirs
+            );
+            print_problems(r);
+        }
+    }
+    Ok(())
 }
 
 /// Refuses a malformed namespace name before the data directory is opened (which creates it).
@@ -105,7 +312,9 @@ fn check_namespace_name(command: &Command) -> Result<()> {
         Command::Ns(NsCommand::Create { name, .. } | NsCommand::Show { name, .. } | NsCommand::Delete { name, .. }) => {
             Some(name)
         }
-        Command::Stats { ns, .. } => ns.as_ref(),
+        Command::Stats { ns, .. } | Command::Update { ns, .. } | Command::Watch { ns, .. } => ns.as_ref(),
+        Command::Index(args) => Some(&args.ns),
+        Command::Migrate { ns, .. } => Some(ns),
         Command::Cleanup(args) => args.ns.as_ref(),
         _ => None,
     };
@@ -116,26 +325,31 @@ fn check_namespace_name(command: &Command) -> Result<()> {
 }
 
 async fn serve(cli: &Cli, args: &ServeArgs, file: &FileConfig) -> Result<u8> {
-    let cache = open(cli, &args.engine, file).await?;
+    let cache = open_with(cli, &args.engine, file, |c| {
+        if let Some(i) = args.reconcile_interval.or(file.reconcile_interval) {
+            c.reconcile_interval = i;
+        }
+    })
+    .await?;
     for (name, def) in &file.namespaces {
+        let options = NamespaceOptions { copy_to_cache: def.copy_to_cache, ignore: def.ignore.clone() };
         cache
-            .create_namespace(name, def.source.as_deref())
+            .create_namespace(name, def.source.as_deref(), &options)
             .await
             .with_context(|| format!("cannot create namespace {name} from the config file"))?;
     }
     let addr = config::listen(args.listen.as_deref(), file);
     let listener = tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("cannot listen on {addr}"))?;
     tracing::info!(addr = %listener.local_addr()?, data_dir = %cache.data_dir().display(), "tiercache serving");
-    let shutdown = async {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-        tracing::info!("shutting down");
-    };
-    tiercache_server::serve(listener, cache, shutdown).await?;
+    if args.watch || file.watch.unwrap_or(false) {
+        let watcher = cache.clone();
+        tokio::spawn(async move {
+            if let Err(e) = watcher.watch_directories(&[], std::future::pending()).await {
+                tracing::warn!(error = %e, "not watching directories");
+            }
+        });
+    }
+    tiercache_server::serve(listener, cache, shutdown_signal()).await?;
     Ok(0)
 }
 
@@ -220,8 +434,9 @@ async fn get(cache: Cache, args: &GetArgs) -> Result<u8> {
 
 async fn ns(cache: Cache, cmd: &NsCommand) -> Result<u8> {
     match cmd {
-        NsCommand::Create { name, source } => {
-            let (ns, created) = cache.create_namespace(name, source.as_deref()).await?;
+        NsCommand::Create { name, source, dir } => {
+            let options = NamespaceOptions { copy_to_cache: dir.copy_to_cache, ignore: dir.ignore.clone() };
+            let (ns, created) = cache.create_namespace(name, source.as_deref(), &options).await?;
             let verb = if created { "created" } else { "already exists:" };
             println!("{verb} namespace {} (source: {})", ns.name, ns.source.as_deref().unwrap_or("none"));
         }

@@ -43,6 +43,13 @@ pub(crate) struct Inner {
     md5_flights: Mutex<HashMap<Digest, Arc<tokio::sync::OnceCell<String>>>>,
     pub(crate) access: AccessLog,
     sources: Mutex<HashMap<String, Arc<dyn Source>>>,
+    pub(crate) dir_sources: Mutex<HashMap<String, Arc<tiercache_sources::DirSource>>>,
+    /// Files of directory namespaces being hashed on a read, so concurrent readers share one pass.
+    pub(crate) dir_flights: Mutex<HashMap<(i64, Vec<u8>), crate::directory::HashFlight>>,
+    /// Blobs being copied into the disk tier from a directory (copy-to-cache).
+    pub(crate) copies: Mutex<std::collections::HashSet<Digest>>,
+    /// What opening found and did (index moved aside or reset, read caches reset).
+    pub(crate) open_notes: Mutex<Vec<String>>,
 }
 
 impl Cache {
@@ -54,12 +61,12 @@ impl Cache {
     /// tier and the namespace definitions, with progress in the log.
     pub async fn open(config: CacheConfig) -> Result<Cache, Error> {
         let cfg = config.clone();
-        let (index, disk, created) = tokio::task::spawn_blocking(move || -> Result<_, Error> {
+        let (index, disk, opened) = tokio::task::spawn_blocking(move || -> Result<_, Error> {
             std::fs::create_dir_all(&cfg.data_dir)
                 .map_err(|e| Error::Io(format!("cannot create data directory {}: {e}", cfg.data_dir.display())))?;
             let disk = DiskTier::open(&cfg.data_dir)?;
-            let (index, created) = Index::open(&cfg.data_dir.join("index.db"))?;
-            Ok((index, disk, created))
+            let (index, opened) = Index::open(&cfg.data_dir.join("index.db"))?;
+            Ok((index, disk, opened))
         })
         .await
         .map_err(|e| Error::Io(e.to_string()))??;
@@ -75,11 +82,28 @@ impl Cache {
                 flights: Mutex::new(HashMap::new()),
                 access: AccessLog::default(),
                 sources: Mutex::new(HashMap::new()),
+                dir_sources: Mutex::new(HashMap::new()),
+                dir_flights: Mutex::new(HashMap::new()),
+                copies: Mutex::new(Default::default()),
+                open_notes: Mutex::new(opened.notes.clone()),
             }),
         };
-        maintenance::recover(&cache, created).await?;
+        maintenance::recover(&cache, opened.created || opened.needs_rebuild).await?;
+        crate::directory::check_read_caches(&cache).await?;
         cache.spawn_access_flusher();
         Ok(cache)
+    }
+
+    /// What opening the data directory found and did, in sentences: an index that was not a
+    /// database moved aside, a schema reset, directory read caches reset and why. Empty on an
+    /// ordinary open.
+    pub fn open_notes(&self) -> Vec<String> {
+        self.inner.open_notes.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub(crate) fn note(&self, note: String) {
+        tracing::warn!("{note}");
+        self.inner.open_notes.lock().unwrap_or_else(|p| p.into_inner()).push(note);
     }
 
     /// The data directory.

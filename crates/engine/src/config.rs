@@ -19,6 +19,15 @@ pub struct CacheConfig {
     pub max_concurrent_fetches: usize,
     /// How often batched last-access times and hit counts are written to the index.
     pub access_flush_interval: Duration,
+    /// The tiercache version recorded with directory read caches; a different one at open resets
+    /// them. The build's own version, except in tests of that reset.
+    pub version: String,
+    /// How often a watched directory namespace is reconciled in full, to catch what events missed.
+    pub reconcile_interval: Duration,
+    /// How long file events are gathered before they are applied (events for one path coalesce).
+    pub watch_debounce: Duration,
+    /// Threads hashing files during `index`, `update` and `migrate` (default: one per core).
+    pub hash_threads: usize,
 }
 
 impl CacheConfig {
@@ -30,6 +39,10 @@ impl CacheConfig {
             http: HttpSourceConfig::default(),
             max_concurrent_fetches: 64,
             access_flush_interval: Duration::from_secs(1),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            reconcile_interval: Duration::from_secs(600),
+            watch_debounce: Duration::from_millis(200),
+            hash_threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         }
     }
 }

@@ -21,7 +21,7 @@ pub enum Error {
     #[error("no namespace named {0:?}")]
     NoNamespace(String),
     /// The namespace exists but has no entry of that key and no source to ask.
-    #[error("no entry {key:?} in namespace {namespace:?}, and the namespace has no source")]
+    #[error("no entry {key:?} in namespace {namespace:?}")]
     NoEntry {
         /// The namespace.
         namespace: String,
@@ -42,6 +42,9 @@ pub enum Error {
     /// The namespace exists with another definition.
     #[error("{0}")]
     Conflict(String),
+    /// The namespace's entries cannot be written (it mirrors a read-only source).
+    #[error("{0}")]
+    ReadOnly(String),
     /// An argument is invalid (a bad source URL, say).
     #[error("{0}")]
     Invalid(String),
@@ -68,6 +71,8 @@ impl Error {
             Error::NoNamespace(_) | Error::NoEntry { .. } | Error::NoBlob(_) => "not_found",
             Error::DigestMismatch { .. } => "digest_mismatch",
             Error::Conflict(_) => "conflict",
+            Error::ReadOnly(_) => "read_only",
+            Error::Source(SourceError::Forbidden { .. }) => "source_forbidden",
             Error::Source(SourceError::NotFound { .. }) => "source_not_found",
             Error::Source(e) if e.is_timeout() => "source_timeout",
             Error::Source(_) => "source_error",

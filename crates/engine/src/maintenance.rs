@@ -131,11 +131,11 @@ async fn rebuild(cache: &Cache) -> Result<(), Error> {
     tracing::warn!(
         namespaces = defs.len(),
         blobs = listed.len(),
-        "index database was missing: rebuilding it from the disk tier and namespace definitions"
+        "index database was missing or reset: rebuilding it from the disk tier and namespace definitions"
     );
     for def in defs {
         let Ok(name) = NamespaceName::new(&def.name) else { continue };
-        cache.ix(move |ix| ix.put_namespace(&name, def.source.as_deref(), now_ms())).await?;
+        cache.ix(move |ix| ix.put_namespace(&name, def.source.as_deref(), &def.options, now_ms())).await?;
     }
     let blobs: Vec<(Digest, u64)> = listed.into_iter().filter_map(Result::ok).collect();
     let total = blobs.len();

@@ -7,7 +7,7 @@
 
 use std::path::PathBuf;
 
-use tiercache_core::{NamespaceName, now_ms};
+use tiercache_core::{NamespaceName, NamespaceOptions, now_ms};
 use tiercache_index::Namespace;
 
 use crate::{Cache, CleanupReport, Error};
@@ -19,6 +19,8 @@ pub type NamespaceInfo = tiercache_index::NamespaceStats;
 pub(crate) struct Definition {
     pub(crate) name: String,
     pub(crate) source: Option<String>,
+    #[serde(default, skip_serializing_if = "NamespaceOptions::is_default")]
+    pub(crate) options: NamespaceOptions,
 }
 
 pub(crate) fn definitions_dir(cache: &Cache) -> PathBuf {
@@ -26,15 +28,26 @@ pub(crate) fn definitions_dir(cache: &Cache) -> PathBuf {
 }
 
 impl Cache {
-    /// Creates namespace `name`, optionally bound to `source` (a URL). Idempotent: creating it
-    /// again with the same source returns it with `false`; another source is a [`Error::Conflict`].
-    pub async fn create_namespace(&self, name: &str, source: Option<&str>) -> Result<(Namespace, bool), Error> {
+    /// Creates namespace `name`, optionally bound to `source` (a URL: `http(s)://…` or
+    /// `file:///dir`), with `options`. Idempotent: creating it again with the same source returns
+    /// it with `false` (and updates its options); another source is a [`Error::Conflict`].
+    pub async fn create_namespace(
+        &self,
+        name: &str,
+        source: Option<&str>,
+        options: &NamespaceOptions,
+    ) -> Result<(Namespace, bool), Error> {
         let name = NamespaceName::new(name)?;
         if let Some(url) = source {
             self.source_for(url)?; // Refuse a URL no source understands, before writing anything.
         }
+        if source.is_none_or(|s| !s.starts_with("file://")) && !options.is_default() {
+            return Err(Error::Invalid("copy-to-cache and ignore patterns apply to directory sources only".into()));
+        }
+        tiercache_sources::dir::walk::Ignore::new(&options.ignore).map_err(Error::Invalid)?;
         let lookup = name.as_str().to_owned();
-        if let Some(existing) = self.ix(move |ix| ix.get_namespace(&lookup)).await?
+        let existing = self.ix(move |ix| ix.get_namespace(&lookup)).await?;
+        if let Some(existing) = &existing
             && existing.source.as_deref() != source
         {
             return Err(Error::Conflict(format!(
@@ -43,14 +56,21 @@ impl Cache {
                 existing.source.as_deref().unwrap_or("(none)")
             )));
         }
-        let def = Definition { name: name.as_str().to_owned(), source: source.map(str::to_owned) };
-        let dir = definitions_dir(self);
-        self.blocking(move |_| {
-            write_atomically(&dir, &format!("{}.json", def.name), &serde_json::to_vec_pretty(&def)?)
-        })
-        .await?;
+        if existing.is_none_or(|e| e.options != *options) {
+            let def = Definition {
+                name: name.as_str().to_owned(),
+                source: source.map(str::to_owned),
+                options: options.clone(),
+            };
+            let dir = definitions_dir(self);
+            self.blocking(move |_| {
+                write_atomically(&dir, &format!("{}.json", def.name), &serde_json::to_vec_pretty(&def)?)
+            })
+            .await?;
+        }
         let source = source.map(str::to_owned);
-        self.ix(move |ix| ix.put_namespace(&name, source.as_deref(), now_ms())).await
+        let options = options.clone();
+        self.ix(move |ix| ix.put_namespace(&name, source.as_deref(), &options, now_ms())).await
     }
 
     /// Every namespace with its totals.

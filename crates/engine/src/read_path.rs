@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use futures::Stream;
-use tiercache_core::{Digest, Key, NamespaceName, Validators, now_ms};
+use tiercache_core::{Digest, Key, Validators, now_ms};
 use tiercache_index::{Entry, NewEntry};
 use tiercache_sources::{FetchRequest, Fetched, Source};
 use tokio::sync::watch;
@@ -48,12 +48,27 @@ impl Cache {
     /// Reads entry `key` of `namespace`: from the disk tier if the index has it and it is fresh,
     /// after a conditional request to the source if it is stale, and from the source (once,
     /// however many readers ask) if it is missing.
+    ///
+    /// For a directory namespace, the file is served in place after its change markers are
+    /// checked (see `directory/read.rs`).
     pub async fn read_entry(&self, namespace: &str, key: &str) -> Result<Read, Error> {
+        self.read_entry_raw(namespace, key.as_bytes()).await
+    }
+
+    /// [`Cache::read_entry`] with the key as raw bytes: a directory's file names need not be
+    /// UTF-8 (other namespaces' keys must be).
+    pub async fn read_entry_raw(&self, namespace: &str, key: &[u8]) -> Result<Read, Error> {
+        let ns = self.namespace_row(namespace).await?;
+        if let Some(src) = self.dir_source(&ns) {
+            return self.read_dir_entry(ns, src, tiercache_core::RelPath::new(key.to_vec())?).await;
+        }
+        let key =
+            std::str::from_utf8(key).map_err(|_| Error::Invalid("key is not UTF-8 once percent-decoded".into()))?;
         // A pass ends without a read only when another flight stored the entry after this one
         // looked; the next pass finds it. Entries deleted again at once could repeat that, so the
         // number of passes is bounded.
         for _ in 0..3 {
-            if let Some(read) = self.read_entry_once(namespace, key).await? {
+            if let Some(read) = self.read_entry_once(&ns, key).await? {
                 return Ok(read);
             }
         }
@@ -62,12 +77,10 @@ impl Cache {
 
     /// One pass of the read path. Returns `Ok(None)` if and only if another flight (in this process
     /// or another) stored the entry after this pass looked in the index; the caller looks again.
-    async fn read_entry_once(&self, namespace: &str, key: &str) -> Result<Option<Read>, Error> {
+    async fn read_entry_once(&self, ns: &tiercache_index::Namespace, key: &str) -> Result<Option<Read>, Error> {
         let t0 = Instant::now();
-        let name = NamespaceName::new(namespace)?.as_str().to_owned();
+        let namespace = ns.name.as_str();
         let key = Key::new(key)?;
-        let ns =
-            self.ix(move |ix| ix.get_namespace(&name)).await?.ok_or_else(|| Error::NoNamespace(namespace.into()))?;
         let (ns_id, k) = (ns.id, key.clone());
         let entry = self.ix(move |ix| ix.get_entry(ns_id, &k)).await?;
 
@@ -82,7 +95,7 @@ impl Cache {
                 validators = Some(entry.validators.clone()).filter(|v| !v.is_empty());
                 if validators.is_some() {
                     // Stale: ask the source whether our copy is still current.
-                    let source = self.source_of(&ns, &key)?;
+                    let source = self.source_of(ns, &key)?;
                     match self.join_flight(ns_id, &key, source, validators.clone(), t0).await? {
                         FlightOutcome::NotModified => {
                             return self.serve_entry_from_disk(entry, file, size, t0, "revalidated").await.map(Some);
@@ -95,7 +108,7 @@ impl Cache {
             }
         }
         metrics::counter!(telemetry::READS, "tier" => "disk", "outcome" => "miss").increment(1);
-        let source = self.source_of(&ns, &key)?;
+        let source = self.source_of(ns, &key)?;
         match self.join_flight(ns_id, &key, source, validators, t0).await? {
             FlightOutcome::Read(read) => Ok(Some(read)),
             // An unconditional fetch ends "not modified" only when it found the entry stored by

@@ -155,7 +155,9 @@ fn file_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<FileRow> {
             inode: r.get::<_, i64>(4)? as u64,
         },
         md5: md5.map(|v| <[u8; 16]>::try_from(v.as_slice()).map_err(|_| bad(5))).transpose()?,
-        sha256: sha.map(|v| <[u8; 32]>::try_from(v.as_slice()).map(Digest::from_bytes).map_err(|_| bad(6))).transpose()?,
+        sha256: sha
+            .map(|v| <[u8; 32]>::try_from(v.as_slice()).map(Digest::from_bytes).map_err(|_| bad(6)))
+            .transpose()?,
         hashed_at_ns: r.get(7)?,
         is_copied: r.get(8)?,
     })
@@ -174,12 +176,16 @@ impl Index {
         })
     }
 
-    /// Calls `f` with every row of `ns_id` in path order, from a read snapshot, until it returns
-    /// `false`. Rows stream: memory stays flat however many files there are.
-    pub fn scan_files(&self, ns_id: i64, mut f: impl FnMut(FileRow) -> bool) -> Result<()> {
+    /// Calls `f` with every row of `ns_id` whose path starts with `prefix` (all rows for an empty
+    /// prefix), in path order, from one read snapshot, until it returns `false`. Rows stream:
+    /// memory stays flat however many files there are.
+    pub fn scan_files(&self, ns_id: i64, prefix: &[u8], mut f: impl FnMut(FileRow) -> bool) -> Result<()> {
         self.read(|c| {
-            let mut stmt = c.prepare(&format!("SELECT {FILE_COLUMNS} FROM files WHERE ns_id = ?1 ORDER BY path"))?;
-            let mut rows = stmt.query([ns_id])?;
+            let mut stmt = c.prepare(&format!(
+                "SELECT {FILE_COLUMNS} FROM files WHERE ns_id = ?1 AND path >= ?2 AND (?3 IS NULL OR path < ?3)
+                 ORDER BY path"
+            ))?;
+            let mut rows = stmt.query(params![ns_id, prefix, successor(prefix)])?;
             while let Some(r) = rows.next()? {
                 if !f(file_row(r)?) {
                     break;
@@ -296,32 +302,7 @@ impl Index {
 
     /// Totals of `ns_id`'s read cache.
     pub fn dir_stats(&self, ns_id: i64) -> Result<DirStats> {
-        let state = self.get_dir_state(ns_id)?;
-        self.read(|c| {
-            let mut s = c.query_row(
-                "SELECT count(*), coalesce(sum(size), 0), coalesce(sum(sha256 IS NULL), 0),
-                        coalesce(sum(CASE WHEN sha256 IS NULL THEN size ELSE 0 END), 0),
-                        min(mtime_ns) / 1000000, max(mtime_ns) / 1000000
-                 FROM files WHERE ns_id = ?1",
-                [ns_id],
-                |r| {
-                    Ok(DirStats {
-                        n_files: r.get::<_, i64>(0)? as u64,
-                        bytes: r.get::<_, i64>(1)? as u64,
-                        n_unhashed: r.get::<_, i64>(2)? as u64,
-                        unhashed_bytes: r.get::<_, i64>(3)? as u64,
-                        oldest_ms: r.get(4)?,
-                        newest_ms: r.get(5)?,
-                        ..DirStats::default()
-                    })
-                },
-            )?;
-            if let Some(st) = state {
-                s.last_update_ms = st.last_update_ms;
-                s.last_update_kind = st.last_update_kind;
-            }
-            Ok(s)
-        })
+        self.read(|c| dir_stats_on(c, ns_id))
     }
 
     /// One page of directory namespace `ns_id`'s files (see [`ListRequest`]), paged in SQL: each
@@ -359,6 +340,36 @@ impl Index {
             })
         })
     }
+}
+
+pub(crate) fn dir_stats_on(c: &Connection, ns_id: i64) -> Result<DirStats> {
+    let mut s = c.query_row(
+        "SELECT count(*), coalesce(sum(size), 0), coalesce(sum(sha256 IS NULL), 0),
+                coalesce(sum(CASE WHEN sha256 IS NULL THEN size ELSE 0 END), 0),
+                min(mtime_ns) / 1000000, max(mtime_ns) / 1000000
+         FROM files WHERE ns_id = ?1",
+        [ns_id],
+        |r| {
+            Ok(DirStats {
+                n_files: r.get::<_, i64>(0)? as u64,
+                bytes: r.get::<_, i64>(1)? as u64,
+                n_unhashed: r.get::<_, i64>(2)? as u64,
+                unhashed_bytes: r.get::<_, i64>(3)? as u64,
+                oldest_ms: r.get(4)?,
+                newest_ms: r.get(5)?,
+                ..DirStats::default()
+            })
+        },
+    )?;
+    let last: Option<(Option<i64>, Option<String>)> = c
+        .prepare_cached("SELECT last_update_ms, last_update_kind FROM dir_state WHERE ns_id = ?1")?
+        .query_row([ns_id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    if let Some((ms, kind)) = last {
+        s.last_update_ms = ms;
+        s.last_update_kind = kind;
+    }
+    Ok(s)
 }
 
 fn put_dir_state(tx: &rusqlite::Transaction<'_>, ns_id: i64, s: &DirState) -> Result<()> {
@@ -489,12 +500,15 @@ mod tests {
         ix.apply_files(id, &rows, &[], &[]).unwrap();
         assert_eq!(ix.get_file(id, b"\xff\xfe").unwrap(), Some(rows[4].clone()));
         let mut seen = Vec::new();
-        ix.scan_files(id, |r| {
+        ix.scan_files(id, b"", |r| {
             seen.push(r.path);
             true
         })
         .unwrap();
-        assert_eq!(seen, vec![b"a.txt".to_vec(), b"a/1".to_vec(), b"a/2".to_vec(), b"a0".to_vec(), b"\xff\xfe".to_vec()]);
+        assert_eq!(
+            seen,
+            vec![b"a.txt".to_vec(), b"a/1".to_vec(), b"a/2".to_vec(), b"a0".to_vec(), b"\xff\xfe".to_vec()]
+        );
         ix.apply_files(id, &[], &[b"a0".to_vec()], &[b"a/".to_vec()]).unwrap();
         assert_eq!(ix.dir_stats(id).unwrap().n_files, 2);
     }

@@ -6,7 +6,8 @@
 use rusqlite::Connection;
 
 /// Every migration in order. `user_version` counts how many have been applied.
-pub(crate) const MIGRATIONS: &[&str] = &[r#"
+pub(crate) const MIGRATIONS: &[&str] = &[
+    r#"
 -- AUTOINCREMENT: a deleted namespace's id is never reused, so nothing keyed by an old id (a fetch
 -- still running, a lock file) can be mistaken for a namespace created later under the same name.
 CREATE TABLE namespaces (
@@ -46,7 +47,8 @@ CREATE TABLE entries (
 
 CREATE INDEX entries_by_digest ON entries(digest);
 CREATE INDEX blobs_by_state ON blobs(state) WHERE state = 0;
-"#, r#"
+"#,
+    r#"
 -- Namespace options (JSON of tiercache_core::NamespaceOptions), NULL for the defaults.
 ALTER TABLE namespaces ADD COLUMN options TEXT;
 
@@ -86,7 +88,8 @@ CREATE TABLE dir_state (
     last_update_ms    INTEGER,
     last_update_kind  TEXT
 );
-"#];
+"#,
+];
 
 /// Brings `conn` up to the newest schema. Returns the version found before migrating.
 pub(crate) fn migrate(conn: &mut Connection) -> rusqlite::Result<u32> {

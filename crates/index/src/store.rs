@@ -161,6 +161,9 @@ pub struct NamespaceStats {
     pub newest_ms: Option<i64>,
     /// Sum of hits.
     pub hits: u64,
+    /// For a directory namespace, its read cache (then `n_entries` and `bytes` count its files).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub directory: Option<crate::DirStats>,
 }
 
 /// Whole-index totals.
@@ -461,6 +464,18 @@ impl Index {
         })
     }
 
+    /// Blobs referenced by `ns_id`'s entries that have no MD5 yet, with their sizes.
+    pub fn blobs_without_md5(&self, ns_id: i64) -> Result<Vec<(Digest, u64)>> {
+        self.read(|c| {
+            let mut stmt = c.prepare(
+                "SELECT DISTINCT b.digest, b.size FROM entries e JOIN blobs b ON b.digest = e.digest
+                 WHERE e.ns_id = ?1 AND b.md5 IS NULL AND b.state = 1",
+            )?;
+            let rows = stmt.query_map([ns_id], |r| Ok((digest_of(r.get(0)?)?, r.get::<_, i64>(1)? as u64)))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+
     /// Stores a blob's MD5 once computed.
     pub fn set_md5(&self, digest: &Digest, md5_hex: &str) -> Result<()> {
         self.write(|tx| {
@@ -566,7 +581,7 @@ impl Index {
             )?;
             let mut stmt = c.prepare(
                 "SELECT n.name, n.source, count(e.key), coalesce(sum(e.size), 0), min(e.created_at), max(e.created_at),
-                        coalesce(sum(e.hits), 0)
+                        coalesce(sum(e.hits), 0), n.id
                  FROM namespaces n LEFT JOIN entries e ON e.ns_id = n.id
                  WHERE ?1 IS NULL OR n.name = ?1
                  GROUP BY n.id ORDER BY n.name",
@@ -581,9 +596,26 @@ impl Index {
                         oldest_ms: r.get(4)?,
                         newest_ms: r.get(5)?,
                         hits: r.get::<_, i64>(6)? as u64,
+                        directory: None,
                     })
+                    .map(|s| (r.get::<_, i64>(7), s))
                 })?
+                .map(|r| r.and_then(|(id, s)| Ok((id?, s))))
                 .collect::<rusqlite::Result<Vec<_>>>()?;
+            let namespaces = namespaces
+                .into_iter()
+                .map(|(id, mut ns)| {
+                    if ns.source.as_deref().is_some_and(|s| s.starts_with("file://")) {
+                        let d = crate::files::dir_stats_on(c, id)?;
+                        ns.n_entries = d.n_files;
+                        ns.bytes = d.bytes;
+                        ns.oldest_ms = d.oldest_ms;
+                        ns.newest_ms = d.newest_ms;
+                        ns.directory = Some(d);
+                    }
+                    Ok(ns)
+                })
+                .collect::<Result<Vec<_>>>()?;
             Ok(Stats {
                 n_entries: n_entries as u64,
                 entry_bytes: entry_bytes as u64,
@@ -644,10 +676,7 @@ pub struct Opened {
 }
 
 fn is_not_a_database(e: &rusqlite::Error) -> bool {
-    matches!(
-        e.sqlite_error_code(),
-        Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt)
-    )
+    matches!(e.sqlite_error_code(), Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt))
 }
 
 /// Renames `path` and its `-wal` and `-shm` files to `<path>.corrupt-<ms>[-wal|-shm]`.
@@ -682,9 +711,8 @@ fn open_and_migrate(path: &Path, opened: &mut Opened) -> Result<Connection> {
         reset_schema(&mut conn, opened, why)?;
     }
     let found = schema::migrate(&mut conn)?;
-    let stored: Option<String> = conn
-        .query_row("SELECT value FROM meta WHERE key = 'schema_hash'", [], |r| r.get(0))
-        .optional()?;
+    let stored: Option<String> =
+        conn.query_row("SELECT value FROM meta WHERE key = 'schema_hash'", [], |r| r.get(0)).optional()?;
     if found == schema::newest() && stored.as_deref().is_some_and(|h| h != schema::hash()) {
         let why = format!(
             "index schema changed (hash {} in the file, {} in this build); rebuilding the index",
@@ -732,9 +760,8 @@ fn reset_schema(conn: &mut Connection, opened: &mut Opened, why: String) -> Resu
 fn namespace_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Namespace> {
     let options: Option<String> = r.get(4)?;
     let options = match options {
-        Some(json) => serde_json::from_str(&json).map_err(|e| {
-            rusqlite::Error::FromSqlConversionFailure(4, rusqlite::types::Type::Text, Box::new(e))
-        })?,
+        Some(json) => serde_json::from_str(&json)
+            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(4, rusqlite::types::Type::Text, Box::new(e)))?,
         None => NamespaceOptions::default(),
     };
     Ok(Namespace { id: r.get(0)?, name: r.get(1)?, source: r.get(2)?, created_at: r.get(3)?, options })
@@ -830,7 +857,10 @@ mod tests {
         let ns = NamespaceName::new("a").unwrap();
         assert!(ix.put_namespace(&ns, Some("http://x/"), &NamespaceOptions::default(), 1).unwrap().1);
         assert!(!ix.put_namespace(&ns, Some("http://x/"), &NamespaceOptions::default(), 2).unwrap().1);
-        assert!(matches!(ix.put_namespace(&ns, Some("http://y/"), &NamespaceOptions::default(), 3), Err(IndexError::Conflict { .. })));
+        assert!(matches!(
+            ix.put_namespace(&ns, Some("http://y/"), &NamespaceOptions::default(), 3),
+            Err(IndexError::Conflict { .. })
+        ));
     }
 
     #[test]

@@ -26,6 +26,8 @@ impl ApiError {
             E::Range(_) => StatusCode::RANGE_NOT_SATISFIABLE,
             E::NoNamespace(_) | E::NoEntry { .. } | E::NoBlob(_) => StatusCode::NOT_FOUND,
             E::Conflict(_) => StatusCode::CONFLICT,
+            E::ReadOnly(_) => StatusCode::METHOD_NOT_ALLOWED,
+            E::Source(tiercache_engine::SourceError::Forbidden { .. }) => StatusCode::FORBIDDEN,
             E::Source(tiercache_engine::SourceError::NotFound { .. }) => StatusCode::NOT_FOUND,
             E::Source(s) if s.is_timeout() => StatusCode::GATEWAY_TIMEOUT,
             E::Source(_) => StatusCode::BAD_GATEWAY,

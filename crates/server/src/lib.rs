@@ -6,6 +6,7 @@
 #![warn(missing_docs)]
 
 mod error;
+mod listing;
 mod metrics_endpoint;
 mod respond;
 mod routes;

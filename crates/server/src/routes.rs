@@ -6,7 +6,7 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures::TryStreamExt;
-use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use metrics_exporter_prometheus::PrometheusHandle;
 use percent_encoding::percent_decode_str;
 use tiercache_engine::{Cache, Digest, Error};
@@ -26,7 +26,7 @@ pub fn app(cache: Cache, metrics: Option<PrometheusHandle>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(render_metrics))
         .route("/blobs/{digest}", get(get_blob).head(get_blob).put(put_blob))
-        .route("/ns/{*rest}", get(get_entry).head(get_entry))
+        .route("/ns/{*rest}", get(get_entry).head(get_entry).put(put_entry).delete(delete_entry))
         .with_state(AppState { cache, metrics })
 }
 
@@ -75,18 +75,56 @@ async fn put_blob(State(st): State<AppState>, uri: Uri, body: Body) -> Result<Re
     Ok((status, [(header::LOCATION, location), (header::ETAG, etag)]).into_response())
 }
 
+/// `/ns/<namespace>/<key>`, split and percent-decoded once; the key as raw bytes (a directory's
+/// file names need not be UTF-8). An empty key means the namespace itself (a listing).
+fn entry_from(uri: &Uri) -> Result<(String, Vec<u8>), ApiError> {
+    let rest = decoded_after(uri, "/ns/")?;
+    let (ns_raw, key_raw) = rest.split_once('/').unwrap_or((rest, ""));
+    let namespace = decode(ns_raw, "namespace")?;
+    Ok((namespace, percent_decode_str(key_raw).collect()))
+}
+
 async fn get_entry(
     State(st): State<AppState>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let rest = decoded_after(&uri, "/ns/")?;
-    let Some((ns_raw, key_raw)) = rest.split_once('/') else {
-        return Err(ApiError(Error::Invalid("expected /ns/<namespace>/<key>".into())));
-    };
-    let namespace = decode(ns_raw, "namespace")?;
-    let key = decode(key_raw, "key")?;
-    let read = st.cache.read_entry(&namespace, &key).await?;
+    let (namespace, key) = entry_from(&uri)?;
+    if key.is_empty() {
+        return crate::listing::list(&st.cache, &namespace, uri.query().unwrap_or(""), &method).await;
+    }
+    let read = st.cache.read_entry_raw(&namespace, &key).await?;
     Ok(respond(read, &method, &headers))
+}
+
+async fn put_entry(State(st): State<AppState>, uri: Uri, body: Body) -> Result<Response, ApiError> {
+    let (namespace, key) = entry_from(&uri)?;
+    if key.is_empty() {
+        return Err(ApiError(Error::Invalid("expected /ns/<namespace>/<key>".into())));
+    }
+    let stream = body.into_data_stream().map_err(|e| e.to_string());
+    let stored = st.cache.put_entry(&namespace, &key, stream).await?;
+    let etag = HeaderValue::from_str(&format!("\"{}\"", stored.md5)).expect("hex is ASCII");
+    let digest = HeaderValue::from_str(&stored.digest.to_string()).expect("digests are ASCII");
+    let body =
+        serde_json::json!({ "etag": stored.md5, "digest": stored.digest.to_string(), "size": stored.size_bytes });
+    Ok((
+        StatusCode::OK,
+        [(header::ETAG, etag), (HeaderName::from_static("x-tiercache-digest"), digest)],
+        axum::Json(body),
+    )
+        .into_response())
+}
+
+async fn delete_entry(State(st): State<AppState>, uri: Uri) -> Result<Response, ApiError> {
+    let (namespace, key) = entry_from(&uri)?;
+    if key.is_empty() {
+        return Err(ApiError(Error::Invalid("expected /ns/<namespace>/<key>".into())));
+    }
+    if st.cache.delete_entry(&namespace, &key).await? {
+        Ok(StatusCode::NO_CONTENT.into_response())
+    } else {
+        Err(ApiError(Error::NoEntry { namespace, key: String::from_utf8_lossy(&key).into_owned() }))
+    }
 }

@@ -61,18 +61,15 @@ pub(crate) fn io_err(e: rustix::io::Errno) -> io::Error {
 pub fn markers_of(st: &rustix::fs::Stat) -> FileMarkers {
     FileMarkers {
         size_bytes: st.st_size as u64,
-        mtime_ns: (st.st_mtime as i64).saturating_mul(1_000_000_000).saturating_add(st.st_mtime_nsec as i64),
-        ctime_ns: (st.st_ctime as i64).saturating_mul(1_000_000_000).saturating_add(st.st_ctime_nsec as i64),
+        mtime_ns: st.st_mtime.saturating_mul(1_000_000_000).saturating_add(st.st_mtime_nsec as i64),
+        ctime_ns: st.st_ctime.saturating_mul(1_000_000_000).saturating_add(st.st_ctime_nsec as i64),
         inode: st.st_ino,
     }
 }
 
 /// Nanoseconds since the epoch, now.
 pub fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
 }
 
 fn resolve_flags() -> ResolveFlags {
@@ -102,12 +99,10 @@ impl DirSource {
 
     /// Opens the root itself (to resolve paths beneath it).
     pub fn open_root(&self) -> io::Result<OwnedFd> {
-        rustix::fs::open(&self.root, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).map_err(
-            |e| {
-                let e = io_err(e);
-                io::Error::new(e.kind(), format!("cannot open directory {}: {e}", self.root.display()))
-            },
-        )
+        rustix::fs::open(&self.root, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).map_err(|e| {
+            let e = io_err(e);
+            io::Error::new(e.kind(), format!("cannot open directory {}: {e}", self.root.display()))
+        })
     }
 
     /// Opens the regular file at `path` for reading, resolved beneath the root (symlinks inside
@@ -130,6 +125,38 @@ impl DirSource {
             FileType::Directory => Err(io::Error::new(io::ErrorKind::IsADirectory, format!("{path} is a directory"))),
             _ => Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{path} is not a regular file"))),
         }
+    }
+
+    /// What is at `path` now, without reading it: a file (a symlink to a file inside the root
+    /// counts as one, as in the walk), a directory (not a symlink to one), something else, or
+    /// nothing. Blocking.
+    pub fn lookup(&self, path: &RelPath) -> io::Result<Lookup> {
+        let root = self.open_root()?;
+        let no_follow = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let st = match rustix::fs::openat2(&root, path.as_bytes(), no_follow, Mode::empty(), resolve_flags())
+            .and_then(|fd| rustix::fs::fstat(&fd))
+        {
+            Ok(st) => st,
+            Err(rustix::io::Errno::NOENT | rustix::io::Errno::NOTDIR) => return Ok(Lookup::Missing),
+            Err(rustix::io::Errno::XDEV | rustix::io::Errno::LOOP) => return Ok(Lookup::Other),
+            Err(e) => return Err(io_err(e)),
+        };
+        Ok(match FileType::from_raw_mode(st.st_mode) {
+            FileType::RegularFile => Lookup::File(markers_of(&st)),
+            FileType::Directory => Lookup::Dir,
+            FileType::Symlink => {
+                let follow = OFlags::PATH | OFlags::CLOEXEC;
+                match rustix::fs::openat2(&root, path.as_bytes(), follow, Mode::empty(), resolve_flags())
+                    .and_then(|fd| rustix::fs::fstat(&fd))
+                {
+                    Ok(t) if FileType::from_raw_mode(t.st_mode) == FileType::RegularFile => {
+                        Lookup::File(markers_of(&t))
+                    }
+                    _ => Lookup::Other,
+                }
+            }
+            _ => Lookup::Other,
+        })
     }
 
     /// Opens (creating if asked) each directory of `components` beneath the root, never following
@@ -229,6 +256,19 @@ impl DirSource {
     }
 }
 
+/// What [`DirSource::lookup`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
+    /// A regular file (or a symlink to one inside the root), with its markers.
+    File(FileMarkers),
+    /// A directory.
+    Dir,
+    /// Something that is neither (a FIFO, a symlink to a directory or out of the root).
+    Other,
+    /// Nothing.
+    Missing,
+}
+
 /// `a/b/c` → (`[a, b]`, `c`).
 fn split(path: &[u8]) -> (Vec<&[u8]>, &[u8]) {
     let mut parts: Vec<&[u8]> = path.split(|b| *b == b'/').collect();
@@ -252,7 +292,12 @@ fn read_at_most(file: &File, pos: u64, len: usize) -> io::Result<Bytes> {
 
 /// Bytes `start..end` of `file`, read on a blocking thread. Ends with an error if the file ends
 /// before `end` (it was truncated while read).
-pub fn file_stream(file: File, start: u64, end: u64, url: String) -> futures::stream::BoxStream<'static, Result<Bytes, SourceError>> {
+pub fn file_stream(
+    file: File,
+    start: u64,
+    end: u64,
+    url: String,
+) -> futures::stream::BoxStream<'static, Result<Bytes, SourceError>> {
     const CHUNK: u64 = 256 * 1024;
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, SourceError>>(4);
     tokio::task::spawn_blocking(move || {
@@ -307,7 +352,10 @@ impl Source for DirSource {
         let size = markers.size_bytes;
         let range = match req.range {
             Some(r) if r.start >= size => {
-                return Err(SourceError::Protocol { url, reason: format!("range starts beyond the file's {size} bytes") });
+                return Err(SourceError::Protocol {
+                    url,
+                    reason: format!("range starts beyond the file's {size} bytes"),
+                });
             }
             Some(r) => Some(ByteRange { start: r.start, end: r.end.min(size - 1) }),
             None => None,
@@ -378,7 +426,8 @@ mod tests {
         let failing = [Ok(Bytes::from_static(b"part")), Err(io::Error::other("client went away"))];
         assert!(src.write_file(&rel("x/y/z.bin"), failing.into_iter()).is_err());
         assert_eq!(std::fs::read(root.path().join("x/y/z.bin")).unwrap(), b"abc", "old file kept");
-        let names: Vec<_> = std::fs::read_dir(root.path().join("x/y")).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> =
+            std::fs::read_dir(root.path().join("x/y")).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names.len(), 1, "no temp file left: {names:?}");
         assert!(src.remove(&rel("x/y/z.bin")).unwrap());
         assert!(!src.remove(&rel("x/y/z.bin")).unwrap());

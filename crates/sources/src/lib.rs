@@ -29,6 +29,12 @@ pub enum SourceError {
         /// What was asked for.
         url: String,
     },
+    /// The source refuses access (a file without read permission, a 403).
+    #[error("access denied by source for {url}")]
+    Forbidden {
+        /// What was asked for.
+        url: String,
+    },
     /// The source answered with an unexpected status.
     #[error("source answered {status} for {url}")]
     Status {

@@ -59,13 +59,26 @@ fn data_dir_with_an_unusable_index_is_refused() {
     for args in commands(free_port()) {
         assert_refused(tc(&d.data).args(&args), &format!("{args:?}"), &d.data);
     }
-    // index.db is garbage.
+}
+
+#[test]
+fn a_garbage_index_is_moved_aside_and_rebuilt() {
     let d = dirs();
     std::fs::create_dir_all(&d.data).unwrap();
     std::fs::write(d.data.join("index.db"), vec![0x42u8; 8192]).unwrap();
-    let out = assert_refused(tc(&d.data).arg("stats"), "stats on a garbage index", &d.data);
-    assert!(out.stderr.contains("index") || out.stderr.contains("database"), "{}", out.stderr);
-    assert_eq!(std::fs::read(d.data.join("index.db")).unwrap(), vec![0x42u8; 8192], "the file is left alone");
+    let out = tc(&d.data).args(["stats", "--json"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("not a usable SQLite database") && stderr.contains("moved it aside"), "{stderr}");
+    let aside: Vec<_> = std::fs::read_dir(&d.data)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("index.db.corrupt-"))
+        .collect();
+    assert_eq!(aside.len(), 1, "the damaged file is kept aside for inspection");
+    assert_eq!(std::fs::read(aside[0].path()).unwrap(), vec![0x42u8; 8192], "its bytes are untouched");
+    let again = tc(&d.data).args(["stats"]).output().unwrap();
+    assert!(again.status.success() && again.stderr.is_empty(), "{}", String::from_utf8_lossy(&again.stderr));
 }
 
 /// Whether root's DAC override is in effect (a 0o555 directory is writable anyway).

@@ -38,7 +38,7 @@ async fn index_is_rebuilt_when_index_db_is_deleted() {
 
     let server = Server::start(&d.data, &["--revalidate-after", "1h"]).await;
     let log = server.log_text();
-    assert!(log.contains("index database was missing: rebuilding it"), "log:\n{log}");
+    assert!(log.contains("index database was missing or reset: rebuilding it"), "log:\n{log}");
     assert!(log.contains("index rebuilt"), "log:\n{log}");
 
     // Every blob is known again, with its size.

@@ -12,7 +12,7 @@ async fn setup(source: &Source, tune: impl FnOnce(&mut CacheConfig)) -> (tempfil
     let mut cfg = CacheConfig::new(dir.path().join("data"));
     tune(&mut cfg);
     let cache = Cache::open(cfg).await.unwrap();
-    cache.create_namespace("web", Some(&source.url())).await.unwrap();
+    cache.create_namespace("web", Some(&source.url()), &Default::default()).await.unwrap();
     (dir, cache)
 }
 
@@ -323,9 +323,12 @@ async fn hostile_names_and_unknown_namespaces_are_refused() {
     let e = cache.read_entry("nope", "k").await.unwrap_err();
     assert!(matches!(e, Error::NoNamespace(_)), "{e}");
     for ns in ["..", "A", "a/b", ""] {
-        assert!(cache.create_namespace(ns, None).await.is_err(), "{ns:?}");
+        assert!(cache.create_namespace(ns, None, &Default::default()).await.is_err(), "{ns:?}");
     }
-    assert!(matches!(cache.create_namespace("x", Some("ftp://host/")).await, Err(Error::Invalid(_))));
+    assert!(matches!(
+        cache.create_namespace("x", Some("ftp://host/"), &Default::default()).await,
+        Err(Error::Invalid(_))
+    ));
     assert_eq!(src.counts("etc/passwd").full, 0);
 }
 
@@ -382,7 +385,7 @@ async fn a_full_disk_is_a_clear_error_and_loses_nothing() {
     let Some(disk) = SmallDisk::mount("3m") else { return };
     let src = Source::start().await;
     let cache = Cache::open(CacheConfig::new(disk.dir.path().join("data"))).await.unwrap();
-    cache.create_namespace("web", Some(&src.url())).await.unwrap();
+    cache.create_namespace("web", Some(&src.url()), &Default::default()).await.unwrap();
     let small = bytes(20, 100_000);
     src.put("small", small.clone());
     assert_eq!(collect(cache.read_entry("web", "small").await.unwrap(), None).await.unwrap(), small);

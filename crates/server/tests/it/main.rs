@@ -19,7 +19,7 @@ async fn harness() -> Harness {
     let mut cfg = CacheConfig::new(dir.path().join("data"));
     cfg.http.read_timeout = std::time::Duration::from_millis(500);
     let cache = Cache::open(cfg).await.unwrap();
-    cache.create_namespace("web", Some(&src.url())).await.unwrap();
+    cache.create_namespace("web", Some(&src.url()), &Default::default()).await.unwrap();
     let metrics = tiercache_server::install_metrics();
     Harness { _dir: dir, app: tiercache_server::app(cache, Some(metrics)), src }
 }

@@ -76,6 +76,15 @@ impl Ignore {
     }
 }
 
+impl Ignore {
+    /// Whether `path` or any directory above it is ignored (for paths reported by file events,
+    /// which the walk would never have reached).
+    pub fn covers(&self, path: &[u8]) -> bool {
+        path.iter().enumerate().filter(|(_, b)| **b == b'/').any(|(i, _)| self.is_ignored(&path[..i]))
+            || self.is_ignored(path)
+    }
+}
+
 struct Frame {
     fd: OwnedFd,
     /// Relative path of this directory with a trailing `/` (empty for the root).
@@ -211,7 +220,9 @@ mod tests {
         src.walk(b"", ignore, |item| {
             match item {
                 WalkItem::File { path, .. } => files.push(String::from_utf8_lossy(&path).into_owned()),
-                WalkItem::Skipped { path, reason } => other.push(format!("{}: {reason}", String::from_utf8_lossy(&path))),
+                WalkItem::Skipped { path, reason } => {
+                    other.push(format!("{}: {reason}", String::from_utf8_lossy(&path)))
+                }
                 WalkItem::Unreadable { prefix, .. } => other.push(String::from_utf8_lossy(&prefix).into_owned()),
             }
             true
