@@ -110,6 +110,7 @@ impl DirSource {
     /// is refused; a path that escapes the root fails as if it did not exist.
     pub fn open(&self, path: &RelPath) -> io::Result<(File, FileMarkers)> {
         let root = self.open_root()?;
+        self.check_parents(&root, path)?;
         let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK | OFlags::NOCTTY;
         let fd = match rustix::fs::openat2(&root, path.as_bytes(), flags, Mode::empty(), resolve_flags()) {
             Ok(fd) => fd,
@@ -127,11 +128,29 @@ impl DirSource {
         }
     }
 
+    /// Refuses (as not found) a path whose directories include a symlink: the walk never descends
+    /// through one, so a read must not either, or one file would have several names.
+    fn check_parents(&self, root: &OwnedFd, path: &RelPath) -> io::Result<()> {
+        let Some(slash) = path.as_bytes().iter().rposition(|b| *b == b'/') else { return Ok(()) };
+        let parent = &path.as_bytes()[..slash];
+        let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        match rustix::fs::openat2(root, parent, flags, Mode::empty(), resolve_flags() | ResolveFlags::NO_SYMLINKS) {
+            Ok(_) => Ok(()),
+            Err(rustix::io::Errno::NOENT | rustix::io::Errno::NOTDIR | rustix::io::Errno::LOOP | rustix::io::Errno::XDEV) => {
+                Err(io::Error::new(io::ErrorKind::NotFound, format!("{path} is not a file inside the root")))
+            }
+            Err(e) => Err(io_err(e)),
+        }
+    }
+
     /// What is at `path` now, without reading it: a file (a symlink to a file inside the root
     /// counts as one, as in the walk), a directory (not a symlink to one), something else, or
     /// nothing. Blocking.
     pub fn lookup(&self, path: &RelPath) -> io::Result<Lookup> {
         let root = self.open_root()?;
+        if let Err(e) = self.check_parents(&root, path) {
+            return if e.kind() == io::ErrorKind::NotFound { Ok(Lookup::Missing) } else { Err(e) };
+        }
         let no_follow = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         let st = match rustix::fs::openat2(&root, path.as_bytes(), no_follow, Mode::empty(), resolve_flags())
             .and_then(|fd| rustix::fs::fstat(&fd))

@@ -1,5 +1,7 @@
 //! Engine integration tests: the read path against a real HTTP source on 127.0.0.1.
 
+mod directory;
+
 use std::time::Duration;
 
 use futures::StreamExt;
