@@ -136,9 +136,12 @@ impl DirSource {
         let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
         match rustix::fs::openat2(root, parent, flags, Mode::empty(), resolve_flags() | ResolveFlags::NO_SYMLINKS) {
             Ok(_) => Ok(()),
-            Err(rustix::io::Errno::NOENT | rustix::io::Errno::NOTDIR | rustix::io::Errno::LOOP | rustix::io::Errno::XDEV) => {
-                Err(io::Error::new(io::ErrorKind::NotFound, format!("{path} is not a file inside the root")))
-            }
+            Err(
+                rustix::io::Errno::NOENT
+                | rustix::io::Errno::NOTDIR
+                | rustix::io::Errno::LOOP
+                | rustix::io::Errno::XDEV,
+            ) => Err(io::Error::new(io::ErrorKind::NotFound, format!("{path} is not a file inside the root"))),
             Err(e) => Err(io_err(e)),
         }
     }

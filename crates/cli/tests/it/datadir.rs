@@ -82,7 +82,7 @@ fn a_garbage_index_is_moved_aside_and_rebuilt() {
 }
 
 /// Whether root's DAC override is in effect (a 0o555 directory is writable anyway).
-fn writable_despite_mode(dir: &Path) -> bool {
+pub(crate) fn writable_despite_mode(dir: &Path) -> bool {
     let probe = dir.join(".probe");
     let ok = std::fs::write(&probe, b"").is_ok();
     let _ = std::fs::remove_file(&probe);
@@ -91,7 +91,7 @@ fn writable_despite_mode(dir: &Path) -> bool {
 
 /// A command that runs the binary without the capabilities that let root ignore file modes, if
 /// the tests run as root (through util-linux `setpriv`); `None` if that is not possible.
-fn unprivileged(data: &Path, probe_dir: &Path) -> Option<Command> {
+pub(crate) fn unprivileged(data: &Path, probe_dir: &Path) -> Option<Command> {
     if !writable_despite_mode(probe_dir) {
         return Some(tc(data)); // Not privileged: the mode is enforced already.
     }

@@ -4,6 +4,7 @@ mod common;
 
 mod crash;
 mod datadir;
+mod dir;
 mod get;
 mod maint;
 mod ns;

@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tiercache_engine::{Cache, CacheConfig, Error, ListRequest, NamespaceOptions, ReadMeta, ScanProgress, Tier, UpdateReport};
+use tiercache_engine::{
+    Cache, CacheConfig, Error, ListRequest, NamespaceOptions, ReadMeta, ScanProgress, Tier, UpdateReport,
+};
 
 use crate::{bounded, collect, hex_md5};
 
@@ -335,7 +337,8 @@ async fn the_watcher_sees_create_modify_delete_and_rename() {
     std::fs::write(f.root.join("made.txt"), b"modified!").unwrap();
     let want = format!("\"{}\"", hex_md5(b"modified!"));
     until("a modified file is rehashed", async || {
-        let page = cache.list("d", ListRequest { prefix: b"made".to_vec(), limit: 1, ..Default::default() }).await.unwrap();
+        let page =
+            cache.list("d", ListRequest { prefix: b"made".to_vec(), limit: 1, ..Default::default() }).await.unwrap();
         page.items.first().and_then(|i| i.md5.clone()).map(|m| format!("\"{m}\"")) == Some(want.clone())
     })
     .await;
@@ -375,6 +378,7 @@ async fn listing_is_paged_byte_exact_and_works_for_every_namespace_kind() {
     cache.create_namespace("plain", None, &Default::default()).await.unwrap();
     let body = futures::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"v"))]);
     cache.put_entry("plain", b"x/y", body).await.unwrap();
-    let page = cache.list("plain", ListRequest { prefix: b"x/".to_vec(), limit: 10, ..Default::default() }).await.unwrap();
+    let page =
+        cache.list("plain", ListRequest { prefix: b"x/".to_vec(), limit: 10, ..Default::default() }).await.unwrap();
     assert_eq!(page.items.len(), 1);
 }
