@@ -221,14 +221,16 @@ async fn bad_input_is_refused_clearly() {
         ("/ns/web//etc/passwd".into(), 400, "forbidden path segment"),
         ("/ns/web/a%00b".into(), 400, "forbidden character"),
         ("/ns/web/a%5cb".into(), 400, "forbidden character"),
-        ("/ns/web/a%ffb".into(), 400, "not valid UTF-8"),
+        ("/ns/web/a%ffb".into(), 400, "key is not UTF-8"),
         (format!("/ns/web/{long_key}"), 400, "the limit is 1024"),
         (format!("/ns/{long_ns}/k"), 400, "the limit is 63"),
         ("/ns/%2e%2e/k".into(), 400, "not allowed"),
         ("/ns/Web/k".into(), 400, "not allowed"),
         ("/ns/nope/k".into(), 404, "no namespace named"),
-        ("/ns/web".into(), 400, "expected /ns/<namespace>/<key>"),
-        ("/ns/web/".into(), 400, "key is empty"),
+        ("/ns/web/?limit=0".into(), 400, "limit must be between 1 and 10000"),
+        ("/ns/web/?limit=x".into(), 400, "is not a number"),
+        ("/ns/web/?bogus=1".into(), 400, "unknown listing parameter"),
+        ("/ns/nope/".into(), 404, "no namespace named"),
     ];
     for (uri, status, says) in cases {
         let a = h.get(&uri, &[]).await;
