@@ -213,3 +213,19 @@ async fn serve_answers_from_the_directory_with_md5_etags_ranges_listing_and_writ
     }
     assert!(listed, "the watcher indexed a new file; log:\n{}", server.log_text());
 }
+
+#[test]
+fn files_of_several_gib_are_sized_exactly() {
+    let d = dirs();
+    let tree = d.tmp.path().join("big");
+    std::fs::create_dir_all(&tree).unwrap();
+    let size: u64 = 6 * 1024 * 1024 * 1024 + 7; // Sparse: no disk space, but a size past 32 bits.
+    std::fs::File::create(tree.join("disk.img")).unwrap().set_len(size).unwrap();
+    settle();
+    let r = tcr(&d.data, &["index", tree.to_str().unwrap(), "--ns", "big", "--no-hash", "--json"]).ok().json();
+    assert_eq!(r["n_added"].as_u64(), Some(1));
+    let s = tcr(&d.data, &["stats", "--ns", "big", "--json"]).ok().json();
+    assert_eq!(s["namespaces"][0]["directory"]["bytes"].as_u64(), Some(size), "{s}");
+    let dry = tcr(&d.data, &["migrate", "--ns", "big", "--dry-run", "--json"]).ok().json();
+    assert_eq!((dry["n_unhashed"].as_u64(), dry["bytes_hashed"].as_u64()), (Some(1), Some(size)));
+}
