@@ -141,6 +141,15 @@ struct Tally {
 }
 
 impl Tally {
+    /// Adds what the workers counted, and the time since `t0`, to `report`.
+    fn fold_into(&self, report: &mut UpdateReport, t0: Instant) {
+        report.n_hashed += self.n_hashed.load(Ordering::Relaxed);
+        report.bytes_hashed += self.bytes_hashed.load(Ordering::Relaxed);
+        report.n_unhashed += self.n_unhashed.load(Ordering::Relaxed);
+        report.problems.extend(std::mem::take(&mut *self.problems.lock().unwrap_or_else(|e| e.into_inner())));
+        report.elapsed_ms += t0.elapsed().as_millis() as u64;
+    }
+
     fn problem(&self, path: &[u8], why: impl std::fmt::Display) {
         self.n_problems.fetch_add(1, Ordering::Relaxed);
         let mut p = self.problems.lock().unwrap_or_else(|e| e.into_inner());
@@ -337,37 +346,13 @@ pub(crate) fn scan(
     // unreadable directory is never taken to mean "every file was deleted".
     src.walk(&spec.start, ignore, |_| false).map_err(crate::Error::from)?;
 
-    let (walk_tx, walk_rx) = sync_channel::<Vec<WalkItem>>(16);
-    let walker = {
+    let (walk_rx, walker) = {
         let (src, ignore, start) = (src.clone(), ignore.clone(), spec.start.clone());
-        std::thread::Builder::new().name("tiercache-walk".into()).spawn(move || {
-            let mut batch = Vec::with_capacity(BATCH);
-            let r = src.walk(&start, &ignore, |item| {
-                batch.push(item);
-                if batch.len() == BATCH {
-                    return walk_tx.send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH))).is_ok();
-                }
-                true
-            });
-            let _ = walk_tx.send(batch);
-            r
-        })?
+        produce("tiercache-walk", move |push| src.walk(&start, &ignore, push).map_err(crate::Error::from))?
     };
-    let (row_tx, row_rx) = sync_channel::<Vec<FileRow>>(16);
-    let reader = {
+    let (row_rx, reader) = {
         let (index, ns_id, prefix) = (Arc::clone(&index), spec.ns_id, root_prefix.clone());
-        std::thread::Builder::new().name("tiercache-scan-read".into()).spawn(move || {
-            let mut batch = Vec::with_capacity(BATCH);
-            let r = index.scan_files(ns_id, &prefix, |row| {
-                batch.push(row);
-                if batch.len() == BATCH {
-                    return row_tx.send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH))).is_ok();
-                }
-                true
-            });
-            let _ = row_tx.send(batch);
-            r
-        })?
+        produce("tiercache-scan-read", move |push| index.scan_files(ns_id, &prefix, push).map_err(crate::Error::from))?
     };
     let (changes, writer) = start_writer(Arc::clone(&index), spec.ns_id);
     let tally = Arc::new(Tally::default());
@@ -468,15 +453,36 @@ pub(crate) fn scan(
     pool.finish();
     drop(changes);
     let written = writer.join().map_err(|_| crate::Error::Io("writer thread panicked".into()))?;
-    walked.map_err(crate::Error::from)?;
+    walked?;
     read?;
     written.map_err(crate::Error::Io)?;
-    report.n_hashed += tally.n_hashed.load(Ordering::Relaxed);
-    report.bytes_hashed += tally.bytes_hashed.load(Ordering::Relaxed);
-    report.n_unhashed += tally.n_unhashed.load(Ordering::Relaxed);
-    report.problems.extend(std::mem::take(&mut *tally.problems.lock().unwrap_or_else(|e| e.into_inner())));
-    report.elapsed_ms += t0.elapsed().as_millis() as u64;
+    tally.fold_into(report, t0);
     Ok(())
+}
+
+/// A producer thread, joined for its result.
+type Producer = std::thread::JoinHandle<Result<(), crate::Error>>;
+
+/// Runs `f` on a thread of its own, handing it a `push` that sends items in batches over a
+/// bounded channel (and returns `false` once the receiver is gone). Returns the receiving end.
+fn produce<T: Send + 'static>(
+    name: &str,
+    f: impl FnOnce(&mut dyn FnMut(T) -> bool) -> Result<(), crate::Error> + Send + 'static,
+) -> std::io::Result<(Receiver<Vec<T>>, Producer)> {
+    let (tx, rx) = sync_channel::<Vec<T>>(16);
+    let handle = std::thread::Builder::new().name(name.into()).spawn(move || {
+        let mut batch = Vec::with_capacity(BATCH);
+        let r = f(&mut |item| {
+            batch.push(item);
+            if batch.len() == BATCH {
+                return tx.send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH))).is_ok();
+            }
+            true
+        });
+        let _ = tx.send(batch);
+        r
+    })?;
+    Ok((rx, handle))
 }
 
 /// Hashes the files of `ns_id` that have no hashes yet (`migrate`), paging through the index.
@@ -516,10 +522,6 @@ pub(crate) fn hash_missing(
     let written = writer.join().map_err(|_| crate::Error::Io("writer thread panicked".into()))?;
     result?;
     written.map_err(crate::Error::Io)?;
-    report.n_hashed += tally.n_hashed.load(Ordering::Relaxed);
-    report.bytes_hashed += tally.bytes_hashed.load(Ordering::Relaxed);
-    report.n_unhashed += tally.n_unhashed.load(Ordering::Relaxed);
-    report.problems.extend(std::mem::take(&mut *tally.problems.lock().unwrap_or_else(|e| e.into_inner())));
-    report.elapsed_ms += t0.elapsed().as_millis() as u64;
+    tally.fold_into(report, t0);
     Ok(())
 }
