@@ -165,7 +165,7 @@ list_times() { awk '{printf "%s%.3f", (NR > 1 ? ", " : ""), $1}' "$1"; }
 # --- the tree ------------------------------------------------------------------------------------
 TREE="$BENCH_DIR/tree"
 PARAMS="files=$FILES total_mib=$TOTAL_MIB small_kib=$SMALL_MIN_KIB-$SMALL_MAX_KIB large_mib=$LARGE_MIB seed=1 gen=1"
-tree_summary() { find "$TREE" -type f -printf '%s\n' | awk '{n++; b += $1} END {printf "files %d bytes %d", n, b}'; }
+tree_summary() { find "$TREE" -type f -printf '%s\n' | awk '{n++; b += $1} END {printf "files %d bytes %.0f", n, b}'; }
 want_summary="files $FILES bytes $((TOTAL_MIB * 1048576))"
 if [ -d "$TREE" ] && [ "$(cat "$BENCH_DIR/tree.params" 2>/dev/null || true)" = "$PARAMS" ] &&
     [ "$(tree_summary)" = "$want_summary" ]; then
