@@ -109,10 +109,23 @@ impl DirSource {
     /// the root are followed), and returns it with its markers. A directory, a device or a FIFO
     /// is refused; a path that escapes the root fails as if it did not exist.
     pub fn open(&self, path: &RelPath) -> io::Result<(File, FileMarkers)> {
-        let root = self.open_root()?;
-        self.check_parents(&root, path)?;
+        self.open_at(&self.open_root()?, path)
+    }
+
+    /// [`DirSource::open`] with the root already open (from [`DirSource::open_root`]), for
+    /// callers that open many files.
+    pub fn open_at(&self, root: &OwnedFd, path: &RelPath) -> io::Result<(File, FileMarkers)> {
+        self.check_parents(root, path)?;
+        self.open_walked(root, path)
+    }
+
+    /// [`DirSource::open_at`] for a path the walk just produced: the check that no directory on
+    /// it is a symlink is skipped (the walk descends only real directories; a directory swapped
+    /// for a symlink since then is seen by the next update). The open is still resolved beneath
+    /// the root, so it cannot leave it.
+    pub fn open_walked(&self, root: &OwnedFd, path: &RelPath) -> io::Result<(File, FileMarkers)> {
         let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK | OFlags::NOCTTY;
-        let fd = match rustix::fs::openat2(&root, path.as_bytes(), flags, Mode::empty(), resolve_flags()) {
+        let fd = match rustix::fs::openat2(root, path.as_bytes(), flags, Mode::empty(), resolve_flags()) {
             Ok(fd) => fd,
             // EXDEV: the path or a symlink on it leads outside the root. ELOOP: a symlink loop.
             Err(rustix::io::Errno::XDEV | rustix::io::Errno::LOOP) => {

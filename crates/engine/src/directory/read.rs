@@ -134,9 +134,12 @@ impl Cache {
             .get_or_try_init(|| async {
                 let (s, p) = (Arc::clone(src), path.clone());
                 let seen = tiercache_core::FileMarkers { size_bytes: 0, mtime_ns: 0, ctime_ns: 0, inode: 0 };
-                let hashed = tokio::task::spawn_blocking(move || hash_one(&s, p.as_bytes(), seen))
-                    .await
-                    .map_err(|e| Error::Io(format!("hash task failed: {e}")))?;
+                let hashed = tokio::task::spawn_blocking(move || {
+                    let root = s.open_root().map_err(|e| format!("cannot read: {e}"))?;
+                    hash_one(&s, &root, p.as_bytes(), seen)
+                })
+                .await
+                .map_err(|e| Error::Io(format!("hash task failed: {e}")))?;
                 match hashed {
                     Ok(Some(row)) => {
                         let (id, r) = (ns.id, row.clone());

@@ -27,6 +27,10 @@ use tiercache_sources::dir::walk::{Ignore, WalkItem};
 
 /// Items per batch on the channels between threads.
 const BATCH: usize = 512;
+/// Files in one unit of hashing work, at most.
+const UNIT_FILES: usize = 64;
+/// Bytes in one unit of hashing work, about (a larger file is a unit of its own).
+const UNIT_BYTES: u64 = 4 << 20;
 /// Rows per index transaction, at most.
 const WRITE_BATCH: usize = 4096;
 /// A batch is written at least this often, so a long scan shows progress in the index.
@@ -164,13 +168,19 @@ pub(crate) fn is_racy(row: &FileRow) -> bool {
     row.hashed_at_ns.is_some_and(|h| row.markers.mtime_ns.max(row.markers.ctime_ns).saturating_add(RACY_NS) > h)
 }
 
-/// Hashes the file at `path`, retrying while it changes under the read. Returns the row to
+/// Hashes the file at `path` (a path the walk or an event produced: see
+/// [`DirSource::open_walked`]), retrying while it changes under the read. Returns the row to
 /// record, or `None` if the file is gone.
-pub(crate) fn hash_one(src: &DirSource, path: &[u8], seen: FileMarkers) -> Result<Option<FileRow>, String> {
+pub(crate) fn hash_one(
+    src: &DirSource,
+    root: &std::os::fd::OwnedFd,
+    path: &[u8],
+    seen: FileMarkers,
+) -> Result<Option<FileRow>, String> {
     let rel = RelPath::new(path.to_vec()).map_err(|e| e.to_string())?;
     let mut last_markers = seen;
     for _ in 0..HASH_ATTEMPTS {
-        let (file, markers) = match src.open(&rel) {
+        let (file, markers) = match src.open_walked(root, &rel) {
             Ok(x) => x,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             // The file exists but cannot be read: the caller keeps it in the read cache unhashed.
@@ -209,19 +219,20 @@ impl HashPool {
         tally: Arc<Tally>,
         progress: Arc<ScanProgress>,
     ) -> std::io::Result<HashPool> {
-        let (tx, rx) = sync_channel::<Vec<Job>>(n * 2);
+        let (tx, rx) = sync_channel::<Vec<Job>>(n * 8);
         let rx = Arc::new(Mutex::new(rx));
         let mut workers = Vec::new();
         for i in 0..n.max(1) {
             let (rx, src, changes, tally, progress) =
                 (Arc::clone(&rx), src.clone(), changes.clone(), Arc::clone(&tally), Arc::clone(&progress));
+            let root = src.open_root()?;
             workers.push(std::thread::Builder::new().name(format!("tiercache-hash-{i}")).spawn(move || {
                 loop {
                     let batch = { rx.lock().unwrap_or_else(|e| e.into_inner()).recv() };
                     let Ok(batch) = batch else { return };
                     let mut out = Vec::with_capacity(batch.len());
                     for job in batch {
-                        let change = match hash_one(&src, &job.path, job.seen) {
+                        let change = match hash_one(&src, &root, &job.path, job.seen) {
                             Ok(Some(row)) => {
                                 tally.n_hashed.fetch_add(1, Ordering::Relaxed);
                                 tally.bytes_hashed.fetch_add(row.markers.size_bytes, Ordering::Relaxed);
@@ -254,11 +265,25 @@ impl HashPool {
         Ok(HashPool { jobs: Some(tx), workers })
     }
 
-    fn submit(&self, batch: Vec<Job>) {
-        if !batch.is_empty()
-            && let Some(tx) = &self.jobs
-        {
-            let _ = tx.send(batch);
+    /// Hands `jobs` to the workers in units of at most [`UNIT_FILES`] files or about
+    /// [`UNIT_BYTES`]: a unit goes to one worker, so units must be small for the work to spread
+    /// evenly (a few large files in one 512-file batch would leave the other cores idle).
+    fn submit(&self, jobs: Vec<Job>) {
+        let Some(tx) = &self.jobs else { return };
+        let mut unit = Vec::new();
+        let mut unit_bytes = 0;
+        for job in jobs {
+            unit_bytes += job.seen.size_bytes;
+            unit.push(job);
+            if unit.len() >= UNIT_FILES || unit_bytes >= UNIT_BYTES {
+                if tx.send(std::mem::take(&mut unit)).is_err() {
+                    return;
+                }
+                unit_bytes = 0;
+            }
+        }
+        if !unit.is_empty() {
+            let _ = tx.send(unit);
         }
     }
 

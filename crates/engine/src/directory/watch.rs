@@ -177,6 +177,7 @@ impl Cache {
         let threads = self.inner.config.hash_threads;
         tokio::task::spawn_blocking(move || -> Result<(), Error> {
             let mut changes = Vec::new();
+            let root = src.open_root()?;
             for path in pending {
                 if ignore.covers(&path) {
                     continue;
@@ -190,7 +191,7 @@ impl Cache {
                         if row.as_ref().is_some_and(|r| r.markers == markers && r.sha256.is_some()) {
                             continue; // Unchanged markers: never rehashed.
                         }
-                        match hash_one(&src, &path, markers) {
+                        match hash_one(&src, &root, &path, markers) {
                             Ok(Some(row)) => changes.push(Change::Put(row)),
                             Ok(None) => changes.push(Change::Delete(path)),
                             Err(why) => {

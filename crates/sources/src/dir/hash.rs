@@ -70,17 +70,29 @@ pub enum HashError {
 /// [`HashError::Changed`] if its markers after the read differ, or if it held other than
 /// `before.size_bytes` bytes. Blocking.
 pub fn hash_file(file: &File, before: FileMarkers) -> Result<Hashed, HashError> {
-    let mut h = Hashes::new();
-    let mut buf = vec![0u8; BUF_BYTES];
-    let mut pos = 0u64;
-    loop {
-        let n = file.read_at(&mut buf, pos)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-        pos += n as u64;
+    thread_local! {
+        // One read buffer per thread: a fresh 1 MiB buffer per file costs a map, page faults and
+        // an unmap, which dominates for small files.
+        static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     }
+    let mut h = Hashes::new();
+    let mut pos = 0u64;
+    BUF.with_borrow_mut(|buf| -> io::Result<()> {
+        if buf.is_empty() {
+            buf.resize(BUF_BYTES, 0);
+        }
+        // Read exactly the size the markers give; growth shows in the markers read afterwards.
+        while pos < before.size_bytes {
+            let want = (before.size_bytes - pos).min(BUF_BYTES as u64) as usize;
+            let n = file.read_at(&mut buf[..want], pos)?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+            pos += n as u64;
+        }
+        Ok(())
+    })?;
     let after = markers_of(&rustix::fs::fstat(file).map_err(io_err)?);
     if after != before || pos != before.size_bytes {
         return Err(HashError::Changed);
