@@ -10,7 +10,7 @@
 #      Median wall time of BENCH_REPS interleaved runs of each. Goal: update <= 1.5x find.
 #   2. `tiercache index` of the whole tree into a fresh data directory, with the tree in the page
 #      cache, against the hashing limit: total bytes / (single-core MD5+SHA-256 throughput x nproc).
-#      The throughput is measured in the same run by crates/sources/examples/hash_speed.rs (median
+#      The throughput is measured in the same run by crates/core/examples/sha256_speed.rs (its md5+sha256 line) (median
 #      of 3). Median wall time of BENCH_INDEX_REPS runs. Goal: index <= 1.3x the limit.
 #   3. `Index::get_file` by path in a read cache of BENCH_LOOKUP_ROWS rows written straight through
 #      tiercache_index (no real tree): crates/engine/examples/dir_lookup.rs. One thread, random
@@ -58,8 +58,7 @@ LOOKUPS=${BENCH_LOOKUPS:-$q_lookups}
 KEEP=${BENCH_KEEP:-0}
 NS=bench
 
-log() { printf '==> %s\n' "$*" >&2; }
-die() { printf 'bench: error: %s\n' "$*" >&2; exit 1; }
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$REPO"
@@ -72,17 +71,6 @@ command -v python3 >/dev/null 2>&1 || die "python3 not found (it generates the t
 for t in awk find sort xargs cat df nproc; do command -v "$t" >/dev/null 2>&1 || die "$t not found"; done
 
 # --- machine -------------------------------------------------------------------------------------
-background_load() { # share of all CPUs busy over 2 s, and the load average
-    local a b
-    a=$(awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6}' /proc/stat)
-    sleep 2
-    b=$(awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6}' /proc/stat)
-    awk -v a="$a" -v b="$b" -v l="$(cut -d' ' -f1-3 /proc/loadavg)" 'BEGIN {
-        split(a, x, " "); split(b, y, " "); busy = y[1] - x[1]; idle = y[2] - x[2]
-        pct = (busy + idle) > 0 ? 100 * busy / (busy + idle) : 0
-        printf "%.0f%% of CPU busy with other work (2 s sample), load average %s%s", pct, l,
-            (pct > 10 ? "  WARNING: not a quiet machine" : "") }'
-}
 mkdir -p "$BENCH_DIR"
 CORES=$(nproc)
 cpu_model=$(awk -F': *' '/^model name/ {print $2; exit}' /proc/cpuinfo)
@@ -101,12 +89,12 @@ echo "before  : $BEFORE_LOAD"
 echo
 
 # --- build ---------------------------------------------------------------------------------------
-log "building (release): tiercache, examples hash_speed and dir_lookup"
+log "building (release): tiercache, examples sha256_speed and dir_lookup"
 cargo build --release -p tiercache
-cargo build --release -p tiercache-sources --example hash_speed
+cargo build --release -p tiercache-core --example sha256_speed
 cargo build --release -p tiercache-engine --example dir_lookup
 TARGET=$(cargo metadata --format-version 1 --no-deps | grep -o '"target_directory":"[^"]*"' | cut -d'"' -f4)
-for b in tiercache examples/hash_speed examples/dir_lookup; do
+for b in tiercache examples/sha256_speed examples/dir_lookup; do
     [ -x "$TARGET/release/$b" ] || die "no $TARGET/release/$b after the build"
 done
 dirty=$(git status --porcelain -- crates Cargo.toml Cargo.lock 2>/dev/null | awk '{print $2}' | tr '\n' ' ' || true)
@@ -132,11 +120,9 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 # Private copies, so a concurrent rebuild of the target directory cannot change them mid-run.
-cp "$TARGET/release/tiercache" "$TARGET/release/examples/hash_speed" "$TARGET/release/examples/dir_lookup" "$RUN/bin/"
+cp "$TARGET/release/tiercache" "$TARGET/release/examples/sha256_speed" "$TARGET/release/examples/dir_lookup" "$RUN/bin/"
 TC="$RUN/bin/tiercache"
 
-median() { sort -g | awk '{v[NR] = $1} END {if (NR == 0) exit 1; print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
-calc() { awk "BEGIN {printf \"$1\", $2}"; }
 now() { date +%s.%N; }
 verdict() { awk -v r="$1" -v op="$2" -v g="$3" 'BEGIN {ok = (op == "<") ? r < g : r <= g; print ok ? "PASS" : "MISS"}'; }
 json_field() { python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$1" "$2"; }
@@ -193,8 +179,8 @@ warm_tree
 log "single-core MD5+SHA-256 speed over ${HASH_MIB} MiB in memory (3x)"
 : >"$RUN/hash.out"
 for i in 1 2 3; do
-    show "$RUN/bin/hash_speed" "$HASH_MIB"
-    "$RUN/bin/hash_speed" "$HASH_MIB" >>"$RUN/hash.out" 2>>"$RUN/stderr.log"
+    show "$RUN/bin/sha256_speed" "$HASH_MIB"
+    "$RUN/bin/sha256_speed" "$HASH_MIB" 2>>"$RUN/stderr.log" | grep '^md5+sha256 ' >>"$RUN/hash.out"
 done
 HASH_BPS=$(awk '{for (i = 1; i < NF; i++) if ($(i + 1) == "bytes/s") print $i}' "$RUN/hash.out" | median)
 LIMIT_S=$(calc '%.4f' "$TOTAL_BYTES / ($HASH_BPS * $CORES)")
@@ -294,7 +280,7 @@ echo "Ratios: 1 update/find wall time; 2 index wall time / hashing limit; 3a byt
 echo
 echo "Context (no goal):"
 echo
-echo "- single-core MD5+SHA-256 (\`hash_speed ${HASH_MIB}\`, median of 3): $(calc '%.3f' "$HASH_BPS / 1e9") GB/s; runs: $(awk '{printf "%s%s", (NR > 1 ? ", " : ""), $2}' "$RUN/hash.out") GB/s"
+echo "- single-core MD5+SHA-256 (\`sha256_speed ${HASH_MIB}\`, md5+sha256 line, median of 3): $(calc '%.3f' "$HASH_BPS / 1e9") GB/s; runs: $(awk '{printf "%s%s", (NR > 1 ? ", " : ""), $2}' "$RUN/hash.out") GB/s"
 echo "- test 1 runs: update $(list_times "$RUN/t1.update") s; find $(list_times "$RUN/t1.find") s; the settling update rehashed ${SETTLE_HASHED} files"
 echo "- test 2 runs: $(list_times "$RUN/t2") s wall; the report's own elapsed_ms median ${T2_OWN}"
 echo "- test 3: misses p50 ${M50} µs, p99 ${M99} µs; hits ${PER_S} lookups/s; through \`spawn_blocking\` (the engine's hop) p50 ${SB50} µs, p99 ${SB99} µs"

@@ -34,8 +34,7 @@ NGINX_PORT_BASE=${BENCH_NGINX_PORT:-18480}
 TC_PORT_BASE=${BENCH_TIERCACHE_PORT:-18490}
 KEEP=${BENCH_KEEP:-0}
 
-log() { printf '==> %s\n' "$*" >&2; }
-die() { printf 'bench: error: %s\n' "$*" >&2; exit 1; }
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$REPO"
@@ -67,17 +66,6 @@ quiet_check() {
     pct=${line%%%*}
     [ "$pct" -le "$OTHER_MAX" ] || OTHER_MAX=$pct
     [ "$pct" -le 10 ] || log "warning: between tests: $line"
-}
-background_load() {
-    local a b
-    a=$(awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6}' /proc/stat)
-    sleep 2
-    b=$(awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6}' /proc/stat)
-    awk -v a="$a" -v b="$b" -v l="$(cut -d' ' -f1-3 /proc/loadavg)" 'BEGIN {
-        split(a, x, " "); split(b, y, " "); busy = y[1] - x[1]; idle = y[2] - x[2]
-        pct = (busy + idle) > 0 ? 100 * busy / (busy + idle) : 0
-        printf "%.0f%% of CPU busy with other work (2 s sample), load average %s%s", pct, l,
-            (pct > 10 ? "  WARNING: not a quiet machine" : "") }'
 }
 cpu_model=$(awk -F': *' '/^model name/ {print $2; exit}' /proc/cpuinfo)
 mem_total=$(awk '/^MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)
@@ -159,8 +147,6 @@ wait_idle() {
     done
     log "warning: process $pid still busy after 120 s"
 }
-median() { sort -g | awk '{v[NR] = $1} END {if (NR == 0) exit 1; print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
-calc() { awk "BEGIN {printf \"$1\", $2}"; }
 
 NGINX_PORT=$(pick_port "$NGINX_PORT_BASE")
 TC_PORT=$(pick_port "$TC_PORT_BASE")

@@ -8,12 +8,14 @@
 
 mod digest;
 mod dir;
+mod hashes;
 mod key;
 mod range;
 mod rel_path;
 
 pub use digest::{Digest, DigestError, Hasher};
 pub use dir::{FileMarkers, NamespaceOptions};
+pub use hashes::Hashes;
 pub use key::{Key, KeyError, MAX_KEY_BYTES, MAX_NAMESPACE_BYTES, NamespaceName};
 pub use range::{ByteRange, MAX_RANGES, RangeError, RangeRequest, Resolved};
 pub use rel_path::{MAX_REL_PATH_BYTES, RelPath};

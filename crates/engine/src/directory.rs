@@ -16,7 +16,6 @@ mod watch;
 
 use std::sync::Arc;
 
-use tiercache_core::NamespaceName;
 use tiercache_index::{DirState, FileRow, Namespace};
 use tiercache_sources::DirSource;
 use tiercache_sources::dir::walk::Ignore;
@@ -29,8 +28,9 @@ use crate::{Cache, Error};
 /// A file's facts once its markers were checked (what a read serves).
 pub(crate) type Current = FileRow;
 
-/// One hashing of a file on a read, shared by the readers that need it.
-pub(crate) type HashFlight = Arc<tokio::sync::OnceCell<Current>>;
+/// One hashing of a file on a read, shared by the readers that need it (`None`: the file kept
+/// changing while it was read).
+pub(crate) type HashFlight = Arc<tokio::sync::OnceCell<Option<Current>>>;
 
 /// The hash of what in a namespace's definition changes its read cache: the root and the ignore
 /// patterns (not copy-to-cache, which changes where bytes are kept, not what is indexed).
@@ -56,8 +56,7 @@ impl Cache {
     /// Namespace `name` and its directory source; [`Error::Invalid`] if it is not a directory
     /// namespace.
     pub(crate) async fn dir_namespace(&self, name: &str) -> Result<(Namespace, Arc<DirSource>), Error> {
-        let lookup = NamespaceName::new(name)?.as_str().to_owned();
-        let ns = self.ix(move |ix| ix.get_namespace(&lookup)).await?.ok_or_else(|| Error::NoNamespace(name.into()))?;
+        let ns = self.namespace_row(name).await?;
         let src = self.dir_source(&ns).ok_or_else(|| {
             Error::Invalid(format!(
                 "namespace {name} is not bound to a directory (source: {})",
@@ -189,8 +188,7 @@ impl Cache {
     /// only counts them. For a namespace with another source, computes the MD5 of its blobs that
     /// lack one. `tiercache migrate`.
     pub async fn migrate(&self, name: &str, dry_run: bool, progress: Arc<ScanProgress>) -> Result<UpdateReport, Error> {
-        let lookup = NamespaceName::new(name)?.as_str().to_owned();
-        let ns = self.ix(move |ix| ix.get_namespace(&lookup)).await?.ok_or_else(|| Error::NoNamespace(name.into()))?;
+        let ns = self.namespace_row(name).await?;
         let mut report = UpdateReport {
             namespace: ns.name.clone(),
             root: ns.source.clone().unwrap_or_default(),

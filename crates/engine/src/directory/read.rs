@@ -17,7 +17,7 @@ use tiercache_sources::dir::content_type;
 use tiercache_sources::{DirSource, SourceError};
 
 use super::Current;
-use super::scan::{hash_one, is_racy};
+use super::scan::{HashFailure, hash_one, is_racy};
 use crate::body::{Body, Read, ReadMeta, Tier};
 use crate::flight::{SpoolError, spool};
 use crate::read_path::http_date;
@@ -80,11 +80,11 @@ impl Cache {
         let fresh = row.filter(|r| r.markers == markers && r.sha256.is_some() && !is_racy(r));
         let current: Option<Current> = match fresh {
             Some(r) => Some(r),
-            None if markers.size_bytes <= INLINE_HASH_BYTES => self.rehash(&ns, &src, &path).await?,
+            None if markers.size_bytes <= INLINE_HASH_BYTES => self.rehash(&ns, &src, &path, markers).await?,
             None => {
                 let (cache, ns2, src2, path2) = (self.clone(), ns.clone(), Arc::clone(&src), path.clone());
                 tokio::spawn(async move {
-                    if let Err(e) = cache.rehash(&ns2, &src2, &path2).await {
+                    if let Err(e) = cache.rehash(&ns2, &src2, &path2, markers).await {
                         tracing::warn!(path = %path2, error = %e, "cannot hash changed file");
                     }
                 });
@@ -124,7 +124,13 @@ impl Cache {
 
     /// Hashes `path` now (one pass shared by concurrent readers) and records it. `None` if the
     /// file kept changing while read (it is recorded without hashes).
-    async fn rehash(&self, ns: &Namespace, src: &Arc<DirSource>, path: &RelPath) -> Result<Option<Current>, Error> {
+    async fn rehash(
+        &self,
+        ns: &Namespace,
+        src: &Arc<DirSource>,
+        path: &RelPath,
+        seen: tiercache_core::FileMarkers,
+    ) -> Result<Option<Current>, Error> {
         let key = (ns.id, path.as_bytes().to_vec());
         let cell = {
             let mut flights = self.inner.dir_flights.lock().unwrap_or_else(|p| p.into_inner());
@@ -133,9 +139,8 @@ impl Cache {
         let result = cell
             .get_or_try_init(|| async {
                 let (s, p) = (Arc::clone(src), path.clone());
-                let seen = tiercache_core::FileMarkers { size_bytes: 0, mtime_ns: 0, ctime_ns: 0, inode: 0 };
                 let hashed = tokio::task::spawn_blocking(move || {
-                    let root = s.open_root().map_err(|e| format!("cannot read: {e}"))?;
+                    let root = s.open_root().map_err(|e| HashFailure::Unreadable(format!("cannot read: {e}")))?;
                     hash_one(&s, &root, p.as_bytes(), seen)
                 })
                 .await
@@ -144,20 +149,17 @@ impl Cache {
                     Ok(Some(row)) => {
                         let (id, r) = (ns.id, row.clone());
                         self.ix(move |ix| ix.apply_files(id, &[r], &[], &[])).await?;
-                        Ok(row)
+                        Ok(Some(row))
                     }
                     Ok(None) => Err(not_found(src, path)),
-                    Err(why) => Err(Error::Io(format!("{path}: {why}"))),
+                    Err(HashFailure::Unstable(_)) => Ok(None),
+                    Err(HashFailure::Unreadable(why)) => Err(Error::Io(format!("{path}: {why}"))),
                 }
             })
             .await
             .cloned();
         self.inner.dir_flights.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
-        match result {
-            Ok(row) => Ok(Some(row)),
-            Err(Error::Io(why)) if why.contains("kept changing") => Ok(None),
-            Err(e) => Err(e),
-        }
+        result
     }
 
     /// Copies `path` into the disk tier as blob `digest` in the background (copy-to-cache), once

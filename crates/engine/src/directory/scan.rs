@@ -163,6 +163,17 @@ impl Tally {
     }
 }
 
+/// Why a file exists but has no hashes.
+#[derive(Debug, Clone, thiserror::Error)]
+pub(crate) enum HashFailure {
+    /// It cannot be opened or read (permissions, an I/O error).
+    #[error("{0}")]
+    Unreadable(String),
+    /// It kept changing while it was read.
+    #[error("{0}")]
+    Unstable(String),
+}
+
 /// Whether `row`'s hashes may predate a change its markers cannot show.
 pub(crate) fn is_racy(row: &FileRow) -> bool {
     row.hashed_at_ns.is_some_and(|h| row.markers.mtime_ns.max(row.markers.ctime_ns).saturating_add(RACY_NS) > h)
@@ -176,15 +187,15 @@ pub(crate) fn hash_one(
     root: &std::os::fd::OwnedFd,
     path: &[u8],
     seen: FileMarkers,
-) -> Result<Option<FileRow>, String> {
-    let rel = RelPath::new(path.to_vec()).map_err(|e| e.to_string())?;
+) -> Result<Option<FileRow>, HashFailure> {
+    let rel = RelPath::new(path.to_vec()).map_err(|e| HashFailure::Unreadable(e.to_string()))?;
     let mut last_markers = seen;
     for _ in 0..HASH_ATTEMPTS {
         let (file, markers) = match src.open_walked(root, &rel) {
             Ok(x) => x,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             // The file exists but cannot be read: the caller keeps it in the read cache unhashed.
-            Err(e) => return Err(format!("cannot read: {e}")),
+            Err(e) => return Err(HashFailure::Unreadable(format!("cannot read: {e}"))),
         };
         last_markers = markers;
         match hash_file(&file, markers) {
@@ -199,10 +210,10 @@ pub(crate) fn hash_one(
                 }));
             }
             Err(HashError::Changed) => continue,
-            Err(HashError::Io(e)) => return Err(format!("read failed: {e}")),
+            Err(HashError::Io(e)) => return Err(HashFailure::Unreadable(format!("read failed: {e}"))),
         }
     }
-    Err(format!("kept changing while read ({HASH_ATTEMPTS} attempts; markers {last_markers:?})"))
+    Err(HashFailure::Unstable(format!("kept changing while read ({HASH_ATTEMPTS} attempts; markers {last_markers:?})")))
 }
 
 /// A pool of hash workers feeding the writer.
@@ -309,33 +320,49 @@ fn start_writer(
 }
 
 fn write_changes(index: &Index, ns_id: i64, rx: Receiver<Vec<Change>>) -> Result<(), String> {
-    let (mut put, mut del, mut under) = (Vec::new(), Vec::new(), Vec::new());
+    let mut pending = Changes::default();
     let mut last = Instant::now();
-    let flush = |put: &mut Vec<FileRow>, del: &mut Vec<Vec<u8>>, under: &mut Vec<Vec<u8>>| {
-        let r = index.apply_files(ns_id, put, del, under).map_err(|e| e.to_string());
-        put.clear();
-        del.clear();
-        under.clear();
-        r
-    };
     loop {
         match rx.recv_timeout(WRITE_EVERY) {
-            Ok(batch) => {
-                for c in batch {
-                    match c {
-                        Change::Put(r) => put.push(r),
-                        Change::Delete(p) => del.push(p),
-                        Change::DeleteUnder(p) => under.push(p),
-                    }
-                }
-            }
+            Ok(batch) => batch.into_iter().for_each(|c| pending.push(c)),
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return flush(&mut put, &mut del, &mut under),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                return pending.apply(index, ns_id).map_err(|e| e.to_string());
+            }
         }
-        if put.len() + del.len() + under.len() >= WRITE_BATCH || last.elapsed() >= WRITE_EVERY {
-            flush(&mut put, &mut del, &mut under)?;
+        if pending.len() >= WRITE_BATCH || last.elapsed() >= WRITE_EVERY {
+            pending.apply(index, ns_id).map_err(|e| e.to_string())?;
             last = Instant::now();
         }
+    }
+}
+
+/// Changes gathered for one transaction.
+#[derive(Default)]
+pub(crate) struct Changes {
+    put: Vec<FileRow>,
+    delete: Vec<Vec<u8>>,
+    delete_under: Vec<Vec<u8>>,
+}
+
+impl Changes {
+    pub(crate) fn push(&mut self, c: Change) {
+        match c {
+            Change::Put(r) => self.put.push(r),
+            Change::Delete(p) => self.delete.push(p),
+            Change::DeleteUnder(p) => self.delete_under.push(p),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.put.len() + self.delete.len() + self.delete_under.len()
+    }
+
+    /// Writes the changes in one transaction and empties `self`.
+    pub(crate) fn apply(&mut self, index: &Index, ns_id: i64) -> Result<(), tiercache_index::IndexError> {
+        let r = index.apply_files(ns_id, &self.put, &self.delete, &self.delete_under);
+        *self = Changes::default();
+        r
     }
 }
 
@@ -369,7 +396,7 @@ pub(crate) fn scan(
     };
     // Fail before touching anything if the root (or subtree) cannot be read: a vanished or
     // unreadable directory is never taken to mean "every file was deleted".
-    src.walk(&spec.start, ignore, |_| false).map_err(crate::Error::from)?;
+    src.open_dir(&spec.start).map_err(crate::Error::from)?;
 
     let (walk_rx, walker) = {
         let (src, ignore, start) = (src.clone(), ignore.clone(), spec.start.clone());

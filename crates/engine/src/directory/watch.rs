@@ -20,7 +20,7 @@ use tiercache_sources::DirSource;
 use tiercache_sources::dir::Lookup;
 use tiercache_sources::dir::walk::Ignore;
 
-use super::scan::{self, Change, ScanProgress, ScanSpec, UpdateKind, UpdateReport, hash_one};
+use super::scan::{self, Change, Changes, ScanProgress, ScanSpec, UpdateKind, UpdateReport, hash_one};
 use crate::{Cache, Error};
 
 /// Paths queued between two passes, at most; beyond this the watcher reconciles in full.
@@ -176,7 +176,7 @@ impl Cache {
         let (index, src, ignore, id) = (Arc::clone(&self.inner.index), Arc::clone(src), ignore.clone(), ns.id);
         let threads = self.inner.config.hash_threads;
         tokio::task::spawn_blocking(move || -> Result<(), Error> {
-            let mut changes = Vec::new();
+            let mut changes = Changes::default();
             let root = src.open_root()?;
             for path in pending {
                 if ignore.covers(&path) {
@@ -220,15 +220,7 @@ impl Cache {
                     }
                 }
             }
-            let (mut put, mut del, mut under) = (Vec::new(), Vec::new(), Vec::new());
-            for c in changes {
-                match c {
-                    Change::Put(r) => put.push(r),
-                    Change::Delete(p) => del.push(p),
-                    Change::DeleteUnder(p) => under.push(p),
-                }
-            }
-            index.apply_files(id, &put, &del, &under)?;
+            changes.apply(&index, id)?;
             Ok(())
         })
         .await

@@ -4,43 +4,13 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 
-use md5::Digest as _;
-use tiercache_core::{Digest, FileMarkers, Hasher};
+pub use tiercache_core::Hashes;
+use tiercache_core::{Digest, FileMarkers};
 
 use super::{io_err, markers_of, now_ns};
 
 /// Read size for hashing.
 const BUF_BYTES: usize = 1 << 20;
-
-/// Both hashes, fed together.
-pub struct Hashes {
-    md5: md5::Md5,
-    sha256: Hasher,
-}
-
-impl Default for Hashes {
-    fn default() -> Self {
-        Hashes::new()
-    }
-}
-
-impl Hashes {
-    /// Empty hashes.
-    pub fn new() -> Hashes {
-        Hashes { md5: md5::Md5::new(), sha256: Hasher::new() }
-    }
-
-    /// Feeds `bytes` to both.
-    pub fn update(&mut self, bytes: &[u8]) {
-        self.md5.update(bytes);
-        self.sha256.update(bytes);
-    }
-
-    /// The MD5 and the SHA-256.
-    pub fn finish(self) -> ([u8; 16], Digest) {
-        (self.md5.finalize().into(), self.sha256.finish())
-    }
-}
 
 /// A file's hashes, and the markers it had throughout the read.
 #[derive(Debug, Clone)]

@@ -127,21 +127,30 @@ fn read_children(fd: &OwnedFd) -> io::Result<Vec<Child>> {
 }
 
 impl DirSource {
+    /// Opens the directory `start` (relative; empty for the root) for reading, beneath the root.
+    /// Succeeds if and only if a walk from there could begin.
+    pub fn open_dir(&self, start: &[u8]) -> io::Result<OwnedFd> {
+        let root = self.open_root()?;
+        if start.is_empty() {
+            return Ok(root);
+        }
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        rustix::fs::openat2(&root, start, flags, Mode::empty(), resolve_flags()).map_err(io_err)
+    }
+
     /// Walks the tree under `start` (a directory's relative path, empty for the root), calling
     /// `f` with every item in byte order of paths until it returns `false`.
     ///
     /// Fails if `start` cannot be opened or read (a missing or unreadable root is an error, never
     /// an empty tree); anything unreadable further down is reported as an item. Blocking.
     pub fn walk(&self, start: &[u8], ignore: &Ignore, mut f: impl FnMut(WalkItem) -> bool) -> io::Result<()> {
-        let root = self.open_root()?;
-        let (fd, prefix) = if start.is_empty() {
-            (root, Vec::new())
+        let fd = self.open_dir(start)?;
+        let prefix = if start.is_empty() {
+            Vec::new()
         } else {
-            let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
-            let fd = rustix::fs::openat2(&root, start, flags, Mode::empty(), resolve_flags()).map_err(io_err)?;
             let mut p = start.to_vec();
             p.push(b'/');
-            (fd, p)
+            p
         };
         let children = read_children(&fd).map_err(|e| {
             io::Error::new(e.kind(), format!("cannot read directory {}: {e}", self.absolute(start).display()))
