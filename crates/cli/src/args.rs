@@ -128,6 +128,20 @@ pub(crate) struct EngineArgs {
     /// Most source fetches at once [default: 64]
     #[arg(long, env = "TIERCACHE_MAX_CONCURRENT_FETCHES", value_name = "N")]
     pub(crate) max_concurrent_fetches: Option<usize>,
+    /// The shared cluster tier: s3://bucket/prefix?endpoint=…&region=…, redis://host:port/db,
+    /// fs:///path, or any OpenDAL service as scheme://…?option=value (S3 credentials from
+    /// AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)
+    #[arg(long, env = "TIERCACHE_SHARED", value_name = "URL")]
+    pub(crate) shared: Option<String>,
+    /// Time limit of one call to the shared tier [default: 10s]
+    #[arg(long, env = "TIERCACHE_SHARED_TIMEOUT", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub(crate) shared_timeout: Option<std::time::Duration>,
+    /// Time limit of each read or write step of a shared-tier transfer [default: 5s]
+    #[arg(long, env = "TIERCACHE_SHARED_IO_TIMEOUT", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub(crate) shared_io_timeout: Option<std::time::Duration>,
+    /// Retries of a failed shared-tier call [default: 2]
+    #[arg(long, env = "TIERCACHE_SHARED_RETRIES", value_name = "N")]
+    pub(crate) shared_retries: Option<usize>,
 }
 
 #[derive(Debug, Args)]

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use serde::Deserialize;
-use tiercache_engine::{CacheConfig, HttpSourceConfig};
+use tiercache_engine::{CacheConfig, HttpSourceConfig, SharedConfig};
 
 use crate::args::EngineArgs;
 
@@ -29,6 +29,19 @@ pub(crate) struct FileConfig {
     pub(crate) reconcile_interval: Option<Duration>,
     /// Threads hashing files in `index`, `update`, `migrate` (default: one per core).
     pub(crate) hash_threads: Option<usize>,
+    /// The shared cluster tier's URL.
+    pub(crate) shared: Option<String>,
+    #[serde(default, with = "opt_duration")]
+    pub(crate) shared_timeout: Option<Duration>,
+    #[serde(default, with = "opt_duration")]
+    pub(crate) shared_io_timeout: Option<Duration>,
+    pub(crate) shared_retries: Option<usize>,
+    /// Write-backs to the shared tier waiting at most; more are dropped and counted.
+    pub(crate) shared_write_back_queue: Option<usize>,
+    /// Circuit breaker: failures in a row that open it, and how long it stays open.
+    pub(crate) shared_breaker_failures: Option<u32>,
+    #[serde(default, with = "opt_duration")]
+    pub(crate) shared_breaker_cooldown: Option<Duration>,
     /// Namespaces created (idempotently) when `serve` starts.
     #[serde(default)]
     pub(crate) namespaces: BTreeMap<String, FileNamespace>,
@@ -86,7 +99,7 @@ fn default_data_dir() -> PathBuf {
 }
 
 /// The engine configuration from flags/env, the file, and defaults.
-pub(crate) fn engine_config(data_dir: Option<&Path>, args: &EngineArgs, file: &FileConfig) -> CacheConfig {
+pub(crate) fn engine_config(data_dir: Option<&Path>, args: &EngineArgs, file: &FileConfig) -> Result<CacheConfig> {
     let data_dir = data_dir.map(Path::to_owned).or_else(|| file.data_dir.clone()).unwrap_or_else(default_data_dir);
     let mut cfg = CacheConfig::new(data_dir);
     let http = HttpSourceConfig::default();
@@ -102,7 +115,33 @@ pub(crate) fn engine_config(data_dir: Option<&Path>, args: &EngineArgs, file: &F
     if let Ok(v) = std::env::var("TIERCACHE_TEST_VERSION") {
         cfg.version = v;
     }
-    cfg
+    cfg.shared = shared_config(args, file)?;
+    Ok(cfg)
+}
+
+/// The shared tier's settings, if a URL is given; zero time limits are refused.
+fn shared_config(args: &EngineArgs, file: &FileConfig) -> Result<Option<SharedConfig>> {
+    let Some(url) = args.shared.clone().or_else(|| file.shared.clone()).filter(|u| !u.is_empty()) else {
+        return Ok(None);
+    };
+    let mut c = SharedConfig::new(url);
+    let l = &mut c.limits;
+    l.timeout = args.shared_timeout.or(file.shared_timeout).unwrap_or(l.timeout);
+    l.io_timeout = args.shared_io_timeout.or(file.shared_io_timeout).unwrap_or(l.io_timeout);
+    l.retries = args.shared_retries.or(file.shared_retries).unwrap_or(l.retries);
+    c.write_back_queue = file.shared_write_back_queue.unwrap_or(c.write_back_queue);
+    c.breaker_failures = file.shared_breaker_failures.unwrap_or(c.breaker_failures);
+    c.breaker_cooldown = file.shared_breaker_cooldown.unwrap_or(c.breaker_cooldown);
+    for (name, d) in [
+        ("shared timeout", l.timeout),
+        ("shared io timeout", l.io_timeout),
+        ("shared breaker cooldown", c.breaker_cooldown),
+    ] {
+        anyhow::ensure!(!d.is_zero(), "{name} must be longer than zero");
+    }
+    anyhow::ensure!(c.write_back_queue > 0, "shared_write_back_queue must be at least 1");
+    anyhow::ensure!(c.breaker_failures > 0, "shared_breaker_failures must be at least 1");
+    Ok(Some(c))
 }
 
 /// The listen address from flag/env, the file, or the default.

@@ -56,7 +56,7 @@ async fn open_with(
     file: &FileConfig,
     adjust: impl FnOnce(&mut tiercache_engine::CacheConfig),
 ) -> Result<Cache> {
-    let mut cfg = config::engine_config(cli.data_dir.as_deref(), engine, file);
+    let mut cfg = config::engine_config(cli.data_dir.as_deref(), engine, file)?;
     adjust(&mut cfg);
     let dir = cfg.data_dir.clone();
     let cache = Cache::open(cfg).await.with_context(|| format!("cannot open data directory {}", dir.display()))?;
@@ -93,6 +93,24 @@ async fn run(cli: Cli) -> Result<u8> {
                 println!("oldest: {}", time_or_dash(s.oldest_ms));
                 println!("newest: {}", time_or_dash(s.newest_ms));
                 print_namespace_table(&s.namespaces);
+                if !report.shared.is_empty() {
+                    let c = |name: &str| report.shared.get(name).copied().unwrap_or(0);
+                    println!(
+                        "shared tier: {} hits, {} misses, {} read; write-backs {} queued, {} done, {} skipped (already there), {} dropped (queue full), {} failed; {} errors, {} corrupt; breaker {} ({} trips)",
+                        c("hits"),
+                        c("misses"),
+                        human_bytes(c("read_bytes").max(0) as u64),
+                        c("write_backs_queued"),
+                        c("write_backs_done"),
+                        c("write_backs_skipped"),
+                        c("write_backs_dropped"),
+                        c("write_backs_failed"),
+                        c("errors"),
+                        c("corrupt"),
+                        if c("breaker_open") == 1 { "open" } else { "closed" },
+                        c("breaker_trips"),
+                    );
+                }
                 for ns in &s.namespaces {
                     if let Some(d) = &ns.directory {
                         println!(

@@ -15,6 +15,8 @@ use tiercache_core::{ByteRange, Digest, Key};
 use tiercache_sources::{FetchRequest, Fetched, Source};
 use tokio::sync::watch;
 
+use tiercache_tiers::shared::{ChunkList, SharedTier};
+
 use crate::flight::Phase;
 use crate::telemetry;
 
@@ -33,6 +35,8 @@ const TAIL_WINDOW_BYTES: u64 = 4 * 1024 * 1024;
 pub enum Tier {
     /// The local disk tier.
     Disk,
+    /// The shared cluster tier.
+    Shared,
     /// The source (a fetch, or a wait on one).
     Source,
 }
@@ -42,6 +46,7 @@ impl Tier {
     pub fn as_str(&self) -> &'static str {
         match self {
             Tier::Disk => "disk",
+            Tier::Shared => "shared",
             Tier::Source => "source",
         }
     }
@@ -83,6 +88,9 @@ pub(crate) enum Body {
     File { file: Arc<File>, size_bytes: u64 },
     /// A fetch under way (or just finished).
     Flight { rx: watch::Receiver<Phase>, source: Arc<dyn Source>, key: Key },
+    /// A blob in the shared tier, with the disk-tier fill `rx` under way and the first chunk the
+    /// reader wants already read and verified (`primed`: its start offset and bytes).
+    Shared { rx: watch::Receiver<Phase>, tier: Arc<SharedTier>, list: Arc<ChunkList>, primed: Option<(u64, Bytes)> },
 }
 
 type ByteStream = BoxStream<'static, io::Result<Bytes>>;
@@ -92,6 +100,15 @@ impl Read {
     /// response with a whole body in hand is cheaper to send than a stream). `None` for a large
     /// read or a fetch under way: use [`Read::into_stream`].
     pub fn read_small(&self, range: Option<ByteRange>) -> Option<io::Result<Bytes>> {
+        if let Body::Shared { primed: Some((cs, bytes)), list, .. } = &self.body {
+            // The verified chunk in hand may hold the whole range.
+            let (start, end) = range.map(|r| (r.start, r.end + 1)).unwrap_or((0, list.size_bytes));
+            let fits = start >= *cs && end <= cs + bytes.len() as u64 && end - start <= INLINE_READ_BYTES;
+            return fits.then(|| {
+                telemetry::read_bytes(self.meta.tier, end - start);
+                Ok(bytes.slice((start - cs) as usize..(end - cs) as usize))
+            });
+        }
         let Body::File { file, size_bytes } = &self.body else { return None };
         let (start, end) = range.map(|r| (r.start, r.end + 1)).unwrap_or((0, *size_bytes));
         if end.saturating_sub(start) > INLINE_READ_BYTES {
@@ -112,6 +129,10 @@ impl Read {
             Body::File { file, size_bytes } => {
                 let (start, end) = range.map(|r| (r.start, r.end + 1)).unwrap_or((0, size_bytes));
                 file_stream(file, start, end)
+            }
+            Body::Shared { rx, tier, list, primed } => {
+                let (start, end) = range.map(|r| (r.start, r.end + 1)).unwrap_or((0, list.size_bytes));
+                shared_stream(rx, tier, list, primed, start, end)
             }
             Body::Flight { rx, source, key } => {
                 let phase = rx.borrow().clone();
@@ -226,6 +247,46 @@ fn flight_stream(rx: watch::Receiver<Phase>, start: u64, end: Option<u64>) -> By
         }
     })
     .boxed()
+}
+
+/// Bytes `start..end` of a shared-tier blob: from the primed chunk if it holds them all; else by
+/// tailing the disk-tier fill if it is near `start`; else the primed chunk and then verified
+/// chunks read from the shared tier.
+fn shared_stream(
+    rx: watch::Receiver<Phase>,
+    tier: Arc<SharedTier>,
+    list: Arc<ChunkList>,
+    primed: Option<(u64, Bytes)>,
+    start: u64,
+    end: u64,
+) -> ByteStream {
+    if end <= start {
+        return futures::stream::empty().boxed();
+    }
+    if let Some((cs, bytes)) = &primed
+        && start >= *cs
+        && end <= cs + bytes.len() as u64
+    {
+        let slice = bytes.slice((start - cs) as usize..(end - cs) as usize);
+        return futures::stream::once(async move { Ok(slice) }).boxed();
+    }
+    let fill_near = match &*rx.borrow() {
+        Phase::Waiting => start < TAIL_WINDOW_BYTES,
+        Phase::Streaming { written, .. } | Phase::Done { written, .. } => start <= written + TAIL_WINDOW_BYTES,
+        Phase::NotModified | Phase::Failed(_) => false,
+    };
+    if fill_near {
+        return flight_stream(rx, start, Some(end));
+    }
+    let (head, rest_from) = match primed {
+        Some((cs, bytes)) if start >= cs && start < cs + bytes.len() as u64 => {
+            let to = (end - cs).min(bytes.len() as u64) as usize;
+            (Some(bytes.slice((start - cs) as usize..to)), cs + to as u64)
+        }
+        _ => (None, start),
+    };
+    let rest = tier.read_range(list, rest_from, end).map(|r| r.map_err(io::Error::other));
+    futures::stream::iter(head.map(Ok)).chain(rest).boxed()
 }
 
 /// A range asked of the source directly, for a cold read far ahead of the whole-blob fetch.

@@ -6,12 +6,16 @@ use std::sync::{Arc, Mutex};
 use tiercache_core::{Digest, Key, now_ms};
 use tiercache_index::{Index, IndexError, NewEntry};
 use tiercache_sources::Source;
+use tiercache_tiers::shared::{SharedTier, WriteBack};
 use tiercache_tiers::{DiskTier, FinishedBlob};
 use tokio::sync::{Semaphore, watch};
 
 use crate::access::AccessLog;
 use crate::flight::Phase;
 use crate::{CacheConfig, Error, maintenance, telemetry};
+
+/// Names of the shared tier's counters in the index start with this.
+const SHARED_PREFIX: &str = "shared.";
 
 /// A tiercache instance over one data directory. Cheap to clone; clones share everything.
 ///
@@ -32,6 +36,12 @@ pub(crate) struct Inner {
     pub(crate) config: CacheConfig,
     pub(crate) index: Arc<Index>,
     pub(crate) disk: DiskTier,
+    /// The shared cluster tier and its write-back queue, if configured.
+    pub(crate) shared: Option<(Arc<SharedTier>, WriteBack)>,
+    /// Disk-tier fills from the shared tier under way, by digest (single flight, like `flights`).
+    pub(crate) fills: Mutex<HashMap<Digest, watch::Receiver<Phase>>>,
+    /// Shared-tier counters already added to the index (what the next flush adds is the rest).
+    pub(crate) shared_flushed: Mutex<tiercache_tiers::shared::SharedStats>,
     /// Fetches under way, by `(namespace id, key)`. Only flights still waiting or streaming are
     /// joined; a finished one is removed (or replaced by the next miss).
     pub(crate) flights: Mutex<HashMap<(i64, Key), watch::Receiver<Phase>>>,
@@ -70,6 +80,15 @@ impl Cache {
         })
         .await
         .map_err(|e| Error::Io(e.to_string()))??;
+        let shared = match &config.shared {
+            Some(sc) => {
+                let tier = Arc::new(SharedTier::open(sc).map_err(Error::Invalid)?);
+                let write_back = WriteBack::spawn(Arc::clone(&tier), sc.write_back_queue, sc.write_back_workers);
+                tracing::info!(store = tier.display(), "shared tier configured");
+                Some((tier, write_back))
+            }
+            None => None,
+        };
         let cache = Cache {
             inner: Arc::new(Inner {
                 fetch_permits: Semaphore::new(config.max_concurrent_fetches.max(1)),
@@ -79,6 +98,9 @@ impl Cache {
                 config,
                 index: Arc::new(index),
                 disk,
+                shared,
+                fills: Mutex::new(HashMap::new()),
+                shared_flushed: Mutex::new(Default::default()),
                 flights: Mutex::new(HashMap::new()),
                 access: AccessLog::default(),
                 sources: Mutex::new(HashMap::new()),
@@ -124,11 +146,45 @@ impl Cache {
 
     /// Writes batched access times now. Call before exiting.
     pub async fn flush(&self) -> Result<(), Error> {
+        self.flush_shared_counters().await?;
         let batch = self.inner.access.drain();
         if batch.is_empty() {
             return Ok(());
         }
         self.ix(move |ix| ix.record_access(&batch)).await
+    }
+
+    /// This process's shared-tier counters and breaker state; `None` without a shared tier.
+    pub fn shared_stats(&self) -> Option<tiercache_tiers::shared::SharedStats> {
+        self.inner.shared.as_ref().map(|(tier, _)| tier.stats())
+    }
+
+    /// The shared-tier counters summed over every process that used this data directory (as of
+    /// their last flush), by name (`hits`, `misses`, …, `breaker_open`).
+    pub async fn shared_counters(&self) -> Result<std::collections::BTreeMap<String, i64>, Error> {
+        let all = self.ix(|ix| ix.counters(SHARED_PREFIX)).await?;
+        Ok(all.into_iter().map(|(k, v)| (k[SHARED_PREFIX.len()..].to_owned(), v)).collect())
+    }
+
+    /// Adds what the shared tier counted since the last flush to the index.
+    async fn flush_shared_counters(&self) -> Result<(), Error> {
+        let Some((tier, _)) = &self.inner.shared else { return Ok(()) };
+        let now = tier.stats();
+        let deltas: Vec<(String, i64)> = {
+            let mut last = self.inner.shared_flushed.lock().unwrap_or_else(|p| p.into_inner());
+            let d = now
+                .counters()
+                .iter()
+                .zip(last.counters())
+                .filter(|((_, n), (_, l))| n != l)
+                .map(|((name, n), (_, l))| (format!("{SHARED_PREFIX}{name}"), n.saturating_sub(l) as i64))
+                .collect();
+            *last = now.clone();
+            d
+        };
+        let open = now.breaker.is_some_and(|b| b != tiercache_tiers::shared::BreakerState::Closed);
+        let latest = vec![(format!("{SHARED_PREFIX}breaker_open"), open as i64)];
+        self.ix(move |ix| ix.bump_counters(&deltas, &latest)).await
     }
 
     fn spawn_access_flusher(&self) {
@@ -199,6 +255,11 @@ impl Cache {
         self.blocking(move |_| finished.publish()).await?;
         self.ix(move |ix| ix.commit_blob(&digest, size, retain, entry.as_ref(), now_ms())).await?;
         metrics::counter!(telemetry::BLOBS_STORED, "origin" => origin).increment(1);
+        if let Some((_, write_back)) = &self.inner.shared
+            && origin != "shared"
+        {
+            write_back.queue(digest, self.inner.disk.blob_path(&digest));
+        }
         self.spawn_md5(digest);
         Ok(digest)
     }

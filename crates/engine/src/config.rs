@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use tiercache_sources::HttpSourceConfig;
+use tiercache_tiers::shared::SharedConfig;
 
 /// How a [`crate::Cache`] behaves.
 #[derive(Debug, Clone)]
@@ -28,6 +29,8 @@ pub struct CacheConfig {
     pub watch_debounce: Duration,
     /// Threads hashing files during `index`, `update` and `migrate` (default: one per core).
     pub hash_threads: usize,
+    /// The shared cluster tier, if any: read after the disk tier, written back after a fetch.
+    pub shared: Option<SharedConfig>,
 }
 
 impl CacheConfig {
@@ -43,6 +46,7 @@ impl CacheConfig {
             reconcile_interval: Duration::from_secs(600),
             watch_debounce: Duration::from_millis(200),
             hash_threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            shared: None,
         }
     }
 }

@@ -121,3 +121,15 @@ pub(crate) async fn spool<E: Send + 'static>(
 
 /// The sending half of a flight.
 pub(crate) type PhaseSender = Arc<watch::Sender<Phase>>;
+
+/// A [`spool`] progress callback that publishes `written` in the flight's streaming phase.
+pub(crate) fn progress(tx: &PhaseSender) -> impl Fn(u64) + Send + 'static {
+    let tx = Arc::clone(tx);
+    move |written| {
+        tx.send_modify(|p| {
+            if let Phase::Streaming { written: w, .. } = p {
+                *w = written;
+            }
+        })
+    }
+}

@@ -16,6 +16,7 @@ mod flight;
 mod maintenance;
 mod namespaces;
 mod read_path;
+mod shared_read;
 mod telemetry;
 
 pub use body::{Read, ReadMeta, Tier};
@@ -25,7 +26,9 @@ pub use directory::{MAX_LIST_LIMIT, ScanProgress, Stored, UpdateKind, UpdateRepo
 pub use error::Error;
 pub use maintenance::{CleanupReport, StatsReport, VacuumReport, VerifyReport};
 pub use namespaces::NamespaceInfo;
+pub use shared_read::Intent;
 pub use tiercache_core::{ByteRange, Digest, Key, NamespaceName, RangeRequest};
 pub use tiercache_core::{NamespaceOptions, RelPath};
 pub use tiercache_index::{DirStats, ListPage, ListRequest, ListedItem, Namespace};
 pub use tiercache_sources::{HttpSourceConfig, SourceError};
+pub use tiercache_tiers::shared::{BreakerState, SharedConfig, SharedStats, StoreLimits};

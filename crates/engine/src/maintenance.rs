@@ -32,6 +32,10 @@ pub struct StatsReport {
     /// Totals.
     #[serde(flatten)]
     pub stats: Stats,
+    /// The shared tier's counters, summed over every process that used this data directory
+    /// (`hits`, `misses`, `read_bytes`, `write_backs_*`, `errors`, `corrupt`, `breaker_trips`,
+    /// `breaker_open`); empty if none ever used one.
+    pub shared: std::collections::BTreeMap<String, i64>,
 }
 
 /// `vacuum`: database size before and after.
@@ -166,7 +170,13 @@ impl Cache {
         self.flush().await?;
         let only = only_ns.map(str::to_owned);
         let stats = self.ix(move |ix| ix.stats(only.as_deref())).await?;
-        Ok(StatsReport { data_dir: self.data_dir().to_owned(), index_bytes: self.inner.index.file_bytes(), stats })
+        let shared = self.shared_counters().await?;
+        Ok(StatsReport {
+            data_dir: self.data_dir().to_owned(),
+            index_bytes: self.inner.index.file_bytes(),
+            stats,
+            shared,
+        })
     }
 
     /// Removes the entries of namespace `ns` (those whose key starts with `prefix`, if given), or of

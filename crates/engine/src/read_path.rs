@@ -13,21 +13,41 @@ use tiercache_sources::{FetchRequest, Fetched, Source};
 use tokio::sync::watch;
 
 use crate::body::{Body, Read, ReadMeta, Tier};
-use crate::flight::{Failure, Phase, PhaseSender, SpoolError, Started, spool};
+use crate::flight::{Failure, Phase, PhaseSender, SpoolError, Started, progress, spool};
+use crate::shared_read::Intent;
 use crate::{Cache, Error, telemetry};
 
 impl Cache {
-    /// Reads a blob by digest from the disk tier.
+    /// Reads a blob by digest from the disk tier, else the shared tier.
     ///
-    /// Fails with [`Error::NoBlob`] if the blob is not held here.
+    /// Fails with [`Error::NoBlob`] if neither holds it.
     pub async fn read_blob(&self, digest: &Digest) -> Result<Read, Error> {
+        self.read_blob_with(digest, Intent::Whole).await
+    }
+
+    /// [`Cache::read_blob`] for a reader that will want `intent` of it, so that a shared-tier hit
+    /// verifies those bytes before answering.
+    pub async fn read_blob_with(&self, digest: &Digest, intent: Intent) -> Result<Read, Error> {
         let t0 = Instant::now();
         // A small, page-cached open and fstat: cheaper inline than a hop to a blocking thread.
         let opened = self.inner.disk.open_blob(digest)?;
         let Some((file, fs_meta)) = opened else {
             metrics::counter!(telemetry::READS, "tier" => "disk", "outcome" => "miss").increment(1);
             tracing::debug!(%digest, tier = "disk", outcome = "miss", "read blob");
-            return Err(Error::NoBlob(*digest));
+            let Some(hit) = self.read_shared(*digest, &intent, true).await? else {
+                return Err(Error::NoBlob(*digest));
+            };
+            return Ok(Read {
+                meta: ReadMeta {
+                    tier: Tier::Shared,
+                    size_bytes: Some(hit.size_bytes),
+                    etag: Some(format!("\"{digest}\"")),
+                    content_type: Some("application/octet-stream".into()),
+                    last_modified: None,
+                    digest: Some(*digest),
+                },
+                body: hit.body,
+            });
         };
         let (size, last_modified) = (fs_meta.len(), fs_meta.modified().ok().map(http_date));
         self.inner.access.note(None, *digest, now_ms());
@@ -58,6 +78,12 @@ impl Cache {
     /// [`Cache::read_entry`] with the key as raw bytes: a directory's file names need not be
     /// UTF-8 (other namespaces' keys must be).
     pub async fn read_entry_raw(&self, namespace: &str, key: &[u8]) -> Result<Read, Error> {
+        self.read_entry_with(namespace, key, Intent::Whole).await
+    }
+
+    /// [`Cache::read_entry_raw`] for a reader that will want `intent` of it, so that a shared-tier
+    /// hit verifies those bytes before answering.
+    pub async fn read_entry_with(&self, namespace: &str, key: &[u8], intent: Intent) -> Result<Read, Error> {
         let ns = self.namespace_row(namespace).await?;
         if let Some(src) = self.dir_source(&ns) {
             return self.read_dir_entry(ns, src, tiercache_core::RelPath::new(key.to_vec())?).await;
@@ -68,7 +94,7 @@ impl Cache {
         // looked; the next pass finds it. Entries deleted again at once could repeat that, so the
         // number of passes is bounded.
         for _ in 0..3 {
-            if let Some(read) = self.read_entry_once(&ns, key).await? {
+            if let Some(read) = self.read_entry_once(&ns, key, &intent).await? {
                 return Ok(read);
             }
         }
@@ -77,7 +103,12 @@ impl Cache {
 
     /// One pass of the read path. Returns `Ok(None)` if and only if another flight (in this process
     /// or another) stored the entry after this pass looked in the index; the caller looks again.
-    async fn read_entry_once(&self, ns: &tiercache_index::Namespace, key: &str) -> Result<Option<Read>, Error> {
+    async fn read_entry_once(
+        &self,
+        ns: &tiercache_index::Namespace,
+        key: &str,
+        intent: &Intent,
+    ) -> Result<Option<Read>, Error> {
         let t0 = Instant::now();
         let namespace = ns.name.as_str();
         let key = Key::new(key)?;
@@ -86,10 +117,11 @@ impl Cache {
 
         let mut validators = None;
         if let Some(entry) = entry {
+            let age = Duration::from_millis(now_ms().saturating_sub(entry.validated_at).max(0) as u64);
+            let is_fresh = ns.source.is_none() || age < self.inner.config.revalidate_after;
             if let Some((file, fs_meta)) = self.inner.disk.open_blob(&entry.digest)? {
                 let size = fs_meta.len();
-                let age = Duration::from_millis(now_ms().saturating_sub(entry.validated_at).max(0) as u64);
-                if ns.source.is_none() || age < self.inner.config.revalidate_after {
+                if is_fresh {
                     return self.serve_entry_from_disk(entry, file, size, t0, "hit").await.map(Some);
                 }
                 validators = Some(entry.validators.clone()).filter(|v| !v.is_empty());
@@ -103,6 +135,8 @@ impl Cache {
                         FlightOutcome::Read(read) => return Ok(Some(read)),
                     }
                 }
+            } else if is_fresh && let Some(hit) = self.read_shared(entry.digest, &intent, false).await? {
+                return Ok(Some(self.entry_read(entry, Tier::Shared, hit.size_bytes, hit.body)));
             } else {
                 tracing::debug!(namespace, %key, digest = %entry.digest, "entry's blob is gone from the disk tier; refetching");
             }
@@ -137,22 +171,28 @@ impl Cache {
             Some(m) => m,
             None => self.md5_of(entry.digest).await?,
         };
-        self.inner.access.note(Some((entry.ns_id, entry.key.clone())), entry.digest, now_ms());
         served(Tier::Disk, outcome, t0, size, || entry.key.clone());
+        let entry = Entry { md5: Some(md5), ..entry };
+        Ok(self.entry_read(entry, Tier::Disk, size, Body::File { file: Arc::new(file), size_bytes: size }))
+    }
+
+    /// A read of `entry` whose blob `tier` serves through `body`; records the access.
+    fn entry_read(&self, entry: Entry, tier: Tier, size: u64, body: Body) -> Read {
+        self.inner.access.note(Some((entry.ns_id, entry.key.clone())), entry.digest, now_ms());
         let last_modified = entry.validators.last_modified.clone().or_else(|| {
             Some(http_date(SystemTime::UNIX_EPOCH + Duration::from_millis(entry.created_at.max(0) as u64)))
         });
-        Ok(Read {
+        Read {
             meta: ReadMeta {
-                tier: Tier::Disk,
+                tier,
                 size_bytes: Some(size),
-                etag: Some(format!("\"{md5}\"")),
-                content_type: entry.content_type.clone(),
+                etag: entry.md5.as_ref().map(|md5| format!("\"{md5}\"")),
+                content_type: entry.content_type,
                 last_modified,
                 digest: Some(entry.digest),
             },
-            body: Body::File { file: Arc::new(file), size_bytes: size },
-        })
+            body,
+        }
     }
 
     /// Joins the flight for `(ns_id, key)`, starting it if there is none under way, and waits
@@ -293,16 +333,7 @@ impl Cache {
         let temp = self.inner.disk.create_temp().map_err(Error::from)?;
         let started = Arc::new(Started { meta: body.meta.clone(), file: temp.reader() });
         tx.send_replace(Phase::Streaming { started: Arc::clone(&started), written: 0 });
-        let progress_tx = Arc::clone(tx);
-        let finished = spool(temp, body.stream, move |written| {
-            progress_tx.send_modify(|p| {
-                if let Phase::Streaming { written: w, .. } = p {
-                    *w = written;
-                }
-            })
-        })
-        .await
-        .map_err(|e| match e {
+        let finished = spool(temp, body.stream, progress(tx)).await.map_err(|e| match e {
             SpoolError::Body(e) => Failure::Source(e),
             SpoolError::Local(e) => Failure::from(e),
         })?;
@@ -361,7 +392,7 @@ enum FetchEnd {
 }
 
 /// Logs and counts one read: which tier served it, how, the bytes and the time.
-fn served(tier: Tier, outcome: &'static str, t0: Instant, bytes: u64, what: impl FnOnce() -> String) {
+pub(crate) fn served(tier: Tier, outcome: &'static str, t0: Instant, bytes: u64, what: impl FnOnce() -> String) {
     let tier_name = tier.as_str();
     if (tier, outcome) == (Tier::Disk, "hit") {
         let m = telemetry::disk_hit();

@@ -10,6 +10,7 @@
 //! other processes on the same file are handled by SQLite's own locking with a busy timeout.
 #![warn(missing_docs)]
 
+mod counters;
 mod files;
 mod schema;
 mod store;

@@ -89,6 +89,15 @@ CREATE TABLE dir_state (
     last_update_kind  TEXT
 );
 "#,
+    r#"
+-- Counters summed over every process that used this data directory (the shared tier's hits,
+-- misses, write-backs, …), and a few latest values (the breaker's state). Written in batches with
+-- the access times; read by `stats`.
+CREATE TABLE counters (
+    name   TEXT PRIMARY KEY,
+    value  INTEGER NOT NULL
+) WITHOUT ROWID;
+"#,
 ];
 
 /// Brings `conn` up to the newest schema. Returns the version found before migrating.

@@ -5,7 +5,19 @@ use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use tiercache_core::{RangeRequest, Resolved};
-use tiercache_engine::{Read, ReadMeta};
+use tiercache_engine::{Intent, Read, ReadMeta};
+
+/// What a request will want of the body, told to the engine before the read so that a remote tier
+/// verifies those bytes first. A Range header that does not parse means the whole body (the answer
+/// is then decided by [`respond`]).
+pub(crate) fn intent(method: &Method, req: &HeaderMap) -> Intent {
+    if method == Method::HEAD {
+        return Intent::Headers;
+    }
+    let range =
+        req.get(header::RANGE).and_then(|v| v.to_str().ok()).and_then(|v| RangeRequest::parse(v).ok().flatten());
+    range.map_or(Intent::Whole, Intent::Range)
+}
 
 /// Answers `read` for a GET or HEAD with `req` headers.
 pub(crate) fn respond(read: Read, method: &Method, req: &HeaderMap) -> Response {

@@ -61,7 +61,7 @@ async fn get_blob(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let digest = digest_from(&uri)?;
-    let read = st.cache.read_blob(&digest).await?;
+    let read = st.cache.read_blob_with(&digest, crate::respond::intent(&method, &headers)).await?;
     Ok(respond(read, &method, &headers))
 }
 
@@ -94,7 +94,7 @@ async fn get_entry(
     if key.is_empty() {
         return crate::listing::list(&st.cache, &namespace, uri.query().unwrap_or(""), &method).await;
     }
-    let read = st.cache.read_entry_raw(&namespace, &key).await?;
+    let read = st.cache.read_entry_with(&namespace, &key, crate::respond::intent(&method, &headers)).await?;
     Ok(respond(read, &method, &headers))
 }
 

@@ -5,6 +5,8 @@
 //! after the headers). Every response closes its connection, so each request is one connection.
 #![allow(unreachable_pub)]
 
+pub mod servers;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

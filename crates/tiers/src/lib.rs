@@ -1,10 +1,12 @@
 //! tiercache's tiers: places blobs are kept, fastest first.
 //!
-//! Today this is the disk tier ([`DiskTier`]): a flat, content-addressed directory on this node.
-//! The memory tier and the shared cluster tier arrive with their own issues and will sit beside it
-//! here. A tier knows digests and bytes only: no namespaces, no keys, no index.
+//! The disk tier ([`DiskTier`]): a flat, content-addressed directory on this node; and the shared
+//! cluster tier ([`shared::SharedTier`]): one store for every node, reached through OpenDAL. The
+//! memory tier arrives with its own issue. A tier knows digests and bytes only: no namespaces, no
+//! keys, no index.
 #![warn(missing_docs)]
 
 mod disk;
+pub mod shared;
 
 pub use disk::{DiskTier, FinishedBlob, SweepReport, TempBlob};

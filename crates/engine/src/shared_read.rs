@@ -1,0 +1,169 @@
+//! The shared tier on the read path: a lookup after a disk miss, the first wanted chunk read and
+//! verified before the headers go out (so a dead or corrupt shared tier is still a miss, not a
+//! broken response), and a fill of the disk tier in the background, once per blob however many
+//! readers want it (single flight by digest, like source fetches).
+//!
+//! Invariant: a shared-tier failure never reaches a reader as an error before the headers: it is a
+//! miss and the read goes on to the source. A failure after the headers (a chunk further on fails
+//! verification) ends the body with an error: no unverified byte is ever sent.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tiercache_core::{Digest, RangeRequest, Resolved, Validators};
+use tiercache_sources::SourceMeta;
+use tiercache_tiers::shared::ChunkList;
+use tokio::sync::watch;
+
+use crate::body::Body;
+use crate::flight::{Failure, Phase, PhaseSender, SpoolError, Started, progress, spool};
+use crate::{Cache, Error, telemetry};
+
+/// What the reader will do with a read, so a remote tier can verify the bytes it will need before
+/// the read is answered.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Intent {
+    /// Headers only (HEAD).
+    Headers,
+    /// The whole body.
+    #[default]
+    Whole,
+    /// One range of the body.
+    Range(RangeRequest),
+}
+
+impl Intent {
+    /// The first byte the reader wants of a blob of `size` bytes, if it wants the body.
+    fn first_byte(&self, size: u64) -> Option<u64> {
+        match self {
+            Intent::Headers => None,
+            Intent::Whole => Some(0),
+            Intent::Range(r) => match r.resolve(size) {
+                Ok(Resolved::Partial(r)) => Some(r.start),
+                Ok(Resolved::Whole) => Some(0),
+                Err(_) => None, // The front door answers 416; no body.
+            },
+        }
+    }
+}
+
+/// A shared-tier hit: the blob's size and a body over it.
+pub(crate) struct SharedHit {
+    pub(crate) size_bytes: u64,
+    pub(crate) body: Body,
+}
+
+impl Cache {
+    /// Looks `digest` up in the shared tier. On a hit, reads and verifies the first chunk `intent`
+    /// wants and starts (or joins) the disk-tier fill. `retain` keeps the filled blob even when no
+    /// entry references it (a read by digest).
+    ///
+    /// Returns `Ok(None)` on a miss, including every kind of shared-tier failure (counted and
+    /// logged by the tier), and when no shared tier is configured.
+    pub(crate) async fn read_shared(
+        &self,
+        digest: Digest,
+        intent: &Intent,
+        retain: bool,
+    ) -> Result<Option<SharedHit>, Error> {
+        let Some((tier, _)) = &self.inner.shared else { return Ok(None) };
+        let t0 = Instant::now();
+        let miss = |why: &dyn std::fmt::Display| {
+            metrics::counter!(telemetry::READS, "tier" => "shared", "outcome" => "miss").increment(1);
+            tracing::debug!(%digest, tier = "shared", outcome = "miss", why = %why, "read blob");
+        };
+        let list = match tier.lookup(&digest).await {
+            Ok(Some(list)) => list,
+            Ok(None) => {
+                miss(&"not there");
+                return Ok(None);
+            }
+            Err(e) => {
+                miss(&e);
+                return Ok(None);
+            }
+        };
+        let primed = match intent.first_byte(list.size_bytes).filter(|&b| b < list.size_bytes) {
+            Some(first) => {
+                let i = list.chunk_of(first);
+                match tier.read_chunk(&list, i).await {
+                    Ok(bytes) => Some((list.chunk_range(i).0, bytes)),
+                    Err(e) => {
+                        miss(&e);
+                        return Ok(None);
+                    }
+                }
+            }
+            None => None,
+        };
+        let rx = self.join_fill(digest, Arc::clone(&list), retain);
+        crate::read_path::served(crate::Tier::Shared, "hit", t0, list.size_bytes, || digest.to_string());
+        Ok(Some(SharedHit {
+            size_bytes: list.size_bytes,
+            body: Body::Shared { rx, tier: Arc::clone(tier), list, primed },
+        }))
+    }
+
+    /// Joins the disk-tier fill of `digest`, starting it if none is under way.
+    fn join_fill(&self, digest: Digest, list: Arc<ChunkList>, retain: bool) -> watch::Receiver<Phase> {
+        let mut fills = self.inner.fills.lock().unwrap_or_else(|p| p.into_inner());
+        let joinable = fills.get(&digest).filter(|rx| matches!(*rx.borrow(), Phase::Waiting | Phase::Streaming { .. }));
+        if let Some(rx) = joinable {
+            return rx.clone();
+        }
+        let (tx, rx) = watch::channel(Phase::Waiting);
+        fills.insert(digest, rx.clone());
+        let cache = self.clone();
+        self.inner.flight_tasks.spawn(async move { cache.run_fill(digest, list, retain, Arc::new(tx)).await });
+        rx
+    }
+
+    async fn run_fill(&self, digest: Digest, list: Arc<ChunkList>, retain: bool, tx: PhaseSender) {
+        let result = {
+            let _permit = self.inner.fetch_permits.acquire().await;
+            self.fill_from_shared(digest, &list, retain, &tx).await
+        };
+        {
+            let mut fills = self.inner.fills.lock().unwrap_or_else(|p| p.into_inner());
+            if fills.get(&digest).is_some_and(|rx| rx.same_channel(&tx.subscribe())) {
+                fills.remove(&digest);
+            }
+        }
+        if let Err(failure) = result {
+            let e = Error::from(failure.clone());
+            tracing::warn!(%digest, error = %e, "filling the disk tier from the shared tier failed; nothing stored");
+            telemetry::error(&e);
+            tx.send_replace(Phase::Failed(failure));
+        }
+    }
+
+    /// Copies blob `digest` from the shared tier into the disk tier: verified chunk by chunk on the
+    /// way in, then as a whole before it is published (the put protocol of docs/design.md).
+    async fn fill_from_shared(
+        &self,
+        digest: Digest,
+        list: &Arc<ChunkList>,
+        retain: bool,
+        tx: &PhaseSender,
+    ) -> Result<(), Failure> {
+        let (tier, _) = self.inner.shared.as_ref().expect("fills start only with a shared tier");
+        let temp = self.inner.disk.create_temp().map_err(Error::from)?;
+        let meta =
+            SourceMeta { size_bytes: Some(list.size_bytes), content_type: None, validators: Validators::default() };
+        let started = Arc::new(Started { meta, file: temp.reader() });
+        tx.send_replace(Phase::Streaming { started: Arc::clone(&started), written: 0 });
+        let body = tier.read_range(Arc::clone(list), 0, list.size_bytes);
+        let finished = spool(temp, body, progress(tx)).await.map_err(|e| match e {
+            SpoolError::Body(e) => Failure::Local { message: e.to_string(), is_full: false },
+            SpoolError::Local(e) => Failure::from(e),
+        })?;
+        if finished.digest != digest {
+            let why = format!("its chunks verified but the whole hashes to {}", finished.digest);
+            return Err(Failure::Local { message: tier.discard(&digest, why).await.to_string(), is_full: false });
+        }
+        let written = finished.size_bytes;
+        self.store_finished(finished, retain, None, "shared").await?;
+        tx.send_replace(Phase::Done { started, written, digest });
+        Ok(())
+    }
+}

@@ -1,0 +1,80 @@
+//! The write-back queue: blobs stored on this node are copied to the shared tier in the
+//! background, so no reader ever waits for the shared store.
+//!
+//! Invariant: bounded. At most `capacity` blobs wait; when the queue is full a write-back is
+//! dropped and counted (the blob stays on this node's disk; the next node to miss it will fetch
+//! from the source and write it back). A blob already queued is not queued twice.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use tiercache_core::Digest;
+use tokio::sync::mpsc;
+
+use super::{PutOutcome, SharedTier};
+
+/// The queue's sending side. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct WriteBack {
+    tx: mpsc::Sender<(Digest, PathBuf)>,
+    /// Queued or being written.
+    pending: Arc<Mutex<HashSet<Digest>>>,
+    tier: Arc<SharedTier>,
+}
+
+impl WriteBack {
+    /// Starts `workers` tasks writing back through `tier`, fed by a queue of `capacity`. Must be
+    /// called inside a tokio runtime; the tasks end when every [`WriteBack`] clone is dropped.
+    pub fn spawn(tier: Arc<SharedTier>, capacity: usize, workers: usize) -> WriteBack {
+        let (tx, rx) = mpsc::channel::<(Digest, PathBuf)>(capacity.max(1));
+        let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        let pending: Arc<Mutex<HashSet<Digest>>> = Arc::default();
+        for _ in 0..workers.max(1) {
+            let (rx, tier, pending) = (Arc::clone(&rx), Arc::clone(&tier), Arc::clone(&pending));
+            tokio::spawn(async move {
+                loop {
+                    let next = rx.lock().await.recv().await;
+                    let Some((digest, path)) = next else { return };
+                    let result = match tier.put_file(&digest, &path).await {
+                        Ok(PutOutcome::Stored) => "done",
+                        Ok(PutOutcome::Existed) => "skipped",
+                        Err(e) => {
+                            tracing::warn!(%digest, error = %e, "write-back to the shared tier failed");
+                            "failed"
+                        }
+                    };
+                    tracing::debug!(%digest, result, "write-back");
+                    tier.count_write_back(result);
+                    pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&digest);
+                }
+            });
+        }
+        WriteBack { tx, pending, tier }
+    }
+
+    /// Queues blob `digest` (its file at `path`) for writing back. Never waits. Returns `false`
+    /// if it was dropped because the queue is full, or was already queued.
+    pub fn queue(&self, digest: Digest, path: PathBuf) -> bool {
+        if !self.pending.lock().unwrap_or_else(|p| p.into_inner()).insert(digest) {
+            return false;
+        }
+        match self.tx.try_send((digest, path)) {
+            Ok(()) => {
+                self.tier.count_write_back("queued");
+                true
+            }
+            Err(_) => {
+                self.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&digest);
+                tracing::debug!(%digest, "write-back queue full; dropped");
+                self.tier.count_write_back("dropped");
+                false
+            }
+        }
+    }
+
+    /// Blobs queued or being written now.
+    pub fn n_pending(&self) -> usize {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
