@@ -132,10 +132,10 @@ impl Cache {
                         FlightOutcome::NotModified => {
                             return self.serve_entry_from_disk(entry, file, size, t0, "revalidated").await.map(Some);
                         }
-                        FlightOutcome::Read(read) => return Ok(Some(read)),
+                        FlightOutcome::Read(read) => return Ok(Some(*read)),
                     }
                 }
-            } else if is_fresh && let Some(hit) = self.read_shared(entry.digest, &intent, false).await? {
+            } else if is_fresh && let Some(hit) = self.read_shared(entry.digest, intent, false).await? {
                 return Ok(Some(self.entry_read(entry, Tier::Shared, hit.size_bytes, hit.body)));
             } else {
                 tracing::debug!(namespace, %key, digest = %entry.digest, "entry's blob is gone from the disk tier; refetching");
@@ -144,7 +144,7 @@ impl Cache {
         metrics::counter!(telemetry::READS, "tier" => "disk", "outcome" => "miss").increment(1);
         let source = self.source_of(ns, &key)?;
         match self.join_flight(ns_id, &key, source, validators, t0).await? {
-            FlightOutcome::Read(read) => Ok(Some(read)),
+            FlightOutcome::Read(read) => Ok(Some(*read)),
             // An unconditional fetch ends "not modified" only when it found the entry stored by
             // another flight (here or in another process) after this reader looked.
             FlightOutcome::NotModified => Ok(None),
@@ -241,7 +241,7 @@ impl Cache {
                     Phase::Done { digest, .. } => Some(*digest),
                     _ => None,
                 };
-                Ok(FlightOutcome::Read(Read {
+                Ok(FlightOutcome::Read(Box::new(Read {
                     meta: ReadMeta {
                         tier: Tier::Source,
                         size_bytes: m.size_bytes,
@@ -251,7 +251,7 @@ impl Cache {
                         digest,
                     },
                     body: Body::Flight { rx, source, key: key.clone() },
-                }))
+                })))
             }
             Phase::Waiting => unreachable!("waited for a phase past Waiting"),
         }
@@ -383,7 +383,7 @@ impl Cache {
 
 enum FlightOutcome {
     NotModified,
-    Read(Read),
+    Read(Box<Read>),
 }
 
 enum FetchEnd {
