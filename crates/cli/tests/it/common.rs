@@ -33,6 +33,12 @@ fn isolate(c: &mut Command, data: &Path) {
         "TIERCACHE_SOURCE_CONNECT_TIMEOUT",
         "TIERCACHE_SOURCE_READ_TIMEOUT",
         "TIERCACHE_MAX_CONCURRENT_FETCHES",
+        "TIERCACHE_SHARED",
+        "TIERCACHE_SHARED_TIMEOUT",
+        "TIERCACHE_SHARED_IO_TIMEOUT",
+        "TIERCACHE_SHARED_RETRIES",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
         "RUST_LOG",
         "XDG_DATA_HOME",
     ] {
@@ -122,6 +128,11 @@ impl Server {
     /// Starts `serve` on DATA (plus `extra` flags) on a free port and waits until `/healthz`
     /// answers. Its standard error goes to a log file next to the data directory.
     pub(crate) async fn start(data: &Path, extra: &[&str]) -> Server {
+        Server::start_with_env(data, extra, &[]).await
+    }
+
+    /// [`Server::start`] with extra environment variables.
+    pub(crate) async fn start_with_env(data: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
         let mut last_log = String::new();
         for attempt in 0..3 {
             let port = free_port();
@@ -131,6 +142,7 @@ impl Server {
                 .join(format!("serve-{}-{port}-{attempt}.log", data.file_name().unwrap().to_string_lossy()));
             let mut cmd = tc(data);
             cmd.arg("serve").arg("--listen").arg(format!("127.0.0.1:{port}")).args(extra);
+            cmd.envs(env.iter().copied());
             cmd.stdout(Stdio::null()).stderr(std::fs::File::create(&log).unwrap());
             let child = cmd.spawn().expect("spawn tiercache serve");
             let mut server =
@@ -164,6 +176,29 @@ impl Server {
             if Instant::now() > deadline {
                 return Err("serve did not answer /healthz within 30 s".into());
             }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The value of metric `series` (name and labels exactly as exported, e.g.
+    /// `tiercache_shared_lookups_total{outcome="hit"}`), 0 if not exported yet.
+    pub(crate) async fn metric(&self, series: &str) -> f64 {
+        let text = reqwest::get(self.url("/metrics")).await.unwrap().text().await.unwrap();
+        text.lines()
+            .filter_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse::<f64>().ok())
+            .next()
+            .unwrap_or(0.0)
+    }
+
+    /// Waits (up to 60 s) until metric `series` reaches `at_least`.
+    pub(crate) async fn wait_metric(&self, series: &str, at_least: f64) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let v = self.metric(series).await;
+            if v >= at_least {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{series} stayed at {v}, expected {at_least}:\n{}", self.log_text());
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }

@@ -2,6 +2,7 @@
 
 mod common;
 
+mod cluster;
 mod crash;
 mod datadir;
 mod dir;
