@@ -49,7 +49,7 @@ use chunks::ChunkHasher;
 /// Chunk lists kept in memory (a few KiB each); the map is cleared when it grows past this.
 const MAX_CACHED_LISTS: usize = 4096;
 /// Chunks read ahead of the one being sent, so download and verification overlap.
-const READ_AHEAD_CHUNKS: usize = 3;
+const READ_AHEAD_CHUNKS: usize = 4;
 
 /// Metric names of the shared tier.
 pub mod metric {
@@ -97,7 +97,7 @@ impl SharedConfig {
         SharedConfig {
             url: url.into(),
             limits: StoreLimits::default(),
-            chunk_bytes: 4 << 20,
+            chunk_bytes: 1 << 20,
             breaker_failures: 3,
             breaker_cooldown: Duration::from_secs(5),
             write_back_queue: 256,

@@ -12,7 +12,7 @@ use crate::common::*;
 
 const MIB: usize = 1 << 20;
 /// The shared tier's chunk size (the default).
-const CHUNK: usize = 4 * MIB;
+const CHUNK: usize = MIB;
 
 /// How a scenario reaches its store: the `--shared` URL, the environment for it, and ways to
 /// damage an object and to kill the store.
