@@ -182,3 +182,33 @@ async fn write_back_queue_is_bounded_and_drops_when_full() {
     assert!(tier.lookup(&blobs[1].1).await.unwrap().is_some());
     assert!(tier.lookup(&blobs[2].1).await.unwrap().is_none(), "a dropped write-back wrote nothing");
 }
+
+/// A store that accepts connections and never answers: every call times out, is a miss, and the
+/// breaker opens after three, so later calls do not wait at all.
+#[tokio::test]
+async fn a_store_that_hangs_times_out_as_a_miss() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let held = tokio::spawn(async move {
+        let mut conns = Vec::new();
+        while let Ok((c, _)) = listener.accept().await {
+            conns.push(c);
+        }
+    });
+    let mut c = config(&format!(
+        "s3://bucket/x?endpoint=http://127.0.0.1:{port}&region=us-east-1&access_key_id=a&secret_access_key=b"
+    ));
+    c.limits.timeout = Duration::from_millis(200);
+    c.limits.io_timeout = Duration::from_millis(200);
+    c.limits.retries = 0;
+    let tier = SharedTier::open(&c).unwrap();
+    let d = Digest::of(b"x");
+    for _ in 0..3 {
+        let e = tier.lookup(&d).await.unwrap_err();
+        assert!(matches!(e, SharedError::Unavailable(_)), "{e}");
+    }
+    assert_eq!(tier.stats().breaker, Some(BreakerState::Open));
+    let e = tier.lookup(&d).await.unwrap_err();
+    assert!(e.to_string().contains("circuit breaker open"), "{e}");
+    held.abort();
+}
