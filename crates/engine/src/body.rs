@@ -249,9 +249,9 @@ fn flight_stream(rx: watch::Receiver<Phase>, start: u64, end: Option<u64>) -> By
     .boxed()
 }
 
-/// Bytes `start..end` of a shared-tier blob: from the primed chunk if it holds them all; else by
-/// tailing the disk-tier fill if it is near `start`; else the primed chunk and then verified
-/// chunks read from the shared tier.
+/// Bytes `start..end` of a shared-tier blob: by tailing the disk-tier fill if it is near `start`
+/// (unless the primed chunk holds the whole range); else verified chunks from the shared tier,
+/// starting with the primed one.
 fn shared_stream(
     rx: watch::Receiver<Phase>,
     tier: Arc<SharedTier>,
@@ -260,33 +260,16 @@ fn shared_stream(
     start: u64,
     end: u64,
 ) -> ByteStream {
-    if end <= start {
-        return futures::stream::empty().boxed();
-    }
-    if let Some((cs, bytes)) = &primed
-        && start >= *cs
-        && end <= cs + bytes.len() as u64
-    {
-        let slice = bytes.slice((start - cs) as usize..(end - cs) as usize);
-        return futures::stream::once(async move { Ok(slice) }).boxed();
-    }
+    let covered = primed.as_ref().is_some_and(|(cs, b)| start >= *cs && end <= cs + b.len() as u64);
     let fill_near = match &*rx.borrow() {
         Phase::Waiting => start < TAIL_WINDOW_BYTES,
         Phase::Streaming { written, .. } | Phase::Done { written, .. } => start <= written + TAIL_WINDOW_BYTES,
         Phase::NotModified | Phase::Failed(_) => false,
     };
-    if fill_near {
+    if fill_near && !covered {
         return flight_stream(rx, start, Some(end));
     }
-    let (head, rest_from) = match primed {
-        Some((cs, bytes)) if start >= cs && start < cs + bytes.len() as u64 => {
-            let to = (end - cs).min(bytes.len() as u64) as usize;
-            (Some(bytes.slice((start - cs) as usize..to)), cs + to as u64)
-        }
-        _ => (None, start),
-    };
-    let rest = tier.read_range(list, rest_from, end).map(|r| r.map_err(io::Error::other));
-    futures::stream::iter(head.map(Ok)).chain(rest).boxed()
+    tier.read_range(list, start, end, primed).map(|r| r.map_err(io::Error::other)).boxed()
 }
 
 /// A range asked of the source directly, for a cold read far ahead of the whole-blob fetch.

@@ -14,6 +14,31 @@ use crate::access::AccessLog;
 use crate::flight::Phase;
 use crate::{CacheConfig, Error, maintenance, telemetry};
 
+/// Where a blob stored in the disk tier came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Origin {
+    /// A source fetch.
+    Fetch,
+    /// An upload (`PUT /blobs/…`, or `PUT` of an entry).
+    Upload,
+    /// A directory namespace's copy-to-cache.
+    Copy,
+    /// A fill from the shared tier: the one origin never written back to it.
+    Shared,
+}
+
+impl Origin {
+    /// Its `origin` label in metrics.
+    fn as_str(self) -> &'static str {
+        match self {
+            Origin::Fetch => "fetch",
+            Origin::Upload => "upload",
+            Origin::Copy => "copy",
+            Origin::Shared => "shared",
+        }
+    }
+}
+
 /// Names of the shared tier's counters in the index start with this.
 const SHARED_PREFIX: &str = "shared.";
 
@@ -41,7 +66,8 @@ pub(crate) struct Inner {
     /// Disk-tier fills from the shared tier under way, by digest (single flight, like `flights`).
     pub(crate) fills: Mutex<HashMap<Digest, watch::Receiver<Phase>>>,
     /// Shared-tier counters already added to the index (what the next flush adds is the rest).
-    pub(crate) shared_flushed: Mutex<tiercache_tiers::shared::SharedStats>,
+    /// `None` before the first flush.
+    pub(crate) shared_flushed: Mutex<Option<tiercache_tiers::shared::SharedStats>>,
     /// Fetches under way, by `(namespace id, key)`. Only flights still waiting or streaming are
     /// joined; a finished one is removed (or replaced by the next miss).
     pub(crate) flights: Mutex<HashMap<(i64, Key), watch::Receiver<Phase>>>,
@@ -100,7 +126,7 @@ impl Cache {
                 disk,
                 shared,
                 fills: Mutex::new(HashMap::new()),
-                shared_flushed: Mutex::new(Default::default()),
+                shared_flushed: Mutex::new(None),
                 flights: Mutex::new(HashMap::new()),
                 access: AccessLog::default(),
                 sources: Mutex::new(HashMap::new()),
@@ -154,11 +180,6 @@ impl Cache {
         self.ix(move |ix| ix.record_access(&batch)).await
     }
 
-    /// This process's shared-tier counters and breaker state; `None` without a shared tier.
-    pub fn shared_stats(&self) -> Option<tiercache_tiers::shared::SharedStats> {
-        self.inner.shared.as_ref().map(|(tier, _)| tier.stats())
-    }
-
     /// The shared-tier counters summed over every process that used this data directory (as of
     /// their last flush), by name (`hits`, `misses`, …, `breaker_open`).
     pub async fn shared_counters(&self) -> Result<std::collections::BTreeMap<String, i64>, Error> {
@@ -166,24 +187,28 @@ impl Cache {
         Ok(all.into_iter().map(|(k, v)| (k[SHARED_PREFIX.len()..].to_owned(), v)).collect())
     }
 
-    /// Adds what the shared tier counted since the last flush to the index.
+    /// Adds what the shared tier counted since the last flush to the index, and the breaker's
+    /// state if it changed (or on the first flush). Writes nothing when nothing changed.
     async fn flush_shared_counters(&self) -> Result<(), Error> {
         let Some((tier, _)) = &self.inner.shared else { return Ok(()) };
         let now = tier.stats();
-        let deltas: Vec<(String, i64)> = {
+        let (deltas, latest) = {
             let mut last = self.inner.shared_flushed.lock().unwrap_or_else(|p| p.into_inner());
-            let d = now
+            let before = last.clone().unwrap_or_default();
+            let deltas: Vec<(String, i64)> = now
                 .counters()
-                .iter()
-                .zip(last.counters())
-                .filter(|((_, n), (_, l))| n != l)
-                .map(|((name, n), (_, l))| (format!("{SHARED_PREFIX}{name}"), n.saturating_sub(l) as i64))
+                .zip(before.counters())
+                .filter(|((_, n), (_, b))| n != b)
+                .map(|((name, n), (_, b))| (format!("{SHARED_PREFIX}{name}"), (n - b) as i64))
                 .collect();
-            *last = now.clone();
-            d
+            let mut latest = Vec::new();
+            if last.is_none() || before.breaker != now.breaker {
+                let open = now.breaker != tiercache_tiers::shared::BreakerState::Closed;
+                latest.push((format!("{SHARED_PREFIX}breaker_open"), open as i64));
+            }
+            *last = Some(now);
+            (deltas, latest)
         };
-        let open = now.breaker.is_some_and(|b| b != tiercache_tiers::shared::BreakerState::Closed);
-        let latest = vec![(format!("{SHARED_PREFIX}breaker_open"), open as i64)];
         self.ix(move |ix| ix.bump_counters(&deltas, &latest)).await
     }
 
@@ -248,15 +273,15 @@ impl Cache {
         finished: FinishedBlob,
         retain: bool,
         entry: Option<NewEntry>,
-        origin: &'static str,
+        origin: Origin,
     ) -> Result<Digest, Error> {
         let (digest, size) = (finished.digest, finished.size_bytes);
         self.ix(move |ix| ix.mark_pending(&digest, size, now_ms())).await?;
         self.blocking(move |_| finished.publish()).await?;
         self.ix(move |ix| ix.commit_blob(&digest, size, retain, entry.as_ref(), now_ms())).await?;
-        metrics::counter!(telemetry::BLOBS_STORED, "origin" => origin).increment(1);
+        metrics::counter!(telemetry::BLOBS_STORED, "origin" => origin.as_str()).increment(1);
         if let Some((_, write_back)) = &self.inner.shared
-            && origin != "shared"
+            && origin != Origin::Shared
         {
             write_back.queue(digest, self.inner.disk.blob_path(&digest));
         }

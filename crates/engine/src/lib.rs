@@ -31,4 +31,4 @@ pub use tiercache_core::{ByteRange, Digest, Key, NamespaceName, RangeRequest};
 pub use tiercache_core::{NamespaceOptions, RelPath};
 pub use tiercache_index::{DirStats, ListPage, ListRequest, ListedItem, Namespace};
 pub use tiercache_sources::{HttpSourceConfig, SourceError};
-pub use tiercache_tiers::shared::{BreakerState, SharedConfig, SharedStats, StoreLimits};
+pub use tiercache_tiers::shared::{SharedConfig, StoreLimits};

@@ -13,6 +13,7 @@ use tiercache_sources::{FetchRequest, Fetched, Source};
 use tokio::sync::watch;
 
 use crate::body::{Body, Read, ReadMeta, Tier};
+use crate::cache::Origin;
 use crate::flight::{Failure, Phase, PhaseSender, SpoolError, Started, progress, spool};
 use crate::shared_read::Intent;
 use crate::{Cache, Error, telemetry};
@@ -344,7 +345,7 @@ impl Cache {
             content_type: body.meta.content_type.clone(),
             validators: body.meta.validators.clone(),
         };
-        let digest = self.store_finished(finished, false, Some(entry), "fetch").await?;
+        let digest = self.store_finished(finished, false, Some(entry), Origin::Fetch).await?;
         tx.send_replace(Phase::Done { started, written, digest });
         Ok(FetchEnd::Stored)
     }
@@ -376,7 +377,7 @@ impl Cache {
             telemetry::error(&e);
             return Err(e);
         }
-        self.store_finished(finished, true, None, "upload").await?;
+        self.store_finished(finished, true, None, Origin::Upload).await?;
         Ok(!existed)
     }
 }

@@ -10,12 +10,15 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use bytes::Bytes;
+
 use tiercache_core::{Digest, RangeRequest, Resolved, Validators};
 use tiercache_sources::SourceMeta;
 use tiercache_tiers::shared::ChunkList;
 use tokio::sync::watch;
 
 use crate::body::Body;
+use crate::cache::Origin;
 use crate::flight::{Failure, Phase, PhaseSender, SpoolError, Started, progress, spool};
 use crate::{Cache, Error, telemetry};
 
@@ -96,7 +99,7 @@ impl Cache {
             }
             None => None,
         };
-        let rx = self.join_fill(digest, Arc::clone(&list), retain);
+        let rx = self.join_fill(digest, Arc::clone(&list), primed.clone(), retain);
         crate::read_path::served(crate::Tier::Shared, "hit", t0, list.size_bytes, || digest.to_string());
         Ok(Some(SharedHit {
             size_bytes: list.size_bytes,
@@ -104,8 +107,15 @@ impl Cache {
         }))
     }
 
-    /// Joins the disk-tier fill of `digest`, starting it if none is under way.
-    fn join_fill(&self, digest: Digest, list: Arc<ChunkList>, retain: bool) -> watch::Receiver<Phase> {
+    /// Joins the disk-tier fill of `digest`, starting it if none is under way (with `primed`, a
+    /// chunk already read and verified, so it is not read twice).
+    fn join_fill(
+        &self,
+        digest: Digest,
+        list: Arc<ChunkList>,
+        primed: Option<(u64, Bytes)>,
+        retain: bool,
+    ) -> watch::Receiver<Phase> {
         let mut fills = self.inner.fills.lock().unwrap_or_else(|p| p.into_inner());
         let joinable = fills.get(&digest).filter(|rx| matches!(*rx.borrow(), Phase::Waiting | Phase::Streaming { .. }));
         if let Some(rx) = joinable {
@@ -114,14 +124,21 @@ impl Cache {
         let (tx, rx) = watch::channel(Phase::Waiting);
         fills.insert(digest, rx.clone());
         let cache = self.clone();
-        self.inner.flight_tasks.spawn(async move { cache.run_fill(digest, list, retain, Arc::new(tx)).await });
+        self.inner.flight_tasks.spawn(async move { cache.run_fill(digest, list, primed, retain, Arc::new(tx)).await });
         rx
     }
 
-    async fn run_fill(&self, digest: Digest, list: Arc<ChunkList>, retain: bool, tx: PhaseSender) {
+    async fn run_fill(
+        &self,
+        digest: Digest,
+        list: Arc<ChunkList>,
+        primed: Option<(u64, Bytes)>,
+        retain: bool,
+        tx: PhaseSender,
+    ) {
         let result = {
             let _permit = self.inner.fetch_permits.acquire().await;
-            self.fill_from_shared(digest, &list, retain, &tx).await
+            self.fill_from_shared(digest, &list, primed, retain, &tx).await
         };
         {
             let mut fills = self.inner.fills.lock().unwrap_or_else(|p| p.into_inner());
@@ -143,6 +160,7 @@ impl Cache {
         &self,
         digest: Digest,
         list: &Arc<ChunkList>,
+        primed: Option<(u64, Bytes)>,
         retain: bool,
         tx: &PhaseSender,
     ) -> Result<(), Failure> {
@@ -152,7 +170,7 @@ impl Cache {
             SourceMeta { size_bytes: Some(list.size_bytes), content_type: None, validators: Validators::default() };
         let started = Arc::new(Started { meta, file: temp.reader() });
         tx.send_replace(Phase::Streaming { started: Arc::clone(&started), written: 0 });
-        let body = tier.read_range(Arc::clone(list), 0, list.size_bytes);
+        let body = tier.read_range(Arc::clone(list), 0, list.size_bytes, primed);
         let finished = spool(temp, body, progress(tx)).await.map_err(|e| match e {
             SpoolError::Body(e) => Failure::Local { message: e.to_string(), is_full: false },
             SpoolError::Local(e) => Failure::from(e),
@@ -162,7 +180,7 @@ impl Cache {
             return Err(Failure::Local { message: tier.discard(&digest, why).await.to_string(), is_full: false });
         }
         let written = finished.size_bytes;
-        self.store_finished(finished, retain, None, "shared").await?;
+        self.store_finished(finished, retain, None, Origin::Shared).await?;
         tx.send_replace(Phase::Done { started, written, digest });
         Ok(())
     }

@@ -192,6 +192,22 @@ impl S3Server {
     }
 }
 
+/// Where the RESP value starting at `at` ends, if `b` holds all of it.
+fn resp_end(b: &[u8], at: usize) -> Option<usize> {
+    let line_end = at + b.get(at..)?.windows(2).position(|w| w == b"\r\n")?;
+    let head = std::str::from_utf8(&b[at + 1..line_end]).ok()?;
+    let next = line_end + 2;
+    match b[at] {
+        b'+' | b'-' | b':' => Some(next),
+        b'$' => match head.parse::<i64>().ok()? {
+            n if n < 0 => Some(next),
+            n => Some(next + n as usize + 2).filter(|&end| b.len() >= end),
+        },
+        b'*' => (0..head.parse::<i64>().ok()?.max(0)).try_fold(next, |pos, _| resp_end(b, pos)),
+        _ => None,
+    }
+}
+
 impl Drop for S3Server {
     fn drop(&mut self) {
         self.kill();
@@ -229,6 +245,30 @@ impl RedisServer {
     /// The TCP port.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// Sends one command (as a RESP array of bulk strings) and returns the raw RESP reply.
+    pub fn command(&self, args: &[&[u8]]) -> Result<Vec<u8>, String> {
+        use std::io::Write as _;
+        let mut conn = TcpStream::connect(("127.0.0.1", self.port)).map_err(|e| format!("redis: {e}"))?;
+        conn.set_read_timeout(Some(READY_TIMEOUT)).map_err(|e| e.to_string())?;
+        let mut request = format!("*{}\r\n", args.len()).into_bytes();
+        for a in args {
+            request.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+            request.extend_from_slice(a);
+            request.extend_from_slice(b"\r\n");
+        }
+        conn.write_all(&request).map_err(|e| format!("redis: {e}"))?;
+        let mut reply = Vec::new();
+        let mut buf = [0u8; 4096];
+        while resp_end(&reply, 0).is_none() {
+            let n = conn.read(&mut buf).map_err(|e| format!("redis: {e}"))?;
+            if n == 0 {
+                return Err(format!("redis closed the connection after {:?}", String::from_utf8_lossy(&reply)));
+            }
+            reply.extend_from_slice(&buf[..n]);
+        }
+        Ok(reply)
     }
 
     /// SIGKILL the server and wait for it: its port stops answering. No-op if not running.

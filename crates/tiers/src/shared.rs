@@ -24,7 +24,7 @@ mod chunks;
 mod operator;
 mod write_back;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::IntoFuture;
 use std::io::Read as _;
 use std::path::Path;
@@ -110,7 +110,7 @@ impl SharedConfig {
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum SharedError {
-    /// The store failed, timed out, or the breaker is open.
+    /// The store failed or timed out.
     #[error("shared tier unavailable: {0}")]
     Unavailable(String),
     /// An object failed verification; it was deleted.
@@ -121,76 +121,96 @@ pub enum SharedError {
         /// What failed.
         why: String,
     },
+    /// The circuit breaker is open: the store was not called.
+    #[error("shared tier unavailable: circuit breaker open")]
+    Refused,
     /// Reading the local blob to upload failed.
     #[error("cannot read local blob for the shared tier: {0}")]
     Local(String),
 }
 
-/// Counters since this process started.
-#[derive(Debug, Default)]
-struct Counters {
-    hits: AtomicU64,
-    misses: AtomicU64,
-    read_bytes: AtomicU64,
-    errors: AtomicU64,
-    corrupt: AtomicU64,
-    write_backs_queued: AtomicU64,
-    write_backs_done: AtomicU64,
-    write_backs_skipped: AtomicU64,
-    write_backs_dropped: AtomicU64,
-    write_backs_failed: AtomicU64,
-    write_bytes: AtomicU64,
-    breaker_trips: AtomicU64,
+/// What the shared tier counts (since this process started).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counter {
+    /// Lookups that found the blob.
+    Hits,
+    /// Lookups that did not (refused and failed ones included).
+    Misses,
+    /// Verified bytes read.
+    ReadBytes,
+    /// Failed calls to the store.
+    Errors,
+    /// Objects that failed verification.
+    Corrupt,
+    /// Write-backs queued.
+    WriteBacksQueued,
+    /// Write-backs that uploaded a blob.
+    WriteBacksDone,
+    /// Write-backs skipped because the blob was already there.
+    WriteBacksSkipped,
+    /// Write-backs dropped because the queue was full.
+    WriteBacksDropped,
+    /// Write-backs that failed.
+    WriteBacksFailed,
+    /// Bytes uploaded.
+    WriteBytes,
+    /// Times the breaker opened.
+    BreakerTrips,
+}
+
+impl Counter {
+    /// Every counter, in the order of [`SharedStats::counters`].
+    pub const ALL: [Counter; 12] = [
+        Counter::Hits,
+        Counter::Misses,
+        Counter::ReadBytes,
+        Counter::Errors,
+        Counter::Corrupt,
+        Counter::WriteBacksQueued,
+        Counter::WriteBacksDone,
+        Counter::WriteBacksSkipped,
+        Counter::WriteBacksDropped,
+        Counter::WriteBacksFailed,
+        Counter::WriteBytes,
+        Counter::BreakerTrips,
+    ];
+
+    /// Its name in stats (`write_backs_done`, …).
+    pub fn name(self) -> &'static str {
+        match self {
+            Counter::Hits => "hits",
+            Counter::Misses => "misses",
+            Counter::ReadBytes => "read_bytes",
+            Counter::Errors => "errors",
+            Counter::Corrupt => "corrupt",
+            Counter::WriteBacksQueued => "write_backs_queued",
+            Counter::WriteBacksDone => "write_backs_done",
+            Counter::WriteBacksSkipped => "write_backs_skipped",
+            Counter::WriteBacksDropped => "write_backs_dropped",
+            Counter::WriteBacksFailed => "write_backs_failed",
+            Counter::WriteBytes => "write_bytes",
+            Counter::BreakerTrips => "breaker_trips",
+        }
+    }
 }
 
 /// A snapshot of the shared tier's counters (since this process started) and breaker.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SharedStats {
-    /// Lookups that found the blob.
-    pub hits: u64,
-    /// Lookups that did not (including refused and failed ones).
-    pub misses: u64,
-    /// Verified bytes read.
-    pub read_bytes: u64,
-    /// Failed calls to the store.
-    pub errors: u64,
-    /// Objects that failed verification.
-    pub corrupt: u64,
-    /// Write-backs queued.
-    pub write_backs_queued: u64,
-    /// Write-backs that uploaded a blob.
-    pub write_backs_done: u64,
-    /// Write-backs skipped because the blob was already there.
-    pub write_backs_skipped: u64,
-    /// Write-backs dropped because the queue was full.
-    pub write_backs_dropped: u64,
-    /// Write-backs that failed.
-    pub write_backs_failed: u64,
-    /// Bytes uploaded.
-    pub write_bytes: u64,
-    /// Times the breaker opened.
-    pub breaker_trips: u64,
+    values: [u64; Counter::ALL.len()],
     /// The breaker now.
-    pub breaker: Option<BreakerState>,
+    pub breaker: BreakerState,
 }
 
 impl SharedStats {
-    /// Named counters, for storing and printing.
-    pub fn counters(&self) -> [(&'static str, u64); 12] {
-        [
-            ("hits", self.hits),
-            ("misses", self.misses),
-            ("read_bytes", self.read_bytes),
-            ("errors", self.errors),
-            ("corrupt", self.corrupt),
-            ("write_backs_queued", self.write_backs_queued),
-            ("write_backs_done", self.write_backs_done),
-            ("write_backs_skipped", self.write_backs_skipped),
-            ("write_backs_dropped", self.write_backs_dropped),
-            ("write_backs_failed", self.write_backs_failed),
-            ("write_bytes", self.write_bytes),
-            ("breaker_trips", self.breaker_trips),
-        ]
+    /// One counter's value.
+    pub fn get(&self, c: Counter) -> u64 {
+        self.values[c as usize]
+    }
+
+    /// Every counter by name, for storing and printing.
+    pub fn counters(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        Counter::ALL.into_iter().map(|c| (c.name(), self.get(c)))
     }
 }
 
@@ -210,7 +230,11 @@ pub struct SharedTier {
     chunk_bytes: u64,
     breaker: Breaker,
     lists: Mutex<HashMap<Digest, std::sync::Arc<ChunkList>>>,
-    counters: Counters,
+    /// Blobs whose pair this process deleted as damaged and has not found whole since: reads of
+    /// them still in flight then fail too, and must not count or delete the damage again.
+    discarded: Mutex<HashSet<Digest>>,
+    /// Indexed by [`Counter`].
+    counters: [AtomicU64; Counter::ALL.len()],
 }
 
 impl std::fmt::Debug for SharedTier {
@@ -234,7 +258,8 @@ impl SharedTier {
             chunk_bytes: config.chunk_bytes,
             breaker: Breaker::new(config.breaker_failures, config.breaker_cooldown),
             lists: Mutex::new(HashMap::new()),
-            counters: Counters::default(),
+            discarded: Mutex::new(HashSet::new()),
+            counters: Default::default(),
         })
     }
 
@@ -255,23 +280,14 @@ impl SharedTier {
 
     /// Counters and breaker state.
     pub fn stats(&self) -> SharedStats {
-        let c = &self.counters;
-        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
         SharedStats {
-            hits: g(&c.hits),
-            misses: g(&c.misses),
-            read_bytes: g(&c.read_bytes),
-            errors: g(&c.errors),
-            corrupt: g(&c.corrupt),
-            write_backs_queued: g(&c.write_backs_queued),
-            write_backs_done: g(&c.write_backs_done),
-            write_backs_skipped: g(&c.write_backs_skipped),
-            write_backs_dropped: g(&c.write_backs_dropped),
-            write_backs_failed: g(&c.write_backs_failed),
-            write_bytes: g(&c.write_bytes),
-            breaker_trips: g(&c.breaker_trips),
-            breaker: Some(self.breaker.state()),
+            values: std::array::from_fn(|i| self.counters[i].load(Ordering::Relaxed)),
+            breaker: self.breaker.state(),
         }
+    }
+
+    pub(crate) fn bump(&self, c: Counter, n: u64) {
+        self.counters[c as usize].fetch_add(n, Ordering::Relaxed);
     }
 
     /// Looks blob `digest` up: its chunk list if the shared tier holds it whole.
@@ -287,8 +303,7 @@ impl SharedTier {
         let found = match self.call("lookup", self.op.read(&key)).await {
             Ok(found) => found,
             Err(e) => {
-                let outcome = if self.breaker.state() == BreakerState::Closed { "error" } else { "refused" };
-                self.lookup_outcome(outcome);
+                self.lookup_outcome(if matches!(e, SharedError::Refused) { "refused" } else { "error" });
                 return Err(e);
             }
         };
@@ -304,21 +319,21 @@ impl SharedTier {
                     lists.clear();
                 }
                 lists.insert(*digest, std::sync::Arc::clone(&list));
+                self.discarded.lock().unwrap_or_else(|p| p.into_inner()).remove(digest);
                 drop(lists);
                 self.lookup_outcome("hit");
                 Ok(Some(list))
             }
             Err(why) => {
                 self.lookup_outcome("corrupt");
-                Err(self.corrupt(digest, why).await)
+                Err(self.discard(digest, why).await)
             }
         }
     }
 
     fn lookup_outcome(&self, outcome: &'static str) {
         metrics::counter!(metric::LOOKUPS, "outcome" => outcome).increment(1);
-        let c = if outcome == "hit" { &self.counters.hits } else { &self.counters.misses };
-        c.fetch_add(1, Ordering::Relaxed);
+        self.bump(if outcome == "hit" { Counter::Hits } else { Counter::Misses }, 1);
     }
 
     /// Reads and verifies chunk `i` of `list`.
@@ -333,17 +348,17 @@ impl SharedTier {
             // Some stores fail a range past a short object's end as a transfer error.
             let why =
                 format!("the blob has {} bytes, its chunk list says {} ({e})", meta.content_length(), list.size_bytes);
-            return Err(self.corrupt(&list.digest, why).await);
+            return Err(self.discard(&list.digest, why).await);
         }
         let Some(buf) = read? else {
             return Err(self
-                .corrupt(&list.digest, "the blob is missing or shorter than its chunk list says".into())
+                .discard(&list.digest, "the blob is missing or shorter than its chunk list says".into())
                 .await);
         };
         let bytes = buf.to_bytes();
         if bytes.len() as u64 != end - start {
             let why = format!("chunk {i} has {} bytes, expected {}", bytes.len(), end - start);
-            return Err(self.corrupt(&list.digest, why).await);
+            return Err(self.discard(&list.digest, why).await);
         }
         let expected = list.chunks[i];
         let (bytes, actual) = tokio::task::spawn_blocking(move || {
@@ -353,20 +368,23 @@ impl SharedTier {
         .await
         .map_err(|e| SharedError::Local(format!("hashing task failed: {e}")))?;
         if actual != expected {
-            return Err(self.corrupt(&list.digest, format!("chunk {i} hashes to {actual}, expected {expected}")).await);
+            return Err(self.discard(&list.digest, format!("chunk {i} hashes to {actual}, expected {expected}")).await);
         }
-        self.counters.read_bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        self.bump(Counter::ReadBytes, bytes.len() as u64);
         metrics::counter!(metric::READ_BYTES).increment(bytes.len() as u64);
         Ok(bytes)
     }
 
     /// Bytes `start..end` of the blob `list` describes, verified chunk by chunk, with a few chunks
     /// read ahead. The stream ends with an error (and nothing unverified) if a chunk fails.
+    /// `known` is a chunk already read and verified (its start offset and bytes): it is used
+    /// instead of reading that chunk again.
     pub fn read_range(
         self: &std::sync::Arc<Self>,
         list: std::sync::Arc<ChunkList>,
         start: u64,
         end: u64,
+        known: Option<(u64, Bytes)>,
     ) -> BoxStream<'static, Result<Bytes, SharedError>> {
         let end = end.min(list.size_bytes);
         if start >= end {
@@ -377,9 +395,13 @@ impl SharedTier {
         futures::stream::iter(first..=last)
             .map(move |i| {
                 let (tier, list) = (std::sync::Arc::clone(&tier), std::sync::Arc::clone(&list));
+                let (cs, _) = list.chunk_range(i);
+                let known = known.as_ref().filter(|(at, _)| *at == cs).map(|(_, b)| b.clone());
                 async move {
-                    let bytes = tier.read_chunk(&list, i).await?;
-                    let (cs, _) = list.chunk_range(i);
+                    let bytes = match known {
+                        Some(b) => b,
+                        None => tier.read_chunk(&list, i).await?,
+                    };
                     let from = start.saturating_sub(cs) as usize;
                     let to = ((end - cs) as usize).min(bytes.len());
                     Ok(bytes.slice(from..to))
@@ -405,28 +427,17 @@ impl SharedTier {
             return Ok(PutOutcome::Existed);
         }
         let file = std::fs::File::open(path).map_err(|e| SharedError::Local(format!("{}: {e}", path.display())))?;
-        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(2);
-        let chunk_bytes = self.chunk_bytes;
-        let expected = *digest;
-        let reader = tokio::task::spawn_blocking(move || -> Result<Result<ChunkList, Digest>, String> {
-            let mut file = file;
+        // A blocking thread reads the file and hashes it (chunks and whole); this task uploads.
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(2);
+        let (chunk_bytes, expected) = (self.chunk_bytes, *digest);
+        let reader = tokio::task::spawn_blocking(move || -> std::io::Result<Result<ChunkList, Digest>> {
             let mut hasher = ChunkHasher::new(chunk_bytes);
+            let piece = chunk_bytes.min(8 << 20);
             loop {
-                let mut buf = vec![0u8; chunk_bytes.min(8 << 20) as usize];
-                let mut filled = 0;
-                while filled < buf.len() {
-                    let n = file.read(&mut buf[filled..]).map_err(|e| e.to_string())?;
-                    if n == 0 {
-                        break;
-                    }
-                    filled += n;
-                }
-                buf.truncate(filled);
+                let mut buf = Vec::with_capacity(piece as usize);
+                let n = (&file).take(piece).read_to_end(&mut buf)?;
                 hasher.update(&buf);
-                if filled == 0 || tx.blocking_send(Bytes::from(buf)).is_err() {
-                    break;
-                }
-                if filled < chunk_bytes.min(8 << 20) as usize {
+                if n == 0 || tx.blocking_send(Bytes::from(buf)).is_err() {
                     break;
                 }
             }
@@ -438,22 +449,21 @@ impl SharedTier {
                 .call("write", self.op.writer_with(&blob_key).chunk(8 << 20))
                 .await?
                 .ok_or_else(|| SharedError::Unavailable("store answered \"not found\" to a write".into()))?;
-            let mut body = tokio_stream_of(rx);
-            let mut n = 0u64;
-            while let Some(chunk) = body.next().await {
-                n += chunk.len() as u64;
+            let mut written = 0u64;
+            while let Some(chunk) = rx.recv().await {
+                written += chunk.len() as u64;
                 if let Err(e) = writer.write(chunk).await {
                     let _ = writer.abort().await;
                     return Err(self.failed("write", e));
                 }
             }
             self.call("write", writer.close()).await?;
-            Ok::<u64, SharedError>(n)
+            Ok::<u64, SharedError>(written)
         };
         let uploaded = upload.await;
         let hashed = reader.await.map_err(|e| SharedError::Local(format!("reader task failed: {e}")))?;
         let written = uploaded?;
-        let list = match hashed.map_err(SharedError::Local)? {
+        let list = match hashed.map_err(|e| SharedError::Local(format!("{}: {e}", path.display())))? {
             Ok(list) => list,
             Err(actual) => {
                 let _ = self.op.delete(&blob_key).await;
@@ -463,21 +473,29 @@ impl SharedTier {
             }
         };
         self.call("write", self.op.write(&chunks_key, list.encode())).await?;
-        self.counters.write_bytes.fetch_add(written, Ordering::Relaxed);
+        self.discarded.lock().unwrap_or_else(|p| p.into_inner()).remove(digest);
+        self.bump(Counter::WriteBytes, written);
         metrics::counter!(metric::WRITE_BYTES).increment(written);
         Ok(PutOutcome::Stored)
     }
 
     /// Counts and logs a verification failure and deletes both objects (chunk list first, so no
-    /// reader trusts a half-deleted pair), so the next write-back of the blob repairs it. For
+    /// reader trusts a half-deleted pair), so the next write-back of the blob repairs it. Also for
     /// callers that found the damage themselves (a whole digest that does not match).
     pub async fn discard(&self, digest: &Digest, why: String) -> SharedError {
-        self.corrupt(digest, why).await
-    }
-
-    async fn corrupt(&self, digest: &Digest, why: String) -> SharedError {
+        let is_new = {
+            let mut discarded = self.discarded.lock().unwrap_or_else(|p| p.into_inner());
+            if discarded.len() >= MAX_CACHED_LISTS {
+                discarded.clear();
+            }
+            discarded.insert(*digest)
+        };
+        if !is_new {
+            tracing::debug!(%digest, why, "shared tier object already discarded");
+            return SharedError::Corrupt { digest: *digest, why };
+        }
         tracing::warn!(%digest, store = %self.display, why, "shared tier object failed verification; treated as a miss and deleted");
-        self.counters.corrupt.fetch_add(1, Ordering::Relaxed);
+        self.bump(Counter::Corrupt, 1);
         metrics::counter!(metric::CORRUPT).increment(1);
         self.lists.lock().unwrap_or_else(|p| p.into_inner()).remove(digest);
         let _ = self.call("delete", self.op.delete(&Self::chunks_key(digest))).await;
@@ -493,7 +511,7 @@ impl SharedTier {
         call: impl IntoFuture<Output = opendal::Result<T>>,
     ) -> Result<Option<T>, SharedError> {
         if !self.breaker.allow() {
-            return Err(SharedError::Unavailable("circuit breaker open".into()));
+            return Err(SharedError::Refused);
         }
         match call.into_future().await {
             Ok(v) => {
@@ -511,7 +529,7 @@ impl SharedTier {
 
     fn failed(&self, op: &'static str, e: opendal::Error) -> SharedError {
         self.report(false);
-        self.counters.errors.fetch_add(1, Ordering::Relaxed);
+        self.bump(Counter::Errors, 1);
         metrics::counter!(metric::ERRORS, "op" => op).increment(1);
         tracing::debug!(store = %self.display, op, error = %e, "shared tier call failed");
         SharedError::Unavailable(format!("{op}: {e}"))
@@ -521,7 +539,7 @@ impl SharedTier {
         match self.breaker.report(ok) {
             Transition::None => {}
             Transition::Opened => {
-                self.counters.breaker_trips.fetch_add(1, Ordering::Relaxed);
+                self.bump(Counter::BreakerTrips, 1);
                 metrics::counter!(metric::BREAKER_TRIPS).increment(1);
                 metrics::gauge!(metric::BREAKER_OPEN).set(1.0);
                 tracing::warn!(store = %self.display, "shared tier is failing; circuit breaker open, reads skip it until a probe succeeds");
@@ -533,20 +551,10 @@ impl SharedTier {
         }
     }
 
-    pub(crate) fn count_write_back(&self, result: &'static str) {
-        let c = &self.counters;
-        let counter = match result {
-            "queued" => &c.write_backs_queued,
-            "done" => &c.write_backs_done,
-            "skipped" => &c.write_backs_skipped,
-            "dropped" => &c.write_backs_dropped,
-            _ => &c.write_backs_failed,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
+    /// Counts a write-back's step (one of the `WriteBacks*` counters).
+    pub(crate) fn count_write_back(&self, c: Counter) {
+        self.bump(c, 1);
+        let result = c.name().trim_start_matches("write_backs_");
         metrics::counter!(metric::WRITE_BACKS, "result" => result).increment(1);
     }
-}
-
-fn tokio_stream_of(rx: tokio::sync::mpsc::Receiver<Bytes>) -> BoxStream<'static, Bytes> {
-    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) }).boxed()
 }

@@ -2,9 +2,6 @@
 //! shared tier on a real store (an S3-compatible server, and Redis), in front of one real HTTP
 //! source that counts requests. The same scenario runs on each store.
 
-use std::io::{Read as _, Write as _};
-use std::time::Duration;
-
 use tiercache_testkit::servers::{self, RedisServer, S3Server};
 use tiercache_testkit::{Source, bytes};
 
@@ -53,33 +50,6 @@ struct Redis {
     server: RedisServer,
 }
 
-impl Redis {
-    /// One command over RESP; the raw reply.
-    fn command(&self, args: &[&[u8]]) -> Vec<u8> {
-        let mut conn = std::net::TcpStream::connect(("127.0.0.1", self.server.port())).unwrap();
-        let mut req = format!("*{}\r\n", args.len()).into_bytes();
-        for a in args {
-            req.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-            req.extend_from_slice(a);
-            req.extend_from_slice(b"\r\n");
-        }
-        conn.write_all(&req).unwrap();
-        conn.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
-        let mut reply = Vec::new();
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = conn.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            reply.extend_from_slice(&buf[..n]);
-            if reply.ends_with(b"\r\n") && (reply[0] != b'*' || reply.len() > 4) {
-                break;
-            }
-        }
-        reply
-    }
-}
-
 impl Store for Redis {
     fn url(&self) -> String {
         self.server.url()
@@ -89,13 +59,14 @@ impl Store for Redis {
     }
     fn corrupt(&self, hex: &str, offset: usize) {
         // The key of the blob object (not its `.chunks` side object), wherever OpenDAL roots it.
-        let keys = String::from_utf8_lossy(&self.command(&[b"KEYS", format!("*{hex}").as_bytes()])).into_owned();
+        let keys = self.server.command(&[b"KEYS", format!("*{hex}").as_bytes()]).unwrap();
+        let keys = String::from_utf8_lossy(&keys).into_owned();
         let key = keys.lines().find(|l| l.ends_with(hex)).unwrap_or_else(|| panic!("no key for {hex}: {keys:?}"));
-        let byte =
-            self.command(&[b"GETRANGE", key.as_bytes(), offset.to_string().as_bytes(), offset.to_string().as_bytes()]);
+        let at = offset.to_string();
+        let byte = self.server.command(&[b"GETRANGE", key.as_bytes(), at.as_bytes(), at.as_bytes()]).unwrap();
         // Reply: "$1\r\n<byte>\r\n".
         let flipped = [byte[4] ^ 0x5a];
-        let r = self.command(&[b"SETRANGE", key.as_bytes(), offset.to_string().as_bytes(), &flipped]);
+        let r = self.server.command(&[b"SETRANGE", key.as_bytes(), at.as_bytes(), &flipped]).unwrap();
         assert!(r.starts_with(b":"), "SETRANGE answered {:?}", String::from_utf8_lossy(&r));
     }
     fn kill(&mut self) {

@@ -19,6 +19,7 @@ use tiercache_sources::{DirSource, SourceError};
 use super::Current;
 use super::scan::{HashFailure, hash_one, is_racy};
 use crate::body::{Body, Read, ReadMeta, Tier};
+use crate::cache::Origin;
 use crate::flight::{SpoolError, spool};
 use crate::read_path::http_date;
 use crate::{Cache, Error, telemetry};
@@ -200,7 +201,7 @@ impl Cache {
             // The file changed since it was hashed; the next read re-hashes it.
             return Ok(());
         }
-        self.store_finished(finished, false, None, "copy").await?;
+        self.store_finished(finished, false, None, Origin::Copy).await?;
         let p = path.as_bytes().to_vec();
         self.ix(move |ix| ix.mark_file_copied(ns_id, &p, &digest)).await?;
         Ok(())
@@ -269,7 +270,7 @@ impl Cache {
         })?;
         let size_bytes = finished.size_bytes;
         let entry = NewEntry { ns_id: ns.id, key: key.to_string(), content_type: None, validators: Default::default() };
-        let digest = self.store_finished(finished, false, Some(entry), "upload").await?;
+        let digest = self.store_finished(finished, false, Some(entry), Origin::Upload).await?;
         let md5 = self.md5_of(digest).await?;
         Ok(Stored { md5, digest, size_bytes })
     }

@@ -11,9 +11,10 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 /// The breaker's state, for stats.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum BreakerState {
     /// Calls go through.
+    #[default]
     Closed,
     /// Calls are refused until a probe is due.
     Open,

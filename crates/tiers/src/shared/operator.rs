@@ -35,27 +35,26 @@ impl Default for StoreLimits {
 pub(super) fn build(url: &str, limits: &StoreLimits) -> Result<Operator, String> {
     opendal::install_default();
     let op = Operator::from_uri(url).map_err(|e| format!("shared tier {}: {e}", redact(url)))?;
-    let mut retry = RetryLayer::new()
+    let retry = RetryLayer::new()
         .with_max_times(limits.retries)
         .with_min_delay(Duration::from_millis(20))
         .with_max_delay(Duration::from_millis(500))
         .with_jitter();
-    if limits.retries == 0 {
-        retry = retry.with_max_times(0);
-    }
     Ok(op.layer(TimeoutLayer::new().with_timeout(limits.timeout).with_io_timeout(limits.io_timeout)).layer(retry))
 }
 
 /// `url` without user info or secret-looking query options, for logs and errors.
 pub fn redact(url: &str) -> String {
     let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    // User info is what precedes an `@` in the authority (up to the first `/` after `://`).
     let base = match base.split_once("://") {
-        Some((scheme, rest)) => match rest.split_once('@') {
-            Some((_, host)) if !host.contains('/') || rest.find('@') < rest.find('/') => {
-                format!("{scheme}://***@{host}")
+        Some((scheme, rest)) => {
+            let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
+            match authority.rfind('@') {
+                Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+                None => base.to_owned(),
             }
-            _ => base.to_owned(),
-        },
+        }
         None => base.to_owned(),
     };
     if query.is_empty() {

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use tiercache_core::Digest;
 use tokio::sync::mpsc;
 
-use super::{PutOutcome, SharedTier};
+use super::{Counter, PutOutcome, SharedTier};
 
 /// The queue's sending side. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -37,14 +37,14 @@ impl WriteBack {
                     let next = rx.lock().await.recv().await;
                     let Some((digest, path)) = next else { return };
                     let result = match tier.put_file(&digest, &path).await {
-                        Ok(PutOutcome::Stored) => "done",
-                        Ok(PutOutcome::Existed) => "skipped",
+                        Ok(PutOutcome::Stored) => Counter::WriteBacksDone,
+                        Ok(PutOutcome::Existed) => Counter::WriteBacksSkipped,
                         Err(e) => {
                             tracing::warn!(%digest, error = %e, "write-back to the shared tier failed");
-                            "failed"
+                            Counter::WriteBacksFailed
                         }
                     };
-                    tracing::debug!(%digest, result, "write-back");
+                    tracing::debug!(%digest, result = result.name(), "write-back");
                     tier.count_write_back(result);
                     pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&digest);
                 }
@@ -61,13 +61,13 @@ impl WriteBack {
         }
         match self.tx.try_send((digest, path)) {
             Ok(()) => {
-                self.tier.count_write_back("queued");
+                self.tier.count_write_back(Counter::WriteBacksQueued);
                 true
             }
             Err(_) => {
                 self.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&digest);
                 tracing::debug!(%digest, "write-back queue full; dropped");
-                self.tier.count_write_back("dropped");
+                self.tier.count_write_back(Counter::WriteBacksDropped);
                 false
             }
         }
