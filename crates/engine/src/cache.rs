@@ -78,6 +78,8 @@ pub(crate) struct Inner {
     /// MD5 computations under way, so that readers racing the background pass share one.
     md5_flights: Mutex<HashMap<Digest, Arc<tokio::sync::OnceCell<String>>>>,
     pub(crate) access: AccessLog,
+    /// Held by each [`Cache::flush`] from drain to commit.
+    flush_lock: tokio::sync::Mutex<()>,
     sources: Mutex<HashMap<String, Arc<dyn Source>>>,
     pub(crate) dir_sources: Mutex<HashMap<String, Arc<tiercache_sources::DirSource>>>,
     /// Files of directory namespaces being hashed on a read, so concurrent readers share one pass.
@@ -129,6 +131,7 @@ impl Cache {
                 shared_flushed: Mutex::new(None),
                 flights: Mutex::new(HashMap::new()),
                 access: AccessLog::default(),
+                flush_lock: tokio::sync::Mutex::new(()),
                 sources: Mutex::new(HashMap::new()),
                 dir_sources: Mutex::new(HashMap::new()),
                 dir_flights: Mutex::new(HashMap::new()),
@@ -170,8 +173,13 @@ impl Cache {
         self.flush().await
     }
 
-    /// Writes batched access times now. Call before exiting.
+    /// Writes batched access times (and shared-tier counters) now. Call before exiting.
+    ///
+    /// Flushes run one at a time: one that finds nothing left to write still waits for the
+    /// background flusher's write under way, so what was drained before it is committed when it
+    /// returns (otherwise a process could exit between that drain and its commit).
     pub async fn flush(&self) -> Result<(), Error> {
+        let _one_at_a_time = self.inner.flush_lock.lock().await;
         self.flush_shared_counters().await?;
         let batch = self.inner.access.drain();
         if batch.is_empty() {
