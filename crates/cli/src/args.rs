@@ -72,7 +72,7 @@ pub(crate) enum Command {
         #[arg(long)]
         ns: Option<String>,
         /// Full reconcile this often, to catch anything events missed [default: 10m]
-        #[arg(long, env = "TIERCACHE_RECONCILE_INTERVAL", value_name = "DURATION", value_parser = humantime::parse_duration)]
+        #[arg(long, env = "TIERCACHE_RECONCILE_INTERVAL", value_name = "DURATION", value_parser = crate::config::parse_duration, allow_hyphen_values = true)]
         reconcile_interval: Option<std::time::Duration>,
     },
     /// Fill in hashes not computed yet (files indexed with --no-hash, unreadable or changing files; blobs without MD5)
@@ -83,6 +83,18 @@ pub(crate) enum Command {
         /// Only count the files and bytes that would be hashed
         #[arg(long)]
         dry_run: bool,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove what nothing needs: orphan blobs, stale temp and lock files, entries past their age or
+    /// limits, namespaces of owners gone; one pass of the background pruner [default: all of it]
+    Prune(PruneArgs),
+    /// Disk use per tier and per namespace, from the index (shared blobs counted once)
+    Df {
+        /// Per-namespace detail
+        #[arg(short, long)]
+        verbose: bool,
         /// Print JSON
         #[arg(long)]
         json: bool,
@@ -107,7 +119,7 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "TIERCACHE_WATCH")]
     pub(crate) watch: bool,
     /// With --watch, a full reconcile this often [default: 10m]
-    #[arg(long, env = "TIERCACHE_RECONCILE_INTERVAL", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "TIERCACHE_RECONCILE_INTERVAL", value_name = "DURATION", value_parser = crate::config::parse_duration, allow_hyphen_values = true)]
     pub(crate) reconcile_interval: Option<std::time::Duration>,
     #[command(flatten)]
     pub(crate) engine: EngineArgs,
@@ -117,13 +129,13 @@ pub(crate) struct ServeArgs {
 #[derive(Debug, Args, Default)]
 pub(crate) struct EngineArgs {
     /// Revalidate an entry with its source once it is older than this; 0s revalidates every read [default: 60s]
-    #[arg(long, env = "TIERCACHE_REVALIDATE_AFTER", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "TIERCACHE_REVALIDATE_AFTER", value_name = "DURATION", value_parser = crate::config::parse_duration, allow_hyphen_values = true)]
     pub(crate) revalidate_after: Option<std::time::Duration>,
     /// Longest wait to connect to a source [default: 10s]
-    #[arg(long, env = "TIERCACHE_SOURCE_CONNECT_TIMEOUT", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "TIERCACHE_SOURCE_CONNECT_TIMEOUT", value_name = "DURATION", value_parser = crate::config::parse_duration, allow_hyphen_values = true)]
     pub(crate) source_connect_timeout: Option<std::time::Duration>,
     /// Longest wait for a source's headers or next body bytes [default: 30s]
-    #[arg(long, env = "TIERCACHE_SOURCE_READ_TIMEOUT", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "TIERCACHE_SOURCE_READ_TIMEOUT", value_name = "DURATION", value_parser = crate::config::parse_duration, allow_hyphen_values = true)]
     pub(crate) source_read_timeout: Option<std::time::Duration>,
     /// Most source fetches at once [default: 64]
     #[arg(long, env = "TIERCACHE_MAX_CONCURRENT_FETCHES", value_name = "N")]
@@ -134,14 +146,25 @@ pub(crate) struct EngineArgs {
     #[arg(long, env = "TIERCACHE_SHARED", value_name = "URL")]
     pub(crate) shared: Option<String>,
     /// Time limit of one call to the shared tier [default: 10s]
-    #[arg(long, env = "TIERCACHE_SHARED_TIMEOUT", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "TIERCACHE_SHARED_TIMEOUT", value_name = "DURATION", value_parser = crate::config::parse_duration, allow_hyphen_values = true)]
     pub(crate) shared_timeout: Option<std::time::Duration>,
     /// Time limit of each read or write step of a shared-tier transfer [default: 5s]
-    #[arg(long, env = "TIERCACHE_SHARED_IO_TIMEOUT", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "TIERCACHE_SHARED_IO_TIMEOUT", value_name = "DURATION", value_parser = crate::config::parse_duration, allow_hyphen_values = true)]
     pub(crate) shared_io_timeout: Option<std::time::Duration>,
     /// Retries of a failed shared-tier call [default: 2]
     #[arg(long, env = "TIERCACHE_SHARED_RETRIES", value_name = "N")]
     pub(crate) shared_retries: Option<usize>,
+    /// Most bytes the disk tier may hold, e.g. 10GiB or 500MB; least valuable blobs are evicted
+    /// first [default: no limit]
+    #[arg(long, env = "TIERCACHE_DISK_QUOTA", value_name = "SIZE", value_parser = crate::config::parse_size, allow_hyphen_values = true)]
+    pub(crate) disk_quota: Option<u64>,
+    /// Time to live of the memory tier's blobs and lookups, in seconds (env TIERCACHE_CACHE_TTL)
+    /// [default: 300]
+    #[arg(long, value_name = "SECONDS", allow_hyphen_values = true)]
+    pub(crate) cache_ttl: Option<String>,
+    /// Turn the memory tier off (env TIERCACHE_CACHE_ENABLED=false)
+    #[arg(long)]
+    pub(crate) no_cache: bool,
 }
 
 #[derive(Debug, Args)]
@@ -169,6 +192,24 @@ pub(crate) enum NsCommand {
         source: Option<String>,
         #[command(flatten)]
         dir: DirOptionArgs,
+        #[command(flatten)]
+        limits: NsLimitArgs,
+    },
+    /// Pin a namespace (every entry, now and later) or some of its keys: never evicted or pruned
+    Pin {
+        /// Namespace name
+        name: String,
+        /// Only this key (repeatable) [default: the whole namespace]
+        #[arg(long)]
+        key: Vec<String>,
+    },
+    /// Remove pins set by `ns pin`
+    Unpin {
+        /// Namespace name
+        name: String,
+        /// Only this key (repeatable) [default: the whole-namespace pin]
+        #[arg(long)]
+        key: Vec<String>,
     },
     /// List namespaces with their totals
     List {
@@ -192,6 +233,23 @@ pub(crate) enum NsCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// A namespace's owner and limits.
+#[derive(Debug, Args, Default)]
+pub(crate) struct NsLimitArgs {
+    /// Owner label: the pruner deletes the namespace once the owner-liveness hook says it is gone
+    #[arg(long, value_name = "LABEL")]
+    pub(crate) owner: Option<String>,
+    /// Most bytes its entries may name, e.g. 2GiB; the least recently read go first
+    #[arg(long, value_name = "SIZE", value_parser = crate::config::parse_size)]
+    pub(crate) quota: Option<u64>,
+    /// Remove entries not read for this long, e.g. 7d
+    #[arg(long, value_name = "DURATION", value_parser = crate::config::parse_duration, allow_hyphen_values = true)]
+    pub(crate) max_age: Option<std::time::Duration>,
+    /// Most entries; the least recently read go first
+    #[arg(long, value_name = "N")]
+    pub(crate) max_entries: Option<u64>,
 }
 
 /// Options of a directory namespace.
@@ -237,6 +295,31 @@ pub(crate) struct CleanupArgs {
     /// Do not ask for confirmation
     #[arg(long, short)]
     pub(crate) yes: bool,
+    /// Print JSON
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PruneArgs {
+    /// Only orphan blobs (no entry references them; uploads are never pruned)
+    #[arg(long)]
+    pub(crate) orphans: bool,
+    /// Only entries not read for this long, e.g. 7d
+    #[arg(long, value_name = "DURATION", value_parser = crate::config::parse_duration, allow_hyphen_values = true)]
+    pub(crate) older_than: Option<std::time::Duration>,
+    /// Only evict, by the eviction policy, until the disk tier holds at most SIZE, e.g. 50GiB
+    #[arg(long, value_name = "SIZE", value_parser = crate::config::parse_size)]
+    pub(crate) max_size: Option<u64>,
+    /// Only this namespace's entries (age and limits) and owner
+    #[arg(long)]
+    pub(crate) ns: Option<String>,
+    /// Orphans younger than this are kept [default: orphan_grace from the config, 1h]
+    #[arg(long, value_name = "DURATION", value_parser = crate::config::parse_duration, allow_hyphen_values = true)]
+    pub(crate) grace: Option<std::time::Duration>,
+    /// List what would be removed and the bytes freed; remove nothing
+    #[arg(long)]
+    pub(crate) dry_run: bool,
     /// Print JSON
     #[arg(long)]
     pub(crate) json: bool,

@@ -14,9 +14,9 @@ use clap::Parser;
 use futures::StreamExt;
 use std::sync::Arc;
 
-use tiercache_engine::{Cache, Digest, NamespaceOptions, RangeRequest, Read, ScanProgress, UpdateReport};
+use tiercache_engine::{Cache, Digest, NamespaceOptions, PruneOptions, RangeRequest, Read, ScanProgress, UpdateReport};
 
-use crate::args::{CleanupArgs, Cli, Command, EngineArgs, GetArgs, NsCommand, ServeArgs};
+use crate::args::{CleanupArgs, Cli, Command, EngineArgs, GetArgs, NsCommand, PruneArgs, ServeArgs};
 use crate::config::FileConfig;
 
 /// Exit code for `verify` finding damage it did not repair.
@@ -130,6 +130,8 @@ async fn run(cli: Cli) -> Result<u8> {
             Ok(0)
         }
         Command::Cleanup(args) => cleanup(open(&cli, &no_engine_args, &file).await?, args).await,
+        Command::Prune(args) => prune(open(&cli, &no_engine_args, &file).await?, args).await,
+        Command::Df { verbose, json } => df(open(&cli, &no_engine_args, &file).await?, *verbose, *json).await,
         Command::Vacuum { json } => {
             let report = open(&cli, &no_engine_args, &file).await?.vacuum().await?;
             if *json {
@@ -147,8 +149,11 @@ async fn run(cli: Cli) -> Result<u8> {
         Command::Verify { repair, json } => verify(open(&cli, &no_engine_args, &file).await?, *repair, *json).await,
         Command::Index(args) => {
             let cache = open(&cli, &no_engine_args, &file).await?;
-            let options =
-                NamespaceOptions { copy_to_cache: args.options.copy_to_cache, ignore: args.options.ignore.clone() };
+            let options = NamespaceOptions {
+                copy_to_cache: args.options.copy_to_cache,
+                ignore: args.options.ignore.clone(),
+                ..Default::default()
+            };
             let progress = Arc::new(ScanProgress::default());
             let fut = cache.index_directory(&args.ns, &args.dir, &options, !args.no_hash, Arc::clone(&progress));
             let report = with_progress(progress, args.json, fut).await?;
@@ -327,9 +332,14 @@ fn print_update_reports(reports: &[UpdateReport], json: bool) -> Result<()> {
 /// Refuses a malformed namespace name before the data directory is opened (which creates it).
 fn check_namespace_name(command: &Command) -> Result<()> {
     let name = match command {
-        Command::Ns(NsCommand::Create { name, .. } | NsCommand::Show { name, .. } | NsCommand::Delete { name, .. }) => {
-            Some(name)
-        }
+        Command::Ns(
+            NsCommand::Create { name, .. }
+            | NsCommand::Show { name, .. }
+            | NsCommand::Delete { name, .. }
+            | NsCommand::Pin { name, .. }
+            | NsCommand::Unpin { name, .. },
+        ) => Some(name),
+        Command::Prune(args) => args.ns.as_ref(),
         Command::Stats { ns, .. } | Command::Update { ns, .. } | Command::Watch { ns, .. } => ns.as_ref(),
         Command::Index(args) => Some(&args.ns),
         Command::Migrate { ns, .. } => Some(ns),
@@ -350,7 +360,8 @@ async fn serve(cli: &Cli, args: &ServeArgs, file: &FileConfig) -> Result<u8> {
     })
     .await?;
     for (name, def) in &file.namespaces {
-        let options = NamespaceOptions { copy_to_cache: def.copy_to_cache, ignore: def.ignore.clone() };
+        let options =
+            NamespaceOptions { copy_to_cache: def.copy_to_cache, ignore: def.ignore.clone(), ..Default::default() };
         cache
             .create_namespace(name, def.source.as_deref(), &options)
             .await
@@ -367,7 +378,13 @@ async fn serve(cli: &Cli, args: &ServeArgs, file: &FileConfig) -> Result<u8> {
             }
         });
     }
-    tiercache_server::serve(listener, cache, shutdown_signal()).await?;
+    cache.spawn_pruner();
+    let admin_token = std::env::var("TIERCACHE_ADMIN_TOKEN").ok().or_else(|| file.admin_token.clone());
+    let admin_token = admin_token.filter(|t| !t.is_empty());
+    if let Some(t) = &admin_token {
+        anyhow::ensure!(t.len() >= 16, "the admin token must be at least 16 characters");
+    }
+    tiercache_server::serve(listener, cache, admin_token, shutdown_signal()).await?;
     Ok(0)
 }
 
@@ -452,8 +469,15 @@ async fn get(cache: Cache, args: &GetArgs) -> Result<u8> {
 
 async fn ns(cache: Cache, cmd: &NsCommand) -> Result<u8> {
     match cmd {
-        NsCommand::Create { name, source, dir } => {
-            let options = NamespaceOptions { copy_to_cache: dir.copy_to_cache, ignore: dir.ignore.clone() };
+        NsCommand::Create { name, source, dir, limits } => {
+            let options = NamespaceOptions {
+                copy_to_cache: dir.copy_to_cache,
+                ignore: dir.ignore.clone(),
+                owner: limits.owner.clone(),
+                quota_bytes: limits.quota,
+                max_age_ms: limits.max_age.map(|d| d.as_millis() as u64),
+                max_entries: limits.max_entries,
+            };
             let (ns, created) = cache.create_namespace(name, source.as_deref(), &options).await?;
             let verb = if created { "created" } else { "already exists:" };
             println!("{verb} namespace {} (source: {})", ns.name, ns.source.as_deref().unwrap_or("none"));
@@ -479,6 +503,21 @@ async fn ns(cache: Cache, cmd: &NsCommand) -> Result<u8> {
                 println!("newest: {}", time_or_dash(info.newest_ms));
             }
         }
+        NsCommand::Pin { name, key } | NsCommand::Unpin { name, key } => {
+            let is_pin = matches!(cmd, NsCommand::Pin { .. });
+            let keys: Vec<Option<&str>> =
+                if key.is_empty() { vec![None] } else { key.iter().map(|k| Some(k.as_str())).collect() };
+            for k in keys {
+                let changed = if is_pin { cache.pin(name, k).await? } else { cache.unpin(name, k).await? };
+                let what = k.map_or_else(|| format!("namespace {name}"), |k| format!("{name}/{k}"));
+                match (is_pin, changed) {
+                    (true, true) => println!("pinned {what}"),
+                    (true, false) => println!("{what} was already pinned"),
+                    (false, true) => println!("unpinned {what}"),
+                    (false, false) => println!("{what} was not pinned"),
+                }
+            }
+        }
         NsCommand::Delete { name, json } => {
             let report = cache.delete_namespace(name).await?;
             if *json {
@@ -494,6 +533,98 @@ async fn ns(cache: Cache, cmd: &NsCommand) -> Result<u8> {
                     None => println!("namespace {name} did not exist; nothing to delete"),
                 }
             }
+        }
+    }
+    Ok(0)
+}
+
+async fn prune(cache: Cache, args: &PruneArgs) -> Result<u8> {
+    let only = args.orphans || args.older_than.is_some() || args.max_size.is_some();
+    let opts = if only {
+        PruneOptions {
+            orphans: args.orphans,
+            older_than: args.older_than,
+            max_size: args.max_size,
+            ..Default::default()
+        }
+    } else {
+        PruneOptions::all()
+    };
+    let opts = PruneOptions { namespace: args.ns.clone(), orphan_grace: args.grace, dry_run: args.dry_run, ..opts };
+    let report = cache.prune(&opts).await?;
+    cache.settle().await?;
+    if args.json {
+        return print_json(&report).map(|()| 0);
+    }
+    let verb = if report.dry_run { "would remove" } else { "removed" };
+    for i in &report.items {
+        let what = match (i.kind, &i.namespace, &i.key, &i.digest, &i.path) {
+            ("owner", Some(ns), ..) => format!("namespace {ns} (owner gone)"),
+            (_, Some(ns), Some(key), ..) => format!("entry {ns}/{key}"),
+            (_, _, _, Some(d), _) => format!("blob {d}"),
+            (_, _, _, _, Some(p)) => p.clone(),
+            _ => String::from("?"),
+        };
+        println!("{verb} {:<6} {what} ({})", i.kind, human_bytes(i.bytes));
+    }
+    for ns in &report.skipped_in_use {
+        println!("kept namespace {ns}: its owner is gone but it is being read (next pass)");
+    }
+    println!(
+        "{}: {} namespaces, {} entries, {} blobs, {} files; {} {}",
+        if report.dry_run { "dry run" } else { "pruned" },
+        report.n_namespaces,
+        report.n_entries,
+        report.n_blobs,
+        report.n_files,
+        human_bytes(report.freed_bytes),
+        if report.dry_run { "would be freed" } else { "freed" }
+    );
+    Ok(0)
+}
+
+async fn df(cache: Cache, verbose: bool, json: bool) -> Result<u8> {
+    let usage = cache.disk_usage().await?;
+    let quota = cache.quota_stats();
+    if json {
+        return print_json(&serde_json::json!({ "disk": usage, "quota_bytes": quota.quota_bytes })).map(|()| 0);
+    }
+    let referenced: u64 = usage.namespaces.iter().map(|n| n.attributed_bytes).sum();
+    println!("{:<12} {:>8} {:>10} {:>12} {:>12}", "TIER", "BLOBS", "SIZE", "QUOTA", "RECLAIMABLE");
+    println!(
+        "{:<12} {:>8} {:>10} {:>12} {:>12}",
+        "disk",
+        usage.n_blobs,
+        human_bytes(usage.blob_bytes),
+        quota.quota_bytes.map_or_else(|| "-".to_owned(), human_bytes),
+        format!("{} ({} orphans)", human_bytes(usage.orphan_bytes), usage.n_orphans),
+    );
+    println!(
+        "uploads: {} ({}), never evicted; pinned: {}; referenced by namespaces: {}",
+        usage.n_uploads,
+        human_bytes(usage.upload_bytes),
+        human_bytes(usage.pinned_bytes),
+        human_bytes(referenced)
+    );
+    if verbose {
+        println!();
+        println!(
+            "{:<24} {:>8} {:>10} {:>10} {:>10} {:>10} {:>6}  OWNER",
+            "NAMESPACE", "ENTRIES", "SIZE", "UNIQUE", "SHARED", "ATTRIB", "PINNED"
+        );
+        for n in &usage.namespaces {
+            let pinned = if n.is_pinned { "all".to_owned() } else { n.n_pinned_keys.to_string() };
+            println!(
+                "{:<24} {:>8} {:>10} {:>10} {:>10} {:>10} {:>6}  {}",
+                n.name,
+                n.n_entries,
+                human_bytes(n.blob_bytes),
+                human_bytes(n.unique_bytes),
+                human_bytes(n.shared_bytes),
+                human_bytes(n.attributed_bytes),
+                pinned,
+                n.owner.as_deref().unwrap_or("-")
+            );
         }
     }
     Ok(0)

@@ -33,11 +33,30 @@ pub struct NamespaceOptions {
     pub copy_to_cache: bool,
     /// For a directory source: glob patterns of relative paths left out of the read cache.
     pub ignore: Vec<String>,
+    /// Who this namespace caches for (an orchestrator's id of a tenant, an engine, a job). The
+    /// pruner asks the owner-liveness hook about it, and deletes the namespace of a dead owner.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// Most bytes this namespace's entries may name (each blob counted once); the least recently
+    /// read entries go first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quota_bytes: Option<u64>,
+    /// Entries not read for this long (ms) are pruned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_age_ms: Option<u64>,
+    /// Most entries; the least recently read go first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_entries: Option<u64>,
 }
 
 impl NamespaceOptions {
     /// Whether every option has its default value.
     pub fn is_default(&self) -> bool {
         *self == NamespaceOptions::default()
+    }
+
+    /// Whether an option that applies to directory sources only is set.
+    pub fn has_dir_options(&self) -> bool {
+        self.copy_to_cache || !self.ignore.is_empty()
     }
 }

@@ -37,6 +37,8 @@ pub enum Tier {
     Disk,
     /// The shared cluster tier.
     Shared,
+    /// The memory tier.
+    Memory,
     /// The source (a fetch, or a wait on one).
     Source,
 }
@@ -47,6 +49,7 @@ impl Tier {
         match self {
             Tier::Disk => "disk",
             Tier::Shared => "shared",
+            Tier::Memory => "memory",
             Tier::Source => "source",
         }
     }
@@ -75,6 +78,9 @@ pub struct Read {
     /// Headers' worth of facts.
     pub meta: ReadMeta,
     pub(crate) body: Body,
+    /// Marks the blob and namespace in use (safe from eviction and owner pruning) until the body
+    /// is dropped.
+    pub(crate) hold: Option<crate::quota::Hold>,
 }
 
 impl std::fmt::Debug for Read {
@@ -86,6 +92,11 @@ impl std::fmt::Debug for Read {
 pub(crate) enum Body {
     /// A published blob.
     File { file: Arc<File>, size_bytes: u64 },
+    /// A small blob held by the memory tier.
+    Memory(Bytes),
+    /// A blob served from its source without being stored (the disk quota had no room): the
+    /// flight's own body if this reader took it, else a request of its own.
+    PassThrough { source: Arc<dyn Source>, key: Key, body: Option<crate::flight::BodyStream> },
     /// A fetch under way (or just finished).
     Flight { rx: watch::Receiver<Phase>, source: Arc<dyn Source>, key: Key },
     /// A blob in the shared tier, with the disk-tier fill `rx` under way and the first chunk the
@@ -109,6 +120,11 @@ impl Read {
                 Ok(bytes.slice((start - cs) as usize..(end - cs) as usize))
             });
         }
+        if let Body::Memory(bytes) = &self.body {
+            let (start, end) = range.map(|r| (r.start as usize, r.end as usize + 1)).unwrap_or((0, bytes.len()));
+            telemetry::read_bytes(self.meta.tier, (end - start) as u64);
+            return Some(Ok(bytes.slice(start..end)));
+        }
         let Body::File { file, size_bytes } = &self.body else { return None };
         let (start, end) = range.map(|r| (r.start, r.end + 1)).unwrap_or((0, *size_bytes));
         if end.saturating_sub(start) > INLINE_READ_BYTES {
@@ -125,7 +141,16 @@ impl Read {
     /// [`ReadMeta::size_bytes`] when that is known.
     pub fn into_stream(self, range: Option<ByteRange>) -> ByteStream {
         let tier = self.meta.tier;
+        let hold = self.hold;
         let stream = match self.body {
+            Body::Memory(bytes) => {
+                let (start, end) = range.map(|r| (r.start as usize, r.end as usize + 1)).unwrap_or((0, bytes.len()));
+                futures::stream::once(futures::future::ready(Ok(bytes.slice(start..end)))).boxed()
+            }
+            Body::PassThrough { body: Some(body), .. } if range.is_none() => {
+                body.map(|r| r.map_err(io::Error::other)).boxed()
+            }
+            Body::PassThrough { source, key, .. } => source_stream(source, key, range),
             Body::File { file, size_bytes } => {
                 let (start, end) = range.map(|r| (r.start, r.end + 1)).unwrap_or((0, size_bytes));
                 file_stream(file, start, end)
@@ -153,6 +178,7 @@ impl Read {
         };
         stream
             .inspect(move |item| {
+                let _in_use = &hold;
                 if let Ok(chunk) = item {
                     telemetry::read_bytes(tier, chunk.len() as u64);
                 }
@@ -161,7 +187,7 @@ impl Read {
     }
 }
 
-fn read_chunk(file: &File, pos: u64, len: u64) -> io::Result<Bytes> {
+pub(crate) fn read_chunk(file: &File, pos: u64, len: u64) -> io::Result<Bytes> {
     let mut buf = BytesMut::zeroed(len as usize);
     let mut filled = 0usize;
     while filled < buf.len() {
@@ -214,7 +240,7 @@ fn flight_stream(rx: watch::Receiver<Phase>, start: u64, end: Option<u64>) -> By
                     let e = crate::Error::from(f);
                     return Some((Err(io::Error::other(e.to_string())), (rx, pos, true)));
                 }
-                Phase::Waiting | Phase::NotModified => {
+                Phase::Waiting | Phase::NotModified | Phase::PassThrough { .. } => {
                     if rx.changed().await.is_err() {
                         return Some((Err(io::Error::other("fetch ended without a result")), (rx, pos, true)));
                     }
@@ -264,12 +290,32 @@ fn shared_stream(
     let fill_near = match &*rx.borrow() {
         Phase::Waiting => start < TAIL_WINDOW_BYTES,
         Phase::Streaming { written, .. } | Phase::Done { written, .. } => start <= written + TAIL_WINDOW_BYTES,
-        Phase::NotModified | Phase::Failed(_) => false,
+        Phase::NotModified | Phase::PassThrough { .. } | Phase::Failed(_) => false,
     };
     if fill_near && !covered {
         return flight_stream(rx, start, Some(end));
     }
     tier.read_range(list, start, end, primed).map(|r| r.map_err(io::Error::other)).boxed()
+}
+
+/// The object, or a range of it, asked of the source directly (a pass-through read).
+fn source_stream(source: Arc<dyn Source>, key: Key, range: Option<ByteRange>) -> ByteStream {
+    match range {
+        Some(r) => source_range_stream(source, key, r),
+        None => futures::stream::once(async move {
+            metrics::counter!(telemetry::SOURCE_FETCHES, "result" => "pass_through").increment(1);
+            match source.fetch(&key, &FetchRequest { range: None, validators: None }).await {
+                Ok(Fetched::Body(body)) => body.stream.map(|r| r.map_err(io::Error::other)).boxed(),
+                Ok(Fetched::NotModified) => futures::stream::once(async {
+                    Err(io::Error::other("source answered 304 to an unconditional fetch"))
+                })
+                .boxed(),
+                Err(e) => futures::stream::once(async move { Err(io::Error::other(e)) }).boxed(),
+            }
+        })
+        .flatten()
+        .boxed(),
+    }
 }
 
 /// A range asked of the source directly, for a cold read far ahead of the whole-blob fetch.

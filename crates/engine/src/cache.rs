@@ -7,11 +7,13 @@ use tiercache_core::{Digest, Key, now_ms};
 use tiercache_index::{Index, IndexError, NewEntry};
 use tiercache_sources::Source;
 use tiercache_tiers::shared::{SharedTier, WriteBack};
-use tiercache_tiers::{DiskTier, FinishedBlob};
+use tiercache_tiers::{DiskTier, FinishedBlob, TempBlob};
 use tokio::sync::{Semaphore, watch};
 
 use crate::access::AccessLog;
 use crate::flight::Phase;
+use crate::memory::Memory;
+use crate::quota::{DiskQuota, NoRoom, Reservation};
 use crate::{CacheConfig, Error, maintenance, telemetry};
 
 /// Where a blob stored in the disk tier came from.
@@ -41,6 +43,19 @@ impl Origin {
 
 /// Names of the shared tier's counters in the index start with this.
 const SHARED_PREFIX: &str = "shared.";
+/// The file every change of namespaces and every bulk delete replaces (in any process): a new
+/// file (another inode or change time) tells the memory tier that its lookups may be stale.
+pub(crate) const LOOKUP_GENERATION: &str = "lookups.gen";
+
+/// Replaces the lookup-generation file in `data_dir` (see [`LOOKUP_GENERATION`]).
+pub(crate) fn bump_lookup_generation(data_dir: &std::path::Path) -> std::io::Result<()> {
+    crate::namespaces::write_atomically(data_dir, LOOKUP_GENERATION, &rand_stamp())
+}
+
+fn rand_stamp() -> [u8; 16] {
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+    (t ^ (std::process::id() as u128) << 64).to_le_bytes()
+}
 
 /// A tiercache instance over one data directory. Cheap to clone; clones share everything.
 ///
@@ -61,6 +76,10 @@ pub(crate) struct Inner {
     pub(crate) config: CacheConfig,
     pub(crate) index: Arc<Index>,
     pub(crate) disk: DiskTier,
+    /// The disk tier's quota, eviction policy, and reads in progress.
+    pub(crate) quota: Arc<DiskQuota>,
+    /// The memory tier: small blobs and index lookups.
+    pub(crate) memory: Memory,
     /// The shared cluster tier and its write-back queue, if configured.
     pub(crate) shared: Option<(Arc<SharedTier>, WriteBack)>,
     /// Disk-tier fills from the shared tier under way, by digest (single flight, like `flights`).
@@ -78,6 +97,8 @@ pub(crate) struct Inner {
     /// MD5 computations under way, so that readers racing the background pass share one.
     md5_flights: Mutex<HashMap<Digest, Arc<tokio::sync::OnceCell<String>>>>,
     pub(crate) access: AccessLog,
+    /// The lookup-generation file as this process last saw it (inode and change time).
+    lookup_generation: std::sync::atomic::AtomicU64,
     /// Held by each [`Cache::flush`] from drain to commit.
     flush_lock: tokio::sync::Mutex<()>,
     sources: Mutex<HashMap<String, Arc<dyn Source>>>,
@@ -104,7 +125,7 @@ impl Cache {
                 .map_err(|e| Error::Io(format!("cannot create data directory {}: {e}", cfg.data_dir.display())))?;
             let disk = DiskTier::open(&cfg.data_dir)?;
             let (index, opened) = Index::open(&cfg.data_dir.join("index.db"))?;
-            Ok((index, disk, opened))
+            Ok((Arc::new(index), disk, opened))
         })
         .await
         .map_err(|e| Error::Io(e.to_string()))??;
@@ -117,21 +138,32 @@ impl Cache {
             }
             None => None,
         };
+        let quota = {
+            let (limits, index, disk) = (config.disk.clone(), Arc::clone(&index), disk.clone());
+            let dir = config.data_dir.clone();
+            let quota = tokio::task::spawn_blocking(move || DiskQuota::open(limits, index, disk, dir))
+                .await
+                .map_err(|e| Error::Io(e.to_string()))??;
+            Arc::new(quota)
+        };
         let cache = Cache {
             inner: Arc::new(Inner {
                 fetch_permits: Semaphore::new(config.max_concurrent_fetches.max(1)),
                 md5_permits: Semaphore::new(1),
                 flight_tasks: tokio_util::task::TaskTracker::new(),
                 md5_flights: Mutex::new(HashMap::new()),
+                memory: Memory::new(&config),
                 config,
-                index: Arc::new(index),
+                index,
                 disk,
+                quota,
                 shared,
                 fills: Mutex::new(HashMap::new()),
                 shared_flushed: Mutex::new(None),
                 flights: Mutex::new(HashMap::new()),
                 access: AccessLog::default(),
                 flush_lock: tokio::sync::Mutex::new(()),
+                lookup_generation: std::sync::atomic::AtomicU64::new(0),
                 sources: Mutex::new(HashMap::new()),
                 dir_sources: Mutex::new(HashMap::new()),
                 dir_flights: Mutex::new(HashMap::new()),
@@ -141,6 +173,12 @@ impl Cache {
         };
         maintenance::recover(&cache, opened.created || opened.needs_rebuild).await?;
         crate::directory::check_read_caches(&cache).await?;
+        let memory = cache.inner.memory.clone();
+        cache.inner.quota.set_on_evict(Box::new(move |_| memory.forget_lookups()));
+        if opened.created || opened.needs_rebuild {
+            let quota = Arc::clone(&cache.inner.quota);
+            cache.ix(move |_| quota.resync()).await?;
+        }
         cache.spawn_access_flusher();
         Ok(cache)
     }
@@ -181,10 +219,12 @@ impl Cache {
     pub async fn flush(&self) -> Result<(), Error> {
         let _one_at_a_time = self.inner.flush_lock.lock().await;
         self.flush_shared_counters().await?;
+        self.publish_gauges();
         let batch = self.inner.access.drain();
         if batch.is_empty() {
             return Ok(());
         }
+        self.inner.quota.touched(batch.iter().map(|r| r.digest));
         self.ix(move |ix| ix.record_access(&batch)).await
     }
 
@@ -218,6 +258,46 @@ impl Cache {
             (deltas, latest)
         };
         self.ix(move |ix| ix.bump_counters(&deltas, &latest)).await
+    }
+
+    /// Sizes as gauges in `/metrics`: the disk tier's use and quota, the memory tier's bytes and
+    /// entries.
+    fn publish_gauges(&self) {
+        let q = self.inner.quota.stats();
+        metrics::gauge!(telemetry::DISK_USED_BYTES).set((q.used_bytes + q.reserved_bytes) as f64);
+        if let Some(quota) = q.quota_bytes {
+            metrics::gauge!(telemetry::DISK_QUOTA_BYTES).set(quota as f64);
+        }
+        let m = self.inner.memory.report();
+        metrics::gauge!(telemetry::MEMORY_ENABLED).set(if m.is_enabled { 1.0 } else { 0.0 });
+        metrics::gauge!(telemetry::MEMORY_TTL_SECONDS).set(m.ttl_seconds as f64);
+        for (name, t) in [("blobs", &m.blobs), ("lookups", &m.lookups)] {
+            metrics::gauge!(telemetry::MEMORY_BYTES, "cache" => name).set(t.bytes as f64);
+            metrics::gauge!(telemetry::MEMORY_ENTRIES, "cache" => name).set(t.entries as f64);
+        }
+    }
+
+    /// Drops the memory tier's lookups if any process changed namespaces or deleted in bulk since
+    /// the last look: one `stat` of the lookup-generation file, inline (cheaper than a hop to a
+    /// blocking thread), before every lookup the memory tier could answer.
+    pub(crate) fn check_lookup_generation(&self) {
+        use std::os::unix::fs::MetadataExt;
+        if !self.inner.memory.is_enabled() {
+            return;
+        }
+        let stamp = std::fs::metadata(self.data_dir().join(LOOKUP_GENERATION))
+            .map(|m| m.ino() ^ (m.ctime() as u64).rotate_left(32) ^ m.ctime_nsec() as u64)
+            .unwrap_or(0);
+        if self.inner.lookup_generation.swap(stamp, std::sync::atomic::Ordering::Relaxed) != stamp {
+            self.inner.memory.forget_lookups();
+        }
+    }
+
+    /// Tells every process's memory tier that lookups may be stale (this one's are dropped too).
+    pub(crate) async fn bump_lookup_generation(&self) -> Result<(), Error> {
+        self.inner.memory.forget_lookups();
+        let dir = self.data_dir().to_owned();
+        self.blocking(move |_| bump_lookup_generation(&dir)).await
     }
 
     fn spawn_access_flusher(&self) {
@@ -271,22 +351,49 @@ impl Cache {
         Ok(s)
     }
 
+    /// Reserves `n` bytes of the disk quota for a write, evicting if needed (see `quota.rs`).
+    pub(crate) async fn reserve(&self, n: u64) -> Result<Reservation, NoRoom> {
+        let quota = Arc::clone(&self.inner.quota);
+        match tokio::task::spawn_blocking(move || quota.reserve(n)).await {
+            Ok(r) => r,
+            Err(e) => Err(NoRoom { reason: format!("reservation task failed: {e}") }),
+        }
+    }
+
+    /// A new temp file in the disk tier with `n` bytes of quota reserved for it (a body of
+    /// unknown length reserves more as it grows). [`Error::StorageFull`] if the quota has no room.
+    pub(crate) async fn create_temp(&self, n: Option<u64>) -> Result<(TempBlob, Reservation), Error> {
+        let reservation = self.reserve(n.unwrap_or(crate::flight::RESERVE_STEP_BYTES)).await.map_err(|no| {
+            self.inner.quota.passed_through(&no.reason);
+            Error::StorageFull(no.reason)
+        })?;
+        Ok((self.inner.disk.create_temp()?, reservation))
+    }
+
     /// Makes a finished temp file a blob of the disk tier and records it (steps 3 to 5 of the put
     /// protocol in docs/design.md):
     /// 3. record a pending row for the digest;
     /// 4. rename the file into `blobs/` and fsync the directory;
     /// 5. commit the blob row as present, with the entry naming it, in one transaction.
+    ///
+    /// `reservation` covers the file's bytes in the disk quota; they count as used from now on.
     pub(crate) async fn store_finished(
         &self,
-        finished: FinishedBlob,
+        (finished, reservation): (FinishedBlob, Reservation),
         retain: bool,
         entry: Option<NewEntry>,
         origin: Origin,
     ) -> Result<Digest, Error> {
         let (digest, size) = (finished.digest, finished.size_bytes);
         self.ix(move |ix| ix.mark_pending(&digest, size, now_ms())).await?;
-        self.blocking(move |_| finished.publish()).await?;
-        self.ix(move |ix| ix.commit_blob(&digest, size, retain, entry.as_ref(), now_ms())).await?;
+        let was_there = self.blocking(move |_| finished.publish()).await?;
+        let entry_key = entry.as_ref().map(|e| (e.ns_id, e.key.clone()));
+        let flags = (retain, retain && origin == Origin::Upload);
+        self.ix(move |ix| ix.commit_blob(&digest, size, flags, entry.as_ref(), now_ms())).await?;
+        reservation.stored(digest, size, was_there, !flags.1);
+        if let Some((ns_id, key)) = entry_key {
+            self.inner.memory.forget_entry(ns_id, &key).await;
+        }
         metrics::counter!(telemetry::BLOBS_STORED, "origin" => origin.as_str()).increment(1);
         if let Some((_, write_back)) = &self.inner.shared
             && origin != Origin::Shared

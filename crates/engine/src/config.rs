@@ -4,7 +4,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use tiercache_sources::HttpSourceConfig;
+use tiercache_tiers::MemoryConfig;
 use tiercache_tiers::shared::SharedConfig;
+
+use crate::pruner::PrunerConfig;
+use crate::quota::DiskLimits;
 
 /// How a [`crate::Cache`] behaves.
 #[derive(Debug, Clone)]
@@ -31,6 +35,14 @@ pub struct CacheConfig {
     pub hash_threads: usize,
     /// The shared cluster tier, if any: read after the disk tier, written back after a fetch.
     pub shared: Option<SharedConfig>,
+    /// The disk tier's quota, watermarks and protection of new blobs.
+    pub disk: DiskLimits,
+    /// The memory tier: on or off, TTL, size bound.
+    pub memory: MemoryConfig,
+    /// Blobs at most this large are kept in the memory tier (index lookups always are).
+    pub memory_max_blob_bytes: u64,
+    /// The background pruner.
+    pub pruner: PrunerConfig,
 }
 
 impl CacheConfig {
@@ -47,6 +59,10 @@ impl CacheConfig {
             watch_debounce: Duration::from_millis(200),
             hash_threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
             shared: None,
+            disk: DiskLimits::default(),
+            memory: MemoryConfig::default(),
+            memory_max_blob_bytes: 64 * 1024,
+            pruner: PrunerConfig::default(),
         }
     }
 }

@@ -19,6 +19,10 @@ use tiercache_tiers::{FinishedBlob, TempBlob};
 use tokio::sync::watch;
 
 use crate::Error;
+use crate::quota::Reservation;
+
+/// A body of unknown length reserves disk quota in steps of this many bytes as it arrives.
+pub(crate) const RESERVE_STEP_BYTES: u64 = 1 << 20;
 
 /// Where a flight is.
 #[derive(Debug, Clone)]
@@ -31,8 +35,35 @@ pub(crate) enum Phase {
     Done { started: Arc<Started>, written: u64, digest: Digest },
     /// The source confirmed the cached copy (conditional request answered 304).
     NotModified,
+    /// The disk quota had no room: nothing is stored. The first reader takes the body the
+    /// flight got; later ones ask the source themselves.
+    PassThrough { meta: Arc<SourceMeta>, body: HandOff },
     /// The fetch failed; nothing was stored.
     Failed(Failure),
+}
+
+/// A source body handed to the first reader that takes it.
+#[derive(Clone, Default)]
+pub(crate) struct HandOff(Arc<std::sync::Mutex<Option<BodyStream>>>);
+
+/// A source's body stream.
+pub(crate) type BodyStream = futures::stream::BoxStream<'static, Result<Bytes, SourceError>>;
+
+impl HandOff {
+    pub(crate) fn new(body: BodyStream) -> HandOff {
+        HandOff(Arc::new(std::sync::Mutex::new(Some(body))))
+    }
+
+    /// The body, to the first caller only.
+    pub(crate) fn take(&self) -> Option<BodyStream> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+impl std::fmt::Debug for HandOff {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HandOff")
+    }
 }
 
 /// What a reader needs once the source has answered.
@@ -81,20 +112,29 @@ pub(crate) enum SpoolError<E> {
 }
 
 /// Streams `body` into `temp` on a blocking thread (writing, and SHA-256 beside it, off the async workers),
-/// calling `progress(written)` after each chunk is in the file. Returns the fsynced, hashed file.
+/// calling `progress(written)` after each chunk is in the file. Returns the fsynced, hashed file and
+/// its reservation of disk quota, grown (in [`RESERVE_STEP_BYTES`] steps) to cover every byte
+/// before it is written: a body that outgrows the room the quota can make fails as storage full.
 pub(crate) async fn spool<E: Send + 'static>(
     temp: TempBlob,
+    reservation: Reservation,
     body: impl Stream<Item = Result<Bytes, E>> + Send,
     progress: impl Fn(u64) + Send + 'static,
-) -> Result<FinishedBlob, SpoolError<E>> {
+) -> Result<(FinishedBlob, Reservation), SpoolError<E>> {
     let (chunk_tx, mut chunk_rx) = tokio::sync::mpsc::channel::<Bytes>(32);
-    let writer = tokio::task::spawn_blocking(move || -> std::io::Result<FinishedBlob> {
-        let mut temp = temp;
+    let writer = tokio::task::spawn_blocking(move || -> std::io::Result<(FinishedBlob, Reservation)> {
+        let (mut temp, mut reservation) = (temp, reservation);
         while let Some(chunk) = chunk_rx.blocking_recv() {
+            let need = temp.written() + chunk.len() as u64;
+            if need > reservation.bytes() {
+                reservation
+                    .grow_to(need.next_multiple_of(RESERVE_STEP_BYTES))
+                    .map_err(|no| std::io::Error::new(std::io::ErrorKind::StorageFull, no.reason))?;
+            }
             temp.write(chunk)?;
             progress(temp.written());
         }
-        temp.finish()
+        Ok((temp.finish()?, reservation))
     });
     let mut body = std::pin::pin!(body);
     let mut body_error = None;

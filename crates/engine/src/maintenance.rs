@@ -139,7 +139,15 @@ async fn rebuild(cache: &Cache) -> Result<(), Error> {
     );
     for def in defs {
         let Ok(name) = NamespaceName::new(&def.name) else { continue };
-        cache.ix(move |ix| ix.put_namespace(&name, def.source.as_deref(), &def.options, now_ms())).await?;
+        cache
+            .ix(move |ix| {
+                let (ns, _) = ix.put_namespace(&name, def.source.as_deref(), &def.options, now_ms())?;
+                for key in &def.pins {
+                    ix.put_pin(ns.id, key)?;
+                }
+                Ok(())
+            })
+            .await?;
     }
     let blobs: Vec<(Digest, u64)> = listed.into_iter().filter_map(Result::ok).collect();
     let total = blobs.len();
@@ -159,6 +167,16 @@ async fn rebuild(cache: &Cache) -> Result<(), Error> {
 }
 
 impl Cache {
+    /// The disk quota as this process accounts it, and what eviction did.
+    pub fn quota_stats(&self) -> crate::QuotaStats {
+        self.inner.quota.stats()
+    }
+
+    /// The memory tier's sizes and counters (this process's: the memory tier is not shared).
+    pub fn memory_stats(&self) -> crate::MemoryReport {
+        self.inner.memory.report()
+    }
+
     /// Totals, overall and per namespace (or just `only_ns`).
     pub async fn stats(&self, only_ns: Option<&str>) -> Result<StatsReport, Error> {
         if let Some(ns) = only_ns {
@@ -201,18 +219,26 @@ impl Cache {
 
     /// Deletes the files of blobs whose rows are already gone.
     pub(crate) async fn delete_blob_files(&self, n_entries: u64, orphans: Vec<Digest>) -> Result<CleanupReport, Error> {
-        self.blocking(move |disk| {
-            let mut report = CleanupReport { n_entries, ..CleanupReport::default() };
-            for d in orphans {
-                let len = std::fs::metadata(disk.blob_path(&d)).map(|m| m.len()).unwrap_or(0);
-                if disk.delete(&d)? {
-                    report.n_blobs += 1;
-                    report.bytes += len;
+        let (report, deleted) = self
+            .blocking(move |disk| {
+                let mut report = CleanupReport { n_entries, ..CleanupReport::default() };
+                let mut deleted = Vec::new();
+                for d in orphans {
+                    let len = std::fs::metadata(disk.blob_path(&d)).map(|m| m.len()).unwrap_or(0);
+                    if disk.delete(&d)? {
+                        report.n_blobs += 1;
+                        report.bytes += len;
+                        deleted.push((d, len));
+                    }
                 }
-            }
-            Ok(report)
-        })
-        .await
+                Ok((report, deleted))
+            })
+            .await?;
+        self.inner.quota.deleted(&deleted);
+        if n_entries > 0 || !deleted.is_empty() {
+            self.bump_lookup_generation().await?;
+        }
+        Ok(report)
     }
 
     /// Compacts the index file.

@@ -21,6 +21,9 @@ pub(crate) struct Definition {
     pub(crate) source: Option<String>,
     #[serde(default, skip_serializing_if = "NamespaceOptions::is_default")]
     pub(crate) options: NamespaceOptions,
+    /// Pinned keys (`""`: the whole namespace).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) pins: Vec<String>,
 }
 
 pub(crate) fn definitions_dir(cache: &Cache) -> PathBuf {
@@ -41,7 +44,7 @@ impl Cache {
         if let Some(url) = source {
             self.source_for(url)?; // Refuse a URL no source understands, before writing anything.
         }
-        if source.is_none_or(|s| !s.starts_with("file://")) && !options.is_default() {
+        if source.is_none_or(|s| !s.starts_with("file://")) && options.has_dir_options() {
             return Err(Error::Invalid("copy-to-cache and ignore patterns apply to directory sources only".into()));
         }
         tiercache_sources::dir::walk::Ignore::new(&options.ignore).map_err(Error::Invalid)?;
@@ -56,21 +59,87 @@ impl Cache {
                 existing.source.as_deref().unwrap_or("(none)")
             )));
         }
-        if existing.is_none_or(|e| e.options != *options) {
+        if existing.as_ref().is_none_or(|e| e.options != *options) {
+            let pins = match &existing {
+                Some(e) => {
+                    let id = e.id;
+                    self.ix(move |ix| ix.pins(id)).await?
+                }
+                None => Vec::new(),
+            };
             let def = Definition {
                 name: name.as_str().to_owned(),
                 source: source.map(str::to_owned),
                 options: options.clone(),
+                pins,
             };
-            let dir = definitions_dir(self);
-            self.blocking(move |_| {
-                write_atomically(&dir, &format!("{}.json", def.name), &serde_json::to_vec_pretty(&def)?)
-            })
-            .await?;
+            self.write_definition(def).await?;
         }
         let source = source.map(str::to_owned);
         let options = options.clone();
-        self.ix(move |ix| ix.put_namespace(&name, source.as_deref(), &options, now_ms())).await
+        let created = self.ix(move |ix| ix.put_namespace(&name, source.as_deref(), &options, now_ms())).await?;
+        self.bump_lookup_generation().await?;
+        Ok(created)
+    }
+
+    async fn write_definition(&self, def: Definition) -> Result<(), Error> {
+        let dir = definitions_dir(self);
+        self.blocking(move |_| write_atomically(&dir, &format!("{}.json", def.name), &serde_json::to_vec_pretty(&def)?))
+            .await
+    }
+
+    /// Pins `key` of namespace `name` (`None`: every entry of it, present and future): its blobs
+    /// are never evicted, and its entries never pruned by age or limits. Returns whether the pin
+    /// is new. Pins are kept in the namespace's definition, so an index rebuild keeps them.
+    pub async fn pin(&self, name: &str, key: Option<&str>) -> Result<bool, Error> {
+        self.change_pin(name, key, true).await
+    }
+
+    /// Removes a pin set by [`Cache::pin`]. Returns whether there was one.
+    pub async fn unpin(&self, name: &str, key: Option<&str>) -> Result<bool, Error> {
+        self.change_pin(name, key, false).await
+    }
+
+    async fn change_pin(&self, name: &str, key: Option<&str>, is_pin: bool) -> Result<bool, Error> {
+        let ns = self.namespace_row(name).await?;
+        let key = match key {
+            Some(k) => tiercache_core::Key::new(k)?.to_string(),
+            None => String::new(),
+        };
+        let id = ns.id;
+        let mut pins = self.ix(move |ix| ix.pins(id)).await?;
+        let changed = if is_pin { !pins.contains(&key) } else { pins.contains(&key) };
+        if is_pin {
+            pins.push(key.clone());
+        } else {
+            pins.retain(|p| *p != key);
+        }
+        pins.sort();
+        pins.dedup();
+        // The definition first (durable), then the index.
+        self.write_definition(Definition {
+            name: ns.name.clone(),
+            source: ns.source.clone(),
+            options: ns.options,
+            pins,
+        })
+        .await?;
+        self.ix(move |ix| if is_pin { ix.put_pin(id, &key) } else { ix.delete_pin(id, &key) }).await?;
+        self.bump_lookup_generation().await?;
+        let quota = std::sync::Arc::clone(&self.inner.quota);
+        self.ix(move |_| quota.resync()).await?;
+        Ok(changed)
+    }
+
+    /// The pins of namespace `name` (`""`: the whole namespace).
+    pub async fn pins(&self, name: &str) -> Result<Vec<String>, Error> {
+        let id = self.namespace_row(name).await?.id;
+        self.ix(move |ix| ix.pins(id)).await
+    }
+
+    /// Disk use of the disk tier, overall and per namespace, from the index alone.
+    pub async fn disk_usage(&self) -> Result<tiercache_index::DiskUsage, Error> {
+        self.ix(|ix| ix.disk_usage()).await
     }
 
     /// Every namespace with its totals.
@@ -97,6 +166,7 @@ impl Cache {
         let Some((n_entries, orphans)) = self.ix(move |ix| ix.delete_namespace(&name)).await? else {
             return Ok(None);
         };
+        self.bump_lookup_generation().await?;
         Ok(Some(self.delete_blob_files(n_entries, orphans).await?))
     }
 }

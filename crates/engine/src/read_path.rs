@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use crate::body::{Body, Read, ReadMeta, Tier};
 use crate::cache::Origin;
 use crate::flight::{Failure, Phase, PhaseSender, SpoolError, Started, progress, spool};
+use crate::quota::Hold;
 use crate::shared_read::Intent;
 use crate::{Cache, Error, telemetry};
 
@@ -30,6 +31,13 @@ impl Cache {
     /// verifies those bytes before answering.
     pub async fn read_blob_with(&self, digest: &Digest, intent: Intent) -> Result<Read, Error> {
         let t0 = Instant::now();
+        if let Some(blob) = self.inner.memory.blob(digest).await {
+            self.inner.access.note(None, *digest, now_ms());
+            let size = blob.bytes.len() as u64;
+            served(Tier::Memory, "hit", t0, size, || format!("{digest}"));
+            let meta = blob_meta(Tier::Memory, digest, size, blob.last_modified.as_deref().map(str::to_owned));
+            return Ok(Read { meta, body: Body::Memory(blob.bytes), hold: None });
+        }
         // A small, page-cached open and fstat: cheaper inline than a hop to a blocking thread.
         let opened = self.inner.disk.open_blob(digest)?;
         let Some((file, fs_meta)) = opened else {
@@ -39,31 +47,34 @@ impl Cache {
                 return Err(Error::NoBlob(*digest));
             };
             return Ok(Read {
-                meta: ReadMeta {
-                    tier: Tier::Shared,
-                    size_bytes: Some(hit.size_bytes),
-                    etag: Some(format!("\"{digest}\"")),
-                    content_type: Some("application/octet-stream".into()),
-                    last_modified: None,
-                    digest: Some(*digest),
-                },
+                meta: blob_meta(Tier::Shared, digest, hit.size_bytes, None),
                 body: hit.body,
+                hold: Some(Hold::new(&self.inner.quota, Some(*digest), None)),
             });
         };
         let (size, last_modified) = (fs_meta.len(), fs_meta.modified().ok().map(http_date));
         self.inner.access.note(None, *digest, now_ms());
         served(Tier::Disk, "hit", t0, size, || format!("{digest}"));
+        let body = self.disk_body(*digest, file, size).await;
         Ok(Read {
-            meta: ReadMeta {
-                tier: Tier::Disk,
-                size_bytes: Some(size),
-                etag: Some(format!("\"{digest}\"")),
-                content_type: Some("application/octet-stream".into()),
-                last_modified,
-                digest: Some(*digest),
-            },
-            body: Body::File { file: Arc::new(file), size_bytes: size },
+            meta: blob_meta(Tier::Disk, digest, size, last_modified),
+            body,
+            hold: Some(Hold::new(&self.inner.quota, Some(*digest), None)),
         })
+    }
+
+    /// The body of a disk hit: a small blob is read whole and kept in the memory tier, so the next
+    /// read of it touches neither the index nor the disk.
+    async fn disk_body(&self, digest: Digest, file: std::fs::File, size: u64) -> Body {
+        if self.inner.memory.takes_blob(size)
+            && let Ok(bytes) = crate::body::read_chunk(&file, 0, size)
+        {
+            let last_modified = file.metadata().and_then(|m| m.modified()).ok().map(|t| http_date(t).into());
+            let blob = crate::memory::MemoryBlob { bytes: bytes.clone(), last_modified };
+            self.inner.memory.put_blob(digest, blob).await;
+            return Body::Memory(bytes);
+        }
+        Body::File { file: Arc::new(file), size_bytes: size }
     }
 
     /// Reads entry `key` of `namespace`: from the disk tier if the index has it and it is fresh,
@@ -85,6 +96,7 @@ impl Cache {
     /// [`Cache::read_entry_raw`] for a reader that will want `intent` of it, so that a shared-tier
     /// hit verifies those bytes before answering.
     pub async fn read_entry_with(&self, namespace: &str, key: &[u8], intent: Intent) -> Result<Read, Error> {
+        self.check_lookup_generation();
         let ns = self.namespace_row(namespace).await?;
         if let Some(src) = self.dir_source(&ns) {
             return self.read_dir_entry(ns, src, tiercache_core::RelPath::new(key.to_vec())?).await;
@@ -113,13 +125,31 @@ impl Cache {
         let t0 = Instant::now();
         let namespace = ns.name.as_str();
         let key = Key::new(key)?;
-        let (ns_id, k) = (ns.id, key.clone());
-        let entry = self.ix(move |ix| ix.get_entry(ns_id, &k)).await?;
+        let ns_id = ns.id;
+        let entry = match self.inner.memory.entry(ns_id, key.as_str()).await {
+            Some(e) => Some(e),
+            None => {
+                let k = key.clone();
+                let found = self.ix(move |ix| ix.get_entry(ns_id, &k)).await?;
+                if let Some(e) = found.as_ref().filter(|e| e.md5.is_some()) {
+                    self.inner.memory.put_entry(e.clone()).await;
+                }
+                found
+            }
+        };
 
         let mut validators = None;
         if let Some(entry) = entry {
             let age = Duration::from_millis(now_ms().saturating_sub(entry.validated_at).max(0) as u64);
             let is_fresh = ns.source.is_none() || age < self.inner.config.revalidate_after;
+            if is_fresh
+                && entry.md5.is_some()
+                && let Some(blob) = self.inner.memory.blob(&entry.digest).await
+            {
+                let size = blob.bytes.len() as u64;
+                served(Tier::Memory, "hit", t0, size, || entry.key.clone());
+                return Ok(Some(self.entry_read(entry, Tier::Memory, size, Body::Memory(blob.bytes), false)));
+            }
             if let Some((file, fs_meta)) = self.inner.disk.open_blob(&entry.digest)? {
                 let size = fs_meta.len();
                 if is_fresh {
@@ -137,7 +167,7 @@ impl Cache {
                     }
                 }
             } else if is_fresh && let Some(hit) = self.read_shared(entry.digest, intent, false).await? {
-                return Ok(Some(self.entry_read(entry, Tier::Shared, hit.size_bytes, hit.body)));
+                return Ok(Some(self.entry_read(entry, Tier::Shared, hit.size_bytes, hit.body, true)));
             } else {
                 tracing::debug!(namespace, %key, digest = %entry.digest, "entry's blob is gone from the disk tier; refetching");
             }
@@ -168,18 +198,25 @@ impl Cache {
         t0: Instant,
         outcome: &'static str,
     ) -> Result<Read, Error> {
-        let md5 = match entry.md5.clone() {
-            Some(m) => m,
-            None => self.md5_of(entry.digest).await?,
+        let entry = match entry.md5 {
+            Some(_) => entry,
+            None => {
+                let md5 = self.md5_of(entry.digest).await?;
+                let entry = Entry { md5: Some(md5), ..entry };
+                self.inner.memory.put_entry(entry.clone()).await;
+                entry
+            }
         };
         served(Tier::Disk, outcome, t0, size, || entry.key.clone());
-        let entry = Entry { md5: Some(md5), ..entry };
-        Ok(self.entry_read(entry, Tier::Disk, size, Body::File { file: Arc::new(file), size_bytes: size }))
+        let body = self.disk_body(entry.digest, file, size).await;
+        Ok(self.entry_read(entry, Tier::Disk, size, body, true))
     }
 
-    /// A read of `entry` whose blob `tier` serves through `body`; records the access.
-    fn entry_read(&self, entry: Entry, tier: Tier, size: u64, body: Body) -> Read {
+    /// A read of `entry` whose blob `tier` serves through `body`; records the access. With
+    /// `is_held`, the blob and namespace count as in use until the body is dropped.
+    fn entry_read(&self, entry: Entry, tier: Tier, size: u64, body: Body, is_held: bool) -> Read {
         self.inner.access.note(Some((entry.ns_id, entry.key.clone())), entry.digest, now_ms());
+        let hold = is_held.then(|| Hold::new(&self.inner.quota, Some(entry.digest), Some(entry.ns_id)));
         let last_modified = entry.validators.last_modified.clone().or_else(|| {
             Some(http_date(SystemTime::UNIX_EPOCH + Duration::from_millis(entry.created_at.max(0) as u64)))
         });
@@ -193,6 +230,7 @@ impl Cache {
                 digest: Some(entry.digest),
             },
             body,
+            hold,
         }
     }
 
@@ -212,7 +250,7 @@ impl Cache {
                 Phase::Waiting | Phase::Streaming { .. } => true,
                 // A finished flight's entry is in the index now (or was removed since): a reader
                 // who missed it starts a new flight, which looks in the index before fetching.
-                Phase::Done { .. } | Phase::NotModified | Phase::Failed(_) => false,
+                Phase::Done { .. } | Phase::NotModified | Phase::PassThrough { .. } | Phase::Failed(_) => false,
             });
             match joinable {
                 Some(rx) => {
@@ -232,9 +270,25 @@ impl Cache {
         };
         let phase = rx.wait_for(|p| !matches!(p, Phase::Waiting)).await.map(|p| p.clone());
         let phase = phase.map_err(|_| Error::Io("fetch task ended without a result".into()))?;
+        let hold = Some(Hold::new(&self.inner.quota, None, Some(ns_id)));
         match phase {
             Phase::NotModified => Ok(FlightOutcome::NotModified),
             Phase::Failed(f) => Err(f.into()),
+            Phase::PassThrough { meta: m, body } => {
+                served(Tier::Source, "pass_through", t0, m.size_bytes.unwrap_or(0), || key.to_string());
+                Ok(FlightOutcome::Read(Box::new(Read {
+                    meta: ReadMeta {
+                        tier: Tier::Source,
+                        size_bytes: m.size_bytes,
+                        etag: m.validators.etag.clone(),
+                        content_type: m.content_type.clone(),
+                        last_modified: m.validators.last_modified.clone(),
+                        digest: None,
+                    },
+                    body: Body::PassThrough { source, key: key.clone(), body: body.take() },
+                    hold,
+                })))
+            }
             Phase::Streaming { started, .. } | Phase::Done { started, .. } => {
                 let m = &started.meta;
                 served(Tier::Source, "fetch", t0, m.size_bytes.unwrap_or(0), || key.to_string());
@@ -252,6 +306,7 @@ impl Cache {
                         digest,
                     },
                     body: Body::Flight { rx, source, key: key.clone() },
+                    hold,
                 })))
             }
             Phase::Waiting => unreachable!("waited for a phase past Waiting"),
@@ -276,6 +331,7 @@ impl Cache {
         };
         let result = match outcome {
             Ok(FetchEnd::NotModified) => "not_modified",
+            Ok(FetchEnd::PassThrough) => "pass_through",
             Ok(FetchEnd::Stored) => "ok",
             Err(_) => "error",
         };
@@ -326,19 +382,33 @@ impl Cache {
             Fetched::NotModified => {
                 let k = key.clone();
                 self.ix(move |ix| ix.mark_validated(ns_id, &k, now_ms())).await?;
+                self.inner.memory.forget_entry(ns_id, key.as_str()).await;
                 tx.send_replace(Phase::NotModified);
                 return Ok(FetchEnd::NotModified);
             }
             Fetched::Body(body) => body,
         };
+        // Room in the disk quota first: for the whole body if its length is known, else for a
+        // first step (the spool reserves more as it grows). No room: every reader reads from the
+        // source directly, and nothing is stored.
+        let reservation = match self.reserve(body.meta.size_bytes.unwrap_or(crate::flight::RESERVE_STEP_BYTES)).await {
+            Ok(r) => r,
+            Err(no_room) => {
+                tracing::info!(%key, reason = %no_room.reason, "served pass-through, not stored");
+                self.inner.quota.passed_through(&no_room.reason);
+                let hand_off = crate::flight::HandOff::new(body.stream);
+                tx.send_replace(Phase::PassThrough { meta: Arc::new(body.meta), body: hand_off });
+                return Ok(FetchEnd::PassThrough);
+            }
+        };
         let temp = self.inner.disk.create_temp().map_err(Error::from)?;
         let started = Arc::new(Started { meta: body.meta.clone(), file: temp.reader() });
         tx.send_replace(Phase::Streaming { started: Arc::clone(&started), written: 0 });
-        let finished = spool(temp, body.stream, progress(tx)).await.map_err(|e| match e {
+        let finished = spool(temp, reservation, body.stream, progress(tx)).await.map_err(|e| match e {
             SpoolError::Body(e) => Failure::Source(e),
             SpoolError::Local(e) => Failure::from(e),
         })?;
-        let written = finished.size_bytes;
+        let written = finished.0.size_bytes;
         let entry = NewEntry {
             ns_id,
             key: key.to_string(),
@@ -367,13 +437,13 @@ impl Cache {
         body: impl Stream<Item = Result<Bytes, E>> + Send,
     ) -> Result<bool, Error> {
         let existed = self.inner.disk.contains(expected);
-        let temp = self.inner.disk.create_temp()?;
-        let finished = spool(temp, body, |_| {}).await.map_err(|e| match e {
+        let (temp, reservation) = self.create_temp(None).await?;
+        let finished = spool(temp, reservation, body, |_| {}).await.map_err(|e| match e {
             SpoolError::Body(e) => Error::Io(format!("upload body failed: {e}")),
             SpoolError::Local(e) => e,
         })?;
-        if finished.digest != *expected {
-            let e = Error::DigestMismatch { expected: *expected, actual: finished.digest };
+        if finished.0.digest != *expected {
+            let e = Error::DigestMismatch { expected: *expected, actual: finished.0.digest };
             telemetry::error(&e);
             return Err(e);
         }
@@ -390,6 +460,19 @@ enum FlightOutcome {
 enum FetchEnd {
     NotModified,
     Stored,
+    PassThrough,
+}
+
+/// Headers' facts of a blob read by digest.
+fn blob_meta(tier: Tier, digest: &Digest, size: u64, last_modified: Option<String>) -> ReadMeta {
+    ReadMeta {
+        tier,
+        size_bytes: Some(size),
+        etag: Some(format!("\"{digest}\"")),
+        content_type: Some("application/octet-stream".into()),
+        last_modified,
+        digest: Some(*digest),
+    }
 }
 
 /// Logs and counts one read: which tier served it, how, the bytes and the time.

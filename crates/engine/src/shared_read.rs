@@ -20,6 +20,7 @@ use tokio::sync::watch;
 use crate::body::Body;
 use crate::cache::Origin;
 use crate::flight::{Failure, Phase, PhaseSender, SpoolError, Started, progress, spool};
+use crate::quota::Reservation;
 use crate::{Cache, Error, telemetry};
 
 /// What the reader will do with a read, so a remote tier can verify the bytes it will need before
@@ -99,7 +100,21 @@ impl Cache {
             }
             None => None,
         };
-        let rx = self.join_fill(digest, Arc::clone(&list), primed.clone(), retain);
+        // Room in the disk quota for the fill, unless one is under way already. Without room,
+        // the reader gets verified chunks from the shared tier and nothing is stored.
+        let reservation = if self.fill_under_way(&digest) {
+            None
+        } else {
+            match self.reserve(list.size_bytes).await {
+                Ok(r) => Some(r),
+                Err(no_room) => {
+                    tracing::info!(%digest, reason = %no_room.reason, "shared-tier hit not stored on disk");
+                    self.inner.quota.passed_through(&no_room.reason);
+                    None
+                }
+            }
+        };
+        let rx = self.join_fill(digest, Arc::clone(&list), primed.clone(), retain, reservation);
         crate::read_path::served(crate::Tier::Shared, "hit", t0, list.size_bytes, || digest.to_string());
         Ok(Some(SharedHit {
             size_bytes: list.size_bytes,
@@ -109,23 +124,38 @@ impl Cache {
 
     /// Joins the disk-tier fill of `digest`, starting it if none is under way (with `primed`, a
     /// chunk already read and verified, so it is not read twice).
+    /// With no fill under way and no `reservation`, returns a channel already passed through: the
+    /// reader reads chunks from the shared tier.
     fn join_fill(
         &self,
         digest: Digest,
         list: Arc<ChunkList>,
         primed: Option<(u64, Bytes)>,
         retain: bool,
+        reservation: Option<Reservation>,
     ) -> watch::Receiver<Phase> {
         let mut fills = self.inner.fills.lock().unwrap_or_else(|p| p.into_inner());
-        let joinable = fills.get(&digest).filter(|rx| matches!(*rx.borrow(), Phase::Waiting | Phase::Streaming { .. }));
+        let joinable = fills.get(&digest).filter(|rx| is_running(&rx.borrow()));
         if let Some(rx) = joinable {
             return rx.clone();
         }
+        let Some(reservation) = reservation else {
+            let meta =
+                SourceMeta { size_bytes: Some(list.size_bytes), content_type: None, validators: Validators::default() };
+            return watch::channel(Phase::PassThrough { meta: Arc::new(meta), body: Default::default() }).1;
+        };
         let (tx, rx) = watch::channel(Phase::Waiting);
         fills.insert(digest, rx.clone());
         let cache = self.clone();
-        self.inner.flight_tasks.spawn(async move { cache.run_fill(digest, list, primed, retain, Arc::new(tx)).await });
+        self.inner
+            .flight_tasks
+            .spawn(async move { cache.run_fill(digest, list, primed, retain, reservation, Arc::new(tx)).await });
         rx
+    }
+
+    fn fill_under_way(&self, digest: &Digest) -> bool {
+        let fills = self.inner.fills.lock().unwrap_or_else(|p| p.into_inner());
+        fills.get(digest).is_some_and(|rx| is_running(&rx.borrow()))
     }
 
     async fn run_fill(
@@ -134,11 +164,12 @@ impl Cache {
         list: Arc<ChunkList>,
         primed: Option<(u64, Bytes)>,
         retain: bool,
+        reservation: Reservation,
         tx: PhaseSender,
     ) {
         let result = {
             let _permit = self.inner.fetch_permits.acquire().await;
-            self.fill_from_shared(digest, &list, primed, retain, &tx).await
+            self.fill_from_shared(digest, &list, primed, retain, reservation, &tx).await
         };
         {
             let mut fills = self.inner.fills.lock().unwrap_or_else(|p| p.into_inner());
@@ -162,26 +193,31 @@ impl Cache {
         list: &Arc<ChunkList>,
         primed: Option<(u64, Bytes)>,
         retain: bool,
+        reservation: Reservation,
         tx: &PhaseSender,
     ) -> Result<(), Failure> {
         let (tier, _) = self.inner.shared.as_ref().expect("fills start only with a shared tier");
-        let temp = self.inner.disk.create_temp().map_err(Error::from)?;
         let meta =
             SourceMeta { size_bytes: Some(list.size_bytes), content_type: None, validators: Validators::default() };
+        let temp = self.inner.disk.create_temp().map_err(Error::from)?;
         let started = Arc::new(Started { meta, file: temp.reader() });
         tx.send_replace(Phase::Streaming { started: Arc::clone(&started), written: 0 });
         let body = tier.read_range(Arc::clone(list), 0, list.size_bytes, primed);
-        let finished = spool(temp, body, progress(tx)).await.map_err(|e| match e {
+        let finished = spool(temp, reservation, body, progress(tx)).await.map_err(|e| match e {
             SpoolError::Body(e) => Failure::Local { message: e.to_string(), is_full: false },
             SpoolError::Local(e) => Failure::from(e),
         })?;
-        if finished.digest != digest {
-            let why = format!("its chunks verified but the whole hashes to {}", finished.digest);
+        if finished.0.digest != digest {
+            let why = format!("its chunks verified but the whole hashes to {}", finished.0.digest);
             return Err(Failure::Local { message: tier.discard(&digest, why).await.to_string(), is_full: false });
         }
-        let written = finished.size_bytes;
+        let written = finished.0.size_bytes;
         self.store_finished(finished, retain, None, Origin::Shared).await?;
         tx.send_replace(Phase::Done { started, written, digest });
         Ok(())
     }
+}
+
+fn is_running(phase: &Phase) -> bool {
+    matches!(phase, Phase::Waiting | Phase::Streaming { .. })
 }

@@ -16,6 +16,23 @@ pub(crate) const ERRORS: &str = "tiercache_errors_total";
 pub(crate) const READ_SECONDS: &str = "tiercache_read_seconds";
 /// Blobs stored in the disk tier, by `origin` (`fetch`, `upload`).
 pub(crate) const BLOBS_STORED: &str = "tiercache_blobs_stored_total";
+/// Blobs evicted from the disk tier, and their bytes.
+pub(crate) const EVICTED_BLOBS: &str = "tiercache_disk_evicted_blobs_total";
+/// Bytes evicted from the disk tier.
+pub(crate) const EVICTED_BYTES: &str = "tiercache_disk_evicted_bytes_total";
+/// Reads served from the source without storing the blob, because the disk quota had no room.
+pub(crate) const PASS_THROUGH: &str = "tiercache_disk_pass_through_total";
+/// Bytes of the disk tier in use and reserved, as this process accounts them; and the quota.
+pub(crate) const DISK_USED_BYTES: &str = "tiercache_disk_used_bytes";
+/// The disk quota in bytes (absent without one).
+pub(crate) const DISK_QUOTA_BYTES: &str = "tiercache_disk_quota_bytes";
+/// The memory tier: on (1) or off (0), its TTL, and bytes and entries held by `cache`.
+pub(crate) const MEMORY_ENABLED: &str = "tiercache_memory_enabled";
+pub(crate) const MEMORY_TTL_SECONDS: &str = "tiercache_memory_ttl_seconds";
+pub(crate) const MEMORY_BYTES: &str = "tiercache_memory_bytes";
+pub(crate) const MEMORY_ENTRIES: &str = "tiercache_memory_entries";
+/// What pruner passes removed, by `kind` (`orphan`, `temp`, `lock`, `age`, `limit`, `owner`).
+pub(crate) const PRUNED: &str = "tiercache_pruned_total";
 
 pub(crate) fn error(e: &crate::Error) {
     metrics::counter!(ERRORS, "kind" => e.kind()).increment(1);

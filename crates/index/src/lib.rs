@@ -12,10 +12,12 @@
 
 mod counters;
 mod files;
+mod lifecycle;
 mod schema;
 mod store;
 
 pub use files::{DirState, DirStats, FileRow, ListPage, ListRequest, ListedItem};
+pub use lifecycle::{DiskUsage, EntryRef, NamespaceUsage};
 pub use store::{
     AccessRecord, BlobRow, BlobState, Entry, Index, IndexError, Namespace, NamespaceStats, NewEntry, Opened, Stats,
     Validators,

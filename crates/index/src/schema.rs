@@ -98,6 +98,25 @@ CREATE TABLE counters (
     value  INTEGER NOT NULL
 ) WITHOUT ROWID;
 "#,
+    r#"
+-- Uploaded blobs (PUT /blobs/…) may be the only copy anywhere: never evicted or pruned. Blobs
+-- adopted from disk are retained too, but not uploads, so the pruner may take them once orphaned.
+ALTER TABLE blobs ADD COLUMN is_upload INTEGER NOT NULL DEFAULT 0;
+UPDATE blobs SET is_upload = is_retained;
+
+-- Pins: the blobs of pinned entries are never evicted, and pinned entries never pruned by age or
+-- quota. key = '' pins every entry of the namespace.
+CREATE TABLE pins (
+    ns_id  INTEGER NOT NULL REFERENCES namespaces(id) ON DELETE CASCADE,
+    key    TEXT NOT NULL,
+    PRIMARY KEY (ns_id, key)
+) WITHOUT ROWID;
+
+-- When the owner-liveness hook first said the namespace's owner is gone (ms); NULL while alive.
+ALTER TABLE namespaces ADD COLUMN owner_dead_since INTEGER;
+
+CREATE INDEX entries_by_last_access ON entries(last_access);
+"#,
 ];
 
 /// Brings `conn` up to the newest schema. Returns the version found before migrating.

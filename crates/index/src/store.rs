@@ -423,23 +423,33 @@ impl Index {
     }
 
     /// Commits a blob now in the disk tier as present, and optionally the entry that names it, in
-    /// one transaction. `retain` keeps the blob even when no entry references it.
+    /// one transaction. `retain` keeps the blob even when no entry references it; `is_upload`
+    /// marks a blob uploaded straight to tiercache (maybe the only copy): never evicted or pruned.
+    ///
+    /// An entry whose namespace was deleted meanwhile is not written: the blob is then an orphan,
+    /// which the pruner removes.
     pub fn commit_blob(
         &self,
         digest: &Digest,
         size_bytes: u64,
-        retain: bool,
+        (retain, is_upload): (bool, bool),
         entry: Option<&NewEntry>,
         now_ms: i64,
     ) -> Result<()> {
         self.write(|tx| {
             tx.execute(
-                "INSERT INTO blobs (digest, size, state, is_retained, created_at, last_access) VALUES (?1, ?2, 1, ?3, ?4, ?4)
+                "INSERT INTO blobs (digest, size, state, is_retained, is_upload, created_at, last_access)
+                 VALUES (?1, ?2, 1, ?3, ?4, ?5, ?5)
                  ON CONFLICT (digest) DO UPDATE SET state = 1, is_retained = max(is_retained, excluded.is_retained),
-                     last_access = excluded.last_access",
-                params![digest.hex(), size_bytes as i64, retain, now_ms],
+                     is_upload = max(is_upload, excluded.is_upload), last_access = excluded.last_access",
+                params![digest.hex(), size_bytes as i64, retain, is_upload, now_ms],
             )?;
-            if let Some(e) = entry {
+            let ns_exists = |id: i64| -> Result<bool> {
+                Ok(tx.query_row("SELECT count(*) > 0 FROM namespaces WHERE id = ?1", [id], |r| r.get(0))?)
+            };
+            if let Some(e) = entry
+                && ns_exists(e.ns_id)?
+            {
                 tx.execute(
                     "INSERT INTO entries (ns_id, key, digest, size, content_type, source_etag, source_last_modified,
                                           created_at, last_access, validated_at, hits)
@@ -869,8 +879,8 @@ mod tests {
         let a = ix.put_namespace(&NamespaceName::new("a").unwrap(), None, &NamespaceOptions::default(), 1).unwrap().0;
         let b = ix.put_namespace(&NamespaceName::new("b").unwrap(), None, &NamespaceOptions::default(), 1).unwrap().0;
         let d = Digest::of(b"shared");
-        ix.commit_blob(&d, 6, false, Some(&entry(a.id, "k")), 1).unwrap();
-        ix.commit_blob(&d, 6, false, Some(&entry(b.id, "k2")), 1).unwrap();
+        ix.commit_blob(&d, 6, (false, false), Some(&entry(a.id, "k")), 1).unwrap();
+        ix.commit_blob(&d, 6, (false, false), Some(&entry(b.id, "k2")), 1).unwrap();
         let (n, orphans) = ix.delete_namespace("a").unwrap().unwrap();
         assert_eq!((n, orphans.len()), (1, 0));
         let (n, orphans) = ix.delete_namespace("b").unwrap().unwrap();
@@ -883,7 +893,7 @@ mod tests {
         let (_d, ix) = fresh();
         let a = ix.put_namespace(&NamespaceName::new("a").unwrap(), None, &NamespaceOptions::default(), 1).unwrap().0;
         for (i, key) in ["dir%/x", "dir_/y", "dirX/z", "dir%/w", "Dir%/v"].iter().enumerate() {
-            ix.commit_blob(&Digest::of(&[i as u8]), 1, false, Some(&entry(a.id, key)), 1).unwrap();
+            ix.commit_blob(&Digest::of(&[i as u8]), 1, (false, false), Some(&entry(a.id, key)), 1).unwrap();
         }
         let (n, orphans) = ix.cleanup(Some(a.id), Some("dir%/")).unwrap();
         assert_eq!((n, orphans.len()), (2, 2));
@@ -894,7 +904,7 @@ mod tests {
     fn retained_blobs_outlive_cleanup_and_pending_rows_are_listed() {
         let (_d, ix) = fresh();
         let d = Digest::of(b"upload");
-        ix.commit_blob(&d, 6, true, None, 1).unwrap();
+        ix.commit_blob(&d, 6, (true, true), None, 1).unwrap();
         let p = Digest::of(b"pending");
         ix.mark_pending(&p, 7, 1).unwrap();
         assert_eq!(ix.pending_blobs().unwrap(), vec![p]);
@@ -908,7 +918,7 @@ mod tests {
         let (_d, ix) = fresh();
         let a = ix.put_namespace(&NamespaceName::new("a").unwrap(), None, &NamespaceOptions::default(), 1).unwrap().0;
         let d = Digest::of(b"x");
-        ix.commit_blob(&d, 1, false, Some(&entry(a.id, "k")), 1).unwrap();
+        ix.commit_blob(&d, 1, (false, false), Some(&entry(a.id, "k")), 1).unwrap();
         let rec = AccessRecord { entry: Some((a.id, "k".into())), digest: d, at_ms: 50, n_hits: 3 };
         ix.record_access(&[rec.clone(), rec]).unwrap();
         assert_eq!(ix.stats(Some("a")).unwrap().namespaces[0].hits, 6);

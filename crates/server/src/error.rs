@@ -1,27 +1,63 @@
-//! The one place an engine error becomes an HTTP status.
+//! The one place an error becomes an HTTP status: engine errors, and the admin endpoints' own
+//! refusals (no token configured, a missing or wrong token, no such endpoint).
 
 use axum::Json;
 use axum::response::{IntoResponse, Response};
-use http::StatusCode;
+use http::{HeaderValue, StatusCode, header};
 use tiercache_engine::Error;
+
+/// The realm named in `WWW-Authenticate` challenges of the admin endpoints.
+const ADMIN_REALM: &str = "tiercache-admin";
 
 /// An error on its way to a client: `{"error": kind, "message": why}` with the status its kind
 /// calls for. Client mistakes get a 4xx; source failures 502 (504 for timeouts); local failures
 /// 5xx with the cause logged.
 #[derive(Debug)]
-pub struct ApiError(pub Error);
+#[non_exhaustive]
+pub enum ApiError {
+    /// The engine refused the request or failed.
+    Engine(Error),
+    /// An admin request without a valid bearer token (401, with a `WWW-Authenticate` challenge).
+    Unauthorized(AuthFailure),
+    /// An admin request while no admin token is configured: the endpoints are off (404).
+    AdminOff,
+    /// An authenticated admin request to a path no admin endpoint serves (404).
+    NoAdminEndpoint,
+}
+
+/// Why an admin request was not authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AuthFailure {
+    /// No `Authorization` header.
+    Missing,
+    /// An `Authorization` header of another scheme than `Bearer`, or with an empty token.
+    NotBearer,
+    /// A bearer token that is not the admin token.
+    Wrong,
+}
 
 impl From<Error> for ApiError {
     fn from(e: Error) -> ApiError {
-        ApiError(e)
+        ApiError::Engine(e)
     }
 }
 
 impl ApiError {
+    /// A client's mistake in its request (400), saying what was wrong.
+    pub(crate) fn invalid(why: impl Into<String>) -> ApiError {
+        ApiError::Engine(Error::Invalid(why.into()))
+    }
+
     /// The status this error is answered with.
     pub fn status(&self) -> StatusCode {
         use tiercache_engine::Error as E;
-        match &self.0 {
+        let e = match self {
+            ApiError::Engine(e) => e,
+            ApiError::Unauthorized(_) => return StatusCode::UNAUTHORIZED,
+            ApiError::AdminOff | ApiError::NoAdminEndpoint => return StatusCode::NOT_FOUND,
+        };
+        match e {
             E::Key(_) | E::Digest(_) | E::Invalid(_) | E::DigestMismatch { .. } => StatusCode::BAD_REQUEST,
             E::Range(_) => StatusCode::RANGE_NOT_SATISFIABLE,
             E::NoNamespace(_) | E::NoEntry { .. } | E::NoBlob(_) => StatusCode::NOT_FOUND,
@@ -35,18 +71,60 @@ impl ApiError {
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
+
+    /// A short machine-friendly kind: the body's `error` field and the metrics label.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ApiError::Engine(e) => e.kind(),
+            ApiError::Unauthorized(AuthFailure::Missing) => "missing_token",
+            ApiError::Unauthorized(AuthFailure::NotBearer) => "not_bearer_token",
+            ApiError::Unauthorized(AuthFailure::Wrong) => "wrong_token",
+            ApiError::AdminOff => "admin_off",
+            ApiError::NoAdminEndpoint => "no_admin_endpoint",
+        }
+    }
+
+    fn message(&self) -> String {
+        match self {
+            ApiError::Engine(e) => e.to_string(),
+            ApiError::Unauthorized(AuthFailure::Missing) => {
+                "missing admin token: send `Authorization: Bearer <admin_token>`".into()
+            }
+            ApiError::Unauthorized(AuthFailure::NotBearer) => {
+                "the Authorization header is not a bearer token: send `Authorization: Bearer <admin_token>`".into()
+            }
+            ApiError::Unauthorized(AuthFailure::Wrong) => "wrong admin token".into(),
+            ApiError::AdminOff => {
+                "admin endpoints are off: set `admin_token` (or TIERCACHE_ADMIN_TOKEN) to turn them on".into()
+            }
+            ApiError::NoAdminEndpoint => {
+                "no admin endpoint here: see /admin/namespaces, /admin/prune, /admin/df and /admin/stats".into()
+            }
+        }
+    }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
+        let (kind, message) = (self.kind(), self.message());
         if status.is_server_error() {
-            tracing::warn!(status = status.as_u16(), error = %self.0, "request failed");
+            tracing::warn!(status = status.as_u16(), error = %message, "request failed");
         } else {
-            tracing::debug!(status = status.as_u16(), error = %self.0, "request refused");
+            tracing::debug!(status = status.as_u16(), error = %message, "request refused");
         }
-        metrics::counter!("tiercache_http_errors_total", "kind" => self.0.kind()).increment(1);
-        let body = serde_json::json!({ "error": self.0.kind(), "message": self.0.to_string() });
-        (status, Json(body)).into_response()
+        metrics::counter!("tiercache_http_errors_total", "kind" => kind).increment(1);
+        let body = serde_json::json!({ "error": kind, "message": message });
+        let mut resp = (status, Json(body)).into_response();
+        if let ApiError::Unauthorized(why) = self {
+            // RFC 6750 §3: a request with no credentials gets a bare challenge; a bad token says so.
+            let challenge = match why {
+                AuthFailure::Wrong => format!("Bearer realm=\"{ADMIN_REALM}\", error=\"invalid_token\""),
+                AuthFailure::Missing | AuthFailure::NotBearer => format!("Bearer realm=\"{ADMIN_REALM}\""),
+            };
+            let challenge = HeaderValue::from_str(&challenge).expect("the challenge is ASCII");
+            resp.headers_mut().insert(header::WWW_AUTHENTICATE, challenge);
+        }
+        resp
     }
 }

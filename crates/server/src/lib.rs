@@ -1,31 +1,39 @@
 //! tiercache's HTTP front door: axum routers over the engine, with no business logic.
 //!
-//! [`app`] builds the whole router (testable without a socket); [`serve`] runs it on a listener.
+//! [`app`] builds the whole router (testable without a socket), [`app_with_admin`] the same with
+//! the token-protected admin endpoints at `/admin` (`admin.rs`); [`serve`] runs it on a listener.
 //! HTTP semantics live here: conditional requests, ranges and the headers that describe a read
-//! ([`respond`]); the status for every engine error is chosen in one place ([`error::ApiError`]).
+//! ([`respond`]); the status for every error is chosen in one place ([`ApiError`]).
 #![warn(missing_docs)]
 
+mod admin;
 mod error;
 mod listing;
 mod metrics_endpoint;
 mod respond;
 mod routes;
 
-pub use error::ApiError;
+pub use error::{ApiError, AuthFailure};
 pub use metrics_endpoint::install_metrics;
-pub use routes::app;
+pub use routes::{app, app_with_admin};
 
 use tiercache_engine::Cache;
 
 /// Serves `cache` on `listener` until `shutdown` resolves, then finishes open requests and
-/// flushes batched index writes.
+/// flushes batched index writes. The admin endpoints are on if and only if `admin_token` is given
+/// and not empty (see [`app_with_admin`]).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     cache: Cache,
+    admin_token: Option<String>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let metrics = install_metrics();
-    let router = app(cache.clone(), Some(metrics));
+    let admin_token = admin_token.filter(|t| !t.is_empty());
+    if admin_token.is_some() {
+        tracing::info!("admin endpoints on at /admin (bearer token)");
+    }
+    let router = app_with_admin(cache.clone(), Some(metrics), admin_token);
     axum::serve(listener, router).with_graceful_shutdown(shutdown).await?;
     // Fetches keep running after their readers are answered; let them store what they fetched.
     if let Err(e) = cache.settle().await {

@@ -53,11 +53,11 @@ pub(crate) async fn list(cache: &Cache, namespace: &str, query: &str, method: &M
             "limit" => {
                 req.limit = String::from_utf8_lossy(&form_decode(v))
                     .parse()
-                    .map_err(|_| ApiError(Error::Invalid(format!("limit {v:?} is not a number"))))?;
+                    .map_err(|_| ApiError::Engine(Error::Invalid(format!("limit {v:?} is not a number"))))?;
             }
             "encoding" if v == "url" => url_encoded = true,
             other => {
-                return Err(ApiError(Error::Invalid(format!(
+                return Err(ApiError::Engine(Error::Invalid(format!(
                     "unknown listing parameter {other:?} (expected prefix, delimiter, after, limit, encoding=url)"
                 ))));
             }

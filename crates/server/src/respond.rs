@@ -57,7 +57,7 @@ pub(crate) fn respond(read: Read, method: &Method, req: &HeaderMap) -> Response 
     }
     let body = match read.read_small(range) {
         Some(Ok(bytes)) => Body::from(bytes),
-        Some(Err(e)) => return crate::ApiError(tiercache_engine::Error::from(e)).into_response(),
+        Some(Err(e)) => return crate::ApiError::Engine(tiercache_engine::Error::from(e)).into_response(),
         None => Body::from_stream(read.into_stream(range)),
     };
     (status, headers, body).into_response()

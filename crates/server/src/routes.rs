@@ -1,4 +1,5 @@
-//! The router: blob and entry routes, `/healthz`, `/metrics`.
+//! The router: blob and entry routes, `/healthz`, `/metrics`, and the admin endpoints nested at
+//! `/admin` ([`crate::admin`]).
 
 use axum::Router;
 use axum::body::Body;
@@ -20,14 +21,27 @@ struct AppState {
     metrics: Option<PrometheusHandle>,
 }
 
-/// The whole HTTP API over `cache`. `/metrics` renders `metrics` when given (404 otherwise).
+/// The whole HTTP API over `cache`, with the admin endpoints off. `/metrics` renders `metrics`
+/// when given (404 otherwise). The same as [`app_with_admin`] without a token.
 pub fn app(cache: Cache, metrics: Option<PrometheusHandle>) -> Router {
+    app_with_admin(cache, metrics, None)
+}
+
+/// The whole HTTP API over `cache`: [`app`], plus the admin endpoints at `/admin/…` when
+/// `admin_token` is given (and not empty), each request authenticated by
+/// `Authorization: Bearer <admin_token>`. Without a token every `/admin` path answers 404, saying
+/// the admin endpoints are off.
+pub fn app_with_admin(cache: Cache, metrics: Option<PrometheusHandle>, admin_token: Option<String>) -> Router {
+    let admin = crate::admin::router(cache.clone(), admin_token);
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(render_metrics))
         .route("/blobs/{digest}", get(get_blob).head(get_blob).put(put_blob))
         .route("/ns/{*rest}", get(get_entry).head(get_entry).put(put_entry).delete(delete_entry))
         .with_state(AppState { cache, metrics })
+        // A router nested at `/admin` serves `/admin` and `/admin/…` but not `/admin/` itself.
+        .route_service("/admin/", admin.clone().into_service())
+        .nest("/admin", admin)
 }
 
 async fn render_metrics(State(st): State<AppState>) -> Response {
@@ -39,14 +53,16 @@ async fn render_metrics(State(st): State<AppState>) -> Response {
 
 /// The path's last part after `prefix`, percent-decoded once into UTF-8.
 fn decoded_after<'a>(uri: &'a Uri, prefix: &str) -> Result<&'a str, ApiError> {
-    uri.path().strip_prefix(prefix).ok_or_else(|| ApiError(Error::Invalid(format!("expected a path under {prefix}"))))
+    uri.path()
+        .strip_prefix(prefix)
+        .ok_or_else(|| ApiError::Engine(Error::Invalid(format!("expected a path under {prefix}"))))
 }
 
 fn decode(raw: &str, what: &str) -> Result<String, ApiError> {
     percent_decode_str(raw)
         .decode_utf8()
         .map(|s| s.into_owned())
-        .map_err(|_| ApiError(Error::Invalid(format!("{what} is not valid UTF-8 once percent-decoded"))))
+        .map_err(|_| ApiError::Engine(Error::Invalid(format!("{what} is not valid UTF-8 once percent-decoded"))))
 }
 
 fn digest_from(uri: &Uri) -> Result<Digest, ApiError> {
@@ -101,7 +117,7 @@ async fn get_entry(
 async fn put_entry(State(st): State<AppState>, uri: Uri, body: Body) -> Result<Response, ApiError> {
     let (namespace, key) = entry_from(&uri)?;
     if key.is_empty() {
-        return Err(ApiError(Error::Invalid("expected /ns/<namespace>/<key>".into())));
+        return Err(ApiError::Engine(Error::Invalid("expected /ns/<namespace>/<key>".into())));
     }
     let stream = body.into_data_stream().map_err(|e| e.to_string());
     let stored = st.cache.put_entry(&namespace, &key, stream).await?;
@@ -120,11 +136,11 @@ async fn put_entry(State(st): State<AppState>, uri: Uri, body: Body) -> Result<R
 async fn delete_entry(State(st): State<AppState>, uri: Uri) -> Result<Response, ApiError> {
     let (namespace, key) = entry_from(&uri)?;
     if key.is_empty() {
-        return Err(ApiError(Error::Invalid("expected /ns/<namespace>/<key>".into())));
+        return Err(ApiError::Engine(Error::Invalid("expected /ns/<namespace>/<key>".into())));
     }
     if st.cache.delete_entry(&namespace, &key).await? {
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {
-        Err(ApiError(Error::NoEntry { namespace, key: String::from_utf8_lossy(&key).into_owned() }))
+        Err(ApiError::Engine(Error::NoEntry { namespace, key: String::from_utf8_lossy(&key).into_owned() }))
     }
 }

@@ -94,18 +94,85 @@ impl DiskTier {
     /// (released when dropped) and whether this call had to wait for it.
     ///
     /// `name` must be a plain file name (the engine passes a hex digest).
+    ///
+    /// The pruner deletes idle lock files, so a lock is held only once the file locked is still
+    /// the one at its path (same inode); otherwise it is opened again.
     pub fn lock(&self, name: &str) -> io::Result<(File, bool)> {
-        let dir = self.tmp.with_file_name("locks");
+        use std::os::unix::fs::MetadataExt;
+        let dir = self.locks_dir();
         fs::create_dir_all(&dir)?;
-        let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(dir.join(name))?;
-        match file.try_lock() {
-            Ok(()) => Ok((file, false)),
-            Err(std::fs::TryLockError::WouldBlock) => {
-                file.lock()?;
-                Ok((file, true))
+        let path = dir.join(name);
+        let mut waited = false;
+        loop {
+            let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path)?;
+            match file.try_lock() {
+                Ok(()) => {}
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    file.lock()?;
+                    waited = true;
+                }
+                Err(std::fs::TryLockError::Error(e)) => return Err(e),
             }
-            Err(std::fs::TryLockError::Error(e)) => Err(e),
+            let held = file.metadata()?;
+            match fs::metadata(&path) {
+                Ok(now) if now.ino() == held.ino() && now.dev() == held.dev() => return Ok((file, waited)),
+                Ok(_) => continue,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            }
         }
+    }
+
+    /// Bytes free for this process on the file system holding the disk tier.
+    pub fn available_bytes(&self) -> io::Result<u64> {
+        let st = rustix::fs::statvfs(&self.tmp)?;
+        Ok(st.f_bavail.saturating_mul(st.f_frsize))
+    }
+
+    fn locks_dir(&self) -> PathBuf {
+        self.tmp.with_file_name("locks")
+    }
+
+    /// Deletes lock files no process holds and nobody touched for `older_than` (with `dry_run`,
+    /// only lists them). Returns their paths.
+    pub fn prune_locks(&self, older_than: std::time::Duration, dry_run: bool) -> io::Result<Vec<PathBuf>> {
+        let mut pruned = Vec::new();
+        let entries = match fs::read_dir(self.locks_dir()) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(pruned),
+            Err(e) => return Err(e),
+        };
+        for dirent in entries {
+            let path = dirent?.path();
+            let Ok(meta) = fs::metadata(&path) else { continue };
+            if meta.modified().ok().and_then(|m| m.elapsed().ok()).is_none_or(|age| age < older_than) {
+                continue;
+            }
+            let Ok(file) = File::open(&path) else { continue };
+            if file.try_lock().is_err() {
+                continue; // Held: a fetch is under way.
+            }
+            // Deleted while held, so a process that opened the old file re-opens the new one.
+            if dry_run || fs::remove_file(&path).is_ok() {
+                pruned.push(path);
+            }
+        }
+        Ok(pruned)
+    }
+
+    /// Temp files to prune: those of processes no longer running, and those not written for
+    /// `older_than` (a writer stalled that long has failed), with their sizes.
+    pub fn prunable_temp(&self, older_than: std::time::Duration) -> io::Result<Vec<(PathBuf, u64)>> {
+        let stale: std::collections::HashSet<PathBuf> = self.stale_temp()?.into_iter().collect();
+        let mut out = Vec::new();
+        for path in self.list_temp()? {
+            let Ok(meta) = fs::metadata(&path) else { continue };
+            let idle = meta.modified().ok().and_then(|m| m.elapsed().ok()).is_some_and(|age| age >= older_than);
+            if stale.contains(&path) || idle {
+                out.push((path, meta.len()));
+            }
+        }
+        Ok(out)
     }
 
     /// Starts writing a new blob into a uniquely named temp file.

@@ -7,6 +7,7 @@ mod crash;
 mod datadir;
 mod dir;
 mod get;
+mod lifecycle;
 mod maint;
 mod ns;
 mod rebuild;

@@ -120,7 +120,7 @@ impl Cache {
         metrics::counter!(telemetry::READS, "tier" => meta.tier.as_str(), "outcome" => outcome).increment(1);
         metrics::histogram!(telemetry::READ_SECONDS, "tier" => meta.tier.as_str()).record(t0.elapsed().as_secs_f64());
         tracing::debug!(tier = meta.tier.as_str(), outcome, namespace = %ns.name, %path, "read");
-        Ok(Read { meta, body })
+        Ok(Read { meta, body, hold: None })
     }
 
     /// Hashes `path` now (one pass shared by concurrent readers) and records it. `None` if the
@@ -191,13 +191,13 @@ impl Cache {
     ) -> Result<(), Error> {
         let (s, p) = (Arc::clone(src), path.clone());
         let (file, markers) = self.blocking(move |_| s.open(&p)).await?;
-        let temp = self.inner.disk.create_temp()?;
+        let (temp, reservation) = self.create_temp(Some(markers.size_bytes)).await?;
         let stream = tiercache_sources::dir::file_stream(file, 0, markers.size_bytes, path.to_string());
-        let finished = spool(temp, stream, |_| {}).await.map_err(|e| match e {
+        let finished = spool(temp, reservation, stream, |_| {}).await.map_err(|e| match e {
             SpoolError::Body(e) => Error::Source(e),
             SpoolError::Local(e) => e,
         })?;
-        if finished.digest != digest {
+        if finished.0.digest != digest {
             // The file changed since it was hashed; the next read re-hashes it.
             return Ok(());
         }
@@ -263,12 +263,12 @@ impl Cache {
             )));
         }
         let key = Key::new(std::str::from_utf8(key).map_err(|_| Error::Invalid("key is not UTF-8".into()))?)?;
-        let temp = self.inner.disk.create_temp()?;
-        let finished = spool(temp, body, |_| {}).await.map_err(|e| match e {
+        let (temp, reservation) = self.create_temp(None).await?;
+        let finished = spool(temp, reservation, body, |_| {}).await.map_err(|e| match e {
             SpoolError::Body(e) => Error::Io(format!("upload body failed: {e}")),
             SpoolError::Local(e) => e,
         })?;
-        let size_bytes = finished.size_bytes;
+        let size_bytes = finished.0.size_bytes;
         let entry = NewEntry { ns_id: ns.id, key: key.to_string(), content_type: None, validators: Default::default() };
         let digest = self.store_finished(finished, false, Some(entry), Origin::Upload).await?;
         let md5 = self.md5_of(digest).await?;
@@ -318,7 +318,13 @@ impl Cache {
     }
 
     pub(crate) async fn namespace_row(&self, namespace: &str) -> Result<Namespace, Error> {
+        if let Some(ns) = self.inner.memory.namespace(namespace).await {
+            return Ok(ns);
+        }
         let name = NamespaceName::new(namespace)?.as_str().to_owned();
-        self.ix(move |ix| ix.get_namespace(&name)).await?.ok_or_else(|| Error::NoNamespace(namespace.into()))
+        let ns =
+            self.ix(move |ix| ix.get_namespace(&name)).await?.ok_or_else(|| Error::NoNamespace(namespace.into()))?;
+        self.inner.memory.put_namespace(ns.clone()).await;
+        Ok(ns)
     }
 }

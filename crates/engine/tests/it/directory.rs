@@ -201,7 +201,7 @@ async fn the_read_cache_resets_on_a_version_or_config_change_and_not_otherwise()
     assert!(r.reset.as_deref().is_some_and(|w| w.contains("configuration")), "{r:?}");
     assert_eq!(keys(&cache).await, ["x.txt"]);
     // copy-to-cache changes where bytes are kept, not what is indexed: no reset.
-    let options = NamespaceOptions { ignore: vec!["*.log".into()], copy_to_cache: true };
+    let options = NamespaceOptions { ignore: vec!["*.log".into()], copy_to_cache: true, ..Default::default() };
     let r = index(&cache, &f.root, &options).await;
     assert_eq!((r.reset.clone(), counts(&r).3), (None, 1));
 }

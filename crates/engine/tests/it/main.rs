@@ -1,6 +1,7 @@
 //! Engine integration tests: the read path against a real HTTP source on 127.0.0.1.
 
 mod directory;
+mod lifecycle;
 
 use std::time::Duration;
 
@@ -264,12 +265,22 @@ async fn fresh_entries_are_served_without_asking_the_source() {
     let (_d, cache) = setup(&src, |c| c.revalidate_after = Duration::from_secs(3600)).await;
     collect(cache.read_entry("web", "doc").await.unwrap(), None).await.unwrap();
     wait_for_disk(&cache, "doc").await;
-    for _ in 0..5 {
-        let r = cache.read_entry("web", "doc").await.unwrap();
-        assert_eq!(r.meta.tier.as_str(), "disk");
-    }
+    // A disk hit of a small blob keeps it in the memory tier, which serves the later reads.
+    let tiers: Vec<_> = read_tiers(&cache).await;
+    assert!(tiers.iter().all(|t| ["disk", "memory"].contains(t)), "{tiers:?}");
+    assert_eq!(tiers[1..], ["memory"; 4], "{tiers:?}");
     let c = src.counts("doc");
     assert_eq!((c.full, c.not_modified, c.ranged), (1, 0, 0));
+}
+
+async fn read_tiers(cache: &Cache) -> Vec<&'static str> {
+    let mut tiers = Vec::new();
+    for _ in 0..5 {
+        let r = cache.read_entry("web", "doc").await.unwrap();
+        tiers.push(r.meta.tier.as_str());
+        collect(r, None).await.unwrap();
+    }
+    tiers
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -277,7 +288,8 @@ async fn an_entry_whose_blob_vanished_is_fetched_again() {
     let src = Source::start().await;
     let data = bytes(11, 5000);
     src.put("k", data.clone());
-    let (dir, cache) = setup(&src, |_| {}).await;
+    // Without the memory tier, which would still hold the small blob.
+    let (dir, cache) = setup(&src, |c| c.memory.is_enabled = false).await;
     collect(cache.read_entry("web", "k").await.unwrap(), None).await.unwrap();
     wait_for_disk(&cache, "k").await;
     let hex = Digest::of(&data).hex();
@@ -392,14 +404,16 @@ async fn a_full_disk_is_a_clear_error_and_loses_nothing() {
     src.put("small", small.clone());
     assert_eq!(collect(cache.read_entry("web", "small").await.unwrap(), None).await.unwrap(), small);
 
-    // Too big for what is left: the fetch fails with a full-disk error and leaves nothing.
-    src.put("big", bytes(21, 8 << 20));
-    let result = match cache.read_entry("web", "big").await {
-        Ok(read) => collect(read, None).await.map(|_| ()).map_err(|e| e.to_string()),
-        Err(e) => Err(e.to_string()),
-    };
-    let e = result.unwrap_err();
-    assert!(e.contains("no space left"), "{e}");
+    // Too big for what is left: the file system's free space is checked before the write, so the
+    // entry is served pass-through from its source, whole and correct, and nothing is stored.
+    let big_entry = bytes(21, 8 << 20);
+    src.put("big", big_entry.clone());
+    let read = cache.read_entry("web", "big").await.unwrap();
+    assert_eq!(read.meta.tier.as_str(), "source");
+    assert!(collect(read, None).await.unwrap() == big_entry, "wrong bytes served pass-through");
+    assert_eq!(cache.quota_stats().n_pass_through, 1);
+    assert!(cache.quota_stats().last_pass_through.unwrap().contains("bytes free"));
+    // An upload (length unknown in advance) fails with a clear full-disk error instead.
     let big = bytes(22, 8 << 20);
     let body = futures::stream::iter(
         big.chunks(65536).map(|c| Ok::<_, String>(bytes::Bytes::copy_from_slice(c))).collect::<Vec<_>>(),

@@ -7,6 +7,8 @@ use tiercache_engine::{Cache, CacheConfig};
 use tiercache_testkit::{Behavior, Source, bytes, sha256};
 use tower::ServiceExt;
 
+mod admin;
+
 struct Harness {
     _dir: tempfile::TempDir,
     app: Router,
@@ -14,6 +16,11 @@ struct Harness {
 }
 
 async fn harness() -> Harness {
+    harness_with_admin(None).await
+}
+
+/// A harness whose app has the admin endpoints behind `admin_token` (off when `None`).
+async fn harness_with_admin(admin_token: Option<&str>) -> Harness {
     let src = Source::start().await;
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = CacheConfig::new(dir.path().join("data"));
@@ -21,7 +28,12 @@ async fn harness() -> Harness {
     let cache = Cache::open(cfg).await.unwrap();
     cache.create_namespace("web", Some(&src.url()), &Default::default()).await.unwrap();
     let metrics = tiercache_server::install_metrics();
-    Harness { _dir: dir, app: tiercache_server::app(cache, Some(metrics)), src }
+    let app = match admin_token {
+        // `app` is what existing callers build: it must be the same as no token.
+        None => tiercache_server::app(cache, Some(metrics)),
+        Some(t) => tiercache_server::app_with_admin(cache, Some(metrics), Some(t.to_owned())),
+    };
+    Harness { _dir: dir, app, src }
 }
 
 struct Answer {

@@ -1,0 +1,414 @@
+#!/usr/bin/env bash
+# Hot small entries over HTTP: tiercache against nginx, in the same run.
+#
+#   bash bench/hot.sh                                          # 1000 x 4 KiB, wrk 3 x 10 s per server
+#   BENCH_WRK_SECONDS=3 BENCH_WRK_RUNS=1 bash bench/hot.sh     # quick
+#
+# What it measures: BENCH_HOT_COUNT files of BENCH_HOT_KIB KiB of random bytes, served by nginx
+# straight from a scratch directory, which is also the source of the namespace `web` of a fresh
+# tiercache data directory (serve --revalidate-after 1h, so nothing is revalidated during the run).
+# Every entry is read once (fetched from the source), then once more (a disk hit, which puts small
+# blobs into the memory tier). Then wrk (-t2 -c64) cycles through all keys against:
+#   a. nginx                                   GET /<file>
+#   b. tiercache, memory tier on (the default) GET /ns/web/<file>
+#   c. tiercache --no-cache (same data dir)    GET /ns/web/<file>
+# and, unless BENCH_HOT_BLOBS=0, the same blobs by digest, to tell the entry path (namespace and
+# entry lookup) from the HTTP layer:
+#   b'. tiercache, memory tier                 GET /blobs/sha256:<hex>
+#   c'. tiercache --no-cache                   GET /blobs/sha256:<hex>
+# Each run measures every server once; which server goes first rotates between runs (a tiercache
+# server is restarted in the other mode, warmed with one pass over all keys and a short wrk run
+# before it is measured; nginx gets the same warm-up). Reports the median of BENCH_WRK_RUNS runs.
+# Goal: tiercache (memory tier) >= 1.2x nginx.
+#
+# Needs: cargo, curl, nginx, wrk (nginx-light and wrk are apt-get installed if missing, as root).
+# Everything runs on 127.0.0.1 in a scratch directory under ${TMPDIR:-/tmp}, removed on exit
+# (BENCH_KEEP=1 keeps it). No system nginx configuration, log or pid path is touched.
+set -euo pipefail
+
+COUNT=${BENCH_HOT_COUNT:-1000}            # number of files / entries
+KIB=${BENCH_HOT_KIB:-4}                   # size of each
+WRK_SECONDS=${BENCH_WRK_SECONDS:-10}      # duration of each measured wrk run
+WRK_WARM=${BENCH_WRK_WARM:-2}             # duration of the wrk warm-up before each measured run
+WRK_THREADS=${BENCH_WRK_THREADS:-2}
+WRK_CONNS=${BENCH_WRK_CONNS:-64}
+WRK_RUNS=${BENCH_WRK_RUNS:-3}             # measured wrk runs per server (median reported)
+BLOBS=${BENCH_HOT_BLOBS:-1}               # also measure /blobs/sha256:<hex> (diagnosis)
+GOAL=${BENCH_HOT_GOAL:-1.2}               # tiercache (memory tier) / nginx
+NGINX_PORT_BASE=${BENCH_NGINX_PORT:-18580}
+TC_PORT_BASE=${BENCH_TIERCACHE_PORT:-18590}
+KEEP=${BENCH_KEEP:-0}
+# "Memory tier on" means the default: no leftover setting from the environment.
+unset TIERCACHE_CACHE_ENABLED TIERCACHE_CACHE_TTL
+
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$REPO"
+
+# --- tools ---------------------------------------------------------------------------------------
+find_nginx() { command -v nginx 2>/dev/null || { [ -x /usr/sbin/nginx ] && echo /usr/sbin/nginx; } || true; }
+missing=()
+[ -n "$(find_nginx)" ] || missing+=(nginx-light)
+command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+if ((${#missing[@]})); then
+    [ "$(id -u)" = 0 ] || die "missing ${missing[*]}: install them, or run as root so this script can"
+    log "installing ${missing[*]}"
+    apt-get update
+    DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"
+fi
+NGINX=$(find_nginx)
+[ -n "$NGINX" ] || die "nginx not found even after installing"
+command -v cargo >/dev/null 2>&1 || die "cargo not found (install Rust, e.g. from https://rustup.rs)"
+for t in awk sha256sum split sort head find cmp; do command -v "$t" >/dev/null 2>&1 || die "$t not found"; done
+[ "$COUNT" -ge 1 ] && [ "$KIB" -ge 1 ] && [ "$WRK_RUNS" -ge 1 ] || die "BENCH_HOT_COUNT, BENCH_HOT_KIB and BENCH_WRK_RUNS must be >= 1"
+
+# --- machine -------------------------------------------------------------------------------------
+# Between measurements, with our servers idle: remembers the busiest sample of other work.
+OTHER_MAX=0
+quiet_check() {
+    local line pct
+    line=$(background_load)
+    pct=${line%%%*}
+    [ "$pct" -le "$OTHER_MAX" ] || OTHER_MAX=$pct
+    [ "$pct" -le 10 ] || log "warning: between measurements: $line"
+}
+cpu_model=$(awk -F': *' '/^model name/ {print $2; exit}' /proc/cpuinfo)
+mem_total=$(awk '/^MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)
+mem_avail=$(awk '/^MemAvailable/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)
+cpu_flags=$(grep -m1 -o -w -e sha_ni -e avx2 -e avx512f /proc/cpuinfo | sort -u | tr '\n' ' ' || true)
+echo "tiercache hot-entry benchmark — $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+echo "machine : $(nproc) CPUs, ${cpu_model:-unknown CPU} (${cpu_flags% }), kernel $(uname -r)"
+echo "memory  : ${mem_total} total, ${mem_avail} available"
+echo "tools   : $("$NGINX" -v 2>&1 | sed 's/^nginx version: //'), $(curl --version | head -1 | cut -d' ' -f1-2), $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2)"
+echo "sizes   : ${COUNT} x ${KIB} KiB, wrk -t${WRK_THREADS} -c${WRK_CONNS} -d${WRK_SECONDS}s x${WRK_RUNS} per server (after a ${WRK_WARM}s warm-up each)"
+echo "note    : load generator (wrk), nginx and tiercache all share these $(nproc) CPUs"
+echo "before  : $(background_load)"
+echo
+
+# --- build ---------------------------------------------------------------------------------------
+log "building (cargo build --release -p tiercache)"
+cargo build --release -p tiercache
+TARGET=$(cargo metadata --format-version 1 --no-deps | grep -o '"target_directory":"[^"]*"' | cut -d'"' -f4)
+[ -x "$TARGET/release/tiercache" ] || die "no $TARGET/release/tiercache after the build"
+# What was built (read right after the build; another edit during it would not show here).
+dirty=$(git status --porcelain -- crates Cargo.toml Cargo.lock 2>/dev/null | awk '{print $2}' | tr '\n' ' ' || true)
+echo "built   : $(git rev-parse --short HEAD 2>/dev/null || echo '?')${dirty:+ + uncommitted changes to ${dirty% } (diff $(git diff HEAD -- crates Cargo.toml Cargo.lock | sha256sum | cut -c1-12))}"
+echo
+
+# --- scratch, processes, cleanup -----------------------------------------------------------------
+SCRATCH=$(mktemp -d "${TMPDIR:-/tmp}/tiercache-hot.XXXXXX")
+NGINX_PID=""
+TC_PID=""
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    for pid in $TC_PID $NGINX_PID; do
+        kill "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    if [ "$KEEP" = 1 ]; then
+        log "kept $SCRATCH"
+    else
+        rm -rf "$SCRATCH"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# A private copy, so a concurrent rebuild of target/ cannot change the binary mid-run.
+mkdir -p "$SCRATCH/bin"
+cp "$TARGET/release/tiercache" "$SCRATCH/bin/"
+TC="$SCRATCH/bin/tiercache"
+
+port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+pick_port() {
+    local p=$1
+    while port_in_use "$p"; do
+        p=$((p + 1))
+        [ "$p" -lt $(($1 + 100)) ] || die "no free port from $1"
+    done
+    echo "$p"
+}
+wait_http() { # URL [seconds]
+    local i
+    for ((i = 0; i < ${2:-30} * 10; i++)); do
+        curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    return 1
+}
+# Waits until process $1 uses (almost) no CPU, e.g. after its background MD5 of new blobs.
+wait_idle() {
+    local pid=$1 a b i
+    for ((i = 0; i < 240; i++)); do
+        a=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+        sleep 0.5
+        b=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+        [ $((b - a)) -le 2 ] && return 0
+    done
+    log "warning: process $pid still busy after 120 s"
+}
+
+NGINX_PORT=$(pick_port "$NGINX_PORT_BASE")
+TC_PORT=$(pick_port "$TC_PORT_BASE")
+[ "$TC_PORT" != "$NGINX_PORT" ] || TC_PORT=$(pick_port $((NGINX_PORT + 1)))
+NG_URL="http://127.0.0.1:$NGINX_PORT"
+TC_URL="http://127.0.0.1:$TC_PORT"
+
+# --- test data -----------------------------------------------------------------------------------
+WWW="$SCRATCH/www"
+mkdir -p "$WWW"
+log "generating ${COUNT} x ${KIB} KiB files"
+echo ok >"$WWW/ok"
+head -c $((COUNT * KIB * 1024)) /dev/urandom | split -b $((KIB * 1024)) -d -a 7 - "$WWW/h"
+(cd "$WWW" && find . -type f -name 'h*' | sort | xargs sha256sum) >"$SCRATCH/hot.sha256"
+[ "$(wc -l <"$SCRATCH/hot.sha256")" = "$COUNT" ] || die "expected $COUNT files"
+FIRST_HEX=$(head -1 "$SCRATCH/hot.sha256" | cut -d' ' -f1)
+FIRST_NAME=$(head -1 "$SCRATCH/hot.sha256" | awk '{print $2}')
+FIRST_NAME=${FIRST_NAME#./}
+
+# --- nginx ---------------------------------------------------------------------------------------
+NG="$SCRATCH/nginx"
+mkdir -p "$NG/tmp"
+temp_paths="client_body_temp_path $NG/tmp/body; proxy_temp_path $NG/tmp/proxy;"
+nginx_build=$("$NGINX" -V 2>&1)
+for m in fastcgi uwsgi scgi; do
+    grep -q -- "--without-http_${m}_module" <<<"$nginx_build" || temp_paths+=" ${m}_temp_path $NG/tmp/$m;"
+done
+cat >"$NG/nginx.conf" <<EOF
+# Generated by bench/hot.sh. Debian-like defaults: sendfile, tcp_nopush, combined access log.
+$([ "$(id -u)" = 0 ] && echo 'user root;  # the scratch directory is private to root')
+worker_processes auto;
+daemon off;
+pid $NG/nginx.pid;
+lock_file $NG/nginx.lock;
+error_log $NG/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log $NG/access.log;
+    default_type application/octet-stream;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_requests 1000000;
+    $temp_paths
+    server {
+        listen 127.0.0.1:$NGINX_PORT;
+        root $WWW;
+    }
+}
+EOF
+log "starting nginx on $NG_URL"
+"$NGINX" -p "$NG/" -c "$NG/nginx.conf" -e "$NG/error.log" &
+NGINX_PID=$!
+wait_http "$NG_URL/ok" || { cat "$NG/error.log" >&2; die "nginx did not start"; }
+
+# --- tiercache -----------------------------------------------------------------------------------
+DATA="$SCRATCH/data"
+"$TC" --data-dir "$DATA" ns create web --source "$NG_URL/" >/dev/null
+TC_MODE=""
+tc_start() { # mem|nocache
+    local extra=()
+    [ "$1" = nocache ] && extra=(--no-cache)
+    "$TC" --data-dir "$DATA" serve --listen "127.0.0.1:$TC_PORT" --revalidate-after 1h "${extra[@]}" \
+        >>"$SCRATCH/tiercache.log" 2>&1 &
+    TC_PID=$!
+    TC_MODE=$1
+    wait_http "$TC_URL/healthz" || { tail -20 "$SCRATCH/tiercache.log" >&2; die "tiercache did not start"; }
+}
+tc_stop() {
+    if [ -n "$TC_PID" ]; then
+        kill "$TC_PID" 2>/dev/null || true
+        wait "$TC_PID" 2>/dev/null || true
+        TC_PID=""
+        TC_MODE=""
+    fi
+}
+# Reads served by a tier ("memory", "disk", "source"; any outcome) since the server started.
+reads() { # TIER
+    curl -fsS "$TC_URL/metrics" | awk -v t="tier=\"$1\"" '/^tiercache_reads_total\{/ && index($0, t) {s += $NF} END {printf "%d\n", s}'
+}
+
+# curl config files: every key once, on one connection.
+curl_cfg() { # FILE URL-PREFIX hex|name
+    local hex name
+    : >"$1"
+    while read -r hex name; do
+        if [ "$3" = hex ]; then
+            printf 'url = "%s%s"\noutput = "/dev/null"\n' "$2" "$hex" >>"$1"
+        else
+            printf 'url = "%s%s"\noutput = "/dev/null"\n' "$2" "${name#./}" >>"$1"
+        fi
+    done <"$SCRATCH/hot.sha256"
+}
+curl_cfg "$SCRATCH/ns.curl" "$TC_URL/ns/web/" name
+curl_cfg "$SCRATCH/blobs.curl" "$TC_URL/blobs/sha256:" hex
+curl_cfg "$SCRATCH/ng.curl" "$NG_URL/" name
+pass() { # CURL-CONFIG WHAT: one pass over every key; every answer must be 200
+    local codes
+    codes=$(curl -sS -K "$1" -w '%{http_code}\n' | sort | uniq -c | awk '{printf "%s x%s ", $2, $1}')
+    [ "$codes" = "200 x$COUNT " ] || die "$2: answers $codes"
+}
+
+log "starting tiercache on $TC_URL (memory tier on), first pass over all ${COUNT} keys"
+tc_start mem
+t0=$(date +%s.%N)
+pass "$SCRATCH/ns.curl" "first pass (from the source)"
+t1=$(date +%s.%N)
+COLD_RPS=$(calc '%.0f' "$COUNT / ($t1 - $t0)")
+wait_idle "$TC_PID" # the server computes new blobs' MD5 in the background
+pass "$SCRATCH/ns.curl" "second pass"
+log "   first pass: ${COLD_RPS} entries/s; served so far: source $(reads source), disk $(reads disk), memory $(reads memory)"
+
+# Correctness, once, before measuring: bytes and tier of one entry and its blob.
+curl -fsS -D "$SCRATCH/h" -o "$SCRATCH/body" "$TC_URL/ns/web/$FIRST_NAME"
+cmp "$SCRATCH/body" "$WWW/$FIRST_NAME" || die "GET /ns/web/$FIRST_NAME differs from the file"
+MEM_TIER=$(awk -F': *' 'tolower($1) == "x-tiercache-tier" {print $2}' "$SCRATCH/h" | tr -d '\r')
+curl -fsS -o "$SCRATCH/body" "$TC_URL/blobs/sha256:$FIRST_HEX"
+cmp "$SCRATCH/body" "$WWW/$FIRST_NAME" || die "GET /blobs/sha256:$FIRST_HEX differs from the file"
+if [ "$KIB" -le 64 ] && [ "$MEM_TIER" != memory ]; then
+    log "warning: a hot ${KIB} KiB entry was served by the '$MEM_TIER' tier, not 'memory'"
+fi
+tc_stop
+tc_start nocache
+pass "$SCRATCH/ns.curl" "pass with --no-cache"
+curl -fsS -D "$SCRATCH/h" -o "$SCRATCH/body" "$TC_URL/ns/web/$FIRST_NAME"
+cmp "$SCRATCH/body" "$WWW/$FIRST_NAME" || die "GET /ns/web/$FIRST_NAME (--no-cache) differs from the file"
+NOCACHE_TIER=$(awk -F': *' 'tolower($1) == "x-tiercache-tier" {print $2}' "$SCRATCH/h" | tr -d '\r')
+[ "$(reads source)" = 0 ] || die "--no-cache server fetched from the source: the data dir is not warm"
+log "   bodies equal the files (cmp); tier of a hot entry: memory tier on '$MEM_TIER', --no-cache '$NOCACHE_TIER'"
+tc_stop
+
+# --- wrk -----------------------------------------------------------------------------------------
+lua_script() { # FILE hex|name PREFIX: a wrk script cycling through every key's path
+    {
+        echo 'local paths = {'
+        while read -r hex name; do
+            if [ "$2" = hex ]; then echo "  \"$3$hex\","; else echo "  \"$3${name#./}\","; fi
+        done <"$SCRATCH/hot.sha256"
+        echo '}'
+        echo 'local n, i = #paths, 0'
+        echo 'function request()'
+        echo '  i = i % n + 1'
+        echo '  return wrk.format("GET", paths[i])'
+        echo 'end'
+    } >"$1"
+}
+lua_script "$SCRATCH/ng.lua" name /
+lua_script "$SCRATCH/ns.lua" name /ns/web/
+lua_script "$SCRATCH/blobs.lua" hex /blobs/sha256:
+WARNINGS=()
+run_wrk() { # URL LUA SECONDS OUT -> requests/s; fails on errors, warns on non-2xx answers
+    wrk -t"$WRK_THREADS" -c"$WRK_CONNS" -d"$3"s --latency -s "$2" "$1" >"$4" 2>&1 || die "wrk failed: $(cat "$4")"
+    if grep -q -e 'Non-2xx' -e 'Socket errors' "$4"; then
+        WARNINGS+=("$(basename "$4"): $(grep -e 'Non-2xx' -e 'Socket errors' "$4" | tr -s ' ' | tr '\n' ' ')")
+        log "warning: ${WARNINGS[-1]}"
+    fi
+    awk '/^Requests\/sec:/ {print $2}' "$4"
+}
+
+# Servers (labels) and how to measure each.
+SERVERS=(ng mem_ns nocache_ns)
+[ "$BLOBS" = 1 ] && SERVERS=(ng mem_ns mem_blobs nocache_ns nocache_blobs)
+declare -A LABEL=(
+    [ng]="nginx (files)"
+    [mem_ns]="tiercache, memory tier: /ns/web/<key>"
+    [nocache_ns]="tiercache --no-cache: /ns/web/<key>"
+    [mem_blobs]="tiercache, memory tier: /blobs/sha256:<hex>"
+    [nocache_blobs]="tiercache --no-cache: /blobs/sha256:<hex>"
+)
+declare -A SHARE=()
+for s in "${SERVERS[@]}"; do : >"$SCRATCH/r.$s"; done
+
+# One measured wrk run of server S (run I): warm-up pass and short wrk run, then the measured one.
+measure() { # S I
+    local s=$1 i=$2 mode url lua cfg m0 d0 m1 d1
+    case $s in
+    ng) url=$NG_URL lua=$SCRATCH/ng.lua cfg=$SCRATCH/ng.curl ;;
+    *_ns) url=$TC_URL lua=$SCRATCH/ns.lua cfg=$SCRATCH/ns.curl ;;
+    *_blobs) url=$TC_URL lua=$SCRATCH/blobs.lua cfg=$SCRATCH/blobs.curl ;;
+    esac
+    if [ "$s" != ng ]; then
+        mode=${s%%_*}
+        if [ "$TC_MODE" != "$mode" ]; then
+            tc_stop
+            tc_start "$mode"
+        fi
+    fi
+    pass "$cfg" "warm-up pass of ${LABEL[$s]}"
+    run_wrk "$url" "$lua" "$WRK_WARM" "$SCRATCH/wrk.warm" >/dev/null
+    [ -z "$TC_PID" ] || wait_idle "$TC_PID"
+    [ "$s" = ng ] || { m0=$(reads memory); d0=$(reads disk); }
+    run_wrk "$url" "$lua" "$WRK_SECONDS" "$SCRATCH/wrk.$s.$i" >>"$SCRATCH/r.$s"
+    if [ "$s" != ng ]; then
+        m1=$(reads memory)
+        d1=$(reads disk)
+        SHARE[$s]="memory $((m1 - m0)), disk $((d1 - d0))"
+    fi
+    log "   run $((i + 1)): ${LABEL[$s]}: $(tail -1 "$SCRATCH/r.$s") req/s${SHARE[$s]:+ (reads: ${SHARE[$s]})}"
+}
+
+# Measurement groups, rotated between runs; a tiercache group keeps one server process.
+GROUPS_=(ng mem nocache)
+group_members() { # G -> servers
+    local s
+    for s in "${SERVERS[@]}"; do
+        case $1 in
+        ng) [ "$s" = ng ] && echo "$s" ;;
+        *) [ "${s%%_*}" = "$1" ] && echo "$s" ;;
+        esac
+    done
+}
+quiet_check
+log "wrk: ${WRK_RUNS} run(s); each measures every server once, ${WRK_SECONDS}s each (after a ${WRK_WARM}s warm-up)"
+for ((i = 0; i < WRK_RUNS; i++)); do
+    for ((g = 0; g < ${#GROUPS_[@]}; g++)); do
+        grp=${GROUPS_[$(((g + i) % ${#GROUPS_[@]}))]}
+        mapfile -t members < <(group_members "$grp")
+        # Within a tiercache group, alternate which path goes first.
+        ((i % 2 == 0)) || mapfile -t members < <(printf '%s\n' "${members[@]}" | tac)
+        for s in "${members[@]}"; do measure "$s" "$i"; done
+    done
+    tc_stop
+    quiet_check
+done
+
+# --- report --------------------------------------------------------------------------------------
+p50() { awk '/^ +50%/ {print $2}' "$1"; }
+p99() { awk '/^ +99%/ {print $2}' "$1"; }
+declare -A MED=()
+for s in "${SERVERS[@]}"; do MED[$s]=$(median <"$SCRATCH/r.$s"); done
+ratio() { calc '%.2f' "${MED[$1]} / ${MED[ng]}"; }
+R_MEM=$(ratio mem_ns)
+VERDICT=$(awk -v r="$R_MEM" -v g="$GOAL" 'BEGIN {print (r >= g) ? "PASS" : "FAIL"}')
+echo
+echo "hot ${KIB} KiB entries, ${COUNT} keys, wrk -t${WRK_THREADS} -c${WRK_CONNS} -d${WRK_SECONDS}s, median of ${WRK_RUNS}"
+echo
+echo "| server | requests/s (median) | ratio to nginx | runs (req/s) | p50 / p99 (run 1) |"
+echo "|---|---:|---:|---|---|"
+for s in "${SERVERS[@]}"; do
+    printf '| %s | %s | %s | %s | %s / %s |\n' "${LABEL[$s]}" "$(calc '%.0f' "${MED[$s]}")" "$(ratio "$s")" \
+        "$(awk '{printf "%s%.0f", (NR > 1 ? ", " : ""), $1}' "$SCRATCH/r.$s")" \
+        "$(p50 "$SCRATCH/wrk.$s.0")" "$(p99 "$SCRATCH/wrk.$s.0")"
+done
+echo
+echo "goal: tiercache (memory tier) ≥ ${GOAL}× nginx — $R_MEM× — $VERDICT"
+echo
+echo "context (no goal):"
+ctx() { printf '  %-52s %s\n' "$1" "$2"; }
+ctx "first pass, ${COUNT} cold reads on one connection" "${COLD_RPS} entries/s"
+ctx "tier of a hot entry (x-tiercache-tier)" "memory tier on: $MEM_TIER; --no-cache: $NOCACHE_TIER"
+for s in "${SERVERS[@]}"; do
+    [ -z "${SHARE[$s]:-}" ] || ctx "reads during the last measured run, ${s}" "${SHARE[$s]}"
+done
+if [ "$BLOBS" = 1 ]; then
+    # > 1: the namespace and entry lookup costs that much on top of the HTTP layer and blob read.
+    ctx "/blobs req/s ÷ /ns req/s, memory tier" "$(calc '%.2f' "${MED[mem_blobs]} / ${MED[mem_ns]}")×"
+    ctx "/blobs req/s ÷ /ns req/s, --no-cache" "$(calc '%.2f' "${MED[nocache_blobs]} / ${MED[nocache_ns]}")×"
+fi
+((${#WARNINGS[@]} == 0)) || printf '  wrk warning: %s\n' "${WARNINGS[@]}"
+echo "after   : $(background_load)"
+echo "other work on the machine between measurements: at most ${OTHER_MAX}% of CPU$( [ "$OTHER_MAX" -le 10 ] || echo '  WARNING: figures may be skewed')"

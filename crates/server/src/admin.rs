@@ -1,0 +1,358 @@
+//! The admin endpoints, nested at `/admin` and authenticated by a bearer token:
+//!
+//! ```text
+//! GET    /admin/namespaces               every namespace with its totals
+//! GET    /admin/namespaces/{name}        one namespace, its totals and pins (404 if missing)
+//! PUT    /admin/namespaces/{name}        create (201) or re-define (200); another source: 409
+//! DELETE /admin/namespaces/{name}        delete (200, idempotent; `existed` says which)
+//! PUT    /admin/namespaces/{name}/pins   pin `{"key": K}`, or the whole namespace without a key
+//! DELETE /admin/namespaces/{name}/pins   unpin, the same way
+//! POST   /admin/prune                    one pruner pass (`dry_run` lists without removing)
+//! GET    /admin/df                       disk use, overall and per namespace
+//! GET    /admin/stats                    index and tier statistics
+//! ```
+//!
+//! Request bodies are optional JSON objects whose unknown fields are refused (so a typo is a 400,
+//! not a silently ignored option). Without a configured token every `/admin` path answers 404.
+//!
+//! This module only translates HTTP to [`Cache`] calls: what a namespace, a pin or a prune pass
+//! means is the engine's business, and the status of each refusal is chosen in [`ApiError`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post, put};
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+use tiercache_engine::{Cache, NamespaceName, NamespaceOptions, PruneOptions};
+
+use crate::ApiError;
+use crate::error::AuthFailure;
+
+/// Largest admin request body: these are small JSON objects.
+const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// The router nested at `/admin`: the endpoints behind the token when `token` is given and not
+/// empty, otherwise one that answers 404 ("admin endpoints are off") to every path.
+pub(crate) fn router(cache: Cache, token: Option<String>) -> Router {
+    let Some(token) = token.filter(|t| !t.is_empty()) else {
+        return Router::new().route("/", any(off)).fallback(off);
+    };
+    let token: Arc<[u8]> = Arc::from(token.into_bytes());
+    Router::new()
+        .route("/namespaces", get(list_namespaces))
+        .route("/namespaces/{name}", get(show_namespace).put(create_namespace).delete(delete_namespace))
+        .route("/namespaces/{name}/pins", put(pin).delete(unpin))
+        .route("/prune", post(prune))
+        .route("/df", get(df))
+        .route("/stats", get(stats))
+        .fallback(no_endpoint)
+        .with_state(cache)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        // Outermost, and over the fallback too: nothing below `/admin` answers without the token.
+        .layer(axum::middleware::from_fn_with_state(token, authenticate))
+}
+
+async fn off() -> ApiError {
+    ApiError::AdminOff
+}
+
+async fn no_endpoint() -> ApiError {
+    ApiError::NoAdminEndpoint
+}
+
+/// Lets the request through if and only if it carries `Authorization: Bearer <token>`.
+async fn authenticate(State(token): State<Arc<[u8]>>, req: Request, next: Next) -> Response {
+    match check_token(req.headers(), &token) {
+        Ok(()) => next.run(req).await,
+        Err(why) => {
+            if why == AuthFailure::Wrong {
+                tracing::info!(path = req.uri().path(), "admin request with a wrong token refused");
+            }
+            ApiError::Unauthorized(why).into_response()
+        }
+    }
+}
+
+/// Checks the request's bearer token against `token` (non-empty), in time independent of where
+/// they differ. The scheme is case-insensitive (RFC 9110 §11.1).
+fn check_token(headers: &HeaderMap, token: &[u8]) -> Result<(), AuthFailure> {
+    let value = headers.get(header::AUTHORIZATION).ok_or(AuthFailure::Missing)?.as_bytes();
+    let (scheme, given) = value.split_at(value.len().min(7));
+    if !scheme.eq_ignore_ascii_case(b"bearer ") {
+        return Err(AuthFailure::NotBearer);
+    }
+    let given = given.trim_ascii();
+    if given.is_empty() {
+        return Err(AuthFailure::NotBearer);
+    }
+    if constant_time_eq(token, given) { Ok(()) } else { Err(AuthFailure::Wrong) }
+}
+
+/// Whether `given` equals `secret` (which must not be empty), comparing every byte of `given`
+/// whatever they hold: the time taken depends on the length of `given` (the client's own) and on
+/// nothing about `secret` but whether the lengths differ, never on where the first difference is.
+fn constant_time_eq(secret: &[u8], given: &[u8]) -> bool {
+    debug_assert!(!secret.is_empty());
+    let mut diff = secret.len() ^ given.len();
+    for (i, &b) in given.iter().enumerate() {
+        // Wrapping over `secret` keeps the loop the same whatever its length.
+        diff |= usize::from(secret[i % secret.len()] ^ b);
+    }
+    std::hint::black_box(diff) == 0
+}
+
+/// The `{name}` path segment (percent-decoded once by the extractor), validated as a namespace
+/// name, so that a hostile name (`..`, `%2e%2e`, `a%2Fb`, too long) is a 400 before any lookup.
+fn namespace_name(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    let Path(raw) = path.map_err(|e| ApiError::invalid(format!("bad namespace in the path: {}", e.body_text())))?;
+    let name = NamespaceName::new(&raw).map_err(tiercache_engine::Error::from)?;
+    Ok(name.as_str().to_owned())
+}
+
+/// An optional JSON object: an empty body (or only whitespace) means every field's default.
+fn json_body<T: DeserializeOwned + Default>(body: &Bytes) -> Result<T, ApiError> {
+    if body.trim_ascii().is_empty() {
+        return Ok(T::default());
+    }
+    let bad = |e: serde_json::Error| ApiError::invalid(format!("the request body is not the expected JSON: {e}"));
+    // An object only: serde would also build a struct from an array of its fields, in order.
+    match serde_json::from_slice::<serde_json::Value>(body).map_err(bad)? {
+        v @ serde_json::Value::Object(_) => serde_json::from_value(v).map_err(bad),
+        _ => Err(ApiError::invalid("the request body must be a JSON object")),
+    }
+}
+
+async fn list_namespaces(State(cache): State<Cache>) -> Result<Response, ApiError> {
+    Ok(Json(cache.namespaces().await?).into_response())
+}
+
+/// The namespace's totals, with `pins` (pinned keys; `""` stands for the whole namespace) and
+/// `is_pinned` (whether the whole namespace is).
+async fn show_namespace(
+    State(cache): State<Cache>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let name = namespace_name(path)?;
+    let Some(info) = cache.namespace(&name).await? else {
+        return Err(tiercache_engine::Error::NoNamespace(name).into());
+    };
+    let pins = cache.pins(&name).await?;
+    let mut body = serde_json::to_value(info).map_err(|e| tiercache_engine::Error::Io(e.to_string()))?;
+    body["is_pinned"] = json!(pins.iter().any(String::is_empty));
+    body["pins"] = json!(pins);
+    Ok(Json(body).into_response())
+}
+
+/// `PUT /admin/namespaces/{name}`: the namespace's whole definition (fields left out take their
+/// defaults, so a PUT replaces the options).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct Definition {
+    source: Option<String>,
+    owner: Option<String>,
+    quota_bytes: Option<u64>,
+    max_age_seconds: Option<u64>,
+    max_entries: Option<u64>,
+    copy_to_cache: bool,
+    ignore: Vec<String>,
+}
+
+impl Definition {
+    fn options(self) -> Result<(Option<String>, NamespaceOptions), ApiError> {
+        let max_age_ms = match self.max_age_seconds {
+            Some(s) => Some(s.checked_mul(1000).ok_or_else(|| ApiError::invalid("max_age_seconds is too large"))?),
+            None => None,
+        };
+        let options = NamespaceOptions {
+            copy_to_cache: self.copy_to_cache,
+            ignore: self.ignore,
+            owner: self.owner,
+            quota_bytes: self.quota_bytes,
+            max_age_ms,
+            max_entries: self.max_entries,
+        };
+        Ok((self.source, options))
+    }
+}
+
+/// Creates the namespace (201, with `Location`) or, if it exists with the same source, re-defines
+/// its options (200). Answers `{"created": bool, "namespace": {…}}`.
+async fn create_namespace(
+    State(cache): State<Cache>,
+    path: Result<Path<String>, PathRejection>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let name = namespace_name(path)?;
+    let (source, options) = json_body::<Definition>(&body)?.options()?;
+    let (ns, created) = cache.create_namespace(&name, source.as_deref(), &options).await?;
+    tracing::info!(namespace = %name, created, source = source.as_deref().unwrap_or("none"), "admin: namespace defined");
+    let body = Json(json!({ "created": created, "namespace": ns }));
+    if !created {
+        return Ok((StatusCode::OK, body).into_response());
+    }
+    let location = HeaderValue::from_str(&format!("/admin/namespaces/{name}")).expect("namespace names are ASCII");
+    Ok((StatusCode::CREATED, [(header::LOCATION, location)], body).into_response())
+}
+
+/// Deletes the namespace with its entries and the blobs only it references. Idempotent: a missing
+/// namespace answers 200 too, with `"existed": false`.
+async fn delete_namespace(
+    State(cache): State<Cache>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let name = namespace_name(path)?;
+    let removed = cache.delete_namespace(&name).await?;
+    tracing::info!(namespace = %name, existed = removed.is_some(), "admin: namespace deleted");
+    Ok(Json(json!({ "name": name, "existed": removed.is_some(), "removed": removed })).into_response())
+}
+
+/// `PUT|DELETE /admin/namespaces/{name}/pins`: one key, or (without `key`) the whole namespace.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct PinBody {
+    key: Option<String>,
+}
+
+async fn pin(
+    State(cache): State<Cache>,
+    path: Result<Path<String>, PathRejection>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    change_pin(cache, path, body, true).await
+}
+
+async fn unpin(
+    State(cache): State<Cache>,
+    path: Result<Path<String>, PathRejection>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    change_pin(cache, path, body, false).await
+}
+
+/// Answers `{"changed": bool, "pins": [...]}`: whether the pin was new (or, unpinning, whether
+/// there was one), and the namespace's pins afterwards (`""`: the whole namespace).
+async fn change_pin(
+    cache: Cache,
+    path: Result<Path<String>, PathRejection>,
+    body: Bytes,
+    is_pin: bool,
+) -> Result<Response, ApiError> {
+    let name = namespace_name(path)?;
+    let PinBody { key } = json_body(&body)?;
+    let changed =
+        if is_pin { cache.pin(&name, key.as_deref()).await? } else { cache.unpin(&name, key.as_deref()).await? };
+    tracing::info!(namespace = %name, key = key.as_deref().unwrap_or("(all)"), is_pin, changed, "admin: pin changed");
+    let pins = cache.pins(&name).await?;
+    Ok(Json(json!({ "changed": changed, "pins": pins })).into_response())
+}
+
+/// `POST /admin/prune`. With none of `orphans`, `older_than_seconds` and `max_size_bytes` given,
+/// the pass does everything the configuration asks for ([`PruneOptions::all`]); with any of them
+/// given, only those (`"orphans": false` alone thus prunes nothing). `ns` narrows entries and
+/// owners to one namespace.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct PruneBody {
+    orphans: Option<bool>,
+    older_than_seconds: Option<u64>,
+    max_size_bytes: Option<u64>,
+    ns: Option<String>,
+    dry_run: bool,
+}
+
+impl PruneBody {
+    fn options(self) -> Result<PruneOptions, ApiError> {
+        let namespace = match self.ns {
+            Some(ns) => Some(NamespaceName::new(&ns).map_err(tiercache_engine::Error::from)?.as_str().to_owned()),
+            None => None,
+        };
+        let older_than = self.older_than_seconds.map(Duration::from_secs);
+        let only = self.orphans.is_some() || older_than.is_some() || self.max_size_bytes.is_some();
+        let opts = if only {
+            PruneOptions {
+                orphans: self.orphans.unwrap_or(false),
+                older_than,
+                max_size: self.max_size_bytes,
+                ..Default::default()
+            }
+        } else {
+            PruneOptions::all()
+        };
+        Ok(PruneOptions { namespace, dry_run: self.dry_run, ..opts })
+    }
+}
+
+async fn prune(State(cache): State<Cache>, body: Bytes) -> Result<Response, ApiError> {
+    let opts = json_body::<PruneBody>(&body)?.options()?;
+    let report = cache.prune(&opts).await?;
+    tracing::info!(
+        dry_run = report.dry_run,
+        n_entries = report.n_entries,
+        n_blobs = report.n_blobs,
+        freed_bytes = report.freed_bytes,
+        "admin: prune pass"
+    );
+    Ok(Json(report).into_response())
+}
+
+async fn df(State(cache): State<Cache>) -> Result<Response, ApiError> {
+    Ok(Json(cache.disk_usage().await?).into_response())
+}
+
+async fn stats(State(cache): State<Cache>) -> Result<Response, ApiError> {
+    Ok(Json(cache.stats(None).await?).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constant_time_eq_is_equality() {
+        let secret = b"0123456789abcdef";
+        assert!(constant_time_eq(secret, b"0123456789abcdef"));
+        for given in [
+            &b""[..],
+            b"0123456789abcdeF",
+            b"0123456789abcde",
+            b"0123456789abcdef0",
+            b"x",
+            b"0123456789abcdef0123456789abcdef",
+        ] {
+            assert!(!constant_time_eq(secret, given), "{given:?}");
+        }
+        assert!(constant_time_eq(b"x", b"x"));
+        assert!(!constant_time_eq(b"x", b"xx"), "a token repeated is not the token");
+    }
+
+    #[test]
+    fn bearer_header_parsing() {
+        let check = |value: Option<&str>, expect: Result<(), AuthFailure>| {
+            let mut h = HeaderMap::new();
+            if let Some(v) = value {
+                h.insert(header::AUTHORIZATION, HeaderValue::from_str(v).unwrap());
+            }
+            assert_eq!(check_token(&h, b"s3cret-token-0001"), expect, "{value:?}");
+        };
+        check(None, Err(AuthFailure::Missing));
+        check(Some("Bearer s3cret-token-0001"), Ok(()));
+        check(Some("bearer s3cret-token-0001"), Ok(()));
+        check(Some("BEARER   s3cret-token-0001  "), Ok(()));
+        check(Some("Bearer s3cret-token-0002"), Err(AuthFailure::Wrong));
+        check(Some("Bearer s3cret-token-00011"), Err(AuthFailure::Wrong));
+        check(Some("Bearer "), Err(AuthFailure::NotBearer));
+        check(Some("Bearer"), Err(AuthFailure::NotBearer));
+        check(Some("Basic czNjcmV0LXRva2VuLTAwMDE="), Err(AuthFailure::NotBearer));
+        check(Some("s3cret-token-0001"), Err(AuthFailure::NotBearer));
+    }
+}
