@@ -200,12 +200,19 @@ impl Cache {
     ) -> Result<Read, Error> {
         let entry = match entry.md5 {
             Some(_) => entry,
-            None => {
-                let md5 = self.md5_of(entry.digest).await?;
-                let entry = Entry { md5: Some(md5), ..entry };
-                self.inner.memory.put_entry(entry.clone()).await;
-                entry
-            }
+            // The MD5 is computed from the blob's path: a blob evicted since this reader opened
+            // it is still served (from the open file), only without an ETag this once.
+            None => match self.md5_of(entry.digest).await {
+                Ok(md5) => {
+                    let entry = Entry { md5: Some(md5), ..entry };
+                    self.inner.memory.put_entry(entry.clone()).await;
+                    entry
+                }
+                Err(e) => {
+                    tracing::debug!(digest = %entry.digest, error = %e, "no MD5 for a blob read as it was evicted");
+                    entry
+                }
+            },
         };
         served(Tier::Disk, outcome, t0, size, || entry.key.clone());
         let body = self.disk_body(entry.digest, file, size).await;
