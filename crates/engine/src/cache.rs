@@ -47,14 +47,13 @@ const SHARED_PREFIX: &str = "shared.";
 /// file (another inode or change time) tells the memory tier that its lookups may be stale.
 pub(crate) const LOOKUP_GENERATION: &str = "lookups.gen";
 
-/// Replaces the lookup-generation file in `data_dir` (see [`LOOKUP_GENERATION`]).
+/// Replaces the lookup-generation file in `data_dir` (see [`LOOKUP_GENERATION`]) by renaming a new,
+/// empty file over it: only its identity matters, and memory tiers start empty after a crash, so it
+/// needs no fsync (it is bumped on the write path, by eviction).
 pub(crate) fn bump_lookup_generation(data_dir: &std::path::Path) -> std::io::Result<()> {
-    crate::namespaces::write_atomically(data_dir, LOOKUP_GENERATION, &rand_stamp())
-}
-
-fn rand_stamp() -> [u8; 16] {
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
-    (t ^ (std::process::id() as u128) << 64).to_le_bytes()
+    let tmp = data_dir.join(format!(".{LOOKUP_GENERATION}.{}.tmp", std::process::id()));
+    std::fs::File::create(&tmp)?;
+    std::fs::rename(&tmp, data_dir.join(LOOKUP_GENERATION))
 }
 
 /// A tiercache instance over one data directory. Cheap to clone; clones share everything.

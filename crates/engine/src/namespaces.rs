@@ -127,7 +127,7 @@ impl Cache {
         self.ix(move |ix| if is_pin { ix.put_pin(id, &key) } else { ix.delete_pin(id, &key) }).await?;
         self.bump_lookup_generation().await?;
         let quota = std::sync::Arc::clone(&self.inner.quota);
-        self.ix(move |_| quota.resync()).await?;
+        self.ix(move |_| quota.reload_pins()).await?;
         Ok(changed)
     }
 

@@ -271,7 +271,7 @@ impl Cache {
                 let deleted: HashSet<Digest> =
                     self.ix(move |ix| ix.delete_orphans(&digests)).await?.into_iter().collect();
                 let removed: Vec<(Digest, u64)> = orphans.into_iter().filter(|(d, _)| deleted.contains(d)).collect();
-                self.unlink_blobs(removed.clone()).await?;
+                self.delete_blob_files(0, removed.iter().map(|(d, _)| *d).collect()).await?;
                 removed
             };
             for (d, bytes) in removed {
@@ -367,17 +367,18 @@ impl Cache {
             report.skipped_in_use.push(ns.name.clone());
             return Ok(());
         }
-        let usage = self.ix(|ix| ix.disk_usage()).await?;
-        let bytes = usage.namespaces.iter().find(|u| u.name == ns.name).map_or(0, |u| u.unique_bytes);
-        if !dry_run {
+        let bytes = if dry_run {
+            // What deleting it would free: the blobs only it names.
+            let usage = self.ix(|ix| ix.disk_usage()).await?;
+            usage.namespaces.iter().find(|u| u.name == ns.name).map_or(0, |u| u.unique_bytes)
+        } else {
             tracing::info!(namespace = ns.name, owner, "owner gone; deleting its namespace");
             let Some(removed) = self.delete_namespace(&ns.name).await? else { return Ok(()) };
             report.n_entries += removed.n_entries;
             report.n_blobs += removed.n_blobs;
-            report.freed_bytes += removed.bytes;
-        } else {
-            report.freed_bytes += bytes;
-        }
+            removed.bytes
+        };
+        report.freed_bytes += bytes;
         report.n_namespaces += 1;
         report.items.push(item("owner", Some(ns.name.clone()), None, None, None, bytes));
         Ok(())
@@ -418,18 +419,6 @@ impl Cache {
             report.items.push(item(kind, ns, Some(e.key), Some(e.digest), None, e.size_bytes));
         }
         Ok(())
-    }
-
-    /// Unlinks blob files whose rows are gone, and tells the quota.
-    async fn unlink_blobs(&self, blobs: Vec<(Digest, u64)>) -> Result<(), Error> {
-        self.inner.quota.deleted(&blobs);
-        self.blocking(move |disk| {
-            for (d, _) in blobs {
-                disk.delete(&d)?;
-            }
-            Ok(())
-        })
-        .await
     }
 
     /// Starts the background pruner: a pass every `interval` (the first one `interval` after

@@ -369,6 +369,15 @@ impl DiskQuota {
         Ok(())
     }
 
+    /// Reads the pinned blobs again from the index, after a pin changed. Blocking.
+    pub(crate) fn reload_pins(&self) -> Result<(), IndexError> {
+        if self.limits.quota_bytes.is_some() {
+            let pinned = self.index.pinned_digests()?;
+            self.state().pinned = pinned;
+        }
+        Ok(())
+    }
+
     /// A write was served pass-through; `reason` says why.
     pub(crate) fn passed_through(&self, reason: &str) {
         self.n_pass_through.fetch_add(1, Ordering::Relaxed);

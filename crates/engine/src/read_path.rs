@@ -284,14 +284,7 @@ impl Cache {
             Phase::PassThrough { meta: m, body } => {
                 served(Tier::Source, "pass_through", t0, m.size_bytes.unwrap_or(0), || key.to_string());
                 Ok(FlightOutcome::Read(Box::new(Read {
-                    meta: ReadMeta {
-                        tier: Tier::Source,
-                        size_bytes: m.size_bytes,
-                        etag: m.validators.etag.clone(),
-                        content_type: m.content_type.clone(),
-                        last_modified: m.validators.last_modified.clone(),
-                        digest: None,
-                    },
+                    meta: source_read_meta(&m, None),
                     body: Body::PassThrough { source, key: key.clone(), body: body.take() },
                     hold,
                 })))
@@ -304,14 +297,7 @@ impl Cache {
                     _ => None,
                 };
                 Ok(FlightOutcome::Read(Box::new(Read {
-                    meta: ReadMeta {
-                        tier: Tier::Source,
-                        size_bytes: m.size_bytes,
-                        etag: m.validators.etag.clone(),
-                        content_type: m.content_type.clone(),
-                        last_modified: m.validators.last_modified.clone(),
-                        digest,
-                    },
+                    meta: source_read_meta(m, digest),
                     body: Body::Flight { rx, source, key: key.clone() },
                     hold,
                 })))
@@ -470,6 +456,18 @@ enum FetchEnd {
     PassThrough,
 }
 
+/// Headers' facts of a read the source answers: what it said about the object.
+fn source_read_meta(m: &tiercache_sources::SourceMeta, digest: Option<Digest>) -> ReadMeta {
+    ReadMeta {
+        tier: Tier::Source,
+        size_bytes: m.size_bytes,
+        etag: m.validators.etag.clone(),
+        content_type: m.content_type.clone(),
+        last_modified: m.validators.last_modified.clone(),
+        digest,
+    }
+}
+
 /// Headers' facts of a blob read by digest.
 fn blob_meta(tier: Tier, digest: &Digest, size: u64, last_modified: Option<String>) -> ReadMeta {
     ReadMeta {
@@ -485,8 +483,7 @@ fn blob_meta(tier: Tier, digest: &Digest, size: u64, last_modified: Option<Strin
 /// Logs and counts one read: which tier served it, how, the bytes and the time.
 pub(crate) fn served(tier: Tier, outcome: &'static str, t0: Instant, bytes: u64, what: impl FnOnce() -> String) {
     let tier_name = tier.as_str();
-    if (tier, outcome) == (Tier::Disk, "hit") {
-        let m = telemetry::disk_hit();
+    if let (Some(m), "hit") = (telemetry::hit(tier), outcome) {
         m.hits.increment(1);
         m.seconds.record(t0.elapsed().as_secs_f64());
     } else {

@@ -38,28 +38,37 @@ pub(crate) fn error(e: &crate::Error) {
     metrics::counter!(ERRORS, "kind" => e.kind()).increment(1);
 }
 
-/// Handles for the metrics every disk hit touches, registered on first use: looking a metric up by
-/// name and labels costs more than incrementing it, on a small hit. The recorder must be installed
-/// before the first read (the server installs it before it listens).
-pub(crate) struct DiskHitMetrics {
+/// Handles for the metrics every hit of a local tier (memory, disk) touches, registered on first
+/// use: looking a metric up by name and labels costs more than incrementing it, on a small hit. The
+/// recorder must be installed before the first read (the server installs it before it listens).
+pub(crate) struct HitMetrics {
     pub(crate) hits: metrics::Counter,
     pub(crate) bytes: metrics::Counter,
     pub(crate) seconds: metrics::Histogram,
 }
 
-pub(crate) fn disk_hit() -> &'static DiskHitMetrics {
-    static HANDLES: std::sync::OnceLock<DiskHitMetrics> = std::sync::OnceLock::new();
-    HANDLES.get_or_init(|| DiskHitMetrics {
-        hits: metrics::counter!(READS, "tier" => "disk", "outcome" => "hit"),
-        bytes: metrics::counter!(READ_BYTES, "tier" => "disk"),
-        seconds: metrics::histogram!(READ_SECONDS, "tier" => "disk"),
-    })
+/// The hit handles of `tier`, if it is a local tier (the others are looked up per read).
+pub(crate) fn hit(tier: crate::Tier) -> Option<&'static HitMetrics> {
+    fn handles(name: &'static str) -> HitMetrics {
+        HitMetrics {
+            hits: metrics::counter!(READS, "tier" => name, "outcome" => "hit"),
+            bytes: metrics::counter!(READ_BYTES, "tier" => name),
+            seconds: metrics::histogram!(READ_SECONDS, "tier" => name),
+        }
+    }
+    static DISK: std::sync::OnceLock<HitMetrics> = std::sync::OnceLock::new();
+    static MEMORY: std::sync::OnceLock<HitMetrics> = std::sync::OnceLock::new();
+    match tier {
+        crate::Tier::Disk => Some(DISK.get_or_init(|| handles("disk"))),
+        crate::Tier::Memory => Some(MEMORY.get_or_init(|| handles("memory"))),
+        crate::Tier::Shared | crate::Tier::Source => None,
+    }
 }
 
 /// Counts body bytes served from `tier`.
 pub(crate) fn read_bytes(tier: crate::Tier, n: u64) {
-    match tier {
-        crate::Tier::Disk => disk_hit().bytes.increment(n),
-        other => metrics::counter!(READ_BYTES, "tier" => other.as_str()).increment(n),
+    match hit(tier) {
+        Some(m) => m.bytes.increment(n),
+        None => metrics::counter!(READ_BYTES, "tier" => tier.as_str()).increment(n),
     }
 }
