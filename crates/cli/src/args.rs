@@ -194,6 +194,21 @@ pub(crate) enum NsCommand {
         dir: DirOptionArgs,
         #[command(flatten)]
         limits: NsLimitArgs,
+        /// Where its blobs are kept: `managed` (the shared disk tier) or `path:DIR` (a directory of
+        /// its own, empty or new) [default: managed]
+        #[arg(long, value_name = "managed|path:DIR")]
+        storage: Option<tiercache_engine::Storage>,
+    },
+    /// Move a namespace's blobs to another storage place; reads go on meanwhile, nothing is lost
+    Migrate {
+        /// Namespace name
+        name: String,
+        /// `managed` (the shared disk tier) or `path:DIR` (a directory of its own, empty or new)
+        #[arg(long, value_name = "managed|path:DIR")]
+        to: tiercache_engine::Storage,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
     },
     /// Pin a namespace (every entry, now and later) or some of its keys: never evicted or pruned
     Pin {

@@ -14,7 +14,9 @@ use clap::Parser;
 use futures::StreamExt;
 use std::sync::Arc;
 
-use tiercache_engine::{Cache, Digest, NamespaceOptions, PruneOptions, RangeRequest, Read, ScanProgress, UpdateReport};
+use tiercache_engine::{
+    Cache, Digest, NamespaceOptions, PruneOptions, RangeRequest, Read, ScanProgress, Storage, UpdateReport,
+};
 
 use crate::args::{CleanupArgs, Cli, Command, EngineArgs, GetArgs, NsCommand, PruneArgs, ServeArgs};
 use crate::config::FileConfig;
@@ -337,7 +339,8 @@ fn check_namespace_name(command: &Command) -> Result<()> {
             | NsCommand::Show { name, .. }
             | NsCommand::Delete { name, .. }
             | NsCommand::Pin { name, .. }
-            | NsCommand::Unpin { name, .. },
+            | NsCommand::Unpin { name, .. }
+            | NsCommand::Migrate { name, .. },
         ) => Some(name),
         Command::Prune(args) => args.ns.as_ref(),
         Command::Stats { ns, .. } | Command::Update { ns, .. } | Command::Watch { ns, .. } => ns.as_ref(),
@@ -469,7 +472,7 @@ async fn get(cache: Cache, args: &GetArgs) -> Result<u8> {
 
 async fn ns(cache: Cache, cmd: &NsCommand) -> Result<u8> {
     match cmd {
-        NsCommand::Create { name, source, dir, limits } => {
+        NsCommand::Create { name, source, dir, limits, storage } => {
             let options = NamespaceOptions {
                 copy_to_cache: dir.copy_to_cache,
                 ignore: dir.ignore.clone(),
@@ -477,10 +480,49 @@ async fn ns(cache: Cache, cmd: &NsCommand) -> Result<u8> {
                 quota_bytes: limits.quota,
                 max_age_ms: limits.max_age.map(|d| d.as_millis() as u64),
                 max_entries: limits.max_entries,
+                storage: match storage {
+                    Some(Storage::Path(dir)) => Some(
+                        dir.to_str()
+                            .with_context(|| format!("storage directory {} is not UTF-8", dir.display()))?
+                            .to_owned(),
+                    ),
+                    Some(Storage::Managed) | None => None,
+                },
             };
             let (ns, created) = cache.create_namespace(name, source.as_deref(), &options).await?;
+            if matches!(storage, Some(Storage::Managed)) && ns.options.storage.is_some() {
+                bail!("namespace {name} keeps its blobs in its own directory; `tiercache ns migrate` moves them");
+            }
             let verb = if created { "created" } else { "already exists:" };
-            println!("{verb} namespace {} (source: {})", ns.name, ns.source.as_deref().unwrap_or("none"));
+            let place = ns.options.storage.as_deref().map_or_else(|| "managed".to_owned(), |d| format!("path:{d}"));
+            println!(
+                "{verb} namespace {} (source: {}; storage: {place})",
+                ns.name,
+                ns.source.as_deref().unwrap_or("none")
+            );
+        }
+        NsCommand::Migrate { name, to, json } => {
+            let report = cache.migrate_namespace(name, to).await?;
+            if *json {
+                print_json(&report)?;
+            } else if report.from == report.to {
+                println!("namespace {name} is already in {}; nothing to move", report.to);
+            } else {
+                println!(
+                    "moved namespace {name} from {} to {}: {} blobs, {} copied ({}), {} freed{}",
+                    report.from,
+                    report.to,
+                    report.n_blobs,
+                    report.n_copied,
+                    human_bytes(report.copied_bytes),
+                    human_bytes(report.released_bytes),
+                    if report.n_missing > 0 {
+                        format!("; {} blobs were in neither place and will be fetched again", report.n_missing)
+                    } else {
+                        String::new()
+                    }
+                );
+            }
         }
         NsCommand::List { json } => {
             let list = cache.namespaces().await?;
@@ -497,6 +539,19 @@ async fn ns(cache: Cache, cmd: &NsCommand) -> Result<u8> {
             } else {
                 println!("name: {}", info.name);
                 println!("source: {}", info.source.as_deref().unwrap_or("none"));
+                println!(
+                    "storage: {}",
+                    info.storage.as_deref().map_or_else(|| "managed".to_owned(), |d| format!("path:{d}"))
+                );
+                if let Some(owner) = &info.owner {
+                    println!("owner: {owner}");
+                }
+                let pins = cache.pins(name).await?;
+                if !pins.is_empty() {
+                    let shown: Vec<&str> =
+                        pins.iter().map(|p| if p.is_empty() { "(all)" } else { p.as_str() }).collect();
+                    println!("pins: {}", shown.join(", "));
+                }
                 println!("entries: {} ({})", info.n_entries, human_bytes(info.bytes));
                 println!("hits: {}", info.hits);
                 println!("oldest: {}", time_or_dash(info.oldest_ms));
@@ -589,7 +644,8 @@ async fn df(cache: Cache, verbose: bool, json: bool) -> Result<u8> {
     if json {
         return print_json(&serde_json::json!({ "disk": usage, "quota_bytes": quota.quota_bytes })).map(|()| 0);
     }
-    let referenced: u64 = usage.namespaces.iter().map(|n| n.attributed_bytes).sum();
+    let (managed, elsewhere): (Vec<_>, Vec<_>) = usage.namespaces.iter().partition(|n| n.storage.is_none());
+    let referenced: u64 = managed.iter().map(|n| n.attributed_bytes).sum();
     println!("{:<12} {:>8} {:>10} {:>12} {:>12}", "TIER", "BLOBS", "SIZE", "QUOTA", "RECLAIMABLE");
     println!(
         "{:<12} {:>8} {:>10} {:>12} {:>12}",
@@ -606,16 +662,25 @@ async fn df(cache: Cache, verbose: bool, json: bool) -> Result<u8> {
         human_bytes(usage.pinned_bytes),
         human_bytes(referenced)
     );
+    for n in &elsewhere {
+        println!(
+            "namespace {} in {}: {} blobs, {}",
+            n.name,
+            n.storage.as_deref().unwrap_or_default(),
+            n.n_blobs,
+            human_bytes(n.blob_bytes)
+        );
+    }
     if verbose {
         println!();
         println!(
-            "{:<24} {:>8} {:>10} {:>10} {:>10} {:>10} {:>6}  OWNER",
-            "NAMESPACE", "ENTRIES", "SIZE", "UNIQUE", "SHARED", "ATTRIB", "PINNED"
+            "{:<24} {:>8} {:>10} {:>10} {:>10} {:>10} {:>6}  {:<12} STORAGE",
+            "NAMESPACE", "ENTRIES", "SIZE", "UNIQUE", "SHARED", "ATTRIB", "PINNED", "OWNER"
         );
         for n in &usage.namespaces {
             let pinned = if n.is_pinned { "all".to_owned() } else { n.n_pinned_keys.to_string() };
             println!(
-                "{:<24} {:>8} {:>10} {:>10} {:>10} {:>10} {:>6}  {}",
+                "{:<24} {:>8} {:>10} {:>10} {:>10} {:>10} {:>6}  {:<12} {}",
                 n.name,
                 n.n_entries,
                 human_bytes(n.blob_bytes),
@@ -623,7 +688,8 @@ async fn df(cache: Cache, verbose: bool, json: bool) -> Result<u8> {
                 human_bytes(n.shared_bytes),
                 human_bytes(n.attributed_bytes),
                 pinned,
-                n.owner.as_deref().unwrap_or("-")
+                n.owner.as_deref().unwrap_or("-"),
+                n.storage.as_deref().map_or_else(|| "managed".to_owned(), |d| format!("path:{d}"))
             );
         }
     }

@@ -47,6 +47,11 @@ pub struct NamespaceOptions {
     /// Most entries; the least recently read go first.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_entries: Option<u64>,
+    /// Where the namespace's blobs are kept: `None` in the shared, content-addressed disk tier of
+    /// the data directory (managed); else this host directory (an absolute, canonical path), which
+    /// holds this namespace's blobs alone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub storage: Option<String>,
 }
 
 impl NamespaceOptions {

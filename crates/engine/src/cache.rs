@@ -27,6 +27,8 @@ pub(crate) enum Origin {
     Copy,
     /// A fill from the shared tier: the one origin never written back to it.
     Shared,
+    /// A copy made by moving a namespace to another storage place.
+    Migrate,
 }
 
 impl Origin {
@@ -37,6 +39,7 @@ impl Origin {
             Origin::Upload => "upload",
             Origin::Copy => "copy",
             Origin::Shared => "shared",
+            Origin::Migrate => "migrate",
         }
     }
 }
@@ -104,6 +107,10 @@ pub(crate) struct Inner {
     pub(crate) dir_sources: Mutex<HashMap<String, Arc<tiercache_sources::DirSource>>>,
     /// Files of directory namespaces being hashed on a read, so concurrent readers share one pass.
     pub(crate) dir_flights: Mutex<HashMap<(i64, Vec<u8>), crate::directory::HashFlight>>,
+    /// Directory stores of namespaces kept outside the disk tier, by directory, opened once.
+    pub(crate) dir_stores: Mutex<HashMap<String, Arc<crate::storage::Store>>>,
+    /// The disk tier and its quota, as the store of managed namespaces.
+    pub(crate) managed: Arc<crate::storage::Store>,
     /// Blobs being copied into the disk tier from a directory (copy-to-cache).
     pub(crate) copies: Mutex<std::collections::HashSet<Digest>>,
     /// What opening found and did (index moved aside or reset, read caches reset).
@@ -152,6 +159,7 @@ impl Cache {
                 flight_tasks: tokio_util::task::TaskTracker::new(),
                 md5_flights: Mutex::new(HashMap::new()),
                 memory: Memory::new(&config),
+                managed: Arc::new(crate::storage::Store { disk: disk.clone(), quota: Arc::clone(&quota), dir: None }),
                 config,
                 index,
                 disk,
@@ -166,6 +174,7 @@ impl Cache {
                 sources: Mutex::new(HashMap::new()),
                 dir_sources: Mutex::new(HashMap::new()),
                 dir_flights: Mutex::new(HashMap::new()),
+                dir_stores: Mutex::new(HashMap::new()),
                 copies: Mutex::new(Default::default()),
                 open_notes: Mutex::new(opened.notes.clone()),
             }),
@@ -352,7 +361,12 @@ impl Cache {
 
     /// Reserves `n` bytes of the disk quota for a write, evicting if needed (see `quota.rs`).
     pub(crate) async fn reserve(&self, n: u64) -> Result<Reservation, NoRoom> {
-        let quota = Arc::clone(&self.inner.quota);
+        self.reserve_in(&self.managed_store(), n).await
+    }
+
+    /// [`Cache::reserve`] in `store` (a directory store checks its file system's free space only).
+    pub(crate) async fn reserve_in(&self, store: &crate::storage::Store, n: u64) -> Result<Reservation, NoRoom> {
+        let quota = Arc::clone(&store.quota);
         match tokio::task::spawn_blocking(move || quota.reserve(n)).await {
             Ok(r) => r,
             Err(e) => Err(NoRoom { reason: format!("reservation task failed: {e}") }),
@@ -399,17 +413,43 @@ impl Cache {
         {
             write_back.queue(digest, self.inner.disk.blob_path(&digest));
         }
-        self.spawn_md5(digest);
+        self.spawn_md5(digest, self.inner.disk.clone());
+        Ok(digest)
+    }
+
+    /// [`Cache::store_finished`] into `store`: for a namespace kept in its own directory, the file
+    /// is renamed into that directory, and the entry committed with the blob row marked absent
+    /// from the disk tier if the index did not know the digest.
+    pub(crate) async fn store_finished_in(
+        &self,
+        store: &crate::storage::Store,
+        (finished, reservation): (FinishedBlob, Reservation),
+        entry: Option<NewEntry>,
+        origin: Origin,
+    ) -> Result<Digest, Error> {
+        if store.is_managed() {
+            return self.store_finished((finished, reservation), false, entry, origin).await;
+        }
+        let (digest, size) = (finished.digest, finished.size_bytes);
+        let was_there = self.blocking(move |_| finished.publish()).await?;
+        if let Some(e) = entry {
+            let (ns_id, key) = (e.ns_id, e.key.clone());
+            self.ix(move |ix| ix.commit_entry_elsewhere(&digest, size, &e, now_ms())).await?;
+            self.inner.memory.forget_entry(ns_id, &key).await;
+        }
+        reservation.stored(digest, size, was_there, false);
+        metrics::counter!(telemetry::BLOBS_STORED, "origin" => origin.as_str()).increment(1);
+        self.spawn_md5(digest, store.disk.clone());
         Ok(digest)
     }
 
     /// Computes a stored blob's MD5 in the background (one at a time, so it never competes with
     /// more than one core), off every client's critical path.
-    fn spawn_md5(&self, digest: Digest) {
+    fn spawn_md5(&self, digest: Digest, tier: DiskTier) {
         let cache = self.clone();
         tokio::spawn(async move {
             let _permit = cache.inner.md5_permits.acquire().await;
-            if let Err(e) = cache.md5_of(digest).await {
+            if let Err(e) = cache.md5_in(digest, &tier).await {
                 tracing::warn!(%digest, error = %e, "cannot compute MD5");
             }
         });
@@ -418,6 +458,11 @@ impl Cache {
     /// The blob's MD5 (lowercase hex), computing and recording it if the index lacks it. Concurrent
     /// callers for one blob share a single computation.
     pub(crate) async fn md5_of(&self, digest: Digest) -> Result<String, Error> {
+        self.md5_in(digest, &self.inner.disk.clone()).await
+    }
+
+    /// [`Cache::md5_of`] a blob kept in `tier` (the disk tier, or a namespace's own directory).
+    pub(crate) async fn md5_in(&self, digest: Digest, tier: &DiskTier) -> Result<String, Error> {
         if let Some(md5) = self.ix(move |ix| ix.get_blob(&digest)).await?.and_then(|b| b.md5) {
             return Ok(md5);
         }
@@ -425,16 +470,16 @@ impl Cache {
             let mut flights = self.inner.md5_flights.lock().unwrap_or_else(|p| p.into_inner());
             Arc::clone(flights.entry(digest).or_default())
         };
-        let md5 = cell.get_or_try_init(|| self.compute_md5(digest)).await.cloned();
+        let md5 = cell.get_or_try_init(|| self.compute_md5(digest, tier.clone())).await.cloned();
         if md5.is_ok() {
             self.inner.md5_flights.lock().unwrap_or_else(|p| p.into_inner()).remove(&digest);
         }
         md5
     }
 
-    async fn compute_md5(&self, digest: Digest) -> Result<String, Error> {
+    async fn compute_md5(&self, digest: Digest, disk: DiskTier) -> Result<String, Error> {
         let md5 = self
-            .blocking(move |disk| {
+            .blocking(move |_| {
                 use md5::Digest as _;
                 use std::io::Read as _;
                 let mut f = std::fs::File::open(disk.blob_path(&digest))?;

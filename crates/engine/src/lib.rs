@@ -20,6 +20,7 @@ mod pruner;
 mod quota;
 mod read_path;
 mod shared_read;
+mod storage;
 mod telemetry;
 
 pub use body::{Read, ReadMeta, Tier};
@@ -33,6 +34,7 @@ pub use namespaces::NamespaceInfo;
 pub use pruner::{OwnerHook, PruneOptions, PruneReport, PrunedItem, PrunerConfig};
 pub use quota::{DiskLimits, QuotaStats};
 pub use shared_read::Intent;
+pub use storage::{MigrateReport, Storage};
 pub use tiercache_core::{ByteRange, Digest, Key, NamespaceName, RangeRequest};
 pub use tiercache_core::{NamespaceOptions, RelPath};
 pub use tiercache_index::{DirStats, DiskUsage, ListPage, ListRequest, ListedItem, Namespace, NamespaceUsage};

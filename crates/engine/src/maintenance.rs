@@ -200,21 +200,40 @@ impl Cache {
     /// Removes the entries of namespace `ns` (those whose key starts with `prefix`, if given), or of
     /// every namespace if `ns` is `None`, then the blobs no namespace references any more.
     pub async fn cleanup(&self, ns: Option<&str>, prefix: Option<&str>) -> Result<CleanupReport, Error> {
-        let ns_id = match ns {
+        let namespace = match ns {
             Some(name) => {
                 let lookup = NamespaceName::new(name)?.as_str().to_owned();
                 Some(
                     self.ix(move |ix| ix.get_namespace(&lookup))
                         .await?
-                        .ok_or_else(|| Error::NoNamespace(name.into()))?
-                        .id,
+                        .ok_or_else(|| Error::NoNamespace(name.into()))?,
                 )
             }
             None => None,
         };
+        let ns_id = namespace.as_ref().map(|n| n.id);
+        // Namespaces stored in their own directories, with the blobs their entries name now.
+        let stored_elsewhere = match namespace {
+            Some(ns) => vec![ns],
+            None => self.ix(|ix| ix.list_namespaces()).await?,
+        };
+        let mut named_before = Vec::new();
+        for ns in stored_elsewhere.into_iter().filter(|n| n.options.storage.is_some()) {
+            let id = ns.id;
+            let blobs: std::collections::HashSet<Digest> =
+                self.ix(move |ix| ix.namespace_blobs(id)).await?.into_iter().map(|(d, _)| d).collect();
+            named_before.push((ns, blobs));
+        }
         let prefix = prefix.map(str::to_owned);
         let (n_entries, orphans) = self.ix(move |ix| ix.cleanup(ns_id, prefix.as_deref())).await?;
-        self.delete_blob_files(n_entries, orphans).await
+        let mut report = self.delete_blob_files(n_entries, orphans).await?;
+        let grace = self.inner.config.pruner.orphan_grace;
+        for (ns, named) in &named_before {
+            let (blobs, _) = self.sweep_dir_store(ns, grace, named, false).await?;
+            report.n_blobs += blobs.len() as u64;
+            report.bytes += blobs.iter().map(|(_, n)| n).sum::<u64>();
+        }
+        Ok(report)
     }
 
     /// Deletes the files of blobs whose rows are already gone.
@@ -268,8 +287,12 @@ impl Cache {
             .blocking(move |disk| {
                 let listed = disk.list()?;
                 let stale_temp = disk.stale_temp()?;
-                let rows: std::collections::HashMap<Digest, (u64, BlobState)> =
-                    rows.into_iter().map(|r| (r.digest, (r.size_bytes, r.state))).collect();
+                // An absent row names a blob kept in a namespace's own directory, not here.
+                let rows: std::collections::HashMap<Digest, (u64, BlobState)> = rows
+                    .into_iter()
+                    .filter(|r| r.state != BlobState::Absent)
+                    .map(|r| (r.digest, (r.size_bytes, r.state)))
+                    .collect();
                 let mut report = VerifyReport { stale_temp, index_problems, ..VerifyReport::default() };
                 let mut files = Vec::new();
                 for item in listed {

@@ -34,6 +34,11 @@ impl Cache {
     /// Creates namespace `name`, optionally bound to `source` (a URL: `http(s)://…` or
     /// `file:///dir`), with `options`. Idempotent: creating it again with the same source returns
     /// it with `false` (and updates its options); another source is a [`Error::Conflict`].
+    ///
+    /// `options.storage`, an absolute directory, keeps the namespace's blobs there instead of the
+    /// disk tier (see `storage.rs`); it is created if missing, and must be empty or already this
+    /// namespace's. A namespace's storage is chosen when it is created: later calls without one
+    /// keep it, and another one is a [`Error::Conflict`] (`migrate_namespace` moves it).
     pub async fn create_namespace(
         &self,
         name: &str,
@@ -50,6 +55,33 @@ impl Cache {
         tiercache_sources::dir::walk::Ignore::new(&options.ignore).map_err(Error::Invalid)?;
         let lookup = name.as_str().to_owned();
         let existing = self.ix(move |ix| ix.get_namespace(&lookup)).await?;
+        let mut options = options.clone();
+        match (&options.storage, existing.as_ref().and_then(|e| e.options.storage.clone())) {
+            (None, kept) => options.storage = kept,
+            (Some(_), _) if source.is_some_and(|s| s.starts_with("file://")) => {
+                return Err(Error::Invalid(
+                    "a directory namespace is served in place; a storage directory applies to cached namespaces".into(),
+                ));
+            }
+            (Some(dir), kept) => {
+                let same = kept
+                    .as_ref()
+                    .is_some_and(|k| std::fs::canonicalize(dir).is_ok_and(|c| c.as_os_str() == k.as_str()));
+                if let Some(e) = existing.as_ref().filter(|_| !same) {
+                    return Err(Error::Conflict(format!(
+                        "namespace {} keeps its blobs in {}; `tiercache ns migrate` moves them",
+                        e.name,
+                        kept.as_deref().map_or("the disk tier".to_owned(), |k| format!("directory {k}"))
+                    )));
+                }
+                let dir = std::path::PathBuf::from(dir);
+                if !dir.is_absolute() {
+                    return Err(Error::Invalid(format!("storage directory {} is not an absolute path", dir.display())));
+                }
+                options.storage = Some(self.claim_dir(name.as_str(), &dir).await?);
+            }
+        }
+        let options = &options;
         if let Some(existing) = &existing
             && existing.source.as_deref() != source
         {
@@ -82,7 +114,7 @@ impl Cache {
         Ok(created)
     }
 
-    async fn write_definition(&self, def: Definition) -> Result<(), Error> {
+    pub(crate) async fn write_definition(&self, def: Definition) -> Result<(), Error> {
         let dir = definitions_dir(self);
         self.blocking(move |_| write_atomically(&dir, &format!("{}.json", def.name), &serde_json::to_vec_pretty(&def)?))
             .await
@@ -153,10 +185,13 @@ impl Cache {
         Ok(self.ix(move |ix| ix.stats(Some(&name))).await?.namespaces.into_iter().next())
     }
 
-    /// Deletes namespace `name`, its entries, and the blobs no other namespace references.
-    /// Returns `None` if there was no such namespace (deleting is idempotent).
+    /// Deletes namespace `name`, its entries, and the blobs no other namespace references (for a
+    /// namespace stored in its own directory: that directory's blobs, and the directory if nothing
+    /// else is in it). Returns `None` if there was no such namespace (deleting is idempotent).
     pub async fn delete_namespace(&self, name: &str) -> Result<Option<CleanupReport>, Error> {
         let name = NamespaceName::new(name)?.as_str().to_owned();
+        let lookup = name.clone();
+        let storage = self.ix(move |ix| ix.get_namespace(&lookup)).await?.and_then(|ns| ns.options.storage);
         let def = definitions_dir(self).join(format!("{name}.json"));
         self.blocking(move |_| match std::fs::remove_file(def) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
@@ -167,7 +202,13 @@ impl Cache {
             return Ok(None);
         };
         self.bump_lookup_generation().await?;
-        Ok(Some(self.delete_blob_files(n_entries, orphans).await?))
+        let mut report = self.delete_blob_files(n_entries, orphans).await?;
+        if let Some(dir) = storage {
+            let (n, bytes) = self.release_dir(&dir).await?;
+            report.n_blobs += n;
+            report.bytes += bytes;
+        }
+        Ok(Some(report))
     }
 }
 

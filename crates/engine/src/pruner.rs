@@ -256,8 +256,41 @@ impl Cache {
         }
         let mut seen = HashSet::new();
         doomed.retain(|(_, e)| seen.insert((e.ns_id, e.key.clone())));
+        let mut unnamed: HashMap<i64, HashSet<Digest>> = HashMap::new();
+        for (_, e) in &doomed {
+            unnamed.entry(e.ns_id).or_default().insert(e.digest);
+        }
         if !doomed.is_empty() {
             self.prune_entries(doomed, &names, opts.dry_run, &mut report).await?;
+        }
+
+        // Namespaces kept in their own directories: the files their entries no longer name (at
+        // once for the entries just pruned; else, as orphans, after the orphan grace), and temp
+        // files there.
+        for ns in namespaces.iter().filter(|n| n.options.storage.is_some() && only.is_none_or(|id| id == n.id)) {
+            let unnamed = unnamed.remove(&ns.id).unwrap_or_default();
+            if unnamed.is_empty() && !opts.orphans && !opts.files {
+                continue;
+            }
+            let grace = if opts.orphans { opts.orphan_grace.unwrap_or(cfg.orphan_grace) } else { Duration::MAX };
+            let (blobs, temps) = self.sweep_dir_store(ns, grace, &unnamed, opts.dry_run).await?;
+            for (d, bytes) in blobs {
+                report.n_blobs += 1;
+                report.freed_bytes += bytes;
+                report.items.push(item("orphan", Some(ns.name.clone()), None, Some(d), None, bytes));
+            }
+            for (p, bytes) in temps {
+                report.n_files += 1;
+                report.freed_bytes += bytes;
+                report.items.push(item(
+                    "temp",
+                    Some(ns.name.clone()),
+                    None,
+                    None,
+                    Some(p.display().to_string()),
+                    bytes,
+                ));
+            }
         }
 
         if opts.orphans {

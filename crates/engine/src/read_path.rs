@@ -97,16 +97,20 @@ impl Cache {
     /// hit verifies those bytes before answering.
     pub async fn read_entry_with(&self, namespace: &str, key: &[u8], intent: Intent) -> Result<Read, Error> {
         self.check_lookup_generation();
-        let ns = self.namespace_row(namespace).await?;
+        let mut ns = self.namespace_row(namespace).await?;
         if let Some(src) = self.dir_source(&ns) {
             return self.read_dir_entry(ns, src, tiercache_core::RelPath::new(key.to_vec())?).await;
         }
         let key =
             std::str::from_utf8(key).map_err(|_| Error::Invalid("key is not UTF-8 once percent-decoded".into()))?;
         // A pass ends without a read only when another flight stored the entry after this one
-        // looked; the next pass finds it. Entries deleted again at once could repeat that, so the
-        // number of passes is bounded.
-        for _ in 0..3 {
+        // looked, or the namespace moved to another storage place; the next pass finds it.
+        // Entries deleted again at once could repeat that, so the number of passes is bounded.
+        for pass in 0..3 {
+            if pass > 0 {
+                self.check_lookup_generation();
+                ns = self.namespace_row(namespace).await?;
+            }
             if let Some(read) = self.read_entry_once(&ns, key, &intent).await? {
                 return Ok(read);
             }
@@ -115,7 +119,8 @@ impl Cache {
     }
 
     /// One pass of the read path. Returns `Ok(None)` if and only if another flight (in this process
-    /// or another) stored the entry after this pass looked in the index; the caller looks again.
+    /// or another) stored the entry after this pass looked in the index, or the namespace moved
+    /// to another storage place; the caller looks again.
     async fn read_entry_once(
         &self,
         ns: &tiercache_index::Namespace,
@@ -126,6 +131,7 @@ impl Cache {
         let namespace = ns.name.as_str();
         let key = Key::new(key)?;
         let ns_id = ns.id;
+        let store = self.store_of(ns).await?;
         let entry = match self.inner.memory.entry(ns_id, key.as_str()).await {
             Some(e) => Some(e),
             None => {
@@ -150,36 +156,49 @@ impl Cache {
                 served(Tier::Memory, "hit", t0, size, || entry.key.clone());
                 return Ok(Some(self.entry_read(entry, Tier::Memory, size, Body::Memory(blob.bytes), false)));
             }
-            if let Some((file, fs_meta)) = self.inner.disk.open_blob(&entry.digest)? {
+            if let Some((file, fs_meta)) = self.open_in(&store, &entry.digest)? {
                 let size = fs_meta.len();
                 if is_fresh {
-                    return self.serve_entry_from_disk(entry, file, size, t0, "hit").await.map(Some);
+                    return self.serve_entry_from_disk(&store, entry, file, size, t0, "hit").await.map(Some);
                 }
                 validators = Some(entry.validators.clone()).filter(|v| !v.is_empty());
                 if validators.is_some() {
                     // Stale: ask the source whether our copy is still current.
                     let source = self.source_of(ns, &key)?;
-                    match self.join_flight(ns_id, &key, source, validators.clone(), t0).await? {
+                    match self.join_flight(ns_id, &key, &store, source, validators.clone(), t0).await? {
                         FlightOutcome::NotModified => {
-                            return self.serve_entry_from_disk(entry, file, size, t0, "revalidated").await.map(Some);
+                            let read = self.serve_entry_from_disk(&store, entry, file, size, t0, "revalidated").await;
+                            return read.map(Some);
                         }
                         FlightOutcome::Read(read) => return Ok(Some(*read)),
                     }
                 }
-            } else if is_fresh && let Some(hit) = self.read_shared(entry.digest, intent, false).await? {
+            } else if is_fresh
+                && store.is_managed()
+                && let Some(hit) = self.read_shared(entry.digest, intent, false).await?
+            {
                 return Ok(Some(self.entry_read(entry, Tier::Shared, hit.size_bytes, hit.body, true)));
+            } else if self.has_moved(ns).await? {
+                return Ok(None);
             } else {
-                tracing::debug!(namespace, %key, digest = %entry.digest, "entry's blob is gone from the disk tier; refetching");
+                tracing::debug!(namespace, %key, digest = %entry.digest, "entry's blob is gone from its store; refetching");
             }
         }
         metrics::counter!(telemetry::READS, "tier" => "disk", "outcome" => "miss").increment(1);
         let source = self.source_of(ns, &key)?;
-        match self.join_flight(ns_id, &key, source, validators, t0).await? {
+        match self.join_flight(ns_id, &key, &store, source, validators, t0).await? {
             FlightOutcome::Read(read) => Ok(Some(*read)),
             // An unconditional fetch ends "not modified" only when it found the entry stored by
             // another flight (here or in another process) after this reader looked.
             FlightOutcome::NotModified => Ok(None),
         }
+    }
+
+    /// Whether namespace `ns` keeps its blobs somewhere else now than when it was looked up.
+    async fn has_moved(&self, ns: &tiercache_index::Namespace) -> Result<bool, Error> {
+        let name = ns.name.clone();
+        let now = self.ix(move |ix| ix.get_namespace(&name)).await?;
+        Ok(now.is_some_and(|n| n.id == ns.id && n.options.storage != ns.options.storage))
     }
 
     /// The namespace's source, or [`Error::NoEntry`] if it has none (nothing to fetch `key` from).
@@ -192,6 +211,7 @@ impl Cache {
 
     async fn serve_entry_from_disk(
         &self,
+        store: &crate::storage::Store,
         entry: Entry,
         file: std::fs::File,
         size: u64,
@@ -202,7 +222,7 @@ impl Cache {
             Some(_) => entry,
             // The MD5 is computed from the blob's path: a blob evicted since this reader opened
             // it is still served (from the open file), only without an ETag this once.
-            None => match self.md5_of(entry.digest).await {
+            None => match self.md5_in(entry.digest, &store.disk).await {
                 Ok(md5) => {
                     let entry = Entry { md5: Some(md5), ..entry };
                     self.inner.memory.put_entry(entry.clone()).await;
@@ -247,6 +267,7 @@ impl Cache {
         &self,
         ns_id: i64,
         key: &Key,
+        store: &Arc<crate::storage::Store>,
         source: Arc<dyn Source>,
         validators: Option<Validators>,
         t0: Instant,
@@ -268,9 +289,11 @@ impl Cache {
                     let (tx, rx) = watch::channel(Phase::Waiting);
                     flights.insert((ns_id, key.clone()), rx.clone());
                     let cache = self.clone();
-                    let (key, source) = (key.clone(), Arc::clone(&source));
+                    let (key, source, store) = (key.clone(), Arc::clone(&source), Arc::clone(store));
                     let tasks = &self.inner.flight_tasks;
-                    tasks.spawn(async move { cache.run_flight(ns_id, key, source, validators, Arc::new(tx)).await });
+                    tasks.spawn(async move {
+                        cache.run_flight(ns_id, key, &store, source, validators, Arc::new(tx)).await;
+                    });
                     rx
                 }
             }
@@ -311,6 +334,7 @@ impl Cache {
         &self,
         ns_id: i64,
         key: Key,
+        store: &crate::storage::Store,
         source: Arc<dyn Source>,
         validators: Option<Validators>,
         tx: PhaseSender,
@@ -318,7 +342,7 @@ impl Cache {
         let outcome = {
             let _permit = self.inner.fetch_permits.acquire().await;
             metrics::gauge!(telemetry::INFLIGHT).increment(1.0);
-            let outcome = self.fetch_into_disk(ns_id, &key, source.as_ref(), validators, &tx).await;
+            let outcome = self.fetch_into_disk(ns_id, &key, store, source.as_ref(), validators, &tx).await;
             metrics::gauge!(telemetry::INFLIGHT).decrement(1.0);
             outcome
         };
@@ -352,6 +376,7 @@ impl Cache {
         &self,
         ns_id: i64,
         key: &Key,
+        store: &crate::storage::Store,
         source: &dyn Source,
         validators: Option<Validators>,
         tx: &PhaseSender,
@@ -362,7 +387,7 @@ impl Cache {
         let _lock = if validators.is_none() {
             let name = Digest::of(format!("{ns_id}/{key}").as_bytes()).hex();
             let (lock, _waited) = self.blocking(move |disk| disk.lock(&name)).await?;
-            if self.entry_on_disk(ns_id, key).await? {
+            if self.entry_on_disk(ns_id, key, store).await? {
                 tx.send_replace(Phase::NotModified);
                 return Ok(FetchEnd::NotModified);
             }
@@ -384,17 +409,18 @@ impl Cache {
         // Room in the disk quota first: for the whole body if its length is known, else for a
         // first step (the spool reserves more as it grows). No room: every reader reads from the
         // source directly, and nothing is stored.
-        let reservation = match self.reserve(body.meta.size_bytes.unwrap_or(crate::flight::RESERVE_STEP_BYTES)).await {
+        let first = body.meta.size_bytes.unwrap_or(crate::flight::RESERVE_STEP_BYTES);
+        let reservation = match self.reserve_in(store, first).await {
             Ok(r) => r,
             Err(no_room) => {
                 tracing::info!(%key, reason = %no_room.reason, "served pass-through, not stored");
-                self.inner.quota.passed_through(&no_room.reason);
+                store.quota.passed_through(&no_room.reason);
                 let hand_off = crate::flight::HandOff::new(body.stream);
                 tx.send_replace(Phase::PassThrough { meta: Arc::new(body.meta), body: hand_off });
                 return Ok(FetchEnd::PassThrough);
             }
         };
-        let temp = self.inner.disk.create_temp().map_err(Error::from)?;
+        let temp = store.disk.create_temp().map_err(Error::from)?;
         let started = Arc::new(Started { meta: body.meta.clone(), file: temp.reader() });
         tx.send_replace(Phase::Streaming { started: Arc::clone(&started), written: 0 });
         let finished = spool(temp, reservation, body.stream, progress(tx)).await.map_err(|e| match e {
@@ -408,16 +434,16 @@ impl Cache {
             content_type: body.meta.content_type.clone(),
             validators: body.meta.validators.clone(),
         };
-        let digest = self.store_finished(finished, false, Some(entry), Origin::Fetch).await?;
+        let digest = self.store_finished_in(store, finished, Some(entry), Origin::Fetch).await?;
         tx.send_replace(Phase::Done { started, written, digest });
         Ok(FetchEnd::Stored)
     }
 
-    /// Whether the index has entry `(ns_id, key)` and the disk tier its blob.
-    async fn entry_on_disk(&self, ns_id: i64, key: &Key) -> Result<bool, Error> {
+    /// Whether the index has entry `(ns_id, key)` and `store` its blob.
+    async fn entry_on_disk(&self, ns_id: i64, key: &Key, store: &crate::storage::Store) -> Result<bool, Error> {
         let k = key.clone();
         let entry = self.ix(move |ix| ix.get_entry(ns_id, &k)).await?;
-        Ok(entry.is_some_and(|e| self.inner.disk.contains(&e.digest)))
+        Ok(entry.is_some_and(|e| store.disk.contains(&e.digest)))
     }
 
     /// Stores an uploaded blob: streams `body` to a temp file while hashing, and publishes it only

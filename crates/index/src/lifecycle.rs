@@ -11,7 +11,7 @@ use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 use tiercache_core::Digest;
 
-use crate::store::{Index, IndexError, delete_orphan_blobs, digest_of};
+use crate::store::{Index, IndexError, MANAGED_ENTRY, delete_orphan_blobs, digest_of, release_blob_rows};
 
 type Result<T> = std::result::Result<T, IndexError>;
 
@@ -77,20 +77,27 @@ pub struct NamespaceUsage {
     pub is_pinned: bool,
     /// Keys pinned one by one.
     pub n_pinned_keys: u64,
+    /// The host directory holding this namespace's blobs; absent for a managed namespace (its
+    /// blobs are in the shared disk tier). Its bytes are not part of the disk tier's totals.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub storage: Option<String>,
 }
 
-/// `(ns_id, digest)` for every blob a namespace references: its entries, and a directory
-/// namespace's copies in the disk tier.
-const REFS: &str = "SELECT ns_id, digest FROM entries
+/// `(ns_id, digest)` for every blob of the disk tier a namespace references: its managed entries
+/// (see [`MANAGED_ENTRY`]), and a directory namespace's copies in the disk tier.
+const REFS: &str = "SELECT e.ns_id, e.digest FROM entries e
+                        WHERE e.ns_id IN (SELECT id FROM namespaces WHERE storage IS NULL)
                     UNION SELECT ns_id, lower(hex(sha256)) FROM files WHERE is_copied = 1";
 
-/// A present blob with no reference (entry or copied file).
-const UNREFERENCED: &str = "NOT EXISTS (SELECT 1 FROM entries e WHERE e.digest = b.digest)
+/// A present blob with no reference (managed entry or copied file).
+const UNREFERENCED: &str = "NOT EXISTS (SELECT 1 FROM entries e WHERE e.digest = b.digest
+                                    AND e.ns_id IN (SELECT id FROM namespaces WHERE storage IS NULL))
       AND NOT EXISTS (SELECT 1 FROM files f WHERE f.sha256 = unhex(b.digest) AND f.is_copied = 1)";
 
-/// Blob `b` is named by an entry of a namespace without a source: the only copy of its bytes.
+/// Blob `b` is named by a managed entry of a namespace without a source: the only copy of its
+/// bytes.
 const ONLY_COPY: &str = "EXISTS (SELECT 1 FROM entries o JOIN namespaces n ON n.id = o.ns_id
-                                 WHERE o.digest = b.digest AND n.source IS NULL)";
+                                 WHERE o.digest = b.digest AND n.source IS NULL AND n.storage IS NULL)";
 
 /// An entry `e` that a pin covers.
 const PINNED_ENTRY: &str = "EXISTS (SELECT 1 FROM pins p WHERE p.ns_id = e.ns_id AND (p.key = '' OR p.key = e.key))";
@@ -123,7 +130,9 @@ impl Index {
     /// Digests of blobs named by pinned entries.
     pub fn pinned_digests(&self) -> Result<HashSet<Digest>> {
         self.read(|c| {
-            let mut stmt = c.prepare(&format!("SELECT DISTINCT e.digest FROM entries e WHERE {PINNED_ENTRY}"))?;
+            let mut stmt = c.prepare(&format!(
+                "SELECT DISTINCT e.digest FROM entries e WHERE {MANAGED_ENTRY} AND {PINNED_ENTRY}"
+            ))?;
             let rows = stmt.query_map([], |r| digest_of(r.get(0)?))?.collect::<rusqlite::Result<HashSet<_>>>()?;
             Ok(rows)
         })
@@ -142,7 +151,8 @@ impl Index {
                     &format!(
                         "SELECT count(*) > 0 FROM blobs b WHERE b.digest = ?1 AND b.state = 1 AND b.is_upload = 0
                            AND NOT {ONLY_COPY}
-                           AND NOT EXISTS (SELECT 1 FROM entries e WHERE e.digest = b.digest AND {PINNED_ENTRY})"
+                           AND NOT EXISTS (SELECT 1 FROM entries e WHERE e.digest = b.digest AND {MANAGED_ENTRY}
+                                             AND {PINNED_ENTRY})"
                     ),
                     [&hex],
                     |r| r.get(0),
@@ -150,11 +160,13 @@ impl Index {
                 if !is_evictable {
                     continue;
                 }
-                n_entries += tx.execute("DELETE FROM entries WHERE digest = ?1", [&hex])? as u64;
+                n_entries += tx
+                    .execute(&format!("DELETE FROM entries AS e WHERE e.digest = ?1 AND {MANAGED_ENTRY}"), [&hex])?
+                    as u64;
                 tx.execute("UPDATE files SET is_copied = 0 WHERE sha256 = unhex(?1) AND is_copied = 1", [&hex])?;
-                tx.execute("DELETE FROM blobs WHERE digest = ?1", [&hex])?;
                 evicted.push(*d);
             }
+            release_blob_rows(tx, &evicted)?;
             Ok((n_entries, evicted))
         })
     }
@@ -206,14 +218,17 @@ impl Index {
     pub fn delete_orphans(&self, digests: &[Digest]) -> Result<Vec<Digest>> {
         self.write(|tx| {
             let mut stmt = tx.prepare_cached(&format!(
-                "DELETE FROM blobs AS b WHERE b.digest = ?1 AND b.state = 1 AND b.is_upload = 0 AND {UNREFERENCED}"
+                "SELECT count(*) > 0 FROM blobs AS b
+                 WHERE b.digest = ?1 AND b.state = 1 AND b.is_upload = 0 AND {UNREFERENCED}"
             ))?;
             let mut deleted = Vec::new();
             for d in digests {
-                if stmt.execute([d.hex()])? > 0 {
+                if stmt.query_row([d.hex()], |r| r.get::<_, bool>(0))? {
                     deleted.push(*d);
                 }
             }
+            drop(stmt);
+            release_blob_rows(tx, &deleted)?;
             Ok(deleted)
         })
     }
@@ -278,13 +293,13 @@ impl Index {
         })
     }
 
-    /// How many entries (and copied files) reference each of `digests`.
+    /// How many managed entries (and copied files) reference each of `digests` in the disk tier.
     pub fn reference_counts(&self, digests: &[Digest]) -> Result<HashMap<Digest, u64>> {
         self.read(|c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT (SELECT count(*) FROM entries WHERE digest = ?1)
-                      + (SELECT count(*) FROM files WHERE sha256 = unhex(?1) AND is_copied = 1)",
-            )?;
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT (SELECT count(*) FROM entries e WHERE e.digest = ?1 AND {MANAGED_ENTRY})
+                      + (SELECT count(*) FROM files WHERE sha256 = unhex(?1) AND is_copied = 1)"
+            ))?;
             let mut out = HashMap::with_capacity(digests.len());
             for d in digests {
                 out.insert(*d, stmt.query_row([d.hex()], |r| r.get::<_, i64>(0))? as u64);
@@ -346,27 +361,40 @@ impl Index {
             u.pinned_bytes = c.query_row(
                 &format!(
                     "SELECT coalesce(sum(size), 0) FROM blobs WHERE state = 1 AND digest IN
-                         (SELECT e.digest FROM entries e WHERE {PINNED_ENTRY})"
+                         (SELECT e.digest FROM entries e WHERE {MANAGED_ENTRY} AND {PINNED_ENTRY})"
                 ),
                 [],
                 |r| r.get::<_, i64>(0),
             )? as u64;
             let mut stmt = c.prepare(&format!(
+                // A shared blob's bytes are split in whole bytes: each of its n namespaces gets
+                // size / n, and the first size % n of them (by id) one byte more, so the shares
+                // sum to the blob's size exactly. A namespace stored in its own directory holds
+                // each blob it names alone.
                 "WITH refs AS ({REFS}),
-                      sharing AS (SELECT digest, count(*) AS n_ns FROM refs GROUP BY digest),
+                      shares AS (
+                          SELECT r.ns_id, b.size, count(*) OVER (PARTITION BY r.digest) AS n_ns,
+                                 row_number() OVER (PARTITION BY r.digest ORDER BY r.ns_id) AS nth
+                          FROM refs r JOIN blobs b ON b.digest = r.digest AND b.state = 1),
                       per_ns AS (
-                          SELECT r.ns_id, count(*) AS n_blobs, sum(b.size) AS bytes,
-                                 sum(CASE WHEN s.n_ns = 1 THEN b.size ELSE 0 END) AS unique_bytes,
-                                 sum(CAST(b.size AS REAL) / s.n_ns) AS attributed
-                          FROM refs r JOIN blobs b ON b.digest = r.digest AND b.state = 1
-                          JOIN sharing s ON s.digest = r.digest GROUP BY r.ns_id),
+                          SELECT ns_id, count(*) AS n_blobs, sum(size) AS bytes,
+                                 sum(CASE WHEN n_ns = 1 THEN size ELSE 0 END) AS unique_bytes,
+                                 sum(size / n_ns + (nth <= size % n_ns)) AS attributed
+                          FROM shares GROUP BY ns_id),
+                      elsewhere AS (
+                          SELECT ns_id, count(*) AS n_blobs, sum(size) AS bytes
+                          FROM (SELECT DISTINCT e.ns_id, e.digest, e.size FROM entries e
+                                WHERE e.ns_id IN (SELECT id FROM namespaces WHERE storage IS NOT NULL))
+                          GROUP BY ns_id),
                       ents AS (SELECT ns_id, count(*) AS n, sum(size) AS bytes FROM entries GROUP BY ns_id)
                  SELECT n.name, n.options, coalesce(ents.n, 0), coalesce(ents.bytes, 0),
-                        coalesce(p.n_blobs, 0), coalesce(p.bytes, 0), coalesce(p.unique_bytes, 0),
-                        coalesce(p.attributed, 0),
+                        coalesce(p.n_blobs, x.n_blobs, 0), coalesce(p.bytes, x.bytes, 0),
+                        coalesce(p.unique_bytes, x.bytes, 0), coalesce(p.attributed, x.bytes, 0),
                         EXISTS (SELECT 1 FROM pins WHERE pins.ns_id = n.id AND pins.key = ''),
-                        (SELECT count(*) FROM pins WHERE pins.ns_id = n.id AND pins.key != '')
-                 FROM namespaces n LEFT JOIN per_ns p ON p.ns_id = n.id LEFT JOIN ents ON ents.ns_id = n.id
+                        (SELECT count(*) FROM pins WHERE pins.ns_id = n.id AND pins.key != ''),
+                        n.storage
+                 FROM namespaces n LEFT JOIN per_ns p ON p.ns_id = n.id LEFT JOIN elsewhere x ON x.ns_id = n.id
+                      LEFT JOIN ents ON ents.ns_id = n.id
                  ORDER BY n.name"
             ))?;
             u.namespaces = stmt
@@ -386,9 +414,10 @@ impl Index {
                         blob_bytes,
                         unique_bytes,
                         shared_bytes: blob_bytes - unique_bytes,
-                        attributed_bytes: r.get::<_, f64>(7)?.round() as u64,
+                        attributed_bytes: r.get::<_, i64>(7)? as u64,
                         is_pinned: r.get(8)?,
                         n_pinned_keys: r.get::<_, i64>(9)? as u64,
+                        storage: r.get(10)?,
                     })
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;

@@ -117,6 +117,14 @@ ALTER TABLE namespaces ADD COLUMN owner_dead_since INTEGER;
 
 CREATE INDEX entries_by_last_access ON entries(last_access);
 "#,
+    r#"
+-- Where a namespace's blobs are kept: NULL in the shared disk tier of the data directory
+-- (managed); else a host directory (absolute path) holding this namespace's blobs alone. Mirrors
+-- the "storage" option, so that queries can tell managed entries from the others.
+-- A blob row with state = 2 names a digest known to the index (entries of a namespace stored in
+-- its own directory name it) that the shared disk tier does not hold.
+ALTER TABLE namespaces ADD COLUMN storage TEXT;
+"#,
 ];
 
 /// Brings `conn` up to the newest schema. Returns the version found before migrating.

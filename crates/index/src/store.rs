@@ -114,6 +114,9 @@ pub enum BlobState {
     Pending,
     /// The file is in the disk tier, verified.
     Present,
+    /// Not in the disk tier: a digest named only by entries of namespaces stored in their own
+    /// directories (which hold the files).
+    Absent,
 }
 
 /// A blob row.
@@ -125,7 +128,7 @@ pub struct BlobRow {
     pub size_bytes: u64,
     /// MD5 (lowercase hex), once computed.
     pub md5: Option<String>,
-    /// Pending or present.
+    /// Pending, present or absent.
     pub state: BlobState,
     /// Kept even when no entry references it (uploaded straight to tiercache, or adopted from disk).
     pub is_retained: bool,
@@ -164,6 +167,12 @@ pub struct NamespaceStats {
     /// For a directory namespace, its read cache (then `n_entries` and `bytes` count its files).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub directory: Option<crate::DirStats>,
+    /// The host directory holding its blobs; absent if managed (in the shared disk tier).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub storage: Option<String>,
+    /// Owner label, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 /// Whole-index totals.
@@ -301,14 +310,17 @@ impl Index {
                     return Err(IndexError::Conflict { name: existing.name, existing: existing.source });
                 }
                 if existing.options != *options {
-                    tx.execute("UPDATE namespaces SET options = ?2 WHERE id = ?1", params![existing.id, options_json])?;
+                    tx.execute(
+                        "UPDATE namespaces SET options = ?2, storage = ?3 WHERE id = ?1",
+                        params![existing.id, options_json, options.storage],
+                    )?;
                     return Ok((Namespace { options: options.clone(), ..existing }, false));
                 }
                 return Ok((existing, false));
             }
             tx.execute(
-                "INSERT INTO namespaces (name, source, created_at, options) VALUES (?1, ?2, ?3, ?4)",
-                params![name.as_str(), source, now_ms, options_json],
+                "INSERT INTO namespaces (name, source, created_at, options, storage) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![name.as_str(), source, now_ms, options_json, options.storage],
             )?;
             let ns = namespace_by_name(tx, name.as_str())?.expect("row just inserted");
             Ok((ns, true))
@@ -410,12 +422,13 @@ impl Index {
     // ---- blobs ----
 
     /// Records that a verified blob is about to be renamed into the disk tier (step 3 of the put
-    /// protocol in docs/design.md). Leaves an existing row alone.
+    /// protocol in docs/design.md). Leaves an existing row alone, unless it is absent from the
+    /// disk tier: then it becomes pending.
     pub fn mark_pending(&self, digest: &Digest, size_bytes: u64, now_ms: i64) -> Result<()> {
         self.write(|tx| {
             tx.execute(
                 "INSERT INTO blobs (digest, size, state, created_at, last_access) VALUES (?1, ?2, 0, ?3, ?3)
-                 ON CONFLICT (digest) DO NOTHING",
+                 ON CONFLICT (digest) DO UPDATE SET state = 0, created_at = excluded.created_at WHERE state = 2",
                 params![digest.hex(), size_bytes as i64, now_ms],
             )?;
             Ok(())
@@ -444,33 +457,39 @@ impl Index {
                      is_upload = max(is_upload, excluded.is_upload), last_access = excluded.last_access",
                 params![digest.hex(), size_bytes as i64, retain, is_upload, now_ms],
             )?;
-            let ns_exists = |id: i64| -> Result<bool> {
-                Ok(tx.query_row("SELECT count(*) > 0 FROM namespaces WHERE id = ?1", [id], |r| r.get(0))?)
-            };
-            if let Some(e) = entry
-                && ns_exists(e.ns_id)?
-            {
-                tx.execute(
-                    "INSERT INTO entries (ns_id, key, digest, size, content_type, source_etag, source_last_modified,
-                                          created_at, last_access, validated_at, hits)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?8, 0)
-                     ON CONFLICT (ns_id, key) DO UPDATE SET digest = excluded.digest, size = excluded.size,
-                         content_type = excluded.content_type, source_etag = excluded.source_etag,
-                         source_last_modified = excluded.source_last_modified, created_at = excluded.created_at,
-                         last_access = excluded.last_access, validated_at = excluded.validated_at",
-                    params![
-                        e.ns_id,
-                        e.key,
-                        digest.hex(),
-                        size_bytes as i64,
-                        e.content_type,
-                        e.validators.etag,
-                        e.validators.last_modified,
-                        now_ms
-                    ],
-                )?;
+            if let Some(e) = entry {
+                upsert_entry(tx, e, digest, size_bytes, now_ms)?;
             }
             Ok(())
+        })
+    }
+
+    /// Commits `entry`, naming a blob just published in its namespace's own directory (not the
+    /// disk tier): the blob row is added as absent from the disk tier if the index does not know
+    /// the digest yet. Skipped, like [`Index::commit_blob`]'s entry, if the namespace is gone.
+    pub fn commit_entry_elsewhere(
+        &self,
+        digest: &Digest,
+        size_bytes: u64,
+        entry: &NewEntry,
+        now_ms: i64,
+    ) -> Result<()> {
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO blobs (digest, size, state, created_at, last_access) VALUES (?1, ?2, 2, ?3, ?3)
+                 ON CONFLICT (digest) DO NOTHING",
+                params![digest.hex(), size_bytes as i64, now_ms],
+            )?;
+            upsert_entry(tx, entry, digest, size_bytes, now_ms)
+        })
+    }
+
+    /// The distinct blobs the entries of `ns_id` name, with their sizes, by digest.
+    pub fn namespace_blobs(&self, ns_id: i64) -> Result<Vec<(Digest, u64)>> {
+        self.read(|c| {
+            let mut stmt = c.prepare("SELECT DISTINCT digest, size FROM entries WHERE ns_id = ?1 ORDER BY digest")?;
+            let rows = stmt.query_map([ns_id], |r| Ok((digest_of(r.get(0)?)?, r.get::<_, i64>(1)? as u64)))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
     }
 
@@ -528,9 +547,11 @@ impl Index {
         self.write(|tx| {
             let mut n = 0;
             for d in digests {
-                n += tx.execute("DELETE FROM entries WHERE digest = ?1", [d.hex()])? as u64;
-                tx.execute("DELETE FROM blobs WHERE digest = ?1", [d.hex()])?;
+                n += tx
+                    .execute(&format!("DELETE FROM entries AS e WHERE e.digest = ?1 AND {MANAGED_ENTRY}"), [d.hex()])?
+                    as u64;
             }
+            release_blob_rows(tx, digests)?;
             Ok(n)
         })
     }
@@ -591,13 +612,14 @@ impl Index {
             )?;
             let mut stmt = c.prepare(
                 "SELECT n.name, n.source, count(e.key), coalesce(sum(e.size), 0), min(e.created_at), max(e.created_at),
-                        coalesce(sum(e.hits), 0), n.id
+                        coalesce(sum(e.hits), 0), n.id, n.options
                  FROM namespaces n LEFT JOIN entries e ON e.ns_id = n.id
                  WHERE ?1 IS NULL OR n.name = ?1
                  GROUP BY n.id ORDER BY n.name",
             )?;
             let namespaces = stmt
                 .query_map([only_ns], |r| {
+                    let options = options_of(r, 8)?;
                     Ok(NamespaceStats {
                         name: r.get(0)?,
                         source: r.get(1)?,
@@ -607,6 +629,8 @@ impl Index {
                         newest_ms: r.get(5)?,
                         hits: r.get::<_, i64>(6)? as u64,
                         directory: None,
+                        storage: options.storage,
+                        owner: options.owner,
                     })
                     .map(|s| (r.get::<_, i64>(7), s))
                 })?
@@ -768,13 +792,17 @@ fn reset_schema(conn: &mut Connection, opened: &mut Opened, why: String) -> Resu
 }
 
 fn namespace_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Namespace> {
-    let options: Option<String> = r.get(4)?;
-    let options = match options {
-        Some(json) => serde_json::from_str(&json)
-            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(4, rusqlite::types::Type::Text, Box::new(e)))?,
-        None => NamespaceOptions::default(),
-    };
+    let options = options_of(r, 4)?;
     Ok(Namespace { id: r.get(0)?, name: r.get(1)?, source: r.get(2)?, created_at: r.get(3)?, options })
+}
+
+/// Column `i` of `r`: namespace options as JSON, NULL for the defaults.
+fn options_of(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<NamespaceOptions> {
+    match r.get::<_, Option<String>>(i)? {
+        Some(json) => serde_json::from_str(&json)
+            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))),
+        None => Ok(NamespaceOptions::default()),
+    }
 }
 
 fn namespace_by_name(c: &Connection, name: &str) -> Result<Option<Namespace>> {
@@ -789,21 +817,88 @@ fn blob_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BlobRow> {
         digest: digest_of(r.get(0)?)?,
         size_bytes: r.get::<_, i64>(1)? as u64,
         md5: r.get(2)?,
-        state: if r.get::<_, i64>(3)? == 0 { BlobState::Pending } else { BlobState::Present },
+        state: match r.get::<_, i64>(3)? {
+            0 => BlobState::Pending,
+            2 => BlobState::Absent,
+            _ => BlobState::Present,
+        },
         is_retained: r.get(4)?,
     })
 }
 
-/// Deletes present, unretained blob rows that no entry references; returns their digests.
-pub(crate) fn delete_orphan_blobs(tx: &rusqlite::Transaction<'_>) -> Result<Vec<Digest>> {
-    let mut stmt = tx.prepare_cached(
-        "DELETE FROM blobs WHERE state = 1 AND is_retained = 0
-           AND NOT EXISTS (SELECT 1 FROM entries e WHERE e.digest = blobs.digest)
-           AND NOT EXISTS (SELECT 1 FROM files f WHERE f.sha256 = unhex(blobs.digest) AND f.is_copied = 1)
-         RETURNING digest",
+/// Inserts or replaces an entry, if its namespace still exists.
+fn upsert_entry(
+    tx: &rusqlite::Transaction<'_>,
+    e: &NewEntry,
+    digest: &Digest,
+    size_bytes: u64,
+    now_ms: i64,
+) -> Result<()> {
+    let ns_exists: bool = tx.query_row("SELECT count(*) > 0 FROM namespaces WHERE id = ?1", [e.ns_id], |r| r.get(0))?;
+    if !ns_exists {
+        return Ok(());
+    }
+    tx.execute(
+        "INSERT INTO entries (ns_id, key, digest, size, content_type, source_etag, source_last_modified,
+                              created_at, last_access, validated_at, hits)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?8, 0)
+         ON CONFLICT (ns_id, key) DO UPDATE SET digest = excluded.digest, size = excluded.size,
+             content_type = excluded.content_type, source_etag = excluded.source_etag,
+             source_last_modified = excluded.source_last_modified, created_at = excluded.created_at,
+             last_access = excluded.last_access, validated_at = excluded.validated_at",
+        params![
+            e.ns_id,
+            e.key,
+            digest.hex(),
+            size_bytes as i64,
+            e.content_type,
+            e.validators.etag,
+            e.validators.last_modified,
+            now_ms
+        ],
     )?;
-    let rows = stmt.query_map([], |r| digest_of(r.get(0)?))?.collect::<rusqlite::Result<Vec<_>>>()?;
-    Ok(rows)
+    Ok(())
+}
+
+/// Entry `e` belongs to a managed namespace (its blob is in the shared disk tier). Only managed
+/// entries reference the disk tier's blobs; a namespace stored in its own directory names blobs
+/// there.
+pub(crate) const MANAGED_ENTRY: &str = "e.ns_id IN (SELECT id FROM namespaces WHERE storage IS NULL)";
+
+/// Deletes present, unretained blob rows that no managed entry or copied file references, and the
+/// rows of digests no entry names at all; returns the digests whose files the caller must delete
+/// from the disk tier. A row still named by entries of namespaces stored elsewhere is kept, as
+/// absent (state 2).
+pub(crate) fn delete_orphan_blobs(tx: &rusqlite::Transaction<'_>) -> Result<Vec<Digest>> {
+    let mut stmt = tx.prepare_cached(&format!(
+        "SELECT digest FROM blobs WHERE state = 1 AND is_retained = 0
+           AND NOT EXISTS (SELECT 1 FROM entries e WHERE e.digest = blobs.digest AND {MANAGED_ENTRY})
+           AND NOT EXISTS (SELECT 1 FROM files f WHERE f.sha256 = unhex(blobs.digest) AND f.is_copied = 1)"
+    ))?;
+    let orphans = stmt.query_map([], |r| digest_of(r.get(0)?))?.collect::<rusqlite::Result<Vec<_>>>()?;
+    drop(stmt);
+    release_blob_rows(tx, &orphans)?;
+    tx.execute(
+        "DELETE FROM blobs WHERE state = 2 AND NOT EXISTS (SELECT 1 FROM entries e WHERE e.digest = blobs.digest)",
+        [],
+    )?;
+    Ok(orphans)
+}
+
+/// The files of `digests` leave the disk tier: each row is deleted, or kept as absent (state 2)
+/// while entries of namespaces stored elsewhere still name it.
+pub(crate) fn release_blob_rows(tx: &rusqlite::Transaction<'_>, digests: &[Digest]) -> Result<()> {
+    let mut absent = tx.prepare_cached(
+        "UPDATE blobs SET state = 2, is_retained = 0, is_upload = 0
+         WHERE digest = ?1 AND EXISTS (SELECT 1 FROM entries e WHERE e.digest = ?1)",
+    )?;
+    let mut delete = tx.prepare_cached("DELETE FROM blobs WHERE digest = ?1 AND state != 2")?;
+    for d in digests {
+        let hex = d.hex();
+        absent.execute([&hex])?;
+        delete.execute([&hex])?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

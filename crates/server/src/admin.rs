@@ -33,7 +33,7 @@ use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
-use tiercache_engine::{Cache, NamespaceName, NamespaceOptions, PruneOptions};
+use tiercache_engine::{Cache, NamespaceName, NamespaceOptions, PruneOptions, Storage};
 
 use crate::ApiError;
 use crate::error::AuthFailure;
@@ -52,6 +52,7 @@ pub(crate) fn router(cache: Cache, token: Option<String>) -> Router {
         .route("/namespaces", get(list_namespaces))
         .route("/namespaces/{name}", get(show_namespace).put(create_namespace).delete(delete_namespace))
         .route("/namespaces/{name}/pins", put(pin).delete(unpin))
+        .route("/namespaces/{name}/migrate", post(migrate_namespace))
         .route("/prune", post(prune))
         .route("/df", get(df))
         .route("/stats", get(stats))
@@ -165,10 +166,13 @@ struct Definition {
     max_entries: Option<u64>,
     copy_to_cache: bool,
     ignore: Vec<String>,
+    /// `managed` or `path:DIR`; left out: managed for a new namespace, unchanged for another.
+    storage: Option<String>,
 }
 
 impl Definition {
-    fn options(self) -> Result<(Option<String>, NamespaceOptions), ApiError> {
+    fn options(self) -> Result<(Option<String>, NamespaceOptions, Option<Storage>), ApiError> {
+        let storage = self.storage.as_deref().map(str::parse::<Storage>).transpose()?;
         let max_age_ms = match self.max_age_seconds {
             Some(s) => Some(s.checked_mul(1000).ok_or_else(|| ApiError::invalid("max_age_seconds is too large"))?),
             None => None,
@@ -180,8 +184,14 @@ impl Definition {
             quota_bytes: self.quota_bytes,
             max_age_ms,
             max_entries: self.max_entries,
+            storage: match &storage {
+                Some(Storage::Path(dir)) => {
+                    Some(dir.to_str().ok_or_else(|| ApiError::invalid("storage directory is not UTF-8"))?.to_owned())
+                }
+                Some(Storage::Managed) | None => None,
+            },
         };
-        Ok((self.source, options))
+        Ok((self.source, options, storage))
     }
 }
 
@@ -193,8 +203,14 @@ async fn create_namespace(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let name = namespace_name(path)?;
-    let (source, options) = json_body::<Definition>(&body)?.options()?;
+    let (source, options, storage) = json_body::<Definition>(&body)?.options()?;
     let (ns, created) = cache.create_namespace(&name, source.as_deref(), &options).await?;
+    if storage == Some(Storage::Managed) && ns.options.storage.is_some() {
+        return Err(tiercache_engine::Error::Conflict(format!(
+            "namespace {name} keeps its blobs in its own directory; POST …/migrate moves them"
+        ))
+        .into());
+    }
     tracing::info!(namespace = %name, created, source = source.as_deref().unwrap_or("none"), "admin: namespace defined");
     let body = Json(json!({ "created": created, "namespace": ns }));
     if !created {
@@ -214,6 +230,27 @@ async fn delete_namespace(
     let removed = cache.delete_namespace(&name).await?;
     tracing::info!(namespace = %name, existed = removed.is_some(), "admin: namespace deleted");
     Ok(Json(json!({ "name": name, "existed": removed.is_some(), "removed": removed })).into_response())
+}
+
+/// `POST /admin/namespaces/{name}/migrate`: `{"to": "managed" | "path:DIR"}`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct MigrateRequest {
+    to: String,
+}
+
+/// Moves the namespace's blobs to another storage place (reads go on meanwhile); answers what
+/// was copied and freed.
+async fn migrate_namespace(
+    State(cache): State<Cache>,
+    path: Result<Path<String>, PathRejection>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let name = namespace_name(path)?;
+    let to: Storage = json_body::<MigrateRequest>(&body)?.to.parse()?;
+    let report = cache.migrate_namespace(&name, &to).await?;
+    tracing::info!(namespace = %name, from = report.from, to = report.to, "admin: namespace moved");
+    Ok(Json(report).into_response())
 }
 
 /// `PUT|DELETE /admin/namespaces/{name}/pins`: one key, or (without `key`) the whole namespace.

@@ -555,8 +555,6 @@ async fn df_splits_shared_blobs_between_namespaces() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: attributed_bytes rounds each namespace's share separately, so with an odd shared \
-            blob the sum exceeds the referenced bytes; see the report"]
 async fn df_attributed_bytes_sum_exactly_with_odd_sizes() {
     let (_src, _dir, cache, _) = two_namespaces_sharing_a_blob((100_000, 200_000, 100_001)).await;
     let u = cache.disk_usage().await.unwrap();

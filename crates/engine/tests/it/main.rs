@@ -2,6 +2,7 @@
 
 mod directory;
 mod lifecycle;
+mod storage;
 
 use std::time::Duration;
 
