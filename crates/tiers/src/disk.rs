@@ -175,11 +175,20 @@ impl DiskTier {
         Ok(out)
     }
 
-    /// Starts writing a new blob into a uniquely named temp file.
+    /// Starts writing a new blob into a uniquely named temp file. A temp directory removed since
+    /// the tier was opened (another process released a namespace's storage directory, which may
+    /// be claimed again) is created again.
     pub fn create_temp(&self) -> io::Result<TempBlob> {
         let name = format!("{}-{:016x}.part", std::process::id(), rand::random::<u64>());
         let path = self.tmp.join(name);
-        let file = OpenOptions::new().read(true).write(true).create_new(true).open(&path)?;
+        let create = || OpenOptions::new().read(true).write(true).create_new(true).open(&path);
+        let file = match create() {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fs::create_dir_all(&self.tmp)?;
+                create()?
+            }
+            opened => opened?,
+        };
         Ok(TempBlob {
             file: Arc::new(file),
             path: Some(path),

@@ -139,3 +139,106 @@ fn without_index(t: std::collections::BTreeMap<std::path::PathBuf, u64>) -> Vec<
         .filter(|p| !p.ends_with("home-not-used"))
         .collect()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ns_migrate_moves_a_namespace_while_a_server_reads_it() {
+    let d = dirs();
+    let src = Source::start().await;
+    let contents: Vec<(String, Vec<u8>)> =
+        (0..6).map(|i| (format!("k{i}.bin"), bytes(40 + i, 30_000 + 70_000 * i as usize))).collect();
+    for (k, v) in &contents {
+        src.put(k, v.clone());
+    }
+    let server = Server::start(&d.data, &["--revalidate-after", "1h", "--no-cache"]).await;
+    let http = client();
+    let (one, two) = (d.tmp.path().join("host/one"), d.tmp.path().join("host/two"));
+    let place = |p: &std::path::Path| format!("path:{}", p.display());
+
+    let out = tcr(&d.data, &["ns", "create", "web", "--source", &src.url(), "--storage", &place(&one)]).ok();
+    assert!(out.stdout.contains(&format!("storage: {}", place(&one))), "{}", out.stdout);
+    for (k, v) in &contents {
+        let (status, body) = http_get(&http, &server.url(&format!("/ns/web/{k}"))).await;
+        assert!(status == 200 && body == *v, "{k}: {status}");
+    }
+    for (_, v) in &contents {
+        wait_for_file(&one.join("blobs/sha256").join(&hex_of(v)[..2]).join(hex_of(v))).await;
+        assert!(!blob_path(&d.data, &hex_of(v)).exists(), "not in the disk tier");
+    }
+    let df = tcr(&d.data, &["df", "-v"]).ok().stdout;
+    assert!(df.contains("STORAGE") && df.contains(&place(&one)), "{df}");
+
+    // Readers over HTTP the whole time; the moves run in other processes.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..3)
+        .map(|r| {
+            let (http, base, contents, stop) = (http.clone(), server.url(""), contents.clone(), stop.clone());
+            tokio::spawn(async move {
+                let (mut n, mut failures) = (0, Vec::new());
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let (k, v) = &contents[(n + r) % contents.len()];
+                    let (status, body) = http_get(&http, &format!("{base}/ns/web/{k}")).await;
+                    if status != 200 || body != *v {
+                        failures.push(format!("{k}: {status}, {} bytes", body.len()));
+                    }
+                    n += 1;
+                }
+                (n, failures)
+            })
+        })
+        .collect();
+    let data = d.data.clone();
+    let migrate = move |to: String| {
+        let data = data.clone();
+        tokio::task::spawn_blocking(move || tcr(&data, &["ns", "migrate", "web", "--to", &to, "--json"]).ok().json())
+    };
+    let report = migrate("managed".into()).await.unwrap();
+    assert_eq!((report["n_copied"].as_u64(), report["n_missing"].as_u64()), (Some(6), Some(0)), "{report}");
+    assert!(!one.exists(), "the old storage directory is removed");
+    for (_, v) in &contents {
+        assert!(blob_path(&d.data, &hex_of(v)).is_file());
+    }
+    let report = migrate(place(&two)).await.unwrap();
+    assert_eq!((report["n_copied"].as_u64(), report["to"].as_str()), (Some(6), Some(place(&two).as_str())));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut n_reads = 0;
+    for r in readers {
+        let (n, failures) = r.await.unwrap();
+        assert!(failures.is_empty(), "reads failed during the moves: {failures:?}");
+        n_reads += n;
+    }
+    assert!(n_reads > 0);
+    for (k, _) in &contents {
+        assert_eq!(src.counts(k).full, 1, "{k} was fetched again: bytes were lost in a move");
+    }
+    for (_, v) in &contents {
+        assert!(!blob_path(&d.data, &hex_of(v)).exists(), "released from the disk tier");
+    }
+    let show = tcr(&d.data, &["ns", "show", "web"]).ok().stdout;
+    assert!(show.contains(&format!("storage: {}", place(&two))), "{show}");
+
+    // Clumsy requests fail clearly and change nothing.
+    let out = tcr(&d.data, &["ns", "migrate", "web", "--to", "path:relative/dir"]).expect_code(2);
+    assert!(out.stderr.contains("not an absolute path"), "{}", out.stderr);
+    let out = tcr(&d.data, &["ns", "migrate", "web", "--to", "elsewhere"]).expect_code(2);
+    assert!(out.stderr.contains("neither `managed` nor `path:DIR`"), "{}", out.stderr);
+    let out = tcr(&d.data, &["ns", "migrate", "nope", "--to", "managed"]).expect_code(1);
+    assert!(out.stderr.contains("nope"), "{}", out.stderr);
+    let out = tcr(&d.data, &["ns", "migrate", "web", "--to", &format!("path:{}", d.data.display())]).expect_code(1);
+    assert!(out.stderr.contains("overlaps the data directory"), "{}", out.stderr);
+    let out = tcr(&d.data, &["ns", "create", "web", "--source", &src.url(), "--storage", "managed"]).expect_code(1);
+    assert!(out.stderr.contains("ns migrate"), "{}", out.stderr);
+
+    // Deleting the namespace removes its directory.
+    tcr(&d.data, &["ns", "delete", "web"]).ok();
+    assert!(!two.exists());
+}
+
+async fn wait_for_file(p: &std::path::Path) {
+    for _ in 0..500 {
+        if p.is_file() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("{} never appeared", p.display());
+}

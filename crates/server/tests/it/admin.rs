@@ -6,6 +6,7 @@ use serde_json::{Value, json};
 use tiercache_testkit::bytes;
 
 use super::{Answer, Harness, harness_with_admin};
+use tiercache_testkit::sha256;
 
 const TOKEN: &str = "test-admin-token-0123456789";
 const REALM: &str = "Bearer realm=\"tiercache-admin\"";
@@ -60,6 +61,7 @@ fn endpoints() -> Vec<(Method, &'static str)> {
         (Method::DELETE, "/admin/namespaces/web"),
         (Method::PUT, "/admin/namespaces/web/pins"),
         (Method::DELETE, "/admin/namespaces/web/pins"),
+        (Method::POST, "/admin/namespaces/web/migrate"),
         (Method::POST, "/admin/prune"),
         (Method::GET, "/admin/df"),
         (Method::GET, "/admin/stats"),
@@ -304,4 +306,55 @@ async fn bad_admin_requests_are_refused() {
     let huge = format!(r#"{{"source": "{}"}}"#, "x".repeat(100_000));
     let a = h.admin(Method::PUT, "/admin/namespaces/ok", &huge).await;
     assert_eq!(a.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", a.text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_moves_a_namespace_between_storage_places() {
+    let h = harness_with_admin(Some(TOKEN)).await;
+    let content = bytes(77, 120_000);
+    h.src.put("a", content.clone());
+    assert_eq!(h.send(Method::GET, "/ns/web/a", &[], Vec::new()).await.body, content);
+    h.wait_for_entries("web", 1).await;
+    let host = tempfile::tempdir().unwrap();
+    let dir = host.path().join("web");
+    let to = format!("path:{}", dir.display());
+
+    let report = h
+        .admin_ok(Method::POST, "/admin/namespaces/web/migrate", &json!({ "to": to }).to_string(), StatusCode::OK)
+        .await;
+    assert_eq!((report["n_copied"].as_u64(), report["to"].as_str()), (Some(1), Some(to.as_str())), "{report}");
+    let hex = sha256(&content).trim_start_matches("sha256:").to_owned();
+    assert!(dir.join("blobs/sha256").join(&hex[..2]).join(&hex).is_file());
+    let shown = h.admin_ok(Method::GET, "/admin/namespaces/web", "", StatusCode::OK).await;
+    assert_eq!(shown["storage"].as_str(), dir.to_str());
+    assert_eq!(h.send(Method::GET, "/ns/web/a", &[], Vec::new()).await.body, content);
+    assert_eq!(h.src.counts("a").full, 1, "served from the new place, not fetched again");
+
+    // Re-defining the namespace as managed is a conflict: moving is migrate's job.
+    let a = h
+        .admin(
+            Method::PUT,
+            "/admin/namespaces/web",
+            &json!({ "source": h.src.url(), "storage": "managed" }).to_string(),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::CONFLICT, "{}", a.text());
+    for body in [
+        "",
+        "{}",
+        "{\"to\": 3}",
+        "{\"to\": \"path:relative\"}",
+        "{\"to\": \"disk\"}",
+        "{\"too\": \"managed\"}",
+        "not json",
+    ] {
+        let a = h.admin(Method::POST, "/admin/namespaces/web/migrate", body).await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST, "{body}: {}", a.text());
+    }
+    let a = h.admin(Method::POST, "/admin/namespaces/nope/migrate", "{\"to\": \"managed\"}").await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND, "{}", a.text());
+    let report =
+        h.admin_ok(Method::POST, "/admin/namespaces/web/migrate", "{\"to\": \"managed\"}", StatusCode::OK).await;
+    assert_eq!(report["to"], "managed");
+    assert!(!dir.exists());
 }
