@@ -190,16 +190,20 @@ impl DiskQuota {
                 }
                 let hard = total - quota;
                 let soft = total.saturating_sub(low).max(hard);
-                let victims = self.pick_victims(&mut st, soft);
+                // Not enough to evict: say so before touching the policy, so that a reservation
+                // that fails leaves the order of eviction as it was.
+                let evictable = self.evictable_bytes(&mut st);
+                let victims = if evictable >= hard { self.pick_victims(&mut st, soft) } else { Vec::new() };
                 let got: u64 = victims.iter().map(|(_, s)| s).sum();
                 if got < hard {
+                    // Only if a blob became protected between the count and the pick.
                     for (d, s) in victims {
                         st.policy.put(d, s);
                     }
                     return Err(NoRoom {
                         reason: format!(
                             "the disk quota ({quota} bytes) is full of blobs that cannot be evicted now (pinned, \
-                             uploaded, being read or just stored): {n} bytes needed, {got} evictable"
+                             uploaded, being read or just stored): {n} bytes needed, {evictable} evictable"
                         ),
                     });
                 }
@@ -208,6 +212,17 @@ impl DiskQuota {
             self.evict(victims);
         }
         Err(NoRoom { reason: "the disk quota stayed full while other writes took the room freed".into() })
+    }
+
+    /// Bytes of the blobs the policy tracks that are not protected now.
+    fn evictable_bytes(&self, st: &mut State) -> u64 {
+        let now = Instant::now();
+        let protect_new = self.limits.protect_new;
+        st.recent.retain(|_, at| now.duration_since(*at) < protect_new);
+        let in_use: Vec<Digest> = self.in_use.blobs.lock().unwrap_or_else(|p| p.into_inner()).keys().copied().collect();
+        let protected: HashSet<&Digest> = st.pinned.iter().chain(st.recent.keys()).chain(&in_use).collect();
+        let protected_bytes: u64 = protected.into_iter().filter_map(|d| st.policy.size_of(d)).sum();
+        st.policy.bytes().saturating_sub(protected_bytes)
     }
 
     /// Takes victims worth `need` bytes out of the policy, skipping protected blobs.

@@ -258,6 +258,11 @@ impl<K: Hash + Eq + Clone> EvictionPolicy<K> {
         self.small.bytes + self.main.bytes
     }
 
+    /// The size of the blob `key`, if tracked (keys the ghost queue remembers are not).
+    pub fn size_of(&self, key: &K) -> Option<u64> {
+        self.map.get(key).map(|&i| self.node(i)).filter(|n| n.queue != Queue::Ghost).map(|n| n.size_bytes)
+    }
+
     /// Whether the blob `key` is tracked (keys the ghost queue remembers are not).
     pub fn contains(&self, key: &K) -> bool {
         self.map.get(key).is_some_and(|&i| self.node(i).queue != Queue::Ghost)

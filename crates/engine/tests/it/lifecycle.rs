@@ -925,8 +925,6 @@ async fn the_background_pruner_runs_on_its_interval() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: a reservation that fails puts its would-be victims back with EvictionPolicy::put, which \
-            promotes them to the main queue (and makes the last one the newest); see the report"]
 async fn a_reservation_that_cannot_be_met_leaves_the_eviction_order_alone() {
     let src = Source::start().await;
     let v = put_all(&src, 800, &["a", "b", "c", "d", "e"]);
