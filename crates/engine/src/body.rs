@@ -171,7 +171,7 @@ impl Read {
                         // wait for the fsync, rename and index commit that follow.
                         let whole = (0, self.meta.size_bytes);
                         let (start, end) = range.map(|r| (r.start, Some(r.end + 1))).unwrap_or(whole);
-                        flight_stream(rx, start, end)
+                        flight_stream(rx, start, end, Some((source, key)))
                     }
                 }
             }
@@ -225,51 +225,130 @@ pub(crate) fn file_stream(file: Arc<File>, start: u64, end: u64) -> ByteStream {
     futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) }).boxed()
 }
 
-/// Bytes `start..end` (to the end if `None`) of a flight's file, as they arrive.
-fn flight_stream(rx: watch::Receiver<Phase>, start: u64, end: Option<u64>) -> ByteStream {
-    futures::stream::unfold((rx, start, false), move |(mut rx, pos, finished)| async move {
-        if finished {
-            return None;
-        }
-        loop {
-            let phase = rx.borrow_and_update().clone();
-            let (started, available, is_done) = match phase {
-                Phase::Streaming { started, written } => (started, written, false),
-                Phase::Done { started, written, .. } => (started, written, true),
-                Phase::Failed(f) => {
-                    let e = crate::Error::from(f);
-                    return Some((Err(io::Error::other(e.to_string())), (rx, pos, true)));
+/// Where [`flight_stream`] reads from.
+enum Tail {
+    /// The flight's temp file (later its blob), as bytes arrive.
+    File(watch::Receiver<Phase>),
+    /// The rest of the body from the source, after the flight stopped storing it.
+    Source(ByteStream),
+    /// Ended.
+    Done,
+}
+
+/// Bytes `start..end` (to the end if `None`) of a flight's file, as they arrive. If the flight
+/// stops storing the body ([`Phase::Overflow`]), the bytes past what it wrote come from the
+/// source (`source`: the one the flight fetched from).
+fn flight_stream(
+    rx: watch::Receiver<Phase>,
+    start: u64,
+    end: Option<u64>,
+    source: Option<(Arc<dyn Source>, Key)>,
+) -> ByteStream {
+    futures::stream::unfold((Tail::File(rx), start), move |(tail, pos)| {
+        let source = source.clone();
+        async move {
+            let mut rx = match tail {
+                Tail::Done => return None,
+                Tail::Source(mut s) => {
+                    return match s.next().await {
+                        Some(Ok(c)) => Some((Ok(c), (Tail::Source(s), pos))),
+                        Some(Err(e)) => Some((Err(e), (Tail::Done, pos))),
+                        None => None,
+                    };
                 }
-                Phase::Waiting | Phase::NotModified | Phase::PassThrough { .. } => {
-                    if rx.changed().await.is_err() {
-                        return Some((Err(io::Error::other("fetch ended without a result")), (rx, pos, true)));
-                    }
-                    continue;
-                }
+                Tail::File(rx) => rx,
             };
-            let limit = end.map_or(available, |e| e.min(available));
-            if pos < limit {
-                let len = (limit - pos).min(CHUNK_BYTES);
-                let item = read_chunk(&started.file, pos, len);
-                let next = pos + item.as_ref().map(|c| c.len() as u64).unwrap_or(0);
-                let failed = item.is_err();
-                return Some((item, (rx, next, failed)));
-            }
-            if is_done || end.is_some_and(|e| pos >= e) {
-                if end.is_some_and(|e| pos < e) {
-                    let e =
-                        io::Error::new(io::ErrorKind::UnexpectedEof, "range lies beyond the end of the fetched blob");
-                    return Some((Err(e), (rx, pos, true)));
+            loop {
+                let phase = rx.borrow_and_update().clone();
+                let (started, available, is_done) = match phase {
+                    Phase::Streaming { started, written } => (started, written, false),
+                    Phase::Done { started, written, .. } => (started, written, true),
+                    Phase::Overflow { started, written, .. } if pos < written && end.is_none_or(|e| pos < e) => {
+                        (started, written, false)
+                    }
+                    Phase::Overflow { written, rest, .. } => {
+                        let Some((source, key)) = source else {
+                            let e = io::Error::other("the fetch stopped storing the body");
+                            return Some((Err(e), (Tail::Done, pos)));
+                        };
+                        // The body from `written` on, or (taken by another reader) all of it anew.
+                        let (from, body) = match rest.take() {
+                            Some(body) => (written, body.map(|r| r.map_err(io::Error::other)).boxed()),
+                            None => (0, source_stream(source, key, None)),
+                        };
+                        let mut s = skip_and_limit(body, pos - from, end.map(|e| e.saturating_sub(pos)));
+                        return match s.next().await {
+                            Some(Ok(c)) => Some((Ok(c), (Tail::Source(s), pos))),
+                            Some(Err(e)) => Some((Err(e), (Tail::Done, pos))),
+                            None => None,
+                        };
+                    }
+                    Phase::Failed(f) => {
+                        let e = crate::Error::from(f);
+                        return Some((Err(io::Error::other(e.to_string())), (Tail::Done, pos)));
+                    }
+                    Phase::Waiting | Phase::NotModified | Phase::PassThrough { .. } => {
+                        if rx.changed().await.is_err() {
+                            return Some((Err(io::Error::other("fetch ended without a result")), (Tail::Done, pos)));
+                        }
+                        continue;
+                    }
+                };
+                let limit = end.map_or(available, |e| e.min(available));
+                if pos < limit {
+                    let len = (limit - pos).min(CHUNK_BYTES);
+                    let item = read_chunk(&started.file, pos, len);
+                    let next = pos + item.as_ref().map(|c| c.len() as u64).unwrap_or(0);
+                    let tail = if item.is_err() { Tail::Done } else { Tail::File(rx) };
+                    return Some((item, (tail, next)));
                 }
+                if is_done || end.is_some_and(|e| pos >= e) {
+                    if end.is_some_and(|e| pos < e) {
+                        let e = io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "range lies beyond the end of the fetched blob",
+                        );
+                        return Some((Err(e), (Tail::Done, pos)));
+                    }
+                    return None;
+                }
+                if rx.changed().await.is_err() {
+                    // The sender is gone; look at the last phase once more.
+                    let last = rx.borrow().clone();
+                    if !matches!(last, Phase::Done { .. } | Phase::Overflow { .. }) {
+                        return Some((Err(io::Error::other("fetch ended without a result")), (Tail::Done, pos)));
+                    }
+                }
+            }
+        }
+    })
+    .boxed()
+}
+
+/// `body` without its first `skip` bytes, and after that at most `limit` bytes (all if `None`).
+fn skip_and_limit(body: ByteStream, skip: u64, limit: Option<u64>) -> ByteStream {
+    futures::stream::unfold((body, skip, limit), |(mut body, mut skip, left)| async move {
+        loop {
+            if left == Some(0) {
                 return None;
             }
-            if rx.changed().await.is_err() {
-                // The sender is gone; look at the last phase once more.
-                let last = rx.borrow().clone();
-                if !matches!(last, Phase::Done { .. }) {
-                    return Some((Err(io::Error::other("fetch ended without a result")), (rx, pos, true)));
-                }
+            let mut chunk = match body.next().await? {
+                Ok(c) => c,
+                Err(e) => return Some((Err(e), (futures::stream::empty().boxed(), 0, Some(0)))),
+            };
+            if skip >= chunk.len() as u64 {
+                skip -= chunk.len() as u64;
+                continue;
             }
+            chunk = chunk.slice(skip as usize..);
+            skip = 0;
+            if let Some(l) = left
+                && chunk.len() as u64 > l
+            {
+                chunk.truncate(l as usize);
+            }
+            let left = left.map(|l| l - chunk.len() as u64);
+            return Some((Ok(chunk), (body, skip, left)));
         }
     })
     .boxed()
@@ -290,10 +369,10 @@ fn shared_stream(
     let fill_near = match &*rx.borrow() {
         Phase::Waiting => start < TAIL_WINDOW_BYTES,
         Phase::Streaming { written, .. } | Phase::Done { written, .. } => start <= written + TAIL_WINDOW_BYTES,
-        Phase::NotModified | Phase::PassThrough { .. } | Phase::Failed(_) => false,
+        Phase::NotModified | Phase::PassThrough { .. } | Phase::Overflow { .. } | Phase::Failed(_) => false,
     };
     if fill_near && !covered {
-        return flight_stream(rx, start, Some(end));
+        return flight_stream(rx, start, Some(end), None);
     }
     tier.read_range(list, start, end, primed).map(|r| r.map_err(io::Error::other)).boxed()
 }

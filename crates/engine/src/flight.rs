@@ -38,6 +38,11 @@ pub(crate) enum Phase {
     /// The disk quota had no room: nothing is stored. The first reader takes the body the
     /// flight got; later ones ask the source themselves.
     PassThrough { meta: Arc<SourceMeta>, body: HandOff },
+    /// A body of unknown length outgrew the room the quota could make: nothing is stored. The
+    /// first `written` bytes stay readable in the (deleted) temp file; the first reader to need
+    /// more takes the rest of the source's body, which starts at byte `written`, and later ones
+    /// ask the source themselves.
+    Overflow { started: Arc<Started>, written: u64, rest: HandOff },
     /// The fetch failed; nothing was stored.
     Failed(Failure),
 }
@@ -121,28 +126,65 @@ pub(crate) async fn spool<E: Send + 'static>(
     body: impl Stream<Item = Result<Bytes, E>> + Send,
     progress: impl Fn(u64) + Send + 'static,
 ) -> Result<(FinishedBlob, Reservation), SpoolError<E>> {
+    match spool_or_overflow(temp, reservation, Box::pin(body), progress).await? {
+        Spooled::Stored(finished, reservation) => Ok((finished, reservation)),
+        Spooled::Overflow { reason, .. } => Err(SpoolError::Local(Error::StorageFull(reason))),
+    }
+}
+
+/// How [`spool_or_overflow`] ended.
+pub(crate) enum Spooled<S> {
+    /// Every byte is in the file.
+    Stored(FinishedBlob, Reservation),
+    /// The quota could not make room for more: `written` bytes are in the file (deleted now, but
+    /// readable through the handles readers hold), and the rest of the body is `rest` followed by
+    /// `body`, untouched.
+    Overflow { reason: String, written: u64, rest: Vec<Bytes>, body: S },
+}
+
+/// What the writer thread ends with.
+enum WriterEnd {
+    Io(std::io::Error),
+    Full { reason: String, written: u64, rest: Vec<Bytes> },
+}
+
+/// [`spool`], except that a body outgrowing the room the quota can make is handed back, with the
+/// bytes not yet written, instead of failing: the caller may pass the rest through.
+pub(crate) async fn spool_or_overflow<E: Send + 'static, S: Stream<Item = Result<Bytes, E>> + Send + Unpin>(
+    temp: TempBlob,
+    reservation: Reservation,
+    mut body: S,
+    progress: impl Fn(u64) + Send + 'static,
+) -> Result<Spooled<S>, SpoolError<E>> {
     let (chunk_tx, mut chunk_rx) = tokio::sync::mpsc::channel::<Bytes>(32);
-    let writer = tokio::task::spawn_blocking(move || -> std::io::Result<(FinishedBlob, Reservation)> {
+    let writer = tokio::task::spawn_blocking(move || -> Result<(FinishedBlob, Reservation), WriterEnd> {
         let (mut temp, mut reservation) = (temp, reservation);
         while let Some(chunk) = chunk_rx.blocking_recv() {
             let need = temp.written() + chunk.len() as u64;
-            if need > reservation.bytes() {
-                reservation
-                    .grow_to(need.next_multiple_of(RESERVE_STEP_BYTES))
-                    .map_err(|no| std::io::Error::new(std::io::ErrorKind::StorageFull, no.reason))?;
+            if need > reservation.bytes()
+                && let Err(no) = reservation.grow_to(need.next_multiple_of(RESERVE_STEP_BYTES))
+            {
+                // Everything received and not written, in order: this chunk, then those queued.
+                chunk_rx.close();
+                let mut rest = vec![chunk];
+                while let Some(c) = chunk_rx.blocking_recv() {
+                    rest.push(c);
+                }
+                return Err(WriterEnd::Full { reason: no.reason, written: temp.written(), rest });
             }
-            temp.write(chunk)?;
+            temp.write(chunk).map_err(WriterEnd::Io)?;
             progress(temp.written());
         }
-        Ok((temp.finish()?, reservation))
+        temp.finish().map(|f| (f, reservation)).map_err(WriterEnd::Io)
     });
-    let mut body = std::pin::pin!(body);
     let mut body_error = None;
+    let mut unsent = None;
     while let Some(item) = body.next().await {
         match item {
             Ok(chunk) => {
-                if chunk_tx.send(chunk).await.is_err() {
-                    break; // The writer failed; its error is reported below.
+                if let Err(e) = chunk_tx.send(chunk).await {
+                    unsent = Some(e.0); // The writer stopped; its reason is reported below.
+                    break;
                 }
             }
             Err(e) => {
@@ -156,7 +198,14 @@ pub(crate) async fn spool<E: Send + 'static>(
     if let Some(e) = body_error {
         return Err(SpoolError::Body(e)); // Dropping `written` deletes the temp file.
     }
-    written.map_err(|e| SpoolError::Local(e.into()))
+    match written {
+        Ok((finished, reservation)) => Ok(Spooled::Stored(finished, reservation)),
+        Err(WriterEnd::Io(e)) => Err(SpoolError::Local(e.into())),
+        Err(WriterEnd::Full { reason, written, mut rest }) => {
+            rest.extend(unsent);
+            Ok(Spooled::Overflow { reason, written, rest, body })
+        }
+    }
 }
 
 /// The sending half of a flight.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use tiercache_core::{Digest, Key, Validators, now_ms};
 use tiercache_index::{Entry, NewEntry};
 use tiercache_sources::{FetchRequest, Fetched, Source};
@@ -14,7 +14,7 @@ use tokio::sync::watch;
 
 use crate::body::{Body, Read, ReadMeta, Tier};
 use crate::cache::Origin;
-use crate::flight::{Failure, Phase, PhaseSender, SpoolError, Started, progress, spool};
+use crate::flight::{Failure, Phase, PhaseSender, SpoolError, Spooled, Started, progress, spool, spool_or_overflow};
 use crate::quota::Hold;
 use crate::shared_read::Intent;
 use crate::{Cache, Error, telemetry};
@@ -278,7 +278,11 @@ impl Cache {
                 Phase::Waiting | Phase::Streaming { .. } => true,
                 // A finished flight's entry is in the index now (or was removed since): a reader
                 // who missed it starts a new flight, which looks in the index before fetching.
-                Phase::Done { .. } | Phase::NotModified | Phase::PassThrough { .. } | Phase::Failed(_) => false,
+                Phase::Done { .. }
+                | Phase::NotModified
+                | Phase::PassThrough { .. }
+                | Phase::Overflow { .. }
+                | Phase::Failed(_) => false,
             });
             match joinable {
                 Some(rx) => {
@@ -312,7 +316,7 @@ impl Cache {
                     hold,
                 })))
             }
-            Phase::Streaming { started, .. } | Phase::Done { started, .. } => {
+            Phase::Streaming { started, .. } | Phase::Done { started, .. } | Phase::Overflow { started, .. } => {
                 let m = &started.meta;
                 served(Tier::Source, "fetch", t0, m.size_bytes.unwrap_or(0), || key.to_string());
                 let digest = match &*rx.borrow() {
@@ -423,10 +427,23 @@ impl Cache {
         let temp = store.disk.create_temp().map_err(Error::from)?;
         let started = Arc::new(Started { meta: body.meta.clone(), file: temp.reader() });
         tx.send_replace(Phase::Streaming { started: Arc::clone(&started), written: 0 });
-        let finished = spool(temp, reservation, body.stream, progress(tx)).await.map_err(|e| match e {
+        let spooled = spool_or_overflow(temp, reservation, body.stream, progress(tx)).await.map_err(|e| match e {
             SpoolError::Body(e) => Failure::Source(e),
             SpoolError::Local(e) => Failure::from(e),
         })?;
+        let finished = match spooled {
+            Spooled::Stored(finished, reservation) => (finished, reservation),
+            Spooled::Overflow { reason, written, rest, body } => {
+                // A body of unknown length outgrew the quota: its readers go on with the rest of
+                // the source's body, and nothing is stored.
+                tracing::info!(%key, written, reason = %reason, "served pass-through after the quota filled, not stored");
+                store.quota.passed_through(&reason);
+                let rest = futures::stream::iter(rest.into_iter().map(Ok)).chain(body).boxed();
+                let rest = crate::flight::HandOff::new(rest);
+                tx.send_replace(Phase::Overflow { started, written, rest });
+                return Ok(FetchEnd::PassThrough);
+            }
+        };
         let written = finished.0.size_bytes;
         let entry = NewEntry {
             ns_id,
