@@ -37,8 +37,8 @@ pub struct NamespaceOptions {
     /// pruner asks the owner-liveness hook about it, and deletes the namespace of a dead owner.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
-    /// Most bytes this namespace's entries may name (the sum of their sizes: a blob named by two
-    /// keys counts twice); the least recently read entries go first.
+    /// Most bytes of blobs this namespace's entries may name (a blob named by several keys counts
+    /// once); the least recently read entries go first.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub quota_bytes: Option<u64>,
     /// Entries not read for this long (ms) are pruned.

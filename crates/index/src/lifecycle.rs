@@ -250,8 +250,9 @@ impl Index {
     }
 
     /// The unpinned entries of `ns_id` past its limits: counting from the most recently read,
-    /// those beyond `max_entries` or after the running sum of sizes passes `quota_bytes`. Pinned
-    /// entries count towards the limits but are never named.
+    /// those beyond `max_entries` or after the running sum of sizes passes `quota_bytes`, where
+    /// a blob named by several keys counts once (at its most recently read entry: what the
+    /// namespace holds on disk). Pinned entries count towards the limits but are never named.
     pub fn entries_over_limits(
         &self,
         ns_id: i64,
@@ -263,10 +264,14 @@ impl Index {
         self.read(|c| {
             let mut stmt = c.prepare(&format!(
                 "SELECT ns_id, key, digest, size FROM (
-                     SELECT e.ns_id, e.key, e.digest, e.size, {PINNED_ENTRY} AS is_pinned,
-                            sum(e.size) OVER w AS running, row_number() OVER w AS n
-                     FROM entries e WHERE e.ns_id = ?1
-                     WINDOW w AS (ORDER BY e.last_access DESC, e.key DESC ROWS UNBOUNDED PRECEDING))
+                     SELECT ns_id, key, digest, size, is_pinned,
+                            sum(CASE WHEN nth_of_blob = 1 THEN size ELSE 0 END) OVER w AS running,
+                            row_number() OVER w AS n
+                     FROM (SELECT e.ns_id, e.key, e.digest, e.size, e.last_access, {PINNED_ENTRY} AS is_pinned,
+                                  row_number() OVER (PARTITION BY e.digest ORDER BY e.last_access DESC, e.key DESC)
+                                      AS nth_of_blob
+                           FROM entries e WHERE e.ns_id = ?1)
+                     WINDOW w AS (ORDER BY last_access DESC, key DESC ROWS UNBOUNDED PRECEDING))
                  WHERE NOT is_pinned AND (running > ?2 OR n > ?3)
                  ORDER BY n DESC"
             ))?;

@@ -1018,3 +1018,34 @@ async fn a_prune_pass_above_the_high_watermark_evicts_down_to_the_low_one() {
     let q = cache.quota_stats();
     assert_eq!((q.n_evicted, q.used_bytes), (2, 2 * S as u64), "{q:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_namespace_quota_counts_a_blob_named_twice_once() {
+    let src = Source::start().await;
+    let (same, other) = (bytes(870, S), bytes(871, S));
+    src.put("x1", same.clone());
+    src.put("x2", same.clone());
+    src.put("y", other.clone());
+    let (dir, cache) = setup(&src, |c| c.memory.is_enabled = false).await;
+    for k in ["y", "x2", "x1"] {
+        fetch(&cache, "web", k).await;
+    }
+    let data = data_dir(&dir);
+    for (k, hours) in [("y", 3), ("x2", 2), ("x1", 1)] {
+        sql(
+            &data,
+            "UPDATE entries SET last_access = ?1 WHERE key = ?2",
+            rusqlite::params![now_ms() - hours * 3600 * 1000, k],
+        );
+    }
+    // The namespace holds 2 S on disk (3 S of entries): within 2.5 S nothing goes.
+    let limit = |q: u64| NamespaceOptions { quota_bytes: Some(q), ..Default::default() };
+    cache.create_namespace("web", Some(&src.url()), &limit(S as u64 * 5 / 2)).await.unwrap();
+    let report = cache.prune(&PruneOptions { limits: true, ..Default::default() }).await.unwrap();
+    assert!(report.items.is_empty(), "{report:?}");
+    // Within 1.5 S only y goes: x2's blob is x1's, already counted.
+    cache.create_namespace("web", Some(&src.url()), &limit(S as u64 * 3 / 2)).await.unwrap();
+    let report = cache.prune(&PruneOptions { limits: true, ..Default::default() }).await.unwrap();
+    assert_eq!(kinds(&report), [("limit", Some("web".to_owned()), Some("y".to_owned()))]);
+    assert!(has_blob(&dir, &same) && !has_blob(&dir, &other));
+}
