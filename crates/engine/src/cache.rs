@@ -46,18 +46,6 @@ impl Origin {
 
 /// Names of the shared tier's counters in the index start with this.
 const SHARED_PREFIX: &str = "shared.";
-/// The file every change of namespaces and every bulk delete replaces (in any process): a new
-/// file (another inode or change time) tells the memory tier that its lookups may be stale.
-pub(crate) const LOOKUP_GENERATION: &str = "lookups.gen";
-
-/// Replaces the lookup-generation file in `data_dir` (see [`LOOKUP_GENERATION`]) by renaming a new,
-/// empty file over it: only its identity matters, and memory tiers start empty after a crash, so it
-/// needs no fsync (it is bumped on the write path, by eviction).
-pub(crate) fn bump_lookup_generation(data_dir: &std::path::Path) -> std::io::Result<()> {
-    let tmp = data_dir.join(format!(".{LOOKUP_GENERATION}.{}.tmp", std::process::id()));
-    std::fs::File::create(&tmp)?;
-    std::fs::rename(&tmp, data_dir.join(LOOKUP_GENERATION))
-}
 
 /// A tiercache instance over one data directory. Cheap to clone; clones share everything.
 ///
@@ -99,8 +87,8 @@ pub(crate) struct Inner {
     /// MD5 computations under way, so that readers racing the background pass share one.
     md5_flights: Mutex<HashMap<Digest, Arc<tokio::sync::OnceCell<String>>>>,
     pub(crate) access: AccessLog,
-    /// The lookup-generation file as this process last saw it (inode and change time).
-    lookup_generation: std::sync::atomic::AtomicU64,
+    /// Whether another process replaced the lookup-generation file (see `generation.rs`).
+    lookup_generation: crate::generation::Generation,
     /// Held by each [`Cache::flush`] from drain to commit.
     flush_lock: tokio::sync::Mutex<()>,
     sources: Mutex<HashMap<String, Arc<dyn Source>>>,
@@ -152,6 +140,7 @@ impl Cache {
                 .map_err(|e| Error::Io(e.to_string()))??;
             Arc::new(quota)
         };
+        let lookup_generation = crate::generation::Generation::new(&config.data_dir);
         let cache = Cache {
             inner: Arc::new(Inner {
                 fetch_permits: Semaphore::new(config.max_concurrent_fetches.max(1)),
@@ -170,7 +159,7 @@ impl Cache {
                 flights: Mutex::new(HashMap::new()),
                 access: AccessLog::default(),
                 flush_lock: tokio::sync::Mutex::new(()),
-                lookup_generation: std::sync::atomic::AtomicU64::new(0),
+                lookup_generation,
                 sources: Mutex::new(HashMap::new()),
                 dir_sources: Mutex::new(HashMap::new()),
                 dir_flights: Mutex::new(HashMap::new()),
@@ -286,18 +275,10 @@ impl Cache {
     }
 
     /// Drops the memory tier's lookups if any process changed namespaces or deleted in bulk since
-    /// the last look: one `stat` of the lookup-generation file, inline (cheaper than a hop to a
-    /// blocking thread), before every lookup the memory tier could answer.
+    /// the last look (`generation.rs`): inline, before every lookup the memory tier could answer.
     pub(crate) fn check_lookup_generation(&self) {
-        use std::os::unix::fs::MetadataExt;
-        if !self.inner.memory.is_enabled() {
-            return;
-        }
-        let stamp = std::fs::metadata(self.data_dir().join(LOOKUP_GENERATION))
-            .map(|m| m.ino() ^ (m.ctime() as u64).rotate_left(32) ^ m.ctime_nsec() as u64)
-            .unwrap_or(0);
-        if self.inner.lookup_generation.swap(stamp, std::sync::atomic::Ordering::Relaxed) != stamp {
-            self.inner.memory.forget_lookups();
+        if self.inner.memory.is_enabled() {
+            self.inner.lookup_generation.check(|| self.inner.memory.forget_lookups());
         }
     }
 
@@ -305,7 +286,7 @@ impl Cache {
     pub(crate) async fn bump_lookup_generation(&self) -> Result<(), Error> {
         self.inner.memory.forget_lookups();
         let dir = self.data_dir().to_owned();
-        self.blocking(move |_| bump_lookup_generation(&dir)).await
+        self.blocking(move |_| crate::generation::bump(&dir)).await
     }
 
     fn spawn_access_flusher(&self) {

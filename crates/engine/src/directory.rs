@@ -55,7 +55,7 @@ impl Cache {
 
     /// Namespace `name` and its directory source; [`Error::Invalid`] if it is not a directory
     /// namespace.
-    pub(crate) async fn dir_namespace(&self, name: &str) -> Result<(Namespace, Arc<DirSource>), Error> {
+    pub(crate) async fn dir_namespace(&self, name: &str) -> Result<(Arc<Namespace>, Arc<DirSource>), Error> {
         let ns = self.namespace_row(name).await?;
         let src = self.dir_source(&ns).ok_or_else(|| {
             Error::Invalid(format!(

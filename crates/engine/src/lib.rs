@@ -13,6 +13,7 @@ mod config;
 mod directory;
 mod error;
 mod flight;
+mod generation;
 mod maintenance;
 mod memory;
 mod namespaces;

@@ -7,6 +7,8 @@
 //! generation, which the access flusher checks every second.
 //! It does not decide what is read from where: the read path asks it first.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use tiercache_core::Digest;
 use tiercache_index::{Entry, Namespace};
@@ -30,8 +32,8 @@ fn weigh_blob(_: &Digest, b: &MemoryBlob) -> u32 {
 #[derive(Clone)]
 pub(crate) struct Memory {
     blobs: MemoryTier<Digest, MemoryBlob>,
-    entries: MemoryTier<(i64, String), Entry>,
-    namespaces: MemoryTier<String, Namespace>,
+    entries: MemoryTier<(i64, String), Arc<Entry>>,
+    namespaces: MemoryTier<String, Arc<Namespace>>,
     max_blob_bytes: u64,
     is_enabled: bool,
 }
@@ -79,12 +81,12 @@ impl From<MemoryStats> for MemoryTierReport {
     }
 }
 
-fn weigh_entry(k: &(i64, String), e: &Entry) -> u32 {
+fn weigh_entry(k: &(i64, String), e: &Arc<Entry>) -> u32 {
     (160 + k.1.len() + e.key.len() + e.content_type.as_ref().map_or(0, String::len)) as u32
 }
 
 #[allow(clippy::ptr_arg)] // The weigher's signature is fixed by the key type.
-fn weigh_namespace(k: &String, n: &Namespace) -> u32 {
+fn weigh_namespace(k: &String, n: &Arc<Namespace>) -> u32 {
     (128 + k.len() + n.name.len() + n.source.as_ref().map_or(0, String::len)) as u32
 }
 
@@ -119,14 +121,14 @@ impl Memory {
         self.blobs.put(digest, blob).await
     }
 
-    pub(crate) async fn entry(&self, ns_id: i64, key: &str) -> Option<Entry> {
+    pub(crate) async fn entry(&self, ns_id: i64, key: &str) -> Option<Arc<Entry>> {
         if !self.is_enabled() {
             return None;
         }
         self.entries.get(&(ns_id, key.to_owned())).await
     }
 
-    pub(crate) async fn put_entry(&self, entry: Entry) {
+    pub(crate) async fn put_entry(&self, entry: Arc<Entry>) {
         self.entries.put((entry.ns_id, entry.key.clone()), entry).await
     }
 
@@ -136,14 +138,14 @@ impl Memory {
         }
     }
 
-    pub(crate) async fn namespace(&self, name: &str) -> Option<Namespace> {
+    pub(crate) async fn namespace(&self, name: &str) -> Option<Arc<Namespace>> {
         if !self.is_enabled() {
             return None;
         }
-        self.namespaces.get(&name.to_owned()).await
+        self.namespaces.get(name).await
     }
 
-    pub(crate) async fn put_namespace(&self, ns: Namespace) {
+    pub(crate) async fn put_namespace(&self, ns: Arc<Namespace>) {
         self.namespaces.put(ns.name.clone(), ns).await
     }
 

@@ -152,7 +152,7 @@ impl Cache {
         self.write_definition(Definition {
             name: ns.name.clone(),
             source: ns.source.clone(),
-            options: ns.options,
+            options: ns.options.clone(),
             pins,
         })
         .await?;

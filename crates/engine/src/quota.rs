@@ -281,7 +281,7 @@ impl DiskQuota {
             f(&evicted);
         }
         if n_entries > 0
-            && let Err(e) = crate::cache::bump_lookup_generation(&self.data_dir)
+            && let Err(e) = crate::generation::bump(&self.data_dir)
         {
             tracing::warn!(error = %e, "cannot record the eviction for other processes' memory tiers");
         }

@@ -136,9 +136,9 @@ impl Cache {
             Some(e) => Some(e),
             None => {
                 let k = key.clone();
-                let found = self.ix(move |ix| ix.get_entry(ns_id, &k)).await?;
+                let found = self.ix(move |ix| ix.get_entry(ns_id, &k)).await?.map(Arc::new);
                 if let Some(e) = found.as_ref().filter(|e| e.md5.is_some()) {
-                    self.inner.memory.put_entry(e.clone()).await;
+                    self.inner.memory.put_entry(Arc::clone(e)).await;
                 }
                 found
             }
@@ -212,7 +212,7 @@ impl Cache {
     async fn serve_entry_from_disk(
         &self,
         store: &crate::storage::Store,
-        entry: Entry,
+        entry: Arc<Entry>,
         file: std::fs::File,
         size: u64,
         t0: Instant,
@@ -224,8 +224,8 @@ impl Cache {
             // it is still served (from the open file), only without an ETag this once.
             None => match self.md5_in(entry.digest, &store.disk).await {
                 Ok(md5) => {
-                    let entry = Entry { md5: Some(md5), ..entry };
-                    self.inner.memory.put_entry(entry.clone()).await;
+                    let entry = Arc::new(Entry { md5: Some(md5), ..(*entry).clone() });
+                    self.inner.memory.put_entry(Arc::clone(&entry)).await;
                     entry
                 }
                 Err(e) => {
@@ -241,7 +241,7 @@ impl Cache {
 
     /// A read of `entry` whose blob `tier` serves through `body`; records the access. With
     /// `is_held`, the blob and namespace count as in use until the body is dropped.
-    fn entry_read(&self, entry: Entry, tier: Tier, size: u64, body: Body, is_held: bool) -> Read {
+    fn entry_read(&self, entry: Arc<Entry>, tier: Tier, size: u64, body: Body, is_held: bool) -> Read {
         self.inner.access.note(Some((entry.ns_id, entry.key.clone())), entry.digest, now_ms());
         let hold = is_held.then(|| Hold::new(&self.inner.quota, Some(entry.digest), Some(entry.ns_id)));
         let last_modified = entry.validators.last_modified.clone().or_else(|| {
@@ -252,7 +252,7 @@ impl Cache {
                 tier,
                 size_bytes: Some(size),
                 etag: entry.md5.as_ref().map(|md5| format!("\"{md5}\"")),
-                content_type: entry.content_type,
+                content_type: entry.content_type.clone(),
                 last_modified,
                 digest: Some(entry.digest),
             },

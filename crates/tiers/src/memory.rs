@@ -253,7 +253,11 @@ where
     ///
     /// Counts a hit or a miss. An expired value found here is removed and counted as an eviction.
     /// Always `None` when the tier is disabled (and then counts nothing).
-    pub async fn get(&self, key: &K) -> Option<V> {
+    pub async fn get<Q>(&self, key: &Q) -> Option<V>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
         let cache = self.inner.cache.as_ref()?;
         let found = self.lookup(cache, key).await;
         match found {
@@ -356,7 +360,11 @@ where
 
     /// The live value under `key`, uncounted. An expired value is removed (and counted as an
     /// eviction) unless a live one replaced it meanwhile.
-    async fn lookup(&self, cache: &Cache<K, Stored<V>>, key: &K) -> Option<V> {
+    async fn lookup<Q>(&self, cache: &Cache<K, Stored<V>>, key: &Q) -> Option<V>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
         // The hit path: one moka read, one clock read, one compare.
         let stored = cache.get(key).await?;
         let now = Instant::now();

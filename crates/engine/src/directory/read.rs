@@ -54,7 +54,7 @@ impl Cache {
     /// Reads `path` of directory namespace `ns` (see the module docs).
     pub(crate) async fn read_dir_entry(
         &self,
-        ns: Namespace,
+        ns: std::sync::Arc<Namespace>,
         src: Arc<DirSource>,
         path: RelPath,
     ) -> Result<Read, Error> {
@@ -317,14 +317,15 @@ impl Cache {
         }
     }
 
-    pub(crate) async fn namespace_row(&self, namespace: &str) -> Result<Namespace, Error> {
+    pub(crate) async fn namespace_row(&self, namespace: &str) -> Result<std::sync::Arc<Namespace>, Error> {
         if let Some(ns) = self.inner.memory.namespace(namespace).await {
             return Ok(ns);
         }
         let name = NamespaceName::new(namespace)?.as_str().to_owned();
         let ns =
             self.ix(move |ix| ix.get_namespace(&name)).await?.ok_or_else(|| Error::NoNamespace(namespace.into()))?;
-        self.inner.memory.put_namespace(ns.clone()).await;
+        let ns = std::sync::Arc::new(ns);
+        self.inner.memory.put_namespace(std::sync::Arc::clone(&ns)).await;
         Ok(ns)
     }
 }

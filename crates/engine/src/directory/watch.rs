@@ -43,7 +43,8 @@ impl Cache {
             }
         } else {
             for n in names {
-                targets.push(self.dir_namespace(n).await?);
+                let (ns, src) = self.dir_namespace(n).await?;
+                targets.push(((*ns).clone(), src));
             }
         }
         if targets.is_empty() {
