@@ -12,6 +12,9 @@
 #   a. nginx                                   GET /<file>
 #   b. tiercache, memory tier on (the default) GET /ns/web/<file>
 #   c. tiercache --no-cache (same data dir)    GET /ns/web/<file>
+#   d. a bare axum handler (the floor: crates/server/examples/bare_axum.rs, every file in a
+#      HashMap, no lookup, validation, conditional or range handling, metrics or logging)
+#                                              GET /ns/web/<file>
 # and, unless BENCH_HOT_BLOBS=0, the same blobs by digest, to tell the entry path (namespace and
 # entry lookup) from the HTTP layer:
 #   b'. tiercache, memory tier                 GET /blobs/sha256:<hex>
@@ -88,8 +91,9 @@ echo "before  : $(background_load)"
 echo
 
 # --- build ---------------------------------------------------------------------------------------
-log "building (cargo build --release -p tiercache)"
+log "building (cargo build --release -p tiercache, and the bare_axum example)"
 cargo build --release -p tiercache
+cargo build --release -p tiercache-server --example bare_axum
 TARGET=$(cargo metadata --format-version 1 --no-deps | grep -o '"target_directory":"[^"]*"' | cut -d'"' -f4)
 [ -x "$TARGET/release/tiercache" ] || die "no $TARGET/release/tiercache after the build"
 # What was built (read right after the build; another edit during it would not show here).
@@ -101,10 +105,11 @@ echo
 SCRATCH=$(mktemp -d "${TMPDIR:-/tmp}/tiercache-hot.XXXXXX")
 NGINX_PID=""
 TC_PID=""
+BARE_PID=""
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM
-    for pid in $TC_PID $NGINX_PID; do
+    for pid in $TC_PID $NGINX_PID $BARE_PID; do
         kill "$pid" 2>/dev/null || true
         wait "$pid" 2>/dev/null || true
     done
@@ -121,7 +126,7 @@ trap 'exit 143' TERM
 
 # A private copy, so a concurrent rebuild of target/ cannot change the binary mid-run.
 mkdir -p "$SCRATCH/bin"
-cp "$TARGET/release/tiercache" "$SCRATCH/bin/"
+cp "$TARGET/release/tiercache" "$TARGET/release/examples/bare_axum" "$SCRATCH/bin/"
 TC="$SCRATCH/bin/tiercache"
 
 port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -206,6 +211,13 @@ log "starting nginx on $NG_URL"
 NGINX_PID=$!
 wait_http "$NG_URL/ok" || { cat "$NG/error.log" >&2; die "nginx did not start"; }
 
+BARE_PORT=$(pick_port $((TC_PORT + 1)))
+BARE_URL="http://127.0.0.1:$BARE_PORT"
+log "starting the bare axum handler on $BARE_URL"
+"$SCRATCH/bin/bare_axum" "$WWW" "127.0.0.1:$BARE_PORT" &
+BARE_PID=$!
+wait_http "$BARE_URL/ns/web/$FIRST_NAME" || die "bare_axum did not start"
+
 # --- tiercache -----------------------------------------------------------------------------------
 DATA="$SCRATCH/data"
 "$TC" --data-dir "$DATA" ns create web --source "$NG_URL/" >/dev/null
@@ -247,6 +259,7 @@ curl_cfg() { # FILE URL-PREFIX hex|name
 curl_cfg "$SCRATCH/ns.curl" "$TC_URL/ns/web/" name
 curl_cfg "$SCRATCH/blobs.curl" "$TC_URL/blobs/sha256:" hex
 curl_cfg "$SCRATCH/ng.curl" "$NG_URL/" name
+curl_cfg "$SCRATCH/bare.curl" "$BARE_URL/ns/web/" name
 pass() { # CURL-CONFIG WHAT: one pass over every key; every answer must be 200
     local codes
     codes=$(curl -sS -K "$1" -w '%{http_code}\n' | sort | uniq -c | awk '{printf "%s x%s ", $2, $1}')
@@ -311,10 +324,11 @@ run_wrk() { # URL LUA SECONDS OUT -> requests/s; fails on errors, warns on non-2
 }
 
 # Servers (labels) and how to measure each.
-SERVERS=(ng mem_ns nocache_ns)
-[ "$BLOBS" = 1 ] && SERVERS=(ng mem_ns mem_blobs nocache_ns nocache_blobs)
+SERVERS=(ng bare mem_ns nocache_ns)
+[ "$BLOBS" = 1 ] && SERVERS=(ng bare mem_ns mem_blobs nocache_ns nocache_blobs)
 declare -A LABEL=(
     [ng]="nginx (files)"
+    [bare]="bare axum handler (files in a HashMap)"
     [mem_ns]="tiercache, memory tier: /ns/web/<key>"
     [nocache_ns]="tiercache --no-cache: /ns/web/<key>"
     [mem_blobs]="tiercache, memory tier: /blobs/sha256:<hex>"
@@ -328,10 +342,11 @@ measure() { # S I
     local s=$1 i=$2 mode url lua cfg m0 d0 m1 d1
     case $s in
     ng) url=$NG_URL lua=$SCRATCH/ng.lua cfg=$SCRATCH/ng.curl ;;
+    bare) url=$BARE_URL lua=$SCRATCH/ns.lua cfg=$SCRATCH/bare.curl ;;
     *_ns) url=$TC_URL lua=$SCRATCH/ns.lua cfg=$SCRATCH/ns.curl ;;
     *_blobs) url=$TC_URL lua=$SCRATCH/blobs.lua cfg=$SCRATCH/blobs.curl ;;
     esac
-    if [ "$s" != ng ]; then
+    if [ "$s" != ng ] && [ "$s" != bare ]; then
         mode=${s%%_*}
         if [ "$TC_MODE" != "$mode" ]; then
             tc_stop
@@ -341,9 +356,9 @@ measure() { # S I
     pass "$cfg" "warm-up pass of ${LABEL[$s]}"
     run_wrk "$url" "$lua" "$WRK_WARM" "$SCRATCH/wrk.warm" >/dev/null
     [ -z "$TC_PID" ] || wait_idle "$TC_PID"
-    [ "$s" = ng ] || { m0=$(reads memory); d0=$(reads disk); }
+    [ "$s" = ng ] || [ "$s" = bare ] || { m0=$(reads memory); d0=$(reads disk); }
     run_wrk "$url" "$lua" "$WRK_SECONDS" "$SCRATCH/wrk.$s.$i" >>"$SCRATCH/r.$s"
-    if [ "$s" != ng ]; then
+    if [ "$s" != ng ] && [ "$s" != bare ]; then
         m1=$(reads memory)
         d1=$(reads disk)
         SHARE[$s]="memory $((m1 - m0)), disk $((d1 - d0))"
@@ -352,12 +367,12 @@ measure() { # S I
 }
 
 # Measurement groups, rotated between runs; a tiercache group keeps one server process.
-GROUPS_=(ng mem nocache)
+GROUPS_=(ng bare mem nocache)
 group_members() { # G -> servers
     local s
     for s in "${SERVERS[@]}"; do
         case $1 in
-        ng) [ "$s" = ng ] && echo "$s" ;;
+        ng | bare) [ "$s" = "$1" ] && echo "$s" ;;
         *) [ "${s%%_*}" = "$1" ] && echo "$s" ;;
         esac
     done
@@ -409,6 +424,8 @@ if [ "$BLOBS" = 1 ]; then
     ctx "/blobs req/s ÷ /ns req/s, memory tier" "$(calc '%.2f' "${MED[mem_blobs]} / ${MED[mem_ns]}")×"
     ctx "/blobs req/s ÷ /ns req/s, --no-cache" "$(calc '%.2f' "${MED[nocache_blobs]} / ${MED[nocache_ns]}")×"
 fi
+ctx "tiercache /ns (memory tier) ÷ bare axum handler" "$(calc '%.2f' "${MED[mem_ns]} / ${MED[bare]}")×"
+ctx "bare axum handler ÷ nginx" "$(calc '%.2f' "${MED[bare]} / ${MED[ng]}")×"
 ((${#WARNINGS[@]} == 0)) || printf '  wrk warning: %s\n' "${WARNINGS[@]}"
 echo "after   : $(background_load)"
 echo "other work on the machine between measurements: at most ${OTHER_MAX}% of CPU$( [ "$OTHER_MAX" -le 10 ] || echo '  WARNING: figures may be skewed')"
