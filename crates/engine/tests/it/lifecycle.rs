@@ -71,7 +71,7 @@ fn bytes_on_disk(data: &Path) -> u64 {
 
 /// Reads `ns/key` whole, then waits until a fetch it started is stored. Returns the tier that
 /// served it and the bytes.
-async fn fetch(cache: &Cache, ns: &str, key: &str) -> (&'static str, Vec<u8>) {
+pub(crate) async fn fetch(cache: &Cache, ns: &str, key: &str) -> (&'static str, Vec<u8>) {
     let read = cache.read_entry(ns, key).await.unwrap();
     let tier = read.meta.tier.as_str();
     let got = bounded(collect(read, None)).await.unwrap();

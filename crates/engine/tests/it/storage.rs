@@ -9,6 +9,7 @@ use std::time::Duration;
 use tiercache_engine::{Cache, CacheConfig, Digest, Error, NamespaceOptions, PruneOptions, Storage};
 use tiercache_testkit::{Source, bytes};
 
+use crate::lifecycle::fetch as read;
 use crate::{bounded, collect, setup};
 
 fn no_memory(c: &mut CacheConfig) {
@@ -22,14 +23,6 @@ fn blob_in(root: &Path, content: &[u8]) -> PathBuf {
 
 fn stored_in(dir: &Path) -> NamespaceOptions {
     NamespaceOptions { storage: Some(dir.to_str().unwrap().to_owned()), ..Default::default() }
-}
-
-async fn read(cache: &Cache, ns: &str, key: &str) -> (&'static str, Vec<u8>) {
-    let r = cache.read_entry(ns, key).await.unwrap();
-    let tier = r.meta.tier.as_str();
-    let got = bounded(collect(r, None)).await.unwrap();
-    bounded(cache.settle()).await.unwrap();
-    (tier, got)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
