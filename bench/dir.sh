@@ -60,8 +60,6 @@ NS=bench
 
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$REPO"
 
 for v in FILES TOTAL_MIB SMALL_MIN_KIB SMALL_MAX_KIB LARGE_MIB REPS INDEX_REPS HASH_MIB LOOKUP_ROWS LOOKUPS; do
     [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "BENCH_$v must be a positive integer (got '${!v}')"

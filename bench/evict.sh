@@ -20,8 +20,6 @@ WARMUP=${BENCH_EVICT_WARMUP:-500000}
 SEED=${BENCH_EVICT_SEED:-42}
 
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$REPO"
 
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/tiercache-target}
 log "building (release)"

@@ -46,45 +46,16 @@ unset TIERCACHE_CACHE_ENABLED TIERCACHE_CACHE_TTL
 
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$REPO"
-
 # --- tools ---------------------------------------------------------------------------------------
-find_nginx() { command -v nginx 2>/dev/null || { [ -x /usr/sbin/nginx ] && echo /usr/sbin/nginx; } || true; }
-missing=()
-[ -n "$(find_nginx)" ] || missing+=(nginx-light)
-command -v wrk >/dev/null 2>&1 || missing+=(wrk)
-command -v curl >/dev/null 2>&1 || missing+=(curl)
-if ((${#missing[@]})); then
-    [ "$(id -u)" = 0 ] || die "missing ${missing[*]}: install them, or run as root so this script can"
-    log "installing ${missing[*]}"
-    apt-get update
-    DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"
-fi
-NGINX=$(find_nginx)
-[ -n "$NGINX" ] || die "nginx not found even after installing"
+need_web_tools
 command -v cargo >/dev/null 2>&1 || die "cargo not found (install Rust, e.g. from https://rustup.rs)"
 for t in awk sha256sum split sort head find cmp; do command -v "$t" >/dev/null 2>&1 || die "$t not found"; done
 [ "$COUNT" -ge 1 ] && [ "$KIB" -ge 1 ] && [ "$WRK_RUNS" -ge 1 ] || die "BENCH_HOT_COUNT, BENCH_HOT_KIB and BENCH_WRK_RUNS must be >= 1"
 
 # --- machine -------------------------------------------------------------------------------------
-# Between measurements, with our servers idle: remembers the busiest sample of other work.
-OTHER_MAX=0
-quiet_check() {
-    local line pct
-    line=$(background_load)
-    pct=${line%%%*}
-    [ "$pct" -le "$OTHER_MAX" ] || OTHER_MAX=$pct
-    [ "$pct" -le 10 ] || log "warning: between measurements: $line"
-}
-cpu_model=$(awk -F': *' '/^model name/ {print $2; exit}' /proc/cpuinfo)
-mem_total=$(awk '/^MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)
-mem_avail=$(awk '/^MemAvailable/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)
-cpu_flags=$(grep -m1 -o -w -e sha_ni -e avx2 -e avx512f /proc/cpuinfo | sort -u | tr '\n' ' ' || true)
 echo "tiercache hot-entry benchmark — $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
-echo "machine : $(nproc) CPUs, ${cpu_model:-unknown CPU} (${cpu_flags% }), kernel $(uname -r)"
-echo "memory  : ${mem_total} total, ${mem_avail} available"
-echo "tools   : $("$NGINX" -v 2>&1 | sed 's/^nginx version: //'), $(curl --version | head -1 | cut -d' ' -f1-2), $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2)"
+machine_lines
+web_tools_line
 echo "sizes   : ${COUNT} x ${KIB} KiB, wrk -t${WRK_THREADS} -c${WRK_CONNS} -d${WRK_SECONDS}s x${WRK_RUNS} per server (after a ${WRK_WARM}s warm-up each)"
 echo "note    : load generator (wrk), nginx and tiercache all share these $(nproc) CPUs"
 echo "before  : $(background_load)"
@@ -96,9 +67,7 @@ cargo build --release -p tiercache
 cargo build --release -p tiercache-server --example bare_axum
 TARGET=$(cargo metadata --format-version 1 --no-deps | grep -o '"target_directory":"[^"]*"' | cut -d'"' -f4)
 [ -x "$TARGET/release/tiercache" ] || die "no $TARGET/release/tiercache after the build"
-# What was built (read right after the build; another edit during it would not show here).
-dirty=$(git status --porcelain -- crates Cargo.toml Cargo.lock 2>/dev/null | awk '{print $2}' | tr '\n' ' ' || true)
-echo "built   : $(git rev-parse --short HEAD 2>/dev/null || echo '?')${dirty:+ + uncommitted changes to ${dirty% } (diff $(git diff HEAD -- crates Cargo.toml Cargo.lock | sha256sum | cut -c1-12))}"
+built_line
 echo
 
 # --- scratch, processes, cleanup -----------------------------------------------------------------
@@ -129,34 +98,6 @@ mkdir -p "$SCRATCH/bin"
 cp "$TARGET/release/tiercache" "$TARGET/release/examples/bare_axum" "$SCRATCH/bin/"
 TC="$SCRATCH/bin/tiercache"
 
-port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-pick_port() {
-    local p=$1
-    while port_in_use "$p"; do
-        p=$((p + 1))
-        [ "$p" -lt $(($1 + 100)) ] || die "no free port from $1"
-    done
-    echo "$p"
-}
-wait_http() { # URL [seconds]
-    local i
-    for ((i = 0; i < ${2:-30} * 10; i++)); do
-        curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
-        sleep 0.1
-    done
-    return 1
-}
-# Waits until process $1 uses (almost) no CPU, e.g. after its background MD5 of new blobs.
-wait_idle() {
-    local pid=$1 a b i
-    for ((i = 0; i < 240; i++)); do
-        a=$(awk '{print $14 + $15}' "/proc/$pid/stat")
-        sleep 0.5
-        b=$(awk '{print $14 + $15}' "/proc/$pid/stat")
-        [ $((b - a)) -le 2 ] && return 0
-    done
-    log "warning: process $pid still busy after 120 s"
-}
 
 NGINX_PORT=$(pick_port "$NGINX_PORT_BASE")
 TC_PORT=$(pick_port "$TC_PORT_BASE")

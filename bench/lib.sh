@@ -17,3 +17,85 @@ background_load() {
         printf "%.0f%% of CPU busy with other work (2 s sample), load average %s%s", pct, l,
             (pct > 10 ? "  WARNING: not a quiet machine" : "") }'
 }
+
+# Every script runs from the repository's root.
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$REPO"
+
+# The machine, as two header lines.
+machine_lines() {
+    local cpu_model cpu_flags mem_total mem_avail
+    cpu_model=$(awk -F': *' '/^model name/ {print $2; exit}' /proc/cpuinfo)
+    cpu_flags=$(grep -m1 -o -w -e sha_ni -e avx2 -e avx512f /proc/cpuinfo | sort -u | tr '\n' ' ' || true)
+    mem_total=$(awk '/^MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)
+    mem_avail=$(awk '/^MemAvailable/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)
+    echo "machine : $(nproc) CPUs, ${cpu_model:-unknown CPU} (${cpu_flags% }), kernel $(uname -r)"
+    echo "memory  : ${mem_total} total, ${mem_avail} available"
+}
+
+# What was built: the commit, and a hash of uncommitted changes to the code if any (read right
+# after the build; another edit during it would not show here).
+built_line() {
+    local dirty
+    dirty=$(git status --porcelain -- crates Cargo.toml Cargo.lock 2>/dev/null | awk '{print $2}' | tr '\n' ' ' || true)
+    echo "built   : $(git rev-parse --short HEAD 2>/dev/null || echo '?')${dirty:+ + uncommitted changes to ${dirty% } (diff $(git diff HEAD -- crates Cargo.toml Cargo.lock | sha256sum | cut -c1-12))}"
+}
+
+# nginx, wrk and curl, apt-get installed if missing (as root); sets NGINX.
+find_nginx() { command -v nginx 2>/dev/null || { [ -x /usr/sbin/nginx ] && echo /usr/sbin/nginx; } || true; }
+need_web_tools() {
+    local missing=()
+    [ -n "$(find_nginx)" ] || missing+=(nginx-light)
+    command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+    command -v curl >/dev/null 2>&1 || missing+=(curl)
+    if ((${#missing[@]})); then
+        [ "$(id -u)" = 0 ] || die "missing ${missing[*]}: install them, or run as root so this script can"
+        log "installing ${missing[*]}"
+        apt-get update
+        DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"
+    fi
+    NGINX=$(find_nginx)
+    [ -n "$NGINX" ] || die "nginx not found even after installing"
+}
+web_tools_line() {
+    echo "tools   : $("$NGINX" -v 2>&1 | sed 's/^nginx version: //'), $(curl --version | head -1 | cut -d' ' -f1-2), $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2)"
+}
+
+# Between measurements, with our servers idle: remembers the busiest sample of other work.
+OTHER_MAX=0
+quiet_check() {
+    local line pct
+    line=$(background_load)
+    pct=${line%%%*}
+    [ "$pct" -le "$OTHER_MAX" ] || OTHER_MAX=$pct
+    [ "$pct" -le 10 ] || log "warning: between measurements: $line"
+}
+
+port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+pick_port() {
+    local p=$1
+    while port_in_use "$p"; do
+        p=$((p + 1))
+        [ "$p" -lt $(($1 + 100)) ] || die "no free port from $1"
+    done
+    echo "$p"
+}
+wait_http() { # URL [seconds]
+    local i
+    for ((i = 0; i < ${2:-30} * 10; i++)); do
+        curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    return 1
+}
+# Waits until process $1 uses (almost) no CPU, e.g. after its background MD5 of new blobs.
+wait_idle() {
+    local pid=$1 a b i
+    for ((i = 0; i < 240; i++)); do
+        a=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+        sleep 0.5
+        b=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+        [ $((b - a)) -le 2 ] && return 0
+    done
+    log "warning: process $pid still busy after 120 s"
+}

@@ -20,8 +20,6 @@ REPS=${BENCH_REPS:-3}
 TASKS=${BENCH_MEMORY_TASKS:-"$(nproc) 64"}
 
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$REPO"
 
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/tiercache-target}
 log "building (release)"

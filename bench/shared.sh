@@ -31,8 +31,6 @@ B_PORT=${BENCH_B_PORT:-18512}
 KEEP=${BENCH_KEEP:-0}
 
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$REPO"
 
 S3S=$(command -v s3s-fs 2>/dev/null || true)
 [ -n "$S3S" ] || { [ -x /var/tmp/tiercache-tools/bin/s3s-fs ] && S3S=/var/tmp/tiercache-tools/bin/s3s-fs; } || true

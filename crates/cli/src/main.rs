@@ -14,9 +14,7 @@ use clap::Parser;
 use futures::StreamExt;
 use std::sync::Arc;
 
-use tiercache_engine::{
-    Cache, Digest, NamespaceOptions, PruneOptions, RangeRequest, Read, ScanProgress, Storage, UpdateReport,
-};
+use tiercache_engine::{Cache, Digest, NamespaceOptions, PruneOptions, RangeRequest, Read, ScanProgress, UpdateReport};
 
 use crate::args::{CleanupArgs, Cli, Command, EngineArgs, GetArgs, NsCommand, PruneArgs, ServeArgs};
 use crate::config::FileConfig;
@@ -480,19 +478,9 @@ async fn ns(cache: Cache, cmd: &NsCommand) -> Result<u8> {
                 quota_bytes: limits.quota,
                 max_age_ms: limits.max_age.map(|d| d.as_millis() as u64),
                 max_entries: limits.max_entries,
-                storage: match storage {
-                    Some(Storage::Path(dir)) => Some(
-                        dir.to_str()
-                            .with_context(|| format!("storage directory {} is not UTF-8", dir.display()))?
-                            .to_owned(),
-                    ),
-                    Some(Storage::Managed) | None => None,
-                },
+                storage: None,
             };
-            let (ns, created) = cache.create_namespace(name, source.as_deref(), &options).await?;
-            if matches!(storage, Some(Storage::Managed)) && ns.options.storage.is_some() {
-                bail!("namespace {name} keeps its blobs in its own directory; `tiercache ns migrate` moves them");
-            }
+            let (ns, created) = cache.create_namespace_in(name, source.as_deref(), &options, storage.as_ref()).await?;
             let verb = if created { "created" } else { "already exists:" };
             let place = ns.options.storage.as_deref().map_or_else(|| "managed".to_owned(), |d| format!("path:{d}"));
             println!(

@@ -249,13 +249,7 @@ fn flight_stream(
         async move {
             let mut rx = match tail {
                 Tail::Done => return None,
-                Tail::Source(mut s) => {
-                    return match s.next().await {
-                        Some(Ok(c)) => Some((Ok(c), (Tail::Source(s), pos))),
-                        Some(Err(e)) => Some((Err(e), (Tail::Done, pos))),
-                        None => None,
-                    };
-                }
+                Tail::Source(s) => return next_from_source(s, pos).await,
                 Tail::File(rx) => rx,
             };
             loop {
@@ -276,12 +270,8 @@ fn flight_stream(
                             Some(body) => (written, body.map(|r| r.map_err(io::Error::other)).boxed()),
                             None => (0, source_stream(source, key, None)),
                         };
-                        let mut s = skip_and_limit(body, pos - from, end.map(|e| e.saturating_sub(pos)));
-                        return match s.next().await {
-                            Some(Ok(c)) => Some((Ok(c), (Tail::Source(s), pos))),
-                            Some(Err(e)) => Some((Err(e), (Tail::Done, pos))),
-                            None => None,
-                        };
+                        let s = skip_and_limit(body, pos - from, end.map(|e| e.saturating_sub(pos)));
+                        return next_from_source(s, pos).await;
                     }
                     Phase::Failed(f) => {
                         let e = crate::Error::from(f);
@@ -323,6 +313,14 @@ fn flight_stream(
         }
     })
     .boxed()
+}
+
+/// The next item of a [`flight_stream`] that reads from the source now; an error ends it.
+async fn next_from_source(mut s: ByteStream, pos: u64) -> Option<(io::Result<Bytes>, (Tail, u64))> {
+    match s.next().await? {
+        Ok(c) => Some((Ok(c), (Tail::Source(s), pos))),
+        Err(e) => Some((Err(e), (Tail::Done, pos))),
+    }
 }
 
 /// `body` without its first `skip` bytes, and after that at most `limit` bytes (all if `None`).

@@ -33,13 +33,12 @@ pub(crate) fn bump(data_dir: &Path) -> std::io::Result<()> {
 }
 
 /// One process's view of the lookup generation.
-pub(crate) struct Generation {
+pub(crate) enum Generation {
     /// A non-blocking inotify descriptor watching the data directory; held while its events are
     /// drained and acted on, so that no read slips between the two.
-    watch: Option<Mutex<OwnedFd>>,
-    /// Without inotify: the file's identity (inode and change time) when last seen.
-    path: PathBuf,
-    stamp: AtomicU64,
+    Watch(Mutex<OwnedFd>),
+    /// Without inotify: the file, and its identity (inode and change time) when last seen.
+    Stat { path: PathBuf, stamp: AtomicU64 },
 }
 
 impl Generation {
@@ -55,27 +54,29 @@ impl Generation {
             inotify::add_watch(&fd, data_dir, events)?;
             Ok(fd)
         });
-        let watch = match watch {
-            Ok(fd) => Some(Mutex::new(fd)),
+        match watch {
+            Ok(fd) => Generation::Watch(Mutex::new(fd)),
             Err(e) => {
                 tracing::debug!(error = %e, "no inotify for the data directory; the lookup generation is checked by stat");
-                None
+                let path = data_dir.join(LOOKUP_GENERATION);
+                let stamp = AtomicU64::new(stamp_of(&path));
+                Generation::Stat { path, stamp }
             }
-        };
-        let path = data_dir.join(LOOKUP_GENERATION);
-        let stamp = AtomicU64::new(stamp_of(&path));
-        Generation { watch, path, stamp }
+        }
     }
 
     /// Calls `on_change` if the lookup-generation file was replaced (or the watch lost track)
     /// since the last check.
     pub(crate) fn check(&self, on_change: impl FnOnce()) {
-        let Some(watch) = &self.watch else {
-            let stamp = stamp_of(&self.path);
-            if self.stamp.swap(stamp, Ordering::Relaxed) != stamp {
-                on_change();
+        let watch = match self {
+            Generation::Watch(watch) => watch,
+            Generation::Stat { path, stamp } => {
+                let now = stamp_of(path);
+                if stamp.swap(now, Ordering::Relaxed) != now {
+                    on_change();
+                }
+                return;
             }
-            return;
         };
         let fd = watch.lock().unwrap_or_else(|p| p.into_inner());
         let mut buf = [MaybeUninit::<u8>::uninit(); 1024];

@@ -74,11 +74,7 @@ impl Cache {
                         kept.as_deref().map_or("the disk tier".to_owned(), |k| format!("directory {k}"))
                     )));
                 }
-                let dir = std::path::PathBuf::from(dir);
-                if !dir.is_absolute() {
-                    return Err(Error::Invalid(format!("storage directory {} is not an absolute path", dir.display())));
-                }
-                options.storage = Some(self.claim_dir(name.as_str(), &dir).await?);
+                options.storage = Some(self.claim_dir(name.as_str(), std::path::Path::new(dir)).await?);
             }
         }
         let options = &options;

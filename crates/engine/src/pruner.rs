@@ -316,17 +316,8 @@ impl Cache {
 
         if opts.files {
             let (grace, dry) = (cfg.temp_grace, opts.dry_run);
-            let (temps, locks) = self
-                .blocking(move |disk| {
-                    let temps = disk.prunable_temp(grace)?;
-                    if !dry {
-                        for (p, _) in &temps {
-                            let _ = std::fs::remove_file(p);
-                        }
-                    }
-                    Ok((temps, disk.prune_locks(grace, dry)?))
-                })
-                .await?;
+            let (temps, locks) =
+                self.blocking(move |disk| Ok((disk.prune_temp(grace, dry)?, disk.prune_locks(grace, dry)?))).await?;
             for (p, bytes) in temps {
                 report.n_files += 1;
                 report.freed_bytes += bytes;

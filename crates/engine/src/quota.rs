@@ -214,11 +214,16 @@ impl DiskQuota {
         Err(NoRoom { reason: "the disk quota stayed full while other writes took the room freed".into() })
     }
 
-    /// Bytes of the blobs the policy tracks that are not protected now.
-    fn evictable_bytes(&self, st: &mut State) -> u64 {
+    /// Drops the stamps of blobs stored longer ago than `protect_new`: they are no longer new.
+    fn forget_old_recent(&self, st: &mut State) {
         let now = Instant::now();
         let protect_new = self.limits.protect_new;
         st.recent.retain(|_, at| now.duration_since(*at) < protect_new);
+    }
+
+    /// Bytes of the blobs the policy tracks that are not protected now.
+    fn evictable_bytes(&self, st: &mut State) -> u64 {
+        self.forget_old_recent(st);
         let in_use: Vec<Digest> = self.in_use.blobs.lock().unwrap_or_else(|p| p.into_inner()).keys().copied().collect();
         let protected: HashSet<&Digest> = st.pinned.iter().chain(st.recent.keys()).chain(&in_use).collect();
         let protected_bytes: u64 = protected.into_iter().filter_map(|d| st.policy.size_of(d)).sum();
@@ -227,9 +232,7 @@ impl DiskQuota {
 
     /// Takes victims worth `need` bytes out of the policy, skipping protected blobs.
     fn pick_victims(&self, st: &mut State, need: u64) -> Vec<(Digest, u64)> {
-        let now = Instant::now();
-        let protect_new = self.limits.protect_new;
-        st.recent.retain(|_, at| now.duration_since(*at) < protect_new);
+        self.forget_old_recent(st);
         let State { policy, pinned, recent, .. } = st;
         policy.victims(need, |d| pinned.contains(d) || recent.contains_key(d) || self.in_use.is_blob_in_use(d))
     }

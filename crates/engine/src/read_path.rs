@@ -196,9 +196,11 @@ impl Cache {
 
     /// Whether namespace `ns` keeps its blobs somewhere else now than when it was looked up.
     async fn has_moved(&self, ns: &tiercache_index::Namespace) -> Result<bool, Error> {
-        let name = ns.name.clone();
-        let now = self.ix(move |ix| ix.get_namespace(&name)).await?;
-        Ok(now.is_some_and(|n| n.id == ns.id && n.options.storage != ns.options.storage))
+        match self.namespace_fresh(&ns.name).await {
+            Ok(now) => Ok(now.id == ns.id && now.options.storage != ns.options.storage),
+            Err(Error::NoNamespace(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// The namespace's source, or [`Error::NoEntry`] if it has none (nothing to fetch `key` from).

@@ -120,6 +120,40 @@ struct Marker {
 }
 
 impl Cache {
+    /// [`Cache::create_namespace`] with its storage place given as a [`Storage`]. `None` makes a new
+    /// namespace managed and leaves an existing one where it is; another place than an existing
+    /// namespace's is a [`Error::Conflict`] ([`Cache::migrate_namespace`] moves it), and nothing
+    /// is changed.
+    pub async fn create_namespace_in(
+        &self,
+        name: &str,
+        source: Option<&str>,
+        options: &NamespaceOptions,
+        storage: Option<&Storage>,
+    ) -> Result<(Namespace, bool), Error> {
+        let storage_option = match storage {
+            Some(Storage::Path(dir)) => Some(
+                dir.to_str()
+                    .ok_or_else(|| Error::Invalid(format!("storage directory {} is not UTF-8", dir.display())))?
+                    .to_owned(),
+            ),
+            Some(Storage::Managed) => {
+                let lookup = tiercache_core::NamespaceName::new(name)?.as_str().to_owned();
+                if let Some(existing) = self.ix(move |ix| ix.get_namespace(&lookup)).await?
+                    && let Some(dir) = existing.options.storage
+                {
+                    return Err(Error::Conflict(format!(
+                        "namespace {name} keeps its blobs in directory {dir}; `tiercache ns migrate` moves them"
+                    )));
+                }
+                None
+            }
+            None => None,
+        };
+        let options = NamespaceOptions { storage: storage_option, ..options.clone() };
+        self.create_namespace(name, source, &options).await
+    }
+
     /// The shared disk tier, as a store.
     pub(crate) fn managed_store(&self) -> Arc<Store> {
         Arc::clone(&self.inner.managed)
@@ -187,9 +221,10 @@ impl Cache {
         self.inner.dir_stores.lock().unwrap_or_else(|p| p.into_inner()).remove(dir);
         let dir = PathBuf::from(dir);
         self.blocking(move |_| {
-            let blobs: Vec<u64> = match DiskTier::open(&dir) {
-                Ok(disk) => disk.list()?.into_iter().filter_map(Result::ok).map(|(_, n)| n).collect(),
-                Err(_) => Vec::new(),
+            // Opening creates the store's directories: only where they still are.
+            let blobs: Vec<u64> = match dir.join("blobs").is_dir().then(|| DiskTier::open(&dir)) {
+                Some(Ok(disk)) => disk.list()?.into_iter().filter_map(Result::ok).map(|(_, n)| n).collect(),
+                _ => Vec::new(),
             };
             for sub in ["blobs", "tmp", "locks"] {
                 match std::fs::remove_dir_all(dir.join(sub)) {
@@ -241,13 +276,7 @@ impl Cache {
                     blobs.push((d, len));
                 }
             }
-            let temps = disk.prunable_temp(temp_grace)?;
-            if !dry_run {
-                for (p, _) in &temps {
-                    let _ = std::fs::remove_file(p);
-                }
-            }
-            Ok((blobs, temps))
+            Ok((blobs, disk.prune_temp(temp_grace, dry_run)?))
         })
         .await
     }
@@ -255,8 +284,7 @@ impl Cache {
     /// Moves namespace `name`'s blobs to `to` (see the module's documentation for the protocol).
     /// Moving a namespace where it already is does nothing.
     pub async fn migrate_namespace(&self, name: &str, to: &Storage) -> Result<MigrateReport, Error> {
-        let lookup = tiercache_core::NamespaceName::new(name)?.as_str().to_owned();
-        let ns = self.ix(move |ix| ix.get_namespace(&lookup)).await?.ok_or_else(|| Error::NoNamespace(name.into()))?;
+        let ns = self.namespace_fresh(tiercache_core::NamespaceName::new(name)?.as_str()).await?;
         if self.dir_source(&ns).is_some() {
             return Err(Error::Invalid(format!(
                 "namespace {name} is a directory served in place; only cached namespaces have a storage place"
@@ -331,7 +359,7 @@ impl Cache {
     }
 
     /// The namespace as the index has it now (not the memory tier's copy).
-    async fn namespace_fresh(&self, name: &str) -> Result<Namespace, Error> {
+    pub(crate) async fn namespace_fresh(&self, name: &str) -> Result<Namespace, Error> {
         let lookup = name.to_owned();
         self.ix(move |ix| ix.get_namespace(&lookup)).await?.ok_or_else(|| Error::NoNamespace(name.into()))
     }
@@ -397,6 +425,9 @@ impl Cache {
 }
 
 fn claim_dir(name: &str, dir: &Path, data_dir: &Path, namespaces: &[Namespace]) -> Result<String, Error> {
+    if !dir.is_absolute() {
+        return Err(Error::Invalid(format!("storage directory {} is not an absolute path", dir.display())));
+    }
     let io = |what: &str, e: std::io::Error| Error::Io(format!("{what} {}: {e}", dir.display()));
     let canonical = resolve(dir).map_err(|e| io("cannot resolve storage directory", e))?;
     let Some(text) = canonical.to_str().map(str::to_owned) else {

@@ -11,7 +11,7 @@ use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 use tiercache_core::Digest;
 
-use crate::store::{Index, IndexError, MANAGED_ENTRY, delete_orphan_blobs, digest_of, release_blob_rows};
+use crate::store::{Index, IndexError, MANAGED_ENTRY, delete_orphan_blobs, digest_of, options_of, release_blob_rows};
 
 type Result<T> = std::result::Result<T, IndexError>;
 
@@ -404,10 +404,7 @@ impl Index {
             ))?;
             u.namespaces = stmt
                 .query_map([], |r| {
-                    let options: Option<String> = r.get(1)?;
-                    let owner = options
-                        .and_then(|o| serde_json::from_str::<tiercache_core::NamespaceOptions>(&o).ok())
-                        .and_then(|o| o.owner);
+                    let owner = options_of(r, 1)?.owner;
                     let blob_bytes = r.get::<_, i64>(5)? as u64;
                     let unique_bytes = r.get::<_, i64>(6)? as u64;
                     Ok(NamespaceUsage {

@@ -797,7 +797,7 @@ fn namespace_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Namespace> {
 }
 
 /// Column `i` of `r`: namespace options as JSON, NULL for the defaults.
-fn options_of(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<NamespaceOptions> {
+pub(crate) fn options_of(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<NamespaceOptions> {
     match r.get::<_, Option<String>>(i)? {
         Some(json) => serde_json::from_str(&json)
             .map_err(|e| rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))),

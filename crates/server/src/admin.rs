@@ -184,12 +184,7 @@ impl Definition {
             quota_bytes: self.quota_bytes,
             max_age_ms,
             max_entries: self.max_entries,
-            storage: match &storage {
-                Some(Storage::Path(dir)) => {
-                    Some(dir.to_str().ok_or_else(|| ApiError::invalid("storage directory is not UTF-8"))?.to_owned())
-                }
-                Some(Storage::Managed) | None => None,
-            },
+            storage: None,
         };
         Ok((self.source, options, storage))
     }
@@ -204,13 +199,7 @@ async fn create_namespace(
 ) -> Result<Response, ApiError> {
     let name = namespace_name(path)?;
     let (source, options, storage) = json_body::<Definition>(&body)?.options()?;
-    let (ns, created) = cache.create_namespace(&name, source.as_deref(), &options).await?;
-    if storage == Some(Storage::Managed) && ns.options.storage.is_some() {
-        return Err(tiercache_engine::Error::Conflict(format!(
-            "namespace {name} keeps its blobs in its own directory; POST …/migrate moves them"
-        ))
-        .into());
-    }
+    let (ns, created) = cache.create_namespace_in(&name, source.as_deref(), &options, storage.as_ref()).await?;
     tracing::info!(namespace = %name, created, source = source.as_deref().unwrap_or("none"), "admin: namespace defined");
     let body = Json(json!({ "created": created, "namespace": ns }));
     if !created {

@@ -160,6 +160,18 @@ impl DiskTier {
         Ok(pruned)
     }
 
+    /// Removes (unless `dry_run`) the temp files [`DiskTier::prunable_temp`] finds; returns them
+    /// with their sizes.
+    pub fn prune_temp(&self, older_than: std::time::Duration, dry_run: bool) -> io::Result<Vec<(PathBuf, u64)>> {
+        let temps = self.prunable_temp(older_than)?;
+        if !dry_run {
+            for (p, _) in &temps {
+                let _ = fs::remove_file(p);
+            }
+        }
+        Ok(temps)
+    }
+
     /// Temp files to prune: those of processes no longer running, and those not written for
     /// `older_than` (a writer stalled that long has failed), with their sizes.
     pub fn prunable_temp(&self, older_than: std::time::Duration) -> io::Result<Vec<(PathBuf, u64)>> {
