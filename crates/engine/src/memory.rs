@@ -5,6 +5,9 @@
 //! delete in this process drops what it changes (or all lookups, for bulk deletes), and changes
 //! made by other processes sharing the data directory are seen through the index's lookup
 //! generation, which the access flusher checks every second.
+//! A lookup read from the index just before a change and kept just after it would outlive the
+//! change: every drop of lookups advances an epoch, and a lookup is kept only if no drop happened
+//! since the caller took the epoch, before reading the index ([`Memory::epoch`]).
 //! It does not decide what is read from where: the read path asks it first.
 
 use std::sync::Arc;
@@ -36,6 +39,8 @@ pub(crate) struct Memory {
     namespaces: MemoryTier<String, Arc<Namespace>>,
     max_blob_bytes: u64,
     is_enabled: bool,
+    /// Advanced by every drop of lookups (see the module's documentation).
+    epoch: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Memory stats for reports: the blob cache, and the lookup caches together.
@@ -101,6 +106,7 @@ impl Memory {
             namespaces: MemoryTier::new("namespaces", &lookups, weigh_namespace),
             max_blob_bytes: config.memory_max_blob_bytes,
             is_enabled: config.memory.is_enabled,
+            epoch: Arc::default(),
         }
     }
 
@@ -128,8 +134,21 @@ impl Memory {
         self.entries.get(&(ns_id, key.to_owned())).await
     }
 
-    pub(crate) async fn put_entry(&self, entry: Arc<Entry>) {
-        self.entries.put((entry.ns_id, entry.key.clone()), entry).await
+    /// The lookup epoch: take it before reading the index, and hand it to `put_entry` or
+    /// `put_namespace` with what was read.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Keeps `entry`, read from the index in lookup epoch `epoch`, unless lookups were dropped
+    /// since (it may be stale then). Kept first and checked after, so that a drop racing this
+    /// call either clears it or is seen here.
+    pub(crate) async fn put_entry(&self, entry: Arc<Entry>, epoch: u64) {
+        let key = (entry.ns_id, entry.key.clone());
+        self.entries.put(key.clone(), entry).await;
+        if self.epoch() != epoch {
+            self.entries.delete(&key).await;
+        }
     }
 
     pub(crate) async fn forget_entry(&self, ns_id: i64, key: &str) {
@@ -145,12 +164,25 @@ impl Memory {
         self.namespaces.get(name).await
     }
 
-    pub(crate) async fn put_namespace(&self, ns: Arc<Namespace>) {
-        self.namespaces.put(ns.name.clone(), ns).await
+    /// Keeps `ns`, read in lookup epoch `epoch` (as [`Memory::put_entry`]).
+    pub(crate) async fn put_namespace(&self, ns: Arc<Namespace>, epoch: u64) {
+        let name = ns.name.clone();
+        self.namespaces.put(name.clone(), ns).await;
+        if self.epoch() != epoch {
+            self.namespaces.delete(&name).await;
+        }
+    }
+
+    /// Drops the lookup of namespace `name` (found stale).
+    pub(crate) async fn forget_namespace(&self, name: &str) {
+        if self.is_enabled() {
+            self.namespaces.delete(&name.to_owned()).await;
+        }
     }
 
     /// Drops every lookup (after a bulk delete: a namespace, a cleanup, eviction, pruning).
     pub(crate) fn forget_lookups(&self) {
+        self.epoch.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.entries.clear();
         self.namespaces.clear();
     }

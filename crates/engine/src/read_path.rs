@@ -108,8 +108,10 @@ impl Cache {
         // Entries deleted again at once could repeat that, so the number of passes is bounded.
         for pass in 0..3 {
             if pass > 0 {
-                self.check_lookup_generation();
-                ns = self.namespace_row(namespace).await?;
+                // The memory tier's row may predate a move whose generation bump is still to
+                // come: the index says where the namespace is now.
+                self.inner.memory.forget_namespace(&ns.name).await;
+                ns = Arc::new(self.namespace_fresh(&ns.name).await?);
             }
             if let Some(read) = self.read_entry_once(&ns, key, &intent).await? {
                 return Ok(read);
@@ -132,13 +134,14 @@ impl Cache {
         let key = Key::new(key)?;
         let ns_id = ns.id;
         let store = self.store_of(ns).await?;
+        let epoch = self.inner.memory.epoch();
         let entry = match self.inner.memory.entry(ns_id, key.as_str()).await {
             Some(e) => Some(e),
             None => {
                 let k = key.clone();
                 let found = self.ix(move |ix| ix.get_entry(ns_id, &k)).await?.map(Arc::new);
                 if let Some(e) = found.as_ref().filter(|e| e.md5.is_some()) {
-                    self.inner.memory.put_entry(Arc::clone(e)).await;
+                    self.inner.memory.put_entry(Arc::clone(e), epoch).await;
                 }
                 found
             }
@@ -225,11 +228,8 @@ impl Cache {
             // The MD5 is computed from the blob's path: a blob evicted since this reader opened
             // it is still served (from the open file), only without an ETag this once.
             None => match self.md5_in(entry.digest, &store.disk).await {
-                Ok(md5) => {
-                    let entry = Arc::new(Entry { md5: Some(md5), ..(*entry).clone() });
-                    self.inner.memory.put_entry(Arc::clone(&entry)).await;
-                    entry
-                }
+                // Not kept in the memory tier: the next read finds the MD5 in the index.
+                Ok(md5) => Arc::new(Entry { md5: Some(md5), ..(*entry).clone() }),
                 Err(e) => {
                     tracing::debug!(digest = %entry.digest, error = %e, "no MD5 for a blob read as it was evicted");
                     entry

@@ -50,7 +50,9 @@ impl DiskTier {
         for dir in [&blobs, &tmp] {
             fs::create_dir_all(dir).map_err(|e| annotate(e, "cannot create", dir))?;
         }
-        let probe = tmp.join(format!("{}-probe.part", std::process::id()));
+        // Unique, so that two opens of one tier at once (threads of one process) do not remove
+        // each other's probe.
+        let probe = tmp.join(format!("{}-{:016x}.probe.part", std::process::id(), rand::random::<u64>()));
         File::create(&probe).map_err(|e| annotate(e, "data directory is not writable: cannot create", &probe))?;
         fs::remove_file(&probe)?;
         Ok(DiskTier { blobs, tmp })

@@ -178,7 +178,11 @@ async fn ns_migrate_moves_a_namespace_while_a_server_reads_it() {
                     let (k, v) = &contents[(n + r) % contents.len()];
                     let (status, body) = http_get(&http, &format!("{base}/ns/web/{k}")).await;
                     if status != 200 || body != *v {
-                        failures.push(format!("{k}: {status}, {} bytes", body.len()));
+                        failures.push(format!(
+                            "{k}: {status}, {} bytes: {}",
+                            body.len(),
+                            String::from_utf8_lossy(&body[..body.len().min(200)])
+                        ));
                     }
                     n += 1;
                 }
@@ -203,7 +207,7 @@ async fn ns_migrate_moves_a_namespace_while_a_server_reads_it() {
     let mut n_reads = 0;
     for r in readers {
         let (n, failures) = r.await.unwrap();
-        assert!(failures.is_empty(), "reads failed during the moves: {failures:?}");
+        assert!(failures.is_empty(), "reads failed during the moves: {failures:?}\n{}", server.log_text());
         n_reads += n;
     }
     assert!(n_reads > 0);

@@ -322,10 +322,11 @@ impl Cache {
             return Ok(ns);
         }
         let name = NamespaceName::new(namespace)?.as_str().to_owned();
+        let epoch = self.inner.memory.epoch();
         let ns =
             self.ix(move |ix| ix.get_namespace(&name)).await?.ok_or_else(|| Error::NoNamespace(namespace.into()))?;
         let ns = std::sync::Arc::new(ns);
-        self.inner.memory.put_namespace(std::sync::Arc::clone(&ns)).await;
+        self.inner.memory.put_namespace(std::sync::Arc::clone(&ns), epoch).await;
         Ok(ns)
     }
 }
