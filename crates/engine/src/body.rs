@@ -55,6 +55,50 @@ impl Tier {
     }
 }
 
+/// Header text: UTF-8 in shared bytes, so that handing one to every reader of a hot entry, and
+/// on to the front door's header values, copies nothing.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Text(Bytes);
+
+impl Text {
+    /// The shared bytes (UTF-8).
+    pub fn as_bytes(&self) -> &Bytes {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for Text {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        std::str::from_utf8(&self.0).expect("a Text is made from a str")
+    }
+}
+
+impl From<String> for Text {
+    fn from(s: String) -> Text {
+        Text(Bytes::from(s))
+    }
+}
+
+impl From<&'static str> for Text {
+    fn from(s: &'static str) -> Text {
+        Text(Bytes::from_static(s.as_bytes()))
+    }
+}
+
+impl std::fmt::Debug for Text {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&**self, f)
+    }
+}
+
+impl std::fmt::Display for Text {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self)
+    }
+}
+
 /// What the front door needs to answer headers.
 #[derive(Debug, Clone)]
 pub struct ReadMeta {
@@ -64,11 +108,11 @@ pub struct ReadMeta {
     pub size_bytes: Option<u64>,
     /// Strong ETag, quoted: the digest for blobs, the MD5 for entries (a cold read carries the
     /// source's ETag, since the MD5 is computed after the blob is stored).
-    pub etag: Option<String>,
+    pub etag: Option<Text>,
     /// Content type.
-    pub content_type: Option<String>,
+    pub content_type: Option<Text>,
     /// `Last-Modified` as an HTTP date.
-    pub last_modified: Option<String>,
+    pub last_modified: Option<Text>,
     /// The blob's digest, when already known.
     pub digest: Option<Digest>,
 }

@@ -268,10 +268,8 @@ impl Cache {
         let m = self.inner.memory.report();
         metrics::gauge!(telemetry::MEMORY_ENABLED).set(if m.is_enabled { 1.0 } else { 0.0 });
         metrics::gauge!(telemetry::MEMORY_TTL_SECONDS).set(m.ttl_seconds as f64);
-        for (name, t) in [("blobs", &m.blobs), ("lookups", &m.lookups)] {
-            metrics::gauge!(telemetry::MEMORY_BYTES, "cache" => name).set(t.bytes as f64);
-            metrics::gauge!(telemetry::MEMORY_ENTRIES, "cache" => name).set(t.entries as f64);
-        }
+        metrics::gauge!(telemetry::MEMORY_BYTES).set(m.bytes as f64);
+        metrics::gauge!(telemetry::MEMORY_ENTRIES).set(m.entries as f64);
     }
 
     /// Drops the memory tier's lookups if any process changed namespaces or deleted in bulk since
@@ -357,11 +355,21 @@ impl Cache {
     /// A new temp file in the disk tier with `n` bytes of quota reserved for it (a body of
     /// unknown length reserves more as it grows). [`Error::StorageFull`] if the quota has no room.
     pub(crate) async fn create_temp(&self, n: Option<u64>) -> Result<(TempBlob, Reservation), Error> {
-        let reservation = self.reserve(n.unwrap_or(crate::flight::RESERVE_STEP_BYTES)).await.map_err(|no| {
-            self.inner.quota.passed_through(&no.reason);
-            Error::StorageFull(no.reason)
-        })?;
-        Ok((self.inner.disk.create_temp()?, reservation))
+        self.create_temp_in(&self.managed_store(), n).await
+    }
+
+    /// [`Cache::create_temp`] in `store`.
+    pub(crate) async fn create_temp_in(
+        &self,
+        store: &crate::storage::Store,
+        n: Option<u64>,
+    ) -> Result<(TempBlob, Reservation), Error> {
+        let reservation =
+            self.reserve_in(store, n.unwrap_or(crate::flight::RESERVE_STEP_BYTES)).await.map_err(|no| {
+                store.quota.passed_through(&no.reason);
+                Error::StorageFull(no.reason)
+            })?;
+        Ok((store.disk.create_temp()?, reservation))
     }
 
     /// Makes a finished temp file a blob of the disk tier and records it (steps 3 to 5 of the put
@@ -375,18 +383,19 @@ impl Cache {
         &self,
         (finished, reservation): (FinishedBlob, Reservation),
         retain: bool,
-        entry: Option<NewEntry>,
+        entry: Option<(&str, NewEntry)>,
         origin: Origin,
     ) -> Result<Digest, Error> {
         let (digest, size) = (finished.digest, finished.size_bytes);
+        let (namespace, entry) = entry.map_or((None, None), |(n, e)| (Some(n), Some(e)));
         self.ix(move |ix| ix.mark_pending(&digest, size, now_ms())).await?;
         let was_there = self.blocking(move |_| finished.publish()).await?;
-        let entry_key = entry.as_ref().map(|e| (e.ns_id, e.key.clone()));
+        let key = entry.as_ref().map(|e| e.key.clone());
         let flags = (retain, retain && origin == Origin::Upload);
         self.ix(move |ix| ix.commit_blob(&digest, size, flags, entry.as_ref(), now_ms())).await?;
         reservation.stored(digest, size, was_there, !flags.1);
-        if let Some((ns_id, key)) = entry_key {
-            self.inner.memory.forget_entry(ns_id, &key).await;
+        if let (Some(namespace), Some(key)) = (namespace, key) {
+            self.inner.memory.forget_entry(namespace, &key).await;
         }
         metrics::counter!(telemetry::BLOBS_STORED, "origin" => origin.as_str()).increment(1);
         if let Some((_, write_back)) = &self.inner.shared
@@ -405,7 +414,7 @@ impl Cache {
         &self,
         store: &crate::storage::Store,
         (finished, reservation): (FinishedBlob, Reservation),
-        entry: Option<NewEntry>,
+        entry: Option<(&str, NewEntry)>,
         origin: Origin,
     ) -> Result<Digest, Error> {
         if store.is_managed() {
@@ -413,10 +422,10 @@ impl Cache {
         }
         let (digest, size) = (finished.digest, finished.size_bytes);
         let was_there = self.blocking(move |_| finished.publish()).await?;
-        if let Some(e) = entry {
-            let (ns_id, key) = (e.ns_id, e.key.clone());
+        if let Some((namespace, e)) = entry {
+            let key = e.key.clone();
             self.ix(move |ix| ix.commit_entry_elsewhere(&digest, size, &e, now_ms())).await?;
-            self.inner.memory.forget_entry(ns_id, &key).await;
+            self.inner.memory.forget_entry(namespace, &key).await;
         }
         reservation.stored(digest, size, was_there, false);
         metrics::counter!(telemetry::BLOBS_STORED, "origin" => origin.as_str()).increment(1);

@@ -24,13 +24,13 @@ mod shared_read;
 mod storage;
 mod telemetry;
 
-pub use body::{Read, ReadMeta, Tier};
+pub use body::{Read, ReadMeta, Text, Tier};
 pub use cache::Cache;
 pub use config::CacheConfig;
 pub use directory::{MAX_LIST_LIMIT, ScanProgress, Stored, UpdateKind, UpdateReport};
 pub use error::Error;
 pub use maintenance::{CleanupReport, StatsReport, VacuumReport, VerifyReport};
-pub use memory::{MemoryReport, MemoryTierReport};
+pub use memory::MemoryReport;
 pub use namespaces::NamespaceInfo;
 pub use pruner::{OwnerHook, PruneOptions, PruneReport, PrunedItem, PrunerConfig};
 pub use quota::{DiskLimits, QuotaStats};

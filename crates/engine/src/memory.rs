@@ -1,65 +1,109 @@
-//! The memory tier as the engine uses it: small hot blobs by digest, and index lookups (namespace
-//! rows by name, entries by `(namespace id, key)`), each a bounded [`MemoryTier`] with a TTL.
+//! The memory tier as the engine uses it: one bounded [`MemoryTier`] (moka) with a TTL, holding
+//! three kinds of values under one byte bound and one eviction policy:
+//! - small hot blobs by digest (reads by digest);
+//! - namespace rows by name;
+//! - entries by namespace and key: the entry's row with its namespace's row and, once its blob was
+//!   read and is small, the blob's bytes with the headers' facts of a read of them. A hot entry is
+//!   answered by one lookup.
 //!
-//! Blobs are immutable, so a blob held here is never wrong. Lookups can go stale: every write and
-//! delete in this process drops what it changes (or all lookups, for bulk deletes), and changes
-//! made by other processes sharing the data directory are seen through the index's lookup
-//! generation, which the access flusher checks every second.
+//! Blobs are immutable, so a blob held here is never wrong. Lookups (namespaces, entries) can go
+//! stale: every write and delete in this process drops what it changes (or everything, for bulk
+//! deletes), and changes made by other processes sharing the data directory are seen through the
+//! lookup generation (`generation.rs`), checked before every entry read.
 //! A lookup read from the index just before a change and kept just after it would outlive the
 //! change: every drop of lookups advances an epoch, and a lookup is kept only if no drop happened
 //! since the caller took the epoch, before reading the index ([`Memory::epoch`]).
 //! It does not decide what is read from where: the read path asks it first.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use tiercache_core::Digest;
 use tiercache_index::{Entry, Namespace};
-use tiercache_tiers::{MemoryConfig, MemoryStats, MemoryTier};
+use tiercache_tiers::{MemoryStats, MemoryTier};
 
-use crate::CacheConfig;
+use crate::{CacheConfig, ReadMeta};
 
 /// A small blob held in memory, with its file's modification time (the `Last-Modified` of a
 /// blob read by digest).
 #[derive(Clone)]
 pub(crate) struct MemoryBlob {
     pub(crate) bytes: Bytes,
-    pub(crate) last_modified: Option<std::sync::Arc<str>>,
+    pub(crate) last_modified: Option<crate::Text>,
 }
 
-fn weigh_blob(_: &Digest, b: &MemoryBlob) -> u32 {
-    b.bytes.len().try_into().unwrap_or(u32::MAX)
+/// An entry as the memory tier holds it.
+#[derive(Debug)]
+pub(crate) struct HotEntry {
+    /// Its namespace's row, as it was when the entry was looked up.
+    pub(crate) ns: Arc<Namespace>,
+    pub(crate) entry: Arc<Entry>,
+    /// The blob's bytes and the headers' facts of a memory-tier read of them, once a read found
+    /// the blob small.
+    pub(crate) held: Option<(Bytes, ReadMeta)>,
+}
+
+/// Where a value is kept.
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum MemKey {
+    Blob(Digest),
+    Namespace(Box<str>),
+    /// `<namespace>/<key>` (a namespace's name has no `/`).
+    Entry(Box<str>),
+}
+
+#[derive(Clone)]
+enum MemValue {
+    Blob(MemoryBlob),
+    Namespace(Arc<Namespace>),
+    Entry(Arc<HotEntry>),
+}
+
+fn entry_key(namespace: &str, key: &str) -> MemKey {
+    let mut k = String::with_capacity(namespace.len() + 1 + key.len());
+    k.push_str(namespace);
+    k.push('/');
+    k.push_str(key);
+    MemKey::Entry(k.into_boxed_str())
+}
+
+/// Bytes held, roughly: the key, the value's strings and bytes, and a fixed part for the rest.
+fn weigh(k: &MemKey, v: &MemValue) -> u32 {
+    let key = match k {
+        MemKey::Blob(_) => 32,
+        MemKey::Namespace(s) | MemKey::Entry(s) => s.len(),
+    };
+    let value = match v {
+        MemValue::Blob(b) => b.bytes.len() + 64,
+        MemValue::Namespace(n) => 128 + n.name.len() + n.source.as_ref().map_or(0, String::len),
+        MemValue::Entry(h) => {
+            let e = &h.entry;
+            let row = 160 + e.key.len() + e.content_type.as_ref().map_or(0, String::len);
+            row + h.held.as_ref().map_or(0, |(bytes, _)| bytes.len() + 256)
+        }
+    };
+    (key + value).try_into().unwrap_or(u32::MAX)
 }
 
 /// The memory tier of one [`crate::Cache`]. Cheap to clone.
 #[derive(Clone)]
 pub(crate) struct Memory {
-    blobs: MemoryTier<Digest, MemoryBlob>,
-    entries: MemoryTier<(i64, String), Arc<Entry>>,
-    namespaces: MemoryTier<String, Arc<Namespace>>,
+    tier: MemoryTier<MemKey, MemValue>,
     max_blob_bytes: u64,
     is_enabled: bool,
     /// Advanced by every drop of lookups (see the module's documentation).
-    epoch: Arc<std::sync::atomic::AtomicU64>,
+    epoch: Arc<AtomicU64>,
 }
 
-/// Memory stats for reports: the blob cache, and the lookup caches together.
+/// The memory tier's size and counters, for reports.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct MemoryReport {
     /// Whether the memory tier is on.
     pub is_enabled: bool,
     /// The TTL, in seconds.
     pub ttl_seconds: u64,
-    /// Small blobs held.
-    pub blobs: MemoryTierReport,
-    /// Index lookups held (entries and namespaces).
-    pub lookups: MemoryTierReport,
-}
-
-/// One memory cache's size and counters.
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct MemoryTierReport {
-    /// Entries held.
+    /// Values held: blobs, namespaces and entries.
     pub entries: u64,
     /// Bytes held (by weight).
     pub bytes: u64,
@@ -69,13 +113,15 @@ pub struct MemoryTierReport {
     pub hits: u64,
     /// Lookups that missed.
     pub misses: u64,
-    /// Entries evicted for room or expired.
+    /// Values evicted for room or expired.
     pub evictions: u64,
 }
 
-impl From<MemoryStats> for MemoryTierReport {
-    fn from(s: MemoryStats) -> MemoryTierReport {
-        MemoryTierReport {
+impl From<MemoryStats> for MemoryReport {
+    fn from(s: MemoryStats) -> MemoryReport {
+        MemoryReport {
+            is_enabled: s.is_enabled,
+            ttl_seconds: s.ttl.as_secs(),
             entries: s.entries,
             bytes: s.bytes,
             max_bytes: s.max_bytes,
@@ -86,24 +132,10 @@ impl From<MemoryStats> for MemoryTierReport {
     }
 }
 
-fn weigh_entry(k: &(i64, String), e: &Arc<Entry>) -> u32 {
-    (160 + k.1.len() + e.key.len() + e.content_type.as_ref().map_or(0, String::len)) as u32
-}
-
-#[allow(clippy::ptr_arg)] // The weigher's signature is fixed by the key type.
-fn weigh_namespace(k: &String, n: &Arc<Namespace>) -> u32 {
-    (128 + k.len() + n.name.len() + n.source.as_ref().map_or(0, String::len)) as u32
-}
-
 impl Memory {
     pub(crate) fn new(config: &CacheConfig) -> Memory {
-        let blobs = config.memory.clone();
-        // Lookups are small: an eighth of the bound holds hundreds of thousands of them.
-        let lookups = MemoryConfig { max_bytes: (config.memory.max_bytes / 8).max(1 << 20), ..config.memory.clone() };
         Memory {
-            blobs: MemoryTier::new("blobs", &blobs, weigh_blob),
-            entries: MemoryTier::new("entries", &lookups, weigh_entry),
-            namespaces: MemoryTier::new("namespaces", &lookups, weigh_namespace),
+            tier: MemoryTier::new("memory", &config.memory, weigh),
             max_blob_bytes: config.memory_max_blob_bytes,
             is_enabled: config.memory.is_enabled,
             epoch: Arc::default(),
@@ -120,40 +152,50 @@ impl Memory {
     }
 
     pub(crate) async fn blob(&self, digest: &Digest) -> Option<MemoryBlob> {
-        self.blobs.get(digest).await
+        match self.tier.get(&MemKey::Blob(*digest)).await? {
+            MemValue::Blob(b) => Some(b),
+            _ => None,
+        }
     }
 
     pub(crate) async fn put_blob(&self, digest: Digest, blob: MemoryBlob) {
-        self.blobs.put(digest, blob).await
+        self.tier.put(MemKey::Blob(digest), MemValue::Blob(blob)).await
     }
 
-    pub(crate) async fn entry(&self, ns_id: i64, key: &str) -> Option<Arc<Entry>> {
+    /// Entry `key` of namespace `namespace`, with its namespace.
+    pub(crate) async fn entry(&self, namespace: &str, key: &str) -> Option<Arc<HotEntry>> {
         if !self.is_enabled() {
             return None;
         }
-        self.entries.get(&(ns_id, key.to_owned())).await
-    }
-
-    /// The lookup epoch: take it before reading the index, and hand it to `put_entry` or
-    /// `put_namespace` with what was read.
-    pub(crate) fn epoch(&self) -> u64 {
-        self.epoch.load(std::sync::atomic::Ordering::SeqCst)
-    }
-
-    /// Keeps `entry`, read from the index in lookup epoch `epoch`, unless lookups were dropped
-    /// since (it may be stale then). Kept first and checked after, so that a drop racing this
-    /// call either clears it or is seen here.
-    pub(crate) async fn put_entry(&self, entry: Arc<Entry>, epoch: u64) {
-        let key = (entry.ns_id, entry.key.clone());
-        self.entries.put(key.clone(), entry).await;
-        if self.epoch() != epoch {
-            self.entries.delete(&key).await;
+        match self.tier.get(&entry_key(namespace, key)).await? {
+            MemValue::Entry(h) => Some(h),
+            _ => None,
         }
     }
 
-    pub(crate) async fn forget_entry(&self, ns_id: i64, key: &str) {
+    /// The lookup epoch: take it before reading the index (or this tier, for a value to be
+    /// replaced), and hand it to `put_entry` or `put_namespace` with what was read.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::SeqCst)
+    }
+
+    /// Keeps `hot`, read in lookup epoch `epoch`, unless lookups were dropped since (it may be
+    /// stale then). Kept first and checked after, so that a drop racing this call either clears
+    /// it or is seen here.
+    pub(crate) async fn put_entry(&self, hot: HotEntry, epoch: u64) {
+        let key = entry_key(&hot.ns.name, &hot.entry.key);
+        self.tier.put(key.clone(), MemValue::Entry(Arc::new(hot))).await;
+        if self.epoch() != epoch {
+            self.tier.delete(&key).await;
+        }
+    }
+
+    /// Drops entry `key` of `namespace` (changed or deleted), and any lookup of it being read
+    /// from the index now.
+    pub(crate) async fn forget_entry(&self, namespace: &str, key: &str) {
         if self.is_enabled() {
-            self.entries.delete(&(ns_id, key.to_owned())).await
+            self.epoch.fetch_add(1, Ordering::SeqCst);
+            self.tier.delete(&entry_key(namespace, key)).await
         }
     }
 
@@ -161,43 +203,37 @@ impl Memory {
         if !self.is_enabled() {
             return None;
         }
-        self.namespaces.get(name).await
+        match self.tier.get(&MemKey::Namespace(name.into())).await? {
+            MemValue::Namespace(n) => Some(n),
+            _ => None,
+        }
     }
 
     /// Keeps `ns`, read in lookup epoch `epoch` (as [`Memory::put_entry`]).
     pub(crate) async fn put_namespace(&self, ns: Arc<Namespace>, epoch: u64) {
-        let name = ns.name.clone();
-        self.namespaces.put(name.clone(), ns).await;
+        let key = MemKey::Namespace(ns.name.as_str().into());
+        self.tier.put(key.clone(), MemValue::Namespace(ns)).await;
         if self.epoch() != epoch {
-            self.namespaces.delete(&name).await;
+            self.tier.delete(&key).await;
         }
     }
 
     /// Drops the lookup of namespace `name` (found stale).
     pub(crate) async fn forget_namespace(&self, name: &str) {
         if self.is_enabled() {
-            self.namespaces.delete(&name.to_owned()).await;
+            self.epoch.fetch_add(1, Ordering::SeqCst);
+            self.tier.delete(&MemKey::Namespace(name.into())).await;
         }
     }
 
-    /// Drops every lookup (after a bulk delete: a namespace, a cleanup, eviction, pruning).
+    /// Drops every lookup (after a bulk delete: a namespace, a cleanup, eviction, pruning), and
+    /// with them the blobs, which are cheap to read again.
     pub(crate) fn forget_lookups(&self) {
-        self.epoch.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        self.entries.clear();
-        self.namespaces.clear();
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        self.tier.clear();
     }
 
     pub(crate) fn report(&self) -> MemoryReport {
-        let b = self.blobs.stats();
-        let (e, n) = (self.entries.stats(), self.namespaces.stats());
-        let lookups = MemoryTierReport {
-            entries: e.entries + n.entries,
-            bytes: e.bytes + n.bytes,
-            max_bytes: e.max_bytes + n.max_bytes,
-            hits: e.hits + n.hits,
-            misses: e.misses + n.misses,
-            evictions: e.evictions + n.evictions,
-        };
-        MemoryReport { is_enabled: b.is_enabled, ttl_seconds: b.ttl.as_secs(), blobs: b.into(), lookups }
+        self.tier.stats().into()
     }
 }

@@ -12,9 +12,10 @@ use tiercache_index::{Entry, NewEntry};
 use tiercache_sources::{FetchRequest, Fetched, Source};
 use tokio::sync::watch;
 
-use crate::body::{Body, Read, ReadMeta, Tier};
+use crate::body::{Body, Read, ReadMeta, Text, Tier};
 use crate::cache::Origin;
 use crate::flight::{Failure, Phase, PhaseSender, SpoolError, Spooled, Started, progress, spool, spool_or_overflow};
+use crate::memory::HotEntry;
 use crate::quota::Hold;
 use crate::shared_read::Intent;
 use crate::{Cache, Error, telemetry};
@@ -35,7 +36,7 @@ impl Cache {
             self.inner.access.note(None, *digest, now_ms());
             let size = blob.bytes.len() as u64;
             served(Tier::Memory, "hit", t0, size, || format!("{digest}"));
-            let meta = blob_meta(Tier::Memory, digest, size, blob.last_modified.as_deref().map(str::to_owned));
+            let meta = blob_meta(Tier::Memory, digest, size, blob.last_modified);
             return Ok(Read { meta, body: Body::Memory(blob.bytes), hold: None });
         }
         // A small, page-cached open and fstat: cheaper inline than a hop to a blocking thread.
@@ -52,7 +53,7 @@ impl Cache {
                 hold: Some(Hold::new(&self.inner.quota, Some(*digest), None)),
             });
         };
-        let (size, last_modified) = (fs_meta.len(), fs_meta.modified().ok().map(http_date));
+        let (size, last_modified) = (fs_meta.len(), fs_meta.modified().ok().map(|t| http_date(t).into()));
         self.inner.access.note(None, *digest, now_ms());
         served(Tier::Disk, "hit", t0, size, || format!("{digest}"));
         let body = self.disk_body(*digest, file, size).await;
@@ -63,18 +64,24 @@ impl Cache {
         })
     }
 
-    /// The body of a disk hit: a small blob is read whole and kept in the memory tier, so the next
-    /// read of it touches neither the index nor the disk.
+    /// The body of a disk hit by digest: a small blob is read whole and kept in the memory tier,
+    /// so the next read of it touches neither the index nor the disk.
     async fn disk_body(&self, digest: Digest, file: std::fs::File, size: u64) -> Body {
-        if self.inner.memory.takes_blob(size)
-            && let Ok(bytes) = crate::body::read_chunk(&file, 0, size)
-        {
+        if let Some(bytes) = self.small_blob(&file, size) {
             let last_modified = file.metadata().and_then(|m| m.modified()).ok().map(|t| http_date(t).into());
             let blob = crate::memory::MemoryBlob { bytes: bytes.clone(), last_modified };
             self.inner.memory.put_blob(digest, blob).await;
             return Body::Memory(bytes);
         }
         Body::File { file: Arc::new(file), size_bytes: size }
+    }
+
+    /// The whole of an open blob of `size` bytes, if the memory tier takes blobs that small.
+    fn small_blob(&self, file: &std::fs::File, size: u64) -> Option<Bytes> {
+        if !self.inner.memory.takes_blob(size) {
+            return None;
+        }
+        crate::body::read_chunk(file, 0, size).ok()
     }
 
     /// Reads entry `key` of `namespace`: from the disk tier if the index has it and it is fresh,
@@ -96,8 +103,22 @@ impl Cache {
     /// [`Cache::read_entry_raw`] for a reader that will want `intent` of it, so that a shared-tier
     /// hit verifies those bytes before answering.
     pub async fn read_entry_with(&self, namespace: &str, key: &[u8], intent: Intent) -> Result<Read, Error> {
+        let t0 = Instant::now();
         self.check_lookup_generation();
-        let mut ns = self.namespace_row(namespace).await?;
+        // A hot entry is answered by this one lookup; a lookup that finds the row without the
+        // blob's bytes saves the namespace and index lookups.
+        let epoch = self.inner.memory.epoch();
+        let mut hot = match std::str::from_utf8(key) {
+            Ok(k) => self.inner.memory.entry(namespace, k).await,
+            Err(_) => None,
+        };
+        if let Some(read) = hot.as_ref().and_then(|h| self.read_held(h, t0)) {
+            return Ok(read);
+        }
+        let mut ns = match &hot {
+            Some(h) => Arc::clone(&h.ns),
+            None => self.namespace_row(namespace).await?,
+        };
         if let Some(src) = self.dir_source(&ns) {
             return self.read_dir_entry(ns, src, tiercache_core::RelPath::new(key.to_vec())?).await;
         }
@@ -107,17 +128,38 @@ impl Cache {
         // looked, or the namespace moved to another storage place; the next pass finds it.
         // Entries deleted again at once could repeat that, so the number of passes is bounded.
         for pass in 0..3 {
+            let mut epoch = epoch;
             if pass > 0 {
                 // The memory tier's row may predate a move whose generation bump is still to
                 // come: the index says where the namespace is now.
+                epoch = self.inner.memory.epoch();
                 self.inner.memory.forget_namespace(&ns.name).await;
                 ns = Arc::new(self.namespace_fresh(&ns.name).await?);
             }
-            if let Some(read) = self.read_entry_once(&ns, key, &intent).await? {
+            let seen = Seen { hot: hot.take(), epoch, t0 };
+            if let Some(read) = self.read_entry_once(&ns, key, &intent, seen).await? {
                 return Ok(read);
             }
         }
         Err(Error::Io(format!("entry {namespace}/{key} kept changing while it was read; try again")))
+    }
+
+    /// A read of hot entry `hot` from the memory tier, if it holds the blob's bytes and the entry
+    /// needs no revalidation.
+    fn read_held(&self, hot: &Arc<HotEntry>, t0: Instant) -> Option<Read> {
+        let (bytes, meta) = hot.held.as_ref()?;
+        if !self.is_fresh(&hot.ns, &hot.entry) {
+            return None;
+        }
+        self.inner.access.note_hot(hot, now_ms());
+        served(Tier::Memory, "hit", t0, bytes.len() as u64, || hot.entry.key.clone());
+        Some(Read { meta: meta.clone(), body: Body::Memory(bytes.clone()), hold: None })
+    }
+
+    /// Whether `entry` of `ns` may be served without asking its source.
+    fn is_fresh(&self, ns: &tiercache_index::Namespace, entry: &Entry) -> bool {
+        let age = Duration::from_millis(now_ms().saturating_sub(entry.validated_at).max(0) as u64);
+        ns.source.is_none() || age < self.inner.config.revalidate_after
     }
 
     /// One pass of the read path. Returns `Ok(None)` if and only if another flight (in this process
@@ -125,23 +167,24 @@ impl Cache {
     /// to another storage place; the caller looks again.
     async fn read_entry_once(
         &self,
-        ns: &tiercache_index::Namespace,
+        ns: &Arc<tiercache_index::Namespace>,
         key: &str,
         intent: &Intent,
+        seen: Seen,
     ) -> Result<Option<Read>, Error> {
-        let t0 = Instant::now();
+        let t0 = seen.t0;
         let namespace = ns.name.as_str();
         let key = Key::new(key)?;
         let ns_id = ns.id;
         let store = self.store_of(ns).await?;
-        let epoch = self.inner.memory.epoch();
-        let entry = match self.inner.memory.entry(ns_id, key.as_str()).await {
-            Some(e) => Some(e),
+        let entry = match seen.hot.filter(|h| h.ns.id == ns_id) {
+            Some(h) => Some(Arc::clone(&h.entry)),
             None => {
                 let k = key.clone();
                 let found = self.ix(move |ix| ix.get_entry(ns_id, &k)).await?.map(Arc::new);
                 if let Some(e) = found.as_ref().filter(|e| e.md5.is_some()) {
-                    self.inner.memory.put_entry(Arc::clone(e), epoch).await;
+                    let hot = HotEntry { ns: Arc::clone(ns), entry: Arc::clone(e), held: None };
+                    self.inner.memory.put_entry(hot, seen.epoch).await;
                 }
                 found
             }
@@ -149,29 +192,21 @@ impl Cache {
 
         let mut validators = None;
         if let Some(entry) = entry {
-            let age = Duration::from_millis(now_ms().saturating_sub(entry.validated_at).max(0) as u64);
-            let is_fresh = ns.source.is_none() || age < self.inner.config.revalidate_after;
-            if is_fresh
-                && entry.md5.is_some()
-                && let Some(blob) = self.inner.memory.blob(&entry.digest).await
-            {
-                let size = blob.bytes.len() as u64;
-                served(Tier::Memory, "hit", t0, size, || entry.key.clone());
-                return Ok(Some(self.entry_read(entry, Tier::Memory, size, Body::Memory(blob.bytes), false)));
-            }
+            let is_fresh = self.is_fresh(ns, &entry);
             if let Some((file, fs_meta)) = self.open_in(&store, &entry.digest)? {
                 let size = fs_meta.len();
                 if is_fresh {
-                    return self.serve_entry_from_disk(&store, entry, file, size, t0, "hit").await.map(Some);
+                    let keep = Some((ns, seen.epoch));
+                    return self.serve_entry_from_disk(&store, entry, file, size, t0, "hit", keep).await.map(Some);
                 }
                 validators = Some(entry.validators.clone()).filter(|v| !v.is_empty());
                 if validators.is_some() {
                     // Stale: ask the source whether our copy is still current.
                     let source = self.source_of(ns, &key)?;
-                    match self.join_flight(ns_id, &key, &store, source, validators.clone(), t0).await? {
+                    match self.join_flight(ns, &key, &store, source, validators.clone(), t0).await? {
                         FlightOutcome::NotModified => {
-                            let read = self.serve_entry_from_disk(&store, entry, file, size, t0, "revalidated").await;
-                            return read.map(Some);
+                            let read = self.serve_entry_from_disk(&store, entry, file, size, t0, "revalidated", None);
+                            return read.await.map(Some);
                         }
                         FlightOutcome::Read(read) => return Ok(Some(*read)),
                     }
@@ -189,14 +224,13 @@ impl Cache {
         }
         metrics::counter!(telemetry::READS, "tier" => "disk", "outcome" => "miss").increment(1);
         let source = self.source_of(ns, &key)?;
-        match self.join_flight(ns_id, &key, &store, source, validators, t0).await? {
+        match self.join_flight(ns, &key, &store, source, validators, t0).await? {
             FlightOutcome::Read(read) => Ok(Some(*read)),
             // An unconditional fetch ends "not modified" only when it found the entry stored by
             // another flight (here or in another process) after this reader looked.
             FlightOutcome::NotModified => Ok(None),
         }
     }
-
     /// Whether namespace `ns` keeps its blobs somewhere else now than when it was looked up.
     async fn has_moved(&self, ns: &tiercache_index::Namespace) -> Result<bool, Error> {
         match self.namespace_fresh(&ns.name).await {
@@ -214,6 +248,10 @@ impl Cache {
         }
     }
 
+    /// A read of `entry` from the disk tier (or `store`). A small blob is read whole; with `keep`
+    /// (the namespace, and the lookup epoch taken before the entry was looked up), the entry is
+    /// kept in the memory tier with the blob's bytes, so that its next read is one lookup.
+    #[allow(clippy::too_many_arguments)] // One call per outcome; a struct would only rename them.
     async fn serve_entry_from_disk(
         &self,
         store: &crate::storage::Store,
@@ -222,13 +260,13 @@ impl Cache {
         size: u64,
         t0: Instant,
         outcome: &'static str,
+        keep: Option<(&Arc<tiercache_index::Namespace>, u64)>,
     ) -> Result<Read, Error> {
         let entry = match entry.md5 {
             Some(_) => entry,
             // The MD5 is computed from the blob's path: a blob evicted since this reader opened
             // it is still served (from the open file), only without an ETag this once.
             None => match self.md5_in(entry.digest, &store.disk).await {
-                // Not kept in the memory tier: the next read finds the MD5 in the index.
                 Ok(md5) => Arc::new(Entry { md5: Some(md5), ..(*entry).clone() }),
                 Err(e) => {
                     tracing::debug!(digest = %entry.digest, error = %e, "no MD5 for a blob read as it was evicted");
@@ -237,7 +275,19 @@ impl Cache {
             },
         };
         served(Tier::Disk, outcome, t0, size, || entry.key.clone());
-        let body = self.disk_body(entry.digest, file, size).await;
+        let body = match self.small_blob(&file, size) {
+            Some(bytes) => {
+                if let Some((ns, epoch)) = keep
+                    && entry.md5.is_some()
+                {
+                    let held = (bytes.clone(), entry_meta(&entry, Tier::Memory, size));
+                    let hot = HotEntry { ns: Arc::clone(ns), entry: Arc::clone(&entry), held: Some(held) };
+                    self.inner.memory.put_entry(hot, epoch).await;
+                }
+                Body::Memory(bytes)
+            }
+            None => Body::File { file: Arc::new(file), size_bytes: size },
+        };
         Ok(self.entry_read(entry, Tier::Disk, size, body, true))
     }
 
@@ -246,34 +296,21 @@ impl Cache {
     fn entry_read(&self, entry: Arc<Entry>, tier: Tier, size: u64, body: Body, is_held: bool) -> Read {
         self.inner.access.note(Some((entry.ns_id, entry.key.clone())), entry.digest, now_ms());
         let hold = is_held.then(|| Hold::new(&self.inner.quota, Some(entry.digest), Some(entry.ns_id)));
-        let last_modified = entry.validators.last_modified.clone().or_else(|| {
-            Some(http_date(SystemTime::UNIX_EPOCH + Duration::from_millis(entry.created_at.max(0) as u64)))
-        });
-        Read {
-            meta: ReadMeta {
-                tier,
-                size_bytes: Some(size),
-                etag: entry.md5.as_ref().map(|md5| format!("\"{md5}\"")),
-                content_type: entry.content_type.clone(),
-                last_modified,
-                digest: Some(entry.digest),
-            },
-            body,
-            hold,
-        }
+        Read { meta: entry_meta(&entry, tier, size), body, hold }
     }
 
     /// Joins the flight for `(ns_id, key)`, starting it if there is none under way, and waits
     /// until the source has answered (headers only: the body streams afterwards).
     async fn join_flight(
         &self,
-        ns_id: i64,
+        ns: &tiercache_index::Namespace,
         key: &Key,
         store: &Arc<crate::storage::Store>,
         source: Arc<dyn Source>,
         validators: Option<Validators>,
         t0: Instant,
     ) -> Result<FlightOutcome, Error> {
+        let ns_id = ns.id;
         let mut rx = {
             let mut flights = self.inner.flights.lock().unwrap_or_else(|p| p.into_inner());
             let joinable = flights.get(&(ns_id, key.clone())).filter(|rx| match &*rx.borrow() {
@@ -296,9 +333,11 @@ impl Cache {
                     flights.insert((ns_id, key.clone()), rx.clone());
                     let cache = self.clone();
                     let (key, source, store) = (key.clone(), Arc::clone(&source), Arc::clone(store));
+                    let namespace = ns.name.clone();
                     let tasks = &self.inner.flight_tasks;
                     tasks.spawn(async move {
-                        cache.run_flight(ns_id, key, &store, source, validators, Arc::new(tx)).await;
+                        let tx = Arc::new(tx);
+                        cache.run_flight((ns_id, &namespace), key, &store, source, validators, tx).await;
                     });
                     rx
                 }
@@ -338,7 +377,7 @@ impl Cache {
     /// The fetch task of one flight: the only writer of its phase.
     async fn run_flight(
         &self,
-        ns_id: i64,
+        (ns_id, namespace): (i64, &str),
         key: Key,
         store: &crate::storage::Store,
         source: Arc<dyn Source>,
@@ -348,7 +387,7 @@ impl Cache {
         let outcome = {
             let _permit = self.inner.fetch_permits.acquire().await;
             metrics::gauge!(telemetry::INFLIGHT).increment(1.0);
-            let outcome = self.fetch_into_disk(ns_id, &key, store, source.as_ref(), validators, &tx).await;
+            let outcome = self.fetch_into_disk((ns_id, namespace), &key, store, source.as_ref(), validators, &tx).await;
             metrics::gauge!(telemetry::INFLIGHT).decrement(1.0);
             outcome
         };
@@ -380,7 +419,7 @@ impl Cache {
 
     async fn fetch_into_disk(
         &self,
-        ns_id: i64,
+        (ns_id, namespace): (i64, &str),
         key: &Key,
         store: &crate::storage::Store,
         source: &dyn Source,
@@ -406,7 +445,7 @@ impl Cache {
             Fetched::NotModified => {
                 let k = key.clone();
                 self.ix(move |ix| ix.mark_validated(ns_id, &k, now_ms())).await?;
-                self.inner.memory.forget_entry(ns_id, key.as_str()).await;
+                self.inner.memory.forget_entry(namespace, key.as_str()).await;
                 tx.send_replace(Phase::NotModified);
                 return Ok(FetchEnd::NotModified);
             }
@@ -453,7 +492,7 @@ impl Cache {
             content_type: body.meta.content_type.clone(),
             validators: body.meta.validators.clone(),
         };
-        let digest = self.store_finished_in(store, finished, Some(entry), Origin::Fetch).await?;
+        let digest = self.store_finished_in(store, finished, Some((namespace, entry)), Origin::Fetch).await?;
         tx.send_replace(Phase::Done { started, written, digest });
         Ok(FetchEnd::Stored)
     }
@@ -490,6 +529,14 @@ impl Cache {
     }
 }
 
+/// What a read looked up before its pass over the index: the memory tier's entry (without the
+/// blob's bytes, or stale), the lookup epoch taken before it, and when the read began.
+struct Seen {
+    hot: Option<Arc<HotEntry>>,
+    epoch: u64,
+    t0: Instant,
+}
+
 enum FlightOutcome {
     NotModified,
     Read(Box<Read>),
@@ -506,19 +553,35 @@ fn source_read_meta(m: &tiercache_sources::SourceMeta, digest: Option<Digest>) -
     ReadMeta {
         tier: Tier::Source,
         size_bytes: m.size_bytes,
-        etag: m.validators.etag.clone(),
-        content_type: m.content_type.clone(),
-        last_modified: m.validators.last_modified.clone(),
+        etag: m.validators.etag.clone().map(Text::from),
+        content_type: m.content_type.clone().map(Text::from),
+        last_modified: m.validators.last_modified.clone().map(Text::from),
         digest,
     }
 }
 
-/// Headers' facts of a blob read by digest.
-fn blob_meta(tier: Tier, digest: &Digest, size: u64, last_modified: Option<String>) -> ReadMeta {
+/// Headers' facts of a read of `entry` (whose blob has `size` bytes) from `tier`.
+fn entry_meta(entry: &Entry, tier: Tier, size: u64) -> ReadMeta {
+    let last_modified =
+        entry.validators.last_modified.clone().unwrap_or_else(|| {
+            http_date(SystemTime::UNIX_EPOCH + Duration::from_millis(entry.created_at.max(0) as u64))
+        });
     ReadMeta {
         tier,
         size_bytes: Some(size),
-        etag: Some(format!("\"{digest}\"")),
+        etag: entry.md5.as_ref().map(|md5| format!("\"{md5}\"").into()),
+        content_type: entry.content_type.clone().map(Text::from),
+        last_modified: Some(last_modified.into()),
+        digest: Some(entry.digest),
+    }
+}
+
+/// Headers' facts of a blob read by digest.
+fn blob_meta(tier: Tier, digest: &Digest, size: u64, last_modified: Option<Text>) -> ReadMeta {
+    ReadMeta {
+        tier,
+        size_bytes: Some(size),
+        etag: Some(format!("\"{digest}\"").into()),
         content_type: Some("application/octet-stream".into()),
         last_modified,
         digest: Some(*digest),

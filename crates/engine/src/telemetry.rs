@@ -26,7 +26,8 @@ pub(crate) const PASS_THROUGH: &str = "tiercache_disk_pass_through_total";
 pub(crate) const DISK_USED_BYTES: &str = "tiercache_disk_used_bytes";
 /// The disk quota in bytes (absent without one).
 pub(crate) const DISK_QUOTA_BYTES: &str = "tiercache_disk_quota_bytes";
-/// The memory tier: on (1) or off (0), its TTL, and bytes and entries held by `cache`.
+/// The memory tier: on (1) or off (0), its TTL, and the bytes and values (blobs, namespaces,
+/// entries) it holds.
 pub(crate) const MEMORY_ENABLED: &str = "tiercache_memory_enabled";
 pub(crate) const MEMORY_TTL_SECONDS: &str = "tiercache_memory_ttl_seconds";
 pub(crate) const MEMORY_BYTES: &str = "tiercache_memory_bytes";

@@ -3,9 +3,9 @@
 
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
-use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use tiercache_core::{RangeRequest, Resolved};
-use tiercache_engine::{Intent, Read, ReadMeta};
+use tiercache_engine::{Intent, Read, ReadMeta, Text};
 
 /// What a request will want of the body, told to the engine before the read so that a remote tier
 /// verifies those bytes first. A Range header that does not parse means the whole body (the answer
@@ -52,40 +52,50 @@ pub(crate) fn respond(read: Read, method: &Method, req: &HeaderMap) -> Response 
     if let Some(len) = len {
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     }
-    if method == Method::HEAD {
-        return (status, headers).into_response();
-    }
-    let body = match read.read_small(range) {
-        Some(Ok(bytes)) => Body::from(bytes),
-        Some(Err(e)) => return crate::ApiError::Engine(tiercache_engine::Error::from(e)).into_response(),
-        None => Body::from_stream(read.into_stream(range)),
+    let body = if method == Method::HEAD {
+        Body::empty()
+    } else {
+        match read.read_small(range) {
+            Some(Ok(bytes)) => Body::from(bytes),
+            Some(Err(e)) => return crate::ApiError::Engine(tiercache_engine::Error::from(e)).into_response(),
+            None => Body::from_stream(read.into_stream(range)),
+        }
     };
-    (status, headers, body).into_response()
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    *response.headers_mut() = headers;
+    response
 }
 
 fn value_of(s: &str) -> HeaderValue {
     HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
 }
 
+/// A header value sharing `text`'s bytes (no copy), if they make a valid one.
+fn shared_value(text: &Text) -> Option<HeaderValue> {
+    HeaderValue::from_maybe_shared(text.as_bytes().clone()).ok()
+}
+
+const OCTET_STREAM: HeaderValue = HeaderValue::from_static("application/octet-stream");
+const X_TIERCACHE_DIGEST: HeaderName = HeaderName::from_static("x-tiercache-digest");
+const X_TIERCACHE_TIER: HeaderName = HeaderName::from_static("x-tiercache-tier");
+
 /// The headers every answer about this read carries.
 fn describe(meta: &ReadMeta) -> HeaderMap {
-    let mut h = HeaderMap::new();
+    let mut h = HeaderMap::with_capacity(8);
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    if let Some(etag) = meta.etag.as_deref().and_then(|e| HeaderValue::from_str(e).ok()) {
+    if let Some(etag) = meta.etag.as_ref().and_then(shared_value) {
         h.insert(header::ETAG, etag);
     }
-    if let Some(lm) = meta.last_modified.as_deref().and_then(|v| HeaderValue::from_str(v).ok()) {
+    if let Some(lm) = meta.last_modified.as_ref().and_then(shared_value) {
         h.insert(header::LAST_MODIFIED, lm);
     }
-    let ct = meta.content_type.as_deref().unwrap_or("application/octet-stream");
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_str(ct).unwrap_or(HeaderValue::from_static("application/octet-stream")),
-    );
+    h.insert(header::CONTENT_TYPE, meta.content_type.as_ref().and_then(shared_value).unwrap_or(OCTET_STREAM));
     if let Some(d) = meta.digest {
-        h.insert("x-tiercache-digest", value_of(&d.to_string()));
+        let value = HeaderValue::from_maybe_shared(bytes::Bytes::from(d.to_string())).expect("digests are ASCII");
+        h.insert(X_TIERCACHE_DIGEST, value);
     }
-    h.insert("x-tiercache-tier", HeaderValue::from_static(meta.tier.as_str()));
+    h.insert(X_TIERCACHE_TIER, HeaderValue::from_static(meta.tier.as_str()));
     h
 }
 

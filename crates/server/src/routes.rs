@@ -3,11 +3,12 @@
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures::TryStreamExt;
-use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
+use http::request::Parts;
+use http::{HeaderName, HeaderValue, StatusCode, Uri, header};
 use metrics_exporter_prometheus::PrometheusHandle;
 use percent_encoding::percent_decode_str;
 use tiercache_engine::{Cache, Digest, Error};
@@ -70,12 +71,10 @@ fn digest_from(uri: &Uri) -> Result<Digest, ApiError> {
     Ok(decode(raw, "digest")?.parse::<Digest>().map_err(Error::from)?)
 }
 
-async fn get_blob(
-    State(st): State<AppState>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
+// GET and HEAD take the request's parts whole: separate `Method`, `Uri` and `HeaderMap` extractors
+// would copy each of them on every read.
+async fn get_blob(State(st): State<AppState>, req: Request) -> Result<Response, ApiError> {
+    let (Parts { method, uri, headers, .. }, _) = req.into_parts();
     let digest = digest_from(&uri)?;
     let read = st.cache.read_blob_with(&digest, crate::respond::intent(&method, &headers)).await?;
     Ok(respond(read, &method, &headers))
@@ -100,12 +99,8 @@ fn entry_from(uri: &Uri) -> Result<(String, Vec<u8>), ApiError> {
     Ok((namespace, percent_decode_str(key_raw).collect()))
 }
 
-async fn get_entry(
-    State(st): State<AppState>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
+async fn get_entry(State(st): State<AppState>, req: Request) -> Result<Response, ApiError> {
+    let (Parts { method, uri, headers, .. }, _) = req.into_parts();
     let (namespace, key) = entry_from(&uri)?;
     if key.is_empty() {
         return crate::listing::list(&st.cache, &namespace, uri.query().unwrap_or(""), &method).await;

@@ -14,4 +14,4 @@ pub mod shared;
 
 pub use disk::{DiskTier, FinishedBlob, SweepReport, TempBlob};
 pub use evict::EvictionPolicy;
-pub use memory::{MemoryConfig, MemoryStats, MemoryTier};
+pub use memory::{MemoryConfig, MemoryStats, MemoryTier, STRIPES, thread_stripe};

@@ -104,13 +104,17 @@ pub struct MemoryTier<K, V> {
 struct Inner<K, V> {
     name: &'static str,
     /// `None` when the tier is disabled.
-    cache: Option<Cache<K, Stored<V>>>,
+    cache: Option<MokaCache<K, V>>,
     /// The default and longest TTL, already cut to [`MAX_TTL`]; also moka's `time_to_live`.
     ttl: Duration,
     max_bytes: u64,
     /// Shared with moka's eviction listener.
     counters: Arc<Counters>,
 }
+
+/// moka's cache as a tier holds it: foldhash rather than SipHash for its keys (seeded per
+/// process, so keys chosen by clients cannot be made to collide on purpose).
+type MokaCache<K, V> = Cache<K, Stored<V>, foldhash::quality::RandomState>;
 
 /// A value with its deadline.
 #[derive(Clone)]
@@ -145,8 +149,8 @@ struct Counters {
     evictions_metric: metrics::Counter,
 }
 
-/// The number of counter stripes; a thread always counts on the same one.
-const STRIPES: usize = 8;
+/// The number of counter stripes ([`thread_stripe`]).
+pub const STRIPES: usize = 8;
 
 /// One stripe of the hit and miss counts, alone on its cache lines.
 #[derive(Default)]
@@ -156,8 +160,9 @@ struct Stripe {
     misses: AtomicU64,
 }
 
-/// The stripe of the current thread: threads are dealt stripes in turn as they first count.
-fn stripe_index() -> usize {
+/// The stripe (below [`STRIPES`]) of the current thread, for state that threads update often and
+/// read seldom: threads are dealt stripes in turn as they first ask, and a thread keeps its own.
+pub fn thread_stripe() -> usize {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     thread_local! {
         static INDEX: usize = NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES;
@@ -177,12 +182,12 @@ impl Counters {
     }
 
     fn hit(&self) {
-        self.stripes[stripe_index()].hits.fetch_add(1, Ordering::Relaxed);
+        self.stripes[thread_stripe()].hits.fetch_add(1, Ordering::Relaxed);
         self.hits_metric.increment(1);
     }
 
     fn miss(&self) {
-        self.stripes[stripe_index()].misses.fetch_add(1, Ordering::Relaxed);
+        self.stripes[thread_stripe()].misses.fetch_add(1, Ordering::Relaxed);
         self.misses_metric.increment(1);
     }
 
@@ -243,7 +248,7 @@ where
                         listener_counters.eviction();
                     }
                 })
-                .build()
+                .build_with_hasher(foldhash::quality::RandomState::default())
         });
         let inner = Inner { name, cache, ttl, max_bytes: config.max_bytes, counters };
         Self { inner: Arc::new(inner) }
@@ -360,7 +365,7 @@ where
 
     /// The live value under `key`, uncounted. An expired value is removed (and counted as an
     /// eviction) unless a live one replaced it meanwhile.
-    async fn lookup<Q>(&self, cache: &Cache<K, Stored<V>>, key: &Q) -> Option<V>
+    async fn lookup<Q>(&self, cache: &MokaCache<K, V>, key: &Q) -> Option<V>
     where
         K: std::borrow::Borrow<Q>,
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,

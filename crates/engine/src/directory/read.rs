@@ -98,9 +98,9 @@ impl Cache {
         let mut meta = ReadMeta {
             tier: Tier::Source,
             size_bytes: Some(markers.size_bytes),
-            etag: current.as_ref().and_then(|c| c.md5).map(|m| format!("\"{}\"", hex::encode(m))),
-            content_type: Some(content_type(path.as_bytes())),
-            last_modified: Some(http_date(mtime)),
+            etag: current.as_ref().and_then(|c| c.md5).map(|m| format!("\"{}\"", hex::encode(m)).into()),
+            content_type: Some(content_type(path.as_bytes()).into()),
+            last_modified: Some(http_date(mtime).into()),
             digest: current.as_ref().and_then(|c| c.sha256),
         };
         let mut body = Body::File { file: Arc::new(file), size_bytes: markers.size_bytes };
@@ -263,15 +263,16 @@ impl Cache {
             )));
         }
         let key = Key::new(std::str::from_utf8(key).map_err(|_| Error::Invalid("key is not UTF-8".into()))?)?;
-        let (temp, reservation) = self.create_temp(None).await?;
+        let store = self.store_of(&ns).await?;
+        let (temp, reservation) = self.create_temp_in(&store, None).await?;
         let finished = spool(temp, reservation, body, |_| {}).await.map_err(|e| match e {
             SpoolError::Body(e) => Error::Io(format!("upload body failed: {e}")),
             SpoolError::Local(e) => e,
         })?;
         let size_bytes = finished.0.size_bytes;
         let entry = NewEntry { ns_id: ns.id, key: key.to_string(), content_type: None, validators: Default::default() };
-        let digest = self.store_finished(finished, false, Some(entry), Origin::Upload).await?;
-        let md5 = self.md5_of(digest).await?;
+        let digest = self.store_finished_in(&store, finished, Some((&ns.name, entry)), Origin::Upload).await?;
+        let md5 = self.md5_in(digest, &store.disk).await?;
         Ok(Stored { md5, digest, size_bytes })
     }
 
@@ -297,8 +298,10 @@ impl Cache {
             )));
         }
         let key = Key::new(std::str::from_utf8(key).map_err(|_| Error::Invalid("key is not UTF-8".into()))?)?;
-        let id = ns.id;
-        self.ix(move |ix| ix.delete_entry(id, &key)).await
+        let (id, k) = (ns.id, key.clone());
+        let deleted = self.ix(move |ix| ix.delete_entry(id, &k)).await?;
+        self.inner.memory.forget_entry(&ns.name, key.as_str()).await;
+        Ok(deleted)
     }
 
     /// One page of namespace `namespace`'s keys: its files for a directory namespace, its entries
