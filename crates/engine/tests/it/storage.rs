@@ -61,6 +61,16 @@ async fn a_namespace_in_its_own_directory_keeps_its_blobs_there() {
     assert!(!blob_in(&data, &a).exists());
     assert_eq!(read(&cache, "own", "a").await, ("disk", a.clone()));
     assert_eq!(src.counts("a").full, 2, "one fetch per namespace");
+
+    // Uploads into a namespace without a source land in its directory too.
+    let drop_box = dir.path().join("host/drop");
+    cache.create_namespace("drop", None, &stored_in(&drop_box)).await.unwrap();
+    let up = bytes(3, 100_000);
+    let body = futures::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from(up.clone()))]);
+    cache.put_entry("drop", b"up", body).await.unwrap();
+    assert!(blob_in(&drop_box, &up).is_file() && !blob_in(&data, &up).exists());
+    assert_eq!(read(&cache, "drop", "up").await, ("disk", up.clone()));
+    cache.delete_namespace("drop").await.unwrap();
     assert!(cache.verify(false, |_, _| {}).await.unwrap().is_clean(), "the disk tier and the index agree");
 
     // Creating it again keeps its place; another place is refused (that is `migrate`'s job).
