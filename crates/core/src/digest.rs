@@ -49,13 +49,23 @@ impl Digest {
 
     /// The 64 lowercase hex digits, without the algorithm prefix.
     pub fn hex(&self) -> String {
-        const DIGITS: &[u8; 16] = b"0123456789abcdef";
-        let mut out = String::with_capacity(64);
-        for b in self.0 {
-            out.push(DIGITS[usize::from(b >> 4)] as char);
-            out.push(DIGITS[usize::from(b & 0x0f)] as char);
-        }
+        self.with_hex(str::to_owned)
+    }
+
+    /// `sha256:` and the 64 lowercase hex digits, as ASCII bytes (the [`Display`](fmt::Display)
+    /// form without formatting machinery or allocation).
+    pub fn prefixed_ascii(&self) -> [u8; 71] {
+        let mut out = [0u8; 71];
+        out[..7].copy_from_slice(b"sha256:");
+        hex::encode_to_slice(self.0, &mut out[7..]).expect("64 digits for 32 bytes");
         out
+    }
+
+    /// Calls `f` with the 64 lowercase hex digits, formatted on the stack.
+    fn with_hex<T>(&self, f: impl FnOnce(&str) -> T) -> T {
+        let mut buf = [0u8; 64];
+        hex::encode_to_slice(self.0, &mut buf).expect("64 digits for 32 bytes");
+        f(std::str::from_utf8(&buf).expect("hex digits are ASCII"))
     }
 
     /// The raw 32 bytes.
@@ -83,7 +93,8 @@ impl FromStr for Digest {
 
 impl fmt::Display for Digest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "sha256:{}", self.hex())
+        f.write_str("sha256:")?;
+        self.with_hex(|hex| f.write_str(hex))
     }
 }
 

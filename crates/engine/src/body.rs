@@ -99,6 +99,26 @@ impl std::fmt::Display for Text {
     }
 }
 
+/// What a front door derives once from the [`ReadMeta`] of an entry the memory tier holds (its
+/// response headers, say) and reuses for every later read of that entry: the first reader fills
+/// it, and it is dropped with the memory tier's value. It holds one value of any one type; a front
+/// door that finds a value of another type there derives its own on each read.
+#[derive(Clone, Default)]
+pub struct Memo(Arc<std::sync::OnceLock<Box<dyn std::any::Any + Send + Sync>>>);
+
+impl Memo {
+    /// The value kept here, made by `init` if there is none yet; `None` if it is of another type.
+    pub fn get_or_init<T: std::any::Any + Send + Sync>(&self, init: impl FnOnce() -> T) -> Option<&T> {
+        self.0.get_or_init(|| Box::new(init())).downcast_ref()
+    }
+}
+
+impl std::fmt::Debug for Memo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() { "Memo(set)" } else { "Memo(empty)" })
+    }
+}
+
 /// What the front door needs to answer headers.
 #[derive(Debug, Clone)]
 pub struct ReadMeta {
@@ -115,6 +135,8 @@ pub struct ReadMeta {
     pub last_modified: Option<Text>,
     /// The blob's digest, when already known.
     pub digest: Option<Digest>,
+    /// Shared by every read of one entry held by the memory tier; `None` for other reads.
+    pub memo: Option<Memo>,
 }
 
 /// A read in progress: answer headers from [`Read::meta`], then call [`Read::into_stream`].

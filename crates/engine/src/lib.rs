@@ -24,7 +24,7 @@ mod shared_read;
 mod storage;
 mod telemetry;
 
-pub use body::{Read, ReadMeta, Text, Tier};
+pub use body::{Memo, Read, ReadMeta, Text, Tier};
 pub use cache::Cache;
 pub use config::CacheConfig;
 pub use directory::{MAX_LIST_LIMIT, ScanProgress, Stored, UpdateKind, UpdateReport};

@@ -12,7 +12,7 @@ use tiercache_index::{Entry, NewEntry};
 use tiercache_sources::{FetchRequest, Fetched, Source};
 use tokio::sync::watch;
 
-use crate::body::{Body, Read, ReadMeta, Text, Tier};
+use crate::body::{Body, Memo, Read, ReadMeta, Text, Tier};
 use crate::cache::Origin;
 use crate::flight::{Failure, Phase, PhaseSender, SpoolError, Spooled, Started, progress, spool, spool_or_overflow};
 use crate::memory::HotEntry;
@@ -148,17 +148,23 @@ impl Cache {
     /// needs no revalidation.
     fn read_held(&self, hot: &Arc<HotEntry>, t0: Instant) -> Option<Read> {
         let (bytes, meta) = hot.held.as_ref()?;
-        if !self.is_fresh(&hot.ns, &hot.entry) {
+        let now = now_ms();
+        if !self.is_fresh_at(&hot.ns, &hot.entry, now) {
             return None;
         }
-        self.inner.access.note_hot(hot, now_ms());
+        self.inner.access.note_hot(hot, now);
         served(Tier::Memory, "hit", t0, bytes.len() as u64, || hot.entry.key.clone());
         Some(Read { meta: meta.clone(), body: Body::Memory(bytes.clone()), hold: None })
     }
 
     /// Whether `entry` of `ns` may be served without asking its source.
     fn is_fresh(&self, ns: &tiercache_index::Namespace, entry: &Entry) -> bool {
-        let age = Duration::from_millis(now_ms().saturating_sub(entry.validated_at).max(0) as u64);
+        self.is_fresh_at(ns, entry, now_ms())
+    }
+
+    /// [`Cache::is_fresh`] at `now` (ms).
+    fn is_fresh_at(&self, ns: &tiercache_index::Namespace, entry: &Entry, now: i64) -> bool {
+        let age = Duration::from_millis(now.saturating_sub(entry.validated_at).max(0) as u64);
         ns.source.is_none() || age < self.inner.config.revalidate_after
     }
 
@@ -280,7 +286,8 @@ impl Cache {
                 if let Some((ns, epoch)) = keep
                     && entry.md5.is_some()
                 {
-                    let held = (bytes.clone(), entry_meta(&entry, Tier::Memory, size));
+                    let meta = ReadMeta { memo: Some(Memo::default()), ..entry_meta(&entry, Tier::Memory, size) };
+                    let held = (bytes.clone(), meta);
                     let hot = HotEntry { ns: Arc::clone(ns), entry: Arc::clone(&entry), held: Some(held) };
                     self.inner.memory.put_entry(hot, epoch).await;
                 }
@@ -557,6 +564,7 @@ fn source_read_meta(m: &tiercache_sources::SourceMeta, digest: Option<Digest>) -
         content_type: m.content_type.clone().map(Text::from),
         last_modified: m.validators.last_modified.clone().map(Text::from),
         digest,
+        memo: None,
     }
 }
 
@@ -573,6 +581,7 @@ fn entry_meta(entry: &Entry, tier: Tier, size: u64) -> ReadMeta {
         content_type: entry.content_type.clone().map(Text::from),
         last_modified: Some(last_modified.into()),
         digest: Some(entry.digest),
+        memo: None,
     }
 }
 
@@ -585,6 +594,7 @@ fn blob_meta(tier: Tier, digest: &Digest, size: u64, last_modified: Option<Text>
         content_type: Some("application/octet-stream".into()),
         last_modified,
         digest: Some(*digest),
+        memo: None,
     }
 }
 
@@ -593,7 +603,9 @@ pub(crate) fn served(tier: Tier, outcome: &'static str, t0: Instant, bytes: u64,
     let tier_name = tier.as_str();
     if let (Some(m), "hit") = (telemetry::hit(tier), outcome) {
         m.hits.increment(1);
-        m.seconds.record(t0.elapsed().as_secs_f64());
+        if tier != Tier::Memory || telemetry::sample_memory_hit() {
+            m.seconds.record(t0.elapsed().as_secs_f64());
+        }
     } else {
         metrics::counter!(telemetry::READS, "tier" => tier_name, "outcome" => outcome).increment(1);
         metrics::histogram!(telemetry::READ_SECONDS, "tier" => tier_name).record(t0.elapsed().as_secs_f64());

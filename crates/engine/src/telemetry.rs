@@ -12,8 +12,25 @@ pub(crate) const COALESCED: &str = "tiercache_coalesced_waiters_total";
 pub(crate) const INFLIGHT: &str = "tiercache_inflight_fetches";
 /// Errors, by `kind` ([`crate::Error::kind`]).
 pub(crate) const ERRORS: &str = "tiercache_errors_total";
-/// Time to resolve a read (first byte ready), by `tier`.
+/// Time to resolve a read (first byte ready), by `tier`. Memory-tier hits are sampled, one in
+/// [`MEMORY_HIT_SAMPLING`] (per thread): the quantiles hold, the count is that much lower (count
+/// hits with [`READS`]).
 pub(crate) const READ_SECONDS: &str = "tiercache_read_seconds";
+/// One memory-tier hit in this many is timed in [`READ_SECONDS`]: timing every one would cost a
+/// hit a good part of what it costs to answer.
+pub(crate) const MEMORY_HIT_SAMPLING: u32 = 64;
+
+/// Whether to time this memory-tier hit (see [`MEMORY_HIT_SAMPLING`]).
+pub(crate) fn sample_memory_hit() -> bool {
+    thread_local! {
+        static N: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+    }
+    N.with(|n| {
+        let next = n.get().wrapping_add(1);
+        n.set(next);
+        next % MEMORY_HIT_SAMPLING == 1
+    })
+}
 /// Blobs stored in the disk tier, by `origin` (`fetch`, `upload`).
 pub(crate) const BLOBS_STORED: &str = "tiercache_blobs_stored_total";
 /// Blobs evicted from the disk tier, and their bytes.

@@ -4,7 +4,7 @@
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
-use tiercache_core::{RangeRequest, Resolved};
+use tiercache_core::{ByteRange, RangeRequest, Resolved};
 use tiercache_engine::{Intent, Read, ReadMeta, Text};
 
 /// What a request will want of the body, told to the engine before the read so that a remote tier
@@ -21,37 +21,10 @@ pub(crate) fn intent(method: &Method, req: &HeaderMap) -> Intent {
 
 /// Answers `read` for a GET or HEAD with `req` headers.
 pub(crate) fn respond(read: Read, method: &Method, req: &HeaderMap) -> Response {
-    let meta = read.meta.clone();
-    let mut headers = describe(&meta);
-    if let Some(status) = precondition(&meta, req) {
-        if status == StatusCode::NOT_MODIFIED {
-            headers.remove(header::CONTENT_TYPE);
-            return (status, headers).into_response();
-        }
-        return (status, headers, "precondition failed: If-Match does not match the current ETag").into_response();
-    }
-    let mut range = None;
-    let mut status = StatusCode::OK;
-    if let (Some(value), true) = (req.get(header::RANGE), if_range_holds(&meta, req)) {
-        let parsed = value.to_str().map_err(|_| tiercache_core::RangeError::Malformed).and_then(RangeRequest::parse);
-        match (parsed, meta.size_bytes) {
-            (Err(e), size) => return unsatisfiable(headers, size, &e.to_string()),
-            (Ok(None), _) | (Ok(Some(_)), None) => {} // Unknown unit, or size unknown: serve it all.
-            (Ok(Some(req)), Some(size)) => match req.resolve(size) {
-                Ok(Resolved::Partial(r)) => {
-                    status = StatusCode::PARTIAL_CONTENT;
-                    headers.insert(header::CONTENT_RANGE, value_of(&r.content_range(size)));
-                    range = Some(r);
-                }
-                Ok(Resolved::Whole) => {}
-                Err(e) => return unsatisfiable(headers, Some(size), &e.to_string()),
-            },
-        }
-    }
-    let len = range.map(|r| r.len()).or(meta.size_bytes);
-    if let Some(len) = len {
-        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-    }
+    let (status, headers, range) = match decide(&read.meta, req) {
+        Ok(decided) => decided,
+        Err(answer) => return *answer,
+    };
     let body = if method == Method::HEAD {
         Body::empty()
     } else {
@@ -65,6 +38,52 @@ pub(crate) fn respond(read: Read, method: &Method, req: &HeaderMap) -> Response 
     *response.status_mut() = status;
     *response.headers_mut() = headers;
     response
+}
+
+/// The status, headers and range of the answer to a read described by `meta`, or the whole answer
+/// when a precondition or the range decides it (a 304, 412 or 416, without the body).
+fn decide(meta: &ReadMeta, req: &HeaderMap) -> Result<(StatusCode, HeaderMap, Option<ByteRange>), Box<Response>> {
+    let mut headers = describe_once(meta);
+    if let Some(status) = precondition(meta, req) {
+        if status == StatusCode::NOT_MODIFIED {
+            headers.remove(header::CONTENT_TYPE);
+            return Err(Box::new((status, headers).into_response()));
+        }
+        let why = "precondition failed: If-Match does not match the current ETag";
+        return Err(Box::new((status, headers, why).into_response()));
+    }
+    let mut range = None;
+    let mut status = StatusCode::OK;
+    if let (Some(value), true) = (req.get(header::RANGE), if_range_holds(meta, req)) {
+        let parsed = value.to_str().map_err(|_| tiercache_core::RangeError::Malformed).and_then(RangeRequest::parse);
+        match (parsed, meta.size_bytes) {
+            (Err(e), size) => return Err(Box::new(unsatisfiable(headers, size, &e.to_string()))),
+            (Ok(None), _) | (Ok(Some(_)), None) => {} // Unknown unit, or size unknown: serve it all.
+            (Ok(Some(req)), Some(size)) => match req.resolve(size) {
+                Ok(Resolved::Partial(r)) => {
+                    status = StatusCode::PARTIAL_CONTENT;
+                    headers.insert(header::CONTENT_RANGE, value_of(&r.content_range(size)));
+                    range = Some(r);
+                }
+                Ok(Resolved::Whole) => {}
+                Err(e) => return Err(Box::new(unsatisfiable(headers, Some(size), &e.to_string()))),
+            },
+        }
+    }
+    let len = range.map(|r| r.len()).or(meta.size_bytes);
+    if let Some(len) = len {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    }
+    Ok((status, headers, range))
+}
+
+/// [`describe`], built once per entry held by the memory tier (kept in its memo) and copied for
+/// each read of it.
+fn describe_once(meta: &ReadMeta) -> HeaderMap {
+    match meta.memo.as_ref().and_then(|memo| memo.get_or_init(|| describe(meta))) {
+        Some(headers) => headers.clone(),
+        None => describe(meta),
+    }
 }
 
 fn value_of(s: &str) -> HeaderValue {
@@ -92,8 +111,7 @@ fn describe(meta: &ReadMeta) -> HeaderMap {
     }
     h.insert(header::CONTENT_TYPE, meta.content_type.as_ref().and_then(shared_value).unwrap_or(OCTET_STREAM));
     if let Some(d) = meta.digest {
-        let value = HeaderValue::from_maybe_shared(bytes::Bytes::from(d.to_string())).expect("digests are ASCII");
-        h.insert(X_TIERCACHE_DIGEST, value);
+        h.insert(X_TIERCACHE_DIGEST, HeaderValue::from_bytes(&d.prefixed_ascii()).expect("digests are ASCII"));
     }
     h.insert(X_TIERCACHE_TIER, HeaderValue::from_static(meta.tier.as_str()));
     h

@@ -1,6 +1,8 @@
 //! The router: blob and entry routes, `/healthz`, `/metrics`, and the admin endpoints nested at
 //! `/admin` ([`crate::admin`]).
 
+use std::borrow::Cow;
+
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -59,10 +61,10 @@ fn decoded_after<'a>(uri: &'a Uri, prefix: &str) -> Result<&'a str, ApiError> {
         .ok_or_else(|| ApiError::Engine(Error::Invalid(format!("expected a path under {prefix}"))))
 }
 
-fn decode(raw: &str, what: &str) -> Result<String, ApiError> {
+/// `raw` percent-decoded once into UTF-8, borrowed when it has no escapes.
+fn decode<'a>(raw: &'a str, what: &str) -> Result<Cow<'a, str>, ApiError> {
     percent_decode_str(raw)
         .decode_utf8()
-        .map(|s| s.into_owned())
         .map_err(|_| ApiError::Engine(Error::Invalid(format!("{what} is not valid UTF-8 once percent-decoded"))))
 }
 
@@ -92,11 +94,11 @@ async fn put_blob(State(st): State<AppState>, uri: Uri, body: Body) -> Result<Re
 
 /// `/ns/<namespace>/<key>`, split and percent-decoded once; the key as raw bytes (a directory's
 /// file names need not be UTF-8). An empty key means the namespace itself (a listing).
-fn entry_from(uri: &Uri) -> Result<(String, Vec<u8>), ApiError> {
+fn entry_from(uri: &Uri) -> Result<(Cow<'_, str>, Cow<'_, [u8]>), ApiError> {
     let rest = decoded_after(uri, "/ns/")?;
     let (ns_raw, key_raw) = rest.split_once('/').unwrap_or((rest, ""));
     let namespace = decode(ns_raw, "namespace")?;
-    Ok((namespace, percent_decode_str(key_raw).collect()))
+    Ok((namespace, percent_decode_str(key_raw).into()))
 }
 
 async fn get_entry(State(st): State<AppState>, req: Request) -> Result<Response, ApiError> {
@@ -136,6 +138,7 @@ async fn delete_entry(State(st): State<AppState>, uri: Uri) -> Result<Response, 
     if st.cache.delete_entry(&namespace, &key).await? {
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {
-        Err(ApiError::Engine(Error::NoEntry { namespace, key: String::from_utf8_lossy(&key).into_owned() }))
+        let (namespace, key) = (namespace.into_owned(), String::from_utf8_lossy(&key).into_owned());
+        Err(ApiError::Engine(Error::NoEntry { namespace, key }))
     }
 }

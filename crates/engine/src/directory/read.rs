@@ -102,6 +102,7 @@ impl Cache {
             content_type: Some(content_type(path.as_bytes()).into()),
             last_modified: Some(http_date(mtime).into()),
             digest: current.as_ref().and_then(|c| c.sha256),
+            memo: None,
         };
         let mut body = Body::File { file: Arc::new(file), size_bytes: markers.size_bytes };
         if ns.options.copy_to_cache

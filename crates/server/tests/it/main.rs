@@ -213,6 +213,41 @@ async fn entries_read_through_the_source_with_md5_etags() {
     assert_eq!(h.src.counts("dir/a b.bin").full, 1);
 }
 
+/// A small entry held by the memory tier: its headers are built once and reused, so each answer
+/// must still get exactly its own status, range and length.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_tier_hits_answer_ranges_and_conditions_each_on_their_own() {
+    let h = harness().await;
+    let data = bytes(5, 4096);
+    h.src.put("small", data.clone());
+    let mut tier = None;
+    for _ in 0..200 {
+        tier = h.get("/ns/web/small", &[]).await.header("x-tiercache-tier").map(str::to_owned);
+        if tier.as_deref() == Some("memory") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(tier.as_deref(), Some("memory"), "the entry reaches the memory tier");
+    let etag = h.get("/ns/web/small", &[]).await.header("etag").unwrap().to_owned();
+    for _ in 0..2 {
+        let a = h.get("/ns/web/small", &[("range", "bytes=10-19")]).await;
+        assert_eq!((a.status.as_u16(), a.body.as_slice()), (206, &data[10..20]));
+        assert_eq!((a.header("content-range"), a.header("content-length")), (Some("bytes 10-19/4096"), Some("10")));
+        let a = h.get("/ns/web/small", &[("if-none-match", &etag)]).await;
+        assert_eq!((a.status.as_u16(), a.body.len(), a.header("content-type")), (304, 0, None));
+        let a = h.get("/ns/web/small", &[]).await;
+        assert_eq!((a.status.as_u16(), &a.body), (200, &data));
+        assert_eq!((a.header("content-range"), a.header("content-length")), (None, Some("4096")));
+        assert_eq!(
+            (a.header("content-type"), a.header("x-tiercache-tier")),
+            (Some("application/x-test"), Some("memory"))
+        );
+        assert_eq!(a.header("x-tiercache-digest").map(str::to_owned), Some(sha256(&data)));
+    }
+    assert_eq!(h.src.counts("small").full, 1);
+}
+
 /// Hostile and malformed requests: each gets a clear 4xx and changes nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_refused_clearly() {
