@@ -91,10 +91,7 @@ log "building (release): tiercache, examples sha256_speed and dir_lookup"
 cargo build --release -p tiercache
 cargo build --release -p tiercache-core --example sha256_speed
 cargo build --release -p tiercache-engine --example dir_lookup
-TARGET=$(cargo metadata --format-version 1 --no-deps | grep -o '"target_directory":"[^"]*"' | cut -d'"' -f4)
-for b in tiercache examples/sha256_speed examples/dir_lookup; do
-    [ -x "$TARGET/release/$b" ] || die "no $TARGET/release/$b after the build"
-done
+find_release tiercache examples/sha256_speed examples/dir_lookup
 dirty=$(git status --porcelain -- crates Cargo.toml Cargo.lock 2>/dev/null | awk '{print $2}' | tr '\n' ' ' || true)
 BUILT="$(git rev-parse --short HEAD 2>/dev/null || echo '?')${dirty:+ + uncommitted changes to ${dirty% }}"
 echo "built   : $BUILT"

@@ -65,8 +65,7 @@ echo
 log "building (cargo build --release -p tiercache, and the bare_axum example)"
 cargo build --release -p tiercache
 cargo build --release -p tiercache-server --example bare_axum
-TARGET=$(cargo metadata --format-version 1 --no-deps | grep -o '"target_directory":"[^"]*"' | cut -d'"' -f4)
-[ -x "$TARGET/release/tiercache" ] || die "no $TARGET/release/tiercache after the build"
+find_release tiercache examples/bare_axum
 built_line
 echo
 

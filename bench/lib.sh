@@ -41,6 +41,16 @@ built_line() {
     echo "built   : $(git rev-parse --short HEAD 2>/dev/null || echo '?')${dirty:+ + uncommitted changes to ${dirty% } (diff $(git diff HEAD -- crates Cargo.toml Cargo.lock | sha256sum | cut -c1-12))}"
 }
 
+# Cargo's target directory (CARGO_TARGET_DIR or the workspace's), as TARGET, after checking that
+# each named release binary (relative to release/) was built.
+find_release() { # BINARY...
+    local b
+    TARGET=$(cargo metadata --format-version 1 --no-deps | grep -o '"target_directory":"[^"]*"' | cut -d'"' -f4)
+    for b in "$@"; do
+        [ -x "$TARGET/release/$b" ] || die "no $TARGET/release/$b after the build"
+    done
+}
+
 # nginx, wrk and curl, apt-get installed if missing (as root); sets NGINX.
 find_nginx() { command -v nginx 2>/dev/null || { [ -x /usr/sbin/nginx ] && echo /usr/sbin/nginx; } || true; }
 need_web_tools() {

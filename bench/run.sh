@@ -54,8 +54,7 @@ echo
 log "building (cargo build --release)"
 cargo build --release -p tiercache
 cargo build --release -p tiercache-core --example sha256_speed
-TARGET=$(cargo metadata --format-version 1 --no-deps | grep -o '"target_directory":"[^"]*"' | cut -d'"' -f4)
-[ -x "$TARGET/release/tiercache" ] || die "no $TARGET/release/tiercache after the build"
+find_release tiercache examples/sha256_speed
 built_line
 echo
 

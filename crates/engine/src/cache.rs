@@ -387,14 +387,14 @@ impl Cache {
         origin: Origin,
     ) -> Result<Digest, Error> {
         let (digest, size) = (finished.digest, finished.size_bytes);
-        let (namespace, entry) = entry.map_or((None, None), |(n, e)| (Some(n), Some(e)));
+        let named = entry.as_ref().map(|(namespace, e)| (*namespace, e.key.clone()));
+        let entry = entry.map(|(_, e)| e);
         self.ix(move |ix| ix.mark_pending(&digest, size, now_ms())).await?;
         let was_there = self.blocking(move |_| finished.publish()).await?;
-        let key = entry.as_ref().map(|e| e.key.clone());
         let flags = (retain, retain && origin == Origin::Upload);
         self.ix(move |ix| ix.commit_blob(&digest, size, flags, entry.as_ref(), now_ms())).await?;
         reservation.stored(digest, size, was_there, !flags.1);
-        if let (Some(namespace), Some(key)) = (namespace, key) {
+        if let Some((namespace, key)) = named {
             self.inner.memory.forget_entry(namespace, &key).await;
         }
         metrics::counter!(telemetry::BLOBS_STORED, "origin" => origin.as_str()).increment(1);

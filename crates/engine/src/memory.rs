@@ -184,7 +184,12 @@ impl Memory {
     /// it or is seen here.
     pub(crate) async fn put_entry(&self, hot: HotEntry, epoch: u64) {
         let key = entry_key(&hot.ns.name, &hot.entry.key);
-        self.tier.put(key.clone(), MemValue::Entry(Arc::new(hot))).await;
+        self.put_lookup(key, MemValue::Entry(Arc::new(hot)), epoch).await
+    }
+
+    /// Keeps lookup `value`, read in lookup epoch `epoch`, unless a drop came since.
+    async fn put_lookup(&self, key: MemKey, value: MemValue, epoch: u64) {
+        self.tier.put(key.clone(), value).await;
         if self.epoch() != epoch {
             self.tier.delete(&key).await;
         }
@@ -212,10 +217,7 @@ impl Memory {
     /// Keeps `ns`, read in lookup epoch `epoch` (as [`Memory::put_entry`]).
     pub(crate) async fn put_namespace(&self, ns: Arc<Namespace>, epoch: u64) {
         let key = MemKey::Namespace(ns.name.as_str().into());
-        self.tier.put(key.clone(), MemValue::Namespace(ns)).await;
-        if self.epoch() != epoch {
-            self.tier.delete(&key).await;
-        }
+        self.put_lookup(key, MemValue::Namespace(ns), epoch).await
     }
 
     /// Drops the lookup of namespace `name` (found stale).
