@@ -39,6 +39,12 @@ impl Cache {
             let meta = blob_meta(Tier::Memory, digest, size, blob.last_modified);
             return Ok(Read { meta, body: Body::Memory(blob.bytes), hold: None });
         }
+        // Boxed, as for entries: the memory-tier hit's future stays small.
+        Box::pin(self.read_blob_past_memory(digest, intent, t0)).await
+    }
+
+    /// [`Cache::read_blob_with`] once the memory tier could not answer.
+    async fn read_blob_past_memory(&self, digest: &Digest, intent: Intent, t0: Instant) -> Result<Read, Error> {
         // A small, page-cached open and fstat: cheaper inline than a hop to a blocking thread.
         let opened = self.inner.disk.open_blob(digest)?;
         let Some((file, fs_meta)) = opened else {
@@ -108,13 +114,30 @@ impl Cache {
         // A hot entry is answered by this one lookup; a lookup that finds the row without the
         // blob's bytes saves the namespace and index lookups.
         let epoch = self.inner.memory.epoch();
-        let mut hot = match std::str::from_utf8(key) {
+        let hot = match std::str::from_utf8(key) {
             Ok(k) => self.inner.memory.entry(namespace, k).await,
             Err(_) => None,
         };
         if let Some(read) = hot.as_ref().and_then(|h| self.read_held(h, t0)) {
             return Ok(read);
         }
+        // Boxed, so that the hot path's future (which every read's future embeds and callers
+        // move around) stays small.
+        Box::pin(self.read_entry_past_memory(namespace, key, intent, hot, epoch, t0)).await
+    }
+
+    /// [`Cache::read_entry_with`] once the memory tier could not answer: `hot` is the entry's
+    /// row from the memory tier, if it had one (without the bytes, or due for revalidation),
+    /// and `epoch` the lookup epoch taken before that lookup.
+    async fn read_entry_past_memory(
+        &self,
+        namespace: &str,
+        key: &[u8],
+        intent: Intent,
+        mut hot: Option<Arc<HotEntry>>,
+        epoch: u64,
+        t0: Instant,
+    ) -> Result<Read, Error> {
         let mut ns = match &hot {
             Some(h) => Arc::clone(&h.ns),
             None => self.namespace_row(namespace).await?,

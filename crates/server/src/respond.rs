@@ -45,6 +45,7 @@ pub(crate) fn respond(read: Read, method: &Method, req: &HeaderMap) -> Response 
 fn decide(meta: &ReadMeta, req: &HeaderMap) -> Result<(StatusCode, HeaderMap, Option<ByteRange>), Box<Response>> {
     let mut headers = describe_once(meta);
     if let Some(status) = precondition(meta, req) {
+        headers.remove(header::CONTENT_LENGTH);
         if status == StatusCode::NOT_MODIFIED {
             headers.remove(header::CONTENT_TYPE);
             return Err(Box::new((status, headers).into_response()));
@@ -62,6 +63,7 @@ fn decide(meta: &ReadMeta, req: &HeaderMap) -> Result<(StatusCode, HeaderMap, Op
             (Ok(Some(req)), Some(size)) => match req.resolve(size) {
                 Ok(Resolved::Partial(r)) => {
                     status = StatusCode::PARTIAL_CONTENT;
+                    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(r.len()));
                     headers.insert(header::CONTENT_RANGE, value_of(&r.content_range(size)));
                     range = Some(r);
                 }
@@ -70,15 +72,12 @@ fn decide(meta: &ReadMeta, req: &HeaderMap) -> Result<(StatusCode, HeaderMap, Op
             },
         }
     }
-    let len = range.map(|r| r.len()).or(meta.size_bytes);
-    if let Some(len) = len {
-        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-    }
     Ok((status, headers, range))
 }
 
 /// [`describe`], built once per entry held by the memory tier (kept in its memo) and copied for
-/// each read of it.
+/// each read of it. The copy has no room to spare (an insert into it reallocates), so the memo
+/// holds all the headers of the common answer, a 200 with the whole body.
 fn describe_once(meta: &ReadMeta) -> HeaderMap {
     match meta.memo.as_ref().and_then(|memo| memo.get_or_init(|| describe(meta))) {
         Some(headers) => headers.clone(),
@@ -99,7 +98,8 @@ const OCTET_STREAM: HeaderValue = HeaderValue::from_static("application/octet-st
 const X_TIERCACHE_DIGEST: HeaderName = HeaderName::from_static("x-tiercache-digest");
 const X_TIERCACHE_TIER: HeaderName = HeaderName::from_static("x-tiercache-tier");
 
-/// The headers every answer about this read carries.
+/// The headers of a 200 answer with the whole body (the length when known), most of which every
+/// answer about this read carries.
 fn describe(meta: &ReadMeta) -> HeaderMap {
     let mut h = HeaderMap::with_capacity(8);
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
@@ -114,11 +114,15 @@ fn describe(meta: &ReadMeta) -> HeaderMap {
         h.insert(X_TIERCACHE_DIGEST, HeaderValue::from_bytes(&d.prefixed_ascii()).expect("digests are ASCII"));
     }
     h.insert(X_TIERCACHE_TIER, HeaderValue::from_static(meta.tier.as_str()));
+    if let Some(size) = meta.size_bytes {
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+    }
     h
 }
 
 fn unsatisfiable(mut headers: HeaderMap, size: Option<u64>, why: &str) -> Response {
     headers.remove(header::ETAG);
+    headers.remove(header::CONTENT_LENGTH);
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     if let Some(size) = size {
         headers.insert(header::CONTENT_RANGE, value_of(&format!("bytes */{size}")));

@@ -105,7 +105,8 @@ async fn get_entry(State(st): State<AppState>, req: Request) -> Result<Response,
     let (Parts { method, uri, headers, .. }, _) = req.into_parts();
     let (namespace, key) = entry_from(&uri)?;
     if key.is_empty() {
-        return crate::listing::list(&st.cache, &namespace, uri.query().unwrap_or(""), &method).await;
+        // Boxed: the listing's future would otherwise make every entry read's future larger.
+        return Box::pin(crate::listing::list(&st.cache, &namespace, uri.query().unwrap_or(""), &method)).await;
     }
     let read = st.cache.read_entry_with(&namespace, &key, crate::respond::intent(&method, &headers)).await?;
     Ok(respond(read, &method, &headers))

@@ -376,16 +376,15 @@ where
         if stored.is_live(now) {
             return Some(stored.value);
         }
-        let removed = cache
-            .entry_by_ref(key)
-            .and_compute_with(|current| {
-                let op = match current {
-                    Some(entry) if !entry.value().is_live(now) => Op::Remove,
-                    _ => Op::Nop,
-                };
-                std::future::ready(op)
-            })
-            .await;
+        // Boxed: this rare path's future would otherwise make every lookup's future larger.
+        let removed = Box::pin(cache.entry_by_ref(key).and_compute_with(|current| {
+            let op = match current {
+                Some(entry) if !entry.value().is_live(now) => Op::Remove,
+                _ => Op::Nop,
+            };
+            std::future::ready(op)
+        }))
+        .await;
         if matches!(removed, CompResult::Removed(_)) {
             self.inner.counters.eviction();
         }
