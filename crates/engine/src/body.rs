@@ -139,6 +139,33 @@ pub struct ReadMeta {
     pub memo: Option<Memo>,
 }
 
+impl ReadMeta {
+    /// The same facts with their texts in one shared buffer: each read of an entry the memory
+    /// tier holds copies its facts, which then counts one reference for all the texts, not one
+    /// each (on a line that other threads' reads of the entry also write).
+    pub(crate) fn with_shared_texts(mut self) -> ReadMeta {
+        let mut fields = [&mut self.etag, &mut self.content_type, &mut self.last_modified];
+        let total = fields.iter().map(|t| t.as_ref().map_or(0, |t| t.0.len())).sum();
+        let mut buf = BytesMut::with_capacity(total);
+        let mut ends = [0; 3];
+        for (field, end) in fields.iter().zip(&mut ends) {
+            if let Some(t) = field {
+                buf.extend_from_slice(&t.0);
+            }
+            *end = buf.len();
+        }
+        let buf = buf.freeze();
+        let mut start = 0;
+        for (field, end) in fields.iter_mut().zip(ends) {
+            if let Some(t) = field.as_mut() {
+                *t = Text(buf.slice(start..end));
+            }
+            start = end;
+        }
+        self
+    }
+}
+
 /// A read in progress: answer headers from [`Read::meta`], then call [`Read::into_stream`].
 pub struct Read {
     /// Headers' worth of facts.

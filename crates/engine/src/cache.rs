@@ -216,7 +216,7 @@ impl Cache {
     pub async fn flush(&self) -> Result<(), Error> {
         let _one_at_a_time = self.inner.flush_lock.lock().await;
         self.flush_shared_counters().await?;
-        self.publish_gauges();
+        self.publish_metrics();
         let batch = self.inner.access.drain();
         if batch.is_empty() {
             return Ok(());
@@ -255,6 +255,16 @@ impl Cache {
             (deltas, latest)
         };
         self.ix(move |ix| ix.bump_counters(&deltas, &latest)).await
+    }
+
+    /// Brings the metrics up to date: the counts kept per thread (memory-tier hits, misses and
+    /// bytes) and the sizes (the disk tier's use and quota, the memory tier's bytes and entries).
+    /// Runs at every flush of access times; call it before rendering the metrics, so that they
+    /// count every read that has returned.
+    pub fn publish_metrics(&self) {
+        telemetry::publish();
+        self.inner.memory.publish_metrics();
+        self.publish_gauges();
     }
 
     /// Sizes as gauges in `/metrics`: the disk tier's use and quota, the memory tier's bytes and

@@ -42,6 +42,9 @@ pub(crate) struct HotEntry {
     /// The blob's bytes and the headers' facts of a memory-tier read of them, once a read found
     /// the blob small.
     pub(crate) held: Option<(Bytes, ReadMeta)>,
+    /// Until when (ms since the epoch) it may be served without asking its source (`Cache::fresh_until`):
+    /// a hit need not look into the namespace's and the entry's rows.
+    pub(crate) fresh_until_ms: i64,
 }
 
 /// Where a value is kept.
@@ -233,6 +236,11 @@ impl Memory {
     pub(crate) fn forget_lookups(&self) {
         self.epoch.fetch_add(1, Ordering::SeqCst);
         self.tier.clear();
+    }
+
+    /// Brings the tier's hit and miss metrics up to its counts.
+    pub(crate) fn publish_metrics(&self) {
+        self.tier.publish_metrics();
     }
 
     pub(crate) fn report(&self) -> MemoryReport {

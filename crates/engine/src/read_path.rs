@@ -172,7 +172,7 @@ impl Cache {
     fn read_held(&self, hot: &Arc<HotEntry>, t0: Instant) -> Option<Read> {
         let (bytes, meta) = hot.held.as_ref()?;
         let now = now_ms();
-        if !self.is_fresh_at(&hot.ns, &hot.entry, now) {
+        if now >= hot.fresh_until_ms {
             return None;
         }
         self.inner.access.note_hot(hot, now);
@@ -182,13 +182,21 @@ impl Cache {
 
     /// Whether `entry` of `ns` may be served without asking its source.
     fn is_fresh(&self, ns: &tiercache_index::Namespace, entry: &Entry) -> bool {
-        self.is_fresh_at(ns, entry, now_ms())
+        now_ms() < self.fresh_until(ns, entry)
     }
 
-    /// [`Cache::is_fresh`] at `now` (ms).
-    fn is_fresh_at(&self, ns: &tiercache_index::Namespace, entry: &Entry, now: i64) -> bool {
-        let age = Duration::from_millis(now.saturating_sub(entry.validated_at).max(0) as u64);
-        ns.source.is_none() || age < self.inner.config.revalidate_after
+    /// Until when (ms since the epoch, exclusive) `entry` of `ns` may be served without asking its
+    /// source: always for a namespace without one, never with a `revalidate_after` of zero, else
+    /// for `revalidate_after` after the entry was last validated.
+    pub(crate) fn fresh_until(&self, ns: &tiercache_index::Namespace, entry: &Entry) -> i64 {
+        let after = self.inner.config.revalidate_after;
+        if ns.source.is_none() {
+            i64::MAX
+        } else if after.is_zero() {
+            i64::MIN
+        } else {
+            entry.validated_at.saturating_add(i64::try_from(after.as_millis()).unwrap_or(i64::MAX))
+        }
     }
 
     /// One pass of the read path. Returns `Ok(None)` if and only if another flight (in this process
@@ -212,7 +220,8 @@ impl Cache {
                 let k = key.clone();
                 let found = self.ix(move |ix| ix.get_entry(ns_id, &k)).await?.map(Arc::new);
                 if let Some(e) = found.as_ref().filter(|e| e.md5.is_some()) {
-                    let hot = HotEntry { ns: Arc::clone(ns), entry: Arc::clone(e), held: None };
+                    let fresh_until_ms = self.fresh_until(ns, e);
+                    let hot = HotEntry { ns: Arc::clone(ns), entry: Arc::clone(e), held: None, fresh_until_ms };
                     self.inner.memory.put_entry(hot, seen.epoch).await;
                 }
                 found
@@ -310,8 +319,11 @@ impl Cache {
                     && entry.md5.is_some()
                 {
                     let meta = ReadMeta { memo: Some(Memo::default()), ..entry_meta(&entry, Tier::Memory, size) };
+                    let meta = meta.with_shared_texts();
                     let held = (bytes.clone(), meta);
-                    let hot = HotEntry { ns: Arc::clone(ns), entry: Arc::clone(&entry), held: Some(held) };
+                    let fresh_until_ms = self.fresh_until(ns, &entry);
+                    let hot =
+                        HotEntry { ns: Arc::clone(ns), entry: Arc::clone(&entry), held: Some(held), fresh_until_ms };
                     self.inner.memory.put_entry(hot, epoch).await;
                 }
                 Body::Memory(bytes)
@@ -625,7 +637,7 @@ fn blob_meta(tier: Tier, digest: &Digest, size: u64, last_modified: Option<Text>
 pub(crate) fn served(tier: Tier, outcome: &'static str, t0: Instant, bytes: u64, what: impl FnOnce() -> String) {
     let tier_name = tier.as_str();
     if let (Some(m), "hit") = (telemetry::hit(tier), outcome) {
-        m.hits.increment(1);
+        telemetry::count_hit(tier, m);
         if tier != Tier::Memory || telemetry::sample_memory_hit() {
             m.seconds.record(t0.elapsed().as_secs_f64());
         }

@@ -1,6 +1,10 @@
 //! Metric names, in one place, so the dashboard and the code agree.
 
-/// Reads served, by `tier` (`disk`, `source`) and `outcome` (`hit`, `miss`, `fetch`, `coalesced`).
+use tiercache_tiers::StripedCounter;
+
+/// Reads served, by `tier` (`memory`, `disk`, `source`) and `outcome` (`hit`, `miss`, `fetch`,
+/// `coalesced`). Memory-tier hits reach it (and their bytes [`READ_BYTES`]) when
+/// `Cache::publish_metrics` runs: at every access flush, and before the server renders `/metrics`.
 pub(crate) const READS: &str = "tiercache_reads_total";
 /// Body bytes served, by `tier`.
 pub(crate) const READ_BYTES: &str = "tiercache_read_bytes_total";
@@ -83,10 +87,33 @@ pub(crate) fn hit(tier: crate::Tier) -> Option<&'static HitMetrics> {
     }
 }
 
+/// Memory-tier hits and their body bytes, counted per thread: a memory-tier hit costs little
+/// enough that two threads incrementing one shared counter on every hit would cost it a good part
+/// more. [`publish`] hands them on to [`READS`] and [`READ_BYTES`].
+static MEMORY_HITS: StripedCounter = StripedCounter::new();
+static MEMORY_HIT_BYTES: StripedCounter = StripedCounter::new();
+
+/// Counts one hit of `tier` (a local tier).
+pub(crate) fn count_hit(tier: crate::Tier, m: &HitMetrics) {
+    match tier {
+        crate::Tier::Memory => MEMORY_HITS.add(1),
+        _ => m.hits.increment(1),
+    }
+}
+
 /// Counts body bytes served from `tier`.
 pub(crate) fn read_bytes(tier: crate::Tier, n: u64) {
-    match hit(tier) {
-        Some(m) => m.bytes.increment(n),
-        None => metrics::counter!(READ_BYTES, "tier" => tier.as_str()).increment(n),
+    match (tier, hit(tier)) {
+        (crate::Tier::Memory, _) => MEMORY_HIT_BYTES.add(n),
+        (_, Some(m)) => m.bytes.increment(n),
+        (_, None) => metrics::counter!(READ_BYTES, "tier" => tier.as_str()).increment(n),
+    }
+}
+
+/// Brings [`READS`] and [`READ_BYTES`] of the memory tier up to the counts kept per thread.
+pub(crate) fn publish() {
+    if let Some(m) = hit(crate::Tier::Memory) {
+        MEMORY_HITS.publish(&m.hits);
+        MEMORY_HIT_BYTES.publish(&m.bytes);
     }
 }

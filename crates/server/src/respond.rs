@@ -3,6 +3,7 @@
 
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
+use bytes::BytesMut;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use tiercache_core::{ByteRange, RangeRequest, Resolved};
 use tiercache_engine::{Intent, Read, ReadMeta, Text};
@@ -89,33 +90,45 @@ fn value_of(s: &str) -> HeaderValue {
     HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
 }
 
-/// A header value sharing `text`'s bytes (no copy), if they make a valid one.
-fn shared_value(text: &Text) -> Option<HeaderValue> {
-    HeaderValue::from_maybe_shared(text.as_bytes().clone()).ok()
-}
-
 const OCTET_STREAM: HeaderValue = HeaderValue::from_static("application/octet-stream");
 const X_TIERCACHE_DIGEST: HeaderName = HeaderName::from_static("x-tiercache-digest");
 const X_TIERCACHE_TIER: HeaderName = HeaderName::from_static("x-tiercache-tier");
 
+fn text(t: &Option<Text>) -> Option<&[u8]> {
+    t.as_ref().map(|t| t.as_bytes().as_ref())
+}
+
 /// The headers of a 200 answer with the whole body (the length when known), most of which every
-/// answer about this read carries.
+/// answer about this read carries. The values that vary are slices of one buffer: a copy of the
+/// headers (one per read of a held entry) then counts one reference for all of them.
 fn describe(meta: &ReadMeta) -> HeaderMap {
+    let digest = meta.digest.map(|d| d.prefixed_ascii());
+    let length = meta.size_bytes.map(|n| n.to_string());
+    let values: [(HeaderName, Option<&[u8]>); 5] = [
+        (header::ETAG, text(&meta.etag)),
+        (header::LAST_MODIFIED, text(&meta.last_modified)),
+        (header::CONTENT_TYPE, text(&meta.content_type)),
+        (X_TIERCACHE_DIGEST, digest.as_ref().map(|d| &d[..])),
+        (header::CONTENT_LENGTH, length.as_ref().map(|l| l.as_bytes())),
+    ];
+    let mut buf = BytesMut::with_capacity(values.iter().map(|(_, v)| v.map_or(0, <[u8]>::len)).sum());
+    let mut spans = Vec::with_capacity(values.len());
+    for (name, value) in values {
+        if let Some(v) = value {
+            buf.extend_from_slice(v);
+            spans.push((name, buf.len() - v.len()..buf.len()));
+        }
+    }
+    let buf = buf.freeze();
     let mut h = HeaderMap::with_capacity(8);
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    if let Some(etag) = meta.etag.as_ref().and_then(shared_value) {
-        h.insert(header::ETAG, etag);
-    }
-    if let Some(lm) = meta.last_modified.as_ref().and_then(shared_value) {
-        h.insert(header::LAST_MODIFIED, lm);
-    }
-    h.insert(header::CONTENT_TYPE, meta.content_type.as_ref().and_then(shared_value).unwrap_or(OCTET_STREAM));
-    if let Some(d) = meta.digest {
-        h.insert(X_TIERCACHE_DIGEST, HeaderValue::from_bytes(&d.prefixed_ascii()).expect("digests are ASCII"));
-    }
+    h.insert(header::CONTENT_TYPE, OCTET_STREAM);
     h.insert(X_TIERCACHE_TIER, HeaderValue::from_static(meta.tier.as_str()));
-    if let Some(size) = meta.size_bytes {
-        h.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+    for (name, span) in spans {
+        // A value that is not a valid header value (from a source) is left out.
+        if let Ok(v) = HeaderValue::from_maybe_shared(buf.slice(span)) {
+            h.insert(name, v);
+        }
     }
     h
 }

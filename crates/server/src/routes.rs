@@ -49,7 +49,10 @@ pub fn app_with_admin(cache: Cache, metrics: Option<PrometheusHandle>, admin_tok
 
 async fn render_metrics(State(st): State<AppState>) -> Response {
     match st.metrics {
-        Some(h) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], h.render()).into_response(),
+        Some(h) => {
+            st.cache.publish_metrics();
+            ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], h.render()).into_response()
+        }
         None => (StatusCode::NOT_FOUND, "metrics are not enabled\n").into_response(),
     }
 }

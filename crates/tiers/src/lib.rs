@@ -11,7 +11,9 @@ mod disk;
 pub mod evict;
 pub mod memory;
 pub mod shared;
+pub mod striped;
 
 pub use disk::{DiskTier, FinishedBlob, SweepReport, TempBlob};
 pub use evict::EvictionPolicy;
-pub use memory::{MemoryConfig, MemoryStats, MemoryTier, STRIPES, thread_stripe};
+pub use memory::{MemoryConfig, MemoryStats, MemoryTier};
+pub use striped::{STRIPES, StripedCounter, thread_stripe};

@@ -15,7 +15,7 @@ use std::fmt;
 use std::future::Future;
 use std::hash::Hash;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -24,7 +24,11 @@ use moka::notification::RemovalCause;
 use moka::ops::compute::{CompResult, Op};
 use tokio::time::Instant;
 
-/// The names of the memory tier's metrics; each carries the label `cache` (the tier's name).
+use crate::striped::StripedCounter;
+
+/// The names of the memory tier's metrics; each carries the label `cache` (the tier's name). Hits
+/// and misses reach them when [`MemoryTier::publish_metrics`](super::MemoryTier::publish_metrics)
+/// runs; evictions at once.
 pub mod metric {
     /// Lookups that found a live value.
     pub const HITS: &str = "tiercache_memory_hits_total";
@@ -140,40 +144,21 @@ impl<V> Stored<V> {
 
 /// Exact counts and their metric handles.
 struct Counters {
-    /// Hits and misses, spread over stripes on their own cache lines, so that threads counting at
-    /// once seldom write the same line, nor the line of the metric handles every count reads.
-    stripes: [Stripe; STRIPES],
+    /// Hits and misses, counted per thread (every lookup counts one) and handed on to their
+    /// metrics by [`MemoryTier::publish_metrics`].
+    hits: StripedCounter,
+    misses: StripedCounter,
     evictions: AtomicU64,
     hits_metric: metrics::Counter,
     misses_metric: metrics::Counter,
     evictions_metric: metrics::Counter,
 }
 
-/// The number of counter stripes ([`thread_stripe`]).
-pub const STRIPES: usize = 8;
-
-/// One stripe of the hit and miss counts, alone on its cache lines.
-#[derive(Default)]
-#[repr(align(128))]
-struct Stripe {
-    hits: AtomicU64,
-    misses: AtomicU64,
-}
-
-/// The stripe (below [`STRIPES`]) of the current thread, for state that threads update often and
-/// read seldom: threads are dealt stripes in turn as they first ask, and a thread keeps its own.
-pub fn thread_stripe() -> usize {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    thread_local! {
-        static INDEX: usize = NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES;
-    }
-    INDEX.with(|i| *i)
-}
-
 impl Counters {
     fn new(name: &'static str) -> Self {
         Self {
-            stripes: Default::default(),
+            hits: StripedCounter::new(),
+            misses: StripedCounter::new(),
             evictions: AtomicU64::new(0),
             hits_metric: metrics::counter!(metric::HITS, "cache" => name),
             misses_metric: metrics::counter!(metric::MISSES, "cache" => name),
@@ -182,13 +167,11 @@ impl Counters {
     }
 
     fn hit(&self) {
-        self.stripes[thread_stripe()].hits.fetch_add(1, Ordering::Relaxed);
-        self.hits_metric.increment(1);
+        self.hits.add(1);
     }
 
     fn miss(&self) {
-        self.stripes[thread_stripe()].misses.fetch_add(1, Ordering::Relaxed);
-        self.misses_metric.increment(1);
+        self.misses.add(1);
     }
 
     fn eviction(&self) {
@@ -197,11 +180,11 @@ impl Counters {
     }
 
     fn hits(&self) -> u64 {
-        self.stripes.iter().map(|s| s.hits.load(Ordering::Relaxed)).sum()
+        self.hits.get()
     }
 
     fn misses(&self) -> u64 {
-        self.stripes.iter().map(|s| s.misses.load(Ordering::Relaxed)).sum()
+        self.misses.get()
     }
 }
 
@@ -336,6 +319,14 @@ where
             })
             .await?;
         Ok(entry.into_value().value)
+    }
+
+    /// Brings the hit and miss metrics ([`metric`]) up to the counts: they are counted per
+    /// thread and handed on here, not on every lookup. Call before the metrics are read.
+    pub fn publish_metrics(&self) {
+        let c = &self.inner.counters;
+        c.hits.publish(&c.hits_metric);
+        c.misses.publish(&c.misses_metric);
     }
 
     /// The tier's size and counters; see [`MemoryStats`] for which numbers may lag.
