@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures::TryStreamExt;
 use http::request::Parts;
-use http::{HeaderName, HeaderValue, StatusCode, Uri, header};
+use http::{HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use metrics_exporter_prometheus::PrometheusHandle;
 use percent_encoding::percent_decode_str;
 use tiercache_engine::{Cache, Digest, Error};
@@ -40,7 +40,8 @@ pub fn app_with_admin(cache: Cache, metrics: Option<PrometheusHandle>, admin_tok
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(render_metrics))
         .route("/blobs/{digest}", get(get_blob).head(get_blob).put(put_blob))
-        .route("/ns/{*rest}", get(get_entry).head(get_entry).put(put_entry).delete(delete_entry))
+        // `/ns/<namespace>/<key…>` is answered by the fallback (`ns_door`), not a route.
+        .fallback(ns_door)
         .with_state(AppState { cache, metrics })
         // A router nested at `/admin` serves `/admin` and `/admin/…` but not `/admin/` itself.
         .route_service("/admin/", admin.clone().into_service())
@@ -102,6 +103,26 @@ fn entry_from(uri: &Uri) -> Result<(Cow<'_, str>, Cow<'_, [u8]>), ApiError> {
     let (ns_raw, key_raw) = rest.split_once('/').unwrap_or((rest, ""));
     let namespace = decode(ns_raw, "namespace")?;
     Ok((namespace, percent_decode_str(key_raw).into()))
+}
+
+/// `/ns/<namespace>/<key…>` (GET, HEAD, PUT, DELETE; 405 for other methods), and 404 for every
+/// other path no route matched. Dispatched here rather than routed as `/ns/{*rest}`: a route with
+/// a parameter costs every request its extraction (a percent-decoded copy in a map in the
+/// request's extensions), and these handlers read the path themselves.
+async fn ns_door(State(st): State<AppState>, req: Request) -> Response {
+    if req.uri().path().strip_prefix("/ns/").is_none_or(str::is_empty) {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    let answer = match *req.method() {
+        Method::GET | Method::HEAD => get_entry(State(st), req).await,
+        Method::PUT => {
+            let (Parts { uri, .. }, body) = req.into_parts();
+            put_entry(State(st), uri, body).await
+        }
+        Method::DELETE => delete_entry(State(st), req.uri().clone()).await,
+        _ => return (StatusCode::METHOD_NOT_ALLOWED, [(header::ALLOW, "GET,HEAD,PUT,DELETE")]).into_response(),
+    };
+    answer.into_response()
 }
 
 async fn get_entry(State(st): State<AppState>, req: Request) -> Result<Response, ApiError> {

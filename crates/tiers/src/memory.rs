@@ -15,7 +15,6 @@ use std::fmt;
 use std::future::Future;
 use std::hash::Hash;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -26,9 +25,8 @@ use tokio::time::Instant;
 
 use crate::striped::StripedCounter;
 
-/// The names of the memory tier's metrics; each carries the label `cache` (the tier's name). Hits
-/// and misses reach them when [`MemoryTier::publish_metrics`](super::MemoryTier::publish_metrics)
-/// runs; evictions at once.
+/// The names of the memory tier's metrics; each carries the label `cache` (the tier's name). The
+/// counts reach them when [`MemoryTier::publish_metrics`](super::MemoryTier::publish_metrics) runs.
 pub mod metric {
     /// Lookups that found a live value.
     pub const HITS: &str = "tiercache_memory_hits_total";
@@ -142,28 +140,19 @@ impl<V> Stored<V> {
     }
 }
 
-/// Exact counts and their metric handles.
+/// Exact counts, kept per thread (every lookup counts one) and handed on to their metrics by
+/// [`MemoryTier::publish_metrics`].
 struct Counters {
-    /// Hits and misses, counted per thread (every lookup counts one) and handed on to their
-    /// metrics by [`MemoryTier::publish_metrics`].
+    /// The tier's name: the metrics' `cache` label.
+    name: &'static str,
     hits: StripedCounter,
     misses: StripedCounter,
-    evictions: AtomicU64,
-    hits_metric: metrics::Counter,
-    misses_metric: metrics::Counter,
-    evictions_metric: metrics::Counter,
+    evictions: StripedCounter,
 }
 
 impl Counters {
     fn new(name: &'static str) -> Self {
-        Self {
-            hits: StripedCounter::new(),
-            misses: StripedCounter::new(),
-            evictions: AtomicU64::new(0),
-            hits_metric: metrics::counter!(metric::HITS, "cache" => name),
-            misses_metric: metrics::counter!(metric::MISSES, "cache" => name),
-            evictions_metric: metrics::counter!(metric::EVICTIONS, "cache" => name),
-        }
+        Self { name, hits: StripedCounter::new(), misses: StripedCounter::new(), evictions: StripedCounter::new() }
     }
 
     fn hit(&self) {
@@ -175,8 +164,7 @@ impl Counters {
     }
 
     fn eviction(&self) {
-        self.evictions.fetch_add(1, Ordering::Relaxed);
-        self.evictions_metric.increment(1);
+        self.evictions.add(1);
     }
 
     fn hits(&self) -> u64 {
@@ -185,6 +173,15 @@ impl Counters {
 
     fn misses(&self) -> u64 {
         self.misses.get()
+    }
+
+    /// Hands the counts on to the metrics of the recorder installed now. The handles are looked up
+    /// here, not kept: a handle taken before a recorder is installed counts nowhere, ever.
+    fn publish(&self) {
+        let name = self.name;
+        self.hits.publish(&metrics::counter!(metric::HITS, "cache" => name));
+        self.misses.publish(&metrics::counter!(metric::MISSES, "cache" => name));
+        self.evictions.publish(&metrics::counter!(metric::EVICTIONS, "cache" => name));
     }
 }
 
@@ -321,12 +318,10 @@ where
         Ok(entry.into_value().value)
     }
 
-    /// Brings the hit and miss metrics ([`metric`]) up to the counts: they are counted per
-    /// thread and handed on here, not on every lookup. Call before the metrics are read.
+    /// Brings the metrics ([`metric`]) up to the counts: they are counted per thread and handed
+    /// on here, not on every lookup. Call before the metrics are read.
     pub fn publish_metrics(&self) {
-        let c = &self.inner.counters;
-        c.hits.publish(&c.hits_metric);
-        c.misses.publish(&c.misses_metric);
+        self.inner.counters.publish();
     }
 
     /// The tier's size and counters; see [`MemoryStats`] for which numbers may lag.
@@ -341,7 +336,7 @@ where
             ttl: inner.ttl,
             hits: inner.counters.hits(),
             misses: inner.counters.misses(),
-            evictions: inner.counters.evictions.load(Ordering::Relaxed),
+            evictions: inner.counters.evictions.get(),
         }
     }
 

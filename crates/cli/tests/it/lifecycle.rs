@@ -63,6 +63,9 @@ async fn memory_tier_serves_hot_entries_and_no_cache_turns_it_off() {
         }
         let hits = server.metric("tiercache_reads_total{tier=\"memory\",outcome=\"hit\"}").await;
         assert_eq!(hits > 0.0, want_memory_hits, "{flags:?}: {hits} memory hits");
+        // The memory tier's own counts (it also holds the entry's and namespace's rows).
+        let tier_hits = server.metric("tiercache_memory_hits_total{cache=\"memory\"}").await;
+        assert_eq!(tier_hits >= hits && tier_hits > 0.0, want_memory_hits, "{flags:?}: {tier_hits} tier hits");
     }
     assert_eq!(src.counts("hot").full, 1, "every read after the first is a hit");
 }

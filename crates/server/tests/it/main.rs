@@ -298,6 +298,19 @@ async fn bad_input_is_refused_clearly() {
     for p in ["etc/passwd", "a/../x", "a", "k"] {
         assert_eq!(h.src.counts(p).full, 0, "{p}");
     }
+    // Paths without a namespace, and methods the entry routes do not take.
+    for (method, uri, status, allow) in [
+        (Method::GET, "/ns/", 404, None),
+        (Method::GET, "/ns", 404, None),
+        (Method::GET, "/nothing", 404, None),
+        (Method::POST, "/nothing", 404, None),
+        (Method::POST, "/ns/web/k", 405, Some("GET,HEAD,PUT,DELETE")),
+        (Method::OPTIONS, "/ns/web/k", 405, Some("GET,HEAD,PUT,DELETE")),
+        (Method::PATCH, "/blobs/sha256:aa", 405, Some("GET,HEAD,PUT")),
+    ] {
+        let a = h.send(method.clone(), uri, &[], Vec::new()).await;
+        assert_eq!((a.status.as_u16(), a.header("allow")), (status, allow), "{method} {uri}");
+    }
     // An upload whose body does not match its digest is refused and stores nothing.
     let data = bytes(5, 10_000);
     let uri = format!("/blobs/{}", sha256(&data));
