@@ -1,6 +1,7 @@
 //! tiercache's HTTP front door: axum routers over the engine, with no business logic.
 //!
-//! [`app`] builds the whole router (testable without a socket), [`app_with_admin`] the same with
+//! [`app`] builds the whole HTTP API as one service, [`App`] (testable without a socket: entries
+//! straight to their handlers, the rest through an axum router), [`app_with_admin`] the same with
 //! the token-protected admin endpoints at `/admin` (`admin.rs`); [`serve`] runs it on a listener.
 //! HTTP semantics live here: conditional requests, ranges and the headers that describe a read
 //! ([`respond`]); the status for every error is chosen in one place ([`ApiError`]).
@@ -15,7 +16,7 @@ mod routes;
 
 pub use error::{ApiError, AuthFailure};
 pub use metrics_endpoint::install_metrics;
-pub use routes::{app, app_with_admin};
+pub use routes::{App, app, app_with_admin};
 
 use tiercache_engine::Cache;
 
@@ -33,8 +34,10 @@ pub async fn serve(
     if admin_token.is_some() {
         tracing::info!("admin endpoints on at /admin (bearer token)");
     }
-    let router = app_with_admin(cache.clone(), Some(metrics), admin_token);
-    axum::serve(listener, router).with_graceful_shutdown(shutdown).await?;
+    let app = app_with_admin(cache.clone(), Some(metrics), admin_token);
+    axum::serve(listener, axum::ServiceExt::<axum::extract::Request>::into_make_service(app))
+        .with_graceful_shutdown(shutdown)
+        .await?;
     // Fetches keep running after their readers are answered; let them store what they fetched.
     if let Err(e) = cache.settle().await {
         tracing::warn!(error = %e, "cannot record access times at shutdown");

@@ -2,18 +2,21 @@
 //! `/admin` ([`crate::admin`]).
 
 use std::borrow::Cow;
+use std::convert::Infallible;
 
 use axum::Router;
-use axum::body::Body;
+use axum::body::{Body, HttpBody};
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use futures::TryStreamExt;
+use futures::future::BoxFuture;
+use futures::{FutureExt, TryStreamExt};
 use http::request::Parts;
 use http::{HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use metrics_exporter_prometheus::PrometheusHandle;
 use percent_encoding::percent_decode_str;
 use tiercache_engine::{Cache, Digest, Error};
+use tower::ServiceExt;
 
 use crate::ApiError;
 use crate::respond::respond;
@@ -26,7 +29,7 @@ struct AppState {
 
 /// The whole HTTP API over `cache`, with the admin endpoints off. `/metrics` renders `metrics`
 /// when given (404 otherwise). The same as [`app_with_admin`] without a token.
-pub fn app(cache: Cache, metrics: Option<PrometheusHandle>) -> Router {
+pub fn app(cache: Cache, metrics: Option<PrometheusHandle>) -> App {
     app_with_admin(cache, metrics, None)
 }
 
@@ -34,18 +37,81 @@ pub fn app(cache: Cache, metrics: Option<PrometheusHandle>) -> Router {
 /// `admin_token` is given (and not empty), each request authenticated by
 /// `Authorization: Bearer <admin_token>`. Without a token every `/admin` path answers 404, saying
 /// the admin endpoints are off.
-pub fn app_with_admin(cache: Cache, metrics: Option<PrometheusHandle>, admin_token: Option<String>) -> Router {
+pub fn app_with_admin(cache: Cache, metrics: Option<PrometheusHandle>, admin_token: Option<String>) -> App {
     let admin = crate::admin::router(cache.clone(), admin_token);
-    Router::new()
+    let state = AppState { cache, metrics };
+    let router = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(render_metrics))
         .route("/blobs/{digest}", get(get_blob).head(get_blob).put(put_blob))
-        // `/ns/<namespace>/<key…>` is answered by the fallback (`ns_door`), not a route.
-        .fallback(ns_door)
-        .with_state(AppState { cache, metrics })
+        .with_state(state.clone())
         // A router nested at `/admin` serves `/admin` and `/admin/…` but not `/admin/` itself.
         .route_service("/admin/", admin.clone().into_service())
-        .nest("/admin", admin)
+        .nest("/admin", admin);
+    App { state, router }
+}
+
+/// The whole HTTP API as one service (a `tower::Service`; serve it with
+/// `axum::serve(listener, app.into_make_service())`): requests for entries,
+/// `/ns/<namespace>/<key…>`, go straight to their handlers, every other request through the
+/// router (blobs, `/healthz`, `/metrics`, `/admin`).
+///
+/// Entries are not a route of the router because a route with a path parameter costs every
+/// request the parameter's extraction (a percent-decoded copy, in a map in the request's
+/// extensions), and a small hot entry costs little more than that to answer; these handlers read
+/// the path themselves.
+#[derive(Clone)]
+pub struct App {
+    state: AppState,
+    router: Router,
+}
+
+impl tower::Service<Request> for App {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Infallible>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        if req.uri().path().strip_prefix("/ns/").is_some_and(|rest| !rest.is_empty()) {
+            Box::pin(entry_door(self.state.clone(), req).map(Ok))
+        } else {
+            Box::pin(self.router.clone().oneshot(req))
+        }
+    }
+}
+
+/// `/ns/<namespace>/<key…>`: GET, HEAD, PUT, DELETE, and 405 for other methods. Finished as the
+/// router finishes its answers: a `Content-Length` when the body's length is known, and no body
+/// for a HEAD.
+async fn entry_door(st: AppState, req: Request) -> Response {
+    let is_head = req.method() == Method::HEAD;
+    let mut res = entry_answer(st, req).await;
+    if !res.headers().contains_key(header::CONTENT_LENGTH)
+        && let Some(n) = res.body().size_hint().exact()
+    {
+        res.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+    }
+    if is_head {
+        *res.body_mut() = Body::empty();
+    }
+    res
+}
+
+async fn entry_answer(st: AppState, req: Request) -> Response {
+    let answer = match *req.method() {
+        Method::GET | Method::HEAD => get_entry(st, req).await,
+        Method::PUT => {
+            let (Parts { uri, .. }, body) = req.into_parts();
+            put_entry(st, uri, body).await
+        }
+        Method::DELETE => delete_entry(st, req.uri().clone()).await,
+        _ => return (StatusCode::METHOD_NOT_ALLOWED, [(header::ALLOW, "GET,HEAD,PUT,DELETE")]).into_response(),
+    };
+    answer.into_response()
 }
 
 async fn render_metrics(State(st): State<AppState>) -> Response {
@@ -105,27 +171,7 @@ fn entry_from(uri: &Uri) -> Result<(Cow<'_, str>, Cow<'_, [u8]>), ApiError> {
     Ok((namespace, percent_decode_str(key_raw).into()))
 }
 
-/// `/ns/<namespace>/<key…>` (GET, HEAD, PUT, DELETE; 405 for other methods), and 404 for every
-/// other path no route matched. Dispatched here rather than routed as `/ns/{*rest}`: a route with
-/// a parameter costs every request its extraction (a percent-decoded copy in a map in the
-/// request's extensions), and these handlers read the path themselves.
-async fn ns_door(State(st): State<AppState>, req: Request) -> Response {
-    if req.uri().path().strip_prefix("/ns/").is_none_or(str::is_empty) {
-        return StatusCode::NOT_FOUND.into_response();
-    }
-    let answer = match *req.method() {
-        Method::GET | Method::HEAD => get_entry(State(st), req).await,
-        Method::PUT => {
-            let (Parts { uri, .. }, body) = req.into_parts();
-            put_entry(State(st), uri, body).await
-        }
-        Method::DELETE => delete_entry(State(st), req.uri().clone()).await,
-        _ => return (StatusCode::METHOD_NOT_ALLOWED, [(header::ALLOW, "GET,HEAD,PUT,DELETE")]).into_response(),
-    };
-    answer.into_response()
-}
-
-async fn get_entry(State(st): State<AppState>, req: Request) -> Result<Response, ApiError> {
+async fn get_entry(st: AppState, req: Request) -> Result<Response, ApiError> {
     let (Parts { method, uri, headers, .. }, _) = req.into_parts();
     let (namespace, key) = entry_from(&uri)?;
     if key.is_empty() {
@@ -136,7 +182,7 @@ async fn get_entry(State(st): State<AppState>, req: Request) -> Result<Response,
     Ok(respond(read, &method, &headers))
 }
 
-async fn put_entry(State(st): State<AppState>, uri: Uri, body: Body) -> Result<Response, ApiError> {
+async fn put_entry(st: AppState, uri: Uri, body: Body) -> Result<Response, ApiError> {
     let (namespace, key) = entry_from(&uri)?;
     if key.is_empty() {
         return Err(ApiError::Engine(Error::Invalid("expected /ns/<namespace>/<key>".into())));
@@ -155,7 +201,7 @@ async fn put_entry(State(st): State<AppState>, uri: Uri, body: Body) -> Result<R
         .into_response())
 }
 
-async fn delete_entry(State(st): State<AppState>, uri: Uri) -> Result<Response, ApiError> {
+async fn delete_entry(st: AppState, uri: Uri) -> Result<Response, ApiError> {
     let (namespace, key) = entry_from(&uri)?;
     if key.is_empty() {
         return Err(ApiError::Engine(Error::Invalid("expected /ns/<namespace>/<key>".into())));

@@ -1,6 +1,5 @@
 //! HTTP API tests: the router driven without a socket, over a real cache and a real HTTP source.
 
-use axum::Router;
 use axum::body::Body;
 use http::{Method, Request, StatusCode};
 use tiercache_engine::{Cache, CacheConfig};
@@ -11,7 +10,7 @@ mod admin;
 
 struct Harness {
     _dir: tempfile::TempDir,
-    app: Router,
+    app: tiercache_server::App,
     src: Source,
 }
 
