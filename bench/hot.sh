@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Hot small entries over HTTP: tiercache against nginx, in the same run.
 #
-#   bash bench/hot.sh                                          # 1000 x 4 KiB, wrk 3 x 10 s per server
+#   bash bench/hot.sh                                          # 1000 x 4 KiB, wrk 5 x 10 s per server
 #   BENCH_WRK_SECONDS=3 BENCH_WRK_RUNS=1 bash bench/hot.sh     # quick
 #
 # What it measures: BENCH_HOT_COUNT files of BENCH_HOT_KIB KiB of random bytes, served by nginx
@@ -35,7 +35,7 @@ WRK_SECONDS=${BENCH_WRK_SECONDS:-10}      # duration of each measured wrk run
 WRK_WARM=${BENCH_WRK_WARM:-2}             # duration of the wrk warm-up before each measured run
 WRK_THREADS=${BENCH_WRK_THREADS:-2}
 WRK_CONNS=${BENCH_WRK_CONNS:-64}
-WRK_RUNS=${BENCH_WRK_RUNS:-3}             # measured wrk runs per server (median reported)
+WRK_RUNS=${BENCH_WRK_RUNS:-5}             # measured wrk runs per server (median reported)
 BLOBS=${BENCH_HOT_BLOBS:-1}               # also measure /blobs/sha256:<hex> (diagnosis)
 GOAL=${BENCH_HOT_GOAL:-1.2}               # tiercache (memory tier) / nginx
 NGINX_PORT_BASE=${BENCH_NGINX_PORT:-18580}
