@@ -1,5 +1,5 @@
-//! The router: blob and entry routes, `/healthz`, `/metrics`, and the admin endpoints nested at
-//! `/admin` ([`crate::admin`]).
+//! The HTTP API as one service ([`App`]): entry and blob requests straight to their handlers, and
+//! a router for `/healthz`, `/metrics`, and the admin endpoints nested at `/admin` ([`crate::admin`]).
 
 use std::borrow::Cow;
 use std::convert::Infallible;
@@ -43,7 +43,6 @@ pub fn app_with_admin(cache: Cache, metrics: Option<PrometheusHandle>, admin_tok
     let router = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(render_metrics))
-        .route("/blobs/{digest}", get(get_blob).head(get_blob).put(put_blob))
         .with_state(state.clone())
         // A router nested at `/admin` serves `/admin` and `/admin/…` but not `/admin/` itself.
         .route_service("/admin/", admin.clone().into_service())
@@ -52,12 +51,12 @@ pub fn app_with_admin(cache: Cache, metrics: Option<PrometheusHandle>, admin_tok
 }
 
 /// The whole HTTP API as one service (a `tower::Service`; serve it with
-/// `axum::serve(listener, app.into_make_service())`): requests for entries,
-/// `/ns/<namespace>/<key…>`, go straight to their handlers, every other request through the
-/// router (blobs, `/healthz`, `/metrics`, `/admin`).
+/// `axum::serve(listener, app.into_make_service())`): requests for entries
+/// (`/ns/<namespace>/<key…>`) and blobs (`/blobs/<digest>`) go straight to their handlers, every
+/// other request through the router (`/healthz`, `/metrics`, `/admin`, and a 404 for the rest).
 ///
-/// Entries are not a route of the router because a route with a path parameter costs every
-/// request the parameter's extraction (a percent-decoded copy, in a map in the request's
+/// Entries and blobs are not routes of the router because a route with a path parameter costs
+/// every request the parameter's extraction (a percent-decoded copy, in a map in the request's
 /// extensions), and a small hot entry costs little more than that to answer; these handlers read
 /// the path themselves.
 #[derive(Clone)]
@@ -76,20 +75,26 @@ impl tower::Service<Request> for App {
     }
 
     fn call(&mut self, req: Request) -> Self::Future {
-        if req.uri().path().strip_prefix("/ns/").is_some_and(|rest| !rest.is_empty()) {
-            Box::pin(entry_door(self.state.clone(), req).map(Ok))
+        let path = req.uri().path();
+        if path.strip_prefix("/ns/").is_some_and(|rest| !rest.is_empty()) {
+            Box::pin(door(self.state.clone(), req, entry_answer).map(Ok))
+        } else if path.strip_prefix("/blobs/").is_some_and(|rest| !rest.is_empty() && !rest.contains('/')) {
+            Box::pin(door(self.state.clone(), req, blob_answer).map(Ok))
         } else {
             Box::pin(self.router.clone().oneshot(req))
         }
     }
 }
 
-/// `/ns/<namespace>/<key…>`: GET, HEAD, PUT, DELETE, and 405 for other methods. Finished as the
-/// router finishes its answers: a `Content-Length` when the body's length is known, and no body
-/// for a HEAD.
-async fn entry_door(st: AppState, req: Request) -> Response {
+/// Answers `req` with `answer`, finished as the router finishes its answers: a `Content-Length`
+/// when the body's length is known, and no body for a HEAD.
+async fn door<F: Future<Output = Response>>(
+    st: AppState,
+    req: Request,
+    answer: fn(AppState, Request) -> F,
+) -> Response {
     let is_head = req.method() == Method::HEAD;
-    let mut res = entry_answer(st, req).await;
+    let mut res = answer(st, req).await;
     if !res.headers().contains_key(header::CONTENT_LENGTH)
         && let Some(n) = res.body().size_hint().exact()
     {
@@ -101,6 +106,20 @@ async fn entry_door(st: AppState, req: Request) -> Response {
     res
 }
 
+/// `/blobs/sha256:<hex>`: GET, HEAD, PUT, and 405 for other methods.
+async fn blob_answer(st: AppState, req: Request) -> Response {
+    let answer = match *req.method() {
+        Method::GET | Method::HEAD => get_blob(st, req).await,
+        Method::PUT => {
+            let (Parts { uri, .. }, body) = req.into_parts();
+            put_blob(st, uri, body).await
+        }
+        _ => return (StatusCode::METHOD_NOT_ALLOWED, [(header::ALLOW, "GET,HEAD,PUT")]).into_response(),
+    };
+    answer.into_response()
+}
+
+/// `/ns/<namespace>/<key…>`: GET, HEAD, PUT, DELETE, and 405 for other methods.
 async fn entry_answer(st: AppState, req: Request) -> Response {
     let answer = match *req.method() {
         Method::GET | Method::HEAD => get_entry(st, req).await,
@@ -145,14 +164,14 @@ fn digest_from(uri: &Uri) -> Result<Digest, ApiError> {
 
 // GET and HEAD take the request's parts whole: separate `Method`, `Uri` and `HeaderMap` extractors
 // would copy each of them on every read.
-async fn get_blob(State(st): State<AppState>, req: Request) -> Result<Response, ApiError> {
+async fn get_blob(st: AppState, req: Request) -> Result<Response, ApiError> {
     let (Parts { method, uri, headers, .. }, _) = req.into_parts();
     let digest = digest_from(&uri)?;
     let read = st.cache.read_blob_with(&digest, crate::respond::intent(&method, &headers)).await?;
     Ok(respond(read, &method, &headers))
 }
 
-async fn put_blob(State(st): State<AppState>, uri: Uri, body: Body) -> Result<Response, ApiError> {
+async fn put_blob(st: AppState, uri: Uri, body: Body) -> Result<Response, ApiError> {
     let digest = digest_from(&uri)?;
     let stream = body.into_data_stream().map_err(|e| e.to_string());
     let created = st.cache.put_blob(&digest, stream).await?;

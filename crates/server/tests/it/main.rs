@@ -306,6 +306,9 @@ async fn bad_input_is_refused_clearly() {
         (Method::POST, "/ns/web/k", 405, Some("GET,HEAD,PUT,DELETE")),
         (Method::OPTIONS, "/ns/web/k", 405, Some("GET,HEAD,PUT,DELETE")),
         (Method::PATCH, "/blobs/sha256:aa", 405, Some("GET,HEAD,PUT")),
+        (Method::GET, "/blobs/", 404, None),
+        (Method::GET, "/blobs/sha256:aa/b", 404, None),
+        (Method::DELETE, "/blobs/sha256:aa", 405, Some("GET,HEAD,PUT")),
     ] {
         let a = h.send(method.clone(), uri, &[], Vec::new()).await;
         assert_eq!((a.status.as_u16(), a.header("allow")), (status, allow), "{method} {uri}");
