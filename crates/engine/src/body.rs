@@ -65,6 +65,20 @@ impl Text {
     pub fn as_bytes(&self) -> &Bytes {
         &self.0
     }
+
+    /// Copies of `texts` in one shared buffer: whoever clones several of them counts one
+    /// reference for all, not one each (on a line other threads' clones also write).
+    pub fn in_one_buffer<const N: usize>(texts: [Option<&str>; N]) -> [Option<Text>; N] {
+        let mut buf = BytesMut::with_capacity(texts.iter().flatten().map(|t| t.len()).sum());
+        let spans = texts.map(|t| {
+            t.map(|t| {
+                buf.extend_from_slice(t.as_bytes());
+                buf.len() - t.len()..buf.len()
+            })
+        });
+        let buf = buf.freeze();
+        spans.map(|span| span.map(|span| Text(buf.slice(span))))
+    }
 }
 
 impl std::ops::Deref for Text {
@@ -140,28 +154,11 @@ pub struct ReadMeta {
 }
 
 impl ReadMeta {
-    /// The same facts with their texts in one shared buffer: each read of an entry the memory
-    /// tier holds copies its facts, which then counts one reference for all the texts, not one
-    /// each (on a line that other threads' reads of the entry also write).
+    /// The same facts with their texts in one shared buffer ([`Text::in_one_buffer`]): each read
+    /// of an entry the memory tier holds clones its facts.
     pub(crate) fn with_shared_texts(mut self) -> ReadMeta {
-        let mut fields = [&mut self.etag, &mut self.content_type, &mut self.last_modified];
-        let total = fields.iter().map(|t| t.as_ref().map_or(0, |t| t.0.len())).sum();
-        let mut buf = BytesMut::with_capacity(total);
-        let mut ends = [0; 3];
-        for (field, end) in fields.iter().zip(&mut ends) {
-            if let Some(t) = field {
-                buf.extend_from_slice(&t.0);
-            }
-            *end = buf.len();
-        }
-        let buf = buf.freeze();
-        let mut start = 0;
-        for (field, end) in fields.iter_mut().zip(ends) {
-            if let Some(t) = field.as_mut() {
-                *t = Text(buf.slice(start..end));
-            }
-            start = end;
-        }
+        let texts = [self.etag.as_deref(), self.content_type.as_deref(), self.last_modified.as_deref()];
+        [self.etag, self.content_type, self.last_modified] = Text::in_one_buffer(texts);
         self
     }
 }

@@ -269,6 +269,7 @@ impl Cache {
             FlightOutcome::NotModified => Ok(None),
         }
     }
+
     /// Whether namespace `ns` keeps its blobs somewhere else now than when it was looked up.
     async fn has_moved(&self, ns: &tiercache_index::Namespace) -> Result<bool, Error> {
         match self.namespace_fresh(&ns.name).await {

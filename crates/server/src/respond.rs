@@ -3,7 +3,6 @@
 
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
-use bytes::BytesMut;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use tiercache_core::{ByteRange, RangeRequest, Resolved};
 use tiercache_engine::{Intent, Read, ReadMeta, Text};
@@ -94,39 +93,28 @@ const OCTET_STREAM: HeaderValue = HeaderValue::from_static("application/octet-st
 const X_TIERCACHE_DIGEST: HeaderName = HeaderName::from_static("x-tiercache-digest");
 const X_TIERCACHE_TIER: HeaderName = HeaderName::from_static("x-tiercache-tier");
 
-fn text(t: &Option<Text>) -> Option<&[u8]> {
-    t.as_ref().map(|t| t.as_bytes().as_ref())
-}
-
 /// The headers of a 200 answer with the whole body (the length when known), most of which every
-/// answer about this read carries. The values that vary are slices of one buffer: a copy of the
-/// headers (one per read of a held entry) then counts one reference for all of them.
+/// answer about this read carries. The values that vary share one buffer ([`Text::in_one_buffer`]):
+/// a copy of the headers (one per read of a held entry) then counts one reference for all of them.
 fn describe(meta: &ReadMeta) -> HeaderMap {
     let digest = meta.digest.map(|d| d.prefixed_ascii());
+    let digest = digest.as_ref().map(|d| std::str::from_utf8(d).expect("a digest is ASCII"));
     let length = meta.size_bytes.map(|n| n.to_string());
-    let values: [(HeaderName, Option<&[u8]>); 5] = [
-        (header::ETAG, text(&meta.etag)),
-        (header::LAST_MODIFIED, text(&meta.last_modified)),
-        (header::CONTENT_TYPE, text(&meta.content_type)),
-        (X_TIERCACHE_DIGEST, digest.as_ref().map(|d| &d[..])),
-        (header::CONTENT_LENGTH, length.as_ref().map(|l| l.as_bytes())),
-    ];
-    let mut buf = BytesMut::with_capacity(values.iter().map(|(_, v)| v.map_or(0, <[u8]>::len)).sum());
-    let mut spans = Vec::with_capacity(values.len());
-    for (name, value) in values {
-        if let Some(v) = value {
-            buf.extend_from_slice(v);
-            spans.push((name, buf.len() - v.len()..buf.len()));
-        }
-    }
-    let buf = buf.freeze();
+    let names = [header::ETAG, header::LAST_MODIFIED, header::CONTENT_TYPE, X_TIERCACHE_DIGEST, header::CONTENT_LENGTH];
+    let values = Text::in_one_buffer([
+        meta.etag.as_deref(),
+        meta.last_modified.as_deref(),
+        meta.content_type.as_deref(),
+        digest,
+        length.as_deref(),
+    ]);
     let mut h = HeaderMap::with_capacity(8);
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     h.insert(header::CONTENT_TYPE, OCTET_STREAM);
     h.insert(X_TIERCACHE_TIER, HeaderValue::from_static(meta.tier.as_str()));
-    for (name, span) in spans {
+    for (name, value) in names.into_iter().zip(values) {
         // A value that is not a valid header value (from a source) is left out.
-        if let Ok(v) = HeaderValue::from_maybe_shared(buf.slice(span)) {
+        if let Some(v) = value.and_then(|v| HeaderValue::from_maybe_shared(v.as_bytes().clone()).ok()) {
             h.insert(name, v);
         }
     }

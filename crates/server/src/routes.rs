@@ -88,13 +88,13 @@ impl tower::Service<Request> for App {
 
 /// Answers `req` with `answer`, finished as the router finishes its answers: a `Content-Length`
 /// when the body's length is known, and no body for a HEAD.
-async fn door<F: Future<Output = Response>>(
+async fn door<F: Future<Output = Result<Response, ApiError>>>(
     st: AppState,
     req: Request,
     answer: fn(AppState, Request) -> F,
 ) -> Response {
     let is_head = req.method() == Method::HEAD;
-    let mut res = answer(st, req).await;
+    let mut res = answer(st, req).await.into_response();
     if !res.headers().contains_key(header::CONTENT_LENGTH)
         && let Some(n) = res.body().size_hint().exact()
     {
@@ -106,31 +106,29 @@ async fn door<F: Future<Output = Response>>(
     res
 }
 
+// Writes are boxed in the doors below: their futures would otherwise make every read's larger.
+
 /// `/blobs/sha256:<hex>`: GET, HEAD, PUT, and 405 for other methods.
-async fn blob_answer(st: AppState, req: Request) -> Response {
-    let answer = match *req.method() {
+async fn blob_answer(st: AppState, req: Request) -> Result<Response, ApiError> {
+    match *req.method() {
         Method::GET | Method::HEAD => get_blob(st, req).await,
-        Method::PUT => {
-            let (Parts { uri, .. }, body) = req.into_parts();
-            put_blob(st, uri, body).await
-        }
-        _ => return (StatusCode::METHOD_NOT_ALLOWED, [(header::ALLOW, "GET,HEAD,PUT")]).into_response(),
-    };
-    answer.into_response()
+        Method::PUT => Box::pin(put_blob(st, req)).await,
+        _ => Ok(not_allowed("GET,HEAD,PUT")),
+    }
 }
 
 /// `/ns/<namespace>/<key…>`: GET, HEAD, PUT, DELETE, and 405 for other methods.
-async fn entry_answer(st: AppState, req: Request) -> Response {
-    let answer = match *req.method() {
+async fn entry_answer(st: AppState, req: Request) -> Result<Response, ApiError> {
+    match *req.method() {
         Method::GET | Method::HEAD => get_entry(st, req).await,
-        Method::PUT => {
-            let (Parts { uri, .. }, body) = req.into_parts();
-            put_entry(st, uri, body).await
-        }
-        Method::DELETE => delete_entry(st, req.uri().clone()).await,
-        _ => return (StatusCode::METHOD_NOT_ALLOWED, [(header::ALLOW, "GET,HEAD,PUT,DELETE")]).into_response(),
-    };
-    answer.into_response()
+        Method::PUT => Box::pin(put_entry(st, req)).await,
+        Method::DELETE => Box::pin(delete_entry(st, req)).await,
+        _ => Ok(not_allowed("GET,HEAD,PUT,DELETE")),
+    }
+}
+
+fn not_allowed(allow: &'static str) -> Response {
+    (StatusCode::METHOD_NOT_ALLOWED, [(header::ALLOW, allow)]).into_response()
 }
 
 async fn render_metrics(State(st): State<AppState>) -> Response {
@@ -171,7 +169,8 @@ async fn get_blob(st: AppState, req: Request) -> Result<Response, ApiError> {
     Ok(respond(read, &method, &headers))
 }
 
-async fn put_blob(st: AppState, uri: Uri, body: Body) -> Result<Response, ApiError> {
+async fn put_blob(st: AppState, req: Request) -> Result<Response, ApiError> {
+    let (Parts { uri, .. }, body) = req.into_parts();
     let digest = digest_from(&uri)?;
     let stream = body.into_data_stream().map_err(|e| e.to_string());
     let created = st.cache.put_blob(&digest, stream).await?;
@@ -201,7 +200,8 @@ async fn get_entry(st: AppState, req: Request) -> Result<Response, ApiError> {
     Ok(respond(read, &method, &headers))
 }
 
-async fn put_entry(st: AppState, uri: Uri, body: Body) -> Result<Response, ApiError> {
+async fn put_entry(st: AppState, req: Request) -> Result<Response, ApiError> {
+    let (Parts { uri, .. }, body) = req.into_parts();
     let (namespace, key) = entry_from(&uri)?;
     if key.is_empty() {
         return Err(ApiError::Engine(Error::Invalid("expected /ns/<namespace>/<key>".into())));
@@ -220,8 +220,8 @@ async fn put_entry(st: AppState, uri: Uri, body: Body) -> Result<Response, ApiEr
         .into_response())
 }
 
-async fn delete_entry(st: AppState, uri: Uri) -> Result<Response, ApiError> {
-    let (namespace, key) = entry_from(&uri)?;
+async fn delete_entry(st: AppState, req: Request) -> Result<Response, ApiError> {
+    let (namespace, key) = entry_from(req.uri())?;
     if key.is_empty() {
         return Err(ApiError::Engine(Error::Invalid("expected /ns/<namespace>/<key>".into())));
     }

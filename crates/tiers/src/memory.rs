@@ -97,8 +97,8 @@ pub fn weigh_bytes<K>(_key: &K, value: &Bytes) -> u32 {
 /// [`get`](Self::get) returns `None`, [`put`](Self::put) drops the value, and
 /// [`get_or_insert_with`](Self::get_or_insert_with) runs its `init` on every call.
 ///
-/// The metric handles are taken from the `metrics` recorder installed when [`new`](Self::new) runs,
-/// so install the recorder first.
+/// The counts reach the `metrics` recorder installed when
+/// [`publish_metrics`](Self::publish_metrics) runs, whenever the tier was made.
 pub struct MemoryTier<K, V> {
     inner: Arc<Inner<K, V>>,
 }
@@ -142,47 +142,11 @@ impl<V> Stored<V> {
 
 /// Exact counts, kept per thread (every lookup counts one) and handed on to their metrics by
 /// [`MemoryTier::publish_metrics`].
+#[derive(Default)]
 struct Counters {
-    /// The tier's name: the metrics' `cache` label.
-    name: &'static str,
     hits: StripedCounter,
     misses: StripedCounter,
     evictions: StripedCounter,
-}
-
-impl Counters {
-    fn new(name: &'static str) -> Self {
-        Self { name, hits: StripedCounter::new(), misses: StripedCounter::new(), evictions: StripedCounter::new() }
-    }
-
-    fn hit(&self) {
-        self.hits.add(1);
-    }
-
-    fn miss(&self) {
-        self.misses.add(1);
-    }
-
-    fn eviction(&self) {
-        self.evictions.add(1);
-    }
-
-    fn hits(&self) -> u64 {
-        self.hits.get()
-    }
-
-    fn misses(&self) -> u64 {
-        self.misses.get()
-    }
-
-    /// Hands the counts on to the metrics of the recorder installed now. The handles are looked up
-    /// here, not kept: a handle taken before a recorder is installed counts nowhere, ever.
-    fn publish(&self) {
-        let name = self.name;
-        self.hits.publish(&metrics::counter!(metric::HITS, "cache" => name));
-        self.misses.publish(&metrics::counter!(metric::MISSES, "cache" => name));
-        self.evictions.publish(&metrics::counter!(metric::EVICTIONS, "cache" => name));
-    }
 }
 
 impl<K, V> Clone for MemoryTier<K, V> {
@@ -212,7 +176,7 @@ where
     ///
     /// A weight of 0 counts as 1, so that every entry counts against the bound.
     pub fn new(name: &'static str, config: &MemoryConfig, weigher: fn(&K, &V) -> u32) -> Self {
-        let counters = Arc::new(Counters::new(name));
+        let counters = Arc::new(Counters::default());
         let ttl = config.ttl.min(MAX_TTL);
         let cache = config.is_enabled.then(|| {
             let listener_counters = Arc::clone(&counters);
@@ -225,7 +189,7 @@ where
                     // `Expired` and `Size` only; an expired value that `get` removes itself is
                     // counted there, as its removal here reads as `Explicit`.
                     if cause.was_evicted() {
-                        listener_counters.eviction();
+                        listener_counters.evictions.add(1);
                     }
                 })
                 .build_with_hasher(foldhash::quality::RandomState::default())
@@ -246,8 +210,8 @@ where
         let cache = self.inner.cache.as_ref()?;
         let found = self.lookup(cache, key).await;
         match found {
-            Some(_) => self.inner.counters.hit(),
-            None => self.inner.counters.miss(),
+            Some(_) => self.inner.counters.hits.add(1),
+            None => self.inner.counters.misses.add(1),
         }
         found
     }
@@ -302,10 +266,10 @@ where
         // The fast path first: it also removes an expired value, which `or_try_insert_with` would
         // otherwise return as if it were live.
         if let Some(value) = self.lookup(cache, &key).await {
-            self.inner.counters.hit();
+            self.inner.counters.hits.add(1);
             return Ok(value);
         }
-        self.inner.counters.miss();
+        self.inner.counters.misses.add(1);
         let ttl = self.entry_ttl(ttl);
         let entry = cache
             .entry(key)
@@ -320,8 +284,14 @@ where
 
     /// Brings the metrics ([`metric`]) up to the counts: they are counted per thread and handed
     /// on here, not on every lookup. Call before the metrics are read.
+    ///
+    /// The handles are looked up here, not kept: one taken before a recorder is installed (by a
+    /// tier made before the server starts) would count nowhere, ever.
     pub fn publish_metrics(&self) {
-        self.inner.counters.publish();
+        let (name, c) = (self.inner.name, &self.inner.counters);
+        c.hits.publish(&metrics::counter!(metric::HITS, "cache" => name));
+        c.misses.publish(&metrics::counter!(metric::MISSES, "cache" => name));
+        c.evictions.publish(&metrics::counter!(metric::EVICTIONS, "cache" => name));
     }
 
     /// The tier's size and counters; see [`MemoryStats`] for which numbers may lag.
@@ -334,8 +304,8 @@ where
             bytes,
             max_bytes: inner.max_bytes,
             ttl: inner.ttl,
-            hits: inner.counters.hits(),
-            misses: inner.counters.misses(),
+            hits: inner.counters.hits.get(),
+            misses: inner.counters.misses.get(),
             evictions: inner.counters.evictions.get(),
         }
     }
@@ -372,7 +342,7 @@ where
         }))
         .await;
         if matches!(removed, CompResult::Removed(_)) {
-            self.inner.counters.eviction();
+            self.inner.counters.evictions.add(1);
         }
         None
     }
