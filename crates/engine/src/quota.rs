@@ -1,4 +1,4 @@
-//! The disk quota: bytes reserved before a write begins, eviction when a reservation does not fit
+//! The disk quota (layer 1): bytes reserved before a write begins, eviction when a reservation does not fit
 //! (and in the background above the high watermark), and what protects a blob from eviction.
 //!
 //! Invariant: `used + reserved ≤ quota` whenever this process reserves; a writer holds a
@@ -17,38 +17,15 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+
 
 use tiercache_core::Digest;
 use tiercache_index::{Index, IndexError};
 use tiercache_tiers::{DiskTier, EvictionPolicy};
 use tokio::time::Instant;
 
+use crate::config::DiskLimits;
 use crate::telemetry;
-
-/// Limits of the disk tier.
-#[derive(Debug, Clone)]
-pub struct DiskLimits {
-    /// Most bytes of blobs (and temp files being written) the disk tier may hold; `None`: no limit.
-    pub quota_bytes: Option<u64>,
-    /// Background eviction starts above this fraction of the quota …
-    pub high_watermark: f64,
-    /// … and evicts down to this fraction. Eviction on the write path aims for it too.
-    pub low_watermark: f64,
-    /// Blobs stored this recently are not evicted.
-    pub protect_new: Duration,
-}
-
-impl Default for DiskLimits {
-    fn default() -> DiskLimits {
-        DiskLimits {
-            quota_bytes: None,
-            high_watermark: 0.95,
-            low_watermark: 0.90,
-            protect_new: Duration::from_secs(10),
-        }
-    }
-}
 
 /// A reservation that cannot fit: the blob is served without being stored.
 #[derive(Debug, Clone, PartialEq, Eq)]

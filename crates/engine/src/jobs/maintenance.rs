@@ -1,26 +1,23 @@
-//! Maintenance: start-up recovery and index rebuild, `stats`, `cleanup`, `verify`, `vacuum`.
+//! Maintenance (layer 4): start-up recovery and index rebuild, `stats`, `cleanup`, `verify`,
+//! `vacuum`.
+//!
+//! Invariant: the index is a replica: recovery reconciles its pending rows with the disk tier on
+//! every open, and a missing or reset index is rebuilt from the disk tier and the namespace
+//! definitions.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use serde::Serialize;
-use tiercache_core::{Digest, Hasher, NamespaceName, now_ms};
+use tiercache_core::{Digest, NamespaceName, now_ms};
 use tiercache_index::{BlobState, Stats};
 
-use crate::namespaces::{Definition, definitions_dir};
-use crate::{Cache, Error};
-
-/// What `cleanup` (and namespace deletion) removed.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct CleanupReport {
-    /// Entries removed.
-    pub n_entries: u64,
-    /// Blob files removed (no namespace referenced them any more).
-    pub n_blobs: u64,
-    /// Bytes those blobs held.
-    pub bytes: u64,
-}
+use super::Jobs;
+use crate::Error;
+use crate::blocking::blocking;
+use crate::namespaces::read_definitions;
+use crate::store::CleanupReport;
 
 /// `stats`: the index's totals plus the database file's size.
 #[derive(Debug, Clone, Serialize)]
@@ -87,48 +84,38 @@ impl VerifyReport {
     }
 }
 
-/// Start-up work on every open; see [`Cache::open`].
-pub(crate) async fn recover(cache: &Cache, index_created: bool) -> Result<(), Error> {
-    let swept = cache.blocking(|disk| disk.sweep_temp()).await?;
+impl Jobs {
+/// Start-up work on every open (`Cache::open`): temp files of dead processes are removed and
+/// pending blob rows reconciled with the disk tier; a new or reset index is rebuilt.
+pub(crate) async fn recover(&self, index_created: bool) -> Result<(), Error> {
+    let disk = self.stores.managed().disk.clone();
+    let swept = blocking(move || disk.sweep_temp()).await?;
     if swept.n_removed > 0 {
         tracing::info!(files = swept.n_removed, bytes = swept.bytes, "removed temp files left by stopped processes");
     }
-    let pending = cache.ix(|ix| ix.pending_blobs()).await?;
+    let pending = self.ix.run(|ix| ix.pending_blobs()).await?;
     if !pending.is_empty() {
-        let disk = cache.inner.disk.clone();
+        let disk = self.stores.managed().disk.clone();
         let (present, gone): (Vec<_>, Vec<_>) = pending.into_iter().partition(|d| disk.contains(d));
         let sized: Vec<(Digest, u64)> =
             present.iter().filter_map(|d| std::fs::metadata(disk.blob_path(d)).ok().map(|m| (*d, m.len()))).collect();
         tracing::info!(adopted = sized.len(), dropped = gone.len(), "reconciled blobs pending at the last stop");
         let now = now_ms();
-        cache.ix(move |ix| ix.adopt_blobs(&sized, now)).await?;
-        cache.ix(move |ix| ix.forget_blobs(&gone)).await?;
+        self.ix.run(move |ix| ix.adopt_blobs(&sized, now)).await?;
+        self.ix.run(move |ix| ix.forget_blobs(&gone)).await?;
     }
     if index_created {
-        rebuild(cache).await?;
+        self.rebuild().await?;
     }
     Ok(())
 }
 
 /// Rebuilds a new, empty index from the namespace definitions and the disk tier.
-async fn rebuild(cache: &Cache) -> Result<(), Error> {
-    let dir = definitions_dir(cache);
-    let defs: Vec<Definition> = cache
-        .blocking(move |_| {
-            let mut defs = Vec::new();
-            let Ok(rd) = std::fs::read_dir(&dir) else { return Ok(defs) };
-            for f in rd.flatten() {
-                if f.path().extension().is_some_and(|e| e == "json") {
-                    match std::fs::read(f.path()).map(|b| serde_json::from_slice::<Definition>(&b)) {
-                        Ok(Ok(def)) => defs.push(def),
-                        _ => tracing::warn!(file = %f.path().display(), "skipping unreadable namespace definition"),
-                    }
-                }
-            }
-            Ok(defs)
-        })
-        .await?;
-    let listed = cache.blocking(|disk| disk.list()).await?;
+async fn rebuild(&self) -> Result<(), Error> {
+    let data_dir = self.stores.data_dir().to_owned();
+    let defs = blocking(move || Ok(read_definitions(&data_dir))).await?;
+    let disk = self.stores.managed().disk.clone();
+    let listed = blocking(move || disk.list()).await?;
     if defs.is_empty() && listed.is_empty() {
         return Ok(()); // A brand-new data directory.
     }
@@ -139,8 +126,8 @@ async fn rebuild(cache: &Cache) -> Result<(), Error> {
     );
     for def in defs {
         let Ok(name) = NamespaceName::new(&def.name) else { continue };
-        cache
-            .ix(move |ix| {
+        self.ix
+            .run(move |ix| {
                 let (ns, _) = ix.put_namespace(&name, def.source.as_deref(), &def.options, now_ms())?;
                 for key in &def.pins {
                     ix.put_pin(ns.id, key)?;
@@ -154,7 +141,7 @@ async fn rebuild(cache: &Cache) -> Result<(), Error> {
     let t0 = Instant::now();
     for (i, batch) in blobs.chunks(1000).enumerate() {
         let batch = batch.to_vec();
-        cache.ix(move |ix| ix.adopt_blobs(&batch, now_ms())).await?;
+        self.ix.run(move |ix| ix.adopt_blobs(&batch, now_ms())).await?;
         let done = (i * 1000 + 1000).min(total);
         tracing::info!(done, total, "rebuilding index: {}%", done * 100 / total.max(1));
     }
@@ -166,32 +153,18 @@ async fn rebuild(cache: &Cache) -> Result<(), Error> {
     Ok(())
 }
 
-impl Cache {
-    /// The disk quota as this process accounts it, and what eviction did.
-    pub fn quota_stats(&self) -> crate::QuotaStats {
-        self.inner.quota.stats()
-    }
-
-    /// The memory tier's sizes and counters (this process's: the memory tier is not shared).
-    pub fn memory_stats(&self) -> crate::MemoryReport {
-        self.inner.memory.report()
-    }
-
     /// Totals, overall and per namespace (or just `only_ns`).
-    pub async fn stats(&self, only_ns: Option<&str>) -> Result<StatsReport, Error> {
+    pub(crate) async fn stats(&self, only_ns: Option<&str>) -> Result<StatsReport, Error> {
         if let Some(ns) = only_ns {
-            let name = NamespaceName::new(ns)?.as_str().to_owned();
-            if self.ix(move |ix| ix.get_namespace(&name)).await?.is_none() {
-                return Err(Error::NoNamespace(ns.to_owned()));
-            }
+            self.namespaces.fresh(ns).await?;
         }
         self.flush().await?;
         let only = only_ns.map(str::to_owned);
-        let stats = self.ix(move |ix| ix.stats(only.as_deref())).await?;
+        let stats = self.ix.run(move |ix| ix.stats(only.as_deref())).await?;
         let shared = self.shared_counters().await?;
         Ok(StatsReport {
-            data_dir: self.data_dir().to_owned(),
-            index_bytes: self.inner.index.file_bytes(),
+            data_dir: self.stores.data_dir().to_owned(),
+            index_bytes: self.ix.index().file_bytes(),
             stats,
             shared,
         })
@@ -199,73 +172,47 @@ impl Cache {
 
     /// Removes the entries of namespace `ns` (those whose key starts with `prefix`, if given), or of
     /// every namespace if `ns` is `None`, then the blobs no namespace references any more.
-    pub async fn cleanup(&self, ns: Option<&str>, prefix: Option<&str>) -> Result<CleanupReport, Error> {
+    pub(crate) async fn cleanup(&self, ns: Option<&str>, prefix: Option<&str>) -> Result<CleanupReport, Error> {
         let namespace = match ns {
-            Some(name) => {
-                let lookup = NamespaceName::new(name)?.as_str().to_owned();
-                Some(
-                    self.ix(move |ix| ix.get_namespace(&lookup))
-                        .await?
-                        .ok_or_else(|| Error::NoNamespace(name.into()))?,
-                )
-            }
+            Some(name) => Some(self.namespaces.fresh(name).await?),
             None => None,
         };
         let ns_id = namespace.as_ref().map(|n| n.id);
         // Namespaces stored in their own directories, with the blobs their entries name now.
         let stored_elsewhere = match namespace {
             Some(ns) => vec![ns],
-            None => self.ix(|ix| ix.list_namespaces()).await?,
+            None => self.namespaces.list().await?,
         };
         let mut named_before = Vec::new();
         for ns in stored_elsewhere.into_iter().filter(|n| n.options.storage.is_some()) {
             let id = ns.id;
             let blobs: std::collections::HashSet<Digest> =
-                self.ix(move |ix| ix.namespace_blobs(id)).await?.into_iter().map(|(d, _)| d).collect();
+                self.ix.run(move |ix| ix.namespace_blobs(id)).await?.into_iter().map(|(d, _)| d).collect();
             named_before.push((ns, blobs));
         }
         let prefix = prefix.map(str::to_owned);
-        let (n_entries, orphans) = self.ix(move |ix| ix.cleanup(ns_id, prefix.as_deref())).await?;
-        let mut report = self.delete_blob_files(n_entries, orphans).await?;
-        let grace = self.inner.config.pruner.orphan_grace;
+        let (n_entries, orphans) = self.ix.run(move |ix| ix.cleanup(ns_id, prefix.as_deref())).await?;
+        let mut report = self.stores.delete_blob_files(n_entries, orphans).await?;
+        let graces = (self.config.pruner.orphan_grace, self.config.pruner.temp_grace);
         for (ns, named) in &named_before {
-            let (blobs, _) = self.sweep_dir_store(ns, grace, named, false).await?;
+            let (blobs, _) = self.stores.sweep_dir_store(ns, graces, named, false).await?;
             report.n_blobs += blobs.len() as u64;
             report.bytes += blobs.iter().map(|(_, n)| n).sum::<u64>();
         }
         Ok(report)
     }
 
-    /// Deletes the files of blobs whose rows are already gone.
-    pub(crate) async fn delete_blob_files(&self, n_entries: u64, orphans: Vec<Digest>) -> Result<CleanupReport, Error> {
-        let (report, deleted) = self
-            .blocking(move |disk| {
-                let mut report = CleanupReport { n_entries, ..CleanupReport::default() };
-                let mut deleted = Vec::new();
-                for d in orphans {
-                    let len = std::fs::metadata(disk.blob_path(&d)).map(|m| m.len()).unwrap_or(0);
-                    if disk.delete(&d)? {
-                        report.n_blobs += 1;
-                        report.bytes += len;
-                        deleted.push((d, len));
-                    }
-                }
-                Ok((report, deleted))
-            })
-            .await?;
-        self.inner.quota.deleted(&deleted);
-        if n_entries > 0 || !deleted.is_empty() {
-            self.bump_lookup_generation().await?;
-        }
-        Ok(report)
+    /// Disk use of the disk tier, overall and per namespace, from the index alone.
+    pub(crate) async fn disk_usage(&self) -> Result<tiercache_index::DiskUsage, Error> {
+        self.ix.run(|ix| ix.disk_usage()).await
     }
 
     /// Compacts the index file.
-    pub async fn vacuum(&self) -> Result<VacuumReport, Error> {
+    pub(crate) async fn vacuum(&self) -> Result<VacuumReport, Error> {
         self.flush().await?;
-        let before = self.inner.index.file_bytes();
-        self.ix(|ix| ix.vacuum()).await?;
-        let after = self.inner.index.file_bytes();
+        let before = self.ix.index().file_bytes();
+        self.ix.run(|ix| ix.vacuum()).await?;
+        let after = self.ix.index().file_bytes();
         Ok(VacuumReport { before_bytes: before, after_bytes: after, saved_bytes: before.saturating_sub(after) })
     }
 
@@ -275,16 +222,16 @@ impl Cache {
     /// and dead processes' temp files are removed.
     ///
     /// `progress(bytes_done, bytes_total)` is called as hashing advances.
-    pub async fn verify(
+    pub(crate) async fn verify(
         &self,
         repair: bool,
         progress: impl Fn(u64, u64) + Send + Sync + 'static,
     ) -> Result<VerifyReport, Error> {
         self.flush().await?;
-        let rows = self.ix(|ix| ix.list_blobs()).await?;
-        let index_problems = self.ix(|ix| ix.integrity_check()).await?;
-        let mut report = self
-            .blocking(move |disk| {
+        let rows = self.ix.run(|ix| ix.list_blobs()).await?;
+        let index_problems = self.ix.run(|ix| ix.integrity_check()).await?;
+        let disk = self.stores.managed().disk.clone();
+        let mut report = blocking(move || {
                 let listed = disk.list()?;
                 let stale_temp = disk.stale_temp()?;
                 // An absent row names a blob kept in a namespace's own directory, not here.
@@ -318,7 +265,7 @@ impl Cache {
                     for _ in 0..n_threads {
                         s.spawn(|| {
                             while let Some((d, len)) = files.get(next.fetch_add(1, Ordering::Relaxed)) {
-                                if hash_file(&disk.blob_path(d)).ok() != Some(*d) {
+                                if crate::fs::sha256_of_file(&disk.blob_path(d)).ok() != Some(*d) {
                                     corrupt.lock().unwrap_or_else(|p| p.into_inner()).push(*d);
                                 }
                                 progress(done.fetch_add(*len, Ordering::Relaxed) + len, total);
@@ -344,11 +291,11 @@ impl Cache {
         let bad: Vec<Digest> = report.corrupt.iter().chain(&report.wrong_size).copied().collect();
         let mut forget = bad.clone();
         forget.extend(&report.missing);
-        let n = self.ix(move |ix| ix.forget_blobs(&forget)).await?;
+        let n = self.ix.run(move |ix| ix.forget_blobs(&forget)).await?;
         tracing::warn!(entries = n, "dropped entries whose blobs were corrupt or missing; they will be fetched again");
         let (untracked, strays, temps) = (report.untracked.clone(), report.strays.clone(), report.stale_temp.clone());
-        let adopted = self
-            .blocking(move |disk| {
+        let disk = self.stores.managed().disk.clone();
+        let adopted = blocking(move || {
                 for d in &bad {
                     disk.delete(d)?;
                 }
@@ -361,20 +308,6 @@ impl Cache {
                     .collect::<Vec<_>>())
             })
             .await?;
-        self.ix(move |ix| ix.adopt_blobs(&adopted, now_ms())).await
-    }
-}
-
-fn hash_file(path: &std::path::Path) -> std::io::Result<Digest> {
-    use std::io::Read;
-    let mut f = std::fs::File::open(path)?;
-    let mut h = Hasher::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            return Ok(h.finish());
-        }
-        h.update(&buf[..n]);
+        self.ix.run(move |ix| ix.adopt_blobs(&adopted, now_ms())).await
     }
 }
