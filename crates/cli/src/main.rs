@@ -5,6 +5,7 @@
 
 mod args;
 mod config;
+mod owner_hook;
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;

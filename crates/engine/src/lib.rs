@@ -32,7 +32,7 @@ pub use error::Error;
 pub use maintenance::{CleanupReport, StatsReport, VacuumReport, VerifyReport};
 pub use memory::MemoryReport;
 pub use namespaces::NamespaceInfo;
-pub use pruner::{OwnerHook, PruneOptions, PruneReport, PrunedItem, PrunerConfig};
+pub use pruner::{OwnerCheck, PruneOptions, PruneReport, PrunedItem, PrunerConfig};
 pub use quota::{DiskLimits, QuotaStats};
 pub use shared_read::Intent;
 pub use storage::{MigrateReport, Storage};

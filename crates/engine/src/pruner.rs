@@ -32,7 +32,7 @@ pub struct PrunerConfig {
     /// own max age applies to it whether or not it has one). `None`: no limit.
     pub max_age: Option<Duration>,
     /// Asked whether each namespace's owner still exists.
-    pub owner_hook: Option<OwnerHook>,
+    pub owner_hook: Option<std::sync::Arc<dyn OwnerCheck>>,
     /// A namespace whose owner is gone is deleted once the hook has said so for this long.
     pub owner_grace: Duration,
 }
@@ -50,82 +50,11 @@ impl Default for PrunerConfig {
     }
 }
 
-/// How to ask whether an owner still exists.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum OwnerHook {
-    /// A shell command, run with the owner as `$1` and in `TIERCACHE_OWNER`: exit 0 means alive,
-    /// exit 1 gone, anything else unknown (the namespace is kept).
-    Command(String),
-    /// A URL, `{owner}` replaced by the percent-encoded owner (or appended as a last path
-    /// segment): 2xx means alive, 404 or 410 gone, anything else unknown.
-    Url(String),
-}
-
-impl OwnerHook {
-    /// `http://…` or `https://…` is a URL; anything else a command.
-    pub fn parse(s: &str) -> Result<OwnerHook, Error> {
-        let s = s.trim();
-        if s.is_empty() {
-            return Err(Error::Invalid("the owner-liveness hook is empty".into()));
-        }
-        Ok(if s.starts_with("http://") || s.starts_with("https://") {
-            OwnerHook::Url(s.to_owned())
-        } else {
-            OwnerHook::Command(s.to_owned())
-        })
-    }
-
-    /// Asks about `owner`: `Some(true)` alive, `Some(false)` gone, `None` unknown.
-    async fn is_alive(&self, owner: &str) -> Option<bool> {
-        const TIMEOUT: Duration = Duration::from_secs(10);
-        match self {
-            OwnerHook::Command(cmd) => {
-                let child = tokio::process::Command::new("/bin/sh")
-                    .args(["-c", cmd, "tiercache-owner-hook", owner])
-                    .env("TIERCACHE_OWNER", owner)
-                    .stdin(std::process::Stdio::null())
-                    .stdout(std::process::Stdio::null())
-                    .kill_on_drop(true)
-                    .status();
-                match tokio::time::timeout(TIMEOUT, child).await {
-                    Ok(Ok(status)) => match status.code() {
-                        Some(0) => Some(true),
-                        Some(1) => Some(false),
-                        _ => None,
-                    },
-                    Ok(Err(e)) => {
-                        tracing::warn!(error = %e, "cannot run the owner-liveness hook");
-                        None
-                    }
-                    Err(_) => {
-                        tracing::warn!(owner, "the owner-liveness hook timed out");
-                        None
-                    }
-                }
-            }
-            OwnerHook::Url(url) => {
-                let enc = percent_encoding::utf8_percent_encode(owner, percent_encoding::NON_ALPHANUMERIC).to_string();
-                let url = if url.contains("{owner}") {
-                    url.replace("{owner}", &enc)
-                } else {
-                    format!("{}/{enc}", url.trim_end_matches('/'))
-                };
-                let client = reqwest::Client::builder().timeout(TIMEOUT).build().ok()?;
-                match client.get(&url).send().await {
-                    Ok(r) if r.status().is_success() => Some(true),
-                    Ok(r) if matches!(r.status().as_u16(), 404 | 410) => Some(false),
-                    Ok(r) => {
-                        tracing::warn!(owner, status = %r.status(), "owner-liveness hook answered neither alive nor gone");
-                        None
-                    }
-                    Err(e) => {
-                        tracing::warn!(owner, error = %e, "cannot reach the owner-liveness hook");
-                        None
-                    }
-                }
-            }
-        }
-    }
+/// Asks whether a namespace's owner still exists. The engine knows no command lines or HTTP: the
+/// front door that runs the pruner (the CLI) supplies the check.
+pub trait OwnerCheck: Send + Sync + std::fmt::Debug {
+    /// `Some(true)` alive, `Some(false)` gone, `None` unknown (the namespace is kept).
+    fn is_alive<'a>(&'a self, owner: &'a str) -> futures::future::BoxFuture<'a, Option<bool>>;
 }
 
 /// What one pass prunes. [`PruneOptions::all`] is what the background pruner does.
@@ -223,7 +152,7 @@ impl Cache {
         {
             for ns in namespaces.iter().filter(|n| only.is_none_or(|id| id == n.id)) {
                 let Some(owner) = ns.options.owner.clone() else { continue };
-                self.prune_owner(ns, &owner, hook, cfg.owner_grace, opts.dry_run, &mut report).await?;
+                self.prune_owner(ns, &owner, hook.as_ref(), cfg.owner_grace, opts.dry_run, &mut report).await?;
             }
         }
 
@@ -360,7 +289,7 @@ impl Cache {
         &self,
         ns: &tiercache_index::Namespace,
         owner: &str,
-        hook: &OwnerHook,
+        hook: &dyn OwnerCheck,
         grace: Duration,
         dry_run: bool,
         report: &mut PruneReport,
