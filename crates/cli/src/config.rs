@@ -275,7 +275,9 @@ pub(crate) fn engine_config(data_dir: Option<&Path>, args: &EngineArgs, file: &F
     p.temp_grace = file.temp_grace.unwrap_or(p.temp_grace);
     p.max_age = file.max_age;
     p.owner_grace = file.owner_grace.unwrap_or(p.owner_grace);
-    p.owner_hook = file.owner_hook.as_deref().map(tiercache_engine::OwnerHook::parse).transpose()?;
+    if let Some(hook) = file.owner_hook.as_deref() {
+        p.owner_hook = Some(std::sync::Arc::new(crate::owner_hook::OwnerHook::parse(hook)?));
+    }
     Ok(cfg)
 }
 

@@ -5,9 +5,7 @@ use std::collections::BTreeMap;
 
 use rusqlite::params;
 
-use crate::store::{Index, IndexError};
-
-type Result<T> = std::result::Result<T, IndexError>;
+use crate::index::{Index, Result};
 
 impl Index {
     /// Adds `deltas` to the named counters (creating them at 0) and sets `latest` to the given

@@ -9,9 +9,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 use tiercache_core::{Digest, FileMarkers};
 
-use crate::store::{Index, IndexError, digest_of};
-
-type Result<T> = std::result::Result<T, IndexError>;
+use crate::index::{Index, Result, digest_of};
 
 /// One file of a directory namespace.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,7 +51,7 @@ pub struct DirStats {
     pub n_files: u64,
     /// Their total size.
     pub bytes: u64,
-    /// Files not hashed yet (`migrate` fills them in).
+    /// Files indexed without their hashes (`--no-hash`), still to hash.
     pub n_unhashed: u64,
     /// Bytes of those.
     pub unhashed_bytes: u64,
@@ -271,7 +269,7 @@ impl Index {
         self.write(|tx| {
             tx.execute("DELETE FROM files WHERE ns_id = ?1", [ns_id])?;
             put_dir_state(tx, ns_id, state)?;
-            crate::store::delete_orphan_blobs(tx)
+            crate::blobs::delete_orphan_blobs(tx)
         })
     }
 

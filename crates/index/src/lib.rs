@@ -8,20 +8,32 @@
 //! Calls are synchronous and short; the engine runs them on blocking threads. One connection
 //! writes (behind a mutex, so a process never contends with itself), a small pool reads, and
 //! other processes on the same file are handled by SQLite's own locking with a busy timeout.
+//!
+//! `index.rs` opens the file and holds the connections; every other module is one subject's
+//! queries, an `impl Index` block of its own, so the whole API is methods of [`Index`].
 #![warn(missing_docs)]
 
+mod access;
+mod blobs;
 mod counters;
+mod entries;
 mod files;
+mod index;
 mod lifecycle;
+mod namespaces;
 mod schema;
-mod store;
+mod stats;
+#[cfg(test)]
+mod testing;
 
+pub use access::AccessRecord;
+pub use blobs::{BlobRow, BlobState};
+pub use entries::{Entry, NewEntry, Validators};
 pub use files::{DirState, DirStats, FileRow, ListPage, ListRequest, ListedItem};
+pub use index::{Index, IndexError, Opened};
 pub use lifecycle::{DiskUsage, EntryRef, NamespaceUsage};
-pub use store::{
-    AccessRecord, BlobRow, BlobState, Entry, Index, IndexError, Namespace, NamespaceStats, NewEntry, Opened, Stats,
-    Validators,
-};
+pub use namespaces::Namespace;
+pub use stats::{NamespaceStats, Stats};
 
 /// SQLite's error codes, so callers can tell a full disk from a bug without naming rusqlite.
 pub use rusqlite::ErrorCode as SqliteErrorCode;

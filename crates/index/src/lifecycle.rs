@@ -11,9 +11,9 @@ use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 use tiercache_core::Digest;
 
-use crate::store::{Index, IndexError, MANAGED_ENTRY, delete_orphan_blobs, digest_of, options_of, release_blob_rows};
-
-type Result<T> = std::result::Result<T, IndexError>;
+use crate::blobs::{MANAGED_ENTRY, delete_orphan_blobs, release_blob_rows};
+use crate::index::{Index, Result, digest_of};
+use crate::namespaces::options_of;
 
 /// An entry named for deletion by the pruner.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -9,7 +9,7 @@ use tiercache_engine::{
     Cache, CacheConfig, Error, ListRequest, NamespaceOptions, ReadMeta, ScanProgress, Tier, UpdateReport,
 };
 
-use crate::{bounded, collect, hex_md5};
+use crate::{bounded, collect, hex_md5, wait_until};
 
 struct Fixture {
     _tmp: tempfile::TempDir,
@@ -37,7 +37,11 @@ fn write(root: &Path, rel: &str, data: &[u8]) {
 }
 
 /// Lets timestamps move past the window in which a just-written file counts as "racily clean"
-/// (changed within a timestamp tick of being hashed, so hashed again by the next update).
+/// (changed within 100 ms of being hashed, so hashed again by the next update).
+///
+/// This sleep is not synchronisation: the engine compares a file's ctime with the wall clock at
+/// hashing, and a test cannot set a ctime back, so real time has to pass after the last write.
+/// 150 ms after the last write the window has passed, whatever the machine's load.
 async fn past_racy_window() {
     tokio::time::sleep(Duration::from_millis(150)).await;
 }
@@ -77,14 +81,16 @@ async fn keys(cache: &Cache) -> Vec<String> {
 #[tokio::test]
 async fn update_reads_only_what_changed_and_sees_every_kind_of_change() {
     let f = fixture();
-    for (k, v) in [("a", "alpha"), ("b", "bravo"), ("c", "charlie"), ("d/e", "echo"), ("keep", "same")] {
+    for (k, v) in
+        [("a", "alpha"), ("b", "bravo"), ("c", "charlie"), ("d/e", "echo"), ("f", "foxtrot"), ("keep", "same")]
+    {
         write(&f.root, k, v.as_bytes());
     }
     let cache = open(&f, |_| {}).await;
     let r = index(&cache, &f.root, &NamespaceOptions::default()).await;
-    assert_eq!((counts(&r), r.n_hashed, r.kind.as_str()), ((5, 0, 0, 0), 5, "index"));
+    assert_eq!((counts(&r), r.n_hashed, r.kind.as_str()), ((6, 0, 0, 0), 6, "index"));
     let r = update(&cache, false).await;
-    assert_eq!((counts(&r), r.n_hashed), ((0, 0, 0, 5), 0), "no change reads nothing");
+    assert_eq!((counts(&r), r.n_hashed), ((0, 0, 0, 6), 0), "no change reads nothing");
 
     // An edit that restores the old mtime (touch -r): size and mtime match, ctime does not.
     let a = f.root.join("a");
@@ -98,18 +104,20 @@ async fn update_reads_only_what_changed_and_sees_every_kind_of_change() {
     std::fs::rename(f.root.join("c"), f.root.join("c2")).unwrap();
     std::fs::remove_file(f.root.join("d/e")).unwrap();
     write(&f.root, "new", b"november");
+    std::fs::remove_file(f.root.join("f")).unwrap();
+    write(&f.root, "f/g", b"golf");
     let r = update(&cache, false).await;
-    assert_eq!(counts(&r), (2, 2, 2, 1), "{r:?}");
-    assert_eq!(r.n_hashed, 4);
-    assert_eq!(keys(&cache).await, ["a", "b", "c2", "keep", "new"]);
+    assert_eq!(counts(&r), (3, 2, 3, 1), "{r:?}");
+    assert_eq!(r.n_hashed, 5);
+    assert_eq!(keys(&cache).await, ["a", "b", "c2", "f/g", "keep", "new"]);
     assert_eq!(etag(&cache, "a").await, Some(format!("\"{}\"", hex_md5(b"ALPHA"))));
     assert_eq!(etag(&cache, "b").await, Some(format!("\"{}\"", hex_md5(b"BRAVO"))));
 
     let r = update(&cache, true).await;
-    assert_eq!((counts(&r), r.n_hashed, r.kind.as_str()), ((0, 5, 0, 0), 5, "force"));
+    assert_eq!((counts(&r), r.n_hashed, r.kind.as_str()), ((0, 6, 0, 0), 6, "force"));
     let stats = cache.stats(Some("d")).await.unwrap();
     let d = stats.stats.namespaces[0].directory.clone().unwrap();
-    assert_eq!((d.n_files, d.n_unhashed, d.last_update_kind.as_deref()), (5, 0, Some("force")));
+    assert_eq!((d.n_files, d.n_unhashed, d.last_update_kind.as_deref()), (6, 0, Some("force")));
 }
 
 #[tokio::test]
@@ -233,9 +241,17 @@ async fn files_deleted_and_added_during_a_scan_converge() {
         write(&f.root, &format!("d{}/f{i:05}", i % 20), &vec![b'x'; 4096 + i]);
     }
     let cache = open(&f, |_| {}).await;
+    past_racy_window().await; // Before the changes start, so that they do not land in its pause.
+    let progress = Arc::new(ScanProgress::default());
     let churn = {
-        let root = f.root.clone();
+        let (root, progress) = (f.root.clone(), Arc::clone(&progress));
         std::thread::spawn(move || {
+            // The changes start once the scan has: they land while it walks and hashes.
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            while progress.n_walked.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+                assert!(std::time::Instant::now() < deadline, "waited 30 s, and still not: the scan has started");
+                std::thread::sleep(Duration::from_millis(1));
+            }
             for i in (0..2000).step_by(3) {
                 let _ = std::fs::remove_file(root.join(format!("d{}/f{i:05}", i % 20)));
                 let _ = std::fs::write(root.join(format!("d{}/new{i:05}", i % 20)), b"new");
@@ -243,7 +259,7 @@ async fn files_deleted_and_added_during_a_scan_converge() {
             let _ = std::fs::remove_dir_all(root.join("d7"));
         })
     };
-    index(&cache, &f.root, &NamespaceOptions::default()).await;
+    bounded(cache.index_directory("d", &f.root, &NamespaceOptions::default(), true, progress)).await.unwrap();
     churn.join().unwrap();
     update(&cache, false).await;
     let mut on_disk = Vec::new();
@@ -296,15 +312,10 @@ async fn copy_to_cache_serves_later_reads_from_the_disk_tier() {
     index(&cache, &f.root, &NamespaceOptions { copy_to_cache: true, ..Default::default() }).await;
     let (first, body) = read(&cache, b"big.bin").await.unwrap();
     assert_eq!((first.tier, body.len()), (Tier::Source, 3 << 20));
-    let mut tier = Tier::Source;
-    for _ in 0..200 {
-        tier = read(&cache, b"big.bin").await.unwrap().0.tier;
-        if tier == Tier::Disk {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert_eq!(tier, Tier::Disk);
+    wait_until("the copy serves from the disk tier", async || {
+        read(&cache, b"big.bin").await.unwrap().0.tier == Tier::Disk
+    })
+    .await;
     let (rd, body) = read(&cache, b"big.bin").await.unwrap();
     assert_eq!(rd.etag.as_deref(), Some(format!("\"{}\"", hex_md5(&body)).as_str()));
     assert_eq!(body, tiercache_testkit::bytes(7, 3 << 20));
@@ -312,16 +323,6 @@ async fn copy_to_cache_serves_later_reads_from_the_disk_tier() {
     std::fs::write(f.root.join("big.bin"), b"changed").unwrap();
     let (rd, body) = read(&cache, b"big.bin").await.unwrap();
     assert_eq!((rd.tier, body.as_slice()), (Tier::Source, &b"changed"[..]));
-}
-
-async fn until(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    for _ in 0..400 {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("timed out waiting for: {what}");
 }
 
 #[tokio::test]
@@ -335,31 +336,37 @@ async fn the_watcher_sees_create_modify_delete_and_rename() {
         let cache = cache.clone();
         tokio::spawn(async move { cache.watch_directories(&[], async { stop_rx.await.unwrap_or(()) }).await })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await; // The watch is set up and the first reconcile done.
+    // The watcher sets up its watch, then reconciles the directory with the index, then applies
+    // events: a file indexed after the watcher started was seen by one or the other, so from then
+    // on the watch is in place and the first reconcile done.
+    write(&f.root, "ready.txt", b"probe");
+    wait_until("the watcher is running", async || keys(&cache).await.contains(&"ready.txt".to_owned())).await;
+    std::fs::remove_file(f.root.join("ready.txt")).unwrap();
+    wait_until("a deleted probe file is dropped", async || keys(&cache).await == ["old.txt"]).await;
 
     write(&f.root, "made.txt", b"created");
     write(&f.root, "edit.swp", b"ignored");
-    until("a created file is indexed", async || keys(&cache).await.contains(&"made.txt".to_owned())).await;
+    wait_until("a created file is indexed", async || keys(&cache).await.contains(&"made.txt".to_owned())).await;
     std::fs::write(f.root.join("made.txt"), b"modified!").unwrap();
     let want = format!("\"{}\"", hex_md5(b"modified!"));
-    until("a modified file is rehashed", async || {
+    wait_until("a modified file is rehashed", async || {
         let page =
             cache.list("d", ListRequest { prefix: b"made".to_vec(), limit: 1, ..Default::default() }).await.unwrap();
         page.items.first().and_then(|i| i.md5.clone()).map(|m| format!("\"{m}\"")) == Some(want.clone())
     })
     .await;
     std::fs::rename(f.root.join("made.txt"), f.root.join("renamed.txt")).unwrap();
-    until("a rename moves the row", async || keys(&cache).await == ["old.txt", "renamed.txt"]).await;
+    wait_until("a rename moves the row", async || keys(&cache).await == ["old.txt", "renamed.txt"]).await;
     std::fs::remove_file(f.root.join("old.txt")).unwrap();
-    until("a delete removes the row", async || keys(&cache).await == ["renamed.txt"]).await;
+    wait_until("a delete removes the row", async || keys(&cache).await == ["renamed.txt"]).await;
     // A whole directory moved in from outside the root.
     let staged = f._tmp.path().join("staged");
     write(&staged, "x/1", b"one");
     write(&staged, "x/2", b"two");
     std::fs::rename(&staged, f.root.join("moved-in")).unwrap();
-    until("a directory moved in is indexed", async || keys(&cache).await.len() == 3).await;
+    wait_until("a directory moved in is indexed", async || keys(&cache).await.len() == 3).await;
     std::fs::remove_dir_all(f.root.join("moved-in")).unwrap();
-    until("a directory removed is dropped", async || keys(&cache).await == ["renamed.txt"]).await;
+    wait_until("a directory removed is dropped", async || keys(&cache).await == ["renamed.txt"]).await;
     let _ = stop_tx.send(());
     bounded(watcher).await.unwrap().unwrap();
 }

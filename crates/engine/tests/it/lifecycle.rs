@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use tiercache_engine::{
-    Cache, CacheConfig, Digest, Error, NamespaceOptions, NamespaceUsage, OwnerHook, PruneOptions, PruneReport,
+    Cache, CacheConfig, Digest, Error, NamespaceOptions, NamespaceUsage, OwnerCheck, PruneOptions, PruneReport,
 };
 use tiercache_testkit::{Behavior, Source, bytes};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -792,8 +792,21 @@ async fn namespace_limits_keep_the_most_recently_read_entries() {
     assert!(cache.prune(&PruneOptions { limits: true, ..Default::default() }).await.unwrap().items.is_empty());
 }
 
-/// The owner-liveness hook of these tests: job-1 is gone, `weird` cannot be told, others live.
-const HOOK: &str = r#"case "$1" in job-1) exit 1;; weird) exit 7;; *) exit 0;; esac"#;
+/// The owner check of these tests, from a fixed table: job-1 is gone, `weird` cannot be told,
+/// others live.
+#[derive(Debug)]
+struct Owners;
+
+impl OwnerCheck for Owners {
+    fn is_alive<'a>(&'a self, owner: &'a str) -> futures::future::BoxFuture<'a, Option<bool>> {
+        let answer = match owner {
+            "job-1" => Some(false),
+            "weird" => None,
+            _ => Some(true),
+        };
+        Box::pin(std::future::ready(answer))
+    }
+}
 
 async fn owned_namespaces(src: &Source, cache: &Cache, owners: &[(&str, Option<&str>)]) -> HashMap<String, Vec<u8>> {
     let mut v = HashMap::new();
@@ -813,7 +826,7 @@ async fn namespaces_of_gone_owners_are_deleted_unless_being_read() {
     let src = Source::start().await;
     let (dir, cache) = setup(&src, |c| {
         c.memory.is_enabled = false;
-        c.pruner.owner_hook = Some(OwnerHook::Command(HOOK.into()));
+        c.pruner.owner_hook = Some(Arc::new(Owners));
         c.pruner.owner_grace = Duration::ZERO;
     })
     .await;
@@ -862,7 +875,7 @@ async fn a_gone_owner_s_namespace_is_kept_for_the_grace_period() {
     let src = Source::start().await;
     let (dir, cache) = setup(&src, |c| {
         c.memory.is_enabled = false;
-        c.pruner.owner_hook = Some(OwnerHook::Command(HOOK.into()));
+        c.pruner.owner_hook = Some(Arc::new(Owners));
         c.pruner.owner_grace = Duration::from_secs(3600);
     })
     .await;
@@ -873,22 +886,6 @@ async fn a_gone_owner_s_namespace_is_kept_for_the_grace_period() {
         assert!(cache.namespace("gone").await.unwrap().is_some());
     }
     assert!(has_blob(&dir, &v["gone"]));
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_owner_hook_url_answers_alive_or_gone() {
-    let src = Source::start().await;
-    src.put("owners/job-2", b"here".to_vec());
-    let (_dir, cache) = setup(&src, |c| {
-        c.pruner.owner_hook = Some(OwnerHook::Url(format!("{}owners/{{owner}}", src.url())));
-        c.pruner.owner_grace = Duration::ZERO;
-    })
-    .await;
-    owned_namespaces(&src, &cache, &[("gone", Some("job-1")), ("alive", Some("job-2"))]).await;
-    let report = cache.prune(&PruneOptions { owners: true, ..Default::default() }).await.unwrap();
-    assert_eq!(kinds(&report), [("owner", Some("gone".into()), None)]);
-    assert!(cache.namespace("alive").await.unwrap().is_some());
-    assert_eq!((src.counts("owners/job-1").full, src.counts("owners/job-2").full), (1, 1));
 }
 
 #[tokio::test(start_paused = true)]

@@ -4,6 +4,8 @@ mod directory;
 mod lifecycle;
 mod storage;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -32,6 +34,43 @@ async fn collect(read: Read, range: Option<ByteRange>) -> Result<Vec<u8>, std::i
 /// Guards against a hang; never used to assert how fast something is.
 async fn bounded<T>(f: impl std::future::Future<Output = T>) -> T {
     tokio::time::timeout(Duration::from_secs(30), f).await.expect("operation hung")
+}
+
+/// Waits until `cond` holds, checking every 10 ms; panics naming `what` if it still does not
+/// after 30 s. The bound only guards against a hang: nothing is asserted about how long it took.
+async fn wait_until(what: &str, mut cond: impl AsyncFnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !cond().await {
+        assert!(std::time::Instant::now() < deadline, "waited 30 s, and still not: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Whether some thread is blocked in `flock` on a file directly under `dir`: `/proc/locks` shows a
+/// waiter as a line with `->`, naming the file by device (hex major:minor) and inode. A waiter in
+/// this very process shows up too, as long as it locks through an open of its own.
+fn has_lock_waiter(dir: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(files) = std::fs::read_dir(dir) else { return false };
+    let ids: Vec<(u64, u64, u64)> = files
+        .flatten()
+        .filter_map(|f| f.metadata().ok())
+        .map(|m| {
+            let dev = m.dev();
+            let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
+            let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
+            (major, minor, m.ino())
+        })
+        .collect();
+    let locks = std::fs::read_to_string("/proc/locks").expect("read /proc/locks");
+    locks.lines().filter(|l| l.split_whitespace().nth(1) == Some("->")).any(|l| {
+        let id = l.split_whitespace().find_map(|t| {
+            let mut parts = t.split(':');
+            let (major, minor, ino) = (parts.next()?, parts.next()?, parts.next()?);
+            Some((u64::from_str_radix(major, 16).ok()?, u64::from_str_radix(minor, 16).ok()?, ino.parse().ok()?))
+        });
+        id.is_some_and(|id| ids.contains(&id))
+    })
 }
 
 /// Files under `<data>/tmp` and `<data>/blobs`, and index entries: what a failed fetch must not leave.
@@ -98,22 +137,20 @@ async fn sixty_four_concurrent_misses_make_one_source_fetch() {
     src.set_behavior("big", Behavior::StallAfter(64 * 1024));
     let (_d, cache) = setup(&src, |_| {}).await;
 
+    let joined = Arc::new(AtomicUsize::new(0));
     let mut readers = Vec::new();
     for _ in 0..64 {
-        let cache = cache.clone();
+        let (cache, joined) = (cache.clone(), Arc::clone(&joined));
         readers.push(tokio::spawn(async move {
             let read = cache.read_entry("web", "big").await.unwrap();
+            joined.fetch_add(1, Ordering::SeqCst);
             collect(read, None).await.unwrap()
         }));
     }
-    // Every reader has its headers once 64 reads are counted; then let the source finish.
-    bounded(async {
-        while src.counts("big").full == 0 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // While the source is stalled no fetch can finish, so a reader that has its headers has
+    // joined a fetch under way (a second fetch would be counted below). Once all 64 have, let
+    // the source finish.
+    wait_until("all 64 readers have joined the fetch", async || joined.load(Ordering::SeqCst) == 64).await;
     src.release();
     for r in readers {
         assert_eq!(bounded(r).await.unwrap(), data);
@@ -240,6 +277,9 @@ async fn a_body_longer_than_its_content_length_is_never_stored_as_the_object() {
     // the trailing junk never becomes part of any blob.
     let got = bounded(collect(read, None)).await.unwrap();
     assert_eq!(got, &data[..data.len() - 1000]);
+    // Whatever the fetch stores is committed once it settles: only then does a missing blob show
+    // that it was never stored, not that it was not stored yet.
+    bounded(cache.settle()).await.unwrap();
     assert!(cache.read_blob(&Digest::of(&data)).await.is_err());
 }
 
@@ -479,7 +519,11 @@ async fn two_processes_on_one_data_directory_fetch_once() {
     let reader_a = tokio::spawn(collect(first, None));
     let b2 = b.clone();
     let reader_b = tokio::spawn(async move { collect(b2.read_entry("web", "shared").await.unwrap(), None).await });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The source stays stalled until the second process is blocked on the fetch lock the first
+    // one's fetch holds: released any earlier, the second could find the entry already stored and
+    // never contend for the lock at all.
+    let locks = dir.path().join("data/locks");
+    wait_until("the second process waits on the fetch lock", async || has_lock_waiter(&locks)).await;
     src.release();
     assert_eq!(bounded(reader_a).await.unwrap().unwrap(), data);
     let got_b = bounded(reader_b).await.unwrap().unwrap();
@@ -494,15 +538,18 @@ async fn concurrent_first_hits_carry_the_md5_etag() {
     src.put("m", data.clone());
     let (_d, cache) = setup(&src, |_| {}).await;
     collect(cache.read_entry("web", "m").await.unwrap(), None).await.unwrap();
-    let etags: Vec<_> = futures::future::join_all((0..8).map(|_| {
+    // The fetch is committed: every read from here on is a hit.
+    bounded(cache.settle()).await.unwrap();
+    let reads: Vec<_> = futures::future::join_all((0..8).map(|_| {
         let cache = cache.clone();
-        async move { cache.read_entry("web", "m").await.map(|r| r.meta.etag) }
+        async move { cache.read_entry("web", "m").await.map(|r| (r.meta.tier.as_str(), r.meta.etag)) }
     }))
     .await;
     let md5 = format!("\"{}\"", hex_md5(&data));
-    for e in etags {
-        let e = e.unwrap();
-        // Each read is either still the fetch (source ETag) or a hit with the MD5 ETag.
-        assert!(e.as_deref() == Some(md5.as_str()) || e.as_deref() == src.etag("m").as_deref(), "{e:?}");
+    for r in reads {
+        let (tier, etag) = r.unwrap();
+        assert!(["disk", "memory"].contains(&tier), "a read after the commit went to the {tier}");
+        assert_eq!(etag.as_deref(), Some(md5.as_str()), "a {tier} hit without the MD5 ETag");
     }
+    assert_eq!(src.counts("m").full, 1);
 }

@@ -10,7 +10,7 @@ use tiercache_engine::{Cache, CacheConfig, Digest, Error, NamespaceOptions, Prun
 use tiercache_testkit::{Source, bytes};
 
 use crate::lifecycle::fetch as read;
-use crate::{bounded, collect, setup};
+use crate::{bounded, collect, setup, wait_until};
 
 fn no_memory(c: &mut CacheConfig) {
     c.memory.is_enabled = false;
@@ -148,16 +148,18 @@ async fn hostile_or_clumsy_storage_directories_are_refused() {
     }
 }
 
-/// Readers loop over every key until told to stop, checking each body; returns the reads done
-/// and the failures seen.
+/// Readers loop over every key until told to stop, checking each body and counting each read
+/// finished in `n_done`; returns the reads done and the failures seen.
 fn spawn_readers(
     cache: &Cache,
     contents: &Arc<Vec<(String, Vec<u8>)>>,
     stop: &Arc<AtomicBool>,
+    n_done: &Arc<AtomicU64>,
 ) -> Vec<tokio::task::JoinHandle<(u64, Vec<String>)>> {
     (0..4)
         .map(|r| {
             let (cache, contents, stop) = (cache.clone(), Arc::clone(contents), Arc::clone(stop));
+            let n_done = Arc::clone(n_done);
             tokio::spawn(async move {
                 let (mut n, mut failures) = (0u64, Vec::new());
                 let mut i = r;
@@ -173,6 +175,7 @@ fn spawn_readers(
                         },
                         Err(e) => failures.push(format!("{key}: {e}")),
                     }
+                    n_done.fetch_add(1, Ordering::Relaxed);
                 }
                 (n, failures)
             })
@@ -198,14 +201,17 @@ async fn moving_a_namespace_back_and_forth_loses_nothing_and_no_read_fails() {
     }
     let contents = Arc::new(contents);
     let stop = Arc::new(AtomicBool::new(false));
-    let readers = spawn_readers(&cache, &contents, &stop);
+    let n_done = Arc::new(AtomicU64::new(0));
+    let readers = spawn_readers(&cache, &contents, &stop, &n_done);
 
     let (d1, d2) = (dir.path().join("host/one"), dir.path().join("host/two"));
     let moves = [Storage::Path(d1.clone()), Storage::Path(d2.clone()), Storage::Managed];
     let total_bytes: u64 = contents.iter().map(|(_, v)| v.len() as u64).sum();
     let migrations = AtomicU64::new(0);
     for to in &moves {
-        tokio::time::sleep(Duration::from_millis(30)).await; // Let the readers get going.
+        // Each move starts with the readers at work: four more reads done since the last move.
+        let before = n_done.load(Ordering::Relaxed);
+        wait_until("the readers read on", async || n_done.load(Ordering::Relaxed) >= before + 4).await;
         let report = bounded(cache.migrate_namespace("web", to)).await.unwrap();
         migrations.fetch_add(1, Ordering::Relaxed);
         assert_eq!(
@@ -274,7 +280,10 @@ async fn the_pruner_keeps_a_storage_directory_to_its_entries() {
     cache.create_namespace("own", Some(&src.url()), &opts).await.unwrap();
     for i in 0..3 {
         read(&cache, "own", &format!("k{i}")).await;
-        tokio::time::sleep(Duration::from_millis(5)).await; // Distinct last-access times.
+        // Distinct last-access times. Not synchronisation: the pruner orders entries by the wall
+        // clock's millisecond of their last read, which a test cannot set for a read, so the clock
+        // has to move between the reads (`fetch` has settled each read's access time already).
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
     // A blob left by a crash between rename and commit, and a dead process's temp file.
     let orphan = bytes(299, 10_000);

@@ -1,14 +1,29 @@
-//! The shared tier's behaviour suite, the same for every backend.
+//! The shared tier's behaviour suite: one table of named behaviours ([`CASES`]), each run against
+//! every backend (a directory through OpenDAL's `fs`, a real S3-compatible server, a real Redis), and
+//! a few tests of stores that fail (dead, hanging), which need no backend.
+//!
+//! Every (backend, behaviour) pair is its own test, `shared::<backend>::<behaviour>`, so a failure
+//! names both, and `cargo test shared::redis::` runs one backend. Each behaviour gets a store of
+//! its own (its own directory, S3 prefix or Redis root), so behaviours never see each other's
+//! objects. Servers are shared between the tests that run at the same time (see [`Running`]); a
+//! server that cannot start skips its tests, or fails them under `TIERCACHE_REQUIRE_SERVERS=1`
+//! (`tiercache_testkit::servers`).
+//!
+//! This file does not test the disk or memory tiers, nor how the engine uses the shared tier.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use futures::TryStreamExt;
+use futures::future::BoxFuture;
 use tiercache_core::Digest;
 use tiercache_testkit::servers::{self, RedisServer, S3Server};
 use tiercache_tiers::shared::{BreakerState, Counter, PutOutcome, SharedConfig, SharedError, SharedTier, WriteBack};
 
 const CHUNK: u64 = 64 * 1024;
+
+/// How long a test waits for a condition (a background write-back, say) before it fails.
+const WAIT: Duration = Duration::from_secs(30);
 
 fn config(url: &str) -> SharedConfig {
     let mut c = SharedConfig::new(url);
@@ -18,52 +33,92 @@ fn config(url: &str) -> SharedConfig {
     c
 }
 
-fn blob_file(dir: &std::path::Path, seed: u64, len: usize) -> (Vec<u8>, Digest, std::path::PathBuf) {
-    let data = tiercache_testkit::bytes(seed, len);
-    let digest = Digest::of(&data);
-    let path = dir.join(digest.hex());
-    std::fs::write(&path, &data).unwrap();
-    (data, digest, path)
+/// A behaviour: runs against `store` and panics, through its assertions, if the store's tier
+/// misbehaves.
+type CaseFn = for<'a> fn(&'a Store) -> BoxFuture<'a, ()>;
+
+/// Declares the behaviours once: the table [`CASES`], and one `#[tokio::test]` per backend and
+/// behaviour, each running its row of the table.
+macro_rules! behaviours {
+    ($($case:ident),* $(,)?) => {
+        /// Every behaviour of the suite, by name.
+        const CASES: &[(&str, CaseFn)] = &[$((stringify!($case), |store| Box::pin($case(store)))),*];
+        backend_tests!(fs, Fs, $($case),*);
+        backend_tests!(s3, S3, $($case),*);
+        backend_tests!(redis, Redis, $($case),*);
+    };
 }
 
-async fn read_all(tier: &Arc<SharedTier>, digest: &Digest, start: u64, end: u64) -> Result<Vec<u8>, SharedError> {
-    let list = tier.lookup(digest).await?.expect("blob is in the shared tier");
-    let chunks: Vec<bytes::Bytes> = tier.read_range(list, start, end, None).try_collect().await?;
-    Ok(chunks.concat())
+macro_rules! backend_tests {
+    ($module:ident, $backend:ident, $($case:ident),*) => {
+        mod $module {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    super::run(super::Backend::$backend, stringify!($case)).await;
+                }
+            )*
+        }
+    };
 }
 
-/// The suite. `raw` is a plain operator on the same store, used to damage objects.
-async fn suite(url: &str) {
-    let tmp = tempfile::tempdir().unwrap();
-    let tier = Arc::new(SharedTier::open(&config(url)).unwrap());
-    let raw = opendal::Operator::from_uri(url).unwrap();
-    let len = 5 * CHUNK as usize + 123;
-    let (data, digest, path) = blob_file(tmp.path(), 1, len);
+behaviours![
+    miss_then_stored_then_existed,
+    reads_whole_and_ranged,
+    empty_blob_round_trips,
+    corrupt_chunk_is_a_miss_and_repaired,
+    truncated_blob_is_corrupt_and_deleted,
+    damaged_chunk_list_is_refused_and_deleted,
+    blob_without_chunk_list_is_invisible,
+    rotted_local_copy_is_never_uploaded,
+    write_back_queue_is_bounded_and_drops_when_full,
+];
 
-    // Miss, then a write-back, then a second write-back that finds it there.
+// ---------------------------------------------------------------------------------------------
+// The behaviours.
+
+/// A miss, then a write-back, then a second write-back that finds it there.
+async fn miss_then_stored_then_existed(store: &Store) {
+    let tier = store.open();
+    let (_, digest, path) = store.blob_file(1, 5 * CHUNK as usize + 123);
     assert!(tier.lookup(&digest).await.unwrap().is_none());
     assert_eq!(tier.put_file(&digest, &path).await.unwrap(), PutOutcome::Stored);
     assert_eq!(tier.put_file(&digest, &path).await.unwrap(), PutOutcome::Existed);
+}
 
-    // Whole and ranged reads, across chunk boundaries and at the edges.
+/// Whole and ranged reads, across chunk boundaries and at the edges.
+async fn reads_whole_and_ranged(store: &Store) {
+    let tier = store.open();
+    let len = 5 * CHUNK as usize + 123;
+    let (data, digest, path) = store.blob_file(1, len);
+    assert_eq!(tier.put_file(&digest, &path).await.unwrap(), PutOutcome::Stored);
     let list = tier.lookup(&digest).await.unwrap().unwrap();
     assert_eq!((list.size_bytes, list.chunks.len()), (len as u64, 6));
     assert_eq!(read_all(&tier, &digest, 0, len as u64).await.unwrap(), data);
     for (s, e) in [(0, 1), (CHUNK - 1, CHUNK + 1), (len as u64 - 1, len as u64), (100, 3 * CHUNK + 7), (4096, 8192)] {
         assert_eq!(read_all(&tier, &digest, s, e).await.unwrap(), &data[s as usize..e as usize], "range {s}..{e}");
     }
-    // An empty blob round-trips too.
-    let (_, empty, empty_path) = blob_file(tmp.path(), 2, 0);
+}
+
+/// An empty blob round-trips too.
+async fn empty_blob_round_trips(store: &Store) {
+    let tier = store.open();
+    let (_, empty, empty_path) = store.blob_file(2, 0);
     assert_eq!(tier.put_file(&empty, &empty_path).await.unwrap(), PutOutcome::Stored);
     assert_eq!(read_all(&tier, &empty, 0, 0).await.unwrap(), b"");
+}
 
-    // A flipped byte in chunk 2: chunks 0 and 1 still verify, chunk 2 is refused, and the pair is
-    // deleted so the next write-back repairs it.
-    let key = SharedTier::blob_key(&digest);
+/// A flipped byte in chunk 2: chunks 0 and 1 still verify, chunk 2 is refused, and the pair is
+/// deleted so the next write-back repairs it.
+async fn corrupt_chunk_is_a_miss_and_repaired(store: &Store) {
+    let len = 5 * CHUNK as usize + 123;
+    let (data, digest, path) = store.blob_file(1, len);
+    assert_eq!(store.open().put_file(&digest, &path).await.unwrap(), PutOutcome::Stored);
     let mut bad = data.clone();
     bad[2 * CHUNK as usize + 5] ^= 0x40;
-    raw.write(&key, bad).await.unwrap();
-    let fresh = Arc::new(SharedTier::open(&config(url)).unwrap());
+    store.raw.write(&SharedTier::blob_key(&digest), bad).await.unwrap();
+
+    let fresh = store.open();
     assert_eq!(read_all(&fresh, &digest, 0, 2 * CHUNK).await.unwrap(), &data[..2 * CHUNK as usize]);
     let e = read_all(&fresh, &digest, 0, len as u64).await.unwrap_err();
     assert!(matches!(e, SharedError::Corrupt { .. }), "{e}");
@@ -71,59 +126,165 @@ async fn suite(url: &str) {
     assert!(fresh.lookup(&digest).await.unwrap().is_none(), "a corrupt blob is deleted");
     assert_eq!(fresh.put_file(&digest, &path).await.unwrap(), PutOutcome::Stored);
     assert_eq!(read_all(&fresh, &digest, 0, len as u64).await.unwrap(), data);
+}
 
-    // A truncated blob object is refused too.
-    raw.write(&key, data[..len - 10].to_vec()).await.unwrap();
-    let fresh = Arc::new(SharedTier::open(&config(url)).unwrap());
+/// A truncated blob object is refused too, and deleted: the next write-back stores it again.
+async fn truncated_blob_is_corrupt_and_deleted(store: &Store) {
+    let len = 5 * CHUNK as usize + 123;
+    let (data, digest, path) = store.blob_file(1, len);
+    assert_eq!(store.open().put_file(&digest, &path).await.unwrap(), PutOutcome::Stored);
+    store.raw.write(&SharedTier::blob_key(&digest), data[..len - 10].to_vec()).await.unwrap();
+
+    let fresh = store.open();
     let got = read_all(&fresh, &digest, 0, len as u64).await;
     assert!(matches!(got, Err(SharedError::Corrupt { .. })), "{got:?}");
-
-    // A damaged chunk list is refused at lookup and deleted.
     assert_eq!(fresh.put_file(&digest, &path).await.unwrap(), PutOutcome::Stored);
+}
+
+/// A damaged chunk list is refused at lookup and deleted.
+async fn damaged_chunk_list_is_refused_and_deleted(store: &Store) {
+    let (_, digest, path) = store.blob_file(1, 5 * CHUNK as usize + 123);
+    assert_eq!(store.open().put_file(&digest, &path).await.unwrap(), PutOutcome::Stored);
     let ckey = SharedTier::chunks_key(&digest);
-    let mut text = raw.read(&ckey).await.unwrap().to_vec();
+    let mut text = store.raw.read(&ckey).await.unwrap().to_vec();
     let at = text.len() / 2;
     text[at] ^= 0x01;
-    raw.write(&ckey, text).await.unwrap();
-    let fresh = Arc::new(SharedTier::open(&config(url)).unwrap());
+    store.raw.write(&ckey, text).await.unwrap();
+
+    let fresh = store.open();
     assert!(matches!(fresh.lookup(&digest).await, Err(SharedError::Corrupt { .. })));
     assert!(fresh.lookup(&digest).await.unwrap().is_none());
+}
 
-    // A blob without its chunk list (a torn write-back) is invisible.
-    raw.write(&key, data.clone()).await.unwrap();
-    assert!(fresh.lookup(&digest).await.unwrap().is_none());
+/// A blob without its chunk list (a torn write-back) is invisible, and the next write-back
+/// overwrites it.
+async fn blob_without_chunk_list_is_invisible(store: &Store) {
+    let len = 5 * CHUNK as usize + 123;
+    let (data, digest, path) = store.blob_file(1, len);
+    store.raw.write(&SharedTier::blob_key(&digest), data.clone()).await.unwrap();
+    let tier = store.open();
+    assert!(tier.lookup(&digest).await.unwrap().is_none());
+    assert_eq!(tier.put_file(&digest, &path).await.unwrap(), PutOutcome::Stored);
+    assert_eq!(read_all(&tier, &digest, 0, len as u64).await.unwrap(), data);
+}
 
-    // A local copy that no longer matches its digest is never uploaded.
-    let (_, other, other_path) = blob_file(tmp.path(), 3, 1000);
+/// A local copy that no longer matches its digest is never uploaded.
+async fn rotted_local_copy_is_never_uploaded(store: &Store) {
+    let tier = store.open();
+    let (_, other, other_path) = store.blob_file(3, 1000);
     std::fs::write(&other_path, b"rotted").unwrap();
-    assert!(matches!(fresh.put_file(&other, &other_path).await, Err(SharedError::Local(_))));
-    assert!(fresh.lookup(&other).await.unwrap().is_none());
-    assert!(!raw.exists(&SharedTier::blob_key(&other)).await.unwrap(), "the rotted upload was removed");
+    assert!(matches!(tier.put_file(&other, &other_path).await, Err(SharedError::Local(_))));
+    assert!(tier.lookup(&other).await.unwrap().is_none());
+    assert!(!store.raw.exists(&SharedTier::blob_key(&other)).await.unwrap(), "the rotted upload was removed");
 }
 
-#[tokio::test]
-async fn fs_backend() {
-    let dir = tempfile::tempdir().unwrap();
-    suite(&format!("fs://{}", dir.path().display())).await;
+/// The write-back queue holds `capacity` blobs and drops (and counts) the rest; a dropped
+/// write-back writes nothing.
+async fn write_back_queue_is_bounded_and_drops_when_full(store: &Store) {
+    let tier = store.open();
+    let wb = WriteBack::spawn(Arc::clone(&tier), 2, 1);
+    let blobs: Vec<_> = (0..6).map(|i| store.blob_file(10 + i, 1000)).collect();
+    // No await between the calls: the worker cannot take anything off the queue meanwhile.
+    let queued: Vec<bool> = blobs.iter().map(|(_, d, p)| wb.queue(*d, p.clone())).collect();
+    assert_eq!(queued, [true, true, false, false, false, false]);
+    assert!(!wb.queue(blobs[0].1, blobs[0].2.clone()), "a queued blob is not queued twice");
+    // A write-back is counted before it leaves the pending set.
+    wait_until("the write-back queue is empty", || wb.n_pending() == 0).await;
+    let s = tier.stats();
+    let got = (s.get(Counter::WriteBacksQueued), s.get(Counter::WriteBacksDone), s.get(Counter::WriteBacksDropped));
+    assert_eq!(got, (2, 2, 4));
+    assert!(tier.lookup(&blobs[1].1).await.unwrap().is_some());
+    assert!(tier.lookup(&blobs[2].1).await.unwrap().is_none(), "a dropped write-back wrote nothing");
 }
 
-#[tokio::test]
-async fn s3_backend() {
-    let s3 = match S3Server::start() {
-        Ok(s) => s,
-        Err(e) => return servers::skip_or_fail("S3-compatible server", e),
-    };
-    s3.create_bucket("shared").unwrap();
-    suite(&s3_url(&s3, "shared", "suite")).await;
+// ---------------------------------------------------------------------------------------------
+// The runner: backends, their servers, and one store per behaviour.
+
+#[derive(Debug, Clone, Copy)]
+enum Backend {
+    Fs,
+    S3,
+    Redis,
 }
 
-#[tokio::test]
-async fn redis_backend() {
-    let redis = match RedisServer::start() {
-        Ok(s) => s,
-        Err(e) => return servers::skip_or_fail("Redis", e),
-    };
-    suite(&redis.url()).await;
+impl Backend {
+    fn name(self) -> &'static str {
+        match self {
+            Backend::Fs => "fs",
+            Backend::S3 => "s3",
+            Backend::Redis => "redis",
+        }
+    }
+}
+
+/// Runs the behaviour `name` of [`CASES`] against a store of its own on `backend`. A failure
+/// says which behaviour failed on which store, after the assertion's own message.
+async fn run(backend: Backend, name: &str) {
+    let (_, case) = CASES.iter().find(|(n, _)| *n == name).expect("every generated test has a row in CASES");
+    let Some(store) = Store::new(backend, name) else { return };
+    let _report = ReportFailure(format!("shared/{}/{name} failed on {}", backend.name(), store.display));
+    case(&store).await;
+}
+
+/// Prints its message if dropped while the test panics.
+struct ReportFailure(String);
+
+impl Drop for ReportFailure {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("{}", self.0);
+        }
+    }
+}
+
+/// One behaviour's store: a fresh place on one backend, a plain operator on it to damage objects
+/// with, and a directory for the local blob files it uploads.
+struct Store {
+    url: String,
+    /// The URL without credentials, for failure messages.
+    display: String,
+    raw: opendal::Operator,
+    local: tempfile::TempDir,
+    /// Keeps the store's server (if any) running while the behaviour runs.
+    _server: Option<Arc<dyn std::any::Any + Send + Sync>>,
+}
+
+impl Store {
+    /// A store for behaviour `name` on `backend`, or `None` (after saying why, or panicking under
+    /// `TIERCACHE_REQUIRE_SERVERS=1`) if the backend's server cannot start.
+    fn new(backend: Backend, name: &str) -> Option<Store> {
+        let local = tempfile::tempdir().unwrap();
+        let (url, server): (String, Option<Arc<dyn std::any::Any + Send + Sync>>) = match backend {
+            Backend::Fs => (format!("fs://{}", local.path().join("store").display()), None),
+            Backend::S3 => {
+                let s3 = servers::or_skip("S3-compatible server", S3.get())?;
+                (s3_url(&s3, S3Server::BUCKET, name), Some(s3))
+            }
+            Backend::Redis => {
+                let redis = servers::or_skip("Redis", REDIS.get())?;
+                // `redis://host:port/<db>/<root>`: every key of this store sits under `<root>/`.
+                (format!("{}/{name}", redis.url()), Some(redis))
+            }
+        };
+        opendal::install_default();
+        let raw = opendal::Operator::from_uri(url.as_str()).unwrap();
+        let display = tiercache_tiers::shared::redact(&url);
+        Some(Store { url, display, raw, local, _server: server })
+    }
+
+    /// A new tier on the store: nothing cached from earlier calls, counters at zero.
+    fn open(&self) -> Arc<SharedTier> {
+        Arc::new(SharedTier::open(&config(&self.url)).unwrap())
+    }
+
+    /// Writes `len` bytes made from `seed` to a local file named by their digest.
+    fn blob_file(&self, seed: u64, len: usize) -> (Vec<u8>, Digest, std::path::PathBuf) {
+        let data = tiercache_testkit::bytes(seed, len);
+        let digest = Digest::of(&data);
+        let path = self.local.path().join(digest.hex());
+        std::fs::write(&path, &data).unwrap();
+        (data, digest, path)
+    }
 }
 
 /// The store's URL with the test credentials in its options (the CLI's tests pass them the usual
@@ -137,6 +298,77 @@ fn s3_url(s3: &S3Server, bucket: &str, prefix: &str) -> String {
         s3.secret_key()
     )
 }
+
+static S3: Running<S3Server> = Running::new(S3Server::start);
+static REDIS: Running<RedisServer> = Running::new(RedisServer::start);
+
+/// A server shared by the tests that run while it is up, stopped when the last of them ends.
+///
+/// Not one server for the whole test binary: the harness exits without dropping statics, so a
+/// server held by one would outlive the binary. libtest starts tests in name order, several at a
+/// time, so one backend's tests overlap and nearly always share one server. Only the server
+/// process is shared: a client is bound to the runtime of the test that built it, and each
+/// `#[tokio::test]` has its own.
+struct Running<T> {
+    start: fn() -> Result<T, String>,
+    state: Mutex<State<T>>,
+}
+
+enum State<T> {
+    /// The server, if a test holds it.
+    Up(Weak<T>),
+    /// It could not start: every later test gets the same reason without trying again.
+    Failed(String),
+}
+
+impl<T> Running<T> {
+    const fn new(start: fn() -> Result<T, String>) -> Running<T> {
+        Running { start, state: Mutex::new(State::Up(Weak::new())) }
+    }
+
+    /// The running server, started if no test holds one. Blocks while another test starts it
+    /// (at most `servers::READY_TIMEOUT`), which is fine on a test's own runtime thread.
+    fn get(&self) -> Result<Arc<T>, String> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        match &*state {
+            State::Failed(err) => return Err(err.clone()),
+            State::Up(weak) => {
+                if let Some(server) = weak.upgrade() {
+                    return Ok(server);
+                }
+            }
+        }
+        match (self.start)() {
+            Ok(server) => {
+                let server = Arc::new(server);
+                *state = State::Up(Arc::downgrade(&server));
+                Ok(server)
+            }
+            Err(err) => {
+                *state = State::Failed(err.clone());
+                Err(err)
+            }
+        }
+    }
+}
+
+async fn read_all(tier: &Arc<SharedTier>, digest: &Digest, start: u64, end: u64) -> Result<Vec<u8>, SharedError> {
+    let list = tier.lookup(digest).await?.expect("blob is in the shared tier");
+    let chunks: Vec<bytes::Bytes> = tier.read_range(list, start, end, None).try_collect().await?;
+    Ok(chunks.concat())
+}
+
+/// Polls `done` until it holds; fails the test if it does not within [`WAIT`].
+async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !done() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out after {WAIT:?} waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Stores that fail: no backend needed.
 
 #[tokio::test(start_paused = true)]
 async fn a_dead_store_is_a_miss_and_the_breaker_opens() {
@@ -159,30 +391,6 @@ async fn a_dead_store_is_a_miss_and_the_breaker_opens() {
     tokio::time::advance(Duration::from_secs(30)).await;
     assert!(tier.lookup(&d).await.is_err(), "the probe fails");
     assert_eq!(tier.stats().get(Counter::BreakerTrips), 2);
-}
-
-#[tokio::test]
-async fn write_back_queue_is_bounded_and_drops_when_full() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = tempfile::tempdir().unwrap();
-    let tier = Arc::new(SharedTier::open(&config(&format!("fs://{}", store.path().display()))).unwrap());
-    let wb = WriteBack::spawn(Arc::clone(&tier), 2, 1);
-    let blobs: Vec<_> = (0..6).map(|i| blob_file(dir.path(), 10 + i, 1000)).collect();
-    // No await between the calls: the worker cannot take anything off the queue meanwhile.
-    let queued: Vec<bool> = blobs.iter().map(|(_, d, p)| wb.queue(*d, p.clone())).collect();
-    assert_eq!(queued, [true, true, false, false, false, false]);
-    assert!(!wb.queue(blobs[0].1, blobs[0].2.clone()), "a queued blob is not queued twice");
-    for _ in 0..500 {
-        if wb.n_pending() == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let s = tier.stats();
-    let got = (s.get(Counter::WriteBacksQueued), s.get(Counter::WriteBacksDone), s.get(Counter::WriteBacksDropped));
-    assert_eq!(got, (2, 2, 4));
-    assert!(tier.lookup(&blobs[1].1).await.unwrap().is_some());
-    assert!(tier.lookup(&blobs[2].1).await.unwrap().is_none(), "a dropped write-back wrote nothing");
 }
 
 /// A store that accepts connections and never answers: every call times out, is a miss, and the

@@ -1,0 +1,26 @@
+//! The commands of the `tiercache` binary, one module per command or group of commands. Each takes
+//! an open [`Cache`](tiercache_engine::Cache) and its parsed arguments, does its work through the
+//! engine, prints what happened and returns the exit code.
+//!
+//! None of them parses the command line, resolves settings or opens the cache: `main.rs` does that
+//! once for all of them.
+
+mod cleanup;
+mod df;
+mod directory;
+mod get;
+mod ns;
+mod prune;
+mod serve;
+mod stats;
+mod verify;
+
+pub(crate) use cleanup::cleanup;
+pub(crate) use df::df;
+pub(crate) use directory::{index, migrate, update, watch};
+pub(crate) use get::get;
+pub(crate) use ns::ns;
+pub(crate) use prune::prune;
+pub(crate) use serve::serve;
+pub(crate) use stats::{stats, vacuum};
+pub(crate) use verify::verify;

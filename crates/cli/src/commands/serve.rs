@@ -1,0 +1,42 @@
+//! `tiercache serve`: creates the config file's namespaces, binds the listen address, starts the
+//! watcher (with `--watch`) and the background pruner, and runs the HTTP server until a signal.
+//!
+//! It does not open the cache (`main.rs` does, with the engine settings) and holds no HTTP logic:
+//! that is `tiercache_server`.
+
+use anyhow::{Context, Result};
+use tiercache_engine::{Cache, NamespaceOptions};
+
+use crate::args::ServeArgs;
+use crate::config::{self, FileConfig};
+
+/// Serves `cache` until Ctrl-C or SIGTERM.
+pub(crate) async fn serve(cache: Cache, args: &ServeArgs, file: &FileConfig) -> Result<u8> {
+    for (name, def) in &file.namespaces {
+        let options =
+            NamespaceOptions { copy_to_cache: def.copy_to_cache, ignore: def.ignore.clone(), ..Default::default() };
+        cache
+            .create_namespace(name, def.source.as_deref(), &options)
+            .await
+            .with_context(|| format!("cannot create namespace {name} from the config file"))?;
+    }
+    let addr = config::listen(args.listen.as_deref(), file);
+    let listener = tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+    tracing::info!(addr = %listener.local_addr()?, data_dir = %cache.data_dir().display(), "tiercache serving");
+    if args.watch || file.watch.unwrap_or(false) {
+        let watcher = cache.clone();
+        tokio::spawn(async move {
+            if let Err(e) = watcher.watch_directories(&[], std::future::pending()).await {
+                tracing::warn!(error = %e, "not watching directories");
+            }
+        });
+    }
+    cache.spawn_pruner();
+    let admin_token = std::env::var("TIERCACHE_ADMIN_TOKEN").ok().or_else(|| file.admin_token.clone());
+    let admin_token = admin_token.filter(|t| !t.is_empty());
+    if let Some(t) = &admin_token {
+        anyhow::ensure!(t.len() >= 16, "the admin token must be at least 16 characters");
+    }
+    tiercache_server::serve(listener, cache, admin_token, crate::shutdown_signal()).await?;
+    Ok(0)
+}

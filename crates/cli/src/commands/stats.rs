@@ -1,0 +1,81 @@
+//! `tiercache stats` and `tiercache vacuum`: the index's totals (overall, per namespace, the shared
+//! tier's counters, directory namespaces' read caches) and compacting the index database.
+//!
+//! Both only print what the engine reports.
+
+use anyhow::Result;
+use tiercache_engine::Cache;
+
+use crate::{human_bytes, print_json, print_namespace_table, time_or_dash};
+
+/// Prints the totals, of one namespace or of all.
+pub(crate) async fn stats(cache: Cache, ns: Option<&str>, json: bool) -> Result<u8> {
+    let report = cache.stats(ns).await?;
+    if json {
+        print_json(&report)?;
+    } else {
+        println!("data directory: {}", report.data_dir.display());
+        println!("index: {}", human_bytes(report.index_bytes));
+        let s = &report.stats;
+        println!(
+            "blobs: {} ({}), {} not referenced by any entry",
+            s.n_blobs,
+            human_bytes(s.blob_bytes),
+            s.n_unreferenced_blobs
+        );
+        println!("entries: {} ({})", s.n_entries, human_bytes(s.entry_bytes));
+        println!("oldest: {}", time_or_dash(s.oldest_ms));
+        println!("newest: {}", time_or_dash(s.newest_ms));
+        print_namespace_table(&s.namespaces);
+        if !report.shared.is_empty() {
+            let c = |name: &str| report.shared.get(name).copied().unwrap_or(0);
+            println!(
+                "shared tier: {} hits, {} misses, {} read; write-backs {} queued, {} done, {} skipped (already there), {} dropped (queue full), {} failed; {} errors, {} corrupt; breaker {} ({} trips)",
+                c("hits"),
+                c("misses"),
+                human_bytes(c("read_bytes").max(0) as u64),
+                c("write_backs_queued"),
+                c("write_backs_done"),
+                c("write_backs_skipped"),
+                c("write_backs_dropped"),
+                c("write_backs_failed"),
+                c("errors"),
+                c("corrupt"),
+                if c("breaker_open") == 1 { "open" } else { "closed" },
+                c("breaker_trips"),
+            );
+        }
+        for ns in &s.namespaces {
+            if let Some(d) = &ns.directory {
+                println!(
+                    "{}: {} files ({}), {} not hashed yet; oldest file {}, newest {}; last update {} ({})",
+                    ns.name,
+                    d.n_files,
+                    human_bytes(d.bytes),
+                    d.n_unhashed,
+                    time_or_dash(d.oldest_ms),
+                    time_or_dash(d.newest_ms),
+                    time_or_dash(d.last_update_ms),
+                    d.last_update_kind.as_deref().unwrap_or("never")
+                );
+            }
+        }
+    }
+    Ok(0)
+}
+
+/// Compacts the index and prints its size before and after.
+pub(crate) async fn vacuum(cache: Cache, json: bool) -> Result<u8> {
+    let report = cache.vacuum().await?;
+    if json {
+        print_json(&report)?;
+    } else {
+        println!(
+            "index size before: {}, after: {}, saved: {}",
+            human_bytes(report.before_bytes),
+            human_bytes(report.after_bytes),
+            human_bytes(report.saved_bytes)
+        );
+    }
+    Ok(0)
+}
