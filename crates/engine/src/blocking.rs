@@ -24,7 +24,10 @@ impl Ix {
         f: impl FnOnce(&Index) -> Result<T, IndexError> + Send + 'static,
     ) -> Result<T, Error> {
         let index = Arc::clone(&self.0);
-        tokio::task::spawn_blocking(move || f(&index)).await.map_err(|e| Error::task("index call", e))?.map_err(Error::from)
+        tokio::task::spawn_blocking(move || f(&index))
+            .await
+            .map_err(|e| Error::task("index call", e))?
+            .map_err(Error::from)
     }
 
     /// The index itself, for work that runs on a blocking thread already (scans, eviction).

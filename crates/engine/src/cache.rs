@@ -86,7 +86,8 @@ impl Cache {
             None => None,
         };
         let quota = {
-            let (limits, index, disk, dir) = (config.disk.clone(), Arc::clone(&index), disk.clone(), config.data_dir.clone());
+            let (limits, index, disk, dir) =
+                (config.disk.clone(), Arc::clone(&index), disk.clone(), config.data_dir.clone());
             Arc::new(blocking_with(move || Ok(DiskQuota::open(limits, index, disk, dir)?)).await?)
         };
 
@@ -97,15 +98,10 @@ impl Cache {
         let access = Arc::new(AccessLog::default());
         let sources = Arc::new(Sources::new(config.http.clone()));
         let managed = Store { disk, quota: Arc::clone(&quota), dir: None };
-        let stores = Arc::new(Stores::new(
-            managed,
-            ix.clone(),
-            memory.clone(),
-            shared,
-            tasks.clone(),
-            config.data_dir.clone(),
-        ));
-        let namespaces = Arc::new(Namespaces::new(ix.clone(), memory.clone(), Arc::clone(&sources), Arc::clone(&stores)));
+        let stores =
+            Arc::new(Stores::new(managed, ix.clone(), memory.clone(), shared, tasks.clone(), config.data_dir.clone()));
+        let namespaces =
+            Arc::new(Namespaces::new(ix.clone(), memory.clone(), Arc::clone(&sources), Arc::clone(&stores)));
         let directories = Arc::new(Directories::new(
             &config,
             ix.clone(),
@@ -363,11 +359,7 @@ impl Cache {
     }
 
     /// Follows the directory namespaces `names` (all if empty) until `shutdown` completes.
-    pub async fn watch_directories(
-        &self,
-        names: &[String],
-        shutdown: impl Future<Output = ()>,
-    ) -> Result<(), Error> {
+    pub async fn watch_directories(&self, names: &[String], shutdown: impl Future<Output = ()>) -> Result<(), Error> {
         self.parts.directories.watch(names, shutdown).await
     }
 

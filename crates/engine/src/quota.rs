@@ -18,7 +18,6 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-
 use tiercache_core::Digest;
 use tiercache_index::{Index, IndexError};
 use tiercache_tiers::{DiskTier, EvictionPolicy};

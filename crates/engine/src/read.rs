@@ -28,6 +28,7 @@ use tokio::sync::{Semaphore, watch};
 
 pub use shared::Intent;
 
+use crate::Error;
 use crate::access::AccessLog;
 use crate::blocking::Ix;
 use crate::body::{Body, Read, read_chunk};
@@ -42,7 +43,6 @@ use crate::spool::Phase;
 use crate::store::{Store, Stores};
 use crate::tasks::Tasks;
 use crate::telemetry::{self, served};
-use crate::Error;
 use fetch::FlightOutcome;
 
 /// The read path of one cache. Its fetches and fills run as background tasks holding an `Arc`
@@ -115,7 +115,12 @@ impl Reads {
     }
 
     /// [`Reads::blob`] once the memory tier could not answer.
-    async fn read_blob_past_memory(self: &Arc<Self>, digest: &Digest, intent: Intent, t0: Instant) -> Result<Read, Error> {
+    async fn read_blob_past_memory(
+        self: &Arc<Self>,
+        digest: &Digest,
+        intent: Intent,
+        t0: Instant,
+    ) -> Result<Read, Error> {
         // A small, page-cached open and fstat: cheaper inline than a hop to a blocking thread.
         let opened = self.stores.open_blob(self.stores.managed(), digest)?;
         let Some((file, fs_meta)) = opened else {

@@ -134,10 +134,9 @@ mod tests {
             rx.wait_for(|open| *open).await.unwrap();
             Ok::<_, ()>(7)
         };
-        let all = futures::future::join(
-            futures::future::join_all((0..4).map(|_| flights.run(1, compute))),
-            async { gate_tx.send(true).unwrap() },
-        );
+        let all = futures::future::join(futures::future::join_all((0..4).map(|_| flights.run(1, compute))), async {
+            gate_tx.send(true).unwrap()
+        });
         let (values, ()) = all.await;
         assert_eq!(values, vec![Ok(7); 4]);
         assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 1);

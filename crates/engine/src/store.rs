@@ -25,8 +25,8 @@ use tiercache_tiers::{DiskTier, FinishedBlob, TempBlob};
 use tokio::sync::{OnceCell, Semaphore};
 
 use crate::blocking::{Ix, blocking};
-use crate::memory::Memory;
 use crate::config::DiskLimits;
+use crate::memory::Memory;
 use crate::quota::{DiskQuota, NoRoom, Reservation};
 use crate::single_flight::SingleFlight;
 use crate::spool::RESERVE_STEP_BYTES;
@@ -174,7 +174,8 @@ impl Stores {
             let disk = DiskTier::open(Path::new(&d))?;
             disk.sweep_temp()?;
             let limits = DiskLimits { quota_bytes: None, ..DiskLimits::default() };
-            let quota = DiskQuota::open(limits, index, disk.clone(), PathBuf::from(&d)).map_err(std::io::Error::other)?;
+            let quota =
+                DiskQuota::open(limits, index, disk.clone(), PathBuf::from(&d)).map_err(std::io::Error::other)?;
             Ok(Arc::new(Store { disk, quota: Arc::new(quota), dir: Some(d) }))
         })
         .await?;

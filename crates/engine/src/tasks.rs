@@ -25,7 +25,10 @@ impl Tasks {
 
     /// Runs the loop `make(stop)` in the background: it must return soon after `stop` is
     /// cancelled.
-    pub(crate) fn spawn_loop<F: Future<Output = ()> + Send + 'static>(&self, make: impl FnOnce(CancellationToken) -> F) {
+    pub(crate) fn spawn_loop<F: Future<Output = ()> + Send + 'static>(
+        &self,
+        make: impl FnOnce(CancellationToken) -> F,
+    ) {
         self.loops.spawn(make(self.stop.clone()));
     }
 

@@ -9,6 +9,12 @@ use tiercache_engine::Error;
 /// The realm named in `WWW-Authenticate` challenges of the admin endpoints.
 const ADMIN_REALM: &str = "tiercache-admin";
 
+/// Seconds a client is asked to wait before retrying a read that raced changes (503).
+const RETRY_AFTER_SECONDS: &str = "1";
+
+/// The methods a namespace mirroring a source answers (405 for a write to it).
+const READ_ONLY_METHODS: &str = "GET, HEAD";
+
 /// An error on its way to a client: `{"error": kind, "message": why}` with the status its kind
 /// calls for. Client mistakes get a 4xx; source failures 502 (504 for timeouts); local failures
 /// 5xx with the cause logged.
@@ -61,13 +67,14 @@ impl ApiError {
             E::Key(_) | E::Digest(_) | E::Invalid(_) | E::DigestMismatch { .. } => StatusCode::BAD_REQUEST,
             E::Range(_) => StatusCode::RANGE_NOT_SATISFIABLE,
             E::NoNamespace(_) | E::NoEntry { .. } | E::NoBlob(_) => StatusCode::NOT_FOUND,
-            E::Conflict(_) => StatusCode::CONFLICT,
-            E::ReadOnly(_) => StatusCode::METHOD_NOT_ALLOWED,
+            E::Conflict { .. } => StatusCode::CONFLICT,
+            E::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            E::ReadOnly { .. } => StatusCode::METHOD_NOT_ALLOWED,
             E::Source(tiercache_engine::SourceError::Forbidden { .. }) => StatusCode::FORBIDDEN,
             E::Source(tiercache_engine::SourceError::NotFound { .. }) => StatusCode::NOT_FOUND,
             E::Source(s) if s.is_timeout() => StatusCode::GATEWAY_TIMEOUT,
             E::Source(_) => StatusCode::BAD_GATEWAY,
-            E::StorageFull(_) => StatusCode::INSUFFICIENT_STORAGE,
+            E::StorageFull { .. } => StatusCode::INSUFFICIENT_STORAGE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -116,6 +123,17 @@ impl IntoResponse for ApiError {
         metrics::counter!("tiercache_http_errors_total", "kind" => kind).increment(1);
         let body = serde_json::json!({ "error": kind, "message": message });
         let mut resp = (status, Json(body)).into_response();
+        // A 503 says when to try again, and a 405 which methods are allowed (RFC 9110 §15.6.4,
+        // §15.5.6).
+        match &self {
+            ApiError::Engine(Error::Busy { .. }) => {
+                resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS));
+            }
+            ApiError::Engine(Error::ReadOnly { .. }) => {
+                resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static(READ_ONLY_METHODS));
+            }
+            _ => {}
+        }
         if let ApiError::Unauthorized(why) = self {
             // RFC 6750 §3: a request with no credentials gets a bare challenge; a bad token says so.
             let challenge = match why {

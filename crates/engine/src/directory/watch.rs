@@ -20,8 +20,8 @@ use tiercache_sources::DirSource;
 use tiercache_sources::dir::Lookup;
 use tiercache_sources::dir::walk::Ignore;
 
-use super::scan::{self, Change, Changes, ScanProgress, ScanSpec, UpdateKind, UpdateReport, hash_one};
 use super::Directories;
+use super::scan::{self, Change, Changes, ScanProgress, ScanSpec, UpdateKind, UpdateReport, hash_one};
 use crate::Error;
 
 /// Paths queued between two passes, at most; beyond this the watcher reconciles in full.

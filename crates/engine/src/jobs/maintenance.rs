@@ -85,73 +85,79 @@ impl VerifyReport {
 }
 
 impl Jobs {
-/// Start-up work on every open (`Cache::open`): temp files of dead processes are removed and
-/// pending blob rows reconciled with the disk tier; a new or reset index is rebuilt.
-pub(crate) async fn recover(&self, index_created: bool) -> Result<(), Error> {
-    let disk = self.stores.managed().disk.clone();
-    let swept = blocking(move || disk.sweep_temp()).await?;
-    if swept.n_removed > 0 {
-        tracing::info!(files = swept.n_removed, bytes = swept.bytes, "removed temp files left by stopped processes");
-    }
-    let pending = self.ix.run(|ix| ix.pending_blobs()).await?;
-    if !pending.is_empty() {
+    /// Start-up work on every open (`Cache::open`): temp files of dead processes are removed and
+    /// pending blob rows reconciled with the disk tier; a new or reset index is rebuilt.
+    pub(crate) async fn recover(&self, index_created: bool) -> Result<(), Error> {
         let disk = self.stores.managed().disk.clone();
-        let (present, gone): (Vec<_>, Vec<_>) = pending.into_iter().partition(|d| disk.contains(d));
-        let sized: Vec<(Digest, u64)> =
-            present.iter().filter_map(|d| std::fs::metadata(disk.blob_path(d)).ok().map(|m| (*d, m.len()))).collect();
-        tracing::info!(adopted = sized.len(), dropped = gone.len(), "reconciled blobs pending at the last stop");
-        let now = now_ms();
-        self.ix.run(move |ix| ix.adopt_blobs(&sized, now)).await?;
-        self.ix.run(move |ix| ix.forget_blobs(&gone)).await?;
+        let swept = blocking(move || disk.sweep_temp()).await?;
+        if swept.n_removed > 0 {
+            tracing::info!(
+                files = swept.n_removed,
+                bytes = swept.bytes,
+                "removed temp files left by stopped processes"
+            );
+        }
+        let pending = self.ix.run(|ix| ix.pending_blobs()).await?;
+        if !pending.is_empty() {
+            let disk = self.stores.managed().disk.clone();
+            let (present, gone): (Vec<_>, Vec<_>) = pending.into_iter().partition(|d| disk.contains(d));
+            let sized: Vec<(Digest, u64)> = present
+                .iter()
+                .filter_map(|d| std::fs::metadata(disk.blob_path(d)).ok().map(|m| (*d, m.len())))
+                .collect();
+            tracing::info!(adopted = sized.len(), dropped = gone.len(), "reconciled blobs pending at the last stop");
+            let now = now_ms();
+            self.ix.run(move |ix| ix.adopt_blobs(&sized, now)).await?;
+            self.ix.run(move |ix| ix.forget_blobs(&gone)).await?;
+        }
+        if index_created {
+            self.rebuild().await?;
+        }
+        Ok(())
     }
-    if index_created {
-        self.rebuild().await?;
-    }
-    Ok(())
-}
 
-/// Rebuilds a new, empty index from the namespace definitions and the disk tier.
-async fn rebuild(&self) -> Result<(), Error> {
-    let data_dir = self.stores.data_dir().to_owned();
-    let defs = blocking(move || Ok(read_definitions(&data_dir))).await?;
-    let disk = self.stores.managed().disk.clone();
-    let listed = blocking(move || disk.list()).await?;
-    if defs.is_empty() && listed.is_empty() {
-        return Ok(()); // A brand-new data directory.
+    /// Rebuilds a new, empty index from the namespace definitions and the disk tier.
+    async fn rebuild(&self) -> Result<(), Error> {
+        let data_dir = self.stores.data_dir().to_owned();
+        let defs = blocking(move || Ok(read_definitions(&data_dir))).await?;
+        let disk = self.stores.managed().disk.clone();
+        let listed = blocking(move || disk.list()).await?;
+        if defs.is_empty() && listed.is_empty() {
+            return Ok(()); // A brand-new data directory.
+        }
+        tracing::warn!(
+            namespaces = defs.len(),
+            blobs = listed.len(),
+            "index database was missing or reset: rebuilding it from the disk tier and namespace definitions"
+        );
+        for def in defs {
+            let Ok(name) = NamespaceName::new(&def.name) else { continue };
+            self.ix
+                .run(move |ix| {
+                    let (ns, _) = ix.put_namespace(&name, def.source.as_deref(), &def.options, now_ms())?;
+                    for key in &def.pins {
+                        ix.put_pin(ns.id, key)?;
+                    }
+                    Ok(())
+                })
+                .await?;
+        }
+        let blobs: Vec<(Digest, u64)> = listed.into_iter().filter_map(Result::ok).collect();
+        let total = blobs.len();
+        let t0 = Instant::now();
+        for (i, batch) in blobs.chunks(1000).enumerate() {
+            let batch = batch.to_vec();
+            self.ix.run(move |ix| ix.adopt_blobs(&batch, now_ms())).await?;
+            let done = (i * 1000 + 1000).min(total);
+            tracing::info!(done, total, "rebuilding index: {}%", done * 100 / total.max(1));
+        }
+        tracing::warn!(
+            blobs = total,
+            elapsed_ms = t0.elapsed().as_millis() as u64,
+            "index rebuilt; entries are re-resolved from their sources on first read"
+        );
+        Ok(())
     }
-    tracing::warn!(
-        namespaces = defs.len(),
-        blobs = listed.len(),
-        "index database was missing or reset: rebuilding it from the disk tier and namespace definitions"
-    );
-    for def in defs {
-        let Ok(name) = NamespaceName::new(&def.name) else { continue };
-        self.ix
-            .run(move |ix| {
-                let (ns, _) = ix.put_namespace(&name, def.source.as_deref(), &def.options, now_ms())?;
-                for key in &def.pins {
-                    ix.put_pin(ns.id, key)?;
-                }
-                Ok(())
-            })
-            .await?;
-    }
-    let blobs: Vec<(Digest, u64)> = listed.into_iter().filter_map(Result::ok).collect();
-    let total = blobs.len();
-    let t0 = Instant::now();
-    for (i, batch) in blobs.chunks(1000).enumerate() {
-        let batch = batch.to_vec();
-        self.ix.run(move |ix| ix.adopt_blobs(&batch, now_ms())).await?;
-        let done = (i * 1000 + 1000).min(total);
-        tracing::info!(done, total, "rebuilding index: {}%", done * 100 / total.max(1));
-    }
-    tracing::warn!(
-        blobs = total,
-        elapsed_ms = t0.elapsed().as_millis() as u64,
-        "index rebuilt; entries are re-resolved from their sources on first read"
-    );
-    Ok(())
-}
 
     /// Totals, overall and per namespace (or just `only_ns`).
     pub(crate) async fn stats(&self, only_ns: Option<&str>) -> Result<StatsReport, Error> {
@@ -232,54 +238,54 @@ async fn rebuild(&self) -> Result<(), Error> {
         let index_problems = self.ix.run(|ix| ix.integrity_check()).await?;
         let disk = self.stores.managed().disk.clone();
         let mut report = blocking(move || {
-                let listed = disk.list()?;
-                let stale_temp = disk.stale_temp()?;
-                // An absent row names a blob kept in a namespace's own directory, not here.
-                let rows: std::collections::HashMap<Digest, (u64, BlobState)> = rows
-                    .into_iter()
-                    .filter(|r| r.state != BlobState::Absent)
-                    .map(|r| (r.digest, (r.size_bytes, r.state)))
-                    .collect();
-                let mut report = VerifyReport { stale_temp, index_problems, ..VerifyReport::default() };
-                let mut files = Vec::new();
-                for item in listed {
-                    match item {
-                        Ok((d, len)) => files.push((d, len)),
-                        Err(p) => report.strays.push(p),
-                    }
+            let listed = disk.list()?;
+            let stale_temp = disk.stale_temp()?;
+            // An absent row names a blob kept in a namespace's own directory, not here.
+            let rows: std::collections::HashMap<Digest, (u64, BlobState)> = rows
+                .into_iter()
+                .filter(|r| r.state != BlobState::Absent)
+                .map(|r| (r.digest, (r.size_bytes, r.state)))
+                .collect();
+            let mut report = VerifyReport { stale_temp, index_problems, ..VerifyReport::default() };
+            let mut files = Vec::new();
+            for item in listed {
+                match item {
+                    Ok((d, len)) => files.push((d, len)),
+                    Err(p) => report.strays.push(p),
                 }
-                let on_disk: std::collections::HashSet<Digest> = files.iter().map(|(d, _)| *d).collect();
-                report.missing = rows.keys().filter(|d| !on_disk.contains(d)).copied().collect();
-                for (d, len) in &files {
-                    match rows.get(d) {
-                        None => report.untracked.push(*d),
-                        Some((size, _)) if size != len => report.wrong_size.push(*d),
-                        _ => {}
-                    }
+            }
+            let on_disk: std::collections::HashSet<Digest> = files.iter().map(|(d, _)| *d).collect();
+            report.missing = rows.keys().filter(|d| !on_disk.contains(d)).copied().collect();
+            for (d, len) in &files {
+                match rows.get(d) {
+                    None => report.untracked.push(*d),
+                    Some((size, _)) if size != len => report.wrong_size.push(*d),
+                    _ => {}
                 }
-                let total: u64 = files.iter().map(|(_, l)| l).sum();
-                let (next, done) = (AtomicUsize::new(0), AtomicU64::new(0));
-                let corrupt = std::sync::Mutex::new(Vec::new());
-                let n_threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(8);
-                std::thread::scope(|s| {
-                    for _ in 0..n_threads {
-                        s.spawn(|| {
-                            while let Some((d, len)) = files.get(next.fetch_add(1, Ordering::Relaxed)) {
-                                if crate::fs::sha256_of_file(&disk.blob_path(d)).ok() != Some(*d) {
-                                    corrupt.lock().unwrap_or_else(|p| p.into_inner()).push(*d);
-                                }
-                                progress(done.fetch_add(*len, Ordering::Relaxed) + len, total);
+            }
+            let total: u64 = files.iter().map(|(_, l)| l).sum();
+            let (next, done) = (AtomicUsize::new(0), AtomicU64::new(0));
+            let corrupt = std::sync::Mutex::new(Vec::new());
+            let n_threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(8);
+            std::thread::scope(|s| {
+                for _ in 0..n_threads {
+                    s.spawn(|| {
+                        while let Some((d, len)) = files.get(next.fetch_add(1, Ordering::Relaxed)) {
+                            if crate::fs::sha256_of_file(&disk.blob_path(d)).ok() != Some(*d) {
+                                corrupt.lock().unwrap_or_else(|p| p.into_inner()).push(*d);
                             }
-                        });
-                    }
-                });
-                report.corrupt = corrupt.into_inner().unwrap_or_else(|p| p.into_inner());
-                report.corrupt.sort();
-                report.n_checked = files.len() as u64;
-                report.bytes_checked = total;
-                Ok(report)
-            })
-            .await?;
+                            progress(done.fetch_add(*len, Ordering::Relaxed) + len, total);
+                        }
+                    });
+                }
+            });
+            report.corrupt = corrupt.into_inner().unwrap_or_else(|p| p.into_inner());
+            report.corrupt.sort();
+            report.n_checked = files.len() as u64;
+            report.bytes_checked = total;
+            Ok(report)
+        })
+        .await?;
         if repair && !report.is_clean() {
             self.repair(&report).await?;
             report.repaired = report.index_problems.is_empty();
@@ -296,18 +302,18 @@ async fn rebuild(&self) -> Result<(), Error> {
         let (untracked, strays, temps) = (report.untracked.clone(), report.strays.clone(), report.stale_temp.clone());
         let disk = self.stores.managed().disk.clone();
         let adopted = blocking(move || {
-                for d in &bad {
-                    disk.delete(d)?;
-                }
-                for p in strays.iter().chain(&temps) {
-                    if p.is_dir() { std::fs::remove_dir_all(p)? } else { std::fs::remove_file(p)? }
-                }
-                Ok(untracked
-                    .iter()
-                    .filter_map(|d| std::fs::metadata(disk.blob_path(d)).ok().map(|m| (*d, m.len())))
-                    .collect::<Vec<_>>())
-            })
-            .await?;
+            for d in &bad {
+                disk.delete(d)?;
+            }
+            for p in strays.iter().chain(&temps) {
+                if p.is_dir() { std::fs::remove_dir_all(p)? } else { std::fs::remove_file(p)? }
+            }
+            Ok(untracked
+                .iter()
+                .filter_map(|d| std::fs::metadata(disk.blob_path(d)).ok().map(|m| (*d, m.len())))
+                .collect::<Vec<_>>())
+        })
+        .await?;
         self.ix.run(move |ix| ix.adopt_blobs(&adopted, now_ms())).await
     }
 }

@@ -99,7 +99,9 @@ impl Jobs {
         let def = Definition { name: ns.name.clone(), source: ns.source.clone(), options: options.clone(), pins };
         self.namespaces.write_definition(def).await?;
         let (ns_name, source) = (tiercache_core::NamespaceName::new(&ns.name)?, ns.source.clone());
-        self.ix.run(move |ix| ix.put_namespace(&ns_name, source.as_deref(), &options, tiercache_core::now_ms())).await?;
+        self.ix
+            .run(move |ix| ix.put_namespace(&ns_name, source.as_deref(), &options, tiercache_core::now_ms()))
+            .await?;
         self.memory.bump_generation().await?;
 
         // 3. Catch up with entries stored meanwhile.
@@ -160,21 +162,21 @@ impl Jobs {
             };
             let (temp_store, quota) = (to.disk.clone(), Arc::clone(&to.quota));
             let copied = blocking(move || {
-                    use std::io::Read as _;
-                    let reservation = quota.reserve(size).map_err(|no| std::io::Error::other(no.reason))?;
-                    let mut temp = temp_store.create_temp()?;
-                    let mut file = file;
-                    let mut buf = vec![0u8; 1 << 20];
-                    loop {
-                        let n = file.read(&mut buf)?;
-                        if n == 0 {
-                            break;
-                        }
-                        temp.write(Bytes::copy_from_slice(&buf[..n]))?;
+                use std::io::Read as _;
+                let reservation = quota.reserve(size).map_err(|no| std::io::Error::other(no.reason))?;
+                let mut temp = temp_store.create_temp()?;
+                let mut file = file;
+                let mut buf = vec![0u8; 1 << 20];
+                loop {
+                    let n = file.read(&mut buf)?;
+                    if n == 0 {
+                        break;
                     }
-                    Ok((temp.finish()?, reservation))
-                })
-                .await?;
+                    temp.write(Bytes::copy_from_slice(&buf[..n]))?;
+                }
+                Ok((temp.finish()?, reservation))
+            })
+            .await?;
             if copied.0.digest != digest {
                 tracing::error!(%digest, actual = %copied.0.digest, "a stored blob does not match its digest; not copied");
                 report.n_missing += 1;

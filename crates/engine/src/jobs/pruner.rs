@@ -21,8 +21,8 @@ use tiercache_core::{Digest, now_ms};
 use tiercache_index::EntryRef;
 
 use super::Jobs;
-use crate::config::OwnerCheck;
 use crate::blocking::blocking;
+use crate::config::OwnerCheck;
 use crate::{Error, telemetry};
 
 /// What one pass prunes. [`PruneOptions::all`] is what the background pruner does.
@@ -170,7 +170,8 @@ impl Jobs {
                 continue;
             }
             let grace = if opts.orphans { opts.orphan_grace.unwrap_or(cfg.orphan_grace) } else { Duration::MAX };
-            let (blobs, temps) = self.stores.sweep_dir_store(ns, (grace, cfg.temp_grace), &unnamed, opts.dry_run).await?;
+            let (blobs, temps) =
+                self.stores.sweep_dir_store(ns, (grace, cfg.temp_grace), &unnamed, opts.dry_run).await?;
             for (d, bytes) in blobs {
                 report.n_blobs += 1;
                 report.freed_bytes += bytes;
@@ -214,7 +215,8 @@ impl Jobs {
         if opts.files {
             let (grace, dry) = (cfg.temp_grace, opts.dry_run);
             let disk = self.stores.managed().disk.clone();
-            let (temps, locks) = blocking(move || Ok((disk.prune_temp(grace, dry)?, disk.prune_locks(grace, dry)?))).await?;
+            let (temps, locks) =
+                blocking(move || Ok((disk.prune_temp(grace, dry)?, disk.prune_locks(grace, dry)?))).await?;
             for (p, bytes) in temps {
                 report.n_files += 1;
                 report.freed_bytes += bytes;
@@ -237,12 +239,13 @@ impl Jobs {
         }
         if !opts.dry_run {
             let quota = Arc::clone(&self.stores.managed().quota);
-            self.ix.run(move |_| {
-                quota.resync()?;
-                quota.evict_to_watermark();
-                Ok(())
-            })
-            .await?;
+            self.ix
+                .run(move |_| {
+                    quota.resync()?;
+                    quota.evict_to_watermark();
+                    Ok(())
+                })
+                .await?;
             if !report.items.is_empty() {
                 self.memory.bump_generation().await?;
             }

@@ -19,7 +19,8 @@ impl Namespaces {
         }
         let lookup = NamespaceName::new(name)?.as_str().to_owned();
         let epoch = self.memory.epoch();
-        let ns = self.ix.run(move |ix| ix.get_namespace(&lookup)).await?.ok_or_else(|| Error::NoNamespace(name.into()))?;
+        let ns =
+            self.ix.run(move |ix| ix.get_namespace(&lookup)).await?.ok_or_else(|| Error::NoNamespace(name.into()))?;
         let ns = Arc::new(ns);
         self.memory.put_namespace(Arc::clone(&ns), epoch).await;
         Ok(ns)

@@ -21,7 +21,9 @@ use crate::body::{Body, Read};
 use crate::meta::{ReadMeta, Text, Tier};
 use crate::quota::Hold;
 use crate::single_flight::Joined;
-use crate::spool::{HandOff, Phase, PhaseSender, RESERVE_STEP_BYTES, SpoolError, Spooled, Started, progress, spool_or_overflow};
+use crate::spool::{
+    HandOff, Phase, PhaseSender, RESERVE_STEP_BYTES, SpoolError, Spooled, Started, progress, spool_or_overflow,
+};
 use crate::store::{Origin, Store};
 use crate::telemetry::{self, served};
 
@@ -41,11 +43,15 @@ impl Reads {
         // A finished flight's entry is in the index now (or was removed since): a reader who
         // missed it starts a new flight, which looks in the index before fetching.
         let mut tx = None;
-        let joined = self.flights.join((ns_id, key.clone()), |rx| is_running(&rx.borrow()), || {
-            let (sender, rx) = watch::channel(Phase::Waiting);
-            tx = Some(sender);
-            rx
-        });
+        let joined = self.flights.join(
+            (ns_id, key.clone()),
+            |rx| is_running(&rx.borrow()),
+            || {
+                let (sender, rx) = watch::channel(Phase::Waiting);
+                tx = Some(sender);
+                rx
+            },
+        );
         let mut rx = match joined {
             Joined::Running(rx) => {
                 metrics::counter!(telemetry::COALESCED).increment(1);
@@ -63,7 +69,8 @@ impl Reads {
             }
         };
         let phase = rx.wait_for(|p| !matches!(p, Phase::Waiting)).await.map(|p| p.clone());
-        let phase = phase.map_err(|_| Error::io("fetching", std::io::Error::other("the fetch task ended without a result")))?;
+        let phase =
+            phase.map_err(|_| Error::io("fetching", std::io::Error::other("the fetch task ended without a result")))?;
         let hold = Some(Hold::new(&self.stores.managed().quota, None, Some(ns_id)));
         match phase {
             Phase::NotModified => Ok(FlightOutcome::NotModified),

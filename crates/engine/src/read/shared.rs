@@ -147,11 +147,15 @@ impl Reads {
             return watch::channel(Phase::PassThrough { meta: Arc::new(meta), body: Default::default() }).1;
         };
         let mut tx = None;
-        let joined = self.fills.join(digest, |rx| is_running(&rx.borrow()), || {
-            let (sender, rx) = watch::channel(Phase::Waiting);
-            tx = Some(sender);
-            rx
-        });
+        let joined = self.fills.join(
+            digest,
+            |rx| is_running(&rx.borrow()),
+            || {
+                let (sender, rx) = watch::channel(Phase::Waiting);
+                tx = Some(sender);
+                rx
+            },
+        );
         match joined {
             Joined::Running(rx) => rx,
             Joined::Started(rx) => {
