@@ -56,7 +56,7 @@ impl Namespaces {
     /// it with `false` (and updates its options); another source is a [`Error::Conflict`].
     ///
     /// `options.storage`, an absolute directory, keeps the namespace's blobs there instead of the
-    /// disk tier (see `storage.rs`); it is created if missing, and must be empty or already this
+    /// disk tier (see `store/place.rs`); it is created if missing, and must be empty or already this
     /// namespace's. A namespace's storage is chosen when it is created: later calls without one
     /// keep it, and another one is a [`Error::Conflict`] (a move, `jobs/moves.rs`, moves it).
     pub(crate) async fn create(
