@@ -165,3 +165,33 @@ impl From<IndexError> for Error {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    #[test]
+    fn a_full_file_system_is_storage_full_by_its_kind_with_its_cause() {
+        for kind in [std::io::ErrorKind::StorageFull, std::io::ErrorKind::QuotaExceeded] {
+            let e = Error::io("writing blob", std::io::Error::from(kind));
+            assert!(matches!(e, Error::StorageFull { .. }), "{e:?}");
+            let cause = e.source().and_then(|s| s.downcast_ref::<Arc<std::io::Error>>());
+            assert_eq!(cause.map(|c| c.kind()), Some(kind));
+        }
+        let e = Error::io("reading blob", std::io::Error::from(std::io::ErrorKind::PermissionDenied));
+        assert!(matches!(e, Error::Io { .. }) && e.to_string().starts_with("reading blob: "), "{e}");
+        assert!(e.source().is_some());
+    }
+
+    #[test]
+    fn an_index_conflict_stays_a_conflict_with_its_cause_and_clones_alike() {
+        let e = Error::from(IndexError::Conflict { name: "web".into(), existing: None });
+        assert!(matches!(e, Error::Conflict { .. }), "{e:?}");
+        let cause = e.source().and_then(|s| s.downcast_ref::<Cause>());
+        assert!(cause.is_some_and(|c| c.downcast_ref::<IndexError>().is_some()), "{e:?}");
+        let shared = e.clone();
+        assert_eq!((shared.kind(), shared.to_string()), (e.kind(), e.to_string()));
+    }
+}

@@ -13,7 +13,7 @@ const ADMIN_REALM: &str = "tiercache-admin";
 const RETRY_AFTER_SECONDS: &str = "1";
 
 /// The methods a namespace mirroring a source answers (405 for a write to it).
-const READ_ONLY_METHODS: &str = "GET, HEAD";
+const READ_ONLY_METHODS: &str = "GET,HEAD";
 
 /// An error on its way to a client: `{"error": kind, "message": why}` with the status its kind
 /// calls for. Client mistakes get a 4xx; source failures 502 (504 for timeouts); local failures
@@ -144,5 +144,49 @@ impl IntoResponse for ApiError {
             resp.headers_mut().insert(header::WWW_AUTHENTICATE, challenge);
         }
         resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http::HeaderMap;
+
+    use super::*;
+
+    /// The status and the headers `e` is answered with.
+    fn answer(e: Error) -> (StatusCode, HeaderMap) {
+        let resp = ApiError::Engine(e).into_response();
+        (resp.status(), resp.headers().clone())
+    }
+
+    #[test]
+    fn a_busy_read_is_503_with_retry_after() {
+        let (status, headers) = answer(Error::Busy { what: "entry web/k".into() });
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(headers.get(header::RETRY_AFTER).map(|v| v.as_bytes()), Some(&b"1"[..]));
+    }
+
+    #[test]
+    fn a_write_to_a_read_only_namespace_is_405_with_allow() {
+        let e = Error::ReadOnly { namespace: "web".into(), mirrors: "http://127.0.0.1:1/".into() };
+        let (status, headers) = answer(e);
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(headers.get(header::ALLOW).map(|v| v.as_bytes()), Some(&b"GET,HEAD"[..]));
+    }
+
+    #[test]
+    fn each_engine_error_keeps_its_status() {
+        let full = std::io::Error::from(std::io::ErrorKind::StorageFull);
+        let cases: Vec<(Error, StatusCode)> = vec![
+            (Error::conflict("taken"), StatusCode::CONFLICT),
+            (Error::io("writing", full), StatusCode::INSUFFICIENT_STORAGE),
+            (Error::io("reading", std::io::Error::other("bad sector")), StatusCode::INTERNAL_SERVER_ERROR),
+            (Error::NoNamespace("x".into()), StatusCode::NOT_FOUND),
+            (Error::Invalid("bad".into()), StatusCode::BAD_REQUEST),
+        ];
+        for (e, want) in cases {
+            let what = e.to_string();
+            assert_eq!(answer(e).0, want, "{what}");
+        }
     }
 }
