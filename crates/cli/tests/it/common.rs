@@ -349,6 +349,16 @@ pub(crate) async fn http_put_blob(client: &reqwest::Client, base: &str, bytes: &
     client.put(&url).body(bytes.to_vec()).send().await.unwrap_or_else(|e| panic!("PUT {url}: {e}")).status().as_u16()
 }
 
+/// Waits until `cond` holds, checking every 10 ms; panics naming `what` if it still does not
+/// after 30 s. The bound only guards against a hang: nothing is asserted about how long it took.
+pub(crate) async fn wait_until(what: &str, mut cond: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !cond().await {
+        assert!(Instant::now() < deadline, "waited 30 s, and still not: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// `stats --json` once the index holds `n` entries. A reader of a cold entry gets its last byte a
 /// moment before the fetch task commits the entry, so a check right after a read may be early.
 pub(crate) async fn stats_when_entries(data: &Path, n: u64) -> serde_json::Value {

@@ -24,7 +24,11 @@ async fn get_json(http: &reqwest::Client, url: &str) -> serde_json::Value {
     serde_json::from_slice(&body).unwrap_or_else(|e| panic!("{url}: {e}: {}", String::from_utf8_lossy(&body)))
 }
 
-/// Past the window in which a just-written file counts as racily clean.
+/// Past the window in which a just-written file counts as racily clean (changed within 100 ms of
+/// being hashed, so hashed again by the next update).
+///
+/// This sleep is not synchronisation: the binary compares a file's ctime with the wall clock at
+/// hashing, and a test cannot set a ctime back, so real time has to pass after the last write.
 fn settle() {
     std::thread::sleep(Duration::from_millis(150));
 }

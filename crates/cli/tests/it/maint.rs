@@ -182,7 +182,7 @@ async fn cleanup_all_needs_yes_and_keeps_uploaded_blobs() {
     // Without --yes, with standard input not a terminal: refused, nothing removed.
     let before = tree(&d.data.join("blobs"));
     let out = tcr(&d.data, &["cleanup", "--all"]);
-    assert_ne!(out.code, 0, "cleanup --all without --yes must refuse");
+    assert_eq!(out.code, 1, "cleanup --all without --yes must refuse: {}", out.stderr);
     assert!(out.stderr.contains("--yes"), "{}", out.stderr);
     assert_eq!(tree(&d.data.join("blobs")), before);
     assert_eq!(tcr(&d.data, &["stats", "--json"]).ok().json()["n_entries"], 4);

@@ -35,6 +35,16 @@ async fn harness_with_admin(admin_token: Option<&str>) -> Harness {
     Harness { _dir: dir, app, src }
 }
 
+/// Waits until `cond` holds, checking every 10 ms; panics naming `what` if it still does not
+/// after 30 s. The bound only guards against a hang: nothing is asserted about how long it took.
+async fn wait_until(what: &str, mut cond: impl AsyncFnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !cond().await {
+        assert!(std::time::Instant::now() < deadline, "waited 30 s, and still not: {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
 struct Answer {
     status: StatusCode,
     headers: http::HeaderMap,
@@ -194,15 +204,14 @@ async fn entries_read_through_the_source_with_md5_etags() {
         format!("\"{}\"", hex::encode(md5::Md5::digest(&data)))
     };
     let mut last = None;
-    for _ in 0..200 {
+    wait_until("the entry reaches the disk tier", async || {
         let a = h.get("/ns/web/dir/a%20b.bin", &[("range", "bytes=100-199")]).await;
-        if a.header("x-tiercache-tier") == Some("disk") {
-            last = Some(a);
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    let a = last.expect("the entry reaches the disk tier");
+        let is_disk = a.header("x-tiercache-tier") == Some("disk");
+        last = Some(a);
+        is_disk
+    })
+    .await;
+    let a = last.unwrap();
     assert_eq!(a.status, StatusCode::PARTIAL_CONTENT);
     assert_eq!(a.body, &data[100..200]);
     assert_eq!(a.header("etag"), Some(md5.as_str()));
@@ -219,15 +228,10 @@ async fn memory_tier_hits_answer_ranges_and_conditions_each_on_their_own() {
     let h = harness().await;
     let data = bytes(5, 4096);
     h.src.put("small", data.clone());
-    let mut tier = None;
-    for _ in 0..200 {
-        tier = h.get("/ns/web/small", &[]).await.header("x-tiercache-tier").map(str::to_owned);
-        if tier.as_deref() == Some("memory") {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    assert_eq!(tier.as_deref(), Some("memory"), "the entry reaches the memory tier");
+    wait_until("the entry reaches the memory tier", async || {
+        h.get("/ns/web/small", &[]).await.header("x-tiercache-tier") == Some("memory")
+    })
+    .await;
     let etag = h.get("/ns/web/small", &[]).await.header("etag").unwrap().to_owned();
     for _ in 0..2 {
         let a = h.get("/ns/web/small", &[("range", "bytes=10-19")]).await;
@@ -358,13 +362,11 @@ async fn health_and_metrics() {
     assert_eq!(h.get("/ns/web/m", &[]).await.status, StatusCode::OK);
     // The fetch is counted when its task ends, which may be just after the response does.
     let mut text = String::new();
-    for _ in 0..200 {
+    wait_until("the fetch is counted in /metrics", async || {
         text = String::from_utf8_lossy(&h.get("/metrics", &[]).await.body).into_owned();
-        if text.contains("tiercache_source_fetches_total") {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+        text.contains("tiercache_source_fetches_total")
+    })
+    .await;
     for name in [
         "tiercache_reads_total",
         "tiercache_read_bytes_total",

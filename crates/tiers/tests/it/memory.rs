@@ -195,7 +195,8 @@ async fn single_flight_runs_init_once() {
         tasks.push(tokio::spawn(async move {
             tier.get_or_insert_with(42, Duration::ZERO, || async move {
                 runs.fetch_add(1, Ordering::SeqCst);
-                // Every other caller arrives while this one works.
+                // Every other caller arrives while this one works: on the paused clock this
+                // sleep ends only once no task can go on, every caller waiting on this init.
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 Ok::<_, std::io::Error>(value(42, 5))
             })
@@ -218,6 +219,7 @@ async fn failed_init_is_not_cached() {
     let failing = |runs: Arc<AtomicUsize>| {
         move || async move {
             runs.fetch_add(1, Ordering::SeqCst);
+            // On the paused clock this ends only once every other caller waits on this init.
             tokio::time::sleep(Duration::from_secs(1)).await;
             Err::<Bytes, _>(std::io::Error::other("source down"))
         }
