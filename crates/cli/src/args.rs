@@ -1,18 +1,20 @@
-//! The command line, as clap sees it. Every setting resolves as flag > `TIERCACHE_*` environment >
-//! TOML config file > built-in default; the defaults are applied in `config.rs`, not here, so that
-//! a value from the file is not shadowed by a clap default.
+//! The command line, as clap sees it: the commands and their own arguments. The settings, flags
+//! that are also `TIERCACHE_*` variables and config-file keys, are declared in `settings.rs` and
+//! flattened in here; they resolve as flag > environment > TOML config file > built-in default,
+//! in `config.rs`, not here, so that a value from the file is not shadowed by a clap default.
 
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::settings::{EngineSettings, GlobalSettings, ReconcileSettings, ServeSettings};
+
 /// tiercache: a tiered, content-addressed, read-through cache for files and blobs.
 #[derive(Debug, Parser)]
 #[command(name = "tiercache", version, about, long_about = None, propagate_version = true)]
 pub(crate) struct Cli {
-    /// Data directory: index.db, blobs/, tmp/, namespaces/ [default: $XDG_DATA_HOME/tiercache]
-    #[arg(long, global = true, env = "TIERCACHE_DATA_DIR", value_name = "DIR")]
-    pub(crate) data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) global: GlobalSettings,
 
     /// TOML config file [default: $XDG_CONFIG_HOME/tiercache/config.toml, if it exists]
     #[arg(long, global = true, env = "TIERCACHE_CONFIG", value_name = "FILE")]
@@ -67,13 +69,14 @@ pub(crate) enum Command {
         json: bool,
     },
     /// Follow file events and keep directory namespaces' read caches current (until killed)
+    // The setting is `serve`'s too; its help is said for this command.
+    #[command(mut_arg("reconcile_interval", |a| a.help("Full reconcile this often, to catch anything events missed [default: 10m]")))]
     Watch {
         /// Only this namespace [default: every directory namespace]
         #[arg(long)]
         ns: Option<String>,
-        /// Full reconcile this often, to catch anything events missed [default: 10m]
-        #[arg(long, env = "TIERCACHE_RECONCILE_INTERVAL", value_name = "DURATION", value_parser = crate::config::parse_duration, allow_hyphen_values = true)]
-        reconcile_interval: Option<std::time::Duration>,
+        #[command(flatten)]
+        reconcile: ReconcileSettings,
     },
     /// Fill in hashes not computed yet (files indexed with --no-hash, unreadable or changing files; blobs without MD5)
     Migrate {
@@ -110,61 +113,15 @@ pub(crate) enum Command {
     },
 }
 
+/// `serve`: every setting that has a flag.
 #[derive(Debug, Args)]
 pub(crate) struct ServeArgs {
-    /// Address to listen on [default: 127.0.0.1:7070]
-    #[arg(long, env = "TIERCACHE_LISTEN", value_name = "ADDR")]
-    pub(crate) listen: Option<String>,
-    /// Watch every directory namespace and keep its read cache current
-    #[arg(long, env = "TIERCACHE_WATCH")]
-    pub(crate) watch: bool,
-    /// With --watch, a full reconcile this often [default: 10m]
-    #[arg(long, env = "TIERCACHE_RECONCILE_INTERVAL", value_name = "DURATION", value_parser = crate::config::parse_duration, allow_hyphen_values = true)]
-    pub(crate) reconcile_interval: Option<std::time::Duration>,
     #[command(flatten)]
-    pub(crate) engine: EngineArgs,
-}
-
-/// Engine settings, shared by every command that reads through the cache.
-#[derive(Debug, Args, Default)]
-pub(crate) struct EngineArgs {
-    /// Revalidate an entry with its source once it is older than this; 0s revalidates every read [default: 60s]
-    #[arg(long, env = "TIERCACHE_REVALIDATE_AFTER", value_name = "DURATION", value_parser = crate::config::parse_duration, allow_hyphen_values = true)]
-    pub(crate) revalidate_after: Option<std::time::Duration>,
-    /// Longest wait to connect to a source [default: 10s]
-    #[arg(long, env = "TIERCACHE_SOURCE_CONNECT_TIMEOUT", value_name = "DURATION", value_parser = crate::config::parse_duration, allow_hyphen_values = true)]
-    pub(crate) source_connect_timeout: Option<std::time::Duration>,
-    /// Longest wait for a source's headers or next body bytes [default: 30s]
-    #[arg(long, env = "TIERCACHE_SOURCE_READ_TIMEOUT", value_name = "DURATION", value_parser = crate::config::parse_duration, allow_hyphen_values = true)]
-    pub(crate) source_read_timeout: Option<std::time::Duration>,
-    /// Most source fetches at once [default: 64]
-    #[arg(long, env = "TIERCACHE_MAX_CONCURRENT_FETCHES", value_name = "N")]
-    pub(crate) max_concurrent_fetches: Option<usize>,
-    /// The shared cluster tier: s3://bucket/prefix?endpoint=…&region=…, redis://host:port/db,
-    /// fs:///path, or any OpenDAL service as scheme://…?option=value (S3 credentials from
-    /// AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)
-    #[arg(long, env = "TIERCACHE_SHARED", value_name = "URL")]
-    pub(crate) shared: Option<String>,
-    /// Time limit of one call to the shared tier [default: 10s]
-    #[arg(long, env = "TIERCACHE_SHARED_TIMEOUT", value_name = "DURATION", value_parser = crate::config::parse_duration, allow_hyphen_values = true)]
-    pub(crate) shared_timeout: Option<std::time::Duration>,
-    /// Time limit of each read or write step of a shared-tier transfer [default: 5s]
-    #[arg(long, env = "TIERCACHE_SHARED_IO_TIMEOUT", value_name = "DURATION", value_parser = crate::config::parse_duration, allow_hyphen_values = true)]
-    pub(crate) shared_io_timeout: Option<std::time::Duration>,
-    /// Retries of a failed shared-tier call [default: 2]
-    #[arg(long, env = "TIERCACHE_SHARED_RETRIES", value_name = "N")]
-    pub(crate) shared_retries: Option<usize>,
-    /// Most bytes the disk tier may hold, e.g. 10GiB or 500MB; least valuable blobs are evicted
-    /// first [default: no limit]
-    #[arg(long, env = "TIERCACHE_DISK_QUOTA", value_name = "SIZE", value_parser = crate::config::parse_size, allow_hyphen_values = true)]
-    pub(crate) disk_quota: Option<u64>,
-    /// Time to live of the memory tier's blobs and lookups, in seconds (env TIERCACHE_CACHE_TTL)
-    /// [default: 300]
-    #[arg(long, value_name = "SECONDS", allow_hyphen_values = true)]
-    pub(crate) cache_ttl: Option<String>,
-    /// Turn the memory tier off (env TIERCACHE_CACHE_ENABLED=false)
-    #[arg(long)]
-    pub(crate) no_cache: bool,
+    pub(crate) serve: ServeSettings,
+    #[command(flatten)]
+    pub(crate) reconcile: ReconcileSettings,
+    #[command(flatten)]
+    pub(crate) engine: EngineSettings,
 }
 
 #[derive(Debug, Args)]
@@ -178,7 +135,7 @@ pub(crate) struct GetArgs {
     #[arg(long, value_name = "START-END")]
     pub(crate) range: Option<String>,
     #[command(flatten)]
-    pub(crate) engine: EngineArgs,
+    pub(crate) engine: EngineSettings,
 }
 
 #[derive(Debug, Subcommand)]
@@ -257,10 +214,10 @@ pub(crate) struct NsLimitArgs {
     #[arg(long, value_name = "LABEL")]
     pub(crate) owner: Option<String>,
     /// Most bytes its entries may name, e.g. 2GiB; the least recently read go first
-    #[arg(long, value_name = "SIZE", value_parser = crate::config::parse_size)]
+    #[arg(long, value_name = "SIZE", value_parser = crate::settings::parse_size)]
     pub(crate) quota: Option<u64>,
     /// Remove entries not read for this long, e.g. 7d
-    #[arg(long, value_name = "DURATION", value_parser = crate::config::parse_duration, allow_hyphen_values = true)]
+    #[arg(long, value_name = "DURATION", value_parser = crate::settings::parse_duration, allow_hyphen_values = true)]
     pub(crate) max_age: Option<std::time::Duration>,
     /// Most entries; the least recently read go first
     #[arg(long, value_name = "N")]
@@ -321,16 +278,16 @@ pub(crate) struct PruneArgs {
     #[arg(long)]
     pub(crate) orphans: bool,
     /// Only entries not read for this long, e.g. 7d
-    #[arg(long, value_name = "DURATION", value_parser = crate::config::parse_duration, allow_hyphen_values = true)]
+    #[arg(long, value_name = "DURATION", value_parser = crate::settings::parse_duration, allow_hyphen_values = true)]
     pub(crate) older_than: Option<std::time::Duration>,
     /// Only evict, by the eviction policy, until the disk tier holds at most SIZE, e.g. 50GiB
-    #[arg(long, value_name = "SIZE", value_parser = crate::config::parse_size)]
+    #[arg(long, value_name = "SIZE", value_parser = crate::settings::parse_size)]
     pub(crate) max_size: Option<u64>,
     /// Only this namespace's entries (age and limits) and owner
     #[arg(long)]
     pub(crate) ns: Option<String>,
     /// Orphans younger than this are kept [default: orphan_grace from the config, 1h]
-    #[arg(long, value_name = "DURATION", value_parser = crate::config::parse_duration, allow_hyphen_values = true)]
+    #[arg(long, value_name = "DURATION", value_parser = crate::settings::parse_duration, allow_hyphen_values = true)]
     pub(crate) grace: Option<std::time::Duration>,
     /// List what would be removed and the bytes freed; remove nothing
     #[arg(long)]

@@ -1,85 +1,42 @@
-//! Resolving settings: flag > environment (clap already merged those two) > TOML file > default.
+//! Reading the TOML config file, and resolving settings: flag > environment (clap already merged
+//! those two) > TOML file > default, into the engine's configuration.
+//!
+//! The settings themselves, their flags, variables, keys and parsers, are declared in
+//! `settings.rs`; this file adds the defaults and the checks that span several settings. It does
+//! not parse the command line.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use serde::Deserialize;
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 use tiercache_engine::{CacheConfig, HttpSourceConfig, SharedConfig};
 
-use crate::args::EngineArgs;
+use crate::settings::{EngineSettings, GlobalSettings, MAX_DURATION, ReconcileSettings, ServeSettings, TtlSeconds};
 
-/// The TOML config file. Every field is optional.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The TOML config file: each part of the settings as the file sets it, and the namespaces to
+/// create. Every key is optional; a key no part knows is refused, with its place in the file.
+#[derive(Debug, Default)]
 pub(crate) struct FileConfig {
-    pub(crate) data_dir: Option<PathBuf>,
-    pub(crate) listen: Option<String>,
-    #[serde(default, with = "opt_duration")]
-    pub(crate) revalidate_after: Option<Duration>,
-    #[serde(default, with = "opt_duration")]
-    pub(crate) source_connect_timeout: Option<Duration>,
-    #[serde(default, with = "opt_duration")]
-    pub(crate) source_read_timeout: Option<Duration>,
-    pub(crate) max_concurrent_fetches: Option<usize>,
-    /// Watch directory namespaces in `serve`.
-    pub(crate) watch: Option<bool>,
-    #[serde(default, with = "opt_duration")]
-    pub(crate) reconcile_interval: Option<Duration>,
-    /// Threads hashing files in `index`, `update`, `migrate` (default: one per core).
-    pub(crate) hash_threads: Option<usize>,
-    /// The shared cluster tier's URL.
-    pub(crate) shared: Option<String>,
-    #[serde(default, with = "opt_duration")]
-    pub(crate) shared_timeout: Option<Duration>,
-    #[serde(default, with = "opt_duration")]
-    pub(crate) shared_io_timeout: Option<Duration>,
-    pub(crate) shared_retries: Option<usize>,
-    /// Write-backs to the shared tier waiting at most; more are dropped and counted.
-    pub(crate) shared_write_back_queue: Option<usize>,
-    /// Circuit breaker: failures in a row that open it, and how long it stays open.
-    pub(crate) shared_breaker_failures: Option<u32>,
-    #[serde(default, with = "opt_duration")]
-    pub(crate) shared_breaker_cooldown: Option<Duration>,
-    /// The disk tier's quota, e.g. "10GiB".
-    #[serde(default, with = "opt_size")]
-    pub(crate) disk_quota: Option<u64>,
-    /// Background eviction above this fraction of the quota, down to `disk_low_watermark`.
-    pub(crate) disk_high_watermark: Option<f64>,
-    pub(crate) disk_low_watermark: Option<f64>,
-    /// Blobs stored this recently are not evicted.
-    #[serde(default, with = "opt_duration")]
-    pub(crate) protect_new: Option<Duration>,
-    /// The memory tier: on or off, TTL in seconds, size bound, largest blob kept.
-    pub(crate) cache_enabled: Option<bool>,
-    pub(crate) cache_ttl: Option<u64>,
-    #[serde(default, with = "opt_size")]
-    pub(crate) cache_max_size: Option<u64>,
-    #[serde(default, with = "opt_size")]
-    pub(crate) cache_max_blob_size: Option<u64>,
-    /// The pruner: how often, and its grace periods.
-    #[serde(default, with = "opt_duration")]
-    pub(crate) prune_interval: Option<Duration>,
-    #[serde(default, with = "opt_duration")]
-    pub(crate) orphan_grace: Option<Duration>,
-    #[serde(default, with = "opt_duration")]
-    pub(crate) temp_grace: Option<Duration>,
-    /// Entries not read for this long are pruned (namespaces with a source).
-    #[serde(default, with = "opt_duration")]
-    pub(crate) max_age: Option<Duration>,
-    /// The owner-liveness hook: a shell command (owner as $1; exit 0 alive, 1 gone) or a URL
-    /// (`{owner}` replaced; 2xx alive, 404/410 gone).
-    pub(crate) owner_hook: Option<String>,
-    #[serde(default, with = "opt_duration")]
-    pub(crate) owner_grace: Option<Duration>,
-    /// Bearer token of the admin HTTP endpoints (`/admin/…`); without one they are off.
-    pub(crate) admin_token: Option<String>,
+    pub(crate) global: GlobalSettings,
+    pub(crate) serve: ServeSettings,
+    pub(crate) reconcile: ReconcileSettings,
+    pub(crate) engine: EngineSettings,
     /// Namespaces created (idempotently) when `serve` starts.
-    #[serde(default)]
     pub(crate) namespaces: BTreeMap<String, FileNamespace>,
 }
 
+/// The file's `[namespaces.*]` tables.
+#[derive(Debug, Default, Deserialize)]
+struct Namespaces {
+    #[serde(default)]
+    namespaces: BTreeMap<String, FileNamespace>,
+}
+
+/// One `[namespaces.NAME]` table.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct FileNamespace {
@@ -88,119 +45,6 @@ pub(crate) struct FileNamespace {
     pub(crate) copy_to_cache: bool,
     #[serde(default)]
     pub(crate) ignore: Vec<String>,
-}
-
-mod opt_duration {
-    use serde::{Deserialize, Deserializer};
-    use std::time::Duration;
-
-    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        let s: Option<String> = Option::deserialize(d)?;
-        s.map(|s| super::parse_duration(&s).map_err(serde::de::Error::custom)).transpose()
-    }
-}
-
-mod opt_size {
-    use serde::{Deserialize, Deserializer};
-
-    /// A size as a string ("10GiB") or a number of bytes.
-    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Size {
-            Bytes(i64),
-            Text(String),
-        }
-        match Option::<Size>::deserialize(d)? {
-            None => Ok(None),
-            Some(Size::Bytes(n)) => super::parse_size(&n.to_string()).map(Some).map_err(serde::de::Error::custom),
-            Some(Size::Text(s)) => super::parse_size(&s).map(Some).map_err(serde::de::Error::custom),
-        }
-    }
-}
-
-/// The longest duration any setting accepts: longer is a typo, not a wish.
-const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
-/// The largest size any setting accepts (1 EiB).
-const MAX_SIZE: u64 = 1 << 60;
-
-/// A duration like `90s`, `10m`, `7d`, `1h 30m`: not negative, at most 100 years.
-pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    if t.starts_with('-') {
-        return Err(format!("{s:?} is negative; durations are 0 or more"));
-    }
-    let d = humantime::parse_duration(t).map_err(|e| format!("{s:?} is not a duration like 90s, 10m or 7d: {e}"))?;
-    if d > MAX_DURATION {
-        return Err(format!("{s:?} is longer than 100 years"));
-    }
-    Ok(d)
-}
-
-/// A size like `10GiB`, `500MB`, `4k`, or a number of bytes: binary units (KiB, MiB, GiB, TiB,
-/// and K, M, G, T) are powers of 1024, decimal ones (kB, MB, GB, TB) of 1000. At most 1 EiB.
-pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    if t.starts_with('-') {
-        return Err(format!("{s:?} is negative; sizes are 0 or more"));
-    }
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let num: f64 = num.parse().map_err(|_| format!("{s:?} is not a size like 10GiB, 500MB or 4096"))?;
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kib" => 1 << 10,
-        "m" | "mib" => 1 << 20,
-        "g" | "gib" => 1 << 30,
-        "t" | "tib" => 1 << 40,
-        "kb" => 1_000,
-        "mb" => 1_000_000,
-        "gb" => 1_000_000_000,
-        "tb" => 1_000_000_000_000,
-        other => return Err(format!("{s:?}: unknown unit {other:?} (use B, KiB, MiB, GiB, TiB, kB, MB, GB, TB)")),
-    };
-    let bytes = num * mult as f64;
-    if !bytes.is_finite() || bytes > MAX_SIZE as f64 {
-        return Err(format!("{s:?} is larger than 1 EiB"));
-    }
-    Ok(bytes as u64)
-}
-
-/// A boolean setting from the environment: true/false, 1/0, yes/no, on/off.
-pub(crate) fn parse_bool(name: &str, s: &str) -> Result<bool> {
-    match s.trim().to_ascii_lowercase().as_str() {
-        "1" | "true" | "yes" | "on" => Ok(true),
-        "0" | "false" | "no" | "off" => Ok(false),
-        _ => anyhow::bail!("{name}={s:?} is not a boolean (true/false, 1/0, yes/no, on/off)"),
-    }
-}
-
-/// The memory tier's settings: flag > environment > file > default. `env` is
-/// (`TIERCACHE_CACHE_ENABLED`, `TIERCACHE_CACHE_TTL`) as found in the environment.
-pub(crate) fn memory_config(
-    args: &EngineArgs,
-    env: (Option<&str>, Option<&str>),
-    file: &FileConfig,
-) -> Result<tiercache_engine::MemoryConfig> {
-    let mut m = tiercache_engine::MemoryConfig::default();
-    let env_enabled = env.0.map(|v| parse_bool("TIERCACHE_CACHE_ENABLED", v)).transpose()?;
-    m.is_enabled = if args.no_cache { false } else { env_enabled.or(file.cache_enabled).unwrap_or(m.is_enabled) };
-    let ttl_secs = |what: &str, v: &str| -> Result<u64> {
-        let n: u64 = v.trim().parse().map_err(|_| anyhow::anyhow!("{what} {v:?} is not a whole number of seconds"))?;
-        anyhow::ensure!(n <= MAX_DURATION.as_secs(), "{what} {v:?} is longer than 100 years");
-        Ok(n)
-    };
-    let ttl = match (&args.cache_ttl, env.1, file.cache_ttl) {
-        (Some(flag), _, _) => Some(ttl_secs("--cache-ttl", flag)?),
-        (None, Some(e), _) => Some(ttl_secs("TIERCACHE_CACHE_TTL", e)?),
-        (None, None, Some(f)) => Some(ttl_secs("cache_ttl", &f.to_string())?),
-        _ => None,
-    };
-    if let Some(t) = ttl {
-        m.ttl = Duration::from_secs(t);
-    }
-    m.max_bytes = file.cache_max_size.unwrap_or(m.max_bytes);
-    Ok(m)
 }
 
 impl FileConfig {
@@ -215,7 +59,112 @@ impl FileConfig {
         };
         let text =
             std::fs::read_to_string(&path).with_context(|| format!("cannot read config file {}", path.display()))?;
-        toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+        FileConfig::parse(&text).with_context(|| format!("invalid config file {}", path.display()))
+    }
+
+    /// Reads each part from the whole text (a part passes over the others' keys), after checking
+    /// that every key is some part's: the same as one struct with `deny_unknown_fields`, whose
+    /// errors point into the file, without a second list of the keys.
+    fn parse(text: &str) -> Result<FileConfig, toml::de::Error> {
+        toml::from_str::<KnownKeys>(text)?;
+        Ok(FileConfig {
+            global: toml::from_str(text)?,
+            serve: toml::from_str(text)?,
+            reconcile: toml::from_str(text)?,
+            engine: toml::from_str(text)?,
+            namespaces: toml::from_str::<Namespaces>(text)?.namespaces,
+        })
+    }
+}
+
+/// Every key of the file, part by part, in the order each part declares them.
+fn known_keys() -> &'static [&'static str] {
+    static KEYS: OnceLock<Vec<&'static str>> = OnceLock::new();
+    KEYS.get_or_init(|| {
+        [
+            keys_of::<GlobalSettings>(),
+            keys_of::<ServeSettings>(),
+            keys_of::<ReconcileSettings>(),
+            keys_of::<EngineSettings>(),
+            keys_of::<Namespaces>(),
+        ]
+        .concat()
+    })
+}
+
+/// The fields a struct's derived `Deserialize` asks for (the keys it reads, `#[serde(skip)]` ones
+/// left out), found by asking it to deserialize from a deserializer that only notes them.
+fn keys_of<T: for<'de> Deserialize<'de>>() -> &'static [&'static str] {
+    struct Fields<'a>(&'a mut &'static [&'static str]);
+    impl<'de> Deserializer<'de> for Fields<'_> {
+        type Error = de::value::Error;
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+            Err(de::Error::custom("not a struct"))
+        }
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _name: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Self::Error> {
+            *self.0 = fields;
+            Err(de::Error::custom("only the field names were wanted"))
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf option
+            unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier ignored_any
+        }
+    }
+    let mut fields: &'static [&'static str] = &[];
+    let _ = T::deserialize(Fields(&mut fields));
+    fields
+}
+
+/// Deserializes only to check the file's keys against [`known_keys`].
+struct KnownKeys;
+
+impl<'de> Deserialize<'de> for KnownKeys {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<KnownKeys, D::Error> {
+        d.deserialize_struct("FileConfig", known_keys(), KnownKeys)
+    }
+}
+
+impl<'de> Visitor<'de> for KnownKeys {
+    type Value = KnownKeys;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a table of settings")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<KnownKeys, A::Error> {
+        // The key is checked while the file's deserializer reads it, so that an error names its place.
+        while map.next_key_seed(Key)?.is_some() {
+            map.next_value::<IgnoredAny>()?;
+        }
+        Ok(KnownKeys)
+    }
+}
+
+/// One key of the file, refused unless known.
+struct Key;
+
+impl<'de> DeserializeSeed<'de> for Key {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_identifier(self)
+    }
+}
+
+impl Visitor<'_> for Key {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a setting's name")
+    }
+
+    fn visit_str<E: de::Error>(self, key: &str) -> Result<(), E> {
+        if known_keys().contains(&key) { Ok(()) } else { Err(E::unknown_field(key, known_keys())) }
     }
 }
 
@@ -234,66 +183,102 @@ fn default_data_dir() -> PathBuf {
         .join("tiercache")
 }
 
-/// The engine configuration from flags/env, the file, and defaults.
-pub(crate) fn engine_config(data_dir: Option<&Path>, args: &EngineArgs, file: &FileConfig) -> Result<CacheConfig> {
-    let data_dir = data_dir.map(Path::to_owned).or_else(|| file.data_dir.clone()).unwrap_or_else(default_data_dir);
+/// A boolean setting from the environment: true/false, 1/0, yes/no, on/off.
+pub(crate) fn parse_bool(name: &str, s: &str) -> Result<bool> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => anyhow::bail!("{name}={s:?} is not a boolean (true/false, 1/0, yes/no, on/off)"),
+    }
+}
+
+/// The flag layer with the memory tier's variables folded in, which every command reads (clap
+/// reads the others, and only for the commands that take their flags). `env` is
+/// (`TIERCACHE_CACHE_ENABLED`, `TIERCACHE_CACHE_TTL`) as found in the environment.
+fn with_memory_env(flags: &EngineSettings, env: (Option<&str>, Option<&str>)) -> Result<EngineSettings> {
+    let mut s = flags.clone();
+    if let Some(v) = env.0 {
+        s.cache_enabled = Some(parse_bool("TIERCACHE_CACHE_ENABLED", v)?);
+    }
+    if s.cache_ttl.is_none() {
+        s.cache_ttl = env.1.map(|v| TtlSeconds { text: v.to_owned(), origin: "TIERCACHE_CACHE_TTL" });
+    }
+    Ok(s)
+}
+
+/// The memory tier's settings from resolved settings: `--no-cache` wins, else `cache_enabled`.
+fn memory_config(s: &EngineSettings) -> Result<tiercache_engine::MemoryConfig> {
+    let mut m = tiercache_engine::MemoryConfig::default();
+    m.is_enabled = if s.no_cache { false } else { s.cache_enabled.unwrap_or(m.is_enabled) };
+    if let Some(TtlSeconds { text, origin }) = &s.cache_ttl {
+        let n: u64 =
+            text.trim().parse().map_err(|_| anyhow::anyhow!("{origin} {text:?} is not a whole number of seconds"))?;
+        anyhow::ensure!(n <= MAX_DURATION.as_secs(), "{origin} {text:?} is longer than 100 years");
+        m.ttl = Duration::from_secs(n);
+    }
+    m.max_bytes = s.cache_max_size.map_or(m.max_bytes, |b| b.0);
+    Ok(m)
+}
+
+/// The engine configuration from flags/env (`global`, `flags`), the file, and defaults.
+pub(crate) fn engine_config(global: &GlobalSettings, flags: &EngineSettings, file: &FileConfig) -> Result<CacheConfig> {
+    let data_dir = global.or(&file.global).data_dir.unwrap_or_else(default_data_dir);
+    let env = |k: &str| std::env::var(k).ok();
+    let (enabled, ttl) = (env("TIERCACHE_CACHE_ENABLED"), env("TIERCACHE_CACHE_TTL"));
+    let s = with_memory_env(flags, (enabled.as_deref(), ttl.as_deref()))?.or(&file.engine);
     let mut cfg = CacheConfig::new(data_dir);
     let http = HttpSourceConfig::default();
-    cfg.revalidate_after = args.revalidate_after.or(file.revalidate_after).unwrap_or(cfg.revalidate_after);
-    cfg.http.connect_timeout =
-        args.source_connect_timeout.or(file.source_connect_timeout).unwrap_or(http.connect_timeout);
-    cfg.http.read_timeout = args.source_read_timeout.or(file.source_read_timeout).unwrap_or(http.read_timeout);
-    cfg.max_concurrent_fetches =
-        args.max_concurrent_fetches.or(file.max_concurrent_fetches).unwrap_or(cfg.max_concurrent_fetches);
-    cfg.reconcile_interval = file.reconcile_interval.unwrap_or(cfg.reconcile_interval);
-    cfg.hash_threads = file.hash_threads.unwrap_or(cfg.hash_threads).max(1);
+    cfg.revalidate_after = s.revalidate_after.map_or(cfg.revalidate_after, |d| d.0);
+    cfg.http.connect_timeout = s.source_connect_timeout.map_or(http.connect_timeout, |d| d.0);
+    cfg.http.read_timeout = s.source_read_timeout.map_or(http.read_timeout, |d| d.0);
+    cfg.max_concurrent_fetches = s.max_concurrent_fetches.unwrap_or(cfg.max_concurrent_fetches);
+    cfg.reconcile_interval = file.reconcile.reconcile_interval.map_or(cfg.reconcile_interval, |d| d.0);
+    cfg.hash_threads = s.hash_threads.unwrap_or(cfg.hash_threads).max(1);
     // A test hook: pretend to be another tiercache version (directory read caches reset on a change).
     if let Ok(v) = std::env::var("TIERCACHE_TEST_VERSION") {
         cfg.version = v;
     }
-    cfg.shared = shared_config(args, file)?;
-    let env = |k: &str| std::env::var(k).ok();
-    let (enabled, ttl) = (env("TIERCACHE_CACHE_ENABLED"), env("TIERCACHE_CACHE_TTL"));
-    cfg.memory = memory_config(args, (enabled.as_deref(), ttl.as_deref()), file)?;
-    cfg.memory_max_blob_bytes = file.cache_max_blob_size.unwrap_or(cfg.memory_max_blob_bytes);
+    cfg.shared = shared_config(&s)?;
+    cfg.memory = memory_config(&s)?;
+    cfg.memory_max_blob_bytes = s.cache_max_blob_size.map_or(cfg.memory_max_blob_bytes, |b| b.0);
     let d = &mut cfg.disk;
-    d.quota_bytes = args.disk_quota.or(file.disk_quota);
+    d.quota_bytes = s.disk_quota.map(|b| b.0);
     anyhow::ensure!(d.quota_bytes != Some(0), "the disk quota must be more than 0 bytes");
-    d.high_watermark = file.disk_high_watermark.unwrap_or(d.high_watermark);
-    d.low_watermark = file.disk_low_watermark.unwrap_or(d.low_watermark);
+    d.high_watermark = s.disk_high_watermark.unwrap_or(d.high_watermark);
+    d.low_watermark = s.disk_low_watermark.unwrap_or(d.low_watermark);
     anyhow::ensure!(
         0.0 < d.low_watermark && d.low_watermark <= d.high_watermark && d.high_watermark <= 1.0,
         "disk watermarks must satisfy 0 < disk_low_watermark ≤ disk_high_watermark ≤ 1 (got {} and {})",
         d.low_watermark,
         d.high_watermark
     );
-    d.protect_new = file.protect_new.unwrap_or(d.protect_new);
+    d.protect_new = s.protect_new.map_or(d.protect_new, |d| d.0);
     let p = &mut cfg.pruner;
-    p.interval = file.prune_interval.unwrap_or(p.interval);
+    p.interval = s.prune_interval.map_or(p.interval, |d| d.0);
     anyhow::ensure!(!p.interval.is_zero(), "prune_interval must be longer than zero");
-    p.orphan_grace = file.orphan_grace.unwrap_or(p.orphan_grace);
-    p.temp_grace = file.temp_grace.unwrap_or(p.temp_grace);
-    p.max_age = file.max_age;
-    p.owner_grace = file.owner_grace.unwrap_or(p.owner_grace);
-    if let Some(hook) = file.owner_hook.as_deref() {
+    p.orphan_grace = s.orphan_grace.map_or(p.orphan_grace, |d| d.0);
+    p.temp_grace = s.temp_grace.map_or(p.temp_grace, |d| d.0);
+    p.max_age = s.max_age.map(|d| d.0);
+    p.owner_grace = s.owner_grace.map_or(p.owner_grace, |d| d.0);
+    if let Some(hook) = s.owner_hook.as_deref() {
         p.owner_hook = Some(std::sync::Arc::new(crate::owner_hook::OwnerHook::parse(hook)?));
     }
     Ok(cfg)
 }
 
 /// The shared tier's settings, if a URL is given; zero time limits are refused.
-fn shared_config(args: &EngineArgs, file: &FileConfig) -> Result<Option<SharedConfig>> {
-    let Some(url) = args.shared.clone().or_else(|| file.shared.clone()).filter(|u| !u.is_empty()) else {
+fn shared_config(s: &EngineSettings) -> Result<Option<SharedConfig>> {
+    let Some(url) = s.shared.clone().filter(|u| !u.is_empty()) else {
         return Ok(None);
     };
     let mut c = SharedConfig::new(url);
     let l = &mut c.limits;
-    l.timeout = args.shared_timeout.or(file.shared_timeout).unwrap_or(l.timeout);
-    l.io_timeout = args.shared_io_timeout.or(file.shared_io_timeout).unwrap_or(l.io_timeout);
-    l.retries = args.shared_retries.or(file.shared_retries).unwrap_or(l.retries);
-    c.write_back_queue = file.shared_write_back_queue.unwrap_or(c.write_back_queue);
-    c.breaker_failures = file.shared_breaker_failures.unwrap_or(c.breaker_failures);
-    c.breaker_cooldown = file.shared_breaker_cooldown.unwrap_or(c.breaker_cooldown);
+    l.timeout = s.shared_timeout.map_or(l.timeout, |d| d.0);
+    l.io_timeout = s.shared_io_timeout.map_or(l.io_timeout, |d| d.0);
+    l.retries = s.shared_retries.unwrap_or(l.retries);
+    c.write_back_queue = s.shared_write_back_queue.unwrap_or(c.write_back_queue);
+    c.breaker_failures = s.shared_breaker_failures.unwrap_or(c.breaker_failures);
+    c.breaker_cooldown = s.shared_breaker_cooldown.map_or(c.breaker_cooldown, |d| d.0);
     for (name, d) in [
         ("shared timeout", l.timeout),
         ("shared io timeout", l.io_timeout),
@@ -306,58 +291,46 @@ fn shared_config(args: &EngineArgs, file: &FileConfig) -> Result<Option<SharedCo
     Ok(Some(c))
 }
 
-/// The listen address from flag/env, the file, or the default.
-pub(crate) fn listen(flag: Option<&str>, file: &FileConfig) -> String {
-    flag.map(str::to_owned).or_else(|| file.listen.clone()).unwrap_or_else(|| "127.0.0.1:7070".to_owned())
+/// The reconcile interval of `serve --watch` and `watch`, from flag/env or the file, if set.
+pub(crate) fn reconcile_interval(flags: &ReconcileSettings, file: &FileConfig) -> Option<Duration> {
+    flags.or(&file.reconcile).reconcile_interval.map(|d| d.0)
+}
+
+/// Where `serve` listens unless told otherwise.
+pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
+
+/// The server's settings from flag/env (and `TIERCACHE_ADMIN_TOKEN`), then the file.
+pub(crate) fn serve_settings(flags: &ServeSettings, file: &FileConfig) -> ServeSettings {
+    let flags = ServeSettings { admin_token: std::env::var("TIERCACHE_ADMIN_TOKEN").ok(), ..flags.clone() };
+    flags.or(&file.serve)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes() {
-        for (input, want) in [
-            ("4096", Ok(4096)),
-            ("10GiB", Ok(10 << 30)),
-            ("10gib", Ok(10 << 30)),
-            ("500MB", Ok(500_000_000)),
-            ("1.5K", Ok(1536)),
-            ("0", Ok(0)),
-        ] {
-            assert_eq!(parse_size(input), want, "{input}");
-        }
-        for bad in ["-1GiB", "ten", "5 parsecs", "2000000EiB", "99999999999999999999999T", ""] {
-            assert!(parse_size(bad).is_err(), "{bad} should be refused");
-        }
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86400)));
-        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
-        for bad in ["-5s", "5 fortnights", "1000years", ""] {
-            assert!(parse_duration(bad).is_err(), "{bad} should be refused");
-        }
-    }
+    use crate::settings::HumanDuration;
 
     /// Flag beats environment beats file beats default, for both memory-tier settings.
     #[test]
     fn memory_settings_precedence() {
-        let file = |enabled: Option<bool>, ttl: Option<u64>| FileConfig {
+        let file = |enabled: Option<bool>, ttl: Option<u64>| EngineSettings {
             cache_enabled: enabled,
-            cache_ttl: ttl,
+            cache_ttl: ttl.map(|t| TtlSeconds { text: t.to_string(), origin: "cache_ttl" }),
             ..Default::default()
         };
-        let args = |no_cache: bool, ttl: Option<&str>| EngineArgs {
+        let args = |no_cache: bool, ttl: Option<&str>| EngineSettings {
             no_cache,
-            cache_ttl: ttl.map(str::to_owned),
+            cache_ttl: ttl.map(|t| t.parse().unwrap()),
             ..Default::default()
         };
-        let check = |a: EngineArgs, env: (Option<&str>, Option<&str>), f: FileConfig, enabled: bool, ttl: u64| {
-            let m = memory_config(&a, env, &f).unwrap();
-            assert_eq!((m.is_enabled, m.ttl.as_secs()), (enabled, ttl), "{a:?} {env:?} {f:?}");
+        let resolve = |a: &EngineSettings, env: (Option<&str>, Option<&str>), f: &EngineSettings| {
+            memory_config(&with_memory_env(a, env)?.or(f))
         };
+        let check =
+            |a: EngineSettings, env: (Option<&str>, Option<&str>), f: EngineSettings, enabled: bool, ttl: u64| {
+                let m = resolve(&a, env, &f).unwrap();
+                assert_eq!((m.is_enabled, m.ttl.as_secs()), (enabled, ttl), "{a:?} {env:?} {f:?}");
+            };
         check(args(false, None), (None, None), file(None, None), true, 300);
         check(args(false, None), (None, None), file(Some(false), Some(9)), false, 9);
         check(args(false, None), (Some("true"), Some("7")), file(Some(false), Some(9)), true, 7);
@@ -365,8 +338,33 @@ mod tests {
         check(args(false, Some("5")), (None, Some("7")), file(None, Some(9)), true, 5);
         check(args(false, None), (Some("0"), None), file(Some(true), None), false, 300);
         for bad in [(Some("maybe"), None), (None, Some("-3")), (None, Some("soon")), (None, Some("99999999999999"))] {
-            assert!(memory_config(&args(false, None), bad, &file(None, None)).is_err(), "{bad:?}");
+            assert!(resolve(&args(false, None), bad, &file(None, None)).is_err(), "{bad:?}");
         }
-        assert!(memory_config(&args(false, Some("-1")), (None, None), &file(None, None)).is_err());
+        assert!(resolve(&args(false, Some("-1")), (None, None), &file(None, None)).is_err());
+    }
+
+    /// Each key lands in its part; an unknown key is refused with the list of known ones.
+    #[test]
+    fn the_file_is_read_part_by_part_and_unknown_keys_are_refused() {
+        let text = "data_dir = \"/d\"\nlisten = \"0.0.0.0:1\"\nreconcile_interval = \"5m\"\n\
+                    disk_quota = 4096\nowner_grace = \"1h\"\n[namespaces.web]\nsource = \"http://s/\"\n";
+        let f = FileConfig::parse(text).unwrap();
+        assert_eq!(f.global.data_dir.as_deref(), Some(Path::new("/d")));
+        assert_eq!(f.serve.listen.as_deref(), Some("0.0.0.0:1"));
+        assert_eq!(f.reconcile.reconcile_interval, Some(HumanDuration(Duration::from_secs(300))));
+        assert_eq!(f.engine.disk_quota.map(|b| b.0), Some(4096));
+        assert_eq!(f.engine.owner_grace, Some(HumanDuration(Duration::from_secs(3600))));
+        assert_eq!(f.namespaces["web"].source.as_deref(), Some("http://s/"));
+
+        let err = FileConfig::parse("listen = \"x\"\nno_cache = true\n").unwrap_err();
+        assert_eq!(err.span(), Some(13..21), "{err}");
+        let msg = err.message();
+        assert!(msg.starts_with("unknown field `no_cache`, expected one of `data_dir`, `listen`"), "{msg}");
+        for key in known_keys() {
+            assert!(msg.contains(&format!("`{key}`")), "{key} missing from {msg}");
+        }
+        assert!(!known_keys().contains(&"no_cache"), "a flag without a key");
+        let err = FileConfig::parse("[namespaces.web]\nsorce = \"x\"\n").unwrap_err();
+        assert!(err.message().starts_with("unknown field `sorce`"), "{err}");
     }
 }

@@ -11,6 +11,7 @@ mod args;
 mod commands;
 mod config;
 mod owner_hook;
+mod settings;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -20,8 +21,9 @@ use clap::Parser;
 
 use tiercache_engine::Cache;
 
-use crate::args::{Cli, Command, EngineArgs, NsCommand};
+use crate::args::{Cli, Command, NsCommand};
 use crate::config::FileConfig;
+use crate::settings::EngineSettings;
 
 /// Exit code for `verify` finding damage it did not repair.
 pub(crate) const EXIT_DAMAGE: u8 = 3;
@@ -51,18 +53,18 @@ fn main() -> ExitCode {
 }
 
 /// Opens the cache with the engine settings resolved from `engine`, the environment and `file`.
-async fn open(cli: &Cli, engine: &EngineArgs, file: &FileConfig) -> Result<Cache> {
+async fn open(cli: &Cli, engine: &EngineSettings, file: &FileConfig) -> Result<Cache> {
     open_with(cli, engine, file, |_| {}).await
 }
 
 /// [`open`], with `adjust` applied to the resolved settings first (a command's own settings).
 async fn open_with(
     cli: &Cli,
-    engine: &EngineArgs,
+    engine: &EngineSettings,
     file: &FileConfig,
     adjust: impl FnOnce(&mut tiercache_engine::CacheConfig),
 ) -> Result<Cache> {
-    let mut cfg = config::engine_config(cli.data_dir.as_deref(), engine, file)?;
+    let mut cfg = config::engine_config(&cli.global, engine, file)?;
     adjust(&mut cfg);
     let dir = cfg.data_dir.clone();
     let cache = Cache::open(cfg).await.with_context(|| format!("cannot open data directory {}", dir.display()))?;
@@ -76,11 +78,13 @@ async fn open_with(
 async fn run(cli: Cli) -> Result<u8> {
     check_namespace_name(&cli.command)?;
     let file = FileConfig::load(cli.config.as_deref())?;
-    let no_engine_args = EngineArgs::default();
+    // Other commands take no engine flags: the file's settings (and the memory tier's variables).
+    let no_engine_args = EngineSettings::default();
     match &cli.command {
         Command::Serve(args) => {
+            let interval = config::reconcile_interval(&args.reconcile, &file);
             let cache = open_with(&cli, &args.engine, &file, |c| {
-                if let Some(i) = args.reconcile_interval.or(file.reconcile_interval) {
+                if let Some(i) = interval {
                     c.reconcile_interval = i;
                 }
             })
@@ -103,8 +107,8 @@ async fn run(cli: Cli) -> Result<u8> {
         Command::Update { ns, force, json } => {
             commands::update(open(&cli, &no_engine_args, &file).await?, ns.as_deref(), *force, *json).await
         }
-        Command::Watch { ns, reconcile_interval } => {
-            let interval = reconcile_interval.or(file.reconcile_interval);
+        Command::Watch { ns, reconcile } => {
+            let interval = config::reconcile_interval(reconcile, &file);
             let cache = open_with(&cli, &no_engine_args, &file, |c| {
                 if let Some(i) = interval {
                     c.reconcile_interval = i;

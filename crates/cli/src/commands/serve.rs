@@ -20,10 +20,11 @@ pub(crate) async fn serve(cache: Cache, args: &ServeArgs, file: &FileConfig) -> 
             .await
             .with_context(|| format!("cannot create namespace {name} from the config file"))?;
     }
-    let addr = config::listen(args.listen.as_deref(), file);
+    let settings = config::serve_settings(&args.serve, file);
+    let addr = settings.listen.unwrap_or_else(|| config::DEFAULT_LISTEN.to_owned());
     let listener = tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("cannot listen on {addr}"))?;
     tracing::info!(addr = %listener.local_addr()?, data_dir = %cache.data_dir().display(), "tiercache serving");
-    if args.watch || file.watch.unwrap_or(false) {
+    if settings.watch {
         let watcher = cache.clone();
         tokio::spawn(async move {
             if let Err(e) = watcher.watch_directories(&[], std::future::pending()).await {
@@ -32,8 +33,7 @@ pub(crate) async fn serve(cache: Cache, args: &ServeArgs, file: &FileConfig) -> 
         });
     }
     cache.spawn_pruner();
-    let admin_token = std::env::var("TIERCACHE_ADMIN_TOKEN").ok().or_else(|| file.admin_token.clone());
-    let admin_token = admin_token.filter(|t| !t.is_empty());
+    let admin_token = settings.admin_token.filter(|t| !t.is_empty());
     if let Some(t) = &admin_token {
         anyhow::ensure!(t.len() >= 16, "the admin token must be at least 16 characters");
     }

@@ -1,0 +1,361 @@
+//! Every setting, declared once: one field that is at the same time a flag with its `TIERCACHE_*`
+//! variable (clap, on the commands that take it) and a key of the TOML config file (serde). The same
+//! struct holds both layers: one parsed from the command line and the environment, one from the
+//! file; [`EngineSettings::or`] and its siblings merge them field by field, flag or environment
+//! first. Durations and sizes are parsed in one place, by [`HumanDuration`] and [`ByteSize`], for
+//! flags, variables and the file alike.
+//!
+//! A field without a flag is `#[arg(skip)]`: only the file (and, for a few, a variable read by
+//! `config.rs`) sets it. Defaults are not here but in `config.rs`, so that a value from the file is
+//! never shadowed by a clap default; nor is reading the file, nor turning settings into the
+//! engine's configuration.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::Args;
+use serde::{Deserialize, Deserializer};
+
+/// Settings of every command.
+#[derive(Debug, Default, Clone, Args, Deserialize)]
+pub(crate) struct GlobalSettings {
+    /// Data directory: index.db, blobs/, tmp/, namespaces/ [default: $XDG_DATA_HOME/tiercache]
+    #[arg(long, global = true, env = "TIERCACHE_DATA_DIR", value_name = "DIR")]
+    pub(crate) data_dir: Option<PathBuf>,
+}
+
+impl GlobalSettings {
+    /// Each setting of `self`, or else of `file`.
+    pub(crate) fn or(&self, file: &GlobalSettings) -> GlobalSettings {
+        GlobalSettings { data_dir: self.data_dir.clone().or_else(|| file.data_dir.clone()) }
+    }
+}
+
+/// Settings of the HTTP server (`serve`).
+#[derive(Debug, Default, Clone, Args, Deserialize)]
+pub(crate) struct ServeSettings {
+    /// Address to listen on [default: 127.0.0.1:7070]
+    #[arg(long, env = "TIERCACHE_LISTEN", value_name = "ADDR")]
+    pub(crate) listen: Option<String>,
+    /// Watch every directory namespace and keep its read cache current
+    // A flag: set by the flag, its variable or the file, never unset by one of them.
+    #[arg(long, env = "TIERCACHE_WATCH")]
+    #[serde(default)]
+    pub(crate) watch: bool,
+    /// Bearer token of the admin HTTP endpoints (`/admin/…`); without one they are off. Also
+    /// `TIERCACHE_ADMIN_TOKEN`, read by `serve`: a secret has no flag, which `ps` would show.
+    #[arg(skip)]
+    pub(crate) admin_token: Option<String>,
+}
+
+impl ServeSettings {
+    /// Each setting of `self`, or else of `file`.
+    pub(crate) fn or(&self, file: &ServeSettings) -> ServeSettings {
+        ServeSettings {
+            listen: self.listen.clone().or_else(|| file.listen.clone()),
+            watch: self.watch || file.watch,
+            admin_token: self.admin_token.clone().or_else(|| file.admin_token.clone()),
+        }
+    }
+}
+
+/// Settings of keeping directory namespaces current from file events (`serve --watch`, `watch`).
+#[derive(Debug, Default, Clone, Args, Deserialize)]
+pub(crate) struct ReconcileSettings {
+    /// With --watch, a full reconcile this often [default: 10m]
+    #[arg(long, env = "TIERCACHE_RECONCILE_INTERVAL", value_name = "DURATION", allow_hyphen_values = true)]
+    pub(crate) reconcile_interval: Option<HumanDuration>,
+}
+
+impl ReconcileSettings {
+    /// Each setting of `self`, or else of `file`.
+    pub(crate) fn or(&self, file: &ReconcileSettings) -> ReconcileSettings {
+        ReconcileSettings { reconcile_interval: self.reconcile_interval.or(file.reconcile_interval) }
+    }
+}
+
+/// Engine settings: the flags are those of every command that reads through the cache (`serve`,
+/// `get`); every other command takes them from the file only.
+///
+/// The memory tier's switch is the one setting with two fields: `--no-cache` only turns it off,
+/// where `cache_enabled` (and `TIERCACHE_CACHE_ENABLED`) say either way.
+#[derive(Debug, Default, Clone, Args, Deserialize)]
+pub(crate) struct EngineSettings {
+    /// Revalidate an entry with its source once it is older than this; 0s revalidates every read [default: 60s]
+    #[arg(long, env = "TIERCACHE_REVALIDATE_AFTER", value_name = "DURATION", allow_hyphen_values = true)]
+    pub(crate) revalidate_after: Option<HumanDuration>,
+    /// Longest wait to connect to a source [default: 10s]
+    #[arg(long, env = "TIERCACHE_SOURCE_CONNECT_TIMEOUT", value_name = "DURATION", allow_hyphen_values = true)]
+    pub(crate) source_connect_timeout: Option<HumanDuration>,
+    /// Longest wait for a source's headers or next body bytes [default: 30s]
+    #[arg(long, env = "TIERCACHE_SOURCE_READ_TIMEOUT", value_name = "DURATION", allow_hyphen_values = true)]
+    pub(crate) source_read_timeout: Option<HumanDuration>,
+    /// Most source fetches at once [default: 64]
+    #[arg(long, env = "TIERCACHE_MAX_CONCURRENT_FETCHES", value_name = "N")]
+    pub(crate) max_concurrent_fetches: Option<usize>,
+    /// Threads hashing files in `index`, `update`, `migrate` (default: one per core).
+    #[arg(skip)]
+    pub(crate) hash_threads: Option<usize>,
+    /// The shared cluster tier: s3://bucket/prefix?endpoint=…&region=…, redis://host:port/db,
+    /// fs:///path, or any OpenDAL service as scheme://…?option=value (S3 credentials from
+    /// AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)
+    #[arg(long, env = "TIERCACHE_SHARED", value_name = "URL")]
+    pub(crate) shared: Option<String>,
+    /// Time limit of one call to the shared tier [default: 10s]
+    #[arg(long, env = "TIERCACHE_SHARED_TIMEOUT", value_name = "DURATION", allow_hyphen_values = true)]
+    pub(crate) shared_timeout: Option<HumanDuration>,
+    /// Time limit of each read or write step of a shared-tier transfer [default: 5s]
+    #[arg(long, env = "TIERCACHE_SHARED_IO_TIMEOUT", value_name = "DURATION", allow_hyphen_values = true)]
+    pub(crate) shared_io_timeout: Option<HumanDuration>,
+    /// Retries of a failed shared-tier call [default: 2]
+    #[arg(long, env = "TIERCACHE_SHARED_RETRIES", value_name = "N")]
+    pub(crate) shared_retries: Option<usize>,
+    /// Write-backs to the shared tier waiting at most; more are dropped and counted.
+    #[arg(skip)]
+    pub(crate) shared_write_back_queue: Option<usize>,
+    /// Circuit breaker: failures in a row that open it.
+    #[arg(skip)]
+    pub(crate) shared_breaker_failures: Option<u32>,
+    /// Circuit breaker: how long it stays open.
+    #[arg(skip)]
+    pub(crate) shared_breaker_cooldown: Option<HumanDuration>,
+    /// Most bytes the disk tier may hold, e.g. 10GiB or 500MB; least valuable blobs are evicted
+    /// first [default: no limit]
+    #[arg(long, env = "TIERCACHE_DISK_QUOTA", value_name = "SIZE", allow_hyphen_values = true)]
+    pub(crate) disk_quota: Option<ByteSize>,
+    /// Background eviction above this fraction of the quota, down to `disk_low_watermark`.
+    #[arg(skip)]
+    pub(crate) disk_high_watermark: Option<f64>,
+    /// Where background eviction stops, as a fraction of the quota.
+    #[arg(skip)]
+    pub(crate) disk_low_watermark: Option<f64>,
+    /// Blobs stored this recently are not evicted.
+    #[arg(skip)]
+    pub(crate) protect_new: Option<HumanDuration>,
+    /// The memory tier on or off. Also `TIERCACHE_CACHE_ENABLED`, read by `config.rs` for every
+    /// command; `--no-cache` is the flag.
+    #[arg(skip)]
+    pub(crate) cache_enabled: Option<bool>,
+    /// Time to live of the memory tier's blobs and lookups, in seconds (env TIERCACHE_CACHE_TTL)
+    /// [default: 300]
+    // The variable is read by `config.rs` for every command, not by clap for two of them.
+    #[arg(long, value_name = "SECONDS", allow_hyphen_values = true)]
+    pub(crate) cache_ttl: Option<TtlSeconds>,
+    /// Turn the memory tier off (env TIERCACHE_CACHE_ENABLED=false)
+    #[arg(long)]
+    #[serde(skip)]
+    pub(crate) no_cache: bool,
+    /// The memory tier's size bound.
+    #[arg(skip)]
+    pub(crate) cache_max_size: Option<ByteSize>,
+    /// The largest blob the memory tier keeps.
+    #[arg(skip)]
+    pub(crate) cache_max_blob_size: Option<ByteSize>,
+    /// How often the background pruner runs a pass.
+    #[arg(skip)]
+    pub(crate) prune_interval: Option<HumanDuration>,
+    /// Orphan blobs younger than this are kept.
+    #[arg(skip)]
+    pub(crate) orphan_grace: Option<HumanDuration>,
+    /// Temp files of a live writer not written for this long are removed.
+    #[arg(skip)]
+    pub(crate) temp_grace: Option<HumanDuration>,
+    /// Entries not read for this long are pruned (namespaces with a source).
+    #[arg(skip)]
+    pub(crate) max_age: Option<HumanDuration>,
+    /// The owner-liveness hook: a shell command (owner as $1; exit 0 alive, 1 gone) or a URL
+    /// (`{owner}` replaced; 2xx alive, 404/410 gone).
+    #[arg(skip)]
+    pub(crate) owner_hook: Option<String>,
+    /// A namespace whose owner is gone is deleted once the hook has said so for this long.
+    #[arg(skip)]
+    pub(crate) owner_grace: Option<HumanDuration>,
+}
+
+impl EngineSettings {
+    /// Each setting of `self`, or else of `file`. Every field is named, so that a setting added
+    /// without being merged does not compile.
+    pub(crate) fn or(&self, file: &EngineSettings) -> EngineSettings {
+        let s = self.clone();
+        let f = file.clone();
+        EngineSettings {
+            revalidate_after: s.revalidate_after.or(f.revalidate_after),
+            source_connect_timeout: s.source_connect_timeout.or(f.source_connect_timeout),
+            source_read_timeout: s.source_read_timeout.or(f.source_read_timeout),
+            max_concurrent_fetches: s.max_concurrent_fetches.or(f.max_concurrent_fetches),
+            hash_threads: s.hash_threads.or(f.hash_threads),
+            shared: s.shared.or(f.shared),
+            shared_timeout: s.shared_timeout.or(f.shared_timeout),
+            shared_io_timeout: s.shared_io_timeout.or(f.shared_io_timeout),
+            shared_retries: s.shared_retries.or(f.shared_retries),
+            shared_write_back_queue: s.shared_write_back_queue.or(f.shared_write_back_queue),
+            shared_breaker_failures: s.shared_breaker_failures.or(f.shared_breaker_failures),
+            shared_breaker_cooldown: s.shared_breaker_cooldown.or(f.shared_breaker_cooldown),
+            disk_quota: s.disk_quota.or(f.disk_quota),
+            disk_high_watermark: s.disk_high_watermark.or(f.disk_high_watermark),
+            disk_low_watermark: s.disk_low_watermark.or(f.disk_low_watermark),
+            protect_new: s.protect_new.or(f.protect_new),
+            cache_enabled: s.cache_enabled.or(f.cache_enabled),
+            cache_ttl: s.cache_ttl.or(f.cache_ttl),
+            no_cache: s.no_cache || f.no_cache,
+            cache_max_size: s.cache_max_size.or(f.cache_max_size),
+            cache_max_blob_size: s.cache_max_blob_size.or(f.cache_max_blob_size),
+            prune_interval: s.prune_interval.or(f.prune_interval),
+            orphan_grace: s.orphan_grace.or(f.orphan_grace),
+            temp_grace: s.temp_grace.or(f.temp_grace),
+            max_age: s.max_age.or(f.max_age),
+            owner_hook: s.owner_hook.or(f.owner_hook),
+            owner_grace: s.owner_grace.or(f.owner_grace),
+        }
+    }
+}
+
+/// The longest duration any setting accepts: longer is a typo, not a wish.
+pub(crate) const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+/// The largest size any setting accepts (1 EiB).
+const MAX_SIZE: u64 = 1 << 60;
+
+/// A duration setting, written like `90s`, `10m`, `7d` or `1h 30m` (see [`parse_duration`]); a
+/// string in the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct HumanDuration(pub(crate) Duration);
+
+impl FromStr for HumanDuration {
+    type Err = String;
+    fn from_str(s: &str) -> Result<HumanDuration, String> {
+        parse_duration(s).map(HumanDuration)
+    }
+}
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<HumanDuration, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A size setting, written like `10GiB`, `500MB` or `4096` (see [`parse_size`]); a string or a
+/// number of bytes in the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ByteSize(pub(crate) u64);
+
+impl FromStr for ByteSize {
+    type Err = String;
+    fn from_str(s: &str) -> Result<ByteSize, String> {
+        parse_size(s).map(ByteSize)
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<ByteSize, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Size {
+            Bytes(i64),
+            Text(String),
+        }
+        let text = match Size::deserialize(d)? {
+            Size::Bytes(n) => n.to_string(),
+            Size::Text(s) => s,
+        };
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// The memory tier's time to live as written, checked when settings are resolved so that the
+/// message names where it came from: any text after `--cache-ttl` or in `TIERCACHE_CACHE_TTL`, a
+/// whole number in the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TtlSeconds {
+    /// The value as written.
+    pub(crate) text: String,
+    /// Where it was written: `--cache-ttl`, `TIERCACHE_CACHE_TTL` or `cache_ttl`.
+    pub(crate) origin: &'static str,
+}
+
+impl FromStr for TtlSeconds {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<TtlSeconds, Self::Err> {
+        Ok(TtlSeconds { text: s.to_owned(), origin: "--cache-ttl" })
+    }
+}
+
+impl<'de> Deserialize<'de> for TtlSeconds {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<TtlSeconds, D::Error> {
+        Ok(TtlSeconds { text: u64::deserialize(d)?.to_string(), origin: "cache_ttl" })
+    }
+}
+
+/// A duration like `90s`, `10m`, `7d`, `1h 30m`: not negative, at most 100 years.
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    if t.starts_with('-') {
+        return Err(format!("{s:?} is negative; durations are 0 or more"));
+    }
+    let d = humantime::parse_duration(t).map_err(|e| format!("{s:?} is not a duration like 90s, 10m or 7d: {e}"))?;
+    if d > MAX_DURATION {
+        return Err(format!("{s:?} is longer than 100 years"));
+    }
+    Ok(d)
+}
+
+/// A size like `10GiB`, `500MB`, `4k`, or a number of bytes: binary units (KiB, MiB, GiB, TiB,
+/// and K, M, G, T) are powers of 1024, decimal ones (kB, MB, GB, TB) of 1000. At most 1 EiB.
+pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    if t.starts_with('-') {
+        return Err(format!("{s:?} is negative; sizes are 0 or more"));
+    }
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let num: f64 = num.parse().map_err(|_| format!("{s:?} is not a size like 10GiB, 500MB or 4096"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        "t" | "tib" => 1 << 40,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "tb" => 1_000_000_000_000,
+        other => return Err(format!("{s:?}: unknown unit {other:?} (use B, KiB, MiB, GiB, TiB, kB, MB, GB, TB)")),
+    };
+    let bytes = num * mult as f64;
+    if !bytes.is_finite() || bytes > MAX_SIZE as f64 {
+        return Err(format!("{s:?} is larger than 1 EiB"));
+    }
+    Ok(bytes as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        for (input, want) in [
+            ("4096", Ok(4096)),
+            ("10GiB", Ok(10 << 30)),
+            ("10gib", Ok(10 << 30)),
+            ("500MB", Ok(500_000_000)),
+            ("1.5K", Ok(1536)),
+            ("0", Ok(0)),
+        ] {
+            assert_eq!(parse_size(input), want, "{input}");
+        }
+        for bad in ["-1GiB", "ten", "5 parsecs", "2000000EiB", "99999999999999999999999T", ""] {
+            assert!(parse_size(bad).is_err(), "{bad} should be refused");
+        }
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86400)));
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        for bad in ["-5s", "5 fortnights", "1000years", ""] {
+            assert!(parse_duration(bad).is_err(), "{bad} should be refused");
+        }
+    }
+}
