@@ -513,3 +513,6 @@ impl Drop for Hold {
         }
     }
 }
+
+#[cfg(test)]
+mod model_tests;
