@@ -489,3 +489,6 @@ impl Drop for Hold {
         }
     }
 }
+
+#[cfg(test)]
+mod model_tests;
