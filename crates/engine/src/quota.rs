@@ -364,10 +364,23 @@ impl DiskQuota {
     }
 
     /// Reads the pinned blobs again from the index, after a pin changed. Blocking.
+    ///
+    /// A blob the index refused to evict because it was pinned left the policy for the pinned
+    /// set (`evict`); once unpinned it must come back to the policy, or this process would never
+    /// evict it again and refuse reservations that evicting it would make room for.
     pub(crate) fn reload_pins(&self) -> Result<(), IndexError> {
-        if self.limits.quota_bytes.is_some() {
-            let pinned = self.index.pinned_digests()?;
-            self.state().pinned = pinned;
+        if self.limits.quota_bytes.is_none() {
+            return Ok(());
+        }
+        let pinned = self.index.pinned_digests()?;
+        let evictable = self.index.evictable_blobs()?;
+        let mut st = self.state();
+        let unpinned: HashSet<Digest> = st.pinned.difference(&pinned).copied().collect();
+        st.pinned = pinned;
+        for (d, size, _) in evictable {
+            if unpinned.contains(&d) && !st.policy.contains(&d) {
+                st.policy.put(d, size);
+            }
         }
         Ok(())
     }
