@@ -154,7 +154,7 @@ pub(crate) enum NsCommand {
         /// Where its blobs are kept: `managed` (the shared disk tier) or `path:DIR` (a directory of
         /// its own, empty or new) [default: managed]
         #[arg(long, value_name = "managed|path:DIR")]
-        storage: Option<tiercache_engine::Storage>,
+        storage: Option<tiercache_engine::Place>,
     },
     /// Move a namespace's blobs to another storage place; reads go on meanwhile, nothing is lost
     Migrate {
@@ -162,7 +162,7 @@ pub(crate) enum NsCommand {
         name: String,
         /// `managed` (the shared disk tier) or `path:DIR` (a directory of its own, empty or new)
         #[arg(long, value_name = "managed|path:DIR")]
-        to: tiercache_engine::Storage,
+        to: tiercache_engine::Place,
         /// Print JSON
         #[arg(long)]
         json: bool,

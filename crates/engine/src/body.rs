@@ -1,7 +1,10 @@
-//! What a read returns: metadata first, then a body stream over the requested range.
+//! What a read returns (layer 2): its headers' facts ([`ReadMeta`], `meta.rs`) first, then a
+//! body stream over the requested range, from whichever place holds the bytes: a blob file, the
+//! memory tier, a flight's temp file as it fills, the shared tier's verified chunks, or the source.
 //!
 //! The metadata comes before the body so the front door can answer conditional and range headers
-//! (which need the size and the ETag) before a single body byte is read.
+//! (which need the size and the ETag) before a single body byte is read. This module decides
+//! nothing about where a read goes (`read.rs` does); it only streams what it is handed.
 
 use std::fs::File;
 use std::io;
@@ -11,13 +14,14 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use futures::stream::BoxStream;
-use tiercache_core::{ByteRange, Digest, Key};
+use tiercache_core::{ByteRange, Key};
 use tiercache_sources::{FetchRequest, Fetched, Source};
 use tokio::sync::watch;
 
 use tiercache_tiers::shared::{ChunkList, SharedTier};
 
-use crate::flight::Phase;
+use crate::meta::ReadMeta;
+use crate::spool::{BodyStream, Phase};
 use crate::telemetry;
 
 /// Reads at most this many bytes inline on the async worker (page-cache reads of small blobs cost
@@ -28,140 +32,6 @@ const CHUNK_BYTES: u64 = 256 * 1024;
 /// A cold range starting more than this far beyond the bytes already fetched is asked of the
 /// source directly rather than waiting for the whole-blob fetch to get there.
 const TAIL_WINDOW_BYTES: u64 = 4 * 1024 * 1024;
-
-/// The tier that served a read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Tier {
-    /// The local disk tier.
-    Disk,
-    /// The shared cluster tier.
-    Shared,
-    /// The memory tier.
-    Memory,
-    /// The source (a fetch, or a wait on one).
-    Source,
-}
-
-impl Tier {
-    /// Its name in logs and metric labels.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Tier::Disk => "disk",
-            Tier::Shared => "shared",
-            Tier::Memory => "memory",
-            Tier::Source => "source",
-        }
-    }
-}
-
-/// Header text: UTF-8 in shared bytes, so that handing one to every reader of a hot entry, and
-/// on to the front door's header values, copies nothing.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Text(Bytes);
-
-impl Text {
-    /// The shared bytes (UTF-8).
-    pub fn as_bytes(&self) -> &Bytes {
-        &self.0
-    }
-
-    /// Copies of `texts` in one shared buffer: whoever clones several of them counts one
-    /// reference for all, not one each (on a line other threads' clones also write).
-    pub fn in_one_buffer<const N: usize>(texts: [Option<&str>; N]) -> [Option<Text>; N] {
-        let mut buf = BytesMut::with_capacity(texts.iter().flatten().map(|t| t.len()).sum());
-        let spans = texts.map(|t| {
-            t.map(|t| {
-                buf.extend_from_slice(t.as_bytes());
-                buf.len() - t.len()..buf.len()
-            })
-        });
-        let buf = buf.freeze();
-        spans.map(|span| span.map(|span| Text(buf.slice(span))))
-    }
-}
-
-impl std::ops::Deref for Text {
-    type Target = str;
-
-    fn deref(&self) -> &str {
-        std::str::from_utf8(&self.0).expect("a Text is made from a str")
-    }
-}
-
-impl From<String> for Text {
-    fn from(s: String) -> Text {
-        Text(Bytes::from(s))
-    }
-}
-
-impl From<&'static str> for Text {
-    fn from(s: &'static str) -> Text {
-        Text(Bytes::from_static(s.as_bytes()))
-    }
-}
-
-impl std::fmt::Debug for Text {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        std::fmt::Debug::fmt(&**self, f)
-    }
-}
-
-impl std::fmt::Display for Text {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self)
-    }
-}
-
-/// What a front door derives once from the [`ReadMeta`] of an entry the memory tier holds (its
-/// response headers, say) and reuses for every later read of that entry: the first reader fills
-/// it, and it is dropped with the memory tier's value. It holds one value of any one type; a front
-/// door that finds a value of another type there derives its own on each read.
-#[derive(Clone, Default)]
-pub struct Memo(Arc<std::sync::OnceLock<Box<dyn std::any::Any + Send + Sync>>>);
-
-impl Memo {
-    /// The value kept here, made by `init` if there is none yet; `None` if it is of another type.
-    pub fn get_or_init<T: std::any::Any + Send + Sync>(&self, init: impl FnOnce() -> T) -> Option<&T> {
-        self.0.get_or_init(|| Box::new(init())).downcast_ref()
-    }
-}
-
-impl std::fmt::Debug for Memo {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.get().is_some() { "Memo(set)" } else { "Memo(empty)" })
-    }
-}
-
-/// What the front door needs to answer headers.
-#[derive(Debug, Clone)]
-pub struct ReadMeta {
-    /// Which tier serves the body.
-    pub tier: Tier,
-    /// The whole object's size, if known (a source may not say).
-    pub size_bytes: Option<u64>,
-    /// Strong ETag, quoted: the digest for blobs, the MD5 for entries (a cold read carries the
-    /// source's ETag, since the MD5 is computed after the blob is stored).
-    pub etag: Option<Text>,
-    /// Content type.
-    pub content_type: Option<Text>,
-    /// `Last-Modified` as an HTTP date.
-    pub last_modified: Option<Text>,
-    /// The blob's digest, when already known.
-    pub digest: Option<Digest>,
-    /// Shared by every read of one entry held by the memory tier; `None` for other reads.
-    pub memo: Option<Memo>,
-}
-
-impl ReadMeta {
-    /// The same facts with their texts in one shared buffer ([`Text::in_one_buffer`]): each read
-    /// of an entry the memory tier holds clones its facts.
-    pub(crate) fn with_shared_texts(mut self) -> ReadMeta {
-        let texts = [self.etag.as_deref(), self.content_type.as_deref(), self.last_modified.as_deref()];
-        [self.etag, self.content_type, self.last_modified] = Text::in_one_buffer(texts);
-        self
-    }
-}
 
 /// A read in progress: answer headers from [`Read::meta`], then call [`Read::into_stream`].
 pub struct Read {
@@ -186,7 +56,7 @@ pub(crate) enum Body {
     Memory(Bytes),
     /// A blob served from its source without being stored (the disk quota had no room): the
     /// flight's own body if this reader took it, else a request of its own.
-    PassThrough { source: Arc<dyn Source>, key: Key, body: Option<crate::flight::BodyStream> },
+    PassThrough { source: Arc<dyn Source>, key: Key, body: Option<BodyStream> },
     /// A fetch under way (or just finished).
     Flight { rx: watch::Receiver<Phase>, source: Arc<dyn Source>, key: Key },
     /// A blob in the shared tier, with the disk-tier fill `rx` under way and the first chunk the
@@ -363,9 +233,8 @@ fn flight_stream(
                         let s = skip_and_limit(body, pos - from, end.map(|e| e.saturating_sub(pos)));
                         return next_from_source(s, pos).await;
                     }
-                    Phase::Failed(f) => {
-                        let e = crate::Error::from(f);
-                        return Some((Err(io::Error::other(e.to_string())), (Tail::Done, pos)));
+                    Phase::Failed(e) => {
+                        return Some((Err(io::Error::other(e)), (Tail::Done, pos)));
                     }
                     Phase::Waiting | Phase::NotModified | Phase::PassThrough { .. } => {
                         if rx.changed().await.is_err() {

@@ -1,51 +1,33 @@
-//! [`Cache`]: opening a data directory, and the plumbing every operation shares.
+//! [`Cache`], the facade (layer 5): opening a data directory builds the parts of the layers below,
+//! and every public operation is a one-line delegation to the part that owns it. No logic lives
+//! here beyond the order in which opening builds and recovers things.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
 
-use tiercache_core::{Digest, Key, now_ms};
-use tiercache_index::{Index, IndexError, NewEntry};
-use tiercache_sources::Source;
+use bytes::Bytes;
+use futures::Stream;
+use tiercache_core::{Digest, NamespaceOptions};
+use tiercache_index::{DiskUsage, Index, ListPage, ListRequest, Namespace};
+use tiercache_tiers::DiskTier;
 use tiercache_tiers::shared::{SharedTier, WriteBack};
-use tiercache_tiers::{DiskTier, FinishedBlob, TempBlob};
-use tokio::sync::{Semaphore, watch};
 
 use crate::access::AccessLog;
-use crate::flight::Phase;
-use crate::memory::Memory;
-use crate::quota::{DiskQuota, NoRoom, Reservation};
-use crate::{CacheConfig, Error, maintenance, telemetry};
-
-/// Where a blob stored in the disk tier came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Origin {
-    /// A source fetch.
-    Fetch,
-    /// An upload (`PUT /blobs/…`, or `PUT` of an entry).
-    Upload,
-    /// A directory namespace's copy-to-cache.
-    Copy,
-    /// A fill from the shared tier: the one origin never written back to it.
-    Shared,
-    /// A copy made by moving a namespace to another storage place.
-    Migrate,
-}
-
-impl Origin {
-    /// Its `origin` label in metrics.
-    fn as_str(self) -> &'static str {
-        match self {
-            Origin::Fetch => "fetch",
-            Origin::Upload => "upload",
-            Origin::Copy => "copy",
-            Origin::Shared => "shared",
-            Origin::Migrate => "migrate",
-        }
-    }
-}
-
-/// Names of the shared tier's counters in the index start with this.
-const SHARED_PREFIX: &str = "shared.";
+use crate::blocking::{Ix, blocking_with};
+use crate::directory::{Directories, ScanProgress, UpdateKind, UpdateReport};
+use crate::jobs::{Jobs, MoveReport, PruneOptions, PruneReport, StatsReport, VacuumReport, VerifyReport};
+use crate::memory::{Memory, MemoryReport};
+use crate::namespaces::{NamespaceInfo, Namespaces};
+use crate::quota::{DiskQuota, QuotaStats};
+use crate::read::{Intent, Reads, ReadsParts};
+use crate::sources::Sources;
+use crate::store::place::Place;
+use crate::store::{CleanupReport, Store, Stores};
+use crate::tasks::Tasks;
+use crate::telemetry::Notes;
+use crate::write::{Stored, Writes};
+use crate::{CacheConfig, Error, Read};
 
 /// A tiercache instance over one data directory. Cheap to clone; clones share everything.
 ///
@@ -53,56 +35,27 @@ const SHARED_PREFIX: &str = "shared.";
 /// index is shared through SQLite's locking and the disk tier through atomic renames.
 #[derive(Clone)]
 pub struct Cache {
-    pub(crate) inner: Arc<Inner>,
+    parts: Arc<Parts>,
+}
+
+/// The parts of the layers below, built once by [`Cache::open`].
+struct Parts {
+    data_dir: std::path::PathBuf,
+    memory: Memory,
+    stores: Arc<Stores>,
+    namespaces: Arc<Namespaces>,
+    directories: Arc<Directories>,
+    reads: Arc<Reads>,
+    writes: Writes,
+    jobs: Arc<Jobs>,
+    tasks: Tasks,
+    notes: Arc<Notes>,
 }
 
 impl std::fmt::Debug for Cache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Cache").field("data_dir", &self.inner.config.data_dir).finish_non_exhaustive()
+        f.debug_struct("Cache").field("data_dir", &self.parts.data_dir).finish_non_exhaustive()
     }
-}
-
-pub(crate) struct Inner {
-    pub(crate) config: CacheConfig,
-    pub(crate) index: Arc<Index>,
-    pub(crate) disk: DiskTier,
-    /// The disk tier's quota, eviction policy, and reads in progress.
-    pub(crate) quota: Arc<DiskQuota>,
-    /// The memory tier: small blobs and index lookups.
-    pub(crate) memory: Memory,
-    /// The shared cluster tier and its write-back queue, if configured.
-    pub(crate) shared: Option<(Arc<SharedTier>, WriteBack)>,
-    /// Disk-tier fills from the shared tier under way, by digest (single flight, like `flights`).
-    pub(crate) fills: Mutex<HashMap<Digest, watch::Receiver<Phase>>>,
-    /// Shared-tier counters already added to the index (what the next flush adds is the rest).
-    /// `None` before the first flush.
-    pub(crate) shared_flushed: Mutex<Option<tiercache_tiers::shared::SharedStats>>,
-    /// Fetches under way, by `(namespace id, key)`. Only flights still waiting or streaming are
-    /// joined; a finished one is removed (or replaced by the next miss).
-    pub(crate) flights: Mutex<HashMap<(i64, Key), watch::Receiver<Phase>>>,
-    pub(crate) fetch_permits: Semaphore,
-    /// Every flight task, so that shutdown can let them finish storing what they fetched.
-    pub(crate) flight_tasks: tokio_util::task::TaskTracker,
-    md5_permits: Semaphore,
-    /// MD5 computations under way, so that readers racing the background pass share one.
-    md5_flights: Mutex<HashMap<Digest, Arc<tokio::sync::OnceCell<String>>>>,
-    pub(crate) access: AccessLog,
-    /// Whether another process replaced the lookup-generation file (see `generation.rs`).
-    lookup_generation: crate::generation::Generation,
-    /// Held by each [`Cache::flush`] from drain to commit.
-    flush_lock: tokio::sync::Mutex<()>,
-    sources: Mutex<HashMap<String, Arc<dyn Source>>>,
-    pub(crate) dir_sources: Mutex<HashMap<String, Arc<tiercache_sources::DirSource>>>,
-    /// Files of directory namespaces being hashed on a read, so concurrent readers share one pass.
-    pub(crate) dir_flights: Mutex<HashMap<(i64, Vec<u8>), crate::directory::HashFlight>>,
-    /// Directory stores of namespaces kept outside the disk tier, by directory, opened once.
-    pub(crate) dir_stores: Mutex<HashMap<String, Arc<crate::storage::Store>>>,
-    /// The disk tier and its quota, as the store of managed namespaces.
-    pub(crate) managed: Arc<crate::storage::Store>,
-    /// Blobs being copied into the disk tier from a directory (copy-to-cache).
-    pub(crate) copies: Mutex<std::collections::HashSet<Digest>>,
-    /// What opening found and did (index moved aside or reset, read caches reset).
-    pub(crate) open_notes: Mutex<Vec<String>>,
 }
 
 impl Cache {
@@ -111,18 +64,18 @@ impl Cache {
     /// On every open: temp files of dead processes are removed and pending blob rows are
     /// reconciled with the disk tier (only those rows: a normal open never scans the disk). If the
     /// index file did not exist but the disk tier holds blobs, the index is rebuilt from the disk
-    /// tier and the namespace definitions, with progress in the log.
+    /// tier and the namespace definitions, with progress in the log. Directory namespaces' read
+    /// caches built with another schema, version or configuration are emptied.
     pub async fn open(config: CacheConfig) -> Result<Cache, Error> {
-        let cfg = config.clone();
-        let (index, disk, opened) = tokio::task::spawn_blocking(move || -> Result<_, Error> {
-            std::fs::create_dir_all(&cfg.data_dir)
-                .map_err(|e| Error::Io(format!("cannot create data directory {}: {e}", cfg.data_dir.display())))?;
-            let disk = DiskTier::open(&cfg.data_dir)?;
-            let (index, opened) = Index::open(&cfg.data_dir.join("index.db"))?;
+        let dir = config.data_dir.clone();
+        let (index, disk, opened) = blocking_with(move || {
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| Error::io(format!("cannot create data directory {}", dir.display()), e))?;
+            let disk = DiskTier::open(&dir).map_err(|e| Error::io("cannot open the disk tier", e))?;
+            let (index, opened) = Index::open(&dir.join("index.db"))?;
             Ok((Arc::new(index), disk, opened))
         })
-        .await
-        .map_err(|e| Error::Io(e.to_string()))??;
+        .await?;
         let shared = match &config.shared {
             Some(sc) => {
                 let tier = Arc::new(SharedTier::open(sc).map_err(Error::Invalid)?);
@@ -133,370 +86,329 @@ impl Cache {
             None => None,
         };
         let quota = {
-            let (limits, index, disk) = (config.disk.clone(), Arc::clone(&index), disk.clone());
-            let dir = config.data_dir.clone();
-            let quota = tokio::task::spawn_blocking(move || DiskQuota::open(limits, index, disk, dir))
-                .await
-                .map_err(|e| Error::Io(e.to_string()))??;
-            Arc::new(quota)
+            let (limits, index, disk, dir) =
+                (config.disk.clone(), Arc::clone(&index), disk.clone(), config.data_dir.clone());
+            Arc::new(blocking_with(move || Ok(DiskQuota::open(limits, index, disk, dir)?)).await?)
         };
-        let lookup_generation = crate::generation::Generation::new(&config.data_dir);
-        let cache = Cache {
-            inner: Arc::new(Inner {
-                fetch_permits: Semaphore::new(config.max_concurrent_fetches.max(1)),
-                md5_permits: Semaphore::new(1),
-                flight_tasks: tokio_util::task::TaskTracker::new(),
-                md5_flights: Mutex::new(HashMap::new()),
-                memory: Memory::new(&config),
-                managed: Arc::new(crate::storage::Store { disk: disk.clone(), quota: Arc::clone(&quota), dir: None }),
-                config,
-                index,
-                disk,
-                quota,
-                shared,
-                fills: Mutex::new(HashMap::new()),
-                shared_flushed: Mutex::new(None),
-                flights: Mutex::new(HashMap::new()),
-                access: AccessLog::default(),
-                flush_lock: tokio::sync::Mutex::new(()),
-                lookup_generation,
-                sources: Mutex::new(HashMap::new()),
-                dir_sources: Mutex::new(HashMap::new()),
-                dir_flights: Mutex::new(HashMap::new()),
-                dir_stores: Mutex::new(HashMap::new()),
-                copies: Mutex::new(Default::default()),
-                open_notes: Mutex::new(opened.notes.clone()),
-            }),
+
+        let ix = Ix::new(index);
+        let tasks = Tasks::default();
+        let notes = Arc::new(Notes::default());
+        let memory = Memory::new(&config);
+        let access = Arc::new(AccessLog::default());
+        let sources = Arc::new(Sources::new(config.http.clone()));
+        let managed = Store { disk, quota: Arc::clone(&quota), dir: None };
+        let stores =
+            Arc::new(Stores::new(managed, ix.clone(), memory.clone(), shared, tasks.clone(), config.data_dir.clone()));
+        let namespaces =
+            Arc::new(Namespaces::new(ix.clone(), memory.clone(), Arc::clone(&sources), Arc::clone(&stores)));
+        let directories = Arc::new(Directories::new(
+            &config,
+            ix.clone(),
+            Arc::clone(&namespaces),
+            Arc::clone(&stores),
+            tasks.clone(),
+            Arc::clone(&notes),
+        ));
+        let reads = Arc::new(Reads::new(ReadsParts {
+            revalidate_after: config.revalidate_after,
+            max_concurrent_fetches: config.max_concurrent_fetches,
+            ix: ix.clone(),
+            memory: memory.clone(),
+            access: Arc::clone(&access),
+            namespaces: Arc::clone(&namespaces),
+            stores: Arc::clone(&stores),
+            sources,
+            directories: Arc::clone(&directories),
+            tasks: tasks.clone(),
+        }));
+        let writes = Writes {
+            ix: ix.clone(),
+            memory: memory.clone(),
+            namespaces: Arc::clone(&namespaces),
+            stores: Arc::clone(&stores),
+            directories: Arc::clone(&directories),
         };
-        maintenance::recover(&cache, opened.created || opened.needs_rebuild).await?;
-        crate::directory::check_read_caches(&cache).await?;
-        let memory = cache.inner.memory.clone();
-        cache.inner.quota.set_on_evict(Box::new(move |_| memory.forget_lookups()));
-        if opened.created || opened.needs_rebuild {
-            let quota = Arc::clone(&cache.inner.quota);
-            cache.ix(move |_| quota.resync()).await?;
+        let jobs = Arc::new(Jobs::new(
+            config.clone(),
+            ix.clone(),
+            memory.clone(),
+            access,
+            Arc::clone(&stores),
+            Arc::clone(&namespaces),
+            tasks.clone(),
+        ));
+        for note in &opened.notes {
+            notes.add(note.clone());
         }
-        cache.spawn_access_flusher();
-        Ok(cache)
+
+        let rebuilt = opened.created || opened.needs_rebuild;
+        jobs.recover(rebuilt).await?;
+        directories.check_read_caches().await?;
+        let forget = memory.clone();
+        quota.set_on_evict(Box::new(move |_| forget.forget_lookups()));
+        if rebuilt {
+            let quota = Arc::clone(&quota);
+            ix.run(move |_| quota.resync()).await?;
+        }
+        jobs.spawn_flusher();
+        let data_dir = config.data_dir;
+        let parts = Parts { data_dir, memory, stores, namespaces, directories, reads, writes, jobs, tasks, notes };
+        Ok(Cache { parts: Arc::new(parts) })
     }
 
     /// What opening the data directory found and did, in sentences: an index that was not a
     /// database moved aside, a schema reset, directory read caches reset and why. Empty on an
     /// ordinary open.
     pub fn open_notes(&self) -> Vec<String> {
-        self.inner.open_notes.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    pub(crate) fn note(&self, note: String) {
-        tracing::warn!("{note}");
-        self.inner.open_notes.lock().unwrap_or_else(|p| p.into_inner()).push(note);
+        self.parts.notes.all()
     }
 
     /// The data directory.
-    pub fn data_dir(&self) -> &std::path::Path {
-        &self.inner.config.data_dir
+    pub fn data_dir(&self) -> &Path {
+        &self.parts.data_dir
     }
 
-    /// Waits until every source fetch under way has finished and stored (or dropped) its blob,
-    /// then writes batched access times. A reader's body can end before its fetch is committed
-    /// (the fsync, rename and index commit follow the last byte), so call this before exiting.
+    /// Waits until every background task of work has ended (source fetches storing what they
+    /// fetched, fills, MD5s, copies), then writes batched access times. A reader's body can end
+    /// before its fetch is committed (the fsync, rename and index commit follow the last byte),
+    /// so call this (or [`Cache::shutdown`]) before exiting.
     pub async fn settle(&self) -> Result<(), Error> {
-        let tasks = &self.inner.flight_tasks;
-        tasks.close();
-        tasks.wait().await;
-        tasks.reopen();
+        self.parts.tasks.settle().await;
+        self.flush().await
+    }
+
+    /// Stops the background loops (the access flusher, the pruner), waits for every task of work
+    /// as [`Cache::settle`] does, and writes what is batched. The cache still answers afterwards,
+    /// without its loops.
+    pub async fn shutdown(&self) -> Result<(), Error> {
+        self.parts.tasks.shutdown().await;
         self.flush().await
     }
 
     /// Writes batched access times (and shared-tier counters) now. Call before exiting.
-    ///
-    /// Flushes run one at a time: one that finds nothing left to write still waits for the
-    /// background flusher's write under way, so what was drained before it is committed when it
-    /// returns (otherwise a process could exit between that drain and its commit).
     pub async fn flush(&self) -> Result<(), Error> {
-        let _one_at_a_time = self.inner.flush_lock.lock().await;
-        self.flush_shared_counters().await?;
-        self.publish_metrics();
-        let batch = self.inner.access.drain();
-        if batch.is_empty() {
-            return Ok(());
-        }
-        self.inner.quota.touched(batch.iter().map(|r| r.digest));
-        self.ix(move |ix| ix.record_access(&batch)).await
+        self.parts.jobs.flush().await
     }
 
     /// The shared-tier counters summed over every process that used this data directory (as of
     /// their last flush), by name (`hits`, `misses`, …, `breaker_open`).
-    pub async fn shared_counters(&self) -> Result<std::collections::BTreeMap<String, i64>, Error> {
-        let all = self.ix(|ix| ix.counters(SHARED_PREFIX)).await?;
-        Ok(all.into_iter().map(|(k, v)| (k[SHARED_PREFIX.len()..].to_owned(), v)).collect())
+    pub async fn shared_counters(&self) -> Result<BTreeMap<String, i64>, Error> {
+        self.parts.jobs.shared_counters().await
     }
 
-    /// Adds what the shared tier counted since the last flush to the index, and the breaker's
-    /// state if it changed (or on the first flush). Writes nothing when nothing changed.
-    async fn flush_shared_counters(&self) -> Result<(), Error> {
-        let Some((tier, _)) = &self.inner.shared else { return Ok(()) };
-        let now = tier.stats();
-        let (deltas, latest) = {
-            let mut last = self.inner.shared_flushed.lock().unwrap_or_else(|p| p.into_inner());
-            let before = last.clone().unwrap_or_default();
-            let deltas: Vec<(String, i64)> = now
-                .counters()
-                .zip(before.counters())
-                .filter(|((_, n), (_, b))| n != b)
-                .map(|((name, n), (_, b))| (format!("{SHARED_PREFIX}{name}"), (n - b) as i64))
-                .collect();
-            let mut latest = Vec::new();
-            if last.is_none() || before.breaker != now.breaker {
-                let open = now.breaker != tiercache_tiers::shared::BreakerState::Closed;
-                latest.push((format!("{SHARED_PREFIX}breaker_open"), open as i64));
-            }
-            *last = Some(now);
-            (deltas, latest)
-        };
-        self.ix(move |ix| ix.bump_counters(&deltas, &latest)).await
-    }
-
-    /// Brings the metrics up to date: the counts kept per thread (memory-tier hits, misses and
-    /// bytes) and the sizes (the disk tier's use and quota, the memory tier's bytes and entries).
-    /// Runs at every flush of access times; call it before rendering the metrics, so that they
-    /// count every read that has returned.
+    /// Brings the metrics up to date: the counts kept per thread and the sizes. Runs at every
+    /// flush; call it before rendering the metrics, so that they count every read that returned.
     pub fn publish_metrics(&self) {
-        telemetry::publish();
-        self.inner.memory.publish_metrics();
-        self.publish_gauges();
+        self.parts.jobs.publish_metrics()
     }
 
-    /// Sizes as gauges in `/metrics`: the disk tier's use and quota, the memory tier's bytes and
-    /// entries.
-    fn publish_gauges(&self) {
-        let q = self.inner.quota.stats();
-        metrics::gauge!(telemetry::DISK_USED_BYTES).set((q.used_bytes + q.reserved_bytes) as f64);
-        if let Some(quota) = q.quota_bytes {
-            metrics::gauge!(telemetry::DISK_QUOTA_BYTES).set(quota as f64);
-        }
-        let m = self.inner.memory.report();
-        metrics::gauge!(telemetry::MEMORY_ENABLED).set(if m.is_enabled { 1.0 } else { 0.0 });
-        metrics::gauge!(telemetry::MEMORY_TTL_SECONDS).set(m.ttl_seconds as f64);
-        metrics::gauge!(telemetry::MEMORY_BYTES).set(m.bytes as f64);
-        metrics::gauge!(telemetry::MEMORY_ENTRIES).set(m.entries as f64);
+    /// Reads a blob by digest from the memory tier, the disk tier, else the shared tier.
+    /// [`Error::NoBlob`] if none holds it.
+    pub async fn read_blob(&self, digest: &Digest) -> Result<Read, Error> {
+        self.parts.reads.blob(digest, Intent::Whole).await
     }
 
-    /// Drops the memory tier's lookups if any process changed namespaces or deleted in bulk since
-    /// the last look (`generation.rs`): inline, before every lookup the memory tier could answer.
-    pub(crate) fn check_lookup_generation(&self) {
-        if self.inner.memory.is_enabled() {
-            self.inner.lookup_generation.check(|| self.inner.memory.forget_lookups());
-        }
+    /// [`Cache::read_blob`] for a reader that will want `intent` of it, so that a shared-tier hit
+    /// verifies those bytes before answering.
+    pub async fn read_blob_with(&self, digest: &Digest, intent: Intent) -> Result<Read, Error> {
+        self.parts.reads.blob(digest, intent).await
     }
 
-    /// Tells every process's memory tier that lookups may be stale (this one's are dropped too).
-    pub(crate) async fn bump_lookup_generation(&self) -> Result<(), Error> {
-        self.inner.memory.forget_lookups();
-        let dir = self.data_dir().to_owned();
-        self.blocking(move |_| crate::generation::bump(&dir)).await
+    /// Reads entry `key` of `namespace` through the tiers, from its source (once, however many
+    /// readers ask) if no tier has it; a directory namespace's file is served in place.
+    pub async fn read_entry(&self, namespace: &str, key: &str) -> Result<Read, Error> {
+        self.parts.reads.entry(namespace, key.as_bytes(), Intent::Whole).await
     }
 
-    fn spawn_access_flusher(&self) {
-        let weak = Arc::downgrade(&self.inner);
-        let every = self.inner.config.access_flush_interval;
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                let Some(inner) = weak.upgrade() else { return };
-                if let Err(e) = (Cache { inner }).flush().await {
-                    tracing::warn!(error = %e, "cannot record access times; will retry");
-                }
-            }
-        });
+    /// [`Cache::read_entry`] with the key as raw bytes: a directory's file names need not be
+    /// UTF-8 (other namespaces' keys must be).
+    pub async fn read_entry_raw(&self, namespace: &str, key: &[u8]) -> Result<Read, Error> {
+        self.parts.reads.entry(namespace, key, Intent::Whole).await
     }
 
-    /// Runs an index call on a blocking thread.
-    pub(crate) async fn ix<T: Send + 'static>(
+    /// [`Cache::read_entry_raw`] for a reader that will want `intent` of it, so that a shared-tier
+    /// hit verifies those bytes before answering.
+    pub async fn read_entry_with(&self, namespace: &str, key: &[u8], intent: Intent) -> Result<Read, Error> {
+        self.parts.reads.entry(namespace, key, intent).await
+    }
+
+    /// Stores an uploaded blob if it hashes to `expected`; `true` if it is new.
+    pub async fn put_blob<E: std::fmt::Display + Send + 'static>(
         &self,
-        f: impl FnOnce(&Index) -> Result<T, IndexError> + Send + 'static,
-    ) -> Result<T, Error> {
-        let index = Arc::clone(&self.inner.index);
-        tokio::task::spawn_blocking(move || f(&index))
-            .await
-            .map_err(|e| Error::Io(format!("index task failed: {e}")))?
-            .map_err(Error::from)
+        expected: &Digest,
+        body: impl Stream<Item = Result<Bytes, E>> + Send,
+    ) -> Result<bool, Error> {
+        self.parts.writes.put_blob(expected, body).await
     }
 
-    /// Runs blocking file work on a blocking thread.
-    pub(crate) async fn blocking<T: Send + 'static>(
+    /// Writes entry `key` of `namespace` (a directory namespace's file, or an entry of a
+    /// namespace without a source; [`Error::ReadOnly`] for one mirroring a source).
+    pub async fn put_entry<E: std::fmt::Display + Send + 'static>(
         &self,
-        f: impl FnOnce(&DiskTier) -> std::io::Result<T> + Send + 'static,
-    ) -> Result<T, Error> {
-        let disk = self.inner.disk.clone();
-        tokio::task::spawn_blocking(move || f(&disk))
-            .await
-            .map_err(|e| Error::Io(format!("disk task failed: {e}")))?
-            .map_err(Error::from)
+        namespace: &str,
+        key: &[u8],
+        body: impl Stream<Item = Result<Bytes, E>> + Send + 'static,
+    ) -> Result<Stored, Error> {
+        self.parts.writes.put_entry(namespace, key, body).await
     }
 
-    /// The source a namespace's URL names, built once and reused.
-    pub(crate) fn source_for(&self, url: &str) -> Result<Arc<dyn Source>, Error> {
-        let mut sources = self.inner.sources.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(s) = sources.get(url) {
-            return Ok(Arc::clone(s));
-        }
-        let s = tiercache_sources::from_url(url, &self.inner.config.http).map_err(Error::Invalid)?;
-        sources.insert(url.to_owned(), Arc::clone(&s));
-        Ok(s)
+    /// Deletes entry `key` of `namespace`; `false` if there was nothing to delete.
+    pub async fn delete_entry(&self, namespace: &str, key: &[u8]) -> Result<bool, Error> {
+        self.parts.writes.delete_entry(namespace, key).await
     }
 
-    /// Reserves `n` bytes of the disk quota for a write, evicting if needed (see `quota.rs`).
-    pub(crate) async fn reserve(&self, n: u64) -> Result<Reservation, NoRoom> {
-        self.reserve_in(&self.managed_store(), n).await
+    /// One page of namespace `namespace`'s keys.
+    pub async fn list(&self, namespace: &str, req: ListRequest) -> Result<ListPage, Error> {
+        self.parts.writes.list(namespace, req).await
     }
 
-    /// [`Cache::reserve`] in `store` (a directory store checks its file system's free space only).
-    pub(crate) async fn reserve_in(&self, store: &crate::storage::Store, n: u64) -> Result<Reservation, NoRoom> {
-        let quota = Arc::clone(&store.quota);
-        match tokio::task::spawn_blocking(move || quota.reserve(n)).await {
-            Ok(r) => r,
-            Err(e) => Err(NoRoom { reason: format!("reservation task failed: {e}") }),
-        }
-    }
-
-    /// A new temp file in the disk tier with `n` bytes of quota reserved for it (a body of
-    /// unknown length reserves more as it grows). [`Error::StorageFull`] if the quota has no room.
-    pub(crate) async fn create_temp(&self, n: Option<u64>) -> Result<(TempBlob, Reservation), Error> {
-        self.create_temp_in(&self.managed_store(), n).await
-    }
-
-    /// [`Cache::create_temp`] in `store`.
-    pub(crate) async fn create_temp_in(
+    /// Creates namespace `name` (idempotently), optionally bound to `source`, with `options`.
+    pub async fn create_namespace(
         &self,
-        store: &crate::storage::Store,
-        n: Option<u64>,
-    ) -> Result<(TempBlob, Reservation), Error> {
-        let reservation =
-            self.reserve_in(store, n.unwrap_or(crate::flight::RESERVE_STEP_BYTES)).await.map_err(|no| {
-                store.quota.passed_through(&no.reason);
-                Error::StorageFull(no.reason)
-            })?;
-        Ok((store.disk.create_temp()?, reservation))
+        name: &str,
+        source: Option<&str>,
+        options: &NamespaceOptions,
+    ) -> Result<(Namespace, bool), Error> {
+        self.parts.namespaces.create(name, source, options).await
     }
 
-    /// Makes a finished temp file a blob of the disk tier and records it (steps 3 to 5 of the put
-    /// protocol in docs/design.md):
-    /// 3. record a pending row for the digest;
-    /// 4. rename the file into `blobs/` and fsync the directory;
-    /// 5. commit the blob row as present, with the entry naming it, in one transaction.
-    ///
-    /// `reservation` covers the file's bytes in the disk quota; they count as used from now on.
-    pub(crate) async fn store_finished(
+    /// [`Cache::create_namespace`] with its storage place given as a [`Place`].
+    pub async fn create_namespace_in(
         &self,
-        (finished, reservation): (FinishedBlob, Reservation),
-        retain: bool,
-        entry: Option<(&str, NewEntry)>,
-        origin: Origin,
-    ) -> Result<Digest, Error> {
-        let (digest, size) = (finished.digest, finished.size_bytes);
-        let named = entry.as_ref().map(|(namespace, e)| (*namespace, e.key.clone()));
-        let entry = entry.map(|(_, e)| e);
-        self.ix(move |ix| ix.mark_pending(&digest, size, now_ms())).await?;
-        let was_there = self.blocking(move |_| finished.publish()).await?;
-        let flags = (retain, retain && origin == Origin::Upload);
-        self.ix(move |ix| ix.commit_blob(&digest, size, flags, entry.as_ref(), now_ms())).await?;
-        reservation.stored(digest, size, was_there, !flags.1);
-        if let Some((namespace, key)) = named {
-            self.inner.memory.forget_entry(namespace, &key).await;
-        }
-        metrics::counter!(telemetry::BLOBS_STORED, "origin" => origin.as_str()).increment(1);
-        if let Some((_, write_back)) = &self.inner.shared
-            && origin != Origin::Shared
-        {
-            write_back.queue(digest, self.inner.disk.blob_path(&digest));
-        }
-        self.spawn_md5(digest, self.inner.disk.clone());
-        Ok(digest)
+        name: &str,
+        source: Option<&str>,
+        options: &NamespaceOptions,
+        place: Option<&Place>,
+    ) -> Result<(Namespace, bool), Error> {
+        self.parts.namespaces.create_in(name, source, options, place).await
     }
 
-    /// [`Cache::store_finished`] into `store`: for a namespace kept in its own directory, the file
-    /// is renamed into that directory, and the entry committed with the blob row marked absent
-    /// from the disk tier if the index did not know the digest.
-    pub(crate) async fn store_finished_in(
+    /// Deletes namespace `name` with everything it owns; `None` if there was none.
+    pub async fn delete_namespace(&self, name: &str) -> Result<Option<CleanupReport>, Error> {
+        self.parts.namespaces.delete(name).await
+    }
+
+    /// Every namespace with its totals.
+    pub async fn namespaces(&self) -> Result<Vec<NamespaceInfo>, Error> {
+        self.parts.namespaces.infos().await
+    }
+
+    /// One namespace with its totals, if it exists.
+    pub async fn namespace(&self, name: &str) -> Result<Option<NamespaceInfo>, Error> {
+        self.parts.namespaces.info(name).await
+    }
+
+    /// Pins `key` of namespace `name` (`None`: all of it); whether the pin is new.
+    pub async fn pin(&self, name: &str, key: Option<&str>) -> Result<bool, Error> {
+        self.parts.namespaces.pin(name, key).await
+    }
+
+    /// Removes a pin set by [`Cache::pin`]; whether there was one.
+    pub async fn unpin(&self, name: &str, key: Option<&str>) -> Result<bool, Error> {
+        self.parts.namespaces.unpin(name, key).await
+    }
+
+    /// The pins of namespace `name` (`""`: the whole namespace).
+    pub async fn pins(&self, name: &str) -> Result<Vec<String>, Error> {
+        self.parts.namespaces.pins(name).await
+    }
+
+    /// Moves namespace `name`'s blobs to `to` while it is read (`ns migrate`).
+    pub async fn move_namespace(&self, name: &str, to: &Place) -> Result<MoveReport, Error> {
+        self.parts.jobs.move_namespace(name, to).await
+    }
+
+    /// Every namespace bound to a directory.
+    pub async fn directory_namespaces(&self) -> Result<Vec<Namespace>, Error> {
+        self.parts.namespaces.directories().await
+    }
+
+    /// Binds namespace `name` to directory `root` and builds its read cache (`tiercache index`).
+    pub async fn index_directory(
         &self,
-        store: &crate::storage::Store,
-        (finished, reservation): (FinishedBlob, Reservation),
-        entry: Option<(&str, NewEntry)>,
-        origin: Origin,
-    ) -> Result<Digest, Error> {
-        if store.is_managed() {
-            return self.store_finished((finished, reservation), false, entry, origin).await;
-        }
-        let (digest, size) = (finished.digest, finished.size_bytes);
-        let was_there = self.blocking(move |_| finished.publish()).await?;
-        if let Some((namespace, e)) = entry {
-            let key = e.key.clone();
-            self.ix(move |ix| ix.commit_entry_elsewhere(&digest, size, &e, now_ms())).await?;
-            self.inner.memory.forget_entry(namespace, &key).await;
-        }
-        reservation.stored(digest, size, was_there, false);
-        metrics::counter!(telemetry::BLOBS_STORED, "origin" => origin.as_str()).increment(1);
-        self.spawn_md5(digest, store.disk.clone());
-        Ok(digest)
+        name: &str,
+        root: &Path,
+        options: &NamespaceOptions,
+        hash: bool,
+        progress: Arc<ScanProgress>,
+    ) -> Result<UpdateReport, Error> {
+        self.parts.directories.index(name, root, options, hash, progress).await
     }
 
-    /// Computes a stored blob's MD5 in the background (one at a time, so it never competes with
-    /// more than one core), off every client's critical path.
-    fn spawn_md5(&self, digest: Digest, tier: DiskTier) {
-        let cache = self.clone();
-        tokio::spawn(async move {
-            let _permit = cache.inner.md5_permits.acquire().await;
-            if let Err(e) = cache.md5_in(digest, &tier).await {
-                tracing::warn!(%digest, error = %e, "cannot compute MD5");
-            }
-        });
+    /// Re-reads what changed in directory namespace `name` (`force`: everything).
+    pub async fn update_directory(
+        &self,
+        name: &str,
+        force: bool,
+        progress: Arc<ScanProgress>,
+    ) -> Result<UpdateReport, Error> {
+        let kind = if force { UpdateKind::Force } else { UpdateKind::Update };
+        self.parts.directories.update(name, kind, true, progress).await
     }
 
-    /// The blob's MD5 (lowercase hex), computing and recording it if the index lacks it. Concurrent
-    /// callers for one blob share a single computation.
-    pub(crate) async fn md5_of(&self, digest: Digest) -> Result<String, Error> {
-        self.md5_in(digest, &self.inner.disk.clone()).await
+    /// Fills in hashes not computed yet (`tiercache migrate`): files indexed without them, or
+    /// blobs without an MD5; with `dry_run`, only counts them.
+    pub async fn hash_missing(
+        &self,
+        name: &str,
+        dry_run: bool,
+        progress: Arc<ScanProgress>,
+    ) -> Result<UpdateReport, Error> {
+        self.parts.directories.hash_missing(name, dry_run, progress).await
     }
 
-    /// [`Cache::md5_of`] a blob kept in `tier` (the disk tier, or a namespace's own directory).
-    pub(crate) async fn md5_in(&self, digest: Digest, tier: &DiskTier) -> Result<String, Error> {
-        if let Some(md5) = self.ix(move |ix| ix.get_blob(&digest)).await?.and_then(|b| b.md5) {
-            return Ok(md5);
-        }
-        let cell = {
-            let mut flights = self.inner.md5_flights.lock().unwrap_or_else(|p| p.into_inner());
-            Arc::clone(flights.entry(digest).or_default())
-        };
-        let md5 = cell.get_or_try_init(|| self.compute_md5(digest, tier.clone())).await.cloned();
-        if md5.is_ok() {
-            self.inner.md5_flights.lock().unwrap_or_else(|p| p.into_inner()).remove(&digest);
-        }
-        md5
+    /// Follows the directory namespaces `names` (all if empty) until `shutdown` completes.
+    pub async fn watch_directories(&self, names: &[String], shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+        self.parts.directories.watch(names, shutdown).await
     }
 
-    async fn compute_md5(&self, digest: Digest, disk: DiskTier) -> Result<String, Error> {
-        let md5 = self
-            .blocking(move |_| {
-                use md5::Digest as _;
-                use std::io::Read as _;
-                let mut f = std::fs::File::open(disk.blob_path(&digest))?;
-                let mut h = md5::Md5::new();
-                let mut buf = vec![0u8; 1 << 20];
-                loop {
-                    let n = f.read(&mut buf)?;
-                    if n == 0 {
-                        break;
-                    }
-                    h.update(&buf[..n]);
-                }
-                Ok(hex::encode(h.finalize()))
-            })
-            .await?;
-        let stored = md5.clone();
-        self.ix(move |ix| ix.set_md5(&digest, &stored)).await?;
-        Ok(md5)
+    /// Totals, overall and per namespace (or just `only_ns`).
+    pub async fn stats(&self, only_ns: Option<&str>) -> Result<StatsReport, Error> {
+        self.parts.jobs.stats(only_ns).await
+    }
+
+    /// The disk quota as this process accounts it, and what eviction did.
+    pub fn quota_stats(&self) -> QuotaStats {
+        self.parts.stores.managed().quota.stats()
+    }
+
+    /// The memory tier's sizes and counters (this process's: the memory tier is not shared).
+    pub fn memory_stats(&self) -> MemoryReport {
+        self.parts.memory.report()
+    }
+
+    /// Disk use of the disk tier, overall and per namespace, from the index alone.
+    pub async fn disk_usage(&self) -> Result<DiskUsage, Error> {
+        self.parts.jobs.disk_usage().await
+    }
+
+    /// Removes entries (of `ns`, with keys starting with `prefix`), then unreferenced blobs.
+    pub async fn cleanup(&self, ns: Option<&str>, prefix: Option<&str>) -> Result<CleanupReport, Error> {
+        self.parts.jobs.cleanup(ns, prefix).await
+    }
+
+    /// Compacts the index file.
+    pub async fn vacuum(&self) -> Result<VacuumReport, Error> {
+        self.parts.jobs.vacuum().await
+    }
+
+    /// Rehashes every blob and reconciles the index with the disk tier (`repair`: fixes it).
+    pub async fn verify(
+        &self,
+        repair: bool,
+        progress: impl Fn(u64, u64) + Send + Sync + 'static,
+    ) -> Result<VerifyReport, Error> {
+        self.parts.jobs.verify(repair, progress).await
+    }
+
+    /// Runs one pruner pass.
+    pub async fn prune(&self, opts: &PruneOptions) -> Result<PruneReport, Error> {
+        self.parts.jobs.prune(opts).await
+    }
+
+    /// Starts the background pruner (a pass every `pruner.interval`) until shutdown.
+    pub fn spawn_pruner(&self) {
+        self.parts.jobs.spawn_pruner()
     }
 }

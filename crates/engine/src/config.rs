@@ -1,4 +1,4 @@
-//! Engine settings; the CLI fills them from flags, environment and the TOML file.
+//! Engine settings (layer 0); the CLI fills them from flags, environment and the TOML file.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -7,8 +7,7 @@ use tiercache_sources::HttpSourceConfig;
 use tiercache_tiers::MemoryConfig;
 use tiercache_tiers::shared::SharedConfig;
 
-use crate::pruner::PrunerConfig;
-use crate::quota::DiskLimits;
+use std::sync::Arc;
 
 /// How a [`crate::Cache`] behaves.
 #[derive(Debug, Clone)]
@@ -63,6 +62,68 @@ impl CacheConfig {
             memory: MemoryConfig::default(),
             memory_max_blob_bytes: 64 * 1024,
             pruner: PrunerConfig::default(),
+        }
+    }
+}
+
+/// How the pruner behaves.
+#[derive(Debug, Clone)]
+pub struct PrunerConfig {
+    /// How often the background pruner runs a pass (in `serve`).
+    pub interval: Duration,
+    /// Orphan blobs younger than this are kept (a blob adopted by a rebuild waits for its entry).
+    pub orphan_grace: Duration,
+    /// Temp files of a live writer not written for this long are removed.
+    pub temp_grace: Duration,
+    /// Entries not read for this long are removed (every namespace with a source; a namespace's
+    /// own max age applies to it whether or not it has one). `None`: no limit.
+    pub max_age: Option<Duration>,
+    /// Asked whether each namespace's owner still exists.
+    pub owner_hook: Option<Arc<dyn OwnerCheck>>,
+    /// A namespace whose owner is gone is deleted once the hook has said so for this long.
+    pub owner_grace: Duration,
+}
+
+impl Default for PrunerConfig {
+    fn default() -> PrunerConfig {
+        PrunerConfig {
+            interval: Duration::from_secs(300),
+            orphan_grace: Duration::from_secs(3600),
+            temp_grace: Duration::from_secs(3600),
+            max_age: None,
+            owner_hook: None,
+            owner_grace: Duration::from_secs(600),
+        }
+    }
+}
+
+/// Asks whether a namespace's owner still exists. The engine knows no command lines or HTTP: the
+/// front door that runs the pruner (the CLI) supplies the check.
+pub trait OwnerCheck: Send + Sync + std::fmt::Debug {
+    /// `Some(true)` alive, `Some(false)` gone, `None` unknown (the namespace is kept).
+    fn is_alive<'a>(&'a self, owner: &'a str) -> futures::future::BoxFuture<'a, Option<bool>>;
+}
+
+/// Limits of the disk tier.
+#[derive(Debug, Clone)]
+pub struct DiskLimits {
+    /// Most bytes of blobs (and temp files being written) the disk tier may hold; `None`: no limit.
+    pub quota_bytes: Option<u64>,
+    /// Background eviction starts above this fraction of the quota …
+    pub high_watermark: f64,
+    /// … and evicts down to this fraction. Eviction on the write path aims for it too.
+    pub low_watermark: f64,
+    /// Blobs stored this recently are not evicted.
+    pub protect_new: Duration,
+}
+
+impl Default for DiskLimits {
+    fn default() -> DiskLimits {
+        DiskLimits {
+            quota_bytes: None,
+            high_watermark: 0.95,
+            low_watermark: 0.90,
+            protect_new: Duration::from_secs(10),
         }
     }
 }

@@ -1,11 +1,21 @@
-//! The engine's one error type. Front doors map each variant to a status or exit code.
+//! The engine's one error type (layer 0). Front doors map each variant to a status or exit code;
+//! this module chooses none.
+//!
+//! Every variant a caller acts on is typed, and a failure caused by another error keeps it as its
+//! [`std::error::Error::source`]. `Error` is `Clone` (causes are shared behind `Arc`), so that one
+//! failure of a shared fetch reaches every waiting reader as the same variant.
+
+use std::sync::Arc;
 
 use tiercache_core::{Digest, DigestError, KeyError, RangeError};
 use tiercache_index::IndexError;
 use tiercache_sources::SourceError;
 
+/// A cause shared by the clones of one error.
+pub type Cause = Arc<dyn std::error::Error + Send + Sync>;
+
 /// What can go wrong in the engine.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// A namespace name or key was refused.
@@ -39,27 +49,59 @@ pub enum Error {
         /// What the bytes hash to.
         actual: Digest,
     },
-    /// The namespace exists with another definition.
-    #[error("{0}")]
-    Conflict(String),
-    /// The namespace's entries cannot be written (it mirrors a read-only source).
-    #[error("{0}")]
-    ReadOnly(String),
-    /// An argument is invalid (a bad source URL, say).
+    /// The request conflicts with what exists: a namespace defined otherwise, a storage directory
+    /// that is another's or not empty, a key that names a directory.
+    #[error("{what}")]
+    Conflict {
+        /// What conflicts, in a sentence.
+        what: String,
+        /// The failure that revealed it, if any.
+        #[source]
+        cause: Option<Cause>,
+    },
+    /// What was read kept changing under the read; the same request a moment later is expected
+    /// to succeed.
+    #[error("{what} kept changing while it was read; try again")]
+    Busy {
+        /// What was being read.
+        what: String,
+    },
+    /// The namespace mirrors a source: its entries are read-only here.
+    #[error("namespace {namespace} mirrors {mirrors}; its entries are read-only")]
+    ReadOnly {
+        /// The namespace.
+        namespace: String,
+        /// Its source.
+        mirrors: String,
+    },
+    /// An argument is invalid (a bad source URL, say); the message says which and why.
     #[error("{0}")]
     Invalid(String),
     /// The source failed; nothing was stored.
     #[error(transparent)]
     Source(#[from] SourceError),
-    /// The data directory is full.
-    #[error("no space left in the data directory: {0}")]
-    StorageFull(String),
+    /// No room: the file system holding the data (or a namespace's storage directory) is full,
+    /// or the disk quota cannot make room for an upload.
+    #[error("no space left: {what}")]
+    StorageFull {
+        /// Where, and how much was needed.
+        what: String,
+        /// The I/O failure that said so, if one did.
+        #[source]
+        cause: Option<Arc<std::io::Error>>,
+    },
     /// Local I/O failed.
-    #[error("local I/O error: {0}")]
-    Io(String),
+    #[error("{what}: {cause}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The failure.
+        #[source]
+        cause: Arc<std::io::Error>,
+    },
     /// The index failed.
     #[error(transparent)]
-    Index(IndexError),
+    Index(Arc<IndexError>),
 }
 
 impl Error {
@@ -70,39 +112,86 @@ impl Error {
             Error::Range(_) => "range",
             Error::NoNamespace(_) | Error::NoEntry { .. } | Error::NoBlob(_) => "not_found",
             Error::DigestMismatch { .. } => "digest_mismatch",
-            Error::Conflict(_) => "conflict",
-            Error::ReadOnly(_) => "read_only",
+            Error::Conflict { .. } => "conflict",
+            Error::Busy { .. } => "busy",
+            Error::ReadOnly { .. } => "read_only",
             Error::Source(SourceError::Forbidden { .. }) => "source_forbidden",
             Error::Source(SourceError::NotFound { .. }) => "source_not_found",
             Error::Source(e) if e.is_timeout() => "source_timeout",
             Error::Source(_) => "source_error",
-            Error::StorageFull(_) => "storage_full",
-            Error::Io(_) => "io",
+            Error::StorageFull { .. } => "storage_full",
+            Error::Io { .. } => "io",
             Error::Index(_) => "index",
         }
+    }
+
+    /// `cause` while doing `what`: [`Error::StorageFull`] if the file system (or a disk quota
+    /// of the operating system's) is full, else [`Error::Io`].
+    pub fn io(what: impl Into<String>, cause: std::io::Error) -> Error {
+        let what = what.into();
+        match cause.kind() {
+            std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => {
+                Error::StorageFull { what, cause: Some(Arc::new(cause)) }
+            }
+            _ => Error::Io { what, cause: Arc::new(cause) },
+        }
+    }
+
+    /// A conflict with what exists, said in `what`.
+    pub fn conflict(what: impl Into<String>) -> Error {
+        Error::Conflict { what: what.into(), cause: None }
+    }
+
+    /// A task on another thread that panicked or was cancelled while doing `what`.
+    pub(crate) fn task(what: &str, e: tokio::task::JoinError) -> Error {
+        Error::Io { what: format!("{what}: the task failed"), cause: Arc::new(std::io::Error::other(e)) }
     }
 }
 
 impl From<std::io::Error> for Error {
     fn from(e: std::io::Error) -> Error {
-        if e.kind() == std::io::ErrorKind::StorageFull || e.raw_os_error() == Some(28) {
-            Error::StorageFull(e.to_string())
-        } else {
-            Error::Io(e.to_string())
-        }
+        Error::io("local I/O failed", e)
     }
 }
 
 impl From<IndexError> for Error {
     fn from(e: IndexError) -> Error {
+        let is_full = matches!(&e, IndexError::Sqlite(sqlite)
+            if sqlite.sqlite_error_code() == Some(tiercache_index::SqliteErrorCode::DiskFull));
         match e {
-            IndexError::Conflict { .. } => Error::Conflict(e.to_string()),
-            IndexError::Sqlite(sqlite)
-                if sqlite.sqlite_error_code() == Some(tiercache_index::SqliteErrorCode::DiskFull) =>
-            {
-                Error::StorageFull(sqlite.to_string())
-            }
-            other => Error::Index(other),
+            IndexError::Conflict { .. } => Error::Conflict { what: e.to_string(), cause: Some(Arc::new(e)) },
+            e if is_full => Error::StorageFull { what: format!("the index cannot grow: {e}"), cause: None },
+            other => Error::Index(Arc::new(other)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    #[test]
+    fn a_full_file_system_is_storage_full_by_its_kind_with_its_cause() {
+        for kind in [std::io::ErrorKind::StorageFull, std::io::ErrorKind::QuotaExceeded] {
+            let e = Error::io("writing blob", std::io::Error::from(kind));
+            assert!(matches!(e, Error::StorageFull { .. }), "{e:?}");
+            let cause = e.source().and_then(|s| s.downcast_ref::<Arc<std::io::Error>>());
+            assert_eq!(cause.map(|c| c.kind()), Some(kind));
+        }
+        let e = Error::io("reading blob", std::io::Error::from(std::io::ErrorKind::PermissionDenied));
+        assert!(matches!(e, Error::Io { .. }) && e.to_string().starts_with("reading blob: "), "{e}");
+        assert!(e.source().is_some());
+    }
+
+    #[test]
+    fn an_index_conflict_stays_a_conflict_with_its_cause_and_clones_alike() {
+        let e = Error::from(IndexError::Conflict { name: "web".into(), existing: None });
+        assert!(matches!(e, Error::Conflict { .. }), "{e:?}");
+        let cause = e.source().and_then(|s| s.downcast_ref::<Cause>());
+        assert!(cause.is_some_and(|c| c.downcast_ref::<IndexError>().is_some()), "{e:?}");
+        let shared = e.clone();
+        assert_eq!((shared.kind(), shared.to_string()), (e.kind(), e.to_string()));
     }
 }

@@ -1,44 +1,67 @@
 //! The tiercache engine: the library facade over index, tiers and sources.
 //!
-//! [`Cache`] is what the server and the CLI drive. It owns the read path (index → disk → source,
-//! with single flight), blob uploads, namespaces and the maintenance jobs (`stats`, `cleanup`,
-//! `verify`, `vacuum`, start-up recovery). It knows nothing of HTTP status codes or command lines:
-//! it returns typed [`Error`]s and lets the front doors choose how to say them.
+//! [`Cache`] is what the server and the CLI drive. Behind it the engine is a stack of layers, each
+//! module importing only from layers below its own (ARCHITECTURE.md has the map):
+//!
+//! - 0: `error`, `config`, `telemetry`, `meta`, `generation`, `blocking`, `fs`, `tasks`;
+//! - 1: `memory`, `access`, `quota`, `single_flight`, `spool`, `sources`;
+//! - 2: `store` (and `store/place`), `body`, `namespaces`;
+//! - 3: `read` (memory → index → disk → shared → source), `write`, `directory`;
+//! - 4: `jobs` (maintenance, pruner, moves, flush);
+//! - 5: `cache`, the facade.
+//!
+//! It knows nothing of HTTP status codes or command lines: it returns typed [`Error`]s and lets
+//! the front doors choose how to say them.
 #![warn(missing_docs)]
 
-mod access;
-mod body;
-mod cache;
+// Layer 0.
+mod blocking;
 mod config;
-mod directory;
 mod error;
-mod flight;
+mod fs;
 mod generation;
-mod maintenance;
-mod memory;
-mod namespaces;
-mod pruner;
-mod quota;
-mod read_path;
-mod shared_read;
-mod storage;
+mod meta;
+mod tasks;
 mod telemetry;
+// Layer 1.
+mod access;
+mod memory;
+mod quota;
+mod single_flight;
+mod sources;
+mod spool;
+// Layer 2.
+mod body;
+mod namespaces;
+mod store;
+// Layer 3.
+mod directory;
+mod read;
+mod write;
+// Layer 4.
+mod jobs;
+// Layer 5.
+mod cache;
 
-pub use body::{Memo, Read, ReadMeta, Text, Tier};
+pub use body::Read;
 pub use cache::Cache;
 pub use config::CacheConfig;
-pub use directory::{MAX_LIST_LIMIT, ScanProgress, Stored, UpdateKind, UpdateReport};
-pub use error::Error;
-pub use maintenance::{CleanupReport, StatsReport, VacuumReport, VerifyReport};
+pub use config::{DiskLimits, OwnerCheck, PrunerConfig};
+pub use directory::{ScanProgress, UpdateKind, UpdateReport};
+pub use error::{Cause, Error};
+pub use jobs::{MoveReport, PruneOptions, PruneReport, PrunedItem};
+pub use jobs::{StatsReport, VacuumReport, VerifyReport};
 pub use memory::MemoryReport;
+pub use meta::{Memo, ReadMeta, Text, Tier};
 pub use namespaces::NamespaceInfo;
-pub use pruner::{OwnerCheck, PruneOptions, PruneReport, PrunedItem, PrunerConfig};
-pub use quota::{DiskLimits, QuotaStats};
-pub use shared_read::Intent;
-pub use storage::{MigrateReport, Storage};
+pub use quota::QuotaStats;
+pub use read::Intent;
+pub use store::CleanupReport;
+pub use store::place::Place;
 pub use tiercache_core::{ByteRange, Digest, Key, NamespaceName, RangeRequest};
 pub use tiercache_core::{NamespaceOptions, RelPath};
 pub use tiercache_index::{DirStats, DiskUsage, ListPage, ListRequest, ListedItem, Namespace, NamespaceUsage};
 pub use tiercache_sources::{HttpSourceConfig, SourceError};
 pub use tiercache_tiers::shared::{SharedConfig, StoreLimits};
 pub use tiercache_tiers::{MemoryConfig, MemoryTier};
+pub use write::{MAX_LIST_LIMIT, Stored};

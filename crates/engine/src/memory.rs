@@ -1,4 +1,4 @@
-//! The memory tier as the engine uses it: one bounded [`MemoryTier`] (moka) with a TTL, holding
+//! The memory tier as the engine uses it (layer 1): one bounded [`MemoryTier`] (moka) with a TTL, holding
 //! three kinds of values under one byte bound and one eviction policy:
 //! - small hot blobs by digest (reads by digest);
 //! - namespace rows by name;
@@ -13,7 +13,9 @@
 //! A lookup read from the index just before a change and kept just after it would outlive the
 //! change: every drop of lookups advances an epoch, and a lookup is kept only if no drop happened
 //! since the caller took the epoch, before reading the index ([`Memory::epoch`]).
-//! It does not decide what is read from where: the read path asks it first.
+//! It owns this process's view of the lookup generation ([`Memory::check_generation`]) and tells
+//! other processes when this one changed lookups ([`Memory::bump_generation`]). It does not decide
+//! what is read from where: the read path asks it first.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,7 +25,9 @@ use tiercache_core::Digest;
 use tiercache_index::{Entry, Namespace};
 use tiercache_tiers::{MemoryStats, MemoryTier};
 
-use crate::{CacheConfig, ReadMeta};
+use crate::generation::Generation;
+use crate::meta::ReadMeta;
+use crate::{CacheConfig, Error};
 
 /// A small blob held in memory, with its file's modification time (the `Last-Modified` of a
 /// blob read by digest).
@@ -42,7 +46,7 @@ pub(crate) struct HotEntry {
     /// The blob's bytes and the headers' facts of a memory-tier read of them, once a read found
     /// the blob small.
     pub(crate) held: Option<(Bytes, ReadMeta)>,
-    /// Until when (ms since the epoch) it may be served without asking its source (`Cache::fresh_until`):
+    /// Until when (ms since the epoch) it may be served without asking its source (`read.rs`):
     /// a hit need not look into the namespace's and the entry's rows.
     pub(crate) fresh_until_ms: i64,
 }
@@ -97,6 +101,9 @@ pub(crate) struct Memory {
     is_enabled: bool,
     /// Advanced by every drop of lookups (see the module's documentation).
     epoch: Arc<AtomicU64>,
+    /// Whether another process changed lookups since this one last looked (`generation.rs`).
+    generation: Arc<Generation>,
+    data_dir: Arc<std::path::Path>,
 }
 
 /// The memory tier's size and counters, for reports.
@@ -142,7 +149,25 @@ impl Memory {
             max_blob_bytes: config.memory_max_blob_bytes,
             is_enabled: config.memory.is_enabled,
             epoch: Arc::default(),
+            generation: Arc::new(Generation::new(&config.data_dir)),
+            data_dir: config.data_dir.as_path().into(),
         }
+    }
+
+    /// Drops the lookups if any process changed namespaces or deleted in bulk since the last look
+    /// (`generation.rs`): inline, before every lookup this tier could answer.
+    pub(crate) fn check_generation(&self) {
+        if self.is_enabled() {
+            self.generation.check(|| self.forget_lookups());
+        }
+    }
+
+    /// Tells every process's memory tier that lookups may be stale (this one's are dropped too).
+    /// Call it after the index commit of a change of namespaces or a bulk delete.
+    pub(crate) async fn bump_generation(&self) -> Result<(), Error> {
+        self.forget_lookups();
+        let dir = Arc::clone(&self.data_dir);
+        crate::blocking::blocking(move || crate::generation::bump(&dir)).await
     }
 
     pub(crate) fn is_enabled(&self) -> bool {

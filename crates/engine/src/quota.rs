@@ -1,4 +1,4 @@
-//! The disk quota: bytes reserved before a write begins, eviction when a reservation does not fit
+//! The disk quota (layer 1): bytes reserved before a write begins, eviction when a reservation does not fit
 //! (and in the background above the high watermark), and what protects a blob from eviction.
 //!
 //! Invariant: `used + reserved ≤ quota` whenever this process reserves; a writer holds a
@@ -17,38 +17,14 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use tiercache_core::Digest;
 use tiercache_index::{Index, IndexError};
 use tiercache_tiers::{DiskTier, EvictionPolicy};
 use tokio::time::Instant;
 
+use crate::config::DiskLimits;
 use crate::telemetry;
-
-/// Limits of the disk tier.
-#[derive(Debug, Clone)]
-pub struct DiskLimits {
-    /// Most bytes of blobs (and temp files being written) the disk tier may hold; `None`: no limit.
-    pub quota_bytes: Option<u64>,
-    /// Background eviction starts above this fraction of the quota …
-    pub high_watermark: f64,
-    /// … and evicts down to this fraction. Eviction on the write path aims for it too.
-    pub low_watermark: f64,
-    /// Blobs stored this recently are not evicted.
-    pub protect_new: Duration,
-}
-
-impl Default for DiskLimits {
-    fn default() -> DiskLimits {
-        DiskLimits {
-            quota_bytes: None,
-            high_watermark: 0.95,
-            low_watermark: 0.90,
-            protect_new: Duration::from_secs(10),
-        }
-    }
-}
 
 /// A reservation that cannot fit: the blob is served without being stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -388,10 +364,23 @@ impl DiskQuota {
     }
 
     /// Reads the pinned blobs again from the index, after a pin changed. Blocking.
+    ///
+    /// A blob the index refused to evict because it was pinned left the policy for the pinned
+    /// set (`evict`); once unpinned it must come back to the policy, or this process would never
+    /// evict it again and refuse reservations that evicting it would make room for.
     pub(crate) fn reload_pins(&self) -> Result<(), IndexError> {
-        if self.limits.quota_bytes.is_some() {
-            let pinned = self.index.pinned_digests()?;
-            self.state().pinned = pinned;
+        if self.limits.quota_bytes.is_none() {
+            return Ok(());
+        }
+        let pinned = self.index.pinned_digests()?;
+        let evictable = self.index.evictable_blobs()?;
+        let mut st = self.state();
+        let unpinned: HashSet<Digest> = st.pinned.difference(&pinned).copied().collect();
+        st.pinned = pinned;
+        for (d, size, _) in evictable {
+            if unpinned.contains(&d) && !st.policy.contains(&d) {
+                st.policy.put(d, size);
+            }
         }
         Ok(())
     }

@@ -1,6 +1,13 @@
-//! Metric names, in one place, so the dashboard and the code agree.
+//! Metric names, in one place, so the dashboard and the code agree (layer 0); the counters every
+//! read touches; [`served`], which logs and counts one read; and [`Notes`], what opening a data
+//! directory found and did.
+
+use std::sync::Mutex;
+use std::time::Instant;
 
 use tiercache_tiers::StripedCounter;
+
+use crate::meta::Tier;
 
 /// Reads served, by `tier` (`memory`, `disk`, `source`) and `outcome` (`hit`, `miss`, `fetch`,
 /// `coalesced`). Memory-tier hits reach it (and their bytes [`READ_BYTES`]) when
@@ -70,7 +77,7 @@ pub(crate) struct HitMetrics {
 }
 
 /// The hit handles of `tier`, if it is a local tier (the others are looked up per read).
-pub(crate) fn hit(tier: crate::Tier) -> Option<&'static HitMetrics> {
+pub(crate) fn hit(tier: Tier) -> Option<&'static HitMetrics> {
     fn handles(name: &'static str) -> HitMetrics {
         HitMetrics {
             hits: metrics::counter!(READS, "tier" => name, "outcome" => "hit"),
@@ -81,9 +88,9 @@ pub(crate) fn hit(tier: crate::Tier) -> Option<&'static HitMetrics> {
     static DISK: std::sync::OnceLock<HitMetrics> = std::sync::OnceLock::new();
     static MEMORY: std::sync::OnceLock<HitMetrics> = std::sync::OnceLock::new();
     match tier {
-        crate::Tier::Disk => Some(DISK.get_or_init(|| handles("disk"))),
-        crate::Tier::Memory => Some(MEMORY.get_or_init(|| handles("memory"))),
-        crate::Tier::Shared | crate::Tier::Source => None,
+        Tier::Disk => Some(DISK.get_or_init(|| handles("disk"))),
+        Tier::Memory => Some(MEMORY.get_or_init(|| handles("memory"))),
+        Tier::Shared | Tier::Source => None,
     }
 }
 
@@ -94,17 +101,17 @@ static MEMORY_HITS: StripedCounter = StripedCounter::new();
 static MEMORY_HIT_BYTES: StripedCounter = StripedCounter::new();
 
 /// Counts one hit of `tier` (a local tier).
-pub(crate) fn count_hit(tier: crate::Tier, m: &HitMetrics) {
+pub(crate) fn count_hit(tier: Tier, m: &HitMetrics) {
     match tier {
-        crate::Tier::Memory => MEMORY_HITS.add(1),
+        Tier::Memory => MEMORY_HITS.add(1),
         _ => m.hits.increment(1),
     }
 }
 
 /// Counts body bytes served from `tier`.
-pub(crate) fn read_bytes(tier: crate::Tier, n: u64) {
+pub(crate) fn read_bytes(tier: Tier, n: u64) {
     match (tier, hit(tier)) {
-        (crate::Tier::Memory, _) => MEMORY_HIT_BYTES.add(n),
+        (Tier::Memory, _) => MEMORY_HIT_BYTES.add(n),
         (_, Some(m)) => m.bytes.increment(n),
         (_, None) => metrics::counter!(READ_BYTES, "tier" => tier.as_str()).increment(n),
     }
@@ -117,4 +124,36 @@ pub(crate) fn read_bytes(tier: crate::Tier, n: u64) {
 pub(crate) fn publish() {
     MEMORY_HITS.publish(&metrics::counter!(READS, "tier" => "memory", "outcome" => "hit"));
     MEMORY_HIT_BYTES.publish(&metrics::counter!(READ_BYTES, "tier" => "memory"));
+}
+
+/// Logs and counts one read: which tier served it, how, the bytes and the time.
+pub(crate) fn served(tier: Tier, outcome: &'static str, t0: Instant, bytes: u64, what: impl FnOnce() -> String) {
+    let tier_name = tier.as_str();
+    if let (Some(m), "hit") = (hit(tier), outcome) {
+        count_hit(tier, m);
+        if tier != Tier::Memory || sample_memory_hit() {
+            m.seconds.record(t0.elapsed().as_secs_f64());
+        }
+    } else {
+        metrics::counter!(READS, "tier" => tier_name, "outcome" => outcome).increment(1);
+        metrics::histogram!(READ_SECONDS, "tier" => tier_name).record(t0.elapsed().as_secs_f64());
+    }
+    tracing::debug!(tier = tier_name, outcome, bytes, elapsed_us = t0.elapsed().as_micros() as u64, what = %what(), "read");
+}
+
+/// What opening a data directory found and did, in sentences (an index moved aside, read caches
+/// reset and why), for the front doors to show.
+#[derive(Default)]
+pub(crate) struct Notes(Mutex<Vec<String>>);
+
+impl Notes {
+    /// Logs `note` as a warning and keeps it.
+    pub(crate) fn add(&self, note: String) {
+        tracing::warn!("{note}");
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).push(note);
+    }
+
+    pub(crate) fn all(&self) -> Vec<String> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
 }

@@ -33,7 +33,7 @@ use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
-use tiercache_engine::{Cache, NamespaceName, NamespaceOptions, PruneOptions, Storage};
+use tiercache_engine::{Cache, NamespaceName, NamespaceOptions, Place, PruneOptions};
 
 use crate::ApiError;
 use crate::error::AuthFailure;
@@ -148,7 +148,8 @@ async fn show_namespace(
         return Err(tiercache_engine::Error::NoNamespace(name).into());
     };
     let pins = cache.pins(&name).await?;
-    let mut body = serde_json::to_value(info).map_err(|e| tiercache_engine::Error::Io(e.to_string()))?;
+    let mut body = serde_json::to_value(info)
+        .map_err(|e| tiercache_engine::Error::io("cannot encode the namespace", std::io::Error::other(e)))?;
     body["is_pinned"] = json!(pins.iter().any(String::is_empty));
     body["pins"] = json!(pins);
     Ok(Json(body).into_response())
@@ -171,8 +172,8 @@ struct Definition {
 }
 
 impl Definition {
-    fn options(self) -> Result<(Option<String>, NamespaceOptions, Option<Storage>), ApiError> {
-        let storage = self.storage.as_deref().map(str::parse::<Storage>).transpose()?;
+    fn options(self) -> Result<(Option<String>, NamespaceOptions, Option<Place>), ApiError> {
+        let storage = self.storage.as_deref().map(str::parse::<Place>).transpose()?;
         let max_age_ms = match self.max_age_seconds {
             Some(s) => Some(s.checked_mul(1000).ok_or_else(|| ApiError::invalid("max_age_seconds is too large"))?),
             None => None,
@@ -236,8 +237,8 @@ async fn migrate_namespace(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let name = namespace_name(path)?;
-    let to: Storage = json_body::<MigrateRequest>(&body)?.to.parse()?;
-    let report = cache.migrate_namespace(&name, &to).await?;
+    let to: Place = json_body::<MigrateRequest>(&body)?.to.parse()?;
+    let report = cache.move_namespace(&name, &to).await?;
     tracing::info!(namespace = %name, from = report.from, to = report.to, "admin: namespace moved");
     Ok(Json(report).into_response())
 }

@@ -9,6 +9,12 @@ use tiercache_engine::Error;
 /// The realm named in `WWW-Authenticate` challenges of the admin endpoints.
 const ADMIN_REALM: &str = "tiercache-admin";
 
+/// Seconds a client is asked to wait before retrying a read that raced changes (503).
+const RETRY_AFTER_SECONDS: &str = "1";
+
+/// The methods a namespace mirroring a source answers (405 for a write to it).
+const READ_ONLY_METHODS: &str = "GET,HEAD";
+
 /// An error on its way to a client: `{"error": kind, "message": why}` with the status its kind
 /// calls for. Client mistakes get a 4xx; source failures 502 (504 for timeouts); local failures
 /// 5xx with the cause logged.
@@ -61,13 +67,14 @@ impl ApiError {
             E::Key(_) | E::Digest(_) | E::Invalid(_) | E::DigestMismatch { .. } => StatusCode::BAD_REQUEST,
             E::Range(_) => StatusCode::RANGE_NOT_SATISFIABLE,
             E::NoNamespace(_) | E::NoEntry { .. } | E::NoBlob(_) => StatusCode::NOT_FOUND,
-            E::Conflict(_) => StatusCode::CONFLICT,
-            E::ReadOnly(_) => StatusCode::METHOD_NOT_ALLOWED,
+            E::Conflict { .. } => StatusCode::CONFLICT,
+            E::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            E::ReadOnly { .. } => StatusCode::METHOD_NOT_ALLOWED,
             E::Source(tiercache_engine::SourceError::Forbidden { .. }) => StatusCode::FORBIDDEN,
             E::Source(tiercache_engine::SourceError::NotFound { .. }) => StatusCode::NOT_FOUND,
             E::Source(s) if s.is_timeout() => StatusCode::GATEWAY_TIMEOUT,
             E::Source(_) => StatusCode::BAD_GATEWAY,
-            E::StorageFull(_) => StatusCode::INSUFFICIENT_STORAGE,
+            E::StorageFull { .. } => StatusCode::INSUFFICIENT_STORAGE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -116,6 +123,17 @@ impl IntoResponse for ApiError {
         metrics::counter!("tiercache_http_errors_total", "kind" => kind).increment(1);
         let body = serde_json::json!({ "error": kind, "message": message });
         let mut resp = (status, Json(body)).into_response();
+        // A 503 says when to try again, and a 405 which methods are allowed (RFC 9110 §15.6.4,
+        // §15.5.6).
+        match &self {
+            ApiError::Engine(Error::Busy { .. }) => {
+                resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS));
+            }
+            ApiError::Engine(Error::ReadOnly { .. }) => {
+                resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static(READ_ONLY_METHODS));
+            }
+            _ => {}
+        }
         if let ApiError::Unauthorized(why) = self {
             // RFC 6750 §3: a request with no credentials gets a bare challenge; a bad token says so.
             let challenge = match why {
@@ -126,5 +144,49 @@ impl IntoResponse for ApiError {
             resp.headers_mut().insert(header::WWW_AUTHENTICATE, challenge);
         }
         resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http::HeaderMap;
+
+    use super::*;
+
+    /// The status and the headers `e` is answered with.
+    fn answer(e: Error) -> (StatusCode, HeaderMap) {
+        let resp = ApiError::Engine(e).into_response();
+        (resp.status(), resp.headers().clone())
+    }
+
+    #[test]
+    fn a_busy_read_is_503_with_retry_after() {
+        let (status, headers) = answer(Error::Busy { what: "entry web/k".into() });
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(headers.get(header::RETRY_AFTER).map(|v| v.as_bytes()), Some(&b"1"[..]));
+    }
+
+    #[test]
+    fn a_write_to_a_read_only_namespace_is_405_with_allow() {
+        let e = Error::ReadOnly { namespace: "web".into(), mirrors: "http://127.0.0.1:1/".into() };
+        let (status, headers) = answer(e);
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(headers.get(header::ALLOW).map(|v| v.as_bytes()), Some(&b"GET,HEAD"[..]));
+    }
+
+    #[test]
+    fn each_engine_error_keeps_its_status() {
+        let full = std::io::Error::from(std::io::ErrorKind::StorageFull);
+        let cases: Vec<(Error, StatusCode)> = vec![
+            (Error::conflict("taken"), StatusCode::CONFLICT),
+            (Error::io("writing", full), StatusCode::INSUFFICIENT_STORAGE),
+            (Error::io("reading", std::io::Error::other("bad sector")), StatusCode::INTERNAL_SERVER_ERROR),
+            (Error::NoNamespace("x".into()), StatusCode::NOT_FOUND),
+            (Error::Invalid("bad".into()), StatusCode::BAD_REQUEST),
+        ];
+        for (e, want) in cases {
+            let what = e.to_string();
+            assert_eq!(answer(e).0, want, "{what}");
+        }
     }
 }

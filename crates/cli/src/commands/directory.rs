@@ -57,7 +57,7 @@ pub(crate) async fn watch(cache: Cache, ns: Option<&str>) -> Result<u8> {
 /// Fills in the hashes of one namespace not computed yet.
 pub(crate) async fn migrate(cache: Cache, ns: &str, dry_run: bool, json: bool) -> Result<u8> {
     let progress = Arc::new(ScanProgress::default());
-    let report = with_progress(Arc::clone(&progress), json, cache.migrate(ns, dry_run, progress)).await?;
+    let report = with_progress(Arc::clone(&progress), json, cache.hash_missing(ns, dry_run, progress)).await?;
     if json {
         print_json(&report)?;
     } else if dry_run {

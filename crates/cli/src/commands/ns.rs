@@ -32,7 +32,7 @@ pub(crate) async fn ns(cache: Cache, cmd: &NsCommand) -> Result<u8> {
             );
         }
         NsCommand::Migrate { name, to, json } => {
-            let report = cache.migrate_namespace(name, to).await?;
+            let report = cache.move_namespace(name, to).await?;
             if *json {
                 print_json(&report)?;
             } else if report.from == report.to {

@@ -500,14 +500,14 @@ pub(crate) fn scan(
     let _ = changes.send(direct);
     drop(walk_items);
     drop(rows);
-    let walked = walker.join().map_err(|_| crate::Error::Io("walker thread panicked".into()))?;
-    let read = reader.join().map_err(|_| crate::Error::Io("index reader thread panicked".into()))?;
+    let walked = walker.join().map_err(|_| thread_failed("walker thread panicked"))?;
+    let read = reader.join().map_err(|_| thread_failed("index reader thread panicked"))?;
     pool.finish();
     drop(changes);
-    let written = writer.join().map_err(|_| crate::Error::Io("writer thread panicked".into()))?;
+    let written = writer.join().map_err(|_| thread_failed("writer thread panicked"))?;
     walked?;
     read?;
-    written.map_err(crate::Error::Io)?;
+    written.map_err(|e| crate::Error::io("cannot write the read cache", std::io::Error::other(e)))?;
     tally.fold_into(report, t0);
     Ok(())
 }
@@ -571,9 +571,14 @@ pub(crate) fn hash_missing(
     progress.walk_done.store(true, Ordering::Relaxed);
     pool.finish();
     drop(changes);
-    let written = writer.join().map_err(|_| crate::Error::Io("writer thread panicked".into()))?;
+    let written = writer.join().map_err(|_| thread_failed("writer thread panicked"))?;
     result?;
-    written.map_err(crate::Error::Io)?;
+    written.map_err(|e| crate::Error::io("cannot write the read cache", std::io::Error::other(e)))?;
     tally.fold_into(report, t0);
     Ok(())
+}
+
+/// A scan thread that panicked.
+fn thread_failed(what: &str) -> crate::Error {
+    crate::Error::io("scanning", std::io::Error::other(what.to_owned()))
 }

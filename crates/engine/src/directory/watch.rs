@@ -1,4 +1,4 @@
-//! `watch`: following a directory namespace's file events (inotify through the notify crate).
+//! `watch` (layer 3): following a directory namespace's file events (inotify through the notify crate).
 //!
 //! Events are gathered for [`crate::CacheConfig::watch_debounce`] and coalesced per path; each
 //! path is then looked at once: a file whose markers did not change is left alone (never
@@ -20,8 +20,9 @@ use tiercache_sources::DirSource;
 use tiercache_sources::dir::Lookup;
 use tiercache_sources::dir::walk::Ignore;
 
+use super::Directories;
 use super::scan::{self, Change, Changes, ScanProgress, ScanSpec, UpdateKind, UpdateReport, hash_one};
-use crate::{Cache, Error};
+use crate::Error;
 
 /// Paths queued between two passes, at most; beyond this the watcher reconciles in full.
 const MAX_QUEUED_EVENTS: usize = 65_536;
@@ -31,19 +32,23 @@ enum Wake {
     Rescan,
 }
 
-impl Cache {
+impl Directories {
     /// Follows the directory namespaces `names` (every directory namespace if empty), keeping
     /// their read caches current, until `shutdown` completes.
-    pub async fn watch_directories(&self, names: &[String], shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+    pub(crate) async fn watch(
+        self: &Arc<Self>,
+        names: &[String],
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), Error> {
         let mut targets = Vec::new();
         if names.is_empty() {
-            for ns in self.directory_namespaces().await? {
-                let src = self.dir_source(&ns).expect("a directory namespace");
+            for ns in self.namespaces.directories().await? {
+                let src = self.namespaces.dir_source(&ns).expect("a directory namespace");
                 targets.push((ns, src));
             }
         } else {
             for n in names {
-                let (ns, src) = self.dir_namespace(n).await?;
+                let (ns, src) = self.namespaces.dir(n).await?;
                 targets.push(((*ns).clone(), src));
             }
         }
@@ -54,14 +59,14 @@ impl Cache {
         }
         let mut tasks = tokio::task::JoinSet::new();
         for (ns, src) in targets {
-            let cache = self.clone();
-            tasks.spawn(async move { cache.watch_one(ns, src).await });
+            let dirs = Arc::clone(self);
+            tasks.spawn(async move { dirs.watch_one(ns, src).await });
         }
         tokio::select! {
             () = shutdown => Ok(()),
             Some(r) = tasks.join_next() => match r {
                 Ok(Err(e)) => Err(e),
-                _ => Err(Error::Io("a watcher stopped".into())),
+                _ => Err(Error::io("watching", std::io::Error::other("a watcher stopped"))),
             },
         }
     }
@@ -95,7 +100,7 @@ impl Cache {
             Err(e) => {
                 tracing::warn!(
                     namespace = %ns.name, error = %e,
-                    every = ?self.inner.config.reconcile_interval,
+                    every = ?self.settings.reconcile_interval,
                     "cannot watch the directory (the inotify watch limit?); falling back to periodic full reconciles"
                 );
                 None
@@ -103,7 +108,7 @@ impl Cache {
         };
         tracing::info!(namespace = %ns.name, root = %src.root().display(), "watching");
         self.reconcile(&ns).await;
-        let mut every = tokio::time::interval(self.inner.config.reconcile_interval);
+        let mut every = tokio::time::interval(self.settings.reconcile_interval);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         every.tick().await; // The first tick is immediate; the reconcile above covered it.
         loop {
@@ -134,7 +139,7 @@ impl Cache {
         rx: &mut tokio::sync::mpsc::Receiver<Wake>,
         pending: &mut BTreeSet<Vec<u8>>,
     ) {
-        let deadline = tokio::time::Instant::now() + self.inner.config.watch_debounce;
+        let deadline = tokio::time::Instant::now() + self.settings.watch_debounce;
         let mut next = Some(first);
         loop {
             match next.take() {
@@ -157,7 +162,7 @@ impl Cache {
     /// the next interval.
     async fn reconcile(&self, ns: &Namespace) {
         let progress = Arc::new(ScanProgress::default());
-        if let Err(e) = self.update_directory_with(&ns.name, UpdateKind::Reconcile, true, progress).await {
+        if let Err(e) = self.update(&ns.name, UpdateKind::Reconcile, true, progress).await {
             tracing::warn!(namespace = %ns.name, error = %e, "full reconcile failed; will retry");
         }
     }
@@ -174,9 +179,9 @@ impl Cache {
             self.reconcile(ns).await; // The root itself changed (moved, deleted, remounted).
             return Ok(());
         }
-        let (index, src, ignore, id) = (Arc::clone(&self.inner.index), Arc::clone(src), ignore.clone(), ns.id);
-        let threads = self.inner.config.hash_threads;
-        tokio::task::spawn_blocking(move || -> Result<(), Error> {
+        let (index, src, ignore, id) = (Arc::clone(self.ix.index()), Arc::clone(src), ignore.clone(), ns.id);
+        let threads = self.settings.hash_threads;
+        crate::blocking::blocking_with(move || -> Result<(), Error> {
             let mut changes = Changes::default();
             let root = src.open_root()?;
             for path in pending {
@@ -225,6 +230,5 @@ impl Cache {
             Ok(())
         })
         .await
-        .map_err(|e| Error::Io(format!("watch task failed: {e}")))?
     }
 }

@@ -24,7 +24,8 @@ use tiercache_index::{Index, NewEntry, Validators};
 use tiercache_tiers::DiskTier;
 use tokio::time::Instant;
 
-use super::{DiskLimits, DiskQuota, Hold, NoRoom, Reservation};
+use super::{DiskQuota, Hold, NoRoom, Reservation};
+use crate::config::DiskLimits;
 
 const QUOTA: u64 = 1000;
 /// `protect_new`, in the cases that protect new blobs; the others have none, so that more blobs
@@ -94,21 +95,16 @@ proptest! {
         protects_new in any::<bool>(),
         ops in prop::collection::vec(op(), 10..=40),
     ) {
-        // Allows the bug that `an_unpinned_blob_may_be_evicted_again` shows, so that this test
-        // looks for others.
-        run(if protects_new { PROTECT_NEW } else { Duration::ZERO }, true, &ops)?;
+        run(if protects_new { PROTECT_NEW } else { Duration::ZERO }, &ops)?;
     }
 }
 
-/// A case `quota_matches_model` found without the allowance, reduced by hand: a blob named by an entry
-/// pinned after the quota last read its pins is picked for eviction, which the index refuses. The
-/// quota then holds it as pinned and out of its policy; once it is unpinned (and the pins read
-/// again) it is in neither, so this process never evicts it again until the next `resync` (a
-/// pruner pass, every 5 minutes by default) or restart, and a reservation that evicting it would
-/// make room for fails.
+/// A case `quota_matches_model` found, reduced by hand: a blob named by an entry pinned after the
+/// quota last read its pins is picked for eviction, which the index refuses. The quota then holds
+/// it as pinned and out of its policy; once it is unpinned (and the pins read again) it must be
+/// back in the policy, or this process would never evict it again until the next `resync` (a
+/// pruner pass) or restart, and a reservation that evicting it would make room for would fail.
 #[test]
-#[ignore = "bug in DiskQuota: a blob the index refused to evict as pinned leaves the eviction policy; once \
-            unpinned it cannot be evicted until the next resync, and reservations fail with room to make"]
 fn an_unpinned_blob_may_be_evicted_again() {
     let ops = [
         Op::Pin(2),
@@ -118,17 +114,16 @@ fn an_unpinned_blob_may_be_evicted_again() {
         Op::Unpin(2),
         Op::Reserve(1),
     ];
-    run(Duration::ZERO, false, &ops).unwrap();
+    run(Duration::ZERO, &ops).unwrap();
 }
 
 /// Runs `ops` on a fresh data directory, checking the model after each, then ends every
 /// reservation and read and checks that nothing leaked, before and after a reopen.
-/// `allows_dropped_pins`: see [`World::allows_dropped_pins`].
-fn run(protect_new: Duration, allows_dropped_pins: bool, ops: &[Op]) -> Result<(), TestCaseError> {
+fn run(protect_new: Duration, ops: &[Op]) -> Result<(), TestCaseError> {
     // The quota reads tokio's clock; paused, it moves only when a step advances it.
     let rt = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
     rt.block_on(async {
-        let mut world = World::new(protect_new, allows_dropped_pins);
+        let mut world = World::new(protect_new);
         for (i, op) in ops.iter().enumerate() {
             world.step(op).await.map_err(|e| TestCaseError::fail(format!("step {i} ({op:?}): {e}")))?;
         }
@@ -155,11 +150,6 @@ struct Model {
     /// the index. The quota's set is refreshed only then (and when the index refuses to evict a
     /// blob), so it may still hold a blob whose entry has moved on to another blob.
     maybe_pinned: BTreeSet<usize>,
-    /// Blobs pinned when the quota last read its pins from the index.
-    pinned_at_reload: BTreeSet<usize>,
-    /// Blobs the quota may have dropped from its policy: pinned since it last read its pins, so
-    /// perhaps picked for eviction and refused by the index.
-    maybe_dropped: BTreeSet<usize>,
     /// Bytes of all open reservations.
     reserved: u64,
     /// Bytes evicted since the quota was opened.
@@ -173,8 +163,7 @@ impl Model {
 
     /// The quota read its pins from the index.
     fn reload_pins(&mut self) {
-        self.pinned_at_reload = self.pinned();
-        self.maybe_pinned = self.pinned_at_reload.clone();
+        self.maybe_pinned = self.pinned();
     }
 
     /// Blobs named by a pinned entry now.
@@ -201,14 +190,11 @@ struct World {
     /// The index's clock, in ms: one step per operation.
     now_ms: i64,
     protect_new: Duration,
-    /// Whether a reservation may fail for want of the blobs in [`Model::maybe_dropped`] (the bug
-    /// `an_unpinned_blob_may_be_evicted_again` shows).
-    allows_dropped_pins: bool,
     model: Model,
 }
 
 impl World {
-    fn new(protect_new: Duration, allows_dropped_pins: bool) -> World {
+    fn new(protect_new: Duration) -> World {
         let dir = tempfile::tempdir().unwrap();
         let disk = DiskTier::open(dir.path()).unwrap();
         let (index, _) = Index::open(&dir.path().join("index.db")).unwrap();
@@ -231,7 +217,6 @@ impl World {
             digests,
             now_ms: 1,
             protect_new,
-            allows_dropped_pins,
             model: Model::default(),
         }
     }
@@ -264,7 +249,6 @@ impl World {
     async fn step(&mut self, op: &Op) -> Result<(), String> {
         self.now_ms += 1;
         let pinned = self.model.pinned();
-        self.model.maybe_dropped.extend(pinned.difference(&self.model.pinned_at_reload));
         self.model.maybe_pinned.extend(pinned);
         let protected = self.protected();
         match *op {
@@ -386,10 +370,6 @@ impl World {
         *self.model.blobs.entry(blob).or_default() |= is_upload;
         self.model.entries.insert(key, blob);
         self.model.stored_at.insert(blob, Instant::now());
-        if !is_upload {
-            // Stored again, it is back in the policy.
-            self.model.maybe_dropped.remove(&blob);
-        }
         Ok(())
     }
 
@@ -423,7 +403,6 @@ impl World {
         for b in got {
             self.model.blobs.remove(&b);
             self.model.maybe_pinned.remove(&b);
-            self.model.maybe_dropped.remove(&b);
         }
         Ok(())
     }
@@ -442,7 +421,6 @@ impl World {
         self.quota = open_quota(&self.dir, &self.disk, &self.index, &self.evicted, self.protect_new);
         self.model.stored_at.clear();
         self.model.reload_pins();
-        self.model.maybe_dropped.clear();
         self.model.evicted_bytes = 0;
         Ok(())
     }
@@ -471,7 +449,6 @@ impl World {
             .blobs
             .keys()
             .filter(|b| !protected.contains_key(b) && !self.model.maybe_pinned.contains(b))
-            .filter(|b| !(self.allows_dropped_pins && self.model.maybe_dropped.contains(b)))
             .map(|&b| SIZES[b])
             .sum();
         if missing == 0 || evictable >= missing {

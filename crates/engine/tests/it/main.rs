@@ -487,7 +487,7 @@ async fn a_full_disk_is_a_clear_error_and_loses_nothing() {
         big.chunks(65536).map(|c| Ok::<_, String>(bytes::Bytes::copy_from_slice(c))).collect::<Vec<_>>(),
     );
     let e = cache.put_blob(&Digest::of(&big), body).await.unwrap_err();
-    assert!(matches!(e, Error::StorageFull(_)), "{e}");
+    assert!(matches!(e, Error::StorageFull { .. }), "{e}");
 
     bounded(async {
         while std::fs::read_dir(disk.dir.path().join("data/tmp")).unwrap().count() > 0 {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use tiercache_engine::{Cache, CacheConfig, Digest, Error, NamespaceOptions, PruneOptions, Storage};
+use tiercache_engine::{Cache, CacheConfig, Digest, Error, NamespaceOptions, Place, PruneOptions};
 use tiercache_testkit::{Source, bytes};
 
 use crate::lifecycle::fetch as read;
@@ -78,7 +78,7 @@ async fn a_namespace_in_its_own_directory_keeps_its_blobs_there() {
     assert!(!created);
     let elsewhere = stored_in(&dir.path().join("host/other"));
     let e = cache.create_namespace("own", Some(&src.url()), &elsewhere).await.unwrap_err();
-    assert!(matches!(e, Error::Conflict(_)), "{e}");
+    assert!(matches!(e, Error::Conflict { .. }), "{e}");
 
     // A new process knows where own's blobs are, and so does an index rebuilt from scratch.
     drop(cache);
@@ -128,7 +128,7 @@ async fn hostile_or_clumsy_storage_directories_are_refused() {
     for (what, path) in cases {
         let opts = NamespaceOptions { storage: Some(path.clone()), ..Default::default() };
         let e = cache.create_namespace("victim", Some(&src.url()), &opts).await.unwrap_err();
-        assert!(matches!(e, Error::Invalid(_) | Error::Conflict(_)), "{what}: {e}");
+        assert!(matches!(e, Error::Invalid(_) | Error::Conflict { .. }), "{what}: {e}");
         assert!(cache.namespace("victim").await.unwrap().is_none(), "{what}: nothing created");
     }
     assert_eq!(std::fs::read_dir(&busy).unwrap().count(), 1, "the non-empty directory is untouched");
@@ -139,12 +139,12 @@ async fn hostile_or_clumsy_storage_directories_are_refused() {
     let opts = stored_in(&dir.path().join("fresh"));
     let e = cache.create_namespace("files2", Some(&file_url), &opts).await.unwrap_err();
     assert!(matches!(e, Error::Invalid(_)), "{e}");
-    let e = cache.migrate_namespace("files", &Storage::Managed).await.unwrap_err();
+    let e = cache.move_namespace("files", &Place::Managed).await.unwrap_err();
     assert!(matches!(e, Error::Invalid(_)), "{e}");
-    let e = cache.migrate_namespace("nope", &Storage::Managed).await.unwrap_err();
+    let e = cache.move_namespace("nope", &Place::Managed).await.unwrap_err();
     assert!(matches!(e, Error::NoNamespace(_)), "{e}");
     for bad in ["", "path:", "path:relative", "disk", "Managed", "path"] {
-        assert!(bad.parse::<Storage>().is_err(), "{bad:?} parsed");
+        assert!(bad.parse::<Place>().is_err(), "{bad:?} parsed");
     }
 }
 
@@ -205,40 +205,40 @@ async fn moving_a_namespace_back_and_forth_loses_nothing_and_no_read_fails() {
     let readers = spawn_readers(&cache, &contents, &stop, &n_done);
 
     let (d1, d2) = (dir.path().join("host/one"), dir.path().join("host/two"));
-    let moves = [Storage::Path(d1.clone()), Storage::Path(d2.clone()), Storage::Managed];
+    let moves = [Place::Path(d1.clone()), Place::Path(d2.clone()), Place::Managed];
     let total_bytes: u64 = contents.iter().map(|(_, v)| v.len() as u64).sum();
     let migrations = AtomicU64::new(0);
     for to in &moves {
         // Each move starts with the readers at work: four more reads done since the last move.
         let before = n_done.load(Ordering::Relaxed);
         wait_until("the readers read on", async || n_done.load(Ordering::Relaxed) >= before + 4).await;
-        let report = bounded(cache.migrate_namespace("web", to)).await.unwrap();
+        let report = bounded(cache.move_namespace("web", to)).await.unwrap();
         migrations.fetch_add(1, Ordering::Relaxed);
         assert_eq!(
             report.to,
             match to {
-                Storage::Managed => "managed".to_owned(),
-                Storage::Path(p) => format!("path:{}", p.canonicalize().unwrap().display()),
+                Place::Managed => "managed".to_owned(),
+                Place::Path(p) => format!("path:{}", p.canonicalize().unwrap().display()),
             }
         );
         assert_eq!((report.n_blobs, report.n_missing), (12, 0), "{report:?}");
         let copied_expected = match to {
-            Storage::Managed => 11, // k0 never left the disk tier: other names it.
-            Storage::Path(_) => 12,
+            Place::Managed => 11, // k0 never left the disk tier: other names it.
+            Place::Path(_) => 12,
         };
         assert_eq!(report.n_copied, copied_expected, "{report:?}");
         let ns = cache.namespace("web").await.unwrap().unwrap();
         for (_, v) in contents.iter() {
             match to {
-                Storage::Path(p) => assert!(blob_in(p, v).is_file()),
-                Storage::Managed => assert!(blob_in(&data, v).is_file()),
+                Place::Path(p) => assert!(blob_in(p, v).is_file()),
+                Place::Managed => assert!(blob_in(&data, v).is_file()),
             }
         }
         match to {
-            Storage::Path(p) => {
+            Place::Path(p) => {
                 assert_eq!(ns.storage, p.canonicalize().ok().and_then(|c| c.to_str().map(str::to_owned)))
             }
-            Storage::Managed => assert_eq!(ns.storage, None),
+            Place::Managed => assert_eq!(ns.storage, None),
         }
     }
     // Managed → one: the disk tier kept only k0. one → two: one is gone. two → managed: two is gone.
@@ -263,7 +263,7 @@ async fn moving_a_namespace_back_and_forth_loses_nothing_and_no_read_fails() {
     assert_eq!(migrations.load(Ordering::Relaxed), 3);
 
     // Moving where it already is does nothing.
-    let report = cache.migrate_namespace("web", &Storage::Managed).await.unwrap();
+    let report = cache.move_namespace("web", &Place::Managed).await.unwrap();
     assert_eq!((report.n_copied, report.released_bytes), (0, 0));
 }
 

@@ -313,6 +313,9 @@ async fn bad_input_is_refused_clearly() {
         (Method::GET, "/blobs/", 404, None),
         (Method::GET, "/blobs/sha256:aa/b", 404, None),
         (Method::DELETE, "/blobs/sha256:aa", 405, Some("GET,HEAD,PUT")),
+        // `web` mirrors an HTTP source: its entries are read-only.
+        (Method::PUT, "/ns/web/k", 405, Some("GET,HEAD")),
+        (Method::DELETE, "/ns/web/k", 405, Some("GET,HEAD")),
     ] {
         let a = h.send(method.clone(), uri, &[], Vec::new()).await;
         assert_eq!((a.status.as_u16(), a.header("allow")), (status, allow), "{method} {uri}");

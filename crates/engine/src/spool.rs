@@ -1,8 +1,11 @@
-//! Single flight: one source fetch per missing entry, however many readers wait for it.
+//! Spooling a body into a temp file of a store (layer 1), and the [`Phase`]s a writer publishes
+//! while it does, so that readers can tail the file as it fills.
 //!
-//! A flight is a `watch` channel of [`Phase`]s. The fetch task is the only sender; every reader
-//! holds a receiver and tails the temp file through its own `read_at` calls while the task writes,
-//! so readers get bytes as they arrive and none of them needs the whole blob first.
+//! A fetch (or a fill from the shared tier) is a `watch` channel of [`Phase`]s. The writing task
+//! is the only sender; every reader holds a receiver and tails the temp file through its own
+//! `read_at` calls while the task writes, so readers get bytes as they arrive and none of them
+//! needs the whole blob first. Which fetch a reader joins is `single_flight.rs`'s business and
+//! the read path's (`read/fetch.rs`), not this module's.
 //!
 //! Invariant: bytes below `written` in [`Phase::Streaming`] are final; a reader never reads past
 //! them. A flight that fails publishes [`Phase::Failed`], and its temp file is deleted; readers
@@ -43,8 +46,8 @@ pub(crate) enum Phase {
     /// more takes the rest of the source's body, which starts at byte `written`, and later ones
     /// ask the source themselves.
     Overflow { started: Arc<Started>, written: u64, rest: HandOff },
-    /// The fetch failed; nothing was stored.
-    Failed(Failure),
+    /// The fetch failed; nothing was stored. Every reader gets this same error.
+    Failed(Error),
 }
 
 /// A source body handed to the first reader that takes it.
@@ -80,33 +83,6 @@ pub(crate) struct Started {
     pub(crate) file: Arc<File>,
 }
 
-/// A flight's failure, cloneable so every waiting reader gets it.
-#[derive(Debug, Clone)]
-pub(crate) enum Failure {
-    Source(SourceError),
-    Local { message: String, is_full: bool },
-}
-
-impl From<Failure> for Error {
-    fn from(f: Failure) -> Error {
-        match f {
-            Failure::Source(e) => Error::Source(e),
-            Failure::Local { message, is_full: true } => Error::StorageFull(message),
-            Failure::Local { message, is_full: false } => Error::Io(message),
-        }
-    }
-}
-
-impl From<Error> for Failure {
-    fn from(e: Error) -> Failure {
-        match e {
-            Error::Source(s) => Failure::Source(s),
-            Error::StorageFull(m) => Failure::Local { message: m, is_full: true },
-            other => Failure::Local { message: other.to_string(), is_full: false },
-        }
-    }
-}
-
 /// Why spooling a stream into a temp file stopped.
 #[derive(Debug)]
 pub(crate) enum SpoolError<E> {
@@ -128,7 +104,7 @@ pub(crate) async fn spool<E: Send + 'static>(
 ) -> Result<(FinishedBlob, Reservation), SpoolError<E>> {
     match spool_or_overflow(temp, reservation, Box::pin(body), progress).await? {
         Spooled::Stored(finished, reservation) => Ok((finished, reservation)),
-        Spooled::Overflow { reason, .. } => Err(SpoolError::Local(Error::StorageFull(reason))),
+        Spooled::Overflow { reason, .. } => Err(SpoolError::Local(Error::StorageFull { what: reason, cause: None })),
     }
 }
 
@@ -194,13 +170,13 @@ pub(crate) async fn spool_or_overflow<E: Send + 'static, S: Stream<Item = Result
         }
     }
     drop(chunk_tx);
-    let written = writer.await.map_err(|e| SpoolError::Local(Error::Io(format!("writer thread failed: {e}"))))?;
+    let written = writer.await.map_err(|e| SpoolError::Local(Error::task("spooling a body", e)))?;
     if let Some(e) = body_error {
         return Err(SpoolError::Body(e)); // Dropping `written` deletes the temp file.
     }
     match written {
         Ok((finished, reservation)) => Ok(Spooled::Stored(finished, reservation)),
-        Err(WriterEnd::Io(e)) => Err(SpoolError::Local(e.into())),
+        Err(WriterEnd::Io(e)) => Err(SpoolError::Local(Error::io("cannot write a temp file", e))),
         Err(WriterEnd::Full { reason, written, mut rest }) => {
             rest.extend(unsent);
             Ok(Spooled::Overflow { reason, written, rest, body })

@@ -1,4 +1,4 @@
-//! The shared tier on the read path: a lookup after a disk miss, the first wanted chunk read and
+//! The shared tier on the read path (layer 3): a lookup after a disk miss, the first wanted chunk read and
 //! verified before the headers go out (so a dead or corrupt shared tier is still a miss, not a
 //! broken response), and a fill of the disk tier in the background, once per blob however many
 //! readers want it (single flight by digest, like source fetches).
@@ -17,11 +17,15 @@ use tiercache_sources::SourceMeta;
 use tiercache_tiers::shared::ChunkList;
 use tokio::sync::watch;
 
+use super::Reads;
+use super::fetch::is_running;
 use crate::body::Body;
-use crate::cache::Origin;
-use crate::flight::{Failure, Phase, PhaseSender, SpoolError, Started, progress, spool};
+use crate::meta::Tier;
 use crate::quota::Reservation;
-use crate::{Cache, Error, telemetry};
+use crate::single_flight::Joined;
+use crate::spool::{Phase, PhaseSender, SpoolError, Started, progress, spool};
+use crate::store::Origin;
+use crate::{Error, telemetry};
 
 /// What the reader will do with a read, so a remote tier can verify the bytes it will need before
 /// the read is answered.
@@ -57,7 +61,7 @@ pub(crate) struct SharedHit {
     pub(crate) body: Body,
 }
 
-impl Cache {
+impl Reads {
     /// Looks `digest` up in the shared tier. On a hit, reads and verifies the first chunk `intent`
     /// wants and starts (or joins) the disk-tier fill. `retain` keeps the filled blob even when no
     /// entry references it (a read by digest).
@@ -65,12 +69,12 @@ impl Cache {
     /// Returns `Ok(None)` on a miss, including every kind of shared-tier failure (counted and
     /// logged by the tier), and when no shared tier is configured.
     pub(crate) async fn read_shared(
-        &self,
+        self: &Arc<Self>,
         digest: Digest,
         intent: &Intent,
         retain: bool,
     ) -> Result<Option<SharedHit>, Error> {
-        let Some((tier, _)) = &self.inner.shared else { return Ok(None) };
+        let Some(tier) = self.stores.shared() else { return Ok(None) };
         let t0 = Instant::now();
         let miss = |why: &dyn std::fmt::Display| {
             metrics::counter!(telemetry::READS, "tier" => "shared", "outcome" => "miss").increment(1);
@@ -105,17 +109,17 @@ impl Cache {
         let reservation = if self.fill_under_way(&digest) {
             None
         } else {
-            match self.reserve(list.size_bytes).await {
+            match self.stores.managed().reserve(list.size_bytes).await {
                 Ok(r) => Some(r),
                 Err(no_room) => {
                     tracing::info!(%digest, reason = %no_room.reason, "shared-tier hit not stored on disk");
-                    self.inner.quota.passed_through(&no_room.reason);
+                    self.stores.managed().quota.passed_through(&no_room.reason);
                     None
                 }
             }
         };
         let rx = self.join_fill(digest, Arc::clone(&list), primed.clone(), retain, reservation);
-        crate::read_path::served(crate::Tier::Shared, "hit", t0, list.size_bytes, || digest.to_string());
+        telemetry::served(Tier::Shared, "hit", t0, list.size_bytes, || digest.to_string());
         Ok(Some(SharedHit {
             size_bytes: list.size_bytes,
             body: Body::Shared { rx, tier: Arc::clone(tier), list, primed },
@@ -127,39 +131,48 @@ impl Cache {
     /// With no fill under way and no `reservation`, returns a channel already passed through: the
     /// reader reads chunks from the shared tier.
     fn join_fill(
-        &self,
+        self: &Arc<Self>,
         digest: Digest,
         list: Arc<ChunkList>,
         primed: Option<(u64, Bytes)>,
         retain: bool,
         reservation: Option<Reservation>,
     ) -> watch::Receiver<Phase> {
-        let mut fills = self.inner.fills.lock().unwrap_or_else(|p| p.into_inner());
-        let joinable = fills.get(&digest).filter(|rx| is_running(&rx.borrow()));
-        if let Some(rx) = joinable {
-            return rx.clone();
-        }
         let Some(reservation) = reservation else {
+            if let Some(rx) = self.fills.running(&digest, |rx| is_running(&rx.borrow())) {
+                return rx;
+            }
             let meta =
                 SourceMeta { size_bytes: Some(list.size_bytes), content_type: None, validators: Validators::default() };
             return watch::channel(Phase::PassThrough { meta: Arc::new(meta), body: Default::default() }).1;
         };
-        let (tx, rx) = watch::channel(Phase::Waiting);
-        fills.insert(digest, rx.clone());
-        let cache = self.clone();
-        self.inner
-            .flight_tasks
-            .spawn(async move { cache.run_fill(digest, list, primed, retain, reservation, Arc::new(tx)).await });
-        rx
+        let mut tx = None;
+        let joined = self.fills.join(
+            digest,
+            |rx| is_running(&rx.borrow()),
+            || {
+                let (sender, rx) = watch::channel(Phase::Waiting);
+                tx = Some(sender);
+                rx
+            },
+        );
+        match joined {
+            Joined::Running(rx) => rx,
+            Joined::Started(rx) => {
+                let tx = Arc::new(tx.expect("a started fill has its sender"));
+                let reads = Arc::clone(self);
+                self.tasks.spawn(async move { reads.run_fill(digest, list, primed, retain, reservation, tx).await });
+                rx
+            }
+        }
     }
 
     fn fill_under_way(&self, digest: &Digest) -> bool {
-        let fills = self.inner.fills.lock().unwrap_or_else(|p| p.into_inner());
-        fills.get(digest).is_some_and(|rx| is_running(&rx.borrow()))
+        self.fills.is_running(digest, |rx| is_running(&rx.borrow()))
     }
 
     async fn run_fill(
-        &self,
+        self: &Arc<Self>,
         digest: Digest,
         list: Arc<ChunkList>,
         primed: Option<(u64, Bytes)>,
@@ -168,56 +181,47 @@ impl Cache {
         tx: PhaseSender,
     ) {
         let result = {
-            let _permit = self.inner.fetch_permits.acquire().await;
+            let _permit = self.fetch_permits.acquire().await;
             self.fill_from_shared(digest, &list, primed, retain, reservation, &tx).await
         };
-        {
-            let mut fills = self.inner.fills.lock().unwrap_or_else(|p| p.into_inner());
-            if fills.get(&digest).is_some_and(|rx| rx.same_channel(&tx.subscribe())) {
-                fills.remove(&digest);
-            }
-        }
-        if let Err(failure) = result {
-            let e = Error::from(failure.clone());
+        self.fills.finish(&digest, |rx| rx.same_channel(&tx.subscribe()));
+        if let Err(e) = result {
             tracing::warn!(%digest, error = %e, "filling the disk tier from the shared tier failed; nothing stored");
             telemetry::error(&e);
-            tx.send_replace(Phase::Failed(failure));
+            tx.send_replace(Phase::Failed(e));
         }
     }
 
     /// Copies blob `digest` from the shared tier into the disk tier: verified chunk by chunk on the
     /// way in, then as a whole before it is published (the put protocol of docs/design.md).
     async fn fill_from_shared(
-        &self,
+        self: &Arc<Self>,
         digest: Digest,
         list: &Arc<ChunkList>,
         primed: Option<(u64, Bytes)>,
         retain: bool,
         reservation: Reservation,
         tx: &PhaseSender,
-    ) -> Result<(), Failure> {
-        let (tier, _) = self.inner.shared.as_ref().expect("fills start only with a shared tier");
+    ) -> Result<(), Error> {
+        let tier = self.stores.shared().expect("fills start only with a shared tier");
         let meta =
             SourceMeta { size_bytes: Some(list.size_bytes), content_type: None, validators: Validators::default() };
-        let temp = self.inner.disk.create_temp().map_err(Error::from)?;
+        let temp = self.stores.managed().disk.create_temp().map_err(|e| Error::io("cannot create a temp file", e))?;
         let started = Arc::new(Started { meta, file: temp.reader() });
         tx.send_replace(Phase::Streaming { started: Arc::clone(&started), written: 0 });
         let body = tier.read_range(Arc::clone(list), 0, list.size_bytes, primed);
         let finished = spool(temp, reservation, body, progress(tx)).await.map_err(|e| match e {
-            SpoolError::Body(e) => Failure::Local { message: e.to_string(), is_full: false },
-            SpoolError::Local(e) => Failure::from(e),
+            SpoolError::Body(e) => Error::io("reading from the shared tier", std::io::Error::other(e)),
+            SpoolError::Local(e) => e,
         })?;
         if finished.0.digest != digest {
             let why = format!("its chunks verified but the whole hashes to {}", finished.0.digest);
-            return Err(Failure::Local { message: tier.discard(&digest, why).await.to_string(), is_full: false });
+            let discarded = tier.discard(&digest, why).await;
+            return Err(Error::io("filling from the shared tier", std::io::Error::other(discarded)));
         }
         let written = finished.0.size_bytes;
-        self.store_finished(finished, retain, None, Origin::Shared).await?;
+        self.stores.commit(self.stores.managed(), finished, retain, None, Origin::Shared).await?;
         tx.send_replace(Phase::Done { started, written, digest });
         Ok(())
     }
-}
-
-fn is_running(phase: &Phase) -> bool {
-    matches!(phase, Phase::Waiting | Phase::Streaming { .. })
 }

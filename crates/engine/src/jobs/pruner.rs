@@ -1,4 +1,4 @@
-//! The pruner: one pass removes what nothing needs any more, and a background task runs a pass
+//! The pruner (layer 4): one pass removes what nothing needs any more, and a background task runs a pass
 //! every `interval`.
 //!
 //! A pass, in order: namespaces whose owner the liveness hook has reported gone for longer than
@@ -8,54 +8,22 @@
 //! writers; idle lock files; and, above the disk quota's high watermark, eviction. With `dry_run`
 //! it lists what it would remove, and the bytes that would be freed, and changes nothing.
 //!
-//! It does not decide eviction order (`quota.rs`) and never touches uploads or pinned entries.
+//! It does not decide eviction order (`quota.rs`) and never touches uploads or pinned entries. It
+//! asks whether an owner is alive through an [`OwnerCheck`] it is given, and knows nothing of how
+//! that check asks.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
 use tiercache_core::{Digest, now_ms};
 use tiercache_index::EntryRef;
 
-use crate::{Cache, Error, telemetry};
-
-/// How the pruner behaves.
-#[derive(Debug, Clone)]
-pub struct PrunerConfig {
-    /// How often the background pruner runs a pass (in `serve`).
-    pub interval: Duration,
-    /// Orphan blobs younger than this are kept (a blob adopted by a rebuild waits for its entry).
-    pub orphan_grace: Duration,
-    /// Temp files of a live writer not written for this long are removed.
-    pub temp_grace: Duration,
-    /// Entries not read for this long are removed (every namespace with a source; a namespace's
-    /// own max age applies to it whether or not it has one). `None`: no limit.
-    pub max_age: Option<Duration>,
-    /// Asked whether each namespace's owner still exists.
-    pub owner_hook: Option<std::sync::Arc<dyn OwnerCheck>>,
-    /// A namespace whose owner is gone is deleted once the hook has said so for this long.
-    pub owner_grace: Duration,
-}
-
-impl Default for PrunerConfig {
-    fn default() -> PrunerConfig {
-        PrunerConfig {
-            interval: Duration::from_secs(300),
-            orphan_grace: Duration::from_secs(3600),
-            temp_grace: Duration::from_secs(3600),
-            max_age: None,
-            owner_hook: None,
-            owner_grace: Duration::from_secs(600),
-        }
-    }
-}
-
-/// Asks whether a namespace's owner still exists. The engine knows no command lines or HTTP: the
-/// front door that runs the pruner (the CLI) supplies the check.
-pub trait OwnerCheck: Send + Sync + std::fmt::Debug {
-    /// `Some(true)` alive, `Some(false)` gone, `None` unknown (the namespace is kept).
-    fn is_alive<'a>(&'a self, owner: &'a str) -> futures::future::BoxFuture<'a, Option<bool>>;
-}
+use super::Jobs;
+use crate::blocking::blocking;
+use crate::config::OwnerCheck;
+use crate::{Error, telemetry};
 
 /// What one pass prunes. [`PruneOptions::all`] is what the background pruner does.
 #[derive(Debug, Clone, Default)]
@@ -132,13 +100,13 @@ pub struct PruneReport {
     pub items: Vec<PrunedItem>,
 }
 
-impl Cache {
+impl Jobs {
     /// Runs one pruner pass.
-    pub async fn prune(&self, opts: &PruneOptions) -> Result<PruneReport, Error> {
+    pub(crate) async fn prune(&self, opts: &PruneOptions) -> Result<PruneReport, Error> {
         self.flush().await?; // Last-access times must be current before judging age.
-        let cfg = self.inner.config.pruner.clone();
+        let cfg = self.config.pruner.clone();
         let mut report = PruneReport { dry_run: opts.dry_run, ..Default::default() };
-        let namespaces = self.ix(|ix| ix.list_namespaces()).await?;
+        let namespaces = self.namespaces.list().await?;
         let only = match &opts.namespace {
             Some(name) => {
                 Some(namespaces.iter().find(|n| &n.name == name).ok_or_else(|| Error::NoNamespace(name.clone()))?.id)
@@ -152,7 +120,7 @@ impl Cache {
         {
             for ns in namespaces.iter().filter(|n| only.is_none_or(|id| id == n.id)) {
                 let Some(owner) = ns.options.owner.clone() else { continue };
-                self.prune_owner(ns, &owner, hook.as_ref(), cfg.owner_grace, opts.dry_run, &mut report).await?;
+                self.prune_owner(ns, &owner, hook, cfg.owner_grace, opts.dry_run, &mut report).await?;
             }
         }
 
@@ -162,7 +130,7 @@ impl Cache {
         if let Some(age) = age {
             let cutoff = now - age.as_millis() as i64;
             doomed.extend(
-                self.ix(move |ix| ix.entries_not_read_since(only, cutoff)).await?.into_iter().map(|e| ("age", e)),
+                self.ix.run(move |ix| ix.entries_not_read_since(only, cutoff)).await?.into_iter().map(|e| ("age", e)),
             );
         }
         if opts.max_age || opts.limits {
@@ -173,12 +141,12 @@ impl Cache {
                     && let Some(ms) = o.max_age_ms
                 {
                     let (id, cutoff) = (ns.id, now - ms as i64);
-                    let found = self.ix(move |ix| ix.entries_not_read_since(Some(id), cutoff)).await?;
+                    let found = self.ix.run(move |ix| ix.entries_not_read_since(Some(id), cutoff)).await?;
                     doomed.extend(found.into_iter().map(|e| ("age", e)));
                 }
                 if opts.limits && (o.quota_bytes.is_some() || o.max_entries.is_some()) {
                     let (id, q, m) = (ns.id, o.quota_bytes, o.max_entries);
-                    let found = self.ix(move |ix| ix.entries_over_limits(id, q, m)).await?;
+                    let found = self.ix.run(move |ix| ix.entries_over_limits(id, q, m)).await?;
                     doomed.extend(found.into_iter().map(|e| ("limit", e)));
                 }
             }
@@ -202,7 +170,8 @@ impl Cache {
                 continue;
             }
             let grace = if opts.orphans { opts.orphan_grace.unwrap_or(cfg.orphan_grace) } else { Duration::MAX };
-            let (blobs, temps) = self.sweep_dir_store(ns, grace, &unnamed, opts.dry_run).await?;
+            let (blobs, temps) =
+                self.stores.sweep_dir_store(ns, (grace, cfg.temp_grace), &unnamed, opts.dry_run).await?;
             for (d, bytes) in blobs {
                 report.n_blobs += 1;
                 report.freed_bytes += bytes;
@@ -225,15 +194,15 @@ impl Cache {
         if opts.orphans {
             let grace = opts.orphan_grace.unwrap_or(cfg.orphan_grace);
             let cutoff = now_ms() - grace.as_millis() as i64;
-            let orphans = self.ix(move |ix| ix.orphan_blobs(cutoff)).await?;
+            let orphans = self.ix.run(move |ix| ix.orphan_blobs(cutoff)).await?;
             let removed = if opts.dry_run || orphans.is_empty() {
                 orphans
             } else {
                 let digests: Vec<Digest> = orphans.iter().map(|(d, _)| *d).collect();
                 let deleted: HashSet<Digest> =
-                    self.ix(move |ix| ix.delete_orphans(&digests)).await?.into_iter().collect();
+                    self.ix.run(move |ix| ix.delete_orphans(&digests)).await?.into_iter().collect();
                 let removed: Vec<(Digest, u64)> = orphans.into_iter().filter(|(d, _)| deleted.contains(d)).collect();
-                self.delete_blob_files(0, removed.iter().map(|(d, _)| *d).collect()).await?;
+                self.stores.delete_blob_files(0, removed.iter().map(|(d, _)| *d).collect()).await?;
                 removed
             };
             for (d, bytes) in removed {
@@ -245,8 +214,9 @@ impl Cache {
 
         if opts.files {
             let (grace, dry) = (cfg.temp_grace, opts.dry_run);
+            let disk = self.stores.managed().disk.clone();
             let (temps, locks) =
-                self.blocking(move |disk| Ok((disk.prune_temp(grace, dry)?, disk.prune_locks(grace, dry)?))).await?;
+                blocking(move || Ok((disk.prune_temp(grace, dry)?, disk.prune_locks(grace, dry)?))).await?;
             for (p, bytes) in temps {
                 report.n_files += 1;
                 report.freed_bytes += bytes;
@@ -259,8 +229,8 @@ impl Cache {
         }
 
         if let Some(max) = opts.max_size {
-            let (quota, dry) = (std::sync::Arc::clone(&self.inner.quota), opts.dry_run);
-            let victims = self.ix(move |_| quota.evict_down_to(max, dry)).await?;
+            let (quota, dry) = (Arc::clone(&self.stores.managed().quota), opts.dry_run);
+            let victims = self.ix.run(move |_| quota.evict_down_to(max, dry)).await?;
             for (d, bytes) in victims {
                 report.n_blobs += 1;
                 report.freed_bytes += bytes;
@@ -268,15 +238,16 @@ impl Cache {
             }
         }
         if !opts.dry_run {
-            let quota = std::sync::Arc::clone(&self.inner.quota);
-            self.ix(move |_| {
-                quota.resync()?;
-                quota.evict_to_watermark();
-                Ok(())
-            })
-            .await?;
+            let quota = Arc::clone(&self.stores.managed().quota);
+            self.ix
+                .run(move |_| {
+                    quota.resync()?;
+                    quota.evict_to_watermark();
+                    Ok(())
+                })
+                .await?;
             if !report.items.is_empty() {
-                self.bump_lookup_generation().await?;
+                self.memory.bump_generation().await?;
             }
             for i in &report.items {
                 metrics::counter!(telemetry::PRUNED, "kind" => i.kind).increment(1);
@@ -289,7 +260,7 @@ impl Cache {
         &self,
         ns: &tiercache_index::Namespace,
         owner: &str,
-        hook: &dyn OwnerCheck,
+        hook: &Arc<dyn OwnerCheck>,
         grace: Duration,
         dry_run: bool,
         report: &mut PruneReport,
@@ -299,16 +270,16 @@ impl Cache {
         let since = match hook.is_alive(owner).await {
             Some(true) => {
                 if !dry_run {
-                    self.ix(move |ix| ix.set_owner_dead_since(id, None)).await?;
+                    self.ix.run(move |ix| ix.set_owner_dead_since(id, None)).await?;
                 }
                 return Ok(());
             }
-            None => self.ix(move |ix| ix.owner_dead_since(id)).await?,
+            None => self.ix.run(move |ix| ix.owner_dead_since(id)).await?,
             Some(false) => {
                 if !dry_run {
-                    self.ix(move |ix| ix.set_owner_dead_since(id, Some(now))).await?;
+                    self.ix.run(move |ix| ix.set_owner_dead_since(id, Some(now))).await?;
                 }
-                Some(self.ix(move |ix| ix.owner_dead_since(id)).await?.unwrap_or(now))
+                Some(self.ix.run(move |ix| ix.owner_dead_since(id)).await?.unwrap_or(now))
             }
         };
         let Some(since) = since else { return Ok(()) };
@@ -316,17 +287,17 @@ impl Cache {
             tracing::info!(namespace = ns.name, owner, "owner gone; namespace kept until the grace period ends");
             return Ok(());
         }
-        if self.inner.quota.in_use.is_namespace_in_use(id) {
+        if self.stores.managed().quota.in_use.is_namespace_in_use(id) {
             report.skipped_in_use.push(ns.name.clone());
             return Ok(());
         }
         let bytes = if dry_run {
             // What deleting it would free: the blobs only it names.
-            let usage = self.ix(|ix| ix.disk_usage()).await?;
+            let usage = self.ix.run(|ix| ix.disk_usage()).await?;
             usage.namespaces.iter().find(|u| u.name == ns.name).map_or(0, |u| u.unique_bytes)
         } else {
             tracing::info!(namespace = ns.name, owner, "owner gone; deleting its namespace");
-            let Some(removed) = self.delete_namespace(&ns.name).await? else { return Ok(()) };
+            let Some(removed) = self.namespaces.delete(&ns.name).await? else { return Ok(()) };
             report.n_entries += removed.n_entries;
             report.n_blobs += removed.n_blobs;
             removed.bytes
@@ -351,7 +322,7 @@ impl Cache {
                 in_list.entry(e.digest).or_insert((0, e.size_bytes)).0 += 1;
             }
             let digests: Vec<Digest> = in_list.keys().copied().collect();
-            let refs = self.ix(move |ix| ix.reference_counts(&digests)).await?;
+            let refs = self.ix.run(move |ix| ix.reference_counts(&digests)).await?;
             for (d, (n, size)) in &in_list {
                 if refs.get(d).copied().unwrap_or(0) <= *n {
                     report.n_blobs += 1;
@@ -361,8 +332,8 @@ impl Cache {
             report.n_entries += doomed.len() as u64;
         } else {
             let list: Vec<EntryRef> = doomed.iter().map(|(_, e)| e.clone()).collect();
-            let (n, orphans) = self.ix(move |ix| ix.delete_entries(&list)).await?;
-            let removed = self.delete_blob_files(n, orphans).await?;
+            let (n, orphans) = self.ix.run(move |ix| ix.delete_entries(&list)).await?;
+            let removed = self.stores.delete_blob_files(n, orphans).await?;
             report.n_entries += removed.n_entries;
             report.n_blobs += removed.n_blobs;
             report.freed_bytes += removed.bytes;
@@ -375,18 +346,20 @@ impl Cache {
     }
 
     /// Starts the background pruner: a pass every `interval` (the first one `interval` after
-    /// start), until the cache is dropped.
-    pub fn spawn_pruner(&self) {
-        let weak = std::sync::Arc::downgrade(&self.inner);
-        let every = self.inner.config.pruner.interval;
-        tokio::spawn(async move {
+    /// start), until shutdown or until the cache is dropped.
+    pub(crate) fn spawn_pruner(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        let every = self.config.pruner.interval;
+        self.tasks.spawn_loop(|stop| async move {
             let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                tick.tick().await;
-                let Some(inner) = weak.upgrade() else { return };
-                let cache = Cache { inner };
-                match cache.prune(&PruneOptions::all()).await {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                let Some(jobs) = weak.upgrade() else { return };
+                match jobs.prune(&PruneOptions::all()).await {
                     Ok(r) if !r.items.is_empty() => tracing::info!(
                         n_entries = r.n_entries,
                         n_blobs = r.n_blobs,

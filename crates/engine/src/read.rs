@@ -1,0 +1,446 @@
+//! The read path (layer 3), top-down in one file: memory tier → index → disk tier → shared tier
+//! (`read/shared.rs`) → source, fetched once however many readers wait (`read/fetch.rs`),
+//! streaming to every waiting reader while the bytes are hashed, written, verified and published.
+//! A directory namespace's file is served in place (`directory/serve.rs`).
+//!
+//! Every read logs (debug) and counts which tier served it, the bytes and the time
+//! (`telemetry::served`). Writes are `write.rs`'s; nothing here writes an entry except a fetch
+//! storing what it fetched.
+//!
+//! Invariant: at most one source fetch per `(namespace, key)` runs in a process; readers join it.
+//! Only flights still waiting or streaming are joined; a new flight first takes the entry's fetch
+//! lock and looks in the index again, so a reader that just missed a finished flight gets a hit,
+//! not a second fetch.
+//! Invariant: a shared-tier failure is a miss before the headers are sent; the reader never waits
+//! for a write-back, and a fill from the shared tier is never written back.
+
+mod fetch;
+mod shared;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use tiercache_core::{Digest, Key, RelPath, now_ms};
+use tiercache_index::{Entry, Namespace};
+use tiercache_sources::Source;
+use tokio::sync::{Semaphore, watch};
+
+pub use shared::Intent;
+
+use crate::Error;
+use crate::access::AccessLog;
+use crate::blocking::Ix;
+use crate::body::{Body, Read, read_chunk};
+use crate::directory::Directories;
+use crate::memory::{HotEntry, Memory, MemoryBlob};
+use crate::meta::{Memo, ReadMeta, Text, Tier, http_date};
+use crate::namespaces::Namespaces;
+use crate::quota::Hold;
+use crate::single_flight::SingleFlight;
+use crate::sources::Sources;
+use crate::spool::Phase;
+use crate::store::{Store, Stores};
+use crate::tasks::Tasks;
+use crate::telemetry::{self, served};
+use fetch::FlightOutcome;
+
+/// The read path of one cache. Its fetches and fills run as background tasks holding an `Arc`
+/// of it.
+pub(crate) struct Reads {
+    /// An entry older than this (since the source last confirmed it) is revalidated first.
+    revalidate_after: Duration,
+    ix: Ix,
+    memory: Memory,
+    access: Arc<AccessLog>,
+    namespaces: Arc<Namespaces>,
+    stores: Arc<Stores>,
+    sources: Arc<Sources>,
+    directories: Arc<Directories>,
+    /// Fetches under way, by `(namespace id, key)`.
+    flights: SingleFlight<(i64, Key), watch::Receiver<Phase>>,
+    /// Disk-tier fills from the shared tier under way, by digest.
+    fills: SingleFlight<Digest, watch::Receiver<Phase>>,
+    /// Source fetches and shared-tier fills running at once, at most.
+    fetch_permits: Semaphore,
+    tasks: Tasks,
+}
+
+/// What [`Reads`] is made of.
+pub(crate) struct ReadsParts {
+    pub(crate) revalidate_after: Duration,
+    pub(crate) max_concurrent_fetches: usize,
+    pub(crate) ix: Ix,
+    pub(crate) memory: Memory,
+    pub(crate) access: Arc<AccessLog>,
+    pub(crate) namespaces: Arc<Namespaces>,
+    pub(crate) stores: Arc<Stores>,
+    pub(crate) sources: Arc<Sources>,
+    pub(crate) directories: Arc<Directories>,
+    pub(crate) tasks: Tasks,
+}
+
+impl Reads {
+    pub(crate) fn new(p: ReadsParts) -> Reads {
+        Reads {
+            revalidate_after: p.revalidate_after,
+            ix: p.ix,
+            memory: p.memory,
+            access: p.access,
+            namespaces: p.namespaces,
+            stores: p.stores,
+            sources: p.sources,
+            directories: p.directories,
+            flights: SingleFlight::default(),
+            fills: SingleFlight::default(),
+            fetch_permits: Semaphore::new(p.max_concurrent_fetches.max(1)),
+            tasks: p.tasks,
+        }
+    }
+
+    /// Reads a blob by digest from the memory tier, the disk tier, else the shared tier, for a
+    /// reader that will want `intent` of it (so that a shared-tier hit verifies those bytes
+    /// before answering). [`Error::NoBlob`] if none holds it.
+    pub(crate) async fn blob(self: &Arc<Self>, digest: &Digest, intent: Intent) -> Result<Read, Error> {
+        let t0 = Instant::now();
+        if let Some(blob) = self.memory.blob(digest).await {
+            self.access.note(None, *digest, now_ms());
+            let size = blob.bytes.len() as u64;
+            served(Tier::Memory, "hit", t0, size, || format!("{digest}"));
+            let meta = blob_meta(Tier::Memory, digest, size, blob.last_modified);
+            return Ok(Read { meta, body: Body::Memory(blob.bytes), hold: None });
+        }
+        // Boxed, as for entries: the memory-tier hit's future stays small.
+        Box::pin(self.read_blob_past_memory(digest, intent, t0)).await
+    }
+
+    /// [`Reads::blob`] once the memory tier could not answer.
+    async fn read_blob_past_memory(
+        self: &Arc<Self>,
+        digest: &Digest,
+        intent: Intent,
+        t0: Instant,
+    ) -> Result<Read, Error> {
+        // A small, page-cached open and fstat: cheaper inline than a hop to a blocking thread.
+        let opened = self.stores.open_blob(self.stores.managed(), digest)?;
+        let Some((file, fs_meta)) = opened else {
+            metrics::counter!(telemetry::READS, "tier" => "disk", "outcome" => "miss").increment(1);
+            tracing::debug!(%digest, tier = "disk", outcome = "miss", "read blob");
+            let Some(hit) = self.read_shared(*digest, &intent, true).await? else {
+                return Err(Error::NoBlob(*digest));
+            };
+            return Ok(Read {
+                meta: blob_meta(Tier::Shared, digest, hit.size_bytes, None),
+                body: hit.body,
+                hold: Some(Hold::new(&self.stores.managed().quota, Some(*digest), None)),
+            });
+        };
+        let (size, last_modified) = (fs_meta.len(), fs_meta.modified().ok().map(|t| http_date(t).into()));
+        self.access.note(None, *digest, now_ms());
+        served(Tier::Disk, "hit", t0, size, || format!("{digest}"));
+        let body = self.disk_body(*digest, file, size).await;
+        Ok(Read {
+            meta: blob_meta(Tier::Disk, digest, size, last_modified),
+            body,
+            hold: Some(Hold::new(&self.stores.managed().quota, Some(*digest), None)),
+        })
+    }
+
+    /// The body of a disk hit by digest: a small blob is read whole and kept in the memory tier,
+    /// so the next read of it touches neither the index nor the disk.
+    async fn disk_body(self: &Arc<Self>, digest: Digest, file: std::fs::File, size: u64) -> Body {
+        if let Some(bytes) = self.small_blob(&file, size) {
+            let last_modified = file.metadata().and_then(|m| m.modified()).ok().map(|t| http_date(t).into());
+            let blob = MemoryBlob { bytes: bytes.clone(), last_modified };
+            self.memory.put_blob(digest, blob).await;
+            return Body::Memory(bytes);
+        }
+        Body::File { file: Arc::new(file), size_bytes: size }
+    }
+
+    /// The whole of an open blob of `size` bytes, if the memory tier takes blobs that small.
+    fn small_blob(&self, file: &std::fs::File, size: u64) -> Option<Bytes> {
+        if !self.memory.takes_blob(size) {
+            return None;
+        }
+        read_chunk(file, 0, size).ok()
+    }
+
+    /// Reads entry `key` of `namespace` (raw bytes: a directory's file names need not be UTF-8,
+    /// other namespaces' keys must be) for a reader that will want `intent` of it: from the
+    /// memory tier, from the disk tier if the index has it and it is fresh, after a conditional
+    /// request to the source if it is stale, and from the source (once, however many readers
+    /// ask) if it is missing. A directory namespace's file is served in place after its change
+    /// markers are checked.
+    pub(crate) async fn entry(self: &Arc<Self>, namespace: &str, key: &[u8], intent: Intent) -> Result<Read, Error> {
+        let t0 = Instant::now();
+        self.memory.check_generation();
+        // A hot entry is answered by this one lookup; a lookup that finds the row without the
+        // blob's bytes saves the namespace and index lookups.
+        let epoch = self.memory.epoch();
+        let hot = match std::str::from_utf8(key) {
+            Ok(k) => self.memory.entry(namespace, k).await,
+            Err(_) => None,
+        };
+        if let Some(read) = hot.as_ref().and_then(|h| self.read_held(h, t0)) {
+            return Ok(read);
+        }
+        // Boxed, so that the hot path's future (which every read's future embeds and callers
+        // move around) stays small.
+        Box::pin(self.read_entry_past_memory(namespace, key, intent, hot, epoch, t0)).await
+    }
+
+    /// [`Reads::entry`] once the memory tier could not answer: `hot` is the entry's
+    /// row from the memory tier, if it had one (without the bytes, or due for revalidation),
+    /// and `epoch` the lookup epoch taken before that lookup.
+    async fn read_entry_past_memory(
+        self: &Arc<Self>,
+        namespace: &str,
+        key: &[u8],
+        intent: Intent,
+        mut hot: Option<Arc<HotEntry>>,
+        epoch: u64,
+        t0: Instant,
+    ) -> Result<Read, Error> {
+        let mut ns = match &hot {
+            Some(h) => Arc::clone(&h.ns),
+            None => self.namespaces.row(namespace).await?,
+        };
+        if let Some(src) = self.namespaces.dir_source(&ns) {
+            return self.directories.read(ns, src, RelPath::new(key.to_vec())?).await;
+        }
+        let key =
+            std::str::from_utf8(key).map_err(|_| Error::Invalid("key is not UTF-8 once percent-decoded".into()))?;
+        // A pass ends without a read only when another flight stored the entry after this one
+        // looked, or the namespace moved to another storage place; the next pass finds it.
+        // Entries deleted again at once could repeat that, so the number of passes is bounded.
+        for pass in 0..3 {
+            let mut epoch = epoch;
+            if pass > 0 {
+                // The memory tier's row may predate a move whose generation bump is still to
+                // come: the index says where the namespace is now.
+                epoch = self.memory.epoch();
+                self.memory.forget_namespace(&ns.name).await;
+                ns = Arc::new(self.namespaces.fresh(&ns.name).await?);
+            }
+            let seen = Seen { hot: hot.take(), epoch, t0 };
+            if let Some(read) = self.read_entry_once(&ns, key, &intent, seen).await? {
+                return Ok(read);
+            }
+        }
+        Err(Error::Busy { what: format!("entry {namespace}/{key}") })
+    }
+
+    /// A read of hot entry `hot` from the memory tier, if it holds the blob's bytes and the entry
+    /// needs no revalidation.
+    fn read_held(&self, hot: &Arc<HotEntry>, t0: Instant) -> Option<Read> {
+        let (bytes, meta) = hot.held.as_ref()?;
+        let now = now_ms();
+        if now >= hot.fresh_until_ms {
+            return None;
+        }
+        self.access.note_hot(hot, now);
+        served(Tier::Memory, "hit", t0, bytes.len() as u64, || hot.entry.key.clone());
+        Some(Read { meta: meta.clone(), body: Body::Memory(bytes.clone()), hold: None })
+    }
+
+    /// Whether `entry` of `ns` may be served without asking its source.
+    fn is_fresh(&self, ns: &Namespace, entry: &Entry) -> bool {
+        now_ms() < self.fresh_until(ns, entry)
+    }
+
+    /// Until when (ms since the epoch, exclusive) `entry` of `ns` may be served without asking its
+    /// source: always for a namespace without one, never with a `revalidate_after` of zero, else
+    /// for `revalidate_after` after the entry was last validated.
+    pub(crate) fn fresh_until(&self, ns: &Namespace, entry: &Entry) -> i64 {
+        let after = self.revalidate_after;
+        if ns.source.is_none() {
+            i64::MAX
+        } else if after.is_zero() {
+            i64::MIN
+        } else {
+            entry.validated_at.saturating_add(i64::try_from(after.as_millis()).unwrap_or(i64::MAX))
+        }
+    }
+
+    /// One pass of the read path. Returns `Ok(None)` if and only if another flight (in this process
+    /// or another) stored the entry after this pass looked in the index, or the namespace moved
+    /// to another storage place; the caller looks again.
+    async fn read_entry_once(
+        self: &Arc<Self>,
+        ns: &Arc<Namespace>,
+        key: &str,
+        intent: &Intent,
+        seen: Seen,
+    ) -> Result<Option<Read>, Error> {
+        let t0 = seen.t0;
+        let namespace = ns.name.as_str();
+        let key = Key::new(key)?;
+        let ns_id = ns.id;
+        let store = self.stores.of(ns).await?;
+        let entry = match seen.hot.filter(|h| h.ns.id == ns_id) {
+            Some(h) => Some(Arc::clone(&h.entry)),
+            None => {
+                let k = key.clone();
+                let found = self.ix.run(move |ix| ix.get_entry(ns_id, &k)).await?.map(Arc::new);
+                if let Some(e) = found.as_ref().filter(|e| e.md5.is_some()) {
+                    let fresh_until_ms = self.fresh_until(ns, e);
+                    let hot = HotEntry { ns: Arc::clone(ns), entry: Arc::clone(e), held: None, fresh_until_ms };
+                    self.memory.put_entry(hot, seen.epoch).await;
+                }
+                found
+            }
+        };
+
+        let mut validators = None;
+        if let Some(entry) = entry {
+            let is_fresh = self.is_fresh(ns, &entry);
+            if let Some((file, fs_meta)) = self.stores.open_blob(&store, &entry.digest)? {
+                let size = fs_meta.len();
+                if is_fresh {
+                    let keep = Some((ns, seen.epoch));
+                    return self.serve_entry_from_disk(&store, entry, file, size, t0, "hit", keep).await.map(Some);
+                }
+                validators = Some(entry.validators.clone()).filter(|v| !v.is_empty());
+                if validators.is_some() {
+                    // Stale: ask the source whether our copy is still current.
+                    let source = self.source_of(ns, &key)?;
+                    match self.join_flight(ns, &key, &store, source, validators.clone(), t0).await? {
+                        FlightOutcome::NotModified => {
+                            let read = self.serve_entry_from_disk(&store, entry, file, size, t0, "revalidated", None);
+                            return read.await.map(Some);
+                        }
+                        FlightOutcome::Read(read) => return Ok(Some(*read)),
+                    }
+                }
+            } else if is_fresh
+                && store.is_managed()
+                && let Some(hit) = self.read_shared(entry.digest, intent, false).await?
+            {
+                return Ok(Some(self.entry_read(entry, Tier::Shared, hit.size_bytes, hit.body, true)));
+            } else if self.has_moved(ns).await? {
+                return Ok(None);
+            } else {
+                tracing::debug!(namespace, %key, digest = %entry.digest, "entry's blob is gone from its store; refetching");
+            }
+        }
+        metrics::counter!(telemetry::READS, "tier" => "disk", "outcome" => "miss").increment(1);
+        let source = self.source_of(ns, &key)?;
+        match self.join_flight(ns, &key, &store, source, validators, t0).await? {
+            FlightOutcome::Read(read) => Ok(Some(*read)),
+            // An unconditional fetch ends "not modified" only when it found the entry stored by
+            // another flight (here or in another process) after this reader looked.
+            FlightOutcome::NotModified => Ok(None),
+        }
+    }
+
+    /// Whether namespace `ns` keeps its blobs somewhere else now than when it was looked up.
+    async fn has_moved(self: &Arc<Self>, ns: &Namespace) -> Result<bool, Error> {
+        match self.namespaces.fresh(&ns.name).await {
+            Ok(now) => Ok(now.id == ns.id && now.options.storage != ns.options.storage),
+            Err(Error::NoNamespace(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The namespace's source, or [`Error::NoEntry`] if it has none (nothing to fetch `key` from).
+    fn source_of(&self, ns: &Namespace, key: &Key) -> Result<Arc<dyn Source>, Error> {
+        match ns.source.as_deref() {
+            Some(url) => self.sources.for_url(url),
+            None => Err(Error::NoEntry { namespace: ns.name.clone(), key: key.to_string() }),
+        }
+    }
+
+    /// A read of `entry` from the disk tier (or `store`). A small blob is read whole; with `keep`
+    /// (the namespace, and the lookup epoch taken before the entry was looked up), the entry is
+    /// kept in the memory tier with the blob's bytes, so that its next read is one lookup.
+    #[allow(clippy::too_many_arguments)] // One call per outcome; a struct would only rename them.
+    async fn serve_entry_from_disk(
+        self: &Arc<Self>,
+        store: &Store,
+        entry: Arc<Entry>,
+        file: std::fs::File,
+        size: u64,
+        t0: Instant,
+        outcome: &'static str,
+        keep: Option<(&Arc<Namespace>, u64)>,
+    ) -> Result<Read, Error> {
+        let entry = match entry.md5 {
+            Some(_) => entry,
+            // The MD5 is computed from the blob's path: a blob evicted since this reader opened
+            // it is still served (from the open file), only without an ETag this once.
+            None => match self.stores.md5(entry.digest, &store.disk).await {
+                Ok(md5) => Arc::new(Entry { md5: Some(md5), ..(*entry).clone() }),
+                Err(e) => {
+                    tracing::debug!(digest = %entry.digest, error = %e, "no MD5 for a blob read as it was evicted");
+                    entry
+                }
+            },
+        };
+        served(Tier::Disk, outcome, t0, size, || entry.key.clone());
+        let body = match self.small_blob(&file, size) {
+            Some(bytes) => {
+                if let Some((ns, epoch)) = keep
+                    && entry.md5.is_some()
+                {
+                    let meta = ReadMeta { memo: Some(Memo::default()), ..entry_meta(&entry, Tier::Memory, size) };
+                    let meta = meta.with_shared_texts();
+                    let held = (bytes.clone(), meta);
+                    let fresh_until_ms = self.fresh_until(ns, &entry);
+                    let hot =
+                        HotEntry { ns: Arc::clone(ns), entry: Arc::clone(&entry), held: Some(held), fresh_until_ms };
+                    self.memory.put_entry(hot, epoch).await;
+                }
+                Body::Memory(bytes)
+            }
+            None => Body::File { file: Arc::new(file), size_bytes: size },
+        };
+        Ok(self.entry_read(entry, Tier::Disk, size, body, true))
+    }
+
+    /// A read of `entry` whose blob `tier` serves through `body`; records the access. With
+    /// `is_held`, the blob and namespace count as in use until the body is dropped.
+    fn entry_read(&self, entry: Arc<Entry>, tier: Tier, size: u64, body: Body, is_held: bool) -> Read {
+        self.access.note(Some((entry.ns_id, entry.key.clone())), entry.digest, now_ms());
+        let hold = is_held.then(|| Hold::new(&self.stores.managed().quota, Some(entry.digest), Some(entry.ns_id)));
+        Read { meta: entry_meta(&entry, tier, size), body, hold }
+    }
+}
+
+/// What a read looked up before its pass over the index: the memory tier's entry (without the
+/// blob's bytes, or stale), the lookup epoch taken before it, and when the read began.
+struct Seen {
+    hot: Option<Arc<HotEntry>>,
+    epoch: u64,
+    t0: Instant,
+}
+
+/// Headers' facts of a read of `entry` (whose blob has `size` bytes) from `tier`.
+fn entry_meta(entry: &Entry, tier: Tier, size: u64) -> ReadMeta {
+    let last_modified =
+        entry.validators.last_modified.clone().unwrap_or_else(|| {
+            http_date(SystemTime::UNIX_EPOCH + Duration::from_millis(entry.created_at.max(0) as u64))
+        });
+    ReadMeta {
+        tier,
+        size_bytes: Some(size),
+        etag: entry.md5.as_ref().map(|md5| format!("\"{md5}\"").into()),
+        content_type: entry.content_type.clone().map(Text::from),
+        last_modified: Some(last_modified.into()),
+        digest: Some(entry.digest),
+        memo: None,
+    }
+}
+
+/// Headers' facts of a blob read by digest.
+fn blob_meta(tier: Tier, digest: &Digest, size: u64, last_modified: Option<Text>) -> ReadMeta {
+    ReadMeta {
+        tier,
+        size_bytes: Some(size),
+        etag: Some(format!("\"{digest}\"").into()),
+        content_type: Some("application/octet-stream".into()),
+        last_modified,
+        digest: Some(*digest),
+        memo: None,
+    }
+}

@@ -1,0 +1,258 @@
+//! Fetching from the source (layer 3): one flight per missing entry, however many readers wait
+//! for it, across the processes sharing a data directory too (the entry's fetch lock), and
+//! pass-through when the quota has no room.
+//!
+//! Invariant: bytes below a flight's `written` are final; a failed flight deletes its temp file
+//! and publishes `Failed`, so a reader that already streamed part of a body ends with an error.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::StreamExt;
+use tiercache_core::{Digest, Key, Validators, now_ms};
+use tiercache_index::{Namespace, NewEntry};
+use tiercache_sources::{FetchRequest, Fetched, Source};
+use tokio::sync::watch;
+
+use super::Reads;
+use crate::Error;
+use crate::blocking::blocking;
+use crate::body::{Body, Read};
+use crate::meta::{ReadMeta, Text, Tier};
+use crate::quota::Hold;
+use crate::single_flight::Joined;
+use crate::spool::{
+    HandOff, Phase, PhaseSender, RESERVE_STEP_BYTES, SpoolError, Spooled, Started, progress, spool_or_overflow,
+};
+use crate::store::{Origin, Store};
+use crate::telemetry::{self, served};
+
+impl Reads {
+    /// Joins the flight for `(ns_id, key)`, starting it if there is none under way, and waits
+    /// until the source has answered (headers only: the body streams afterwards).
+    pub(super) async fn join_flight(
+        self: &Arc<Self>,
+        ns: &Namespace,
+        key: &Key,
+        store: &Arc<Store>,
+        source: Arc<dyn Source>,
+        validators: Option<Validators>,
+        t0: Instant,
+    ) -> Result<FlightOutcome, Error> {
+        let ns_id = ns.id;
+        // A finished flight's entry is in the index now (or was removed since): a reader who
+        // missed it starts a new flight, which looks in the index before fetching.
+        let mut tx = None;
+        let joined = self.flights.join(
+            (ns_id, key.clone()),
+            |rx| is_running(&rx.borrow()),
+            || {
+                let (sender, rx) = watch::channel(Phase::Waiting);
+                tx = Some(sender);
+                rx
+            },
+        );
+        let mut rx = match joined {
+            Joined::Running(rx) => {
+                metrics::counter!(telemetry::COALESCED).increment(1);
+                rx
+            }
+            Joined::Started(rx) => {
+                let tx = Arc::new(tx.expect("a started flight has its sender"));
+                let reads = Arc::clone(self);
+                let (key, source, store) = (key.clone(), Arc::clone(&source), Arc::clone(store));
+                let namespace = ns.name.clone();
+                self.tasks.spawn(async move {
+                    reads.run_flight((ns_id, &namespace), key, &store, source, validators, tx).await;
+                });
+                rx
+            }
+        };
+        let phase = rx.wait_for(|p| !matches!(p, Phase::Waiting)).await.map(|p| p.clone());
+        let phase =
+            phase.map_err(|_| Error::io("fetching", std::io::Error::other("the fetch task ended without a result")))?;
+        let hold = Some(Hold::new(&self.stores.managed().quota, None, Some(ns_id)));
+        match phase {
+            Phase::NotModified => Ok(FlightOutcome::NotModified),
+            Phase::Failed(e) => Err(e),
+            Phase::PassThrough { meta: m, body } => {
+                served(Tier::Source, "pass_through", t0, m.size_bytes.unwrap_or(0), || key.to_string());
+                Ok(FlightOutcome::Read(Box::new(Read {
+                    meta: source_read_meta(&m, None),
+                    body: Body::PassThrough { source, key: key.clone(), body: body.take() },
+                    hold,
+                })))
+            }
+            Phase::Streaming { started, .. } | Phase::Done { started, .. } | Phase::Overflow { started, .. } => {
+                let m = &started.meta;
+                served(Tier::Source, "fetch", t0, m.size_bytes.unwrap_or(0), || key.to_string());
+                let digest = match &*rx.borrow() {
+                    Phase::Done { digest, .. } => Some(*digest),
+                    _ => None,
+                };
+                Ok(FlightOutcome::Read(Box::new(Read {
+                    meta: source_read_meta(m, digest),
+                    body: Body::Flight { rx, source, key: key.clone() },
+                    hold,
+                })))
+            }
+            Phase::Waiting => unreachable!("waited for a phase past Waiting"),
+        }
+    }
+
+    /// The fetch task of one flight: the only writer of its phase.
+    async fn run_flight(
+        self: &Arc<Self>,
+        (ns_id, namespace): (i64, &str),
+        key: Key,
+        store: &Store,
+        source: Arc<dyn Source>,
+        validators: Option<Validators>,
+        tx: PhaseSender,
+    ) {
+        let outcome = {
+            let _permit = self.fetch_permits.acquire().await;
+            metrics::gauge!(telemetry::INFLIGHT).increment(1.0);
+            let outcome = self.fetch_into_disk((ns_id, namespace), &key, store, source.as_ref(), validators, &tx).await;
+            metrics::gauge!(telemetry::INFLIGHT).decrement(1.0);
+            outcome
+        };
+        let result = match outcome {
+            Ok(FetchEnd::NotModified) => "not_modified",
+            Ok(FetchEnd::PassThrough) => "pass_through",
+            Ok(FetchEnd::Stored) => "ok",
+            Err(_) => "error",
+        };
+        metrics::counter!(telemetry::SOURCE_FETCHES, "result" => result).increment(1);
+        match outcome {
+            Ok(_) => self.forget_flight(ns_id, &key, &tx),
+            Err(e) => {
+                tracing::warn!(%key, error = %e, "source fetch failed; nothing stored");
+                telemetry::error(&e);
+                self.forget_flight(ns_id, &key, &tx);
+                tx.send_replace(Phase::Failed(e));
+            }
+        }
+    }
+
+    fn forget_flight(&self, ns_id: i64, key: &Key, tx: &PhaseSender) {
+        self.flights.finish(&(ns_id, key.clone()), |rx| rx.same_channel(&tx.subscribe()));
+    }
+
+    async fn fetch_into_disk(
+        self: &Arc<Self>,
+        (ns_id, namespace): (i64, &str),
+        key: &Key,
+        store: &Store,
+        source: &dyn Source,
+        validators: Option<Validators>,
+        tx: &PhaseSender,
+    ) -> Result<FetchEnd, Error> {
+        // One unconditional fetch per entry at a time, across processes sharing the data directory
+        // too. Under the lock, look in the index once more: a flight that finished after this
+        // reader looked (here, or in another process that held the lock) has stored the entry.
+        let _lock = if validators.is_none() {
+            let name = Digest::of(format!("{ns_id}/{key}").as_bytes()).hex();
+            let disk = self.stores.managed().disk.clone();
+            let (lock, _waited) = blocking(move || disk.lock(&name)).await?;
+            if self.entry_on_disk(ns_id, key, store).await? {
+                tx.send_replace(Phase::NotModified);
+                return Ok(FetchEnd::NotModified);
+            }
+            Some(lock)
+        } else {
+            None
+        };
+        let req = FetchRequest { range: None, validators };
+        let body = match source.fetch(key, &req).await? {
+            Fetched::NotModified => {
+                let k = key.clone();
+                self.ix.run(move |ix| ix.mark_validated(ns_id, &k, now_ms())).await?;
+                self.memory.forget_entry(namespace, key.as_str()).await;
+                tx.send_replace(Phase::NotModified);
+                return Ok(FetchEnd::NotModified);
+            }
+            Fetched::Body(body) => body,
+        };
+        // Room in the disk quota first: for the whole body if its length is known, else for a
+        // first step (the spool reserves more as it grows). No room: every reader reads from the
+        // source directly, and nothing is stored.
+        let first = body.meta.size_bytes.unwrap_or(RESERVE_STEP_BYTES);
+        let reservation = match store.reserve(first).await {
+            Ok(r) => r,
+            Err(no_room) => {
+                tracing::info!(%key, reason = %no_room.reason, "served pass-through, not stored");
+                store.quota.passed_through(&no_room.reason);
+                let hand_off = HandOff::new(body.stream);
+                tx.send_replace(Phase::PassThrough { meta: Arc::new(body.meta), body: hand_off });
+                return Ok(FetchEnd::PassThrough);
+            }
+        };
+        let temp = store.disk.create_temp().map_err(|e| Error::io("cannot create a temp file", e))?;
+        let started = Arc::new(Started { meta: body.meta.clone(), file: temp.reader() });
+        tx.send_replace(Phase::Streaming { started: Arc::clone(&started), written: 0 });
+        let spooled = spool_or_overflow(temp, reservation, body.stream, progress(tx)).await.map_err(|e| match e {
+            SpoolError::Body(e) => Error::Source(e),
+            SpoolError::Local(e) => e,
+        })?;
+        let finished = match spooled {
+            Spooled::Stored(finished, reservation) => (finished, reservation),
+            Spooled::Overflow { reason, written, rest, body } => {
+                // A body of unknown length outgrew the quota: its readers go on with the rest of
+                // the source's body, and nothing is stored.
+                tracing::info!(%key, written, reason = %reason, "served pass-through after the quota filled, not stored");
+                store.quota.passed_through(&reason);
+                let rest = futures::stream::iter(rest.into_iter().map(Ok)).chain(body).boxed();
+                let rest = HandOff::new(rest);
+                tx.send_replace(Phase::Overflow { started, written, rest });
+                return Ok(FetchEnd::PassThrough);
+            }
+        };
+        let written = finished.0.size_bytes;
+        let entry = NewEntry {
+            ns_id,
+            key: key.to_string(),
+            content_type: body.meta.content_type.clone(),
+            validators: body.meta.validators.clone(),
+        };
+        let digest = self.stores.commit(store, finished, false, Some((namespace, entry)), Origin::Fetch).await?;
+        tx.send_replace(Phase::Done { started, written, digest });
+        Ok(FetchEnd::Stored)
+    }
+
+    /// Whether the index has entry `(ns_id, key)` and `store` its blob.
+    async fn entry_on_disk(self: &Arc<Self>, ns_id: i64, key: &Key, store: &Store) -> Result<bool, Error> {
+        let k = key.clone();
+        let entry = self.ix.run(move |ix| ix.get_entry(ns_id, &k)).await?;
+        Ok(entry.is_some_and(|e| store.disk.contains(&e.digest)))
+    }
+}
+
+pub(super) enum FlightOutcome {
+    NotModified,
+    Read(Box<Read>),
+}
+
+enum FetchEnd {
+    NotModified,
+    Stored,
+    PassThrough,
+}
+
+/// Headers' facts of a read the source answers: what it said about the object.
+fn source_read_meta(m: &tiercache_sources::SourceMeta, digest: Option<Digest>) -> ReadMeta {
+    ReadMeta {
+        tier: Tier::Source,
+        size_bytes: m.size_bytes,
+        etag: m.validators.etag.clone().map(Text::from),
+        content_type: m.content_type.clone().map(Text::from),
+        last_modified: m.validators.last_modified.clone().map(Text::from),
+        digest,
+        memo: None,
+    }
+}
+
+/// Whether a flight can still be joined: waiting for the source or streaming.
+pub(super) fn is_running(phase: &Phase) -> bool {
+    matches!(phase, Phase::Waiting | Phase::Streaming { .. })
+}

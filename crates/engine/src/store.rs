@@ -1,0 +1,314 @@
+//! Where blobs are kept on this node (layer 2): a [`Store`] is one content-addressed directory
+//! with its quota (the data directory's disk tier, or a namespace's own directory, `place.rs`),
+//! and [`Stores`] is every store of one cache with the steps every stored blob takes: reserve,
+//! spool into a temp file, [`Stores::commit`] (publish, index, write-back), MD5 after the fact.
+//!
+//! It does not decide what to store or when (the read and write paths do), and knows nothing of
+//! namespaces' definitions, sources or HTTP.
+//!
+//! Invariant: only managed entries reference the disk tier's blobs (eviction, orphans, pins and
+//! `df` count those); a blob row named only by entries kept elsewhere is *absent* (state 2).
+//! Invariant: MD5 is never on a client's critical path: it is computed after the blob is
+//! published, one blob at a time, or on demand when a read needs it first.
+
+pub(crate) mod place;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+use tiercache_core::{Digest, now_ms};
+use tiercache_index::{Namespace, NewEntry};
+use tiercache_tiers::shared::{SharedTier, WriteBack};
+use tiercache_tiers::{DiskTier, FinishedBlob, TempBlob};
+use tokio::sync::{OnceCell, Semaphore};
+
+use crate::blocking::{Ix, blocking};
+use crate::config::DiskLimits;
+use crate::memory::Memory;
+use crate::quota::{DiskQuota, NoRoom, Reservation};
+use crate::single_flight::SingleFlight;
+use crate::spool::RESERVE_STEP_BYTES;
+use crate::tasks::Tasks;
+use crate::{Error, telemetry};
+
+/// Where a blob stored in a store came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Origin {
+    /// A source fetch.
+    Fetch,
+    /// An upload (`PUT /blobs/…`, or `PUT` of an entry).
+    Upload,
+    /// A directory namespace's copy-to-cache.
+    Copy,
+    /// A fill from the shared tier: the one origin never written back to it.
+    Shared,
+    /// A copy made by moving a namespace to another storage place.
+    Move,
+}
+
+impl Origin {
+    /// Its `origin` label in metrics.
+    fn as_str(self) -> &'static str {
+        match self {
+            Origin::Fetch => "fetch",
+            Origin::Upload => "upload",
+            Origin::Copy => "copy",
+            Origin::Shared => "shared",
+            Origin::Move => "move",
+        }
+    }
+}
+
+/// What deleting blobs removed (`cleanup`, namespace deletion).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CleanupReport {
+    /// Entries removed.
+    pub n_entries: u64,
+    /// Blob files removed (no namespace referenced them any more).
+    pub n_blobs: u64,
+    /// Bytes those blobs held.
+    pub bytes: u64,
+}
+
+/// One content-addressed directory of blobs and its quota.
+pub(crate) struct Store {
+    pub(crate) disk: DiskTier,
+    /// The disk quota for the managed store; for a directory store, only its free-space check.
+    pub(crate) quota: Arc<DiskQuota>,
+    /// The directory of a directory store; `None` for the managed one.
+    pub(crate) dir: Option<String>,
+}
+
+impl Store {
+    pub(crate) fn is_managed(&self) -> bool {
+        self.dir.is_none()
+    }
+
+    /// Reserves `n` bytes of the quota for a write, evicting if needed (`quota.rs`).
+    pub(crate) async fn reserve(&self, n: u64) -> Result<Reservation, NoRoom> {
+        let quota = Arc::clone(&self.quota);
+        match tokio::task::spawn_blocking(move || quota.reserve(n)).await {
+            Ok(r) => r,
+            Err(e) => Err(NoRoom { reason: format!("reservation task failed: {e}") }),
+        }
+    }
+
+    /// A new temp file with `n` bytes reserved for it (a body of unknown length reserves more as
+    /// it grows). [`Error::StorageFull`] if the quota has no room.
+    pub(crate) async fn create_temp(&self, n: Option<u64>) -> Result<(TempBlob, Reservation), Error> {
+        let reservation = self.reserve(n.unwrap_or(RESERVE_STEP_BYTES)).await.map_err(|no| {
+            self.quota.passed_through(&no.reason);
+            Error::StorageFull { what: no.reason, cause: None }
+        })?;
+        let temp = self.disk.create_temp().map_err(|e| Error::io("cannot create a temp file", e))?;
+        Ok((temp, reservation))
+    }
+}
+
+/// Every store of one cache, and the steps every stored blob takes.
+pub(crate) struct Stores {
+    managed: Arc<Store>,
+    /// Directory stores of namespaces kept outside the disk tier, by directory, opened once.
+    dirs: Mutex<HashMap<String, Arc<Store>>>,
+    ix: Ix,
+    memory: Memory,
+    /// The shared cluster tier and its write-back queue, if configured.
+    shared: Option<(Arc<SharedTier>, WriteBack)>,
+    /// MD5 computations under way (shared with the background tasks computing them).
+    md5: Md5Flights,
+    md5_permits: Arc<Semaphore>,
+    tasks: Tasks,
+    data_dir: PathBuf,
+}
+
+impl Stores {
+    pub(crate) fn new(
+        managed: Store,
+        ix: Ix,
+        memory: Memory,
+        shared: Option<(Arc<SharedTier>, WriteBack)>,
+        tasks: Tasks,
+        data_dir: PathBuf,
+    ) -> Stores {
+        Stores {
+            managed: Arc::new(managed),
+            dirs: Mutex::default(),
+            ix,
+            memory,
+            shared,
+            md5: Arc::default(),
+            md5_permits: Arc::new(Semaphore::new(1)),
+            tasks,
+            data_dir,
+        }
+    }
+
+    /// The data directory's disk tier, as a store.
+    pub(crate) fn managed(&self) -> &Arc<Store> {
+        &self.managed
+    }
+
+    /// The shared cluster tier, if configured.
+    pub(crate) fn shared(&self) -> Option<&Arc<SharedTier>> {
+        self.shared.as_ref().map(|(tier, _)| tier)
+    }
+
+    /// Where namespace `ns` keeps its blobs.
+    pub(crate) async fn of(&self, ns: &Namespace) -> Result<Arc<Store>, Error> {
+        match &ns.options.storage {
+            None => Ok(Arc::clone(&self.managed)),
+            Some(dir) => self.dir_store(dir).await,
+        }
+    }
+
+    /// The store in directory `dir` (already claimed by a namespace), opened once per process:
+    /// the first open also removes temp files dead processes left there.
+    pub(crate) async fn dir_store(&self, dir: &str) -> Result<Arc<Store>, Error> {
+        if let Some(s) = self.dirs.lock().unwrap_or_else(|p| p.into_inner()).get(dir) {
+            return Ok(Arc::clone(s));
+        }
+        let (index, d) = (Arc::clone(self.ix.index()), dir.to_owned());
+        let store = blocking(move || {
+            let disk = DiskTier::open(Path::new(&d))?;
+            disk.sweep_temp()?;
+            let limits = DiskLimits { quota_bytes: None, ..DiskLimits::default() };
+            let quota =
+                DiskQuota::open(limits, index, disk.clone(), PathBuf::from(&d)).map_err(std::io::Error::other)?;
+            Ok(Arc::new(Store { disk, quota: Arc::new(quota), dir: Some(d) }))
+        })
+        .await?;
+        let mut stores = self.dirs.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(Arc::clone(stores.entry(dir.to_owned()).or_insert(store)))
+    }
+
+    /// Opens blob `digest` in `store`; a directory store lacking it falls back to the disk tier
+    /// (the same bytes, by digest: during a move, or shared with a managed namespace).
+    pub(crate) fn open_blob(
+        &self,
+        store: &Store,
+        digest: &Digest,
+    ) -> Result<Option<(std::fs::File, std::fs::Metadata)>, Error> {
+        let opened = match store.disk.open_blob(digest) {
+            Ok(None) if !store.is_managed() => self.managed.disk.open_blob(digest),
+            found => found,
+        };
+        opened.map_err(|e| Error::io(format!("cannot open blob {digest}"), e))
+    }
+
+    /// Makes a finished temp file a blob of `store` and records it (steps 3 to 5 of the put
+    /// protocol in docs/design.md):
+    /// 3. record a pending row for the digest (managed store only);
+    /// 4. rename the file into `blobs/` and fsync the directory;
+    /// 5. commit the blob row as present, with the entry naming it, in one transaction (for a
+    ///    directory store: the entry, with the blob row marked absent from the disk tier if the
+    ///    index did not know the digest).
+    ///
+    /// Then the bytes reserved count as used, the memory tier forgets the entry, the shared tier's
+    /// write-back is offered the blob (not a blob that came from there) and its MD5 is computed in
+    /// the background. `retain` keeps a blob no entry names (an upload or a read by digest).
+    pub(crate) async fn commit(
+        &self,
+        store: &Store,
+        (finished, reservation): (FinishedBlob, Reservation),
+        retain: bool,
+        entry: Option<(&str, NewEntry)>,
+        origin: Origin,
+    ) -> Result<Digest, Error> {
+        let (digest, size) = (finished.digest, finished.size_bytes);
+        let named = entry.as_ref().map(|(namespace, e)| (*namespace, e.key.clone()));
+        let entry = entry.map(|(_, e)| e);
+        let is_upload = retain && origin == Origin::Upload;
+        if store.is_managed() {
+            self.ix.run(move |ix| ix.mark_pending(&digest, size, now_ms())).await?;
+        }
+        let was_there = blocking(move || finished.publish()).await?;
+        if store.is_managed() {
+            self.ix.run(move |ix| ix.commit_blob(&digest, size, (retain, is_upload), entry.as_ref(), now_ms())).await?;
+        } else if let Some(e) = entry {
+            self.ix.run(move |ix| ix.commit_entry_elsewhere(&digest, size, &e, now_ms())).await?;
+        }
+        reservation.stored(digest, size, was_there, store.is_managed() && !is_upload);
+        if let Some((namespace, key)) = named {
+            self.memory.forget_entry(namespace, &key).await;
+        }
+        metrics::counter!(telemetry::BLOBS_STORED, "origin" => origin.as_str()).increment(1);
+        if let Some((_, write_back)) = &self.shared
+            && store.is_managed()
+            && origin != Origin::Shared
+        {
+            write_back.queue(digest, store.disk.blob_path(&digest));
+        }
+        self.spawn_md5(digest, store.disk.clone());
+        Ok(digest)
+    }
+
+    /// Computes a stored blob's MD5 in the background (one at a time, so it never competes with
+    /// more than one core), off every client's critical path.
+    fn spawn_md5(&self, digest: Digest, disk: DiskTier) {
+        let (ix, permits, md5) = (self.ix.clone(), Arc::clone(&self.md5_permits), Arc::clone(&self.md5));
+        self.tasks.spawn(async move {
+            let _permit = permits.acquire().await;
+            if let Err(e) = md5_of(&ix, &md5, digest, &disk).await {
+                tracing::warn!(%digest, error = %e, "cannot compute MD5");
+            }
+        });
+    }
+
+    /// The blob's MD5 (lowercase hex) in `disk` (the disk tier, or a namespace's own directory),
+    /// computing and recording it if the index lacks it. Concurrent callers for one blob share
+    /// a single computation.
+    pub(crate) async fn md5(&self, digest: Digest, disk: &DiskTier) -> Result<String, Error> {
+        md5_of(&self.ix, &self.md5, digest, disk).await
+    }
+
+    /// Deletes the files of blobs whose rows are already gone from the disk tier, and tells every
+    /// process's memory tier when anything was removed.
+    pub(crate) async fn delete_blob_files(&self, n_entries: u64, orphans: Vec<Digest>) -> Result<CleanupReport, Error> {
+        let disk = self.managed.disk.clone();
+        let (report, deleted) = blocking(move || {
+            let mut report = CleanupReport { n_entries, ..CleanupReport::default() };
+            let mut deleted = Vec::new();
+            for d in orphans {
+                let len = std::fs::metadata(disk.blob_path(&d)).map(|m| m.len()).unwrap_or(0);
+                if disk.delete(&d)? {
+                    report.n_blobs += 1;
+                    report.bytes += len;
+                    deleted.push((d, len));
+                }
+            }
+            Ok((report, deleted))
+        })
+        .await?;
+        self.managed.quota.deleted(&deleted);
+        if n_entries > 0 || !deleted.is_empty() {
+            self.memory.bump_generation().await?;
+        }
+        Ok(report)
+    }
+
+    /// The data directory.
+    pub(crate) fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+}
+
+type Md5Flights = Arc<SingleFlight<Digest, Arc<OnceCell<String>>>>;
+
+/// The MD5 of blob `digest` in `disk`: from the index, else computed (once, however many ask)
+/// and recorded.
+async fn md5_of(ix: &Ix, flights: &Md5Flights, digest: Digest, disk: &DiskTier) -> Result<String, Error> {
+    if let Some(md5) = ix.run(move |ix| ix.get_blob(&digest)).await?.and_then(|b| b.md5) {
+        return Ok(md5);
+    }
+    flights
+        .run(digest, || async {
+            let path = disk.blob_path(&digest);
+            let md5 = blocking(move || crate::fs::md5_of_file(&path)).await?;
+            let stored = md5.clone();
+            ix.run(move |ix| ix.set_md5(&digest, &stored)).await?;
+            Ok(md5)
+        })
+        .await
+}

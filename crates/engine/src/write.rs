@@ -1,0 +1,144 @@
+//! The write path (layer 3): uploads of blobs by digest, and writes, deletes and listings of
+//! entries in any namespace. A directory namespace's files are written in place
+//! (`directory/serve.rs`); every other write lands in a store before the index names it.
+//!
+//! Invariant: a write reaches a durable place first (the directory, or a published blob file),
+//! then the index; never the reverse. A namespace mirroring a source is read-only.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::Stream;
+use tiercache_core::{Digest, Key, RelPath};
+use tiercache_index::{ListPage, ListRequest, NewEntry};
+
+use crate::blocking::Ix;
+use crate::directory::Directories;
+use crate::memory::Memory;
+use crate::namespaces::Namespaces;
+use crate::spool::{SpoolError, spool};
+use crate::store::{Origin, Stores};
+use crate::{Error, telemetry};
+
+/// Largest page a listing returns.
+pub const MAX_LIST_LIMIT: usize = 10_000;
+
+/// What a PUT stored.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    /// The MD5 of the bytes (the entry's ETag), lowercase hex.
+    pub md5: String,
+    /// Their SHA-256.
+    pub digest: Digest,
+    /// Their size.
+    pub size_bytes: u64,
+}
+
+/// The write path of one cache.
+pub(crate) struct Writes {
+    pub(crate) ix: Ix,
+    pub(crate) memory: Memory,
+    pub(crate) namespaces: Arc<Namespaces>,
+    pub(crate) stores: Arc<Stores>,
+    pub(crate) directories: Arc<Directories>,
+}
+
+impl Writes {
+    /// Stores an uploaded blob: streams `body` to a temp file while hashing, and publishes it only
+    /// if it hashes to `expected`. Uploaded blobs are retained even when no entry references them.
+    ///
+    /// Returns `true` if the blob is new, `false` if it was already held.
+    pub(crate) async fn put_blob<E: std::fmt::Display + Send + 'static>(
+        &self,
+        expected: &Digest,
+        body: impl Stream<Item = Result<Bytes, E>> + Send,
+    ) -> Result<bool, Error> {
+        let store = self.stores.managed();
+        let existed = store.disk.contains(expected);
+        let (temp, reservation) = store.create_temp(None).await?;
+        let finished = spool(temp, reservation, body, |_| {}).await.map_err(upload_failed)?;
+        if finished.0.digest != *expected {
+            let e = Error::DigestMismatch { expected: *expected, actual: finished.0.digest };
+            telemetry::error(&e);
+            return Err(e);
+        }
+        self.stores.commit(store, finished, true, None, Origin::Upload).await?;
+        Ok(!existed)
+    }
+
+    /// Writes entry `key` of `namespace` from `body`. For a directory namespace the file is
+    /// written into the directory atomically first, then recorded; for a namespace without a
+    /// source the bytes become a blob and the entry names it. A namespace mirroring another source
+    /// is read-only ([`Error::ReadOnly`]).
+    pub(crate) async fn put_entry<E: std::fmt::Display + Send + 'static>(
+        &self,
+        namespace: &str,
+        key: &[u8],
+        body: impl Stream<Item = Result<Bytes, E>> + Send + 'static,
+    ) -> Result<Stored, Error> {
+        let ns = self.namespaces.row(namespace).await?;
+        if let Some(src) = self.namespaces.dir_source(&ns) {
+            let (digest, size_bytes, md5) = self.directories.put(&ns, src, RelPath::new(key.to_vec())?, body).await?;
+            return Ok(Stored { md5: hex::encode(md5), digest, size_bytes });
+        }
+        if let Some(source) = &ns.source {
+            return Err(Error::ReadOnly { namespace: ns.name.clone(), mirrors: source.clone() });
+        }
+        let key = utf8_key(key)?;
+        let store = self.stores.of(&ns).await?;
+        let (temp, reservation) = store.create_temp(None).await?;
+        let finished = spool(temp, reservation, body, |_| {}).await.map_err(upload_failed)?;
+        let size_bytes = finished.0.size_bytes;
+        let entry = NewEntry { ns_id: ns.id, key: key.to_string(), content_type: None, validators: Default::default() };
+        let digest = self.stores.commit(&store, finished, false, Some((&ns.name, entry)), Origin::Upload).await?;
+        let md5 = self.stores.md5(digest, &store.disk).await?;
+        Ok(Stored { md5, digest, size_bytes })
+    }
+
+    /// Deletes entry `key` of `namespace`: for a directory namespace, the file first, then its
+    /// row. Returns `false` if there was nothing to delete.
+    pub(crate) async fn delete_entry(&self, namespace: &str, key: &[u8]) -> Result<bool, Error> {
+        let ns = self.namespaces.row(namespace).await?;
+        if let Some(src) = self.namespaces.dir_source(&ns) {
+            return self.directories.delete(&ns, src, RelPath::new(key.to_vec())?).await;
+        }
+        if let Some(source) = &ns.source {
+            return Err(Error::ReadOnly { namespace: ns.name.clone(), mirrors: source.clone() });
+        }
+        let key = utf8_key(key)?;
+        let (id, k) = (ns.id, key.clone());
+        let deleted = self.ix.run(move |ix| ix.delete_entry(id, &k)).await?;
+        self.memory.forget_entry(&ns.name, key.as_str()).await;
+        Ok(deleted)
+    }
+
+    /// One page of namespace `namespace`'s keys: its files for a directory namespace, its entries
+    /// otherwise. Prefix matching is byte for byte (no wildcards, case-sensitive).
+    pub(crate) async fn list(&self, namespace: &str, mut req: ListRequest) -> Result<ListPage, Error> {
+        if req.limit == 0 || req.limit > MAX_LIST_LIMIT {
+            return Err(Error::Invalid(format!("limit must be between 1 and {MAX_LIST_LIMIT}")));
+        }
+        let ns = self.namespaces.row(namespace).await?;
+        let id = ns.id;
+        if ns.dir_root().is_some() {
+            self.ix.run(move |ix| ix.list_files(id, &req)).await
+        } else {
+            req.delimiter = req.delimiter.filter(|d| !d.is_empty());
+            self.ix.run(move |ix| ix.list_entries(id, &req)).await
+        }
+    }
+}
+
+/// A key of a namespace that is not a directory: UTF-8, and a valid [`Key`].
+fn utf8_key(key: &[u8]) -> Result<Key, Error> {
+    Ok(Key::new(std::str::from_utf8(key).map_err(|_| Error::Invalid("key is not UTF-8".into()))?)?)
+}
+
+/// An upload whose body failed (the client went away, or sent a broken body), or whose bytes
+/// could not be stored.
+fn upload_failed<E: std::fmt::Display>(e: SpoolError<E>) -> Error {
+    match e {
+        SpoolError::Body(e) => Error::io("the upload body failed", std::io::Error::other(e.to_string())),
+        SpoolError::Local(e) => e,
+    }
+}
