@@ -5,6 +5,8 @@
 //! It knows nothing of what the tasks do.
 
 use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -30,6 +32,34 @@ impl Tasks {
         make: impl FnOnce(CancellationToken) -> F,
     ) {
         self.loops.spawn(make(self.stop.clone()));
+    }
+
+    /// Runs `pass(owner)` every `every`, the first time at `first`, until shutdown or until `owner`
+    /// is dropped (the loop holds it weakly between passes). A pass that runs late delays the
+    /// next one instead of bunching them up.
+    pub(crate) fn spawn_every<T, F>(
+        &self,
+        owner: &Arc<T>,
+        first: tokio::time::Instant,
+        every: Duration,
+        pass: impl Fn(Arc<T>) -> F + Send + 'static,
+    ) where
+        T: Send + Sync + 'static,
+        F: Future<Output = ()> + Send,
+    {
+        let weak = Arc::downgrade(owner);
+        self.spawn_loop(|stop| async move {
+            let mut tick = tokio::time::interval_at(first, every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                let Some(owner) = weak.upgrade() else { return };
+                pass(owner).await;
+            }
+        });
     }
 
     /// Waits until every task of work spawned so far, and any it spawned meanwhile, has ended.

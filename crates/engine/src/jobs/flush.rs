@@ -80,20 +80,10 @@ impl Jobs {
     /// Starts the background flusher: a flush every `access_flush_interval`, until shutdown or
     /// until the cache is dropped.
     pub(crate) fn spawn_flusher(self: &Arc<Self>) {
-        let weak = Arc::downgrade(self);
         let every = self.config.access_flush_interval;
-        self.tasks.spawn_loop(|stop| async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tick.tick() => {}
-                }
-                let Some(jobs) = weak.upgrade() else { return };
-                if let Err(e) = jobs.flush().await {
-                    tracing::warn!(error = %e, "cannot record access times; will retry");
-                }
+        self.tasks.spawn_every(self, tokio::time::Instant::now(), every, |jobs| async move {
+            if let Err(e) = jobs.flush().await {
+                tracing::warn!(error = %e, "cannot record access times; will retry");
             }
         });
     }

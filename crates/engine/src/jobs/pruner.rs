@@ -348,29 +348,20 @@ impl Jobs {
     /// Starts the background pruner: a pass every `interval` (the first one `interval` after
     /// start), until shutdown or until the cache is dropped.
     pub(crate) fn spawn_pruner(self: &Arc<Self>) {
-        let weak = Arc::downgrade(self);
         let every = self.config.pruner.interval;
-        self.tasks.spawn_loop(|stop| async move {
-            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tick.tick() => {}
-                }
-                let Some(jobs) = weak.upgrade() else { return };
-                match jobs.prune(&PruneOptions::all()).await {
-                    Ok(r) if !r.items.is_empty() => tracing::info!(
-                        n_entries = r.n_entries,
-                        n_blobs = r.n_blobs,
-                        n_files = r.n_files,
-                        n_namespaces = r.n_namespaces,
-                        freed_bytes = r.freed_bytes,
-                        "pruned"
-                    ),
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "pruner pass failed; will retry"),
-                }
+        let first = tokio::time::Instant::now() + every;
+        self.tasks.spawn_every(self, first, every, |jobs| async move {
+            match jobs.prune(&PruneOptions::all()).await {
+                Ok(r) if !r.items.is_empty() => tracing::info!(
+                    n_entries = r.n_entries,
+                    n_blobs = r.n_blobs,
+                    n_files = r.n_files,
+                    n_namespaces = r.n_namespaces,
+                    freed_bytes = r.freed_bytes,
+                    "pruned"
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "pruner pass failed; will retry"),
             }
         });
     }
