@@ -38,8 +38,9 @@ pub async fn serve(
     axum::serve(listener, axum::ServiceExt::<axum::extract::Request>::into_make_service(app))
         .with_graceful_shutdown(shutdown)
         .await?;
-    // Fetches keep running after their readers are answered; let them store what they fetched.
-    if let Err(e) = cache.settle().await {
+    // Fetches keep running after their readers are answered; let them store what they fetched,
+    // and stop the background loops (the pruner, the access flusher) after a last flush.
+    if let Err(e) = cache.shutdown().await {
         tracing::warn!(error = %e, "cannot record access times at shutdown");
     }
     Ok(())

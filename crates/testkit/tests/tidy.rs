@@ -105,8 +105,8 @@ impl Rule {
                  outside the repository (SPEC.md) is not named from inside it: say what it says instead"
             }
             Rule::EngineLayers => {
-                "move what both need down to a layer below both (STYLE.md: \"a helper that two layers \
-                 need moves down, not sideways\"), or, for a new module, add it to ENGINE_LAYERS and to \
+                "move what both need down to a layer below both (a helper that two layers need moves \
+                 down, not sideways), or, for a new module, add it to ENGINE_LAYERS and to \
                  ARCHITECTURE.md's layer map"
             }
         }
