@@ -40,7 +40,6 @@ pub struct Cache {
 
 /// The parts of the layers below, built once by [`Cache::open`].
 struct Parts {
-    data_dir: std::path::PathBuf,
     memory: Memory,
     stores: Arc<Stores>,
     namespaces: Arc<Namespaces>,
@@ -54,7 +53,7 @@ struct Parts {
 
 impl std::fmt::Debug for Cache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Cache").field("data_dir", &self.parts.data_dir).finish_non_exhaustive()
+        f.debug_struct("Cache").field("data_dir", &self.data_dir()).finish_non_exhaustive()
     }
 }
 
@@ -152,8 +151,7 @@ impl Cache {
             ix.run(move |_| quota.resync()).await?;
         }
         jobs.spawn_flusher();
-        let data_dir = config.data_dir;
-        let parts = Parts { data_dir, memory, stores, namespaces, directories, reads, writes, jobs, tasks, notes };
+        let parts = Parts { memory, stores, namespaces, directories, reads, writes, jobs, tasks, notes };
         Ok(Cache { parts: Arc::new(parts) })
     }
 
@@ -166,7 +164,7 @@ impl Cache {
 
     /// The data directory.
     pub fn data_dir(&self) -> &Path {
-        &self.parts.data_dir
+        self.parts.stores.data_dir()
     }
 
     /// Waits until every background task of work has ended (source fetches storing what they

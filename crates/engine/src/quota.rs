@@ -373,10 +373,18 @@ impl DiskQuota {
             return Ok(());
         }
         let pinned = self.index.pinned_digests()?;
+        let unpinned: HashSet<Digest> = {
+            let mut st = self.state();
+            let unpinned = st.pinned.difference(&pinned).copied().collect();
+            st.pinned = pinned;
+            unpinned
+        };
+        if unpinned.is_empty() {
+            return Ok(());
+        }
+        // Only a pin removed can have left a blob out of the policy: read its size then.
         let evictable = self.index.evictable_blobs()?;
         let mut st = self.state();
-        let unpinned: HashSet<Digest> = st.pinned.difference(&pinned).copied().collect();
-        st.pinned = pinned;
         for (d, size, _) in evictable {
             if unpinned.contains(&d) && !st.policy.contains(&d) {
                 st.policy.put(d, size);

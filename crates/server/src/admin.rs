@@ -52,7 +52,7 @@ pub(crate) fn router(cache: Cache, token: Option<String>) -> Router {
         .route("/namespaces", get(list_namespaces))
         .route("/namespaces/{name}", get(show_namespace).put(create_namespace).delete(delete_namespace))
         .route("/namespaces/{name}/pins", put(pin).delete(unpin))
-        .route("/namespaces/{name}/migrate", post(migrate_namespace))
+        .route("/namespaces/{name}/migrate", post(move_namespace))
         .route("/prune", post(prune))
         .route("/df", get(df))
         .route("/stats", get(stats))
@@ -225,19 +225,19 @@ async fn delete_namespace(
 /// `POST /admin/namespaces/{name}/migrate`: `{"to": "managed" | "path:DIR"}`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-struct MigrateRequest {
+struct MoveRequest {
     to: String,
 }
 
 /// Moves the namespace's blobs to another storage place (reads go on meanwhile); answers what
 /// was copied and freed.
-async fn migrate_namespace(
+async fn move_namespace(
     State(cache): State<Cache>,
     path: Result<Path<String>, PathRejection>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let name = namespace_name(path)?;
-    let to: Place = json_body::<MigrateRequest>(&body)?.to.parse()?;
+    let to: Place = json_body::<MoveRequest>(&body)?.to.parse()?;
     let report = cache.move_namespace(&name, &to).await?;
     tracing::info!(namespace = %name, from = report.from, to = report.to, "admin: namespace moved");
     Ok(Json(report).into_response())
