@@ -267,7 +267,11 @@ impl Store {
             }
         };
         opendal::install_default();
-        let raw = opendal::Operator::from_uri(url.as_str()).unwrap();
+        // The test's own direct reads and writes (to damage objects) retry what the store calls
+        // temporary, as the tier itself does: s3s-fs, shared by the tests running at once, now
+        // and then cuts a response short under that load.
+        let retry = opendal::layers::RetryLayer::new().with_max_times(4).with_jitter();
+        let raw = opendal::Operator::from_uri(url.as_str()).unwrap().layer(retry);
         let display = tiercache_tiers::shared::redact(&url);
         Some(Store { url, display, raw, local, _server: server })
     }
