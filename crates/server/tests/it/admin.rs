@@ -70,15 +70,17 @@ fn endpoints() -> Vec<(Method, &'static str)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_is_off_without_a_token() {
-    // `app` (no token) and an empty token both leave the admin endpoints off.
-    for token in [None, Some("")] {
-        let h = harness_with_admin(token).await;
+    // `app` (the default rules), and rules with a write token but no admin token, leave the admin
+    // endpoints off.
+    for with_app in [true, false] {
+        let h = harness_with_admin(None).await;
+        let h = if with_app { h.with_default_app() } else { h };
         let mut paths = endpoints();
         paths.extend([(Method::GET, "/admin"), (Method::GET, "/admin/"), (Method::GET, "/admin/no/such/thing")]);
         for (method, path) in paths {
             // Even with a token in the request: there is none to compare it with.
             let a = h.admin(method.clone(), path, "").await;
-            assert_eq!(a.status, StatusCode::NOT_FOUND, "{token:?} {method} {path}: {}", a.text());
+            assert_eq!(a.status, StatusCode::NOT_FOUND, "{with_app} {method} {path}: {}", a.text());
             let body = a.json();
             assert_eq!(body["error"], "admin_off", "{method} {path}");
             assert!(body["message"].as_str().unwrap().contains("set `admin_token`"), "{body}");
