@@ -297,6 +297,50 @@ mod tests {
         assert_eq!(headers.get(header::ALLOW).map(|v| v.as_bytes()), Some(&b"GET,HEAD"[..]));
     }
 
+    /// The body of `resp`, and of it revealed.
+    fn bodies(e: Error) -> (String, String) {
+        let body = |resp: Response| {
+            let bytes = futures::executor::block_on(axum::body::to_bytes(resp.into_body(), usize::MAX)).unwrap();
+            String::from_utf8(bytes.to_vec()).unwrap()
+        };
+        let told = ApiError::Engine(e.clone()).into_response();
+        let mut revealed = ApiError::Engine(e).into_response();
+        reveal(&mut revealed);
+        (body(told), body(revealed))
+    }
+
+    #[test]
+    fn a_client_is_told_the_kind_of_failure_and_the_admin_the_detail() {
+        let url = "http://user:secret@10.1.2.3:8080/root/k".to_owned();
+        let after = std::time::Duration::from_secs(30);
+        let cases: Vec<(Error, &str)> = vec![
+            (SourceError::NotFound { url: url.clone() }.into(), "not found at the source"),
+            (SourceError::Forbidden { url: url.clone() }.into(), "the source refused access"),
+            (SourceError::Status { status: 503, url: url.clone() }.into(), "the source answered 503"),
+            (SourceError::Timeout { url: url.clone(), after }.into(), "the source timed out after 30s"),
+            (SourceError::LengthMismatch { url: url.clone(), expected: 10, got: 5 }.into(), "was 5 bytes"),
+            (SourceError::Transport { url: url.clone(), reason: format!("connect {url}") }.into(), "transfer"),
+            (SourceError::Protocol { url: url.clone(), reason: format!("bad {url}") }.into(), "invalid response"),
+            (Error::ReadOnly { namespace: "web".into(), mirrors: url.clone() }, "namespace web mirrors a source"),
+            (Error::io(format!("writing {url}"), std::io::Error::other("bad sector")), "local failure"),
+            (Error::StorageFull { what: format!("under {url}"), cause: None }, "no space left"),
+            (Error::conflict(format!("{url} is namespace other's")), "conflicts with what exists"),
+            (Error::Busy { what: format!("blob file {url}") }, "kept changing"),
+        ];
+        for (e, says) in cases {
+            let (told, revealed) = bodies(e);
+            assert!(told.contains(says), "{told}");
+            for secret in ["secret", "10.1.2.3", "/root", "other"] {
+                assert!(!told.contains(secret), "{secret} in {told}");
+            }
+            assert!(revealed.contains("user:secret@10.1.2.3:8080/root/k"), "{revealed}");
+        }
+        // A message about the client's own request is told whole, and there is nothing more.
+        let (told, revealed) = bodies(Error::NoEntry { namespace: "web".into(), key: "a/b".into() });
+        assert_eq!(told, revealed);
+        assert!(told.contains(r#"no entry \"a/b\" in namespace \"web\""#), "{told}");
+    }
+
     #[test]
     fn each_engine_error_keeps_its_status() {
         let full = std::io::Error::from(std::io::ErrorKind::StorageFull);
