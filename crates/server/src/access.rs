@@ -147,6 +147,7 @@ impl Access {
 
     /// Whether reads need a token (a read token is configured). When they do not, a read is let
     /// through without looking at its headers.
+    #[inline]
     pub fn reads_need_token(&self) -> bool {
         self.reads_need_token
     }
@@ -216,6 +217,7 @@ impl Access {
     /// ([`ApiError::Unauthorized`]); with a token whose right is less, 403
     /// ([`ApiError::Forbidden`]). A read when reads are open, and a write when anonymous writes are
     /// allowed, pass without a look at the headers.
+    #[inline]
     pub(crate) fn check(&self, headers: &HeaderMap, needs: Right) -> Result<(), ApiError> {
         let open = match needs {
             Right::Read => !self.reads_need_token,
