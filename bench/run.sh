@@ -32,6 +32,7 @@ HERD_MIB=${BENCH_HERD_MIB:-64}            # size of the object they read
 FIRST_HITS=${BENCH_FIRST_HITS:-8}         # concurrent first reads of a just-fetched entry (context)
 NGINX_PORT_BASE=${BENCH_NGINX_PORT:-18480}
 TC_PORT_BASE=${BENCH_TIERCACHE_PORT:-18490}
+WRITE_TOKEN=bench-write-token-0123456789  # the uploads below need a write token
 KEEP=${BENCH_KEEP:-0}
 
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -114,7 +115,8 @@ start_nginx "$WWW" "$NGINX_PORT" "$NG"
 
 # --- tiercache -----------------------------------------------------------------------------------
 tc_start() { # DATA_DIR
-    "$TC" --data-dir "$1" serve --listen "127.0.0.1:$TC_PORT" >>"$SCRATCH/tiercache.log" 2>&1 &
+    TIERCACHE_WRITE_TOKEN="$WRITE_TOKEN" "$TC" --data-dir "$1" serve --listen "127.0.0.1:$TC_PORT" \
+        >>"$SCRATCH/tiercache.log" 2>&1 &
     TC_PID=$!
     wait_http "$TC_URL/healthz" || { tail -20 "$SCRATCH/tiercache.log" >&2; die "tiercache did not start"; }
 }
@@ -137,7 +139,7 @@ verdict() { awk -v r="$1" -v op="$2" -v g="$3" 'BEGIN {ok = (op == ">=") ? r >= 
 
 # --- 1. disk-tier hit, big blob ------------------------------------------------------------------
 log "1. PUT the ${BIG_MIB} MiB blob"
-out=$(curl -sS -o /dev/null -H 'Expect:' -T "$WWW/big.bin" -w '%{http_code} %{time_total}' "$TC_URL/blobs/sha256:$BIG_HEX")
+out=$(curl -sS -o /dev/null -H 'Expect:' -H "Authorization: Bearer $WRITE_TOKEN" -T "$WWW/big.bin" -w '%{http_code} %{time_total}' "$TC_URL/blobs/sha256:$BIG_HEX")
 read -r code put_s <<<"$out"
 [ "$code" = 201 ] || die "PUT of the big blob answered $code"
 PUT_GBS=$(calc '%.2f' "$BIG_BYTES / $put_s / 1e9")
@@ -180,7 +182,7 @@ while read -r hex name; do
         "$TC_URL" "$hex" "$WWW/small/${name#./}" >>"$SCRATCH/put.cfg"
 done <"$SCRATCH/small.sha256"
 t0=$(date +%s.%N)
-codes=$(curl -sS -H 'Expect:' -K "$SCRATCH/put.cfg" -w '%{http_code}\n' | sort | uniq -c | awk '{printf "%s x%s ", $2, $1}')
+codes=$(curl -sS -H 'Expect:' -H "Authorization: Bearer $WRITE_TOKEN" -K "$SCRATCH/put.cfg" -w '%{http_code}\n' | sort | uniq -c | awk '{printf "%s x%s ", $2, $1}')
 t1=$(date +%s.%N)
 [ "$codes" = "201 x$SMALL_COUNT " ] || die "small PUTs answered: $codes"
 PUT_SMALL_RPS=$(calc '%.0f' "$SMALL_COUNT / ($t1 - $t0)")

@@ -155,6 +155,10 @@ pub(crate) enum NsCommand {
         /// its own, empty or new) [default: managed]
         #[arg(long, value_name = "managed|path:DIR")]
         storage: Option<tiercache_engine::Place>,
+        /// Anyone may read its entries and listing without a token, even when the server's reads
+        /// need one (`--read-token`); writes still need a write token
+        #[arg(long)]
+        public: bool,
     },
     /// Move a namespace's blobs to another storage place; reads go on meanwhile, nothing is lost
     Migrate {

@@ -14,8 +14,11 @@ use anyhow::{Context, Result};
 use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 use tiercache_engine::{CacheConfig, HttpSourceConfig, SharedConfig};
+use tiercache_server::{Access, Right};
 
-use crate::settings::{EngineSettings, GlobalSettings, MAX_DURATION, ReconcileSettings, ServeSettings, TtlSeconds};
+use crate::settings::{
+    EngineSettings, GlobalSettings, MAX_DURATION, ReconcileSettings, ServeSettings, Tokens, TtlSeconds,
+};
 
 /// The TOML config file: each part of the settings as the file sets it, and the namespaces to
 /// create. Every key is optional; a key no part knows is refused, with its place in the file.
@@ -45,6 +48,9 @@ pub(crate) struct FileNamespace {
     pub(crate) copy_to_cache: bool,
     #[serde(default)]
     pub(crate) ignore: Vec<String>,
+    /// Read without a token when reads need one.
+    #[serde(default)]
+    pub(crate) public: bool,
 }
 
 impl FileConfig {
@@ -299,10 +305,38 @@ pub(crate) fn reconcile_interval(flags: &ReconcileSettings, file: &FileConfig) -
 /// Where `serve` listens unless told otherwise.
 pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
 
-/// The server's settings from flag/env (and `TIERCACHE_ADMIN_TOKEN`), then the file.
+/// The server's settings from flag/env (and `TIERCACHE_ADMIN_TOKEN`, `TIERCACHE_WRITE_TOKEN`;
+/// an empty variable is unset), then the file.
 pub(crate) fn serve_settings(flags: &ServeSettings, file: &FileConfig) -> ServeSettings {
-    let flags = ServeSettings { admin_token: std::env::var("TIERCACHE_ADMIN_TOKEN").ok(), ..flags.clone() };
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let flags = ServeSettings {
+        admin_token: env("TIERCACHE_ADMIN_TOKEN"),
+        write_token: env("TIERCACHE_WRITE_TOKEN").map(|t| Tokens(vec![t])),
+        ..flags.clone()
+    };
     flags.or(&file.serve)
+}
+
+/// The server's access rules from its settings: each token checked (an empty one is unset), the
+/// error naming the setting of a bad one.
+pub(crate) fn access(s: &ServeSettings) -> Result<Access> {
+    let mut access = Access::new().allow_anonymous_writes(s.allow_anonymous_writes);
+    let admin = s.admin_token.iter().cloned().collect();
+    let settings = [
+        (Right::Admin, "TIERCACHE_ADMIN_TOKEN / admin_token", admin),
+        (Right::Write, "TIERCACHE_WRITE_TOKEN / write_token", s.write_token.clone().map_or_else(Vec::new, |t| t.0)),
+        (
+            Right::Read,
+            "--read-token / TIERCACHE_READ_TOKEN / read_token",
+            s.read_token.clone().map_or_else(Vec::new, |t| t.0),
+        ),
+    ];
+    for (right, setting, tokens) in settings {
+        for token in tokens.iter().filter(|t| !t.is_empty()) {
+            access = access.with_token(right, token).with_context(|| format!("invalid token in {setting}"))?;
+        }
+    }
+    Ok(access)
 }
 
 #[cfg(test)]

@@ -47,6 +47,19 @@ pub(crate) struct ServeSettings {
     /// `TIERCACHE_ADMIN_TOKEN`, read by `serve`: a secret has no flag, which `ps` would show.
     #[arg(skip)]
     pub(crate) admin_token: Option<String>,
+    /// Bearer token(s) that may read and write entries and blobs, not `/admin` (a string or a list
+    /// in the file). Also `TIERCACHE_WRITE_TOKEN` (one token), read by `serve`: no flag.
+    #[arg(skip)]
+    pub(crate) write_token: Option<Tokens>,
+    /// Make every read need a token: this one, or a write or admin token (reads of namespaces
+    /// created with --public stay open); `ps` shows a flag, prefer TIERCACHE_READ_TOKEN [default: reads are open]
+    #[arg(long, env = "TIERCACHE_READ_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    pub(crate) read_token: Option<Tokens>,
+    /// Let anyone write without a token: on a trusted network only (said loudly in the log)
+    // A flag: set by the flag, its variable or the file, never unset by one of them.
+    #[arg(long, env = "TIERCACHE_ALLOW_ANONYMOUS_WRITES")]
+    #[serde(default)]
+    pub(crate) allow_anonymous_writes: bool,
 }
 
 impl ServeSettings {
@@ -56,7 +69,43 @@ impl ServeSettings {
             listen: self.listen.clone().or_else(|| file.listen.clone()),
             watch: self.watch || file.watch,
             admin_token: self.admin_token.clone().or_else(|| file.admin_token.clone()),
+            write_token: self.write_token.clone().or_else(|| file.write_token.clone()),
+            read_token: self.read_token.clone().or_else(|| file.read_token.clone()),
+            allow_anonymous_writes: self.allow_anonymous_writes || file.allow_anonymous_writes,
         }
+    }
+}
+
+/// Bearer tokens of one right: one after a flag or in a variable, one or a list in the file.
+/// Printed as their number only.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct Tokens(pub(crate) Vec<String>);
+
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Tokens({} hidden)", self.0.len())
+    }
+}
+
+impl FromStr for Tokens {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Tokens, Self::Err> {
+        Ok(Tokens(vec![s.to_owned()]))
+    }
+}
+
+impl<'de> Deserialize<'de> for Tokens {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Tokens, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged, expecting = "a token, or a list of tokens")]
+        enum OneOrMany {
+            One(String),
+            Many(Vec<String>),
+        }
+        Ok(Tokens(match OneOrMany::deserialize(d)? {
+            OneOrMany::One(t) => vec![t],
+            OneOrMany::Many(ts) => ts,
+        }))
     }
 }
 

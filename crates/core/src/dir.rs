@@ -52,6 +52,14 @@ pub struct NamespaceOptions {
     /// holds this namespace's blobs alone.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub storage: Option<String>,
+    /// Whether anyone may read this namespace's entries and listings without a token, when the
+    /// server's reads otherwise need one (a read token is configured). Writes are never public.
+    #[serde(rename = "public", skip_serializing_if = "is_false")]
+    pub is_public: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 impl NamespaceOptions {

@@ -297,6 +297,12 @@ impl Cache {
         self.parts.namespaces.info(name).await
     }
 
+    /// Whether namespace `name` is public (its entries are read without a token), from the memory
+    /// tier when it holds the namespace; [`Error::NoNamespace`] if there is none.
+    pub async fn is_public(&self, name: &str) -> Result<bool, Error> {
+        Ok(self.parts.namespaces.row(name).await?.options.is_public)
+    }
+
     /// Pins `key` of namespace `name` (`None`: all of it); whether the pin is new.
     pub async fn pin(&self, name: &str, key: Option<&str>) -> Result<bool, Error> {
         self.parts.namespaces.pin(name, key).await

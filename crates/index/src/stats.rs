@@ -35,6 +35,9 @@ pub struct NamespaceStats {
     /// Owner label, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
+    /// Whether its entries and listings are read without a token (the `public` option).
+    #[serde(rename = "public")]
+    pub is_public: bool,
 }
 
 /// Whole-index totals.
@@ -96,6 +99,7 @@ impl Index {
                         directory: None,
                         storage: options.storage,
                         owner: options.owner,
+                        is_public: options.is_public,
                     })
                     .map(|s| (r.get::<_, i64>(7), s))
                 })?

@@ -13,7 +13,8 @@
 //! ```
 //!
 //! Request bodies are optional JSON objects whose unknown fields are refused (so a typo is a 400,
-//! not a silently ignored option). Without a configured token every `/admin` path answers 404.
+//! not a silently ignored option). Without a configured token every `/admin` path answers 404; a
+//! token of less than admin rights gets 403 (`access.rs`). Errors are answered in full here.
 //!
 //! This module only translates HTTP to [`Cache`] calls: what a namespace, a pin or a prune pass
 //! means is the engine's business, and the status of each refusal is chosen in [`ApiError`].
@@ -29,25 +30,24 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post, put};
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, StatusCode, header};
+use http::{HeaderValue, StatusCode, header};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 use tiercache_engine::{Cache, NamespaceName, NamespaceOptions, Place, PruneOptions};
 
 use crate::ApiError;
-use crate::error::AuthFailure;
+use crate::access::{Access, Right};
 
 /// Largest admin request body: these are small JSON objects.
 const MAX_BODY_BYTES: usize = 64 * 1024;
 
-/// The router nested at `/admin`: the endpoints behind the token when `token` is given and not
-/// empty, otherwise one that answers 404 ("admin endpoints are off") to every path.
-pub(crate) fn router(cache: Cache, token: Option<String>) -> Router {
-    let Some(token) = token.filter(|t| !t.is_empty()) else {
+/// The router nested at `/admin`: the endpoints behind the admin token when `access` has one,
+/// otherwise one that answers 404 ("admin endpoints are off") to every path.
+pub(crate) fn router(cache: Cache, access: Arc<Access>) -> Router {
+    if !access.has_admin_token() {
         return Router::new().route("/", any(off)).fallback(off);
-    };
-    let token: Arc<[u8]> = Arc::from(token.into_bytes());
+    }
     Router::new()
         .route("/namespaces", get(list_namespaces))
         .route("/namespaces/{name}", get(show_namespace).put(create_namespace).delete(delete_namespace))
@@ -59,8 +59,13 @@ pub(crate) fn router(cache: Cache, token: Option<String>) -> Router {
         .fallback(no_endpoint)
         .with_state(cache)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        // The admin token holder is told every detail of a failure.
+        .layer(axum::middleware::map_response(|mut res: Response| async move {
+            crate::error::reveal(&mut res);
+            res
+        }))
         // Outermost, and over the fallback too: nothing below `/admin` answers without the token.
-        .layer(axum::middleware::from_fn_with_state(token, authenticate))
+        .layer(axum::middleware::from_fn_with_state(access, authenticate))
 }
 
 async fn off() -> ApiError {
@@ -71,45 +76,17 @@ async fn no_endpoint() -> ApiError {
     ApiError::NoAdminEndpoint
 }
 
-/// Lets the request through if and only if it carries `Authorization: Bearer <token>`.
-async fn authenticate(State(token): State<Arc<[u8]>>, req: Request, next: Next) -> Response {
-    match check_token(req.headers(), &token) {
+/// Lets the request through if and only if it carries `Authorization: Bearer <admin token>`.
+async fn authenticate(State(access): State<Arc<Access>>, req: Request, next: Next) -> Response {
+    match access.check(req.headers(), Right::Admin) {
         Ok(()) => next.run(req).await,
-        Err(why) => {
-            if why == AuthFailure::Wrong {
-                tracing::info!(path = req.uri().path(), "admin request with a wrong token refused");
+        Err(refused) => {
+            if req.headers().contains_key(header::AUTHORIZATION) {
+                tracing::info!(path = req.uri().path(), status = refused.status().as_u16(), "admin request refused");
             }
-            ApiError::Unauthorized(why).into_response()
+            refused.into_response()
         }
     }
-}
-
-/// Checks the request's bearer token against `token` (non-empty), in time independent of where
-/// they differ. The scheme is case-insensitive (RFC 9110 §11.1).
-fn check_token(headers: &HeaderMap, token: &[u8]) -> Result<(), AuthFailure> {
-    let value = headers.get(header::AUTHORIZATION).ok_or(AuthFailure::Missing)?.as_bytes();
-    let (scheme, given) = value.split_at(value.len().min(7));
-    if !scheme.eq_ignore_ascii_case(b"bearer ") {
-        return Err(AuthFailure::NotBearer);
-    }
-    let given = given.trim_ascii();
-    if given.is_empty() {
-        return Err(AuthFailure::NotBearer);
-    }
-    if constant_time_eq(token, given) { Ok(()) } else { Err(AuthFailure::Wrong) }
-}
-
-/// Whether `given` equals `secret` (which must not be empty), comparing every byte of `given`
-/// whatever they hold: the time taken depends on the length of `given` (the client's own) and on
-/// nothing about `secret` but whether the lengths differ, never on where the first difference is.
-fn constant_time_eq(secret: &[u8], given: &[u8]) -> bool {
-    debug_assert!(!secret.is_empty());
-    let mut diff = secret.len() ^ given.len();
-    for (i, &b) in given.iter().enumerate() {
-        // Wrapping over `secret` keeps the loop the same whatever its length.
-        diff |= usize::from(secret[i % secret.len()] ^ b);
-    }
-    std::hint::black_box(diff) == 0
 }
 
 /// The `{name}` path segment (percent-decoded once by the extractor), validated as a namespace
@@ -169,6 +146,8 @@ struct Definition {
     ignore: Vec<String>,
     /// `managed` or `path:DIR`; left out: managed for a new namespace, unchanged for another.
     storage: Option<String>,
+    /// Read without a token when reads otherwise need one.
+    public: bool,
 }
 
 impl Definition {
@@ -186,6 +165,7 @@ impl Definition {
             max_age_ms,
             max_entries: self.max_entries,
             storage: None,
+            is_public: self.public,
         };
         Ok((self.source, options, storage))
     }
@@ -338,48 +318,4 @@ async fn df(State(cache): State<Cache>) -> Result<Response, ApiError> {
 
 async fn stats(State(cache): State<Cache>) -> Result<Response, ApiError> {
     Ok(Json(cache.stats(None).await?).into_response())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn constant_time_eq_is_equality() {
-        let secret = b"0123456789abcdef";
-        assert!(constant_time_eq(secret, b"0123456789abcdef"));
-        for given in [
-            &b""[..],
-            b"0123456789abcdeF",
-            b"0123456789abcde",
-            b"0123456789abcdef0",
-            b"x",
-            b"0123456789abcdef0123456789abcdef",
-        ] {
-            assert!(!constant_time_eq(secret, given), "{given:?}");
-        }
-        assert!(constant_time_eq(b"x", b"x"));
-        assert!(!constant_time_eq(b"x", b"xx"), "a token repeated is not the token");
-    }
-
-    #[test]
-    fn bearer_header_parsing() {
-        let check = |value: Option<&str>, expect: Result<(), AuthFailure>| {
-            let mut h = HeaderMap::new();
-            if let Some(v) = value {
-                h.insert(header::AUTHORIZATION, HeaderValue::from_str(v).unwrap());
-            }
-            assert_eq!(check_token(&h, b"s3cret-token-0001"), expect, "{value:?}");
-        };
-        check(None, Err(AuthFailure::Missing));
-        check(Some("Bearer s3cret-token-0001"), Ok(()));
-        check(Some("bearer s3cret-token-0001"), Ok(()));
-        check(Some("BEARER   s3cret-token-0001  "), Ok(()));
-        check(Some("Bearer s3cret-token-0002"), Err(AuthFailure::Wrong));
-        check(Some("Bearer s3cret-token-00011"), Err(AuthFailure::Wrong));
-        check(Some("Bearer "), Err(AuthFailure::NotBearer));
-        check(Some("Bearer"), Err(AuthFailure::NotBearer));
-        check(Some("Basic czNjcmV0LXRva2VuLTAwMDE="), Err(AuthFailure::NotBearer));
-        check(Some("s3cret-token-0001"), Err(AuthFailure::NotBearer));
-    }
 }

@@ -1,13 +1,27 @@
-//! The one place an error becomes an HTTP status: engine errors, and the admin endpoints' own
-//! refusals (no token configured, a missing or wrong token, no such endpoint).
+//! The one place an error becomes an HTTP status: engine errors, and the access rules' own
+//! refusals (no usable token, a token without the right, admin endpoints off or unknown).
+//!
+//! An answer tells a client what it may know: the kind of failure ("the source answered 503",
+//! "not found"), never a source's URL or credentials, a directory root, an internal path or another
+//! namespace's name. The full message goes to the log, and beside the answer (a [`Detail`]
+//! extension, never sent) for the doors that show it to a client holding the admin token
+//! ([`reveal`]).
+
+use std::borrow::Cow;
 
 use axum::Json;
+use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
-use tiercache_engine::Error;
+use tiercache_engine::{Error, SourceError};
+
+use crate::access::Right;
 
 /// The realm named in `WWW-Authenticate` challenges of the admin endpoints.
 const ADMIN_REALM: &str = "tiercache-admin";
+
+/// The realm named in `WWW-Authenticate` challenges of reads and writes.
+const REALM: &str = "tiercache";
 
 /// Seconds a client is asked to wait before retrying a read that raced changes (503).
 const RETRY_AFTER_SECONDS: &str = "1";
@@ -23,15 +37,28 @@ const READ_ONLY_METHODS: &str = "GET,HEAD";
 pub enum ApiError {
     /// The engine refused the request or failed.
     Engine(Error),
-    /// An admin request without a valid bearer token (401, with a `WWW-Authenticate` challenge).
-    Unauthorized(AuthFailure),
+    /// A request without a usable token for the right it `needs` (401, with a `WWW-Authenticate`
+    /// challenge).
+    Unauthorized {
+        /// What was wrong with the request's token.
+        why: AuthFailure,
+        /// The right the request needs.
+        needs: Right,
+    },
+    /// A request whose token grants less than it `needs` (403).
+    Forbidden {
+        /// The right the token grants.
+        has: Right,
+        /// The right the request needs.
+        needs: Right,
+    },
     /// An admin request while no admin token is configured: the endpoints are off (404).
     AdminOff,
     /// An authenticated admin request to a path no admin endpoint serves (404).
     NoAdminEndpoint,
 }
 
-/// Why an admin request was not authenticated.
+/// Why a request was not authenticated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum AuthFailure {
@@ -39,8 +66,22 @@ pub enum AuthFailure {
     Missing,
     /// An `Authorization` header of another scheme than `Bearer`, or with an empty token.
     NotBearer,
-    /// A bearer token that is not the admin token.
+    /// A bearer token that is none of the server's tokens.
     Wrong,
+}
+
+/// The full body of an error answer whose body a client without the admin token sees only in
+/// part; kept in the answer's extensions, which are never sent.
+#[derive(Debug, Clone)]
+struct Detail(bytes::Bytes);
+
+/// Gives `res` its full error detail, if it is an error answer that was told in part: for a
+/// client holding the admin token, and on the admin endpoints.
+pub(crate) fn reveal(res: &mut Response) {
+    if let Some(Detail(full)) = res.extensions_mut().remove::<Detail>() {
+        res.headers_mut().remove(header::CONTENT_LENGTH);
+        *res.body_mut() = Body::from(full);
+    }
 }
 
 impl From<Error> for ApiError {
@@ -60,7 +101,8 @@ impl ApiError {
         use tiercache_engine::Error as E;
         let e = match self {
             ApiError::Engine(e) => e,
-            ApiError::Unauthorized(_) => return StatusCode::UNAUTHORIZED,
+            ApiError::Unauthorized { .. } => return StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden { .. } => return StatusCode::FORBIDDEN,
             ApiError::AdminOff | ApiError::NoAdminEndpoint => return StatusCode::NOT_FOUND,
         };
         match e {
@@ -83,24 +125,28 @@ impl ApiError {
     pub fn kind(&self) -> &'static str {
         match self {
             ApiError::Engine(e) => e.kind(),
-            ApiError::Unauthorized(AuthFailure::Missing) => "missing_token",
-            ApiError::Unauthorized(AuthFailure::NotBearer) => "not_bearer_token",
-            ApiError::Unauthorized(AuthFailure::Wrong) => "wrong_token",
+            ApiError::Unauthorized { why: AuthFailure::Missing, .. } => "missing_token",
+            ApiError::Unauthorized { why: AuthFailure::NotBearer, .. } => "not_bearer_token",
+            ApiError::Unauthorized { why: AuthFailure::Wrong, .. } => "wrong_token",
+            ApiError::Forbidden { .. } => "forbidden",
             ApiError::AdminOff => "admin_off",
             ApiError::NoAdminEndpoint => "no_admin_endpoint",
         }
     }
 
+    /// The whole message, for the log and for clients holding the admin token.
     fn message(&self) -> String {
         match self {
             ApiError::Engine(e) => e.to_string(),
-            ApiError::Unauthorized(AuthFailure::Missing) => {
-                "missing admin token: send `Authorization: Bearer <admin_token>`".into()
+            ApiError::Unauthorized { why, needs } => unauthorized_message(*why, *needs),
+            ApiError::Forbidden { has, needs } => {
+                let (what, send) = match needs {
+                    Right::Admin => ("use the admin endpoints", "the admin token"),
+                    Right::Write => ("write", "a write or admin token"),
+                    Right::Read => ("read", "a read, write or admin token"),
+                };
+                format!("a {} token cannot {what}: send {send}", has.as_str())
             }
-            ApiError::Unauthorized(AuthFailure::NotBearer) => {
-                "the Authorization header is not a bearer token: send `Authorization: Bearer <admin_token>`".into()
-            }
-            ApiError::Unauthorized(AuthFailure::Wrong) => "wrong admin token".into(),
             ApiError::AdminOff => {
                 "admin endpoints are off: set `admin_token` (or TIERCACHE_ADMIN_TOKEN) to turn them on".into()
             }
@@ -109,9 +155,71 @@ impl ApiError {
             }
         }
     }
+
+    /// What any client may be told: the kind of failure, without a source's URL or credentials,
+    /// a directory root, an internal path or another namespace's name. Messages about the
+    /// client's own request (a bad key, range or digest, a name it asked for) are told whole.
+    fn public_message(&self) -> Cow<'static, str> {
+        use tiercache_engine::Error as E;
+        let ApiError::Engine(e) = self else { return self.message().into() };
+        match e {
+            E::Key(_)
+            | E::Digest(_)
+            | E::Range(_)
+            | E::Invalid(_)
+            | E::DigestMismatch { .. }
+            | E::NoNamespace(_)
+            | E::NoEntry { .. }
+            | E::NoBlob(_) => e.to_string().into(),
+            E::Conflict { .. } => "the request conflicts with what exists (a key that names a directory, or a \
+                                   definition already in place)"
+                .into(),
+            E::Busy { .. } => "what was read kept changing while it was read; try again".into(),
+            E::ReadOnly { namespace, .. } => {
+                format!("namespace {namespace} mirrors a source; its entries are read-only").into()
+            }
+            E::Source(s) => match s {
+                SourceError::NotFound { .. } => "not found at the source".into(),
+                SourceError::Forbidden { .. } => "the source refused access".into(),
+                SourceError::Status { status, .. } => format!("the source answered {status}").into(),
+                SourceError::Timeout { after, .. } => format!("the source timed out after {after:?}").into(),
+                SourceError::LengthMismatch { expected, got, .. } => {
+                    format!("the source's body was {got} bytes, but its Content-Length said {expected}").into()
+                }
+                SourceError::Transport { .. } => "the transfer from the source failed".into(),
+                SourceError::Protocol { .. } => "the source sent an invalid response".into(),
+                _ => "the source failed".into(),
+            },
+            E::StorageFull { .. } => "no space left to store this".into(),
+            E::Io { .. } | E::Index(_) => "a local failure; the server's log says more".into(),
+            // A kind this match does not know yet: its status's name, which says nothing more.
+            _ => self.status().canonical_reason().unwrap_or("the request failed").into(),
+        }
+    }
+}
+
+/// What a request without a usable token is told: which token to send.
+fn unauthorized_message(why: AuthFailure, needs: Right) -> String {
+    let send = match needs {
+        Right::Admin => "`Authorization: Bearer <admin_token>`",
+        Right::Write => "`Authorization: Bearer <write_token>` (a write or admin token)",
+        Right::Read => "`Authorization: Bearer <read_token>` (a read, write or admin token)",
+    };
+    let token = if needs == Right::Admin { "admin token" } else { "token" };
+    match why {
+        AuthFailure::Missing if needs == Right::Admin => format!("missing admin token: send {send}"),
+        AuthFailure::Missing => {
+            let what = if needs == Right::Write { "a write needs a token" } else { "reads need a token here" };
+            format!("missing token: {what}; send {send}")
+        }
+        AuthFailure::NotBearer => format!("the Authorization header is not a bearer token: send {send}"),
+        AuthFailure::Wrong => format!("wrong {token}: send {send}"),
+    }
 }
 
 impl IntoResponse for ApiError {
+    /// The answer any client may see ([`ApiError::public_message`]); the full message is logged,
+    /// and kept beside the answer for [`reveal`].
     fn into_response(self) -> Response {
         let status = self.status();
         let (kind, message) = (self.kind(), self.message());
@@ -121,8 +229,14 @@ impl IntoResponse for ApiError {
             tracing::debug!(status = status.as_u16(), error = %message, "request refused");
         }
         metrics::counter!("tiercache_http_errors_total", "kind" => kind).increment(1);
-        let body = serde_json::json!({ "error": kind, "message": message });
+        let public = self.public_message();
+        let detail = (public != message)
+            .then(|| Detail(serde_json::json!({ "error": kind, "message": message }).to_string().into()));
+        let body = serde_json::json!({ "error": kind, "message": public });
         let mut resp = (status, Json(body)).into_response();
+        if let Some(detail) = detail {
+            resp.extensions_mut().insert(detail);
+        }
         // A 503 says when to try again, and a 405 which methods are allowed (RFC 9110 §15.6.4,
         // §15.5.6).
         match &self {
@@ -134,11 +248,20 @@ impl IntoResponse for ApiError {
             }
             _ => {}
         }
-        if let ApiError::Unauthorized(why) = self {
-            // RFC 6750 §3: a request with no credentials gets a bare challenge; a bad token says so.
-            let challenge = match why {
-                AuthFailure::Wrong => format!("Bearer realm=\"{ADMIN_REALM}\", error=\"invalid_token\""),
-                AuthFailure::Missing | AuthFailure::NotBearer => format!("Bearer realm=\"{ADMIN_REALM}\""),
+        // RFC 6750 §3: a request with no credentials gets a bare challenge; a bad token, or one
+        // without the right, says so.
+        let challenge = match self {
+            ApiError::Unauthorized { why, needs } => {
+                Some((needs, (why == AuthFailure::Wrong).then_some("invalid_token")))
+            }
+            ApiError::Forbidden { needs, .. } => Some((needs, Some("insufficient_scope"))),
+            _ => None,
+        };
+        if let Some((needs, error)) = challenge {
+            let realm = if needs == Right::Admin { ADMIN_REALM } else { REALM };
+            let challenge = match error {
+                Some(error) => format!("Bearer realm=\"{realm}\", error=\"{error}\""),
+                None => format!("Bearer realm=\"{realm}\""),
             };
             let challenge = HeaderValue::from_str(&challenge).expect("the challenge is ASCII");
             resp.headers_mut().insert(header::WWW_AUTHENTICATE, challenge);
@@ -172,6 +295,50 @@ mod tests {
         let (status, headers) = answer(e);
         assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
         assert_eq!(headers.get(header::ALLOW).map(|v| v.as_bytes()), Some(&b"GET,HEAD"[..]));
+    }
+
+    /// The body of `resp`, and of it revealed.
+    fn bodies(e: Error) -> (String, String) {
+        let body = |resp: Response| {
+            let bytes = futures::executor::block_on(axum::body::to_bytes(resp.into_body(), usize::MAX)).unwrap();
+            String::from_utf8(bytes.to_vec()).unwrap()
+        };
+        let told = ApiError::Engine(e.clone()).into_response();
+        let mut revealed = ApiError::Engine(e).into_response();
+        reveal(&mut revealed);
+        (body(told), body(revealed))
+    }
+
+    #[test]
+    fn a_client_is_told_the_kind_of_failure_and_the_admin_the_detail() {
+        let url = "http://user:secret@10.1.2.3:8080/root/k".to_owned();
+        let after = std::time::Duration::from_secs(30);
+        let cases: Vec<(Error, &str)> = vec![
+            (SourceError::NotFound { url: url.clone() }.into(), "not found at the source"),
+            (SourceError::Forbidden { url: url.clone() }.into(), "the source refused access"),
+            (SourceError::Status { status: 503, url: url.clone() }.into(), "the source answered 503"),
+            (SourceError::Timeout { url: url.clone(), after }.into(), "the source timed out after 30s"),
+            (SourceError::LengthMismatch { url: url.clone(), expected: 10, got: 5 }.into(), "was 5 bytes"),
+            (SourceError::Transport { url: url.clone(), reason: format!("connect {url}") }.into(), "transfer"),
+            (SourceError::Protocol { url: url.clone(), reason: format!("bad {url}") }.into(), "invalid response"),
+            (Error::ReadOnly { namespace: "web".into(), mirrors: url.clone() }, "namespace web mirrors a source"),
+            (Error::io(format!("writing {url}"), std::io::Error::other("bad sector")), "local failure"),
+            (Error::StorageFull { what: format!("under {url}"), cause: None }, "no space left"),
+            (Error::conflict(format!("{url} is namespace other's")), "conflicts with what exists"),
+            (Error::Busy { what: format!("blob file {url}") }, "kept changing"),
+        ];
+        for (e, says) in cases {
+            let (told, revealed) = bodies(e);
+            assert!(told.contains(says), "{told}");
+            for secret in ["secret", "10.1.2.3", "/root", "other"] {
+                assert!(!told.contains(secret), "{secret} in {told}");
+            }
+            assert!(revealed.contains("user:secret@10.1.2.3:8080/root/k"), "{revealed}");
+        }
+        // A message about the client's own request is told whole, and there is nothing more.
+        let (told, revealed) = bodies(Error::NoEntry { namespace: "web".into(), key: "a/b".into() });
+        assert_eq!(told, revealed);
+        assert!(told.contains(r#"no entry \"a/b\" in namespace \"web\""#), "{told}");
     }
 
     #[test]

@@ -1,12 +1,14 @@
 //! tiercache's HTTP front door: axum routers over the engine, with no business logic.
 //!
-//! [`app`] builds the whole HTTP API as one service, [`App`] (testable without a socket: entries
-//! straight to their handlers, the rest through an axum router), [`app_with_admin`] the same with
-//! the token-protected admin endpoints at `/admin` (`admin.rs`); [`serve`] runs it on a listener.
+//! [`app_with`] builds the whole HTTP API as one service, [`App`] (testable without a socket:
+//! entries straight to their handlers, the rest through an axum router), under the access rules of
+//! an [`Access`] (`access.rs`: read, write and admin tokens; the admin endpoints at `/admin` are
+//! in `admin.rs`); [`app`] is the same under the default rules; [`serve`] runs it on a listener.
 //! HTTP semantics live here: conditional requests, ranges and the headers that describe a read
 //! ([`respond`]); the status for every error is chosen in one place ([`ApiError`]).
 #![warn(missing_docs)]
 
+mod access;
 mod admin;
 mod error;
 mod listing;
@@ -14,27 +16,25 @@ mod metrics_endpoint;
 mod respond;
 mod routes;
 
+pub use access::{Access, MIN_TOKEN_LEN, Right, TokenError};
 pub use error::{ApiError, AuthFailure};
 pub use metrics_endpoint::install_metrics;
-pub use routes::{App, app, app_with_admin};
+pub use routes::{App, app, app_with};
 
 use tiercache_engine::Cache;
 
-/// Serves `cache` on `listener` until `shutdown` resolves, then finishes open requests and
-/// flushes batched index writes. The admin endpoints are on if and only if `admin_token` is given
-/// and not empty (see [`app_with_admin`]).
+/// Serves `cache` on `listener` under `access` until `shutdown` resolves, then finishes open
+/// requests and flushes batched index writes. The admin endpoints are on if and only if `access`
+/// has an admin token (see [`app_with`]).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     cache: Cache,
-    admin_token: Option<String>,
+    access: Access,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let metrics = install_metrics();
-    let admin_token = admin_token.filter(|t| !t.is_empty());
-    if admin_token.is_some() {
-        tracing::info!("admin endpoints on at /admin (bearer token)");
-    }
-    let app = app_with_admin(cache.clone(), Some(metrics), admin_token);
+    access.log();
+    let app = app_with(cache.clone(), Some(metrics), access);
     axum::serve(listener, axum::ServiceExt::<axum::extract::Request>::into_make_service(app))
         .with_graceful_shutdown(shutdown)
         .await?;

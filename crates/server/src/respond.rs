@@ -1,5 +1,7 @@
 //! Turning a [`Read`] into a response: conditional requests (RFC 9110 §13), ranges (§14) and the
-//! headers that describe the body.
+//! headers that describe the body. Every answer about a read, whatever its status, says the bytes
+//! are inert data (`X-Content-Type-Options: nosniff`, `Content-Security-Policy: sandbox`): an
+//! uploaded page or image runs no script on the origin of the admin API.
 
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
@@ -90,11 +92,14 @@ fn value_of(s: &str) -> HeaderValue {
 }
 
 const OCTET_STREAM: HeaderValue = HeaderValue::from_static("application/octet-stream");
+const NOSNIFF: HeaderValue = HeaderValue::from_static("nosniff");
+const SANDBOX: HeaderValue = HeaderValue::from_static("sandbox");
 const X_TIERCACHE_DIGEST: HeaderName = HeaderName::from_static("x-tiercache-digest");
 const X_TIERCACHE_TIER: HeaderName = HeaderName::from_static("x-tiercache-tier");
 
 /// The headers of a 200 answer with the whole body (the length when known), most of which every
-/// answer about this read carries. The values that vary share one buffer ([`Text::in_one_buffer`]):
+/// answer about this read carries (the 304, 206, 412 and 416 start from them), among them the two
+/// that keep user content inert. The values that vary share one buffer ([`Text::in_one_buffer`]):
 /// a copy of the headers (one per read of a held entry) then counts one reference for all of them.
 fn describe(meta: &ReadMeta) -> HeaderMap {
     let digest = meta.digest.map(|d| d.prefixed_ascii());
@@ -108,9 +113,11 @@ fn describe(meta: &ReadMeta) -> HeaderMap {
         digest,
         length.as_deref(),
     ]);
-    let mut h = HeaderMap::with_capacity(8);
+    let mut h = HeaderMap::with_capacity(10);
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     h.insert(header::CONTENT_TYPE, OCTET_STREAM);
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, NOSNIFF);
+    h.insert(header::CONTENT_SECURITY_POLICY, SANDBOX);
     h.insert(X_TIERCACHE_TIER, HeaderValue::from_static(meta.tier.as_str()));
     for (name, value) in names.into_iter().zip(values) {
         // A value that is not a valid header value (from a source) is left out.

@@ -1,8 +1,11 @@
 //! The HTTP API as one service ([`App`]): entry and blob requests straight to their handlers, and
 //! a router for `/healthz`, `/metrics`, and the admin endpoints nested at `/admin` ([`crate::admin`]).
+//! Each door asks [`Access`] whether the request may pass; with reads open, a read costs one
+//! branch for it.
 
 use std::borrow::Cow;
 use std::convert::Infallible;
+use std::sync::Arc;
 
 use axum::Router;
 use axum::body::{Body, HttpBody};
@@ -12,34 +15,39 @@ use axum::routing::get;
 use futures::future::BoxFuture;
 use futures::{FutureExt, TryStreamExt};
 use http::request::Parts;
-use http::{HeaderName, HeaderValue, Method, StatusCode, Uri, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use metrics_exporter_prometheus::PrometheusHandle;
 use percent_encoding::percent_decode_str;
 use tiercache_engine::{Cache, Digest, Error};
 use tower::ServiceExt;
 
 use crate::ApiError;
+use crate::access::{Access, Right};
 use crate::respond::respond;
 
-#[derive(Clone)]
-struct AppState {
+/// What every request's handler shares (one reference count per request for all of it).
+struct Shared {
     cache: Cache,
     metrics: Option<PrometheusHandle>,
+    access: Arc<Access>,
 }
 
-/// The whole HTTP API over `cache`, with the admin endpoints off. `/metrics` renders `metrics`
-/// when given (404 otherwise). The same as [`app_with_admin`] without a token.
+type AppState = Arc<Shared>;
+
+/// The whole HTTP API over `cache` under the default access rules ([`Access::new`]: reads open,
+/// writes refused, admin endpoints off). `/metrics` renders `metrics` when given (404 otherwise).
 pub fn app(cache: Cache, metrics: Option<PrometheusHandle>) -> App {
-    app_with_admin(cache, metrics, None)
+    app_with(cache, metrics, Access::new())
 }
 
-/// The whole HTTP API over `cache`: [`app`], plus the admin endpoints at `/admin/…` when
-/// `admin_token` is given (and not empty), each request authenticated by
-/// `Authorization: Bearer <admin_token>`. Without a token every `/admin` path answers 404, saying
-/// the admin endpoints are off.
-pub fn app_with_admin(cache: Cache, metrics: Option<PrometheusHandle>, admin_token: Option<String>) -> App {
-    let admin = crate::admin::router(cache.clone(), admin_token);
-    let state = AppState { cache, metrics };
+/// The whole HTTP API over `cache` under `access`: reads, writes and `/metrics` as its rules say,
+/// and the admin endpoints at `/admin/…` when it has an admin token, each request authenticated by
+/// `Authorization: Bearer <admin_token>`. Without one every `/admin` path answers 404, saying the
+/// admin endpoints are off.
+pub fn app_with(cache: Cache, metrics: Option<PrometheusHandle>, access: Access) -> App {
+    let access = Arc::new(access);
+    let admin = crate::admin::router(cache.clone(), Arc::clone(&access));
+    let state = Arc::new(Shared { cache, metrics, access });
     let router = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(render_metrics))
@@ -87,14 +95,20 @@ impl tower::Service<Request> for App {
 }
 
 /// Answers `req` with `answer`, finished as the router finishes its answers: a `Content-Length`
-/// when the body's length is known, and no body for a HEAD.
+/// when the body's length is known, and no body for a HEAD. A failure is told in full only to a
+/// client holding the admin token (`error.rs`).
 async fn door<F: Future<Output = Result<Response, ApiError>>>(
     st: AppState,
     req: Request,
     answer: fn(AppState, Request) -> F,
 ) -> Response {
     let is_head = req.method() == Method::HEAD;
+    // One header lookup for a request without a token.
+    let is_admin = st.access.is_admin(req.headers().get(header::AUTHORIZATION));
     let mut res = answer(st, req).await.into_response();
+    if is_admin {
+        crate::error::reveal(&mut res);
+    }
     if !res.headers().contains_key(header::CONTENT_LENGTH)
         && let Some(n) = res.body().size_hint().exact()
     {
@@ -111,8 +125,14 @@ async fn door<F: Future<Output = Result<Response, ApiError>>>(
 /// `/blobs/sha256:<hex>`: GET, HEAD, PUT, and 405 for other methods.
 async fn blob_answer(st: AppState, req: Request) -> Result<Response, ApiError> {
     match *req.method() {
-        Method::GET | Method::HEAD => get_blob(st, req).await,
-        Method::PUT => Box::pin(put_blob(st, req)).await,
+        Method::GET | Method::HEAD => {
+            st.access.check(req.headers(), Right::Read)?;
+            get_blob(st, req).await
+        }
+        Method::PUT => {
+            st.access.check(req.headers(), Right::Write)?;
+            Box::pin(put_blob(st, req)).await
+        }
         _ => Ok(not_allowed("GET,HEAD,PUT")),
     }
 }
@@ -120,25 +140,47 @@ async fn blob_answer(st: AppState, req: Request) -> Result<Response, ApiError> {
 /// `/ns/<namespace>/<key…>`: GET, HEAD, PUT, DELETE, and 405 for other methods.
 async fn entry_answer(st: AppState, req: Request) -> Result<Response, ApiError> {
     match *req.method() {
-        Method::GET | Method::HEAD => get_entry(st, req).await,
-        Method::PUT => Box::pin(put_entry(st, req)).await,
-        Method::DELETE => Box::pin(delete_entry(st, req)).await,
+        Method::GET | Method::HEAD => {
+            if st.access.reads_need_token()
+                && let Err(refused) = st.access.check(req.headers(), Right::Read)
+            {
+                let namespace = entry_from(req.uri())?.0.into_owned();
+                Box::pin(unless_public(&st.cache, namespace, refused)).await?;
+            }
+            get_entry(st, req).await
+        }
+        Method::PUT => {
+            st.access.check(req.headers(), Right::Write)?;
+            Box::pin(put_entry(st, req)).await
+        }
+        Method::DELETE => {
+            st.access.check(req.headers(), Right::Write)?;
+            Box::pin(delete_entry(st, req)).await
+        }
         _ => Ok(not_allowed("GET,HEAD,PUT,DELETE")),
     }
+}
+
+/// `refused`, unless `namespace` is public. A namespace that does not exist is not public: a
+/// client without a token learns nothing of which names exist.
+async fn unless_public(cache: &Cache, namespace: String, refused: ApiError) -> Result<(), ApiError> {
+    if cache.is_public(&namespace).await.unwrap_or(false) { Ok(()) } else { Err(refused) }
 }
 
 fn not_allowed(allow: &'static str) -> Response {
     (StatusCode::METHOD_NOT_ALLOWED, [(header::ALLOW, allow)]).into_response()
 }
 
-async fn render_metrics(State(st): State<AppState>) -> Response {
-    match st.metrics {
+/// `/metrics`: read as entries are (a token when reads need one).
+async fn render_metrics(State(st): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    st.access.check(&headers, Right::Read)?;
+    Ok(match &st.metrics {
         Some(h) => {
             st.cache.publish_metrics();
             ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], h.render()).into_response()
         }
         None => (StatusCode::NOT_FOUND, "metrics are not enabled\n").into_response(),
-    }
+    })
 }
 
 /// The path's last part after `prefix`, percent-decoded once into UTF-8.

@@ -12,7 +12,7 @@ use crate::{human_bytes, print_json, print_namespace_table, time_or_dash};
 /// Runs one `ns` subcommand and says what it did.
 pub(crate) async fn ns(cache: Cache, cmd: &NsCommand) -> Result<u8> {
     match cmd {
-        NsCommand::Create { name, source, dir, limits, storage } => {
+        NsCommand::Create { name, source, dir, limits, storage, public } => {
             let options = NamespaceOptions {
                 copy_to_cache: dir.copy_to_cache,
                 ignore: dir.ignore.clone(),
@@ -21,6 +21,7 @@ pub(crate) async fn ns(cache: Cache, cmd: &NsCommand) -> Result<u8> {
                 max_age_ms: limits.max_age.map(|d| d.as_millis() as u64),
                 max_entries: limits.max_entries,
                 storage: None,
+                is_public: *public,
             };
             let (ns, created) = cache.create_namespace_in(name, source.as_deref(), &options, storage.as_ref()).await?;
             let verb = if created { "created" } else { "already exists:" };
@@ -75,6 +76,9 @@ pub(crate) async fn ns(cache: Cache, cmd: &NsCommand) -> Result<u8> {
                 );
                 if let Some(owner) = &info.owner {
                     println!("owner: {owner}");
+                }
+                if info.is_public {
+                    println!("public: yes (read without a token)");
                 }
                 let pins = cache.pins(name).await?;
                 if !pins.is_empty() {

@@ -12,15 +12,20 @@ use crate::config::{self, FileConfig};
 
 /// Serves `cache` until Ctrl-C or SIGTERM.
 pub(crate) async fn serve(cache: Cache, args: &ServeArgs, file: &FileConfig) -> Result<u8> {
+    let settings = config::serve_settings(&args.serve, file);
+    let access = config::access(&settings)?;
     for (name, def) in &file.namespaces {
-        let options =
-            NamespaceOptions { copy_to_cache: def.copy_to_cache, ignore: def.ignore.clone(), ..Default::default() };
+        let options = NamespaceOptions {
+            copy_to_cache: def.copy_to_cache,
+            ignore: def.ignore.clone(),
+            is_public: def.public,
+            ..Default::default()
+        };
         cache
             .create_namespace(name, def.source.as_deref(), &options)
             .await
             .with_context(|| format!("cannot create namespace {name} from the config file"))?;
     }
-    let settings = config::serve_settings(&args.serve, file);
     let addr = settings.listen.unwrap_or_else(|| config::DEFAULT_LISTEN.to_owned());
     let listener = tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("cannot listen on {addr}"))?;
     tracing::info!(addr = %listener.local_addr()?, data_dir = %cache.data_dir().display(), "tiercache serving");
@@ -33,10 +38,6 @@ pub(crate) async fn serve(cache: Cache, args: &ServeArgs, file: &FileConfig) -> 
         });
     }
     cache.spawn_pruner();
-    let admin_token = settings.admin_token.filter(|t| !t.is_empty());
-    if let Some(t) = &admin_token {
-        anyhow::ensure!(t.len() >= 16, "the admin token must be at least 16 characters");
-    }
-    tiercache_server::serve(listener, cache, admin_token, crate::shutdown_signal()).await?;
+    tiercache_server::serve(listener, cache, access, crate::shutdown_signal()).await?;
     Ok(0)
 }

@@ -9,6 +9,10 @@ use std::time::{Duration, Instant};
 
 use sha2::Digest as _;
 
+/// The write token every [`Server`] is started with (`TIERCACHE_WRITE_TOKEN`), unless a test
+/// gives its own; the write helpers below send it.
+pub(crate) const WRITE_TOKEN: &str = "cli-test-write-token-0123456789";
+
 /// The `tiercache` binary under test.
 pub(crate) fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_tiercache")
@@ -37,6 +41,10 @@ fn isolate(c: &mut Command, data: &Path) {
         "TIERCACHE_SHARED_TIMEOUT",
         "TIERCACHE_SHARED_IO_TIMEOUT",
         "TIERCACHE_SHARED_RETRIES",
+        "TIERCACHE_ADMIN_TOKEN",
+        "TIERCACHE_WRITE_TOKEN",
+        "TIERCACHE_READ_TOKEN",
+        "TIERCACHE_ALLOW_ANONYMOUS_WRITES",
         "AWS_ACCESS_KEY_ID",
         "AWS_SECRET_ACCESS_KEY",
         "RUST_LOG",
@@ -125,13 +133,13 @@ pub(crate) struct Server {
 }
 
 impl Server {
-    /// Starts `serve` on DATA (plus `extra` flags) on a free port and waits until `/healthz`
-    /// answers. Its standard error goes to a log file next to the data directory.
+    /// Starts `serve` on DATA (plus `extra` flags) on a free port, with [`WRITE_TOKEN`], and waits
+    /// until `/healthz` answers. Its standard error goes to a log file next to the data directory.
     pub(crate) async fn start(data: &Path, extra: &[&str]) -> Server {
         Server::start_with_env(data, extra, &[]).await
     }
 
-    /// [`Server::start`] with extra environment variables.
+    /// [`Server::start`] with extra environment variables (which may replace the write token).
     pub(crate) async fn start_with_env(data: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
         let mut last_log = String::new();
         for attempt in 0..3 {
@@ -142,7 +150,7 @@ impl Server {
                 .join(format!("serve-{}-{port}-{attempt}.log", data.file_name().unwrap().to_string_lossy()));
             let mut cmd = tc(data);
             cmd.arg("serve").arg("--listen").arg(format!("127.0.0.1:{port}")).args(extra);
-            cmd.envs(env.iter().copied());
+            cmd.env("TIERCACHE_WRITE_TOKEN", WRITE_TOKEN).envs(env.iter().copied());
             cmd.stdout(Stdio::null()).stderr(std::fs::File::create(&log).unwrap());
             let child = cmd.spawn().expect("spawn tiercache serve");
             let mut server =
@@ -343,10 +351,21 @@ pub(crate) async fn http_get(client: &reqwest::Client, url: &str) -> (u16, Vec<u
     (status, body)
 }
 
-/// PUT `bytes` to `/blobs/<digest>`: the status.
+/// PUT `bytes` to `/blobs/<digest>` with [`WRITE_TOKEN`]: the status.
 pub(crate) async fn http_put_blob(client: &reqwest::Client, base: &str, bytes: &[u8]) -> u16 {
     let url = format!("{base}/blobs/{}", digest(bytes));
-    client.put(&url).body(bytes.to_vec()).send().await.unwrap_or_else(|e| panic!("PUT {url}: {e}")).status().as_u16()
+    let put = client.put(&url).bearer_auth(WRITE_TOKEN).body(bytes.to_vec());
+    put.send().await.unwrap_or_else(|e| panic!("PUT {url}: {e}")).status().as_u16()
+}
+
+/// A PUT of `url` with [`WRITE_TOKEN`].
+pub(crate) fn http_put(client: &reqwest::Client, url: &str) -> reqwest::RequestBuilder {
+    client.put(url).bearer_auth(WRITE_TOKEN)
+}
+
+/// A DELETE of `url` with [`WRITE_TOKEN`].
+pub(crate) fn http_delete(client: &reqwest::Client, url: &str) -> reqwest::RequestBuilder {
+    client.delete(url).bearer_auth(WRITE_TOKEN)
 }
 
 /// Waits until `cond` holds, checking every 10 ms; panics naming `what` if it still does not

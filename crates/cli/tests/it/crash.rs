@@ -111,7 +111,7 @@ async fn iteration(seed: u64) {
                 }
                 Ok::<_, std::io::Error>(p)
             });
-            let resp = http.put(&url).body(reqwest::Body::wrap_stream(stream)).send().await;
+            let resp = http.put(&url).bearer_auth(WRITE_TOKEN).body(reqwest::Body::wrap_stream(stream)).send().await;
             (hex, resp.map(|r| r.status().as_u16()).map_err(|e| e.to_string()))
         });
     }

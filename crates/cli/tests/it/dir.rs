@@ -6,7 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::common::{Server, client, dirs, run, tc, tcr};
+use crate::common::{Server, client, dirs, http_delete, http_put, run, tc, tcr};
 
 fn write(root: &Path, rel: &str, data: &[u8]) {
     let p = root.join(rel);
@@ -192,17 +192,20 @@ async fn serve_answers_from_the_directory_with_md5_etags_ranges_listing_and_writ
     assert_eq!(bad.status().as_u16(), 400);
 
     // Writes land in the directory first.
-    let r = http.put(server.url("/ns/site/new/dir/file.txt")).body("written").send().await.unwrap();
+    let r = http_put(&http, &server.url("/ns/site/new/dir/file.txt")).body("written").send().await.unwrap();
     assert_eq!(r.status().as_u16(), 200);
     assert_eq!(r.headers()["etag"].to_str().unwrap(), format!("\"{}\"", md5_hex(b"written")));
     assert_eq!(std::fs::read(tree.join("new/dir/file.txt")).unwrap(), b"written");
-    let r = http.put(server.url("/ns/site/..%2Fescape")).body("x").send().await.unwrap();
+    let r = http_put(&http, &server.url("/ns/site/..%2Fescape")).body("x").send().await.unwrap();
     assert_eq!(r.status().as_u16(), 400);
     assert!(!d.tmp.path().join("escape").exists());
-    let r = http.delete(server.url("/ns/site/new/dir/file.txt")).send().await.unwrap();
+    let r = http_delete(&http, &server.url("/ns/site/new/dir/file.txt")).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 204);
     assert!(!tree.join("new/dir/file.txt").exists());
-    assert_eq!(http.delete(server.url("/ns/site/new/dir/file.txt")).send().await.unwrap().status().as_u16(), 404);
+    assert_eq!(
+        http_delete(&http, &server.url("/ns/site/new/dir/file.txt")).send().await.unwrap().status().as_u16(),
+        404
+    );
 
     // `serve --watch` follows a file made behind its back.
     write(&tree, "later.txt", b"appeared");

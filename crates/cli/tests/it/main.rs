@@ -2,6 +2,7 @@
 
 mod common;
 
+mod access;
 mod cluster;
 mod crash;
 mod datadir;

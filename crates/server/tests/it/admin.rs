@@ -1,5 +1,5 @@
-//! The admin endpoints (`/admin/…`): off without a token, 401 without the right one, and each
-//! endpoint's answers over a real cache and a real HTTP source.
+//! The admin endpoints (`/admin/…`): off without a token, 401 without the right one, 403 for a
+//! write token, and each endpoint's answers over a real cache and a real HTTP source.
 
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -70,15 +70,17 @@ fn endpoints() -> Vec<(Method, &'static str)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_is_off_without_a_token() {
-    // `app` (no token) and an empty token both leave the admin endpoints off.
-    for token in [None, Some("")] {
-        let h = harness_with_admin(token).await;
+    // `app` (the default rules), and rules with a write token but no admin token, leave the admin
+    // endpoints off.
+    for with_app in [true, false] {
+        let h = harness_with_admin(None).await;
+        let h = if with_app { h.with_default_app() } else { h };
         let mut paths = endpoints();
         paths.extend([(Method::GET, "/admin"), (Method::GET, "/admin/"), (Method::GET, "/admin/no/such/thing")]);
         for (method, path) in paths {
             // Even with a token in the request: there is none to compare it with.
             let a = h.admin(method.clone(), path, "").await;
-            assert_eq!(a.status, StatusCode::NOT_FOUND, "{token:?} {method} {path}: {}", a.text());
+            assert_eq!(a.status, StatusCode::NOT_FOUND, "{with_app} {method} {path}: {}", a.text());
             let body = a.json();
             assert_eq!(body["error"], "admin_off", "{method} {path}");
             assert!(body["message"].as_str().unwrap().contains("set `admin_token`"), "{body}");
@@ -121,6 +123,17 @@ async fn admin_refuses_a_missing_or_wrong_token() {
             assert_eq!(body["error"], *kind, "{auth:?} {path}");
             assert!(body["message"].as_str().unwrap().contains(says), "{auth:?} {path}: {body}");
         }
+    }
+    // The write token is refused too, with 403: it is a token, without the admin right.
+    let write_auth = format!("Bearer {}", super::WRITE_TOKEN);
+    for (method, path) in &paths {
+        let a = h.send(method.clone(), path, &[("authorization", write_auth.as_str())], b"{}".to_vec()).await;
+        assert_eq!(a.status, StatusCode::FORBIDDEN, "{method} {path}: {}", a.text());
+        let challenge = a.header("www-authenticate").unwrap_or_default();
+        assert!(challenge.starts_with(REALM) && challenge.contains("insufficient_scope"), "{challenge}");
+        let body = a.json();
+        assert_eq!(body["error"], "forbidden");
+        assert!(body["message"].as_str().unwrap().contains("a write token cannot use the admin endpoints"), "{body}");
     }
     // None of those requests changed anything.
     let list = h.admin_ok(Method::GET, "/admin/namespaces", "", StatusCode::OK).await;

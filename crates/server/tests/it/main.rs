@@ -3,23 +3,42 @@
 use axum::body::Body;
 use http::{Method, Request, StatusCode};
 use tiercache_engine::{Cache, CacheConfig};
+use tiercache_server::{Access, Right};
 use tiercache_testkit::{Behavior, Source, bytes, sha256};
 use tower::ServiceExt;
 
+mod access;
 mod admin;
+
+/// The write token of every harness.
+const WRITE_TOKEN: &str = "test-write-token-0123456789";
+/// `Authorization` with [`WRITE_TOKEN`].
+const WRITE_AUTH: (&str, &str) = ("authorization", "Bearer test-write-token-0123456789");
 
 struct Harness {
     _dir: tempfile::TempDir,
+    cache: Cache,
     app: tiercache_server::App,
     src: Source,
 }
 
+/// A harness whose app takes writes with [`WRITE_TOKEN`], reads open, admin endpoints off.
 async fn harness() -> Harness {
     harness_with_admin(None).await
 }
 
-/// A harness whose app has the admin endpoints behind `admin_token` (off when `None`).
+/// A harness whose app takes writes with [`WRITE_TOKEN`] and has the admin endpoints behind
+/// `admin_token` (off when `None`).
 async fn harness_with_admin(admin_token: Option<&str>) -> Harness {
+    let mut access = Access::new().with_token(Right::Write, WRITE_TOKEN).unwrap();
+    if let Some(t) = admin_token {
+        access = access.with_token(Right::Admin, t).unwrap();
+    }
+    harness_with(access).await
+}
+
+/// A harness whose app follows `access`, over namespace `web` (mirroring an HTTP source).
+async fn harness_with(access: Access) -> Harness {
     let src = Source::start().await;
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = CacheConfig::new(dir.path().join("data"));
@@ -27,12 +46,8 @@ async fn harness_with_admin(admin_token: Option<&str>) -> Harness {
     let cache = Cache::open(cfg).await.unwrap();
     cache.create_namespace("web", Some(&src.url()), &Default::default()).await.unwrap();
     let metrics = tiercache_server::install_metrics();
-    let app = match admin_token {
-        // `app` is what existing callers build: it must be the same as no token.
-        None => tiercache_server::app(cache, Some(metrics)),
-        Some(t) => tiercache_server::app_with_admin(cache, Some(metrics), Some(t.to_owned())),
-    };
-    Harness { _dir: dir, app, src }
+    let app = tiercache_server::app_with(cache.clone(), Some(metrics), access);
+    Harness { _dir: dir, cache, app, src }
 }
 
 /// Waits until `cond` holds, checking every 10 ms; panics naming `what` if it still does not
@@ -58,6 +73,12 @@ impl Answer {
 }
 
 impl Harness {
+    /// The same harness serving [`tiercache_server::app`] (the default rules) instead.
+    fn with_default_app(self) -> Harness {
+        let app = tiercache_server::app(self.cache.clone(), Some(tiercache_server::install_metrics()));
+        Harness { app, ..self }
+    }
+
     async fn send(&self, method: Method, uri: &str, headers: &[(&str, &str)], body: Vec<u8>) -> Answer {
         let mut req = Request::builder().method(method).uri(uri);
         for (k, v) in headers {
@@ -76,7 +97,7 @@ impl Harness {
 
     async fn put_blob(&self, data: &[u8]) -> String {
         let uri = format!("/blobs/{}", sha256(data));
-        let a = self.send(Method::PUT, &uri, &[], data.to_vec()).await;
+        let a = self.send(Method::PUT, &uri, &[WRITE_AUTH], data.to_vec()).await;
         assert!(a.status.is_success(), "{}", String::from_utf8_lossy(&a.body));
         uri
     }
@@ -98,7 +119,7 @@ async fn blob_get_head_and_headers() {
     let head = h.send(Method::HEAD, &uri, &[], Vec::new()).await;
     assert_eq!((head.status, head.body.len()), (StatusCode::OK, 0));
     assert_eq!(head.header("content-length"), Some("100000"));
-    let again = h.send(Method::PUT, &uri, &[], data.clone()).await;
+    let again = h.send(Method::PUT, &uri, &[WRITE_AUTH], data.clone()).await;
     assert_eq!(again.status, StatusCode::OK, "a second upload of the same bytes is not new");
 }
 
@@ -317,13 +338,13 @@ async fn bad_input_is_refused_clearly() {
         (Method::PUT, "/ns/web/k", 405, Some("GET,HEAD")),
         (Method::DELETE, "/ns/web/k", 405, Some("GET,HEAD")),
     ] {
-        let a = h.send(method.clone(), uri, &[], Vec::new()).await;
+        let a = h.send(method.clone(), uri, &[WRITE_AUTH], Vec::new()).await;
         assert_eq!((a.status.as_u16(), a.header("allow")), (status, allow), "{method} {uri}");
     }
     // An upload whose body does not match its digest is refused and stores nothing.
     let data = bytes(5, 10_000);
     let uri = format!("/blobs/{}", sha256(&data));
-    let a = h.send(Method::PUT, &uri, &[], bytes(6, 10_000)).await;
+    let a = h.send(Method::PUT, &uri, &[WRITE_AUTH], bytes(6, 10_000)).await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
     assert!(String::from_utf8_lossy(&a.body).contains("digest mismatch"));
     assert_eq!(h.get(&uri, &[]).await.status, StatusCode::NOT_FOUND);
@@ -336,7 +357,7 @@ async fn source_failures_map_to_gateway_statuses() {
     h.src.set_behavior("e403", Behavior::Status(403));
     h.src.set_behavior("hang", Behavior::Hang);
     for (path, status, says) in [
-        ("missing", 404, "not found at source"),
+        ("missing", 404, "not found at the source"),
         ("e500", 502, "source answered 500"),
         ("e403", 502, "source answered 403"),
         ("hang", 504, "timed out"),
