@@ -232,6 +232,8 @@ pub(crate) fn engine_config(global: &GlobalSettings, flags: &EngineSettings, fil
     cfg.http.connect_timeout = s.source_connect_timeout.map_or(http.connect_timeout, |d| d.0);
     cfg.http.read_timeout = s.source_read_timeout.map_or(http.read_timeout, |d| d.0);
     cfg.max_concurrent_fetches = s.max_concurrent_fetches.unwrap_or(cfg.max_concurrent_fetches);
+    anyhow::ensure!(s.max_fetches_per_source != Some(0), "max_fetches_per_source must be at least 1");
+    cfg.max_fetches_per_source = s.max_fetches_per_source.or(cfg.max_fetches_per_source);
     cfg.reconcile_interval = file.reconcile.reconcile_interval.map_or(cfg.reconcile_interval, |d| d.0);
     cfg.hash_threads = s.hash_threads.unwrap_or(cfg.hash_threads).max(1);
     // A test hook: pretend to be another tiercache version (directory read caches reset on a change).
