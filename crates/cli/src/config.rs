@@ -345,6 +345,18 @@ mod tests {
         assert!(resolve(&args(false, Some("-1")), (None, None), &file(None, None)).is_err());
     }
 
+    /// `max_fetches_per_source` from the file reaches the engine; without it, a quarter of the
+    /// global limit; 0 is refused.
+    #[test]
+    fn fetches_per_source_from_the_file() {
+        let global = GlobalSettings { data_dir: Some("/d".into()) };
+        let cfg = |text: &str| engine_config(&global, &EngineSettings::default(), &FileConfig::parse(text).unwrap());
+        let c = cfg("max_concurrent_fetches = 40\nmax_fetches_per_source = 3\n").unwrap();
+        assert_eq!(c.fetches_per_source(), 3);
+        assert_eq!(cfg("max_concurrent_fetches = 40\n").unwrap().fetches_per_source(), 10);
+        assert!(cfg("max_fetches_per_source = 0\n").is_err());
+    }
+
     /// Each key lands in its part; an unknown key is refused with the list of known ones.
     #[test]
     fn the_file_is_read_part_by_part_and_unknown_keys_are_refused() {

@@ -66,9 +66,9 @@ pub enum Error {
         /// What was being read.
         what: String,
     },
-    /// Every fetch slot of the entry's source (its share of the fetch limit) stayed taken for
-    /// longer than the source's own timeout: that source is slow or hung; other sources are not
-    /// held up by it. Worth retrying later.
+    /// No fetch slot came free (of the source's share of the fetch limit, or of the global
+    /// limit) within the source's own timeouts: that source is slow or hung (other sources are
+    /// not held up by it), or every slot is taken. Worth retrying later.
     #[error(
         "no fetch slot came free within {waited:?} (the source is slow or hung, or every slot is taken); try again later"
     )]

@@ -317,6 +317,42 @@ mod tests {
         }
     }
 
+    /// The read timeout covers the wait for headers, not only for body bytes: a source that
+    /// accepts the connection and never answers times out at the read timeout.
+    #[tokio::test]
+    async fn a_source_that_never_answers_headers_times_out() {
+        let src = tiercache_testkit::Source::start().await;
+        src.set_behavior("hang", tiercache_testkit::Behavior::Hang);
+        let config =
+            HttpSourceConfig { connect_timeout: Duration::from_secs(3600), read_timeout: Duration::from_millis(200) };
+        let s = HttpSource::new(&src.url(), &config).unwrap();
+        let e = s.fetch(&Key::new("hang").unwrap(), &FetchRequest::default()).await.unwrap_err();
+        assert!(e.is_timeout(), "{e:?}");
+    }
+
+    /// A request for one version gets that version's bytes, or `Changed`: from a 412, and from a
+    /// source that ignores the preconditions and answers the new version.
+    #[tokio::test]
+    async fn a_request_for_one_version_never_gets_another() {
+        let src = tiercache_testkit::Source::start().await;
+        src.put("o", tiercache_testkit::bytes(1, 1000));
+        let v1 = Validators { etag: src.etag("o"), last_modified: None };
+        let s = HttpSource::new(&src.url(), &HttpSourceConfig::default()).unwrap();
+        let key = Key::new("o").unwrap();
+        let range = Some(ByteRange { start: 10, end: 19 });
+        let req = FetchRequest { range, if_version: Some(v1.clone()), ..FetchRequest::default() };
+        assert!(matches!(s.fetch(&key, &req).await, Ok(Fetched::Body(b)) if b.range == range));
+        src.put("o", tiercache_testkit::bytes(2, 1000));
+        let e = s.fetch(&key, &req).await.unwrap_err();
+        assert!(matches!(e, SourceError::Changed { .. }), "412: {e:?}");
+        let by_date = Validators { etag: None, last_modified: Some("Tue, 14 Nov 2023 22:13:20 GMT".into()) };
+        let req = FetchRequest { range, if_version: Some(by_date), ..FetchRequest::default() };
+        let e = s.fetch(&key, &req).await.unwrap_err();
+        assert!(matches!(e, SourceError::Changed { .. }), "by date: {e:?}");
+        let last = src.requests("o").pop().unwrap();
+        assert!(last.contains_key("if-unmodified-since") && last.contains_key("if-range"), "{last:?}");
+    }
+
     #[test]
     fn content_range() {
         assert_eq!(parse_content_range("bytes 0-9/100"), Some((ByteRange { start: 0, end: 9 }, Some(100))));

@@ -65,6 +65,8 @@ struct Object {
     behavior: Behavior,
     /// Sent chunked, without a `Content-Length` (and the whole body, whatever `Range` asks).
     is_chunked: bool,
+    /// Sent without validators (no `ETag`, no `Last-Modified`).
+    is_bare: bool,
 }
 
 /// Requests seen for one path.
@@ -135,7 +137,14 @@ impl Source {
         let last_modified = httpdate::fmt_http_date(std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + n));
         st.objects.insert(
             path.trim_start_matches('/').to_owned(),
-            Object { data: Arc::new(data), etag, last_modified, behavior: Behavior::Normal, is_chunked: false },
+            Object {
+                data: Arc::new(data),
+                etag,
+                last_modified,
+                behavior: Behavior::Normal,
+                is_chunked: false,
+                is_bare: false,
+            },
         );
     }
 
@@ -153,6 +162,7 @@ impl Source {
             last_modified: httpdate::fmt_http_date(std::time::UNIX_EPOCH),
             behavior: Behavior::Normal,
             is_chunked: false,
+            is_bare: false,
         });
         entry.behavior = behavior;
     }
@@ -163,6 +173,15 @@ impl Source {
         let mut st = self.state.lock().unwrap();
         if let Some(o) = st.objects.get_mut(path.trim_start_matches('/')) {
             o.is_chunked = on;
+        }
+    }
+
+    /// Sends `/path` (which must have been `put`) without `ETag` and `Last-Modified`, until the
+    /// next `put`.
+    pub fn set_bare(&self, path: &str, on: bool) {
+        let mut st = self.state.lock().unwrap();
+        if let Some(o) = st.objects.get_mut(path.trim_start_matches('/')) {
+            o.is_bare = on;
         }
     }
 
@@ -301,9 +320,12 @@ async fn serve(mut sock: TcpStream, st: Arc<Mutex<State>>, mut release: watch::R
         true => "Transfer-Encoding: chunked".to_owned(),
         false => format!("Content-Length: {declared}"),
     };
+    let validators = match obj.is_bare {
+        true => String::new(),
+        false => format!("ETag: {}\r\nLast-Modified: {}\r\n", obj.etag, obj.last_modified),
+    };
     let head = format!(
-        "HTTP/1.1 {status}\r\n{length}\r\nContent-Type: application/x-test\r\nETag: {}\r\nLast-Modified: {}\r\nAccept-Ranges: bytes\r\n{extra}Connection: close\r\n\r\n",
-        obj.etag, obj.last_modified
+        "HTTP/1.1 {status}\r\n{length}\r\nContent-Type: application/x-test\r\n{validators}Accept-Ranges: bytes\r\n{extra}Connection: close\r\n\r\n"
     );
     sock.write_all(head.as_bytes()).await?;
     if method == "HEAD" {

@@ -119,3 +119,45 @@ async fn a_range_ahead_of_a_fetch_is_never_another_version() {
     assert_eq!(asked.get("if-match"), Some(&etag1), "{asked:?}");
     assert_eq!(asked.get("if-range"), Some(&etag1), "{asked:?}");
 }
+
+/// A source that sends no validator cannot be asked for a range as the fetch's version: a cold
+/// range far ahead of the fetch waits for it instead of asking the source, and gets the fetch's
+/// bytes although the object changed meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_validator_a_range_ahead_waits_for_the_fetch() {
+    let src = Source::start().await;
+    let v1 = bytes(31, 12 << 20);
+    src.put("bare.bin", v1.clone());
+    src.set_bare("bare.bin", true);
+    src.set_behavior("bare.bin", Behavior::StallAfter(1 << 20));
+    let (_d, cache) = setup(&src, |_| {}).await;
+
+    let first = bounded(cache.read_entry("web", "bare.bin")).await.unwrap();
+    assert_eq!(first.meta.etag, None);
+    let mut first_body = first.into_stream(None);
+    let mut got = Vec::new();
+    while got.len() < 1 << 20 {
+        got.extend_from_slice(&bounded(first_body.next()).await.unwrap().unwrap());
+    }
+    src.put("bare.bin", bytes(32, 12 << 20));
+
+    let second = bounded(cache.read_entry("web", "bare.bin")).await.unwrap();
+    let r = ByteRange { start: 8 << 20, end: (8 << 20) + 99_999 };
+    // The stream decides where the range comes from when it is made: before the fetch goes on.
+    let mut stream = second.into_stream(Some(r));
+    let ranged = tokio::spawn(async move {
+        let mut out = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            out.extend_from_slice(&chunk?);
+        }
+        Ok::<_, std::io::Error>(out)
+    });
+    src.release();
+    let got_range = bounded(ranged).await.unwrap().unwrap();
+    assert!(got_range == v1[r.start as usize..=r.end as usize], "the far range is the fetch's bytes");
+    while let Some(chunk) = bounded(first_body.next()).await {
+        got.extend_from_slice(&chunk.unwrap());
+    }
+    assert!(got == v1);
+    assert_eq!(src.counts("bare.bin").ranged, 0, "no request of its own without a validator");
+}
