@@ -161,3 +161,30 @@ async fn without_a_validator_a_range_ahead_waits_for_the_fetch() {
     assert!(got == v1);
     assert_eq!(src.counts("bare.bin").ranged, 0, "no request of its own without a validator");
 }
+
+/// With no room in the disk quota a body passes through, and a reader that wants a range asks the
+/// source for it itself: naming the version its headers describe, so that after a change its body
+/// ends with an error, never with the new version's bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pass_through_range_names_the_version_of_its_headers() {
+    let src = Source::start().await;
+    let v1 = bytes(41, 2 << 20);
+    src.put("big.bin", v1.clone());
+    let (_d, cache) = setup(&src, |c| c.disk.quota_bytes = Some(1 << 20)).await;
+    let r = ByteRange { start: 1000, end: 1999 };
+
+    let read = bounded(cache.read_entry("web", "big.bin")).await.unwrap();
+    let etag1 = read.meta.etag.as_deref().map(str::to_owned).expect("the source sends an ETag");
+    assert!(bounded(collect(read, Some(r))).await.unwrap() == v1[1000..2000], "unchanged: the range");
+
+    let read = bounded(cache.read_entry("web", "big.bin")).await.unwrap();
+    assert_eq!(read.meta.etag.as_deref(), Some(etag1.as_str()));
+    src.put("big.bin", bytes(42, 2 << 20));
+    let e = bounded(collect(read, Some(r))).await.expect_err("changed: an error, not the new bytes");
+    assert!(e.to_string().contains("changed"), "{e}");
+
+    let ranged: Vec<_> = src.requests("big.bin").into_iter().filter(|h| h.contains_key("range")).collect();
+    assert_eq!(ranged.len(), 2);
+    assert!(ranged.iter().all(|h| h.get("if-match") == Some(&etag1)), "{ranged:?}");
+    assert_eq!(cache.quota_stats().n_pass_through, 2, "nothing was stored");
+}
