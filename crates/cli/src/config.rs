@@ -238,6 +238,8 @@ pub(crate) fn engine_config(global: &GlobalSettings, flags: &EngineSettings, fil
     cfg.http.connect_timeout = s.source_connect_timeout.map_or(http.connect_timeout, |d| d.0);
     cfg.http.read_timeout = s.source_read_timeout.map_or(http.read_timeout, |d| d.0);
     cfg.max_concurrent_fetches = s.max_concurrent_fetches.unwrap_or(cfg.max_concurrent_fetches);
+    anyhow::ensure!(s.max_fetches_per_source != Some(0), "max_fetches_per_source must be at least 1");
+    cfg.max_fetches_per_source = s.max_fetches_per_source.or(cfg.max_fetches_per_source);
     cfg.reconcile_interval = file.reconcile.reconcile_interval.map_or(cfg.reconcile_interval, |d| d.0);
     cfg.hash_threads = s.hash_threads.unwrap_or(cfg.hash_threads).max(1);
     // A test hook: pretend to be another tiercache version (directory read caches reset on a change).
@@ -375,6 +377,18 @@ mod tests {
             assert!(resolve(&args(false, None), bad, &file(None, None)).is_err(), "{bad:?}");
         }
         assert!(resolve(&args(false, Some("-1")), (None, None), &file(None, None)).is_err());
+    }
+
+    /// `max_fetches_per_source` from the file reaches the engine; without it, a quarter of the
+    /// global limit; 0 is refused.
+    #[test]
+    fn fetches_per_source_from_the_file() {
+        let global = GlobalSettings { data_dir: Some("/d".into()) };
+        let cfg = |text: &str| engine_config(&global, &EngineSettings::default(), &FileConfig::parse(text).unwrap());
+        let c = cfg("max_concurrent_fetches = 40\nmax_fetches_per_source = 3\n").unwrap();
+        assert_eq!(c.fetches_per_source(), 3);
+        assert_eq!(cfg("max_concurrent_fetches = 40\n").unwrap().fetches_per_source(), 10);
+        assert!(cfg("max_fetches_per_source = 0\n").is_err());
     }
 
     /// Each key lands in its part; an unknown key is refused with the list of known ones.

@@ -143,6 +143,10 @@ pub(crate) struct EngineSettings {
     /// Most source fetches at once [default: 64]
     #[arg(long, env = "TIERCACHE_MAX_CONCURRENT_FETCHES", value_name = "N")]
     pub(crate) max_concurrent_fetches: Option<usize>,
+    /// Most fetches at once from any one source, so a hung source holds only its share
+    /// [default: a quarter of --max-concurrent-fetches, at least 1]
+    #[arg(long, env = "TIERCACHE_MAX_FETCHES_PER_SOURCE", value_name = "N")]
+    pub(crate) max_fetches_per_source: Option<usize>,
     /// Threads hashing files in `index`, `update`, `migrate` (default: one per core).
     #[arg(skip)]
     pub(crate) hash_threads: Option<usize>,
@@ -233,6 +237,7 @@ impl EngineSettings {
             source_connect_timeout: s.source_connect_timeout.or(f.source_connect_timeout),
             source_read_timeout: s.source_read_timeout.or(f.source_read_timeout),
             max_concurrent_fetches: s.max_concurrent_fetches.or(f.max_concurrent_fetches),
+            max_fetches_per_source: s.max_fetches_per_source.or(f.max_fetches_per_source),
             hash_threads: s.hash_threads.or(f.hash_threads),
             shared: s.shared.or(f.shared),
             shared_timeout: s.shared_timeout.or(f.shared_timeout),

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use futures::stream::BoxStream;
-use tiercache_core::{ByteRange, Key};
+use tiercache_core::{ByteRange, Key, RangeRequest, Validators};
 use tiercache_sources::{FetchRequest, Fetched, Source};
 use tokio::sync::watch;
 
@@ -30,7 +30,8 @@ const INLINE_READ_BYTES: u64 = 64 * 1024;
 /// Chunk size for streamed reads.
 const CHUNK_BYTES: u64 = 256 * 1024;
 /// A cold range starting more than this far beyond the bytes already fetched is asked of the
-/// source directly rather than waiting for the whole-blob fetch to get there.
+/// source directly rather than waiting for the whole-blob fetch to get there (only as the
+/// flight's own version: see [`range_ahead_stream`]).
 const TAIL_WINDOW_BYTES: u64 = 4 * 1024 * 1024;
 
 /// A read in progress: answer headers from [`Read::meta`], then call [`Read::into_stream`].
@@ -97,11 +98,43 @@ impl Read {
         Some(bytes)
     }
 
+    /// For a read of a fetch whose source did not say the body's length, waits until the bytes
+    /// a `range` of one `a-b` wants are in (else, for `a-` or a suffix, the whole body) or the
+    /// fetch ends, and records the size if it is known by then. A front door then answers the
+    /// range exactly: a 206 with the size, a 416 if the body turned out shorter, or a 206 of
+    /// `bytes a-b/*` whose bytes are all there already; never the whole body.
+    pub(crate) async fn await_range(&mut self, range: &RangeRequest) {
+        if self.meta.size_bytes.is_some() {
+            return;
+        }
+        let Body::Flight { rx, .. } = &self.body else { return };
+        let need = range.single_start().and_then(|(_, end)| end).map(|end| end.saturating_add(1));
+        let mut rx = rx.clone();
+        let phase = rx
+            .wait_for(|p| match p {
+                Phase::Waiting => false,
+                Phase::Streaming { written, .. } => need.is_some_and(|n| *written >= n),
+                _ => true,
+            })
+            .await
+            .map(|p| p.clone());
+        if let Ok(Phase::Done { written, digest, .. }) = phase {
+            self.meta.size_bytes = Some(written);
+            self.meta.digest = Some(digest);
+        }
+    }
+
     /// The body: the whole object, or `range` of it. `range` must lie inside
     /// [`ReadMeta::size_bytes`] when that is known.
     pub fn into_stream(self, range: Option<ByteRange>) -> ByteStream {
         let tier = self.meta.tier;
         let hold = self.hold;
+        // The version this read's headers describe: any request of its own to the source asks
+        // for that version only.
+        let meta_validators = Validators {
+            etag: self.meta.etag.as_deref().map(str::to_owned),
+            last_modified: self.meta.last_modified.as_deref().map(str::to_owned),
+        };
         let stream = match self.body {
             Body::Memory(bytes) => {
                 let (start, end) = range.map(|r| (r.start as usize, r.end as usize + 1)).unwrap_or((0, bytes.len()));
@@ -110,7 +143,9 @@ impl Read {
             Body::PassThrough { body: Some(body), .. } if range.is_none() => {
                 body.map(|r| r.map_err(io::Error::other)).boxed()
             }
-            Body::PassThrough { source, key, .. } => source_stream(source, key, range),
+            // Nothing is stored and no flight is there to wait for: without a validator this
+            // request cannot be held to one version (a whole body is still one response).
+            Body::PassThrough { source, key, .. } => source_stream(source, key, range, version_of(&meta_validators)),
             Body::File { file, size_bytes } => {
                 let (start, end) = range.map(|r| (r.start, r.end + 1)).unwrap_or((0, size_bytes));
                 file_stream(file, start, end)
@@ -122,8 +157,13 @@ impl Read {
             Body::Flight { rx, source, key } => {
                 let phase = rx.borrow().clone();
                 match (range, phase) {
-                    (Some(r), Phase::Streaming { written, .. }) if r.start > written + TAIL_WINDOW_BYTES => {
-                        source_range_stream(source, key, r)
+                    (Some(r), Phase::Streaming { written, started }) if r.start > written + TAIL_WINDOW_BYTES => {
+                        match version_of(&started.meta.validators) {
+                            Some(version) => range_ahead_stream(rx, source, key, r, version),
+                            // Without a validator a changed object's bytes could not be told
+                            // from the flight's: wait for the flight instead.
+                            None => flight_stream(rx, r.start, Some(r.end + 1), None),
+                        }
                     }
                     (range, _) => {
                         // With a declared size the body is complete once that many bytes are in the
@@ -220,15 +260,22 @@ fn flight_stream(
                     Phase::Overflow { started, written, .. } if pos < written && end.is_none_or(|e| pos < e) => {
                         (started, written, false)
                     }
-                    Phase::Overflow { written, rest, .. } => {
+                    Phase::Overflow { started, written, rest } => {
                         let Some((source, key)) = source else {
                             let e = io::Error::other("the fetch stopped storing the body");
                             return Some((Err(e), (Tail::Done, pos)));
                         };
-                        // The body from `written` on, or (taken by another reader) all of it anew.
-                        let (from, body) = match rest.take() {
-                            Some(body) => (written, body.map(|r| r.map_err(io::Error::other)).boxed()),
-                            None => (0, source_stream(source, key, None)),
+                        // The body from `written` on, or (taken by another reader) all of it anew,
+                        // as the flight's version only: without a validator, not at all.
+                        let (from, body) = match (rest.take(), version_of(&started.meta.validators)) {
+                            (Some(body), _) => (written, body.map(|r| r.map_err(io::Error::other)).boxed()),
+                            (None, Some(version)) => (0, source_stream(source, key, None, Some(version))),
+                            (None, None) => {
+                                let e = io::Error::other(
+                                    "the fetch stopped storing a body its source gives no validator for, so its rest cannot be asked for again as the same version",
+                                );
+                                return Some((Err(e), (Tail::Done, pos)));
+                            }
                         };
                         let s = skip_and_limit(body, pos - from, end.map(|e| e.saturating_sub(pos)));
                         return next_from_source(s, pos).await;
@@ -334,38 +381,64 @@ fn shared_stream(
     tier.read_range(list, start, end, primed).map(|r| r.map_err(io::Error::other)).boxed()
 }
 
-/// The object, or a range of it, asked of the source directly (a pass-through read).
-fn source_stream(source: Arc<dyn Source>, key: Key, range: Option<ByteRange>) -> ByteStream {
-    match range {
-        Some(r) => source_range_stream(source, key, r),
-        None => futures::stream::once(async move {
-            metrics::counter!(telemetry::SOURCE_FETCHES, "result" => "pass_through").increment(1);
-            match source.fetch(&key, &FetchRequest { range: None, validators: None }).await {
-                Ok(Fetched::Body(body)) => body.stream.map(|r| r.map_err(io::Error::other)).boxed(),
-                Ok(Fetched::NotModified) => futures::stream::once(async {
-                    Err(io::Error::other("source answered 304 to an unconditional fetch"))
-                })
-                .boxed(),
-                Err(e) => futures::stream::once(async move { Err(io::Error::other(e)) }).boxed(),
-            }
-        })
-        .flatten()
-        .boxed(),
+/// The validators that name one version of an object for [`FetchRequest::if_version`]: its strong
+/// ETag, else its `Last-Modified`; `None` if it has neither (a weak ETag names no exact bytes).
+fn version_of(v: &Validators) -> Option<Validators> {
+    if let Some(etag) = v.etag.as_ref().filter(|e| !e.starts_with("W/")) {
+        return Some(Validators { etag: Some(etag.clone()), last_modified: None });
     }
+    v.last_modified.clone().map(|lm| Validators { etag: None, last_modified: Some(lm) })
 }
 
-/// A range asked of the source directly, for a cold read far ahead of the whole-blob fetch.
-fn source_range_stream(source: Arc<dyn Source>, key: Key, range: ByteRange) -> ByteStream {
+/// The object, or a range of it, asked of the source directly (a pass-through read, or the rest of
+/// a body the flight stopped storing): as version `version` only when given, so that a changed
+/// source ends the body with an error rather than other bytes.
+fn source_stream(
+    source: Arc<dyn Source>,
+    key: Key,
+    range: Option<ByteRange>,
+    version: Option<Validators>,
+) -> ByteStream {
     futures::stream::once(async move {
-        metrics::counter!(telemetry::SOURCE_FETCHES, "result" => "range").increment(1);
-        let req = FetchRequest { range: Some(range), validators: None };
+        let result = if range.is_some() { "range" } else { "pass_through" };
+        metrics::counter!(telemetry::SOURCE_FETCHES, "result" => result).increment(1);
+        let req = FetchRequest { range, if_version: version, ..FetchRequest::default() };
         match source.fetch(&key, &req).await {
             Ok(Fetched::Body(body)) => body.stream.map(|r| r.map_err(io::Error::other)).boxed(),
             Ok(Fetched::NotModified) => {
-                futures::stream::once(async { Err(io::Error::other("source answered 304 to an unconditional range")) })
+                futures::stream::once(async { Err(io::Error::other("source answered 304 to an unconditional fetch")) })
                     .boxed()
             }
             Err(e) => futures::stream::once(async move { Err(io::Error::other(e)) }).boxed(),
+        }
+    })
+    .flatten()
+    .boxed()
+}
+
+/// A range far ahead of a flight, asked of the source directly as the flight's `version` only
+/// (`If-Match`/`If-Range`). If the source changed since (or the request fails), the range is
+/// answered from the flight's own bytes once they get there: one version per response.
+fn range_ahead_stream(
+    rx: watch::Receiver<Phase>,
+    source: Arc<dyn Source>,
+    key: Key,
+    range: ByteRange,
+    version: Validators,
+) -> ByteStream {
+    futures::stream::once(async move {
+        metrics::counter!(telemetry::SOURCE_FETCHES, "result" => "range").increment(1);
+        let req = FetchRequest { range: Some(range), if_version: Some(version), ..FetchRequest::default() };
+        match source.fetch(&key, &req).await {
+            Ok(Fetched::Body(body)) => body.stream.map(|r| r.map_err(io::Error::other)).boxed(),
+            answer => {
+                let why = match answer {
+                    Err(e) => e.to_string(),
+                    Ok(_) => "answered 304".to_owned(),
+                };
+                tracing::debug!(%key, why, "a range ahead of the fetch was not served by the source; waiting for the fetch");
+                flight_stream(rx, range.start, Some(range.end + 1), None)
+            }
         }
     })
     .flatten()

@@ -112,6 +112,8 @@ impl Cache {
         let reads = Arc::new(Reads::new(ReadsParts {
             revalidate_after: config.revalidate_after,
             max_concurrent_fetches: config.max_concurrent_fetches,
+            max_fetches_per_source: config.fetches_per_source(),
+            source_timeout: config.http.connect_timeout + config.http.read_timeout,
             ix: ix.clone(),
             memory: memory.clone(),
             access: Arc::clone(&access),

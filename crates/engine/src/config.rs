@@ -21,6 +21,10 @@ pub struct CacheConfig {
     pub http: HttpSourceConfig,
     /// Most source fetches running at once; more wait their turn.
     pub max_concurrent_fetches: usize,
+    /// Most source fetches running at once from any one source (by base URL), so that a hung
+    /// source holds only its share of `max_concurrent_fetches`. `None`: a quarter of it, at
+    /// least 1 ([`CacheConfig::fetches_per_source`]).
+    pub max_fetches_per_source: Option<usize>,
     /// How often batched last-access times and hit counts are written to the index.
     pub access_flush_interval: Duration,
     /// The tiercache version recorded with directory read caches; a different one at open resets
@@ -52,6 +56,7 @@ impl CacheConfig {
             revalidate_after: Duration::from_secs(60),
             http: HttpSourceConfig::default(),
             max_concurrent_fetches: 64,
+            max_fetches_per_source: None,
             access_flush_interval: Duration::from_secs(1),
             version: env!("CARGO_PKG_VERSION").to_owned(),
             reconcile_interval: Duration::from_secs(600),
@@ -63,6 +68,15 @@ impl CacheConfig {
             memory_max_blob_bytes: 64 * 1024,
             pruner: PrunerConfig::default(),
         }
+    }
+}
+
+impl CacheConfig {
+    /// The effective limit of fetches at once from one source: `max_fetches_per_source`, else a
+    /// quarter of `max_concurrent_fetches`; at least 1 and at most the global limit.
+    pub fn fetches_per_source(&self) -> usize {
+        let global = self.max_concurrent_fetches.max(1);
+        self.max_fetches_per_source.unwrap_or(global / 4).clamp(1, global)
     }
 }
 

@@ -66,6 +66,16 @@ pub enum Error {
         /// What was being read.
         what: String,
     },
+    /// No fetch slot came free (of the source's share of the fetch limit, or of the global
+    /// limit) within the source's own timeouts: that source is slow or hung (other sources are
+    /// not held up by it), or every slot is taken. Worth retrying later.
+    #[error(
+        "no fetch slot came free within {waited:?} (the source is slow or hung, or every slot is taken); try again later"
+    )]
+    SourceBusy {
+        /// How long the fetch waited for a slot.
+        waited: std::time::Duration,
+    },
     /// The namespace mirrors a source: its entries are read-only here.
     #[error("namespace {namespace} mirrors {mirrors}; its entries are read-only")]
     ReadOnly {
@@ -114,6 +124,7 @@ impl Error {
             Error::DigestMismatch { .. } => "digest_mismatch",
             Error::Conflict { .. } => "conflict",
             Error::Busy { .. } => "busy",
+            Error::SourceBusy { .. } => "source_busy",
             Error::ReadOnly { .. } => "read_only",
             Error::Source(SourceError::Forbidden { .. }) => "source_forbidden",
             Error::Source(SourceError::NotFound { .. }) => "source_not_found",

@@ -24,7 +24,7 @@ use bytes::Bytes;
 use tiercache_core::{Digest, Key, RelPath, now_ms};
 use tiercache_index::{Entry, Namespace};
 use tiercache_sources::Source;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 
 pub use shared::Intent;
 
@@ -43,7 +43,7 @@ use crate::spool::Phase;
 use crate::store::{Store, Stores};
 use crate::tasks::Tasks;
 use crate::telemetry::{self, served};
-use fetch::FlightOutcome;
+use fetch::{FetchSlots, FlightOutcome};
 
 /// The read path of one cache. Its fetches and fills run as background tasks holding an `Arc`
 /// of it.
@@ -61,8 +61,9 @@ pub(crate) struct Reads {
     flights: SingleFlight<(i64, Key), watch::Receiver<Phase>>,
     /// Disk-tier fills from the shared tier under way, by digest.
     fills: SingleFlight<Digest, watch::Receiver<Phase>>,
-    /// Source fetches and shared-tier fills running at once, at most.
-    fetch_permits: Semaphore,
+    /// Fetch slots: source fetches and shared-tier fills running at once, at most, globally and
+    /// per source (`read/fetch.rs`, `FetchSlots`).
+    fetch_slots: FetchSlots,
     tasks: Tasks,
 }
 
@@ -70,6 +71,11 @@ pub(crate) struct Reads {
 pub(crate) struct ReadsParts {
     pub(crate) revalidate_after: Duration,
     pub(crate) max_concurrent_fetches: usize,
+    /// Fetches at once from one source (and fills from the shared tier), at most.
+    pub(crate) max_fetches_per_source: usize,
+    /// How long a source may take to answer headers (connect and read timeouts): a fetch queued
+    /// for a slot longer than this fails with [`Error::SourceBusy`].
+    pub(crate) source_timeout: Duration,
     pub(crate) ix: Ix,
     pub(crate) memory: Memory,
     pub(crate) access: Arc<AccessLog>,
@@ -93,7 +99,7 @@ impl Reads {
             directories: p.directories,
             flights: SingleFlight::default(),
             fills: SingleFlight::default(),
-            fetch_permits: Semaphore::new(p.max_concurrent_fetches.max(1)),
+            fetch_slots: FetchSlots::new(p.max_concurrent_fetches, p.max_fetches_per_source, p.source_timeout),
             tasks: p.tasks,
         }
     }
@@ -310,7 +316,7 @@ impl Reads {
                             let read = self.serve_entry_from_disk(&store, entry, file, size, t0, "revalidated", None);
                             return read.await.map(Some);
                         }
-                        FlightOutcome::Read(read) => return Ok(Some(*read)),
+                        FlightOutcome::Read(read) => return Ok(Some(with_range(*read, intent).await)),
                     }
                 }
             } else if is_fresh
@@ -327,7 +333,7 @@ impl Reads {
         metrics::counter!(telemetry::READS, "tier" => "disk", "outcome" => "miss").increment(1);
         let source = self.source_of(ns, &key)?;
         match self.join_flight(ns, &key, &store, source, validators, t0).await? {
-            FlightOutcome::Read(read) => Ok(Some(*read)),
+            FlightOutcome::Read(read) => Ok(Some(with_range(*read, intent).await)),
             // An unconditional fetch ends "not modified" only when it found the entry stored by
             // another flight (here or in another process) after this reader looked.
             FlightOutcome::NotModified => Ok(None),
@@ -413,6 +419,16 @@ struct Seen {
     hot: Option<Arc<HotEntry>>,
     epoch: u64,
     t0: Instant,
+}
+
+/// `read` from a fetch, for a reader that wants `intent` of it: a range of a body whose length
+/// the source did not say waits for its bytes ([`Read::await_range`]), so that it is answered
+/// with exactly that range.
+async fn with_range(mut read: Read, intent: &Intent) -> Read {
+    if let Intent::Range(range) = intent {
+        read.await_range(range).await;
+    }
+    read
 }
 
 /// Headers' facts of a read of `entry` (whose blob has `size` bytes) from `tier`.

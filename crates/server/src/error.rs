@@ -110,7 +110,7 @@ impl ApiError {
             E::Range(_) => StatusCode::RANGE_NOT_SATISFIABLE,
             E::NoNamespace(_) | E::NoEntry { .. } | E::NoBlob(_) => StatusCode::NOT_FOUND,
             E::Conflict { .. } => StatusCode::CONFLICT,
-            E::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            E::Busy { .. } | E::SourceBusy { .. } => StatusCode::SERVICE_UNAVAILABLE,
             E::ReadOnly { .. } => StatusCode::METHOD_NOT_ALLOWED,
             E::Source(tiercache_engine::SourceError::Forbidden { .. }) => StatusCode::FORBIDDEN,
             E::Source(tiercache_engine::SourceError::NotFound { .. }) => StatusCode::NOT_FOUND,
@@ -240,7 +240,7 @@ impl IntoResponse for ApiError {
         // A 503 says when to try again, and a 405 which methods are allowed (RFC 9110 §15.6.4,
         // §15.5.6).
         match &self {
-            ApiError::Engine(Error::Busy { .. }) => {
+            ApiError::Engine(Error::Busy { .. } | Error::SourceBusy { .. }) => {
                 resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS));
             }
             ApiError::Engine(Error::ReadOnly { .. }) => {

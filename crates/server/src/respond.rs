@@ -61,7 +61,21 @@ fn decide(meta: &ReadMeta, req: &HeaderMap) -> Result<(StatusCode, HeaderMap, Op
         let parsed = value.to_str().map_err(|_| tiercache_core::RangeError::Malformed).and_then(RangeRequest::parse);
         match (parsed, meta.size_bytes) {
             (Err(e), size) => return Err(Box::new(unsatisfiable(headers, size, &e.to_string()))),
-            (Ok(None), _) | (Ok(Some(_)), None) => {} // Unknown unit, or size unknown: serve it all.
+            (Ok(None), _) => {} // Unknown unit: serve it all.
+            // Size unknown (a source that did not say): the engine has waited until the bytes of
+            // an `a-b` range were in, so answer exactly it (RFC 9110 §14.4: `bytes a-b/*`). A
+            // body found shorter meanwhile has a size by now; one that ends short later ends
+            // with an error. An open or suffix range needs the end: the engine waited for it,
+            // and without it the whole body is served.
+            (Ok(Some(req)), None) => {
+                if let Some((start, Some(end))) = req.single_start() {
+                    let r = ByteRange { start, end };
+                    status = StatusCode::PARTIAL_CONTENT;
+                    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(r.len()));
+                    headers.insert(header::CONTENT_RANGE, value_of(&format!("bytes {start}-{end}/*")));
+                    range = Some(r);
+                }
+            }
             (Ok(Some(req)), Some(size)) => match req.resolve(size) {
                 Ok(Resolved::Partial(r)) => {
                     status = StatusCode::PARTIAL_CONTENT;

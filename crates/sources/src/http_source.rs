@@ -149,6 +149,9 @@ impl Source for HttpSource {
                 rb = rb.header(header::IF_MODIFIED_SINCE, lm.as_str());
             }
         }
+        if let Some(v) = &req.if_version {
+            rb = if_version_headers(rb, v, req.range.is_some());
+        }
         let resp = rb.send().await.map_err(|e| self.transport(&url, e))?;
         let status = resp.status();
         let headers = resp.headers().clone();
@@ -156,6 +159,11 @@ impl Source for HttpSource {
             etag: header_str(&headers, header::ETAG),
             last_modified: header_str(&headers, header::LAST_MODIFIED),
         };
+        if let Some(v) = &req.if_version
+            && (status == StatusCode::PRECONDITION_FAILED || (status.is_success() && !is_same_version(v, &validators)))
+        {
+            return Err(SourceError::Changed { url });
+        }
         let content_type = header_str(&headers, header::CONTENT_TYPE);
         let declared_len = header_str(&headers, header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok());
         let (range, size_bytes, skip_take) = match status {
@@ -197,6 +205,40 @@ impl Source for HttpSource {
             Some((skip, take)) => slice_stream(checked, skip, take).boxed(),
         };
         Ok(Fetched::Body(SourceBody { meta, range, stream }))
+    }
+}
+
+/// Adds the headers that make a request answer only the version `v` names (RFC 9110 §13.1): with
+/// a strong ETag `If-Match` (a changed object answers 412) and, for a range, `If-Range` (a source
+/// that ignores `If-Match` on a GET answers 200 with the new version instead of a 206 of its
+/// bytes); else the same with `Last-Modified` (`If-Unmodified-Since`, `If-Range` with the date).
+/// Either answer of a changed object is then refused by [`is_same_version`].
+fn if_version_headers(mut rb: reqwest::RequestBuilder, v: &Validators, is_range: bool) -> reqwest::RequestBuilder {
+    match (v.etag.as_deref().filter(|e| !e.starts_with("W/")), v.last_modified.as_deref()) {
+        (Some(etag), _) => {
+            rb = rb.header(header::IF_MATCH, etag);
+            if is_range {
+                rb = rb.header(header::IF_RANGE, etag);
+            }
+        }
+        (None, Some(lm)) => {
+            rb = rb.header(header::IF_UNMODIFIED_SINCE, lm);
+            if is_range {
+                rb = rb.header(header::IF_RANGE, lm);
+            }
+        }
+        (None, None) => {}
+    }
+    rb
+}
+
+/// Whether an answer with validators `got` is the version `want` names: the same strong ETag,
+/// else (without one) the same `Last-Modified`. Nothing to compare is not the same version.
+fn is_same_version(want: &Validators, got: &Validators) -> bool {
+    match (want.etag.as_deref().filter(|e| !e.starts_with("W/")), &want.last_modified) {
+        (Some(etag), _) => got.etag.as_deref() == Some(etag),
+        (None, Some(lm)) => got.last_modified.as_ref() == Some(lm),
+        (None, None) => false,
     }
 }
 
@@ -273,6 +315,42 @@ mod tests {
         for bad in ["ftp://x/", "http://", "not a url", "http://x/?q=1"] {
             assert!(HttpSource::new(bad, &HttpSourceConfig::default()).is_err(), "{bad}");
         }
+    }
+
+    /// The read timeout covers the wait for headers, not only for body bytes: a source that
+    /// accepts the connection and never answers times out at the read timeout.
+    #[tokio::test]
+    async fn a_source_that_never_answers_headers_times_out() {
+        let src = tiercache_testkit::Source::start().await;
+        src.set_behavior("hang", tiercache_testkit::Behavior::Hang);
+        let config =
+            HttpSourceConfig { connect_timeout: Duration::from_secs(3600), read_timeout: Duration::from_millis(200) };
+        let s = HttpSource::new(&src.url(), &config).unwrap();
+        let e = s.fetch(&Key::new("hang").unwrap(), &FetchRequest::default()).await.unwrap_err();
+        assert!(e.is_timeout(), "{e:?}");
+    }
+
+    /// A request for one version gets that version's bytes, or `Changed`: from a 412, and from a
+    /// source that ignores the preconditions and answers the new version.
+    #[tokio::test]
+    async fn a_request_for_one_version_never_gets_another() {
+        let src = tiercache_testkit::Source::start().await;
+        src.put("o", tiercache_testkit::bytes(1, 1000));
+        let v1 = Validators { etag: src.etag("o"), last_modified: None };
+        let s = HttpSource::new(&src.url(), &HttpSourceConfig::default()).unwrap();
+        let key = Key::new("o").unwrap();
+        let range = Some(ByteRange { start: 10, end: 19 });
+        let req = FetchRequest { range, if_version: Some(v1.clone()), ..FetchRequest::default() };
+        assert!(matches!(s.fetch(&key, &req).await, Ok(Fetched::Body(b)) if b.range == range));
+        src.put("o", tiercache_testkit::bytes(2, 1000));
+        let e = s.fetch(&key, &req).await.unwrap_err();
+        assert!(matches!(e, SourceError::Changed { .. }), "412: {e:?}");
+        let by_date = Validators { etag: None, last_modified: Some("Tue, 14 Nov 2023 22:13:20 GMT".into()) };
+        let req = FetchRequest { range, if_version: Some(by_date), ..FetchRequest::default() };
+        let e = s.fetch(&key, &req).await.unwrap_err();
+        assert!(matches!(e, SourceError::Changed { .. }), "by date: {e:?}");
+        let last = src.requests("o").pop().unwrap();
+        assert!(last.contains_key("if-unmodified-since") && last.contains_key("if-range"), "{last:?}");
     }
 
     #[test]

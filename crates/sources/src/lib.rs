@@ -69,6 +69,13 @@ pub enum SourceError {
         /// Why.
         reason: String,
     },
+    /// The object is no longer the version the request named ([`FetchRequest::if_version`]):
+    /// the source answered 412, or a body under other validators.
+    #[error("source object {url} changed since it was first fetched")]
+    Changed {
+        /// What was asked for.
+        url: String,
+    },
     /// The source's answer makes no sense (a bad `Content-Range`, say).
     #[error("source sent an invalid response for {url}: {reason}")]
     Protocol {
@@ -93,6 +100,11 @@ pub struct FetchRequest {
     pub range: Option<ByteRange>,
     /// Answer [`Fetched::NotModified`] if the source still matches these.
     pub validators: Option<Validators>,
+    /// Answer only if the object is still the version these validators name (its strong ETag,
+    /// else its `Last-Modified`); otherwise fail with [`SourceError::Changed`], never with another
+    /// version's bytes. For the extra requests a read makes beside a fetch under way (a range
+    /// ahead of it, a resumed body), so that one response never mixes two versions.
+    pub if_version: Option<Validators>,
 }
 
 /// Metadata of the object at the source.

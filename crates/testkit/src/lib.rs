@@ -63,6 +63,10 @@ struct Object {
     etag: String,
     last_modified: String,
     behavior: Behavior,
+    /// Sent chunked, without a `Content-Length` (and the whole body, whatever `Range` asks).
+    is_chunked: bool,
+    /// Sent without validators (no `ETag`, no `Last-Modified`).
+    is_bare: bool,
 }
 
 /// Requests seen for one path.
@@ -82,6 +86,7 @@ pub struct Counts {
 struct State {
     objects: HashMap<String, Object>,
     counts: HashMap<String, Counts>,
+    requests: HashMap<String, Vec<HashMap<String, String>>>,
     honors_range: bool,
 }
 
@@ -132,7 +137,14 @@ impl Source {
         let last_modified = httpdate::fmt_http_date(std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + n));
         st.objects.insert(
             path.trim_start_matches('/').to_owned(),
-            Object { data: Arc::new(data), etag, last_modified, behavior: Behavior::Normal },
+            Object {
+                data: Arc::new(data),
+                etag,
+                last_modified,
+                behavior: Behavior::Normal,
+                is_chunked: false,
+                is_bare: false,
+            },
         );
     }
 
@@ -149,8 +161,33 @@ impl Source {
             etag: "\"empty\"".into(),
             last_modified: httpdate::fmt_http_date(std::time::UNIX_EPOCH),
             behavior: Behavior::Normal,
+            is_chunked: false,
+            is_bare: false,
         });
         entry.behavior = behavior;
+    }
+
+    /// Sends `/path` (which must have been `put`) chunked, without a `Content-Length`, and
+    /// always whole (a length-less body ignores `Range`), until the next `put`.
+    pub fn set_chunked(&self, path: &str, on: bool) {
+        let mut st = self.state.lock().unwrap();
+        if let Some(o) = st.objects.get_mut(path.trim_start_matches('/')) {
+            o.is_chunked = on;
+        }
+    }
+
+    /// Sends `/path` (which must have been `put`) without `ETag` and `Last-Modified`, until the
+    /// next `put`.
+    pub fn set_bare(&self, path: &str, on: bool) {
+        let mut st = self.state.lock().unwrap();
+        if let Some(o) = st.objects.get_mut(path.trim_start_matches('/')) {
+            o.is_bare = on;
+        }
+    }
+
+    /// The headers (names lowercase) of every request seen for `/path`, in order.
+    pub fn requests(&self, path: &str) -> Vec<HashMap<String, String>> {
+        self.state.lock().unwrap().requests.get(path.trim_start_matches('/')).cloned().unwrap_or_default()
     }
 
     /// Whether a Range header is honoured (206) or ignored (200 with the whole body).
@@ -222,6 +259,7 @@ async fn serve(mut sock: TcpStream, st: Arc<Mutex<State>>, mut release: watch::R
             (_, Some(_)) => c.ranged += 1,
             (_, None) => c.full += 1,
         }
+        st.requests.entry(path.clone()).or_default().push(headers.clone());
         (st.objects.get(&path).cloned(), st.honors_range)
     };
     let Some(obj) = obj else {
@@ -245,11 +283,22 @@ async fn serve(mut sock: TcpStream, st: Arc<Mutex<State>>, mut release: watch::R
         sock.write_all(head.as_bytes()).await?;
         return Ok(());
     }
+    // Preconditions of RFC 9110 §13.2.2: If-Match (strong), else If-Unmodified-Since; then
+    // If-Range, which keeps the Range only for the current version.
+    let precondition_failed = match (headers.get("if-match"), headers.get("if-unmodified-since")) {
+        (Some(tags), _) => !tags.split(',').any(|t| t.trim() == "*" || (t.trim() == obj.etag)),
+        (None, Some(since)) => since != &obj.last_modified,
+        (None, None) => false,
+    };
+    if precondition_failed {
+        return respond_simple(&mut sock, 412, "precondition failed").await;
+    }
+    let range = range.filter(|_| headers.get("if-range").is_none_or(|v| v == &obj.etag || v == &obj.last_modified));
     let total = obj.data.len();
     let mut status = "200 OK".to_owned();
     let (mut start, mut end) = (0usize, total);
     let mut extra = String::new();
-    if let (Some(r), true) = (range, honors_range)
+    if let (Some(r), true) = (range, honors_range && !obj.is_chunked)
         && let Some((a, b)) = r.strip_prefix("bytes=").and_then(|s| s.split_once('-'))
     {
         let a: usize = a.parse().unwrap_or(0);
@@ -267,18 +316,29 @@ async fn serve(mut sock: TcpStream, st: Arc<Mutex<State>>, mut release: watch::R
         Behavior::LongBy(n) => body.len().saturating_sub(n),
         _ => body.len(),
     };
+    let length = match obj.is_chunked {
+        true => "Transfer-Encoding: chunked".to_owned(),
+        false => format!("Content-Length: {declared}"),
+    };
+    let validators = match obj.is_bare {
+        true => String::new(),
+        false => format!("ETag: {}\r\nLast-Modified: {}\r\n", obj.etag, obj.last_modified),
+    };
     let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Length: {declared}\r\nContent-Type: application/x-test\r\nETag: {}\r\nLast-Modified: {}\r\nAccept-Ranges: bytes\r\n{extra}Connection: close\r\n\r\n",
-        obj.etag, obj.last_modified
+        "HTTP/1.1 {status}\r\n{length}\r\nContent-Type: application/x-test\r\n{validators}Accept-Ranges: bytes\r\n{extra}Connection: close\r\n\r\n"
     );
     sock.write_all(head.as_bytes()).await?;
     if method == "HEAD" {
         return Ok(());
     }
+    let chunked = obj.is_chunked;
     match obj.behavior {
-        Behavior::CloseAfter(n) => sock.write_all(&body[..n.min(body.len())]).await?,
+        Behavior::CloseAfter(n) => {
+            write_body(&mut sock, &body[..n.min(body.len())], chunked).await?;
+            return sock.shutdown().await; // Short: without a chunked body's last chunk too.
+        }
         Behavior::StallAfter(n) => {
-            sock.write_all(&body[..n.min(body.len())]).await?;
+            write_body(&mut sock, &body[..n.min(body.len())], chunked).await?;
             sock.flush().await?;
             let seen = *release.borrow_and_update();
             while *release.borrow() == seen {
@@ -286,19 +346,36 @@ async fn serve(mut sock: TcpStream, st: Arc<Mutex<State>>, mut release: watch::R
                     return Ok(());
                 }
             }
-            sock.write_all(&body[n.min(body.len())..]).await?;
+            write_body(&mut sock, &body[n.min(body.len())..], chunked).await?;
         }
         Behavior::Slow(pause) => {
             for piece in body.chunks(16 * 1024) {
-                sock.write_all(piece).await?;
+                write_body(&mut sock, piece, chunked).await?;
                 sock.flush().await?;
                 tokio::time::sleep(pause).await;
             }
         }
-        _ => sock.write_all(body).await?,
+        _ => write_body(&mut sock, body, chunked).await?,
+    }
+    if chunked {
+        sock.write_all(b"0\r\n\r\n").await?;
     }
     sock.flush().await?;
     sock.shutdown().await
+}
+
+/// Writes `bytes` of a body: as they are, or as one chunk of a chunked body.
+async fn write_body(sock: &mut TcpStream, bytes: &[u8], chunked: bool) -> std::io::Result<()> {
+    if !chunked {
+        return sock.write_all(bytes).await;
+    }
+    if bytes.is_empty() {
+        return Ok(()); // An empty chunk would end the body.
+    }
+    sock.write_all(format!("{:x}\r\n", bytes.len()).as_bytes()).await?;
+    sock.write_all(bytes).await?;
+    sock.write_all(b"\r\n").await?;
+    sock.flush().await
 }
 
 async fn respond_simple(sock: &mut TcpStream, code: u16, msg: &str) -> std::io::Result<()> {

@@ -5,14 +5,15 @@
 //! Invariant: bytes below a flight's `written` are final; a failed flight deletes its temp file
 //! and publishes `Failed`, so a reader that already streamed part of a body ends with an error.
 
-use std::sync::Arc;
-use std::time::Instant;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use tiercache_core::{Digest, Key, Validators, now_ms};
 use tiercache_index::{Namespace, NewEntry};
-use tiercache_sources::{FetchRequest, Fetched, Source};
-use tokio::sync::watch;
+use tiercache_sources::{FetchRequest, Fetched, Source, SourceError};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use super::Reads;
 use crate::Error;
@@ -110,12 +111,18 @@ impl Reads {
         validators: Option<Validators>,
         tx: PhaseSender,
     ) {
-        let outcome = {
-            let _permit = self.fetch_permits.acquire().await;
-            metrics::gauge!(telemetry::INFLIGHT).increment(1.0);
-            let outcome = self.fetch_into_disk((ns_id, namespace), &key, store, source.as_ref(), validators, &tx).await;
-            metrics::gauge!(telemetry::INFLIGHT).decrement(1.0);
-            outcome
+        // Queued for a slot of the source's own share first, then for a global one: the slot is
+        // held until the body is stored (or handed to a pass-through reader), and given back
+        // when the source has not answered within its timeout.
+        let outcome = match self.fetch_slots.take(&source.describe()).await {
+            Ok(_slot) => {
+                metrics::gauge!(telemetry::INFLIGHT).increment(1.0);
+                let outcome =
+                    self.fetch_into_disk((ns_id, namespace), &key, store, source.as_ref(), validators, &tx).await;
+                metrics::gauge!(telemetry::INFLIGHT).decrement(1.0);
+                outcome
+            }
+            Err(e) => Err(e),
         };
         let result = match outcome {
             Ok(FetchEnd::NotModified) => "not_modified",
@@ -163,8 +170,13 @@ impl Reads {
         } else {
             None
         };
-        let req = FetchRequest { range: None, validators };
-        let body = match source.fetch(key, &req).await? {
+        let req = FetchRequest { validators, ..FetchRequest::default() };
+        // The source's own read timeout covers the wait for headers; this bounds it for any source.
+        let wait = self.fetch_slots.wait;
+        let answer = tokio::time::timeout(wait, source.fetch(key, &req)).await.map_err(|_| {
+            Error::Source(SourceError::Timeout { url: format!("{}{key}", source.describe()), after: wait })
+        })?;
+        let body = match answer? {
             Fetched::NotModified => {
                 let k = key.clone();
                 self.ix.run(move |ix| ix.mark_validated(ns_id, &k, now_ms())).await?;
@@ -225,6 +237,59 @@ impl Reads {
         let k = key.clone();
         let entry = self.ix.run(move |ix| ix.get_entry(ns_id, &k)).await?;
         Ok(entry.is_some_and(|e| store.disk.contains(&e.digest)))
+    }
+}
+
+/// The fetch limits: one for all fetches and fills, and one per source, so that fetches from a
+/// hung source hold only that source's share and every other source still gets slots.
+///
+/// Invariant: a fetch holds a global slot only after it got one of its source's share, so the
+/// fetches queued behind a hung source wait holding nothing; and no wait for a slot outlasts
+/// `wait` (the source's timeout), so a queued reader gets [`Error::SourceBusy`], never a hang.
+pub(super) struct FetchSlots {
+    global: Arc<Semaphore>,
+    per_source: usize,
+    /// One semaphore per source, by its base URL (or [`SHARED_TIER`]), made on first use.
+    by_source: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// The longest wait for a slot, and for a source's headers.
+    pub(super) wait: Duration,
+}
+
+/// The share of fills from the shared tier: the shared tier counts as one more source, so a slow
+/// shared store cannot take every global slot either (its own timeouts end each fill).
+pub(super) const SHARED_TIER: &str = "shared tier";
+
+/// A slot taken: a permit of the source's share and a global one, both given back on drop.
+pub(super) struct FetchSlot {
+    _source: OwnedSemaphorePermit,
+    _global: OwnedSemaphorePermit,
+}
+
+impl FetchSlots {
+    pub(super) fn new(global: usize, per_source: usize, wait: Duration) -> FetchSlots {
+        let global = global.max(1);
+        FetchSlots {
+            global: Arc::new(Semaphore::new(global)),
+            per_source: per_source.clamp(1, global),
+            by_source: Mutex::default(),
+            wait,
+        }
+    }
+
+    /// Takes a slot for a fetch from `source` (its base URL, or [`SHARED_TIER`]): one of the
+    /// source's share, then a global one. [`Error::SourceBusy`] if none came free within `wait`.
+    pub(super) async fn take(&self, source: &str) -> Result<FetchSlot, Error> {
+        let share = {
+            let mut by_source = self.by_source.lock().unwrap_or_else(|p| p.into_inner());
+            let share = by_source.entry(source.to_owned()).or_insert_with(|| Arc::new(Semaphore::new(self.per_source)));
+            Arc::clone(share)
+        };
+        let deadline = tokio::time::Instant::now() + self.wait;
+        let busy = |_| Error::SourceBusy { waited: self.wait };
+        let source = tokio::time::timeout_at(deadline, share.acquire_owned()).await.map_err(busy)?;
+        let global = tokio::time::timeout_at(deadline, Arc::clone(&self.global).acquire_owned()).await.map_err(busy)?;
+        let never_closed = "fetch slots are never closed";
+        Ok(FetchSlot { _source: source.expect(never_closed), _global: global.expect(never_closed) })
     }
 }
 

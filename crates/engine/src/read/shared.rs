@@ -180,9 +180,9 @@ impl Reads {
         reservation: Reservation,
         tx: PhaseSender,
     ) {
-        let result = {
-            let _permit = self.fetch_permits.acquire().await;
-            self.fill_from_shared(digest, &list, primed, retain, reservation, &tx).await
+        let result = match self.fetch_slots.take(super::fetch::SHARED_TIER).await {
+            Ok(_slot) => self.fill_from_shared(digest, &list, primed, retain, reservation, &tx).await,
+            Err(e) => Err(e),
         };
         self.fills.finish(&digest, |rx| rx.same_channel(&tx.subscribe()));
         if let Err(e) = result {

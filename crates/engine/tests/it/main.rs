@@ -1,6 +1,7 @@
 //! Engine integration tests: the read path against a real HTTP source on 127.0.0.1.
 
 mod directory;
+mod fetching;
 mod lifecycle;
 mod storage;
 

@@ -9,6 +9,7 @@ use tower::ServiceExt;
 
 mod access;
 mod admin;
+mod unknown_length;
 
 /// The write token of every harness.
 const WRITE_TOKEN: &str = "test-write-token-0123456789";
