@@ -175,6 +175,8 @@ impl ApiError {
                                    definition already in place)"
                 .into(),
             E::Busy { .. } => "what was read kept changing while it was read; try again".into(),
+            // Its message names no source: only the wait.
+            E::SourceBusy { .. } => e.to_string().into(),
             E::ReadOnly { namespace, .. } => {
                 format!("namespace {namespace} mirrors a source; its entries are read-only").into()
             }
@@ -188,6 +190,7 @@ impl ApiError {
                 }
                 SourceError::Transport { .. } => "the transfer from the source failed".into(),
                 SourceError::Protocol { .. } => "the source sent an invalid response".into(),
+                SourceError::Changed { .. } => "the object changed at the source while it was read".into(),
                 _ => "the source failed".into(),
             },
             E::StorageFull { .. } => "no space left to store this".into(),

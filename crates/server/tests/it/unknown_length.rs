@@ -14,8 +14,8 @@ async fn patient_harness() -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let cache = Cache::open(CacheConfig::new(dir.path().join("data"))).await.unwrap();
     cache.create_namespace("web", Some(&src.url()), &Default::default()).await.unwrap();
-    let app = tiercache_server::app(cache, None);
-    Harness { _dir: dir, app, src }
+    let app = tiercache_server::app(cache.clone(), None);
+    Harness { _dir: dir, cache, app, src }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
