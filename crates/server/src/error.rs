@@ -64,7 +64,10 @@ impl ApiError {
             ApiError::AdminOff | ApiError::NoAdminEndpoint => return StatusCode::NOT_FOUND,
         };
         match e {
-            E::Key(_) | E::Digest(_) | E::Invalid(_) | E::DigestMismatch { .. } => StatusCode::BAD_REQUEST,
+            E::Key(_) | E::Digest(_) | E::Invalid(_) | E::DigestMismatch { .. } | E::Containment { .. } => {
+                StatusCode::BAD_REQUEST
+            }
+            E::NameTooLong { .. } => StatusCode::URI_TOO_LONG,
             E::Range(_) => StatusCode::RANGE_NOT_SATISFIABLE,
             E::NoNamespace(_) | E::NoEntry { .. } | E::NoBlob(_) => StatusCode::NOT_FOUND,
             E::Conflict { .. } => StatusCode::CONFLICT,
