@@ -3,6 +3,7 @@
 mod common;
 
 mod cluster;
+mod contain;
 mod crash;
 mod datadir;
 mod dir;
