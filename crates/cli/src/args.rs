@@ -98,6 +98,10 @@ pub(crate) enum Command {
         /// Per-namespace detail
         #[arg(short, long)]
         verbose: bool,
+        /// The disk quota to show, e.g. 10GiB [default: the one the last `serve` on this data
+        /// directory started with (`<data>/settings.json`), else the config file's]
+        #[arg(long, value_name = "SIZE")]
+        disk_quota: Option<crate::settings::ByteSize>,
         /// Print JSON
         #[arg(long)]
         json: bool,

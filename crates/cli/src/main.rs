@@ -11,6 +11,7 @@ mod args;
 mod commands;
 mod config;
 mod owner_hook;
+mod served;
 mod settings;
 
 use std::io::Write;
@@ -89,7 +90,8 @@ async fn run(cli: Cli) -> Result<u8> {
                 }
             })
             .await?;
-            commands::serve(cache, args, &file).await
+            let disk = config::engine_config(&cli.global, &args.engine, &file)?.disk;
+            commands::serve(cache, args, &file, &disk).await
         }
         Command::Get(args) => commands::get(open(&cli, &args.engine, &file).await?, args).await,
         Command::Ns(cmd) => commands::ns(open(&cli, &no_engine_args, &file).await?, cmd).await,
@@ -98,7 +100,10 @@ async fn run(cli: Cli) -> Result<u8> {
         }
         Command::Cleanup(args) => commands::cleanup(open(&cli, &no_engine_args, &file).await?, args).await,
         Command::Prune(args) => commands::prune(open(&cli, &no_engine_args, &file).await?, args).await,
-        Command::Df { verbose, json } => commands::df(open(&cli, &no_engine_args, &file).await?, *verbose, *json).await,
+        Command::Df { verbose, json, disk_quota } => {
+            let cache = open(&cli, &no_engine_args, &file).await?;
+            commands::df(cache, *verbose, *json, disk_quota.map(|q| q.0)).await
+        }
         Command::Vacuum { json } => commands::vacuum(open(&cli, &no_engine_args, &file).await?, *json).await,
         Command::Verify { repair, json } => {
             commands::verify(open(&cli, &no_engine_args, &file).await?, *repair, *json).await

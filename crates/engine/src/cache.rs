@@ -145,6 +145,9 @@ impl Cache {
 
         let rebuilt = opened.created || opened.needs_rebuild;
         jobs.recover(rebuilt).await?;
+        for note in namespaces.refuse_uncontained().await? {
+            notes.add(note);
+        }
         directories.check_read_caches().await?;
         let forget = memory.clone();
         quota.set_on_evict(Box::new(move |_| forget.forget_lookups()));

@@ -146,11 +146,9 @@ impl Directories {
         hash: bool,
         progress: Arc<ScanProgress>,
     ) -> Result<UpdateReport, Error> {
-        let root = std::fs::canonicalize(root)
+        // Creating checks the root (`contain.rs`) and records it canonical.
+        let root = std::path::absolute(root)
             .map_err(|e| Error::Invalid(format!("cannot use directory {}: {e}", root.display())))?;
-        if !root.is_dir() {
-            return Err(Error::Invalid(format!("{} is not a directory", root.display())));
-        }
         let url = root
             .to_str()
             .map(|r| format!("file://{r}"))
@@ -222,7 +220,7 @@ impl Directories {
             ..Default::default()
         };
         let id = ns.id;
-        let Some(src) = self.namespaces.dir_source(&ns) else {
+        let Some(src) = self.namespaces.dir_source(&ns)? else {
             let missing = self.ix.run(move |ix| ix.blobs_without_md5(id)).await?;
             report.n_unhashed = missing.len() as u64;
             report.bytes_hashed = missing.iter().map(|(_, s)| s).sum();

@@ -84,6 +84,22 @@ pub enum Error {
         /// Its source.
         mirrors: String,
     },
+    /// A directory would let a namespace reach what it must not (`contain.rs`): a directory
+    /// source over `/`, over or inside the data directory or another namespace's storage
+    /// directory; a storage directory over the data directory or a directory source. Also what a
+    /// namespace defined so by an older version answers: it is refused, not served.
+    #[error("{what}")]
+    Containment {
+        /// What was refused and why, in a sentence.
+        what: String,
+    },
+    /// A name in a key is longer than the file system allows (a path segment over 255 bytes of a
+    /// directory namespace): the client can fix it by naming another key.
+    #[error("{what}")]
+    NameTooLong {
+        /// Which name, and the limit.
+        what: String,
+    },
     /// An argument is invalid (a bad source URL, say); the message says which and why.
     #[error("{0}")]
     Invalid(String),
@@ -119,6 +135,8 @@ impl Error {
     pub fn kind(&self) -> &'static str {
         match self {
             Error::Key(_) | Error::Digest(_) | Error::Invalid(_) => "bad_request",
+            Error::Containment { .. } => "containment",
+            Error::NameTooLong { .. } => "name_too_long",
             Error::Range(_) => "range",
             Error::NoNamespace(_) | Error::NoEntry { .. } | Error::NoBlob(_) => "not_found",
             Error::DigestMismatch { .. } => "digest_mismatch",

@@ -3,7 +3,7 @@
 //! [`Cache`] is what the server and the CLI drive. Behind it the engine is a stack of layers, each
 //! module importing only from layers below its own (ARCHITECTURE.md has the map):
 //!
-//! - 0: `error`, `config`, `telemetry`, `meta`, `generation`, `blocking`, `fs`, `tasks`;
+//! - 0: `error`, `config`, `telemetry`, `meta`, `generation`, `blocking`, `fs`, `tasks`, `contain`;
 //! - 1: `memory`, `access`, `quota`, `single_flight`, `spool`, `sources`;
 //! - 2: `store` (and `store/place`), `body`, `namespaces`;
 //! - 3: `read` (memory → index → disk → shared → source), `write`, `directory`;
@@ -17,6 +17,7 @@
 // Layer 0.
 mod blocking;
 mod config;
+mod contain;
 mod error;
 mod fs;
 mod generation;

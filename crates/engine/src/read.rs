@@ -212,7 +212,7 @@ impl Reads {
             Some(h) => Arc::clone(&h.ns),
             None => self.namespaces.row(namespace).await?,
         };
-        if let Some(src) = self.namespaces.dir_source(&ns) {
+        if let Some(src) = self.namespaces.dir_source(&ns)? {
             return self.directories.read(ns, src, RelPath::new(key.to_vec())?).await;
         }
         let key =

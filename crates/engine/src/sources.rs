@@ -16,15 +16,34 @@ pub(crate) struct Sources {
     http: HttpSourceConfig,
     by_url: Mutex<HashMap<String, Arc<dyn Source>>>,
     dirs: Mutex<HashMap<String, Arc<DirSource>>>,
+    /// Directory sources refused when the cache opened (`contain.rs`), with why: a namespace
+    /// bound to one answers [`Error::Containment`] instead of being served.
+    refused: Mutex<HashMap<String, String>>,
 }
 
 impl Sources {
     pub(crate) fn new(http: HttpSourceConfig) -> Sources {
-        Sources { http, by_url: Mutex::default(), dirs: Mutex::default() }
+        Sources { http, by_url: Mutex::default(), dirs: Mutex::default(), refused: Mutex::default() }
+    }
+
+    /// Refuses the source `url` from now on, saying `why` to whoever asks for it.
+    pub(crate) fn refuse(&self, url: &str, why: String) {
+        self.dirs.lock().unwrap_or_else(|p| p.into_inner()).remove(url);
+        self.by_url.lock().unwrap_or_else(|p| p.into_inner()).remove(url);
+        self.refused.lock().unwrap_or_else(|p| p.into_inner()).insert(url.to_owned(), why);
+    }
+
+    /// [`Error::Containment`] if `url` was refused.
+    fn check_refused(&self, url: &str) -> Result<(), Error> {
+        match self.refused.lock().unwrap_or_else(|p| p.into_inner()).get(url) {
+            Some(why) => Err(Error::Containment { what: why.clone() }),
+            None => Ok(()),
+        }
     }
 
     /// The source `url` names; [`Error::Invalid`] if no source understands it.
     pub(crate) fn for_url(&self, url: &str) -> Result<Arc<dyn Source>, Error> {
+        self.check_refused(url)?;
         let mut sources = self.by_url.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(s) = sources.get(url) {
             return Ok(Arc::clone(s));
@@ -34,16 +53,18 @@ impl Sources {
         Ok(s)
     }
 
-    /// The directory source of `ns`, if it is bound to a directory that can be opened.
-    pub(crate) fn dir_of(&self, ns: &Namespace) -> Option<Arc<DirSource>> {
-        let url = ns.source.as_deref()?;
-        let root = ns.dir_root()?;
+    /// The directory source of `ns`, if it is bound to a directory that can be opened;
+    /// [`Error::Containment`] if that directory was refused when the cache opened.
+    pub(crate) fn dir_of(&self, ns: &Namespace) -> Result<Option<Arc<DirSource>>, Error> {
+        let (Some(url), Some(root)) = (ns.source.as_deref(), ns.dir_root()) else { return Ok(None) };
+        self.check_refused(url)?;
         let mut dirs = self.dirs.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(s) = dirs.get(url) {
-            return Some(Arc::clone(s));
+            return Ok(Some(Arc::clone(s)));
         }
-        let src = Arc::new(DirSource::new(root).ok()?);
+        let Ok(src) = DirSource::new(root) else { return Ok(None) };
+        let src = Arc::new(src);
         dirs.insert(url.to_owned(), Arc::clone(&src));
-        Some(src)
+        Ok(Some(src))
     }
 }

@@ -77,7 +77,7 @@ impl Writes {
         body: impl Stream<Item = Result<Bytes, E>> + Send + 'static,
     ) -> Result<Stored, Error> {
         let ns = self.namespaces.row(namespace).await?;
-        if let Some(src) = self.namespaces.dir_source(&ns) {
+        if let Some(src) = self.namespaces.dir_source(&ns)? {
             let (digest, size_bytes, md5) = self.directories.put(&ns, src, RelPath::new(key.to_vec())?, body).await?;
             return Ok(Stored { md5: hex::encode(md5), digest, size_bytes });
         }
@@ -99,7 +99,7 @@ impl Writes {
     /// row. Returns `false` if there was nothing to delete.
     pub(crate) async fn delete_entry(&self, namespace: &str, key: &[u8]) -> Result<bool, Error> {
         let ns = self.namespaces.row(namespace).await?;
-        if let Some(src) = self.namespaces.dir_source(&ns) {
+        if let Some(src) = self.namespaces.dir_source(&ns)? {
             return self.directories.delete(&ns, src, RelPath::new(key.to_vec())?).await;
         }
         if let Some(source) = &ns.source {
@@ -120,7 +120,14 @@ impl Writes {
         }
         let ns = self.namespaces.row(namespace).await?;
         let id = ns.id;
-        if ns.dir_root().is_some() {
+        if self.namespaces.dir_source(&ns)?.is_some() || ns.dir_root().is_some() {
+            if let Some(name) = tiercache_sources::dir::reserved_segment(&req.prefix) {
+                return Err(Error::Invalid(format!(
+                    "prefix segment {:?} is reserved: names starting with {:?} are tiercache's own temp files",
+                    String::from_utf8_lossy(name),
+                    tiercache_sources::dir::TEMP_PREFIX
+                )));
+            }
             self.ix.run(move |ix| ix.list_files(id, &req)).await
         } else {
             req.delimiter = req.delimiter.filter(|d| !d.is_empty());

@@ -106,7 +106,10 @@ impl ApiError {
             ApiError::AdminOff | ApiError::NoAdminEndpoint => return StatusCode::NOT_FOUND,
         };
         match e {
-            E::Key(_) | E::Digest(_) | E::Invalid(_) | E::DigestMismatch { .. } => StatusCode::BAD_REQUEST,
+            E::Key(_) | E::Digest(_) | E::Invalid(_) | E::DigestMismatch { .. } | E::Containment { .. } => {
+                StatusCode::BAD_REQUEST
+            }
+            E::NameTooLong { .. } => StatusCode::URI_TOO_LONG,
             E::Range(_) => StatusCode::RANGE_NOT_SATISFIABLE,
             E::NoNamespace(_) | E::NoEntry { .. } | E::NoBlob(_) => StatusCode::NOT_FOUND,
             E::Conflict { .. } => StatusCode::CONFLICT,
@@ -177,6 +180,12 @@ impl ApiError {
             E::Busy { .. } => "what was read kept changing while it was read; try again".into(),
             // Its message names no source: only the wait.
             E::SourceBusy { .. } => e.to_string().into(),
+            // The client's own key, and the file system's limit.
+            E::NameTooLong { .. } => e.to_string().into(),
+            // Its message names directories of this host.
+            E::Containment { .. } => "the namespace's source would reach outside what a namespace may reach (the data \
+                                      directory or another namespace's storage); the server's log says more"
+                .into(),
             E::ReadOnly { namespace, .. } => {
                 format!("namespace {namespace} mirrors a source; its entries are read-only").into()
             }

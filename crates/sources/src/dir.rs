@@ -19,7 +19,6 @@ use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
@@ -28,11 +27,28 @@ use tiercache_core::{ByteRange, FileMarkers, Key, RelPath};
 
 use crate::{FetchRequest, Fetched, Source, SourceBody, SourceError, SourceMeta};
 
-/// Prefix and suffix of the temp files an atomic write leaves for an instant in the directory;
-/// the walk skips them.
+/// Prefix of the names reserved for tiercache's own files in a directory: the temp file an atomic
+/// write may name for an instant (`.tiercache-<32 random hex>.tmp`; older versions used
+/// `.tiercache-<pid>-<n>.tmp`). A path with a segment starting so is never walked, and the engine
+/// refuses it as a key ([`reserved_segment`]), so a client can neither claim nor read such a file.
 pub const TEMP_PREFIX: &str = ".tiercache-";
-/// See [`TEMP_PREFIX`].
+/// Suffix of the temp files, see [`TEMP_PREFIX`].
 pub const TEMP_SUFFIX: &str = ".tmp";
+
+/// Whether `name`, one path segment, is reserved for tiercache's own files ([`TEMP_PREFIX`]).
+pub fn is_reserved(name: &[u8]) -> bool {
+    name.starts_with(TEMP_PREFIX.as_bytes())
+}
+
+/// The first segment of `path` (`/`-separated; the last may be partial, as in a listing's
+/// prefix) that is reserved for tiercache's own files, if any.
+pub fn reserved_segment(path: &[u8]) -> Option<&[u8]> {
+    path.split(|b| *b == b'/').find(|s| is_reserved(s))
+}
+
+fn reserved_error(path: &RelPath) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, format!("{path} names tiercache's own temp files"))
+}
 
 /// A directory source rooted at an absolute path.
 #[derive(Debug, Clone)]
@@ -115,6 +131,9 @@ impl DirSource {
     /// [`DirSource::open`] with the root already open (from [`DirSource::open_root`]), for
     /// callers that open many files.
     pub fn open_at(&self, root: &OwnedFd, path: &RelPath) -> io::Result<(File, FileMarkers)> {
+        if reserved_segment(path.as_bytes()).is_some() {
+            return Err(io::Error::new(io::ErrorKind::NotFound, format!("{path} is not a file inside the root")));
+        }
         self.check_parents(root, path)?;
         self.open_walked(root, path)
     }
@@ -226,18 +245,32 @@ impl DirSource {
 
     /// Writes the file at `path` atomically from `chunks`, hashing as it goes:
     /// 1. open (creating) the parent directories beneath the root, never through a symlink;
-    /// 2. write a temp file `.tiercache-<pid>-<n>.tmp` beside the target;
-    /// 3. fsync it; 4. rename it over the target; 5. fsync the directory.
+    /// 2. create an unnamed temp file in the parent directory (`O_TMPFILE`), or where the file
+    ///    system cannot, one named `.tiercache-<32 random hex>.tmp` (`O_EXCL`), and write it;
+    /// 3. fsync it; 4. link an unnamed one under such a random name; 5. rename it over the
+    ///    target; 6. fsync the directory.
     ///
-    /// On any failure the temp file is removed and the target is untouched. Blocking.
+    /// A name nobody can guess is never one a client created first, and a client cannot name it
+    /// anyway ([`reserved_segment`]). On any failure the temp file is removed and the target is
+    /// untouched. Blocking.
     pub fn write_file(&self, path: &RelPath, chunks: impl Iterator<Item = io::Result<Bytes>>) -> io::Result<Written> {
-        static SEQ: AtomicU64 = AtomicU64::new(0);
+        self.write_file_with(path, chunks, true)
+    }
+
+    /// [`DirSource::write_file`]; `may_be_unnamed: false` always takes the named temp file (as
+    /// where `O_TMPFILE` is not supported), so that tests cover both ways.
+    fn write_file_with(
+        &self,
+        path: &RelPath,
+        chunks: impl Iterator<Item = io::Result<Bytes>>,
+        may_be_unnamed: bool,
+    ) -> io::Result<Written> {
+        if reserved_segment(path.as_bytes()).is_some() {
+            return Err(reserved_error(path));
+        }
         let (parent, name) = split(path.as_bytes());
         let dir = self.open_dirs(parent.iter().copied(), true)?;
-        let tmp = format!("{TEMP_PREFIX}{}-{}{TEMP_SUFFIX}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed));
-        let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC;
-        let fd = rustix::fs::openat(&dir, tmp.as_str(), flags, Mode::from_raw_mode(0o644)).map_err(io_err)?;
-        let mut file = File::from(fd);
+        let (mut file, mut tmp) = create_temp(&dir, may_be_unnamed)?;
         let result = (|| {
             let mut h = hash::Hashes::new();
             for chunk in chunks {
@@ -246,26 +279,38 @@ impl DirSource {
                 file.write_all(&chunk)?;
             }
             file.sync_all()?;
-            rustix::fs::renameat(&dir, tmp.as_str(), &dir, name).map_err(|e| match e {
+            let named = match &tmp {
+                Some(named) => named.clone(),
+                None => {
+                    let named = link_unnamed(&file, &dir)?;
+                    tmp = Some(named.clone());
+                    named
+                }
+            };
+            rustix::fs::renameat(&dir, named.as_str(), &dir, name).map_err(|e| match e {
                 rustix::io::Errno::ISDIR => io::Error::new(
                     io::ErrorKind::IsADirectory,
                     format!("{path} is a directory; it cannot be replaced by a file"),
                 ),
                 e => io_err(e),
             })?;
+            tmp = None;
             rustix::fs::fsync(&dir).map_err(io_err)?;
             let st = rustix::fs::fstat(&file).map_err(io_err)?;
             let (md5, sha256) = h.finish();
             Ok(Written { markers: markers_of(&st), md5, sha256, hashed_at_ns: now_ns() })
         })();
-        if result.is_err() {
-            let _ = rustix::fs::unlinkat(&dir, tmp.as_str(), AtFlags::empty());
+        if let Some(named) = tmp {
+            let _ = rustix::fs::unlinkat(&dir, named.as_str(), AtFlags::empty());
         }
         result
     }
 
     /// Removes the file at `path`. Returns `false` if there was none. Blocking.
     pub fn remove(&self, path: &RelPath) -> io::Result<bool> {
+        if reserved_segment(path.as_bytes()).is_some() {
+            return Err(reserved_error(path));
+        }
         let (parent, name) = split(path.as_bytes());
         let dir = match self.open_dirs(parent.iter().copied(), false) {
             Ok(d) => d,
@@ -302,6 +347,48 @@ pub enum Lookup {
     Other,
     /// Nothing.
     Missing,
+}
+
+/// A temp file in `dir` for an atomic write: unnamed (`O_TMPFILE`, `None`) where the file system
+/// can, else created under a random reserved name (`O_EXCL`), returned with it.
+fn create_temp(dir: &OwnedFd, may_be_unnamed: bool) -> io::Result<(File, Option<String>)> {
+    let mode = Mode::from_raw_mode(0o644);
+    if may_be_unnamed {
+        match rustix::fs::openat(dir, ".", OFlags::WRONLY | OFlags::TMPFILE | OFlags::CLOEXEC, mode) {
+            Ok(fd) => return Ok((File::from(fd), None)),
+            // Not supported by this file system or kernel: a named temp file instead.
+            Err(rustix::io::Errno::OPNOTSUPP | rustix::io::Errno::ISDIR | rustix::io::Errno::INVAL) => {}
+            Err(e) => return Err(io_err(e)),
+        }
+    }
+    let name = random_temp_name()?;
+    let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC;
+    let fd = rustix::fs::openat(dir, name.as_str(), flags, mode).map_err(io_err)?;
+    Ok((File::from(fd), Some(name)))
+}
+
+/// Links the unnamed temp `file` into `dir` under a random reserved name, and returns the name.
+/// Through `/proc/self/fd` (no privilege needed), else by `AT_EMPTY_PATH` where `/proc` is missing.
+fn link_unnamed(file: &File, dir: &OwnedFd) -> io::Result<String> {
+    use std::os::fd::AsRawFd;
+    let name = random_temp_name()?;
+    let proc = format!("/proc/self/fd/{}", file.as_raw_fd());
+    match rustix::fs::linkat(rustix::fs::CWD, proc.as_str(), dir, name.as_str(), AtFlags::SYMLINK_FOLLOW) {
+        Ok(()) => Ok(name),
+        Err(rustix::io::Errno::NOENT) => {
+            rustix::fs::linkat(file, "", dir, name.as_str(), AtFlags::EMPTY_PATH).map_err(io_err)?;
+            Ok(name)
+        }
+        Err(e) => Err(io_err(e)),
+    }
+}
+
+/// `.tiercache-<128 random bits in hex>.tmp`: a name no client can guess (and none may name).
+fn random_temp_name() -> io::Result<String> {
+    use std::io::Read;
+    let mut bits = [0u8; 16];
+    File::open("/dev/urandom")?.read_exact(&mut bits)?;
+    Ok(format!("{TEMP_PREFIX}{}{TEMP_SUFFIX}", hex::encode(bits)))
 }
 
 /// `a/b/c` → (`[a, b]`, `c`).
@@ -467,5 +554,44 @@ mod tests {
         assert!(src.remove(&rel("x/y/z.bin")).unwrap());
         assert!(!src.remove(&rel("x/y/z.bin")).unwrap());
         assert!(!src.remove(&rel("nope/z")).unwrap());
+    }
+
+    #[test]
+    fn temp_files_cannot_be_claimed_and_reserved_names_are_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let src = DirSource::new(root.path()).unwrap();
+        // Planted under the old name form (pid and counter) and the new one (random).
+        let old = format!("{TEMP_PREFIX}{}-0{TEMP_SUFFIX}", std::process::id());
+        let new = format!("{TEMP_PREFIX}{}{TEMP_SUFFIX}", "0".repeat(32));
+        for name in [&old, &new] {
+            std::fs::write(root.path().join(name), b"planted").unwrap();
+        }
+        for (i, may_be_unnamed) in [true, false, true, false].into_iter().enumerate() {
+            let body = format!("v{i}");
+            let chunks = [Ok(Bytes::from(body.clone()))].into_iter();
+            src.write_file_with(&rel("f"), chunks, may_be_unnamed).unwrap();
+            assert_eq!(std::fs::read(root.path().join("f")).unwrap(), body.as_bytes());
+            // A failed write leaves no temp file either way.
+            let failing = [Ok(Bytes::from_static(b"part")), Err(io::Error::other("gone"))];
+            assert!(src.write_file_with(&rel("f"), failing.into_iter(), may_be_unnamed).is_err());
+        }
+        let mut names: Vec<_> =
+            std::fs::read_dir(root.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        names.sort();
+        let mut expected = vec![old.clone(), new.clone(), "f".to_owned()];
+        expected.sort();
+        assert_eq!(names, expected, "planted files untouched, no temp file left");
+        for name in [&old, &new] {
+            let bad = rel(name);
+            assert_eq!(src.open(&bad).unwrap_err().kind(), io::ErrorKind::NotFound, "{name}");
+            assert!(src.write_file(&bad, std::iter::empty()).is_err(), "{name}");
+            assert!(src.remove(&bad).is_err(), "{name}");
+            assert_eq!(std::fs::read(root.path().join(name)).unwrap(), b"planted");
+        }
+        assert_eq!(reserved_segment(b"a/.tiercache-x/b"), Some(&b".tiercache-x"[..]));
+        assert_eq!(reserved_segment(b"a/tiercache-x/.tiercachex"), None);
+        let names = random_temp_name().unwrap();
+        assert!(names.len() == ".tiercache-".len() + 32 + ".tmp".len() && is_reserved(names.as_bytes()));
+        assert_ne!(random_temp_name().unwrap(), names);
     }
 }

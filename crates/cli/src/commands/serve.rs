@@ -1,19 +1,22 @@
-//! `tiercache serve`: creates the config file's namespaces, binds the listen address, starts the
-//! watcher (with `--watch`) and the background pruner, and runs the HTTP server until a signal.
+//! `tiercache serve`: records its effective settings (`<data>/settings.json`, `served.rs`), creates
+//! the config file's namespaces, binds the listen address, starts the watcher (with `--watch`) and
+//! the background pruner, and runs the HTTP server until a signal.
 //!
 //! It does not open the cache (`main.rs` does, with the engine settings) and holds no HTTP logic:
 //! that is `tiercache_server`.
 
 use anyhow::{Context, Result};
-use tiercache_engine::{Cache, NamespaceOptions};
+use tiercache_engine::{Cache, DiskLimits, NamespaceOptions};
 
 use crate::args::ServeArgs;
 use crate::config::{self, FileConfig};
 
 /// Serves `cache` until Ctrl-C or SIGTERM.
-pub(crate) async fn serve(cache: Cache, args: &ServeArgs, file: &FileConfig) -> Result<u8> {
+pub(crate) async fn serve(cache: Cache, args: &ServeArgs, file: &FileConfig, disk: &DiskLimits) -> Result<u8> {
     let settings = config::serve_settings(&args.serve, file);
     let access = config::access(&settings)?;
+    // What this server enforces, for `df` run beside it (`served.rs`).
+    crate::served::write(cache.data_dir(), &crate::served::Served::now(disk))?;
     for (name, def) in &file.namespaces {
         let options = NamespaceOptions {
             copy_to_cache: def.copy_to_cache,

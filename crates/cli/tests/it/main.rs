@@ -4,6 +4,7 @@ mod common;
 
 mod access;
 mod cluster;
+mod contain;
 mod crash;
 mod datadir;
 mod dir;

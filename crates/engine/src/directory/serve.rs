@@ -29,6 +29,40 @@ use crate::{Error, telemetry};
 /// ETag); a larger one is served without an ETag and hashed in the background.
 pub(crate) const INLINE_HASH_BYTES: u64 = 32 * 1024 * 1024;
 
+/// The longest path segment of a directory key, in bytes (Linux's `NAME_MAX`).
+const MAX_NAME_BYTES: usize = 255;
+
+/// Refuses a directory key that no file of the namespace may have: a name reserved for
+/// tiercache's own files (`.tiercache-*`: [`Error::Invalid`]), or a segment longer than 255
+/// bytes ([`Error::NameTooLong`]; a key longer than 4096 bytes is refused as it is parsed).
+pub(crate) fn check_key(path: &[u8]) -> Result<(), Error> {
+    if let Some(name) = tiercache_sources::dir::reserved_segment(path) {
+        return Err(Error::Invalid(format!(
+            "key segment {:?} is reserved: names starting with {:?} are tiercache's own temp files",
+            String::from_utf8_lossy(name),
+            tiercache_sources::dir::TEMP_PREFIX
+        )));
+    }
+    if let Some(long) = path.split(|b| *b == b'/').find(|s| s.len() > MAX_NAME_BYTES) {
+        return Err(Error::NameTooLong {
+            what: format!(
+                "a path segment of a directory namespace's key is at most {MAX_NAME_BYTES} bytes; one is {}",
+                long.len()
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// `e`, from doing `what` to `path`: [`Error::NameTooLong`] if the file system found a name in it
+/// too long (its limit may be below the one [`check_key`] applies), else a local failure.
+fn local(e: std::io::Error, path: &RelPath, what: &str) -> Error {
+    if e.kind() == std::io::ErrorKind::InvalidFilename {
+        return Error::NameTooLong { what: format!("{what} {path}: a name in it is too long for the file system") };
+    }
+    Error::io(format!("{what} {path}"), e)
+}
+
 fn is_absent(kind: std::io::ErrorKind) -> bool {
     matches!(kind, std::io::ErrorKind::NotFound | std::io::ErrorKind::IsADirectory | std::io::ErrorKind::InvalidInput)
 }
@@ -46,12 +80,15 @@ impl Directories {
         path: RelPath,
     ) -> Result<Read, Error> {
         let t0 = Instant::now();
+        check_key(path.as_bytes())?;
         let (s, p) = (Arc::clone(&src), path.clone());
-        let opened = blocking(move || match s.open(&p) {
+        let opened = tokio::task::spawn_blocking(move || match s.open(&p) {
             Err(e) if is_absent(e.kind()) || e.kind() == std::io::ErrorKind::PermissionDenied => Ok(Err(e.kind())),
             other => other.map(Ok),
         });
-        let (file, markers) = match opened.await? {
+        let opened =
+            opened.await.map_err(|e| Error::task("opening a file", e))?.map_err(|e| local(e, &path, "cannot open"))?;
+        let (file, markers) = match opened {
             Ok(x) => x,
             Err(std::io::ErrorKind::PermissionDenied) => {
                 return Err(Error::Source(SourceError::Forbidden { url: format!("{}/{path}", src.url()) }));
@@ -195,6 +232,7 @@ impl Directories {
         path: RelPath,
         body: impl Stream<Item = Result<Bytes, E>> + Send + 'static,
     ) -> Result<(Digest, u64, [u8; 16]), Error> {
+        check_key(path.as_bytes())?;
         let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
         let (s, p) = (Arc::clone(&src), path.clone());
         let writer =
@@ -228,6 +266,7 @@ impl Directories {
     /// Deletes `path` of directory namespace `ns`: the file first, then its row. Returns `false`
     /// if there was no such file.
     pub(crate) async fn delete(&self, ns: &Namespace, src: Arc<DirSource>, path: RelPath) -> Result<bool, Error> {
+        check_key(path.as_bytes())?;
         let p = path.clone();
         let removed = tokio::task::spawn_blocking(move || src.remove(&p))
             .await
@@ -247,6 +286,6 @@ fn not_a_file(e: std::io::Error, path: &RelPath, what: &str) -> Error {
         IsADirectory | NotADirectory | DirectoryNotEmpty => {
             Error::Conflict { what: format!("{what} {path}: {e}"), cause: Some(Arc::new(e)) }
         }
-        _ => Error::io(format!("{what} {path}"), e),
+        _ => local(e, path, what),
     }
 }

@@ -43,8 +43,11 @@ impl Directories {
         let mut targets = Vec::new();
         if names.is_empty() {
             for ns in self.namespaces.directories().await? {
-                let src = self.namespaces.dir_source(&ns).expect("a directory namespace");
-                targets.push((ns, src));
+                match self.namespaces.dir_source(&ns) {
+                    Ok(Some(src)) => targets.push((ns, src)),
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(namespace = %ns.name, error = %e, "not watching"),
+                }
             }
         } else {
             for n in names {

@@ -57,7 +57,7 @@ impl Jobs {
     /// Moving a namespace where it already is does nothing.
     pub(crate) async fn move_namespace(&self, name: &str, to: &Place) -> Result<MoveReport, Error> {
         let ns = self.namespaces.fresh(name).await?;
-        if self.namespaces.dir_source(&ns).is_some() {
+        if self.namespaces.dir_source(&ns)?.is_some() {
             return Err(Error::Invalid(format!(
                 "namespace {name} is a directory served in place; only cached namespaces have a storage place"
             )));

@@ -2,8 +2,9 @@
 //!
 //! A namespace's definition is written durably first, to `<data>/namespaces/<name>.json`, and
 //! only then to the index, so that an index rebuilt from scratch still knows every namespace and
-//! its source. Deleting removes the definition, then the index rows, then the blob files no other
-//! namespace references.
+//! its source. Deleting removes the index rows first, then the definition, then the blob files no
+//! other namespace references ([`Namespaces::delete`] has the steps). A directory source's root is
+//! checked (`contain.rs`) and recorded canonical before anything is written.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,7 +14,8 @@ use tiercache_index::Namespace;
 
 use super::Namespaces;
 use crate::Error;
-use crate::blocking::blocking;
+use crate::blocking::{blocking, blocking_with};
+use crate::contain::check_source_root;
 use crate::fs::write_atomically;
 use crate::store::CleanupReport;
 use crate::store::place::Place;
@@ -69,12 +71,25 @@ impl Namespaces {
         if let Some(url) = source {
             self.sources.for_url(url)?; // Refuse a URL no source understands, before writing anything.
         }
+        let lookup = name.as_str().to_owned();
+        let existing = self.ix.run(move |ix| ix.get_namespace(&lookup)).await?;
+        let source = match source.and_then(|s| s.strip_prefix("file://")) {
+            Some(root) => {
+                let url = self.contained_root(name.as_str(), root).await?;
+                // A namespace defined before roots were recorded canonical keeps its URL when it
+                // names the same directory.
+                let same = existing.as_ref().and_then(|e| e.dir_root()).filter(|kept| {
+                    std::fs::canonicalize(kept).is_ok_and(|k| url.strip_prefix("file://") == k.to_str())
+                });
+                Some(same.map_or(url, |kept| format!("file://{kept}")))
+            }
+            None => source.map(str::to_owned),
+        };
+        let source = source.as_deref();
         if source.is_none_or(|s| !s.starts_with("file://")) && options.has_dir_options() {
             return Err(Error::Invalid("copy-to-cache and ignore patterns apply to directory sources only".into()));
         }
         tiercache_sources::dir::walk::Ignore::new(&options.ignore).map_err(Error::Invalid)?;
-        let lookup = name.as_str().to_owned();
-        let existing = self.ix.run(move |ix| ix.get_namespace(&lookup)).await?;
         let mut options = options.clone();
         match (&options.storage, existing.as_ref().and_then(|e| e.options.storage.clone())) {
             (None, kept) => options.storage = kept,
@@ -156,6 +171,50 @@ impl Namespaces {
         self.create(name, source, &options).await
     }
 
+    /// The `file://` URL of directory `root`, canonical, if it may be namespace `name`'s source
+    /// (`contain.rs`); [`Error::Containment`] or [`Error::Invalid`] if not.
+    async fn contained_root(&self, name: &str, root: &str) -> Result<String, Error> {
+        let namespaces = self.ix.run(|ix| ix.list_namespaces()).await?;
+        let (name, root, data_dir) = (name.to_owned(), PathBuf::from(root), self.stores.data_dir().to_owned());
+        let canonical = blocking_with(move || check_source_root(&name, &root, &data_dir, &namespaces)).await?;
+        canonical
+            .to_str()
+            .map(|r| format!("file://{r}"))
+            .ok_or_else(|| Error::Invalid(format!("directory path {} is not UTF-8", canonical.display())))
+    }
+
+    /// At open: refuses every directory namespace whose root breaks the containment rule
+    /// (`contain.rs`; defined so by an older version, or the directory was changed since): it is
+    /// not served, and every use of it says why. Returns a note per namespace refused.
+    pub(crate) async fn refuse_uncontained(&self) -> Result<Vec<String>, Error> {
+        let namespaces = self.ix.run(|ix| ix.list_namespaces()).await?;
+        let data_dir = self.stores.data_dir().to_owned();
+        let refused = blocking_with(move || {
+            let mut refused = Vec::new();
+            for ns in namespaces.iter() {
+                let (Some(url), Some(root)) = (ns.source.as_deref(), ns.dir_root()) else { continue };
+                // A root that is missing now is not refused: it may come back, and every use of it
+                // says that it is missing.
+                if let Err(Error::Containment { what }) =
+                    check_source_root(&ns.name, Path::new(root), &data_dir, &namespaces)
+                {
+                    refused.push((ns.name.clone(), url.to_owned(), what));
+                }
+            }
+            Ok(refused)
+        })
+        .await?;
+        let mut notes = Vec::new();
+        for (name, url, what) in refused {
+            tracing::warn!(namespace = %name, reason = %what, "directory namespace refused: it is not served");
+            notes.push(format!(
+                "directory namespace {name} is refused and not served: {what}; `tiercache ns delete {name}` removes it"
+            ));
+            self.sources.refuse(&url, format!("namespace {name} is refused: {what}"));
+        }
+        Ok(notes)
+    }
+
     /// Writes `def` durably, before the index learns of it.
     pub(crate) async fn write_definition(&self, def: Definition) -> Result<(), Error> {
         let dir = definitions_dir(self.stores.data_dir());
@@ -214,20 +273,38 @@ impl Namespaces {
     /// Deletes namespace `name`, its entries, and the blobs no other namespace references (for a
     /// namespace stored in its own directory: that directory's blobs, and the directory if nothing
     /// else is in it). Returns `None` if there was no such namespace (deleting is idempotent).
+    ///
+    /// The steps, in this order, so that a failure at any one leaves the index and the definition
+    /// files agreeing on what is served (docs/design.md says what a crash between each pair leaves):
+    /// 1. delete the namespace's rows from the index, in one transaction (a failure, a full disk
+    ///    say, changes nothing: the namespace is still defined and served);
+    /// 2. bump the lookup generation, so no process serves it from memory;
+    /// 3. remove its definition file (if this fails, the namespace is no longer served, and
+    ///    deleting it again removes the file: that is done even when the index has no such row);
+    /// 4. remove the blob files no other namespace references;
+    /// 5. release its storage directory, if it had one.
     pub(crate) async fn delete(&self, name: &str) -> Result<Option<CleanupReport>, Error> {
         let name = NamespaceName::new(name)?.as_str().to_owned();
         let lookup = name.clone();
         let storage = self.ix.run(move |ix| ix.get_namespace(&lookup)).await?.and_then(|ns| ns.options.storage);
         let def = definitions_dir(self.stores.data_dir()).join(format!("{name}.json"));
-        blocking(move || match std::fs::remove_file(def) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        let deleted = self.ix.run(move |ix| ix.delete_namespace(&name)).await?;
+        if deleted.is_some() {
+            self.memory.bump_generation().await?;
+        }
+        blocking_with(move || match std::fs::remove_file(&def) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(
+                format!(
+                    "the namespace is deleted from the index, but its definition file {} cannot be removed \
+                     (delete it again to finish)",
+                    def.display()
+                ),
+                e,
+            )),
             _ => Ok(()),
         })
         .await?;
-        let Some((n_entries, orphans)) = self.ix.run(move |ix| ix.delete_namespace(&name)).await? else {
-            return Ok(None);
-        };
-        self.memory.bump_generation().await?;
+        let Some((n_entries, orphans)) = deleted else { return Ok(None) };
         let mut report = self.stores.delete_blob_files(n_entries, orphans).await?;
         if let Some(dir) = storage {
             let (n, bytes) = self.stores.release_dir(&dir).await?;

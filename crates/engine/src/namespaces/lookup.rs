@@ -47,8 +47,9 @@ impl Namespaces {
         Ok(self.list().await?.into_iter().filter(|n| n.dir_root().is_some()).collect())
     }
 
-    /// The directory source of `ns`, if it is bound to one.
-    pub(crate) fn dir_source(&self, ns: &Namespace) -> Option<Arc<DirSource>> {
+    /// The directory source of `ns`, if it is bound to one; [`Error::Containment`] if its
+    /// directory was refused when the cache opened.
+    pub(crate) fn dir_source(&self, ns: &Namespace) -> Result<Option<Arc<DirSource>>, Error> {
         self.sources.dir_of(ns)
     }
 
@@ -56,7 +57,7 @@ impl Namespaces {
     /// namespace.
     pub(crate) async fn dir(&self, name: &str) -> Result<(Arc<Namespace>, Arc<DirSource>), Error> {
         let ns = self.row(name).await?;
-        let src = self.dir_source(&ns).ok_or_else(|| {
+        let src = self.dir_source(&ns)?.ok_or_else(|| {
             Error::Invalid(format!(
                 "namespace {name} is not bound to a directory (source: {})",
                 ns.source.as_deref().unwrap_or("none")

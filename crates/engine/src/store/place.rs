@@ -93,9 +93,9 @@ pub(crate) fn describe(storage: &Option<String>) -> String {
 
 impl Stores {
     /// Makes `dir` the storage directory of namespace `name`: creates it, checks that it is not
-    /// the data directory, inside it, a directory source, another namespace's storage, or a
-    /// non-empty directory that is not already this namespace's, and marks it. Returns its
-    /// canonical path.
+    /// a non-empty directory that is not already this namespace's and that it overlaps neither the
+    /// data directory, a directory source nor another namespace's storage (`contain.rs`), and
+    /// marks it. Returns its canonical path.
     pub(crate) async fn claim_dir(&self, name: &str, dir: &Path) -> Result<String, Error> {
         let namespaces = self.ix.run(|ix| ix.list_namespaces()).await?;
         let (name, dir, data_dir) = (name.to_owned(), dir.to_owned(), self.data_dir.clone());
@@ -179,30 +179,8 @@ fn claim_dir(name: &str, dir: &Path, data_dir: &Path, namespaces: &[Namespace]) 
     let Some(text) = canonical.to_str().map(str::to_owned) else {
         return Err(Error::Invalid(format!("storage directory {} is not valid UTF-8", canonical.display())));
     };
+    crate::contain::check_storage_dir(name, &canonical, data_dir, namespaces)?;
     let data = std::fs::canonicalize(data_dir).map_err(|e| io("cannot resolve data directory of", e))?;
-    let overlaps = |other: &Path| canonical.starts_with(other) || other.starts_with(&canonical);
-    if overlaps(&data) {
-        return Err(Error::Invalid(format!(
-            "storage directory {text} overlaps the data directory {}; give a directory outside it",
-            data.display()
-        )));
-    }
-    for ns in namespaces {
-        if let Some(other) = &ns.options.storage
-            && ns.name != name
-            && overlaps(Path::new(other))
-        {
-            return Err(Error::conflict(format!("storage directory {text} overlaps {other}, namespace {}'s", ns.name)));
-        }
-        if let Some(root) = ns.source.as_deref().and_then(|s| s.strip_prefix("file://"))
-            && std::fs::canonicalize(root).is_ok_and(|r| overlaps(&r))
-        {
-            return Err(Error::Invalid(format!(
-                "storage directory {text} overlaps {root}, the source directory of namespace {}",
-                ns.name
-            )));
-        }
-    }
     let marker_path = canonical.join(MARKER);
     let ours = Marker { namespace: name.to_owned(), data_dir: data.to_string_lossy().into_owned() };
     let found: Option<Marker> = std::fs::read(&marker_path).ok().and_then(|b| serde_json::from_slice(&b).ok());

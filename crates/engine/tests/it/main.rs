@@ -1,5 +1,6 @@
 //! Engine integration tests: the read path against a real HTTP source on 127.0.0.1.
 
+mod define;
 mod directory;
 mod fetching;
 mod lifecycle;

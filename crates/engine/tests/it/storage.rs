@@ -128,7 +128,7 @@ async fn hostile_or_clumsy_storage_directories_are_refused() {
     for (what, path) in cases {
         let opts = NamespaceOptions { storage: Some(path.clone()), ..Default::default() };
         let e = cache.create_namespace("victim", Some(&src.url()), &opts).await.unwrap_err();
-        assert!(matches!(e, Error::Invalid(_) | Error::Conflict { .. }), "{what}: {e}");
+        assert!(matches!(e, Error::Invalid(_) | Error::Conflict { .. } | Error::Containment { .. }), "{what}: {e}");
         assert!(cache.namespace("victim").await.unwrap().is_none(), "{what}: nothing created");
     }
     assert_eq!(std::fs::read_dir(&busy).unwrap().count(), 1, "the non-empty directory is untouched");

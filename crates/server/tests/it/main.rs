@@ -9,6 +9,7 @@ use tower::ServiceExt;
 
 mod access;
 mod admin;
+mod contain;
 mod unknown_length;
 
 /// The write token of every harness.

@@ -20,7 +20,7 @@ use globset::GlobSet;
 use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags};
 use tiercache_core::FileMarkers;
 
-use super::{DirSource, TEMP_PREFIX, TEMP_SUFFIX, io_err, markers_of, resolve_flags};
+use super::{DirSource, io_err, markers_of, resolve_flags};
 
 /// What the walk found at one place.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,10 +66,11 @@ impl Ignore {
         Ok(Ignore { set: b.build().map_err(|e| e.to_string())? })
     }
 
-    /// Whether `path` (relative, no trailing `/`) is ignored. Tiercache's own temp files always are.
+    /// Whether `path` (relative, no trailing `/`) is ignored. Names reserved for tiercache's own
+    /// files (`.tiercache-*`, [`super::TEMP_PREFIX`]) always are.
     pub fn is_ignored(&self, path: &[u8]) -> bool {
         let name = path.rsplit(|b| *b == b'/').next().unwrap_or(path);
-        if name.starts_with(TEMP_PREFIX.as_bytes()) && name.ends_with(TEMP_SUFFIX.as_bytes()) {
+        if super::is_reserved(name) {
             return true;
         }
         !self.set.is_empty() && self.set.is_match(Path::new(OsStr::from_bytes(path)))
