@@ -67,7 +67,7 @@ pub enum Error {
         what: String,
     },
     /// The namespace mirrors a source: its entries are read-only here.
-    #[error("namespace {namespace} mirrors {mirrors}; its entries are read-only")]
+    #[error("namespace {namespace} mirrors {}; its entries are read-only", tiercache_core::redact_url(mirrors))]
     ReadOnly {
         /// The namespace.
         namespace: String,

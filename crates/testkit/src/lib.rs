@@ -55,6 +55,8 @@ pub enum Behavior {
     StallAfter(usize),
     /// Send the body in 16 KiB pieces with this pause between them.
     Slow(Duration),
+    /// Answer this redirect status (301, 302, 307, …) with `Location: <location>`.
+    Redirect(u16, String),
 }
 
 #[derive(Debug, Clone)]
@@ -63,6 +65,17 @@ struct Object {
     etag: String,
     last_modified: String,
     behavior: Behavior,
+    /// Sent as `Content-Encoding` whatever the request's `Accept-Encoding` said.
+    content_encoding: Option<String>,
+}
+
+/// One request as the source saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seen {
+    /// `GET`, `HEAD`, …
+    pub method: String,
+    /// Its headers, names in lowercase.
+    pub headers: HashMap<String, String>,
 }
 
 /// Requests seen for one path.
@@ -82,6 +95,7 @@ pub struct Counts {
 struct State {
     objects: HashMap<String, Object>,
     counts: HashMap<String, Counts>,
+    seen: HashMap<String, Vec<Seen>>,
     honors_range: bool,
 }
 
@@ -132,7 +146,7 @@ impl Source {
         let last_modified = httpdate::fmt_http_date(std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + n));
         st.objects.insert(
             path.trim_start_matches('/').to_owned(),
-            Object { data: Arc::new(data), etag, last_modified, behavior: Behavior::Normal },
+            Object { data: Arc::new(data), etag, last_modified, behavior: Behavior::Normal, content_encoding: None },
         );
     }
 
@@ -149,8 +163,22 @@ impl Source {
             etag: "\"empty\"".into(),
             last_modified: httpdate::fmt_http_date(std::time::UNIX_EPOCH),
             behavior: Behavior::Normal,
+            content_encoding: None,
         });
         entry.behavior = behavior;
+    }
+
+    /// Sends `/path` (which must have been `put`) with `Content-Encoding: <encoding>`, whatever the
+    /// request accepts: the bytes `put` are sent as they are.
+    pub fn set_content_encoding(&self, path: &str, encoding: &str) {
+        let mut st = self.state.lock().unwrap();
+        let obj = st.objects.get_mut(path.trim_start_matches('/')).expect("set_content_encoding of a path put first");
+        obj.content_encoding = Some(encoding.to_owned());
+    }
+
+    /// Every request seen for `/path`, oldest first.
+    pub fn requests(&self, path: &str) -> Vec<Seen> {
+        self.state.lock().unwrap().seen.get(path.trim_start_matches('/')).cloned().unwrap_or_default()
     }
 
     /// Whether a Range header is honoured (206) or ignored (200 with the whole body).
@@ -222,6 +250,7 @@ async fn serve(mut sock: TcpStream, st: Arc<Mutex<State>>, mut release: watch::R
             (_, Some(_)) => c.ranged += 1,
             (_, None) => c.full += 1,
         }
+        st.seen.entry(path.clone()).or_default().push(Seen { method: method.clone(), headers: headers.clone() });
         (st.objects.get(&path).cloned(), st.honors_range)
     };
     let Some(obj) = obj else {
@@ -232,6 +261,13 @@ async fn serve(mut sock: TcpStream, st: Arc<Mutex<State>>, mut release: watch::R
         Behavior::Hang => {
             tokio::time::sleep(Duration::from_secs(3600)).await;
             return Ok(());
+        }
+        Behavior::Redirect(code, ref location) => {
+            let head = format!(
+                "HTTP/1.1 {code} Redirect\r\nLocation: {location}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            sock.write_all(head.as_bytes()).await?;
+            return sock.shutdown().await;
         }
         _ => {}
     }
@@ -267,6 +303,9 @@ async fn serve(mut sock: TcpStream, st: Arc<Mutex<State>>, mut release: watch::R
         Behavior::LongBy(n) => body.len().saturating_sub(n),
         _ => body.len(),
     };
+    if let Some(encoding) = &obj.content_encoding {
+        extra.push_str(&format!("Content-Encoding: {encoding}\r\n"));
+    }
     let head = format!(
         "HTTP/1.1 {status}\r\nContent-Length: {declared}\r\nContent-Type: application/x-test\r\nETag: {}\r\nLast-Modified: {}\r\nAccept-Ranges: bytes\r\n{extra}Connection: close\r\n\r\n",
         obj.etag, obj.last_modified

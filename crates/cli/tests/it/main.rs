@@ -11,4 +11,5 @@ mod lifecycle;
 mod maint;
 mod ns;
 mod rebuild;
+mod sources;
 mod verify;
