@@ -24,7 +24,7 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use tiercache_core::{Digest, Key, RelPath, now_ms};
 use tiercache_index::{Entry, Namespace};
-use tiercache_sources::Source;
+use tiercache_sources::{Source, SourceError};
 use tokio::sync::{Semaphore, watch};
 
 pub use shared::Intent;
@@ -328,7 +328,11 @@ impl Reads {
         metrics::counter!(telemetry::READS, "tier" => "disk", "outcome" => "miss").increment(1);
         let source = self.source_of(ns, &key)?;
         if *intent == Intent::Headers {
-            return self.head_from_source(source, key, t0).await.map(Some);
+            match self.head_from_source(Arc::clone(&source), key.clone(), t0).await {
+                // A source that does not answer HEAD is fetched from, as for a GET.
+                Err(Error::Source(SourceError::Status { status: 405 | 501, .. })) => {}
+                answer => return answer.map(Some),
+            }
         }
         match self.join_flight(ns, &key, &store, source, validators, t0).await? {
             FlightOutcome::Read(read) => Ok(Some(*read)),

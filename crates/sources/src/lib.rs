@@ -71,9 +71,7 @@ pub enum SourceError {
     },
     /// The source redirected where its redirect policy does not follow (out of its origin, by
     /// default), or too many times; nothing was fetched from there.
-    #[error(
-        "source redirect refused for {url}: {reason}; redirects are followed within the source's origin unless --source-redirects says otherwise"
-    )]
+    #[error("source redirect refused for {url}: {reason}")]
     Redirect {
         /// What was asked for.
         url: String,

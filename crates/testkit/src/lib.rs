@@ -97,6 +97,7 @@ struct State {
     counts: HashMap<String, Counts>,
     seen: HashMap<String, Vec<Seen>>,
     honors_range: bool,
+    refuses_head: bool,
 }
 
 /// A running source server. Stops when dropped.
@@ -176,6 +177,11 @@ impl Source {
         obj.content_encoding = Some(encoding.to_owned());
     }
 
+    /// Whether HEAD requests are answered 405 (as by a server that only knows GET).
+    pub fn set_refuses_head(&self, on: bool) {
+        self.state.lock().unwrap().refuses_head = on;
+    }
+
     /// Every request seen for `/path`, oldest first.
     pub fn requests(&self, path: &str) -> Vec<Seen> {
         self.state.lock().unwrap().seen.get(path.trim_start_matches('/')).cloned().unwrap_or_default()
@@ -242,7 +248,7 @@ async fn serve(mut sock: TcpStream, st: Arc<Mutex<State>>, mut release: watch::R
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
         .collect();
     let range = headers.get("range").cloned();
-    let (obj, honors_range) = {
+    let (obj, honors_range, refuses_head) = {
         let mut st = st.lock().unwrap();
         let c = st.counts.entry(path.clone()).or_default();
         match (method.as_str(), &range) {
@@ -251,8 +257,11 @@ async fn serve(mut sock: TcpStream, st: Arc<Mutex<State>>, mut release: watch::R
             (_, None) => c.full += 1,
         }
         st.seen.entry(path.clone()).or_default().push(Seen { method: method.clone(), headers: headers.clone() });
-        (st.objects.get(&path).cloned(), st.honors_range)
+        (st.objects.get(&path).cloned(), st.honors_range, st.refuses_head)
     };
+    if refuses_head && method == "HEAD" {
+        return respond_simple(&mut sock, 405, "HEAD is not supported here").await;
+    }
     let Some(obj) = obj else {
         return respond_simple(&mut sock, 404, "no such object").await;
     };

@@ -182,4 +182,11 @@ async fn a_cold_head_is_answered_from_a_source_head_without_storing() {
     let head = h.send(Method::HEAD, "/ns/web/big.bin", &[], Vec::new()).await;
     assert_eq!((head.status, head.header("content-length")), (StatusCode::OK, Some("300000")));
     assert_eq!((h.src.counts("big.bin").full, h.src.counts("big.bin").head), (1, 1), "the GET fetched once");
+
+    // A source that answers HEAD with 405 is fetched from instead, as for a GET.
+    h.src.set_refuses_head(true);
+    h.src.put("nohead.bin", data.clone());
+    let head = h.send(Method::HEAD, "/ns/web/nohead.bin", &[], Vec::new()).await;
+    assert_eq!((head.status, head.header("content-length")), (StatusCode::OK, Some("300000")));
+    assert_eq!((h.src.counts("nohead.bin").head, h.src.counts("nohead.bin").full), (1, 1));
 }

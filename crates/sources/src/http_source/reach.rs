@@ -177,7 +177,7 @@ pub(crate) struct AddressRefused {
 #[derive(Debug, Clone, thiserror::Error)]
 pub(crate) enum RedirectRefused {
     /// Out of the source's origin, under [`Redirects::SameOrigin`].
-    #[error("the redirect to {to} left the source's origin {origin}")]
+    #[error("the redirect to {to} left the source's origin {origin} (`--source-redirects any` would follow it)")]
     LeftOrigin {
         /// The target, credentials redacted.
         to: String,
@@ -185,7 +185,7 @@ pub(crate) enum RedirectRefused {
         origin: String,
     },
     /// Any redirect, under [`Redirects::None`].
-    #[error("the source redirected to {to}, and redirects are off")]
+    #[error("the source redirected to {to}, and redirects are off (`--source-redirects none`)")]
     Off {
         /// The target, credentials redacted.
         to: String,
