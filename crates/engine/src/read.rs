@@ -362,9 +362,16 @@ impl Reads {
     }
 
     /// The namespace's source, or [`Error::NoEntry`] if it has none (nothing to fetch `key` from).
+    /// A source its definition accepted but these settings refuse (a metadata address allowed then
+    /// and no longer) is the source's failure, not the request's: [`SourceError::AddressRefused`].
     fn source_of(&self, ns: &Namespace, key: &Key) -> Result<Arc<dyn Source>, Error> {
         match ns.source.as_deref() {
-            Some(url) => self.sources.for_url(url),
+            Some(url) => self.sources.for_url(url).map_err(|e| match e {
+                Error::Invalid(reason) => {
+                    Error::Source(SourceError::AddressRefused { url: tiercache_core::redact_url(url).into(), reason })
+                }
+                e => e,
+            }),
             None => Err(Error::NoEntry { namespace: ns.name.clone(), key: key.to_string() }),
         }
     }

@@ -88,10 +88,22 @@ async fn a_metadata_address_is_refused_as_a_source_at_definition() {
     let a = h.send(Method::GET, "/admin/namespaces/meta", &auth, Vec::new()).await;
     assert_eq!(a.status, StatusCode::NOT_FOUND, "nothing was defined");
 
-    let (_h, cache) = harness_with(|c| c.http.allowed_addresses = vec!["169.254.169.254/32".parse().unwrap()]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = CacheConfig::new(dir.path().join("data"));
+    cfg.http.allowed_addresses = vec!["169.254.169.254/32".parse().unwrap()];
+    let cache = Cache::open(cfg.clone()).await.unwrap();
     let options = NamespaceOptions::default();
     let created = cache.create_namespace("meta", Some("http://169.254.169.254/latest/"), &options).await;
     assert!(created.is_ok(), "an allowed address is accepted: {created:?}");
+    drop(cache);
+
+    // Defined while allowed, read once no longer allowed: a 502 from the source, without a request.
+    cfg.http.allowed_addresses.clear();
+    let app = tiercache_server::app(Cache::open(cfg).await.unwrap(), None);
+    let h = Harness { _dir: dir, app, src: Source::start().await };
+    let a = h.get("/ns/meta/user-data", &[]).await;
+    assert_eq!(a.status, StatusCode::BAD_GATEWAY, "{}", message(&a));
+    assert!(message(&a).contains("--allow-source-address"), "{}", message(&a));
 }
 
 /// A source's `user:pass@` never reaches a client: not in a failed read's answer, not in the
