@@ -69,15 +69,6 @@ struct Object {
     content_encoding: Option<String>,
 }
 
-/// One request as the source saw it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Seen {
-    /// `GET`, `HEAD`, …
-    pub method: String,
-    /// Its headers, names in lowercase.
-    pub headers: HashMap<String, String>,
-}
-
 /// Requests seen for one path.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counts {
@@ -95,7 +86,7 @@ pub struct Counts {
 struct State {
     objects: HashMap<String, Object>,
     counts: HashMap<String, Counts>,
-    seen: HashMap<String, Vec<Seen>>,
+    requests: HashMap<String, Vec<HashMap<String, String>>>,
     honors_range: bool,
     refuses_head: bool,
 }
@@ -182,9 +173,9 @@ impl Source {
         self.state.lock().unwrap().refuses_head = on;
     }
 
-    /// Every request seen for `/path`, oldest first.
-    pub fn requests(&self, path: &str) -> Vec<Seen> {
-        self.state.lock().unwrap().seen.get(path.trim_start_matches('/')).cloned().unwrap_or_default()
+    /// The headers (names lowercase) of every request seen for `/path`, in order.
+    pub fn requests(&self, path: &str) -> Vec<HashMap<String, String>> {
+        self.state.lock().unwrap().requests.get(path.trim_start_matches('/')).cloned().unwrap_or_default()
     }
 
     /// Whether a Range header is honoured (206) or ignored (200 with the whole body).
@@ -256,7 +247,7 @@ async fn serve(mut sock: TcpStream, st: Arc<Mutex<State>>, mut release: watch::R
             (_, Some(_)) => c.ranged += 1,
             (_, None) => c.full += 1,
         }
-        st.seen.entry(path.clone()).or_default().push(Seen { method: method.clone(), headers: headers.clone() });
+        st.requests.entry(path.clone()).or_default().push(headers.clone());
         (st.objects.get(&path).cloned(), st.honors_range, st.refuses_head)
     };
     if refuses_head && method == "HEAD" {
