@@ -237,6 +237,8 @@ pub(crate) fn engine_config(global: &GlobalSettings, flags: &EngineSettings, fil
     cfg.revalidate_after = s.revalidate_after.map_or(cfg.revalidate_after, |d| d.0);
     cfg.http.connect_timeout = s.source_connect_timeout.map_or(http.connect_timeout, |d| d.0);
     cfg.http.read_timeout = s.source_read_timeout.map_or(http.read_timeout, |d| d.0);
+    cfg.http.redirects = s.source_redirects.unwrap_or(http.redirects);
+    cfg.http.allowed_addresses = s.allow_source_addresses.clone().unwrap_or_default();
     cfg.max_concurrent_fetches = s.max_concurrent_fetches.unwrap_or(cfg.max_concurrent_fetches);
     anyhow::ensure!(s.max_fetches_per_source != Some(0), "max_fetches_per_source must be at least 1");
     cfg.max_fetches_per_source = s.max_fetches_per_source.or(cfg.max_fetches_per_source);

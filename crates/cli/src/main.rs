@@ -184,7 +184,7 @@ pub(crate) fn print_namespace_table(list: &[tiercache_engine::NamespaceInfo]) {
             ns.n_entries,
             human_bytes(ns.bytes),
             ns.hits,
-            ns.source.as_deref().unwrap_or("-")
+            ns.source.as_deref().map_or("-".into(), tiercache_core::redact_url)
         );
     }
 }

@@ -140,6 +140,21 @@ pub(crate) struct EngineSettings {
     /// Longest wait for a source's headers or next body bytes [default: 30s]
     #[arg(long, env = "TIERCACHE_SOURCE_READ_TIMEOUT", value_name = "DURATION", allow_hyphen_values = true)]
     pub(crate) source_read_timeout: Option<HumanDuration>,
+    /// Which redirects a source may lead to: same-origin (the source's scheme, host and port),
+    /// any, or none; at most 5 in a row [default: same-origin]
+    #[arg(long, env = "TIERCACHE_SOURCE_REDIRECTS", value_name = "POLICY")]
+    #[serde(default, deserialize_with = "parsed")]
+    pub(crate) source_redirects: Option<tiercache_engine::Redirects>,
+    /// A link-local or cloud metadata address (or CIDR block) that sources may reach all the same,
+    /// e.g. 169.254.169.254/32; repeatable, comma-separated in the variable [default: none]
+    #[arg(
+        long = "allow-source-address",
+        env = "TIERCACHE_ALLOW_SOURCE_ADDRESSES",
+        value_name = "CIDR",
+        value_delimiter = ','
+    )]
+    #[serde(default, deserialize_with = "parsed_list")]
+    pub(crate) allow_source_addresses: Option<Vec<tiercache_engine::AddressRange>>,
     /// Most source fetches at once [default: 64]
     #[arg(long, env = "TIERCACHE_MAX_CONCURRENT_FETCHES", value_name = "N")]
     pub(crate) max_concurrent_fetches: Option<usize>,
@@ -236,6 +251,8 @@ impl EngineSettings {
             revalidate_after: s.revalidate_after.or(f.revalidate_after),
             source_connect_timeout: s.source_connect_timeout.or(f.source_connect_timeout),
             source_read_timeout: s.source_read_timeout.or(f.source_read_timeout),
+            source_redirects: s.source_redirects.or(f.source_redirects),
+            allow_source_addresses: s.allow_source_addresses.or(f.allow_source_addresses),
             max_concurrent_fetches: s.max_concurrent_fetches.or(f.max_concurrent_fetches),
             max_fetches_per_source: s.max_fetches_per_source.or(f.max_fetches_per_source),
             hash_threads: s.hash_threads.or(f.hash_threads),
@@ -315,6 +332,17 @@ impl<'de> Deserialize<'de> for ByteSize {
         };
         text.parse().map_err(serde::de::Error::custom)
     }
+}
+
+/// A setting written as a string in the file and parsed by its type's `FromStr`, like its flag.
+fn parsed<'de, D: Deserializer<'de>, T: FromStr<Err = String>>(d: D) -> Result<Option<T>, D::Error> {
+    Option::<String>::deserialize(d)?.map(|s| s.parse().map_err(serde::de::Error::custom)).transpose()
+}
+
+/// A list of strings in the file, each parsed by its type's `FromStr`, like a repeated flag.
+fn parsed_list<'de, D: Deserializer<'de>, T: FromStr<Err = String>>(d: D) -> Result<Option<Vec<T>>, D::Error> {
+    let Some(items) = Option::<Vec<String>>::deserialize(d)? else { return Ok(None) };
+    items.iter().map(|s| s.parse().map_err(serde::de::Error::custom)).collect::<Result<Vec<T>, _>>().map(Some)
 }
 
 /// The memory tier's time to live as written, checked when settings are resolved so that the

@@ -11,6 +11,7 @@ mod dir;
 mod hashes;
 mod key;
 mod range;
+mod redact;
 mod rel_path;
 
 pub use digest::{Digest, DigestError, Hasher};
@@ -18,6 +19,7 @@ pub use dir::{FileMarkers, NamespaceOptions};
 pub use hashes::Hashes;
 pub use key::{Key, KeyError, MAX_KEY_BYTES, MAX_NAMESPACE_BYTES, NamespaceName};
 pub use range::{ByteRange, MAX_RANGES, RangeError, RangeRequest, Resolved};
+pub use redact::{REDACTED, redact_url};
 pub use rel_path::{MAX_REL_PATH_BYTES, RelPath};
 
 /// A source's validators for an entry: what a conditional request sends back to it.

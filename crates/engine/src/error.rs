@@ -77,7 +77,7 @@ pub enum Error {
         waited: std::time::Duration,
     },
     /// The namespace mirrors a source: its entries are read-only here.
-    #[error("namespace {namespace} mirrors {mirrors}; its entries are read-only")]
+    #[error("namespace {namespace} mirrors {}; its entries are read-only", tiercache_core::redact_url(mirrors))]
     ReadOnly {
         /// The namespace.
         namespace: String,

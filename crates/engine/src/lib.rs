@@ -62,7 +62,7 @@ pub use store::place::Place;
 pub use tiercache_core::{ByteRange, Digest, Key, NamespaceName, RangeRequest};
 pub use tiercache_core::{NamespaceOptions, RelPath};
 pub use tiercache_index::{DirStats, DiskUsage, ListPage, ListRequest, ListedItem, Namespace, NamespaceUsage};
-pub use tiercache_sources::{HttpSourceConfig, SourceError};
+pub use tiercache_sources::{AddressRange, HttpSourceConfig, Redirects, SourceError};
 pub use tiercache_tiers::shared::{SharedConfig, StoreLimits};
 pub use tiercache_tiers::{MemoryConfig, MemoryTier};
 pub use write::{MAX_LIST_LIMIT, Stored};

@@ -86,7 +86,10 @@ fn weigh(k: &MemKey, v: &MemValue) -> u32 {
         MemValue::Namespace(n) => 128 + n.name.len() + n.source.as_ref().map_or(0, String::len),
         MemValue::Entry(h) => {
             let e = &h.entry;
-            let row = 160 + e.key.len() + e.content_type.as_ref().map_or(0, String::len);
+            let row = 160
+                + e.key.len()
+                + e.content_type.as_ref().map_or(0, String::len)
+                + e.content_encoding.as_ref().map_or(0, String::len);
             row + h.held.as_ref().map_or(0, |(bytes, _)| bytes.len() + 256)
         }
     };

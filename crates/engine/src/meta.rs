@@ -128,6 +128,9 @@ pub struct ReadMeta {
     pub last_modified: Option<Text>,
     /// The blob's digest, when already known.
     pub digest: Option<Digest>,
+    /// The `Content-Encoding` the source sent the bytes with (they are served as sent, and the
+    /// ETag is that of these bytes); `None` for identity.
+    pub content_encoding: Option<Text>,
     /// Shared by every read of one entry held by the memory tier; `None` for other reads.
     pub memo: Option<Memo>,
 }
@@ -136,8 +139,13 @@ impl ReadMeta {
     /// The same facts with their texts in one shared buffer ([`Text::in_one_buffer`]): each read
     /// of an entry the memory tier holds clones its facts.
     pub(crate) fn with_shared_texts(mut self) -> ReadMeta {
-        let texts = [self.etag.as_deref(), self.content_type.as_deref(), self.last_modified.as_deref()];
-        [self.etag, self.content_type, self.last_modified] = Text::in_one_buffer(texts);
+        let texts = [
+            self.etag.as_deref(),
+            self.content_type.as_deref(),
+            self.last_modified.as_deref(),
+            self.content_encoding.as_deref(),
+        ];
+        [self.etag, self.content_type, self.last_modified, self.content_encoding] = Text::in_one_buffer(texts);
         self
     }
 }

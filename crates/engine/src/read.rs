@@ -1,7 +1,8 @@
 //! The read path (layer 3), top-down in one file: memory tier → index → disk tier → shared tier
 //! (`read/shared.rs`) → source, fetched once however many readers wait (`read/fetch.rs`),
 //! streaming to every waiting reader while the bytes are hashed, written, verified and published.
-//! A directory namespace's file is served in place (`directory/serve.rs`).
+//! A directory namespace's file is served in place (`directory/serve.rs`). A HEAD of an entry no
+//! tier holds is answered from the source's HEAD, without fetching or storing anything.
 //!
 //! Every read logs (debug) and counts which tier served it, the bytes and the time
 //! (`telemetry::served`). Writes are `write.rs`'s; nothing here writes an entry except a fetch
@@ -23,7 +24,7 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use tiercache_core::{Digest, Key, RelPath, now_ms};
 use tiercache_index::{Entry, Namespace};
-use tiercache_sources::Source;
+use tiercache_sources::{Source, SourceError};
 use tokio::sync::watch;
 
 pub use shared::Intent;
@@ -332,12 +333,29 @@ impl Reads {
         }
         metrics::counter!(telemetry::READS, "tier" => "disk", "outcome" => "miss").increment(1);
         let source = self.source_of(ns, &key)?;
+        if *intent == Intent::Headers {
+            match self.head_from_source(Arc::clone(&source), key.clone(), t0).await {
+                // A source that does not answer HEAD is fetched from, as for a GET.
+                Err(Error::Source(SourceError::Status { status: 405 | 501, .. })) => {}
+                answer => return answer.map(Some),
+            }
+        }
         match self.join_flight(ns, &key, &store, source, validators, t0).await? {
             FlightOutcome::Read(read) => Ok(Some(with_range(*read, intent).await)),
             // An unconditional fetch ends "not modified" only when it found the entry stored by
             // another flight (here or in another process) after this reader looked.
             FlightOutcome::NotModified => Ok(None),
         }
+    }
+
+    /// A HEAD of an entry no tier holds, answered from the source's own HEAD (size, content type,
+    /// validators, `Content-Encoding`): nothing is downloaded or stored. Should the body be read
+    /// after all, it comes from the source by a request of its own, still not stored.
+    async fn head_from_source(&self, source: Arc<dyn Source>, key: Key, t0: Instant) -> Result<Read, Error> {
+        let meta = source.head(&key).await?;
+        served(Tier::Source, "head", t0, 0, || key.to_string());
+        let body = Body::PassThrough { source, key, body: None };
+        Ok(Read { meta: fetch::source_read_meta(&meta, None), body, hold: None })
     }
 
     /// Whether namespace `ns` keeps its blobs somewhere else now than when it was looked up.
@@ -350,9 +368,16 @@ impl Reads {
     }
 
     /// The namespace's source, or [`Error::NoEntry`] if it has none (nothing to fetch `key` from).
+    /// A source its definition accepted but these settings refuse (a metadata address allowed then
+    /// and no longer) is the source's failure, not the request's: [`SourceError::AddressRefused`].
     fn source_of(&self, ns: &Namespace, key: &Key) -> Result<Arc<dyn Source>, Error> {
         match ns.source.as_deref() {
-            Some(url) => self.sources.for_url(url),
+            Some(url) => self.sources.for_url(url).map_err(|e| match e {
+                Error::Invalid(reason) => {
+                    Error::Source(SourceError::AddressRefused { url: tiercache_core::redact_url(url).into(), reason })
+                }
+                e => e,
+            }),
             None => Err(Error::NoEntry { namespace: ns.name.clone(), key: key.to_string() }),
         }
     }
@@ -444,6 +469,7 @@ fn entry_meta(entry: &Entry, tier: Tier, size: u64) -> ReadMeta {
         content_type: entry.content_type.clone().map(Text::from),
         last_modified: Some(last_modified.into()),
         digest: Some(entry.digest),
+        content_encoding: entry.content_encoding.clone().map(Text::from),
         memo: None,
     }
 }
@@ -457,6 +483,7 @@ fn blob_meta(tier: Tier, digest: &Digest, size: u64, last_modified: Option<Text>
         content_type: Some("application/octet-stream".into()),
         last_modified,
         digest: Some(*digest),
+        content_encoding: None,
         memo: None,
     }
 }

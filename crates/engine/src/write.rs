@@ -89,7 +89,7 @@ impl Writes {
         let (temp, reservation) = store.create_temp(None).await?;
         let finished = spool(temp, reservation, body, |_| {}).await.map_err(upload_failed)?;
         let size_bytes = finished.0.size_bytes;
-        let entry = NewEntry { ns_id: ns.id, key: key.to_string(), content_type: None, validators: Default::default() };
+        let entry = NewEntry { ns_id: ns.id, key: key.to_string(), ..NewEntry::default() };
         let digest = self.stores.commit(&store, finished, false, Some((&ns.name, entry)), Origin::Upload).await?;
         let md5 = self.stores.md5(digest, &store.disk).await?;
         Ok(Stored { md5, digest, size_bytes })

@@ -31,6 +31,8 @@ pub struct Entry {
     pub content_type: Option<String>,
     /// The source's validators.
     pub validators: Validators,
+    /// The `Content-Encoding` the source sent the blob's bytes with (`None`: identity).
+    pub content_encoding: Option<String>,
     /// Creation time, ms.
     pub created_at: i64,
     /// Last successful check against the source, ms.
@@ -38,7 +40,7 @@ pub struct Entry {
 }
 
 /// What the engine hands over when a fetched blob becomes an entry.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct NewEntry {
     /// Owning namespace id.
     pub ns_id: i64,
@@ -48,6 +50,8 @@ pub struct NewEntry {
     pub content_type: Option<String>,
     /// The source's validators.
     pub validators: Validators,
+    /// The `Content-Encoding` the source sent the bytes with (`None`: identity).
+    pub content_encoding: Option<String>,
 }
 
 impl Index {
@@ -56,7 +60,7 @@ impl Index {
         self.read(|c| {
             c.prepare_cached(
                 "SELECT e.ns_id, e.key, e.digest, e.size, b.md5, e.content_type, e.source_etag,
-                        e.source_last_modified, e.created_at, e.validated_at
+                        e.source_last_modified, e.created_at, e.validated_at, e.content_encoding
                  FROM entries e JOIN blobs b ON b.digest = e.digest
                  WHERE e.ns_id = ?1 AND e.key = ?2",
             )?
@@ -71,6 +75,7 @@ impl Index {
                     validators: Validators { etag: r.get(6)?, last_modified: r.get(7)? },
                     created_at: r.get(8)?,
                     validated_at: r.get(9)?,
+                    content_encoding: r.get(10)?,
                 })
             })
             .optional()
@@ -129,10 +134,11 @@ pub(crate) fn upsert_entry(
     }
     tx.execute(
         "INSERT INTO entries (ns_id, key, digest, size, content_type, source_etag, source_last_modified,
-                              created_at, last_access, validated_at, hits)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?8, 0)
+                              created_at, last_access, validated_at, hits, content_encoding)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?8, 0, ?9)
          ON CONFLICT (ns_id, key) DO UPDATE SET digest = excluded.digest, size = excluded.size,
-             content_type = excluded.content_type, source_etag = excluded.source_etag,
+             content_type = excluded.content_type, content_encoding = excluded.content_encoding,
+             source_etag = excluded.source_etag,
              source_last_modified = excluded.source_last_modified, created_at = excluded.created_at,
              last_access = excluded.last_access, validated_at = excluded.validated_at",
         params![
@@ -143,7 +149,8 @@ pub(crate) fn upsert_entry(
             e.content_type,
             e.validators.etag,
             e.validators.last_modified,
-            now_ms
+            now_ms,
+            e.content_encoding
         ],
     )?;
     Ok(())

@@ -20,13 +20,24 @@ pub struct Namespace {
     pub id: i64,
     /// Its name.
     pub name: String,
-    /// The bound source's URL, if any.
+    /// The bound source's URL, if any (serialized with its credentials redacted).
+    #[serde(serialize_with = "serialize_redacted")]
     pub source: Option<String>,
     /// Creation time, ms since the epoch.
     pub created_at: i64,
     /// Options beyond the source.
     #[serde(skip_serializing_if = "NamespaceOptions::is_default")]
     pub options: NamespaceOptions,
+}
+
+/// Serializes a source URL with its credentials replaced by `***`: every answer that shows a
+/// namespace (the admin API, `--json` reports) shows its source this way; only the definition file
+/// keeps the URL as written.
+pub(crate) fn serialize_redacted<S: serde::Serializer>(
+    source: &Option<String>,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    source.as_deref().map(tiercache_core::redact_url).serialize(s)
 }
 
 impl Namespace {

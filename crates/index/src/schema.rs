@@ -125,6 +125,11 @@ CREATE INDEX entries_by_last_access ON entries(last_access);
 -- its own directory name it) that the shared disk tier does not hold.
 ALTER TABLE namespaces ADD COLUMN storage TEXT;
 "#,
+    r#"
+-- The Content-Encoding a source sent an entry's bytes with (gzip, say), served back with them;
+-- NULL for identity. The blob holds the bytes as sent, and the entry's ETag is their MD5.
+ALTER TABLE entries ADD COLUMN content_encoding TEXT;
+"#,
 ];
 
 /// Brings `conn` up to the newest schema. Returns the version found before migrating.

@@ -14,7 +14,8 @@ use crate::namespaces::options_of;
 pub struct NamespaceStats {
     /// Namespace name.
     pub name: String,
-    /// Bound source, if any.
+    /// Bound source, if any (serialized with its credentials redacted).
+    #[serde(serialize_with = "crate::namespaces::serialize_redacted")]
     pub source: Option<String>,
     /// Number of entries.
     pub n_entries: u64,

@@ -181,7 +181,8 @@ async fn create_namespace(
     let name = namespace_name(path)?;
     let (source, options, storage) = json_body::<Definition>(&body)?.options()?;
     let (ns, created) = cache.create_namespace_in(&name, source.as_deref(), &options, storage.as_ref()).await?;
-    tracing::info!(namespace = %name, created, source = source.as_deref().unwrap_or("none"), "admin: namespace defined");
+    let shown = source.as_deref().map_or("none".into(), tiercache_core::redact_url);
+    tracing::info!(namespace = %name, created, source = %shown, "admin: namespace defined");
     let body = Json(json!({ "created": created, "namespace": ns }));
     if !created {
         return Ok((StatusCode::OK, body).into_response());

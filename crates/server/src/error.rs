@@ -200,6 +200,10 @@ impl ApiError {
                 SourceError::Transport { .. } => "the transfer from the source failed".into(),
                 SourceError::Protocol { .. } => "the source sent an invalid response".into(),
                 SourceError::Changed { .. } => "the object changed at the source while it was read".into(),
+                SourceError::Redirect { .. } => {
+                    "the source redirected where its redirect policy does not follow".into()
+                }
+                SourceError::AddressRefused { .. } => "the source is at an address sources may not reach".into(),
                 _ => "the source failed".into(),
             },
             E::StorageFull { .. } => "no space left to store this".into(),
@@ -345,7 +349,8 @@ mod tests {
             for secret in ["secret", "10.1.2.3", "/root", "other"] {
                 assert!(!told.contains(secret), "{secret} in {told}");
             }
-            assert!(revealed.contains("user:secret@10.1.2.3:8080/root/k"), "{revealed}");
+            // The detail (credentials, where shown at all, are redacted where the URL is made).
+            assert!(revealed.contains("10.1.2.3:8080/root/k"), "{revealed}");
         }
         // A message about the client's own request is told whole, and there is nothing more.
         let (told, revealed) = bodies(Error::NoEntry { namespace: "web".into(), key: "a/b".into() });

@@ -119,13 +119,23 @@ fn describe(meta: &ReadMeta) -> HeaderMap {
     let digest = meta.digest.map(|d| d.prefixed_ascii());
     let digest = digest.as_ref().map(|d| std::str::from_utf8(d).expect("a digest is ASCII"));
     let length = meta.size_bytes.map(|n| n.to_string());
-    let names = [header::ETAG, header::LAST_MODIFIED, header::CONTENT_TYPE, X_TIERCACHE_DIGEST, header::CONTENT_LENGTH];
+    // A `Content-Encoding` is the source's, kept with the bytes it describes: they are served as
+    // the source sent them, never decoded or re-encoded here.
+    let names = [
+        header::ETAG,
+        header::LAST_MODIFIED,
+        header::CONTENT_TYPE,
+        X_TIERCACHE_DIGEST,
+        header::CONTENT_LENGTH,
+        header::CONTENT_ENCODING,
+    ];
     let values = Text::in_one_buffer([
         meta.etag.as_deref(),
         meta.last_modified.as_deref(),
         meta.content_type.as_deref(),
         digest,
         length.as_deref(),
+        meta.content_encoding.as_deref(),
     ]);
     let mut h = HeaderMap::with_capacity(10);
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));

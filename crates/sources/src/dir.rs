@@ -450,23 +450,17 @@ impl Source for DirSource {
         self.url()
     }
 
+    /// The file's metadata, from an open beneath the root and its `fstat`.
+    async fn head(&self, key: &Key) -> Result<SourceMeta, SourceError> {
+        let (_, markers, _) = self.open_key(key).await?;
+        Ok(meta_of(&RelPath::from(key.clone()), &markers))
+    }
+
     /// Opens the file beneath the root; its validator is its markers' ETag, so a conditional
     /// fetch answers [`Fetched::NotModified`] while size, mtime, ctime and inode are unchanged.
     async fn fetch(&self, key: &Key, req: &FetchRequest) -> Result<Fetched, SourceError> {
         let path = RelPath::from(key.clone());
-        let url = format!("{}/{}", self.url().trim_end_matches('/'), key);
-        let this = self.clone();
-        let p = path.clone();
-        let opened = tokio::task::spawn_blocking(move || this.open(&p))
-            .await
-            .map_err(|e| SourceError::Transport { url: url.clone(), reason: e.to_string() })?;
-        let (file, markers) = match opened {
-            Ok(x) => x,
-            Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::IsADirectory) => {
-                return Err(SourceError::NotFound { url });
-            }
-            Err(e) => return Err(SourceError::Transport { url, reason: e.to_string() }),
-        };
+        let (file, markers, url) = self.open_key(key).await?;
         let etag = markers.etag();
         if req.validators.as_ref().and_then(|v| v.etag.as_deref()) == Some(etag.as_str()) {
             return Ok(Fetched::NotModified);
@@ -483,13 +477,38 @@ impl Source for DirSource {
             None => None,
         };
         let (start, end) = range.map(|r| (r.start, r.end + 1)).unwrap_or((0, size));
-        let mtime = std::time::UNIX_EPOCH + std::time::Duration::from_nanos(markers.mtime_ns.max(0) as u64);
-        let meta = SourceMeta {
-            size_bytes: Some(size),
-            content_type: Some(content_type(path.as_bytes())),
-            validators: tiercache_core::Validators { etag: Some(etag), last_modified: Some(httpdate_of(mtime)) },
-        };
+        let meta = meta_of(&path, &markers);
         Ok(Fetched::Body(SourceBody { meta, range, stream: file_stream(file, start, end, url) }))
+    }
+}
+
+impl DirSource {
+    /// Opens `key`'s file beneath the root, with its markers and its URL for errors.
+    async fn open_key(&self, key: &Key) -> Result<(File, FileMarkers, String), SourceError> {
+        let path = RelPath::from(key.clone());
+        let url = format!("{}/{}", self.url().trim_end_matches('/'), key);
+        let this = self.clone();
+        let opened = tokio::task::spawn_blocking(move || this.open(&path))
+            .await
+            .map_err(|e| SourceError::Transport { url: url.clone(), reason: e.to_string() })?;
+        match opened {
+            Ok((file, markers)) => Ok((file, markers, url)),
+            Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::IsADirectory) => {
+                Err(SourceError::NotFound { url })
+            }
+            Err(e) => Err(SourceError::Transport { url, reason: e.to_string() }),
+        }
+    }
+}
+
+/// What a file's markers say of it as a source object.
+fn meta_of(path: &RelPath, markers: &FileMarkers) -> SourceMeta {
+    let mtime = std::time::UNIX_EPOCH + std::time::Duration::from_nanos(markers.mtime_ns.max(0) as u64);
+    SourceMeta {
+        size_bytes: Some(markers.size_bytes),
+        content_type: Some(content_type(path.as_bytes())),
+        validators: tiercache_core::Validators { etag: Some(markers.etag()), last_modified: Some(httpdate_of(mtime)) },
+        content_encoding: None,
     }
 }
 

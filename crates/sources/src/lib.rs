@@ -17,7 +17,7 @@ use futures::stream::BoxStream;
 use tiercache_core::{ByteRange, Key, Validators};
 
 pub use dir::DirSource;
-pub use http_source::{HttpSource, HttpSourceConfig};
+pub use http_source::{AddressRange, HttpSource, HttpSourceConfig, Redirects};
 
 /// A source failure, as the engine and finally the client see it.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -76,6 +76,24 @@ pub enum SourceError {
         /// What was asked for.
         url: String,
     },
+    /// The source redirected where its redirect policy does not follow (out of its origin, by
+    /// default), or too many times; nothing was fetched from there.
+    #[error("source redirect refused for {url}: {reason}")]
+    Redirect {
+        /// What was asked for.
+        url: String,
+        /// Why the redirect was refused (its target, credentials redacted).
+        reason: String,
+    },
+    /// The source, or where it redirected to, is at a link-local or cloud metadata address that
+    /// was not allowed (`--allow-source-address`); nothing was sent there.
+    #[error("source address refused for {url}: {reason}")]
+    AddressRefused {
+        /// What was asked for.
+        url: String,
+        /// Which host and address.
+        reason: String,
+    },
     /// The source's answer makes no sense (a bad `Content-Range`, say).
     #[error("source sent an invalid response for {url}: {reason}")]
     Protocol {
@@ -116,6 +134,9 @@ pub struct SourceMeta {
     pub content_type: Option<String>,
     /// Its validators.
     pub validators: Validators,
+    /// The `Content-Encoding` the source sent its bytes with (`gzip`, say): the bytes are kept
+    /// and served as sent, with this header. `None` for identity.
+    pub content_encoding: Option<String>,
 }
 
 /// A body on its way from the source.
@@ -146,11 +167,15 @@ pub enum Fetched {
 /// Where truth lives.
 #[async_trait::async_trait]
 pub trait Source: Send + Sync + fmt::Debug {
-    /// A human-readable address (a URL), for logs and `ns show`.
+    /// A human-readable address (a URL, credentials redacted), for logs and `ns show`.
     fn describe(&self) -> String;
 
     /// Fetches `key`, or a range of it, unless it still matches `req.validators`.
     async fn fetch(&self, key: &Key, req: &FetchRequest) -> Result<Fetched, SourceError>;
+
+    /// What the source says of `key` without its bytes (an HTTP `HEAD`, a directory's `stat`),
+    /// with the same limits and errors as [`Source::fetch`].
+    async fn head(&self, key: &Key) -> Result<SourceMeta, SourceError>;
 }
 
 /// Builds the source a namespace's `source` string names.

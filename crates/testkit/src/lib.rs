@@ -55,6 +55,8 @@ pub enum Behavior {
     StallAfter(usize),
     /// Send the body in 16 KiB pieces with this pause between them.
     Slow(Duration),
+    /// Answer this redirect status (301, 302, 307, …) with `Location: <location>`.
+    Redirect(u16, String),
 }
 
 #[derive(Debug, Clone)]
@@ -67,6 +69,8 @@ struct Object {
     is_chunked: bool,
     /// Sent without validators (no `ETag`, no `Last-Modified`).
     is_bare: bool,
+    /// Sent as `Content-Encoding` whatever the request's `Accept-Encoding` said.
+    content_encoding: Option<String>,
 }
 
 /// Requests seen for one path.
@@ -88,6 +92,7 @@ struct State {
     counts: HashMap<String, Counts>,
     requests: HashMap<String, Vec<HashMap<String, String>>>,
     honors_range: bool,
+    refuses_head: bool,
 }
 
 /// A running source server. Stops when dropped.
@@ -144,6 +149,7 @@ impl Source {
                 behavior: Behavior::Normal,
                 is_chunked: false,
                 is_bare: false,
+                content_encoding: None,
             },
         );
     }
@@ -163,6 +169,7 @@ impl Source {
             behavior: Behavior::Normal,
             is_chunked: false,
             is_bare: false,
+            content_encoding: None,
         });
         entry.behavior = behavior;
     }
@@ -183,6 +190,19 @@ impl Source {
         if let Some(o) = st.objects.get_mut(path.trim_start_matches('/')) {
             o.is_bare = on;
         }
+    }
+
+    /// Sends `/path` (which must have been `put`) with `Content-Encoding: <encoding>`, whatever the
+    /// request accepts: the bytes `put` are sent as they are.
+    pub fn set_content_encoding(&self, path: &str, encoding: &str) {
+        let mut st = self.state.lock().unwrap();
+        let obj = st.objects.get_mut(path.trim_start_matches('/')).expect("set_content_encoding of a path put first");
+        obj.content_encoding = Some(encoding.to_owned());
+    }
+
+    /// Whether HEAD requests are answered 405 (as by a server that only knows GET).
+    pub fn set_refuses_head(&self, on: bool) {
+        self.state.lock().unwrap().refuses_head = on;
     }
 
     /// The headers (names lowercase) of every request seen for `/path`, in order.
@@ -251,7 +271,7 @@ async fn serve(mut sock: TcpStream, st: Arc<Mutex<State>>, mut release: watch::R
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
         .collect();
     let range = headers.get("range").cloned();
-    let (obj, honors_range) = {
+    let (obj, honors_range, refuses_head) = {
         let mut st = st.lock().unwrap();
         let c = st.counts.entry(path.clone()).or_default();
         match (method.as_str(), &range) {
@@ -260,8 +280,11 @@ async fn serve(mut sock: TcpStream, st: Arc<Mutex<State>>, mut release: watch::R
             (_, None) => c.full += 1,
         }
         st.requests.entry(path.clone()).or_default().push(headers.clone());
-        (st.objects.get(&path).cloned(), st.honors_range)
+        (st.objects.get(&path).cloned(), st.honors_range, st.refuses_head)
     };
+    if refuses_head && method == "HEAD" {
+        return respond_simple(&mut sock, 405, "HEAD is not supported here").await;
+    }
     let Some(obj) = obj else {
         return respond_simple(&mut sock, 404, "no such object").await;
     };
@@ -270,6 +293,13 @@ async fn serve(mut sock: TcpStream, st: Arc<Mutex<State>>, mut release: watch::R
         Behavior::Hang => {
             tokio::time::sleep(Duration::from_secs(3600)).await;
             return Ok(());
+        }
+        Behavior::Redirect(code, ref location) => {
+            let head = format!(
+                "HTTP/1.1 {code} Redirect\r\nLocation: {location}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            sock.write_all(head.as_bytes()).await?;
+            return sock.shutdown().await;
         }
         _ => {}
     }
@@ -324,6 +354,9 @@ async fn serve(mut sock: TcpStream, st: Arc<Mutex<State>>, mut release: watch::R
         true => String::new(),
         false => format!("ETag: {}\r\nLast-Modified: {}\r\n", obj.etag, obj.last_modified),
     };
+    if let Some(encoding) = &obj.content_encoding {
+        extra.push_str(&format!("Content-Encoding: {encoding}\r\n"));
+    }
     let head = format!(
         "HTTP/1.1 {status}\r\n{length}\r\nContent-Type: application/x-test\r\n{validators}Accept-Ranges: bytes\r\n{extra}Connection: close\r\n\r\n"
     );

@@ -29,7 +29,7 @@ pub(crate) async fn ns(cache: Cache, cmd: &NsCommand) -> Result<u8> {
             println!(
                 "{verb} namespace {} (source: {}; storage: {place})",
                 ns.name,
-                ns.source.as_deref().unwrap_or("none")
+                ns.source.as_deref().map_or("none".into(), tiercache_core::redact_url)
             );
         }
         NsCommand::Migrate { name, to, json } => {
@@ -69,7 +69,7 @@ pub(crate) async fn ns(cache: Cache, cmd: &NsCommand) -> Result<u8> {
                 print_json(&info)?;
             } else {
                 println!("name: {}", info.name);
-                println!("source: {}", info.source.as_deref().unwrap_or("none"));
+                println!("source: {}", info.source.as_deref().map_or("none".into(), tiercache_core::redact_url));
                 println!(
                     "storage: {}",
                     info.storage.as_deref().map_or_else(|| "managed".to_owned(), |d| format!("path:{d}"))

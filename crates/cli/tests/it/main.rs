@@ -13,4 +13,5 @@ mod lifecycle;
 mod maint;
 mod ns;
 mod rebuild;
+mod sources;
 mod verify;

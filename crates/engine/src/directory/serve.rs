@@ -126,6 +126,7 @@ impl Directories {
             content_type: Some(content_type(path.as_bytes()).into()),
             last_modified: Some(http_date(mtime).into()),
             digest: current.as_ref().and_then(|c| c.sha256),
+            content_encoding: None,
             memo: None,
         };
         let mut body = Body::File { file: Arc::new(file), size_bytes: markers.size_bytes };

@@ -119,7 +119,7 @@ impl Namespaces {
             return Err(Error::conflict(format!(
                 "namespace {} already exists with source {}",
                 existing.name,
-                existing.source.as_deref().unwrap_or("(none)")
+                existing.source.as_deref().map_or("(none)".into(), tiercache_core::redact_url)
             )));
         }
         if existing.as_ref().is_none_or(|e| e.options != *options) {

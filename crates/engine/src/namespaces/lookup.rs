@@ -60,7 +60,7 @@ impl Namespaces {
         let src = self.dir_source(&ns)?.ok_or_else(|| {
             Error::Invalid(format!(
                 "namespace {name} is not bound to a directory (source: {})",
-                ns.source.as_deref().unwrap_or("none")
+                ns.source.as_deref().map_or("none".into(), tiercache_core::redact_url)
             ))
         })?;
         Ok((ns, src))

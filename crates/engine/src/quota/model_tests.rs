@@ -362,6 +362,7 @@ impl World {
             ns_id: self.ns_id,
             key: KEYS[key].to_owned(),
             content_type: None,
+            content_encoding: None,
             validators: Validators::default(),
         };
         self.index.commit_blob(&digest, size, (is_upload, is_upload), Some(&entry), self.now_ms).unwrap();

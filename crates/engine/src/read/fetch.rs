@@ -226,6 +226,7 @@ impl Reads {
             key: key.to_string(),
             content_type: body.meta.content_type.clone(),
             validators: body.meta.validators.clone(),
+            content_encoding: body.meta.content_encoding.clone(),
         };
         let digest = self.stores.commit(store, finished, false, Some((namespace, entry)), Origin::Fetch).await?;
         tx.send_replace(Phase::Done { started, written, digest });
@@ -305,7 +306,7 @@ enum FetchEnd {
 }
 
 /// Headers' facts of a read the source answers: what it said about the object.
-fn source_read_meta(m: &tiercache_sources::SourceMeta, digest: Option<Digest>) -> ReadMeta {
+pub(super) fn source_read_meta(m: &tiercache_sources::SourceMeta, digest: Option<Digest>) -> ReadMeta {
     ReadMeta {
         tier: Tier::Source,
         size_bytes: m.size_bytes,
@@ -313,6 +314,7 @@ fn source_read_meta(m: &tiercache_sources::SourceMeta, digest: Option<Digest>) -
         content_type: m.content_type.clone().map(Text::from),
         last_modified: m.validators.last_modified.clone().map(Text::from),
         digest,
+        content_encoding: m.content_encoding.clone().map(Text::from),
         memo: None,
     }
 }

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use tiercache_core::{Digest, RangeRequest, Resolved, Validators};
+use tiercache_core::{Digest, RangeRequest, Resolved};
 use tiercache_sources::SourceMeta;
 use tiercache_tiers::shared::ChunkList;
 use tokio::sync::watch;
@@ -142,8 +142,7 @@ impl Reads {
             if let Some(rx) = self.fills.running(&digest, |rx| is_running(&rx.borrow())) {
                 return rx;
             }
-            let meta =
-                SourceMeta { size_bytes: Some(list.size_bytes), content_type: None, validators: Validators::default() };
+            let meta = SourceMeta { size_bytes: Some(list.size_bytes), ..SourceMeta::default() };
             return watch::channel(Phase::PassThrough { meta: Arc::new(meta), body: Default::default() }).1;
         };
         let mut tx = None;
@@ -204,8 +203,7 @@ impl Reads {
         tx: &PhaseSender,
     ) -> Result<(), Error> {
         let tier = self.stores.shared().expect("fills start only with a shared tier");
-        let meta =
-            SourceMeta { size_bytes: Some(list.size_bytes), content_type: None, validators: Validators::default() };
+        let meta = SourceMeta { size_bytes: Some(list.size_bytes), ..SourceMeta::default() };
         let temp = self.stores.managed().disk.create_temp().map_err(|e| Error::io("cannot create a temp file", e))?;
         let started = Arc::new(Started { meta, file: temp.reader() });
         tx.send_replace(Phase::Streaming { started: Arc::clone(&started), written: 0 });

@@ -10,6 +10,7 @@ use tower::ServiceExt;
 mod access;
 mod admin;
 mod contain;
+mod sources;
 mod unknown_length;
 
 /// The write token of every harness.
