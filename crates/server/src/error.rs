@@ -75,6 +75,7 @@ impl ApiError {
             E::Source(s) if s.is_timeout() => StatusCode::GATEWAY_TIMEOUT,
             E::Source(_) => StatusCode::BAD_GATEWAY,
             E::StorageFull { .. } => StatusCode::INSUFFICIENT_STORAGE,
+            E::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -183,6 +184,8 @@ mod tests {
             (Error::io("reading", std::io::Error::other("bad sector")), StatusCode::INTERNAL_SERVER_ERROR),
             (Error::NoNamespace("x".into()), StatusCode::NOT_FOUND),
             (Error::Invalid("bad".into()), StatusCode::BAD_REQUEST),
+            (Error::TooLarge { declared_bytes: Some(2), max_bytes: 1 }, StatusCode::PAYLOAD_TOO_LARGE),
+            (Error::TooLarge { declared_bytes: None, max_bytes: 1 }, StatusCode::PAYLOAD_TOO_LARGE),
         ];
         for (e, want) in cases {
             let what = e.to_string();
