@@ -9,6 +9,8 @@
 
 mod admin;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod listing;
 mod metrics_endpoint;
 mod respond;

@@ -194,7 +194,12 @@ async fn put_blob(st: AppState, req: Request) -> Result<Response, ApiError> {
 /// `/ns/<namespace>/<key>`, split and percent-decoded once; the key as raw bytes (a directory's
 /// file names need not be UTF-8). An empty key means the namespace itself (a listing).
 fn entry_from(uri: &Uri) -> Result<(Cow<'_, str>, Cow<'_, [u8]>), ApiError> {
-    let rest = decoded_after(uri, "/ns/")?;
+    entry_path(decoded_after(uri, "/ns/")?)
+}
+
+/// `<namespace>/<key>` (a path after `/ns/`), split at the first `/` and each part percent-decoded
+/// once: the namespace into UTF-8, the key into raw bytes.
+pub(crate) fn entry_path(rest: &str) -> Result<(Cow<'_, str>, Cow<'_, [u8]>), ApiError> {
     let (ns_raw, key_raw) = rest.split_once('/').unwrap_or((rest, ""));
     let namespace = decode(ns_raw, "namespace")?;
     Ok((namespace, percent_decode_str(key_raw).into()))
