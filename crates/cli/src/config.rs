@@ -16,9 +16,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visi
 use tiercache_engine::{CacheConfig, HttpSourceConfig, SharedConfig};
 use tiercache_server::{Access, Right};
 
-use crate::settings::{
-    EngineSettings, GlobalSettings, MAX_DURATION, ReconcileSettings, ServeSettings, Tokens, TtlSeconds,
-};
+use crate::settings::{EngineSettings, GlobalSettings, ReconcileSettings, ServeSettings, Tokens, TtlSeconds};
 
 /// The TOML config file: each part of the settings as the file sets it, and the namespaces to
 /// create. Every key is optional; a key no part knows is refused, with its place in the file.
@@ -219,8 +217,7 @@ fn memory_config(s: &EngineSettings) -> Result<tiercache_engine::MemoryConfig> {
     if let Some(TtlSeconds { text, origin }) = &s.cache_ttl {
         let n: u64 =
             text.trim().parse().map_err(|_| anyhow::anyhow!("{origin} {text:?} is not a whole number of seconds"))?;
-        anyhow::ensure!(n <= MAX_DURATION.as_secs(), "{origin} {text:?} is longer than 100 years");
-        m.ttl = Duration::from_secs(n);
+        m.ttl = tiercache_core::units::seconds(origin, n)?;
     }
     m.max_bytes = s.cache_max_size.map_or(m.max_bytes, |b| b.0);
     Ok(m)
@@ -251,6 +248,8 @@ pub(crate) fn engine_config(global: &GlobalSettings, flags: &EngineSettings, fil
     cfg.shared = shared_config(&s)?;
     cfg.memory = memory_config(&s)?;
     cfg.memory_max_blob_bytes = s.cache_max_blob_size.map_or(cfg.memory_max_blob_bytes, |b| b.0);
+    cfg.max_object_bytes = s.max_object_size.map_or(cfg.max_object_bytes, |b| b.0);
+    anyhow::ensure!(cfg.max_object_bytes > 0, "max_object_size must be more than 0 bytes");
     let d = &mut cfg.disk;
     d.quota_bytes = s.disk_quota.map(|b| b.0);
     anyhow::ensure!(d.quota_bytes != Some(0), "the disk quota must be more than 0 bytes");

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use clap::Args;
 use serde::{Deserialize, Deserializer};
+use tiercache_core::units;
 
 /// Settings of every command.
 #[derive(Debug, Default, Clone, Args, Deserialize)]
@@ -192,6 +193,10 @@ pub(crate) struct EngineSettings {
     /// first [default: no limit]
     #[arg(long, env = "TIERCACHE_DISK_QUOTA", value_name = "SIZE", allow_hyphen_values = true)]
     pub(crate) disk_quota: Option<ByteSize>,
+    /// Largest object kept, e.g. 4GiB: larger uploads are refused (413), larger source objects
+    /// served without being stored [default: 64GiB]
+    #[arg(long, env = "TIERCACHE_MAX_OBJECT_SIZE", value_name = "SIZE", allow_hyphen_values = true)]
+    pub(crate) max_object_size: Option<ByteSize>,
     /// Background eviction above this fraction of the quota, down to `disk_low_watermark`.
     #[arg(skip)]
     pub(crate) disk_high_watermark: Option<f64>,
@@ -264,6 +269,7 @@ impl EngineSettings {
             shared_breaker_failures: s.shared_breaker_failures.or(f.shared_breaker_failures),
             shared_breaker_cooldown: s.shared_breaker_cooldown.or(f.shared_breaker_cooldown),
             disk_quota: s.disk_quota.or(f.disk_quota),
+            max_object_size: s.max_object_size.or(f.max_object_size),
             disk_high_watermark: s.disk_high_watermark.or(f.disk_high_watermark),
             disk_low_watermark: s.disk_low_watermark.or(f.disk_low_watermark),
             protect_new: s.protect_new.or(f.protect_new),
@@ -281,11 +287,6 @@ impl EngineSettings {
         }
     }
 }
-
-/// The longest duration any setting accepts: longer is a typo, not a wish.
-pub(crate) const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
-/// The largest size any setting accepts (1 EiB).
-const MAX_SIZE: u64 = 1 << 60;
 
 /// A duration setting, written like `90s`, `10m`, `7d` or `1h 30m` (see [`parse_duration`]); a
 /// string in the file.
@@ -369,46 +370,17 @@ impl<'de> Deserialize<'de> for TtlSeconds {
     }
 }
 
-/// A duration like `90s`, `10m`, `7d`, `1h 30m`: not negative, at most 100 years.
+/// A duration like `90s`, `10m`, `7d`, `1h 30m`: not negative, at most 100 years (the one
+/// parser, `tiercache_core::units`, shared with the admin API).
 pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    if t.starts_with('-') {
-        return Err(format!("{s:?} is negative; durations are 0 or more"));
-    }
-    let d = humantime::parse_duration(t).map_err(|e| format!("{s:?} is not a duration like 90s, 10m or 7d: {e}"))?;
-    if d > MAX_DURATION {
-        return Err(format!("{s:?} is longer than 100 years"));
-    }
-    Ok(d)
+    units::parse_duration(s).map_err(|e| e.to_string())
 }
 
-/// A size like `10GiB`, `500MB`, `4k`, or a number of bytes: binary units (KiB, MiB, GiB, TiB,
-/// and K, M, G, T) are powers of 1024, decimal ones (kB, MB, GB, TB) of 1000. At most 1 EiB.
+/// A size like `10GiB`, `500MB`, `4k`, `1.5K`, or a number of bytes: binary units (KiB, MiB, GiB,
+/// TiB, and K, M, G, T) are powers of 1024, decimal ones (kB, MB, GB, TB) of 1000. At most 1 EiB
+/// (the one parser, `tiercache_core::units`).
 pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    if t.starts_with('-') {
-        return Err(format!("{s:?} is negative; sizes are 0 or more"));
-    }
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let num: f64 = num.parse().map_err(|_| format!("{s:?} is not a size like 10GiB, 500MB or 4096"))?;
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kib" => 1 << 10,
-        "m" | "mib" => 1 << 20,
-        "g" | "gib" => 1 << 30,
-        "t" | "tib" => 1 << 40,
-        "kb" => 1_000,
-        "mb" => 1_000_000,
-        "gb" => 1_000_000_000,
-        "tb" => 1_000_000_000_000,
-        other => return Err(format!("{s:?}: unknown unit {other:?} (use B, KiB, MiB, GiB, TiB, kB, MB, GB, TB)")),
-    };
-    let bytes = num * mult as f64;
-    if !bytes.is_finite() || bytes > MAX_SIZE as f64 {
-        return Err(format!("{s:?} is larger than 1 EiB"));
-    }
-    Ok(bytes as u64)
+    units::parse_size(s).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

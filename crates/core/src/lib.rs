@@ -1,4 +1,5 @@
-//! tiercache's vocabulary: blob digests, namespace names, entry keys and byte ranges.
+//! tiercache's vocabulary: blob digests, namespace names, entry keys and byte ranges, and the one
+//! parser of durations and sizes ([`units`]).
 //!
 //! Everything here is pure: parsing and validating what arrives from a request, with no I/O. Every
 //! value that names something on disk or at a source is validated here first, so that later layers
@@ -13,6 +14,7 @@ mod key;
 mod range;
 mod redact;
 mod rel_path;
+pub mod units;
 
 pub use digest::{Digest, DigestError, Hasher};
 pub use dir::{FileMarkers, NamespaceOptions};
@@ -41,5 +43,5 @@ impl Validators {
 /// Milliseconds since the Unix epoch, the one time unit of the index.
 pub fn now_ms() -> i64 {
     use std::time::{SystemTime, UNIX_EPOCH};
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }

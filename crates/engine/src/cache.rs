@@ -97,8 +97,8 @@ impl Cache {
         let access = Arc::new(AccessLog::default());
         let sources = Arc::new(Sources::new(config.http.clone()));
         let managed = Store { disk, quota: Arc::clone(&quota), dir: None };
-        let stores =
-            Arc::new(Stores::new(managed, ix.clone(), memory.clone(), shared, tasks.clone(), config.data_dir.clone()));
+        let stores = Stores::new(managed, ix.clone(), memory.clone(), shared, tasks.clone(), config.data_dir.clone());
+        let stores = Arc::new(stores.with_max_object_bytes(config.max_object_bytes));
         let namespaces =
             Arc::new(Namespaces::new(ix.clone(), memory.clone(), Arc::clone(&sources), Arc::clone(&stores)));
         let directories = Arc::new(Directories::new(
@@ -234,6 +234,13 @@ impl Cache {
     /// hit verifies those bytes before answering.
     pub async fn read_entry_with(&self, namespace: &str, key: &[u8], intent: Intent) -> Result<Read, Error> {
         self.parts.reads.entry(namespace, key, intent).await
+    }
+
+    /// [`Error::TooLarge`] if an upload declaring `declared_bytes` is larger than the maximum
+    /// object size ([`CacheConfig::max_object_bytes`]); a front door that knows an upload's length
+    /// asks before reading its body (a body that grows past the limit is cut anyway).
+    pub fn check_object_size(&self, declared_bytes: u64) -> Result<(), Error> {
+        self.parts.writes.check_object_size(declared_bytes)
     }
 
     /// Stores an uploaded blob if it hashes to `expected`; `true` if it is new.

@@ -46,7 +46,14 @@ pub struct CacheConfig {
     pub memory_max_blob_bytes: u64,
     /// The background pruner.
     pub pruner: PrunerConfig,
+    /// The largest object kept (squid's `maximum_object_size`): an upload larger than this is
+    /// refused ([`crate::Error::TooLarge`]), a source object larger than this is served
+    /// pass-through and not stored. Default 64 GiB.
+    pub max_object_bytes: u64,
 }
+
+/// The default of [`CacheConfig::max_object_bytes`]: 64 GiB.
+pub const DEFAULT_MAX_OBJECT_BYTES: u64 = 64 << 30;
 
 impl CacheConfig {
     /// Defaults for `data_dir`.
@@ -67,6 +74,7 @@ impl CacheConfig {
             memory: MemoryConfig::default(),
             memory_max_blob_bytes: 64 * 1024,
             pruner: PrunerConfig::default(),
+            max_object_bytes: DEFAULT_MAX_OBJECT_BYTES,
         }
     }
 }

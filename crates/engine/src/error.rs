@@ -116,6 +116,15 @@ pub enum Error {
         #[source]
         cause: Option<Arc<std::io::Error>>,
     },
+    /// An upload larger than the maximum object size: refused before its body was read when it
+    /// declared its length, else cut at the limit. Nothing was stored.
+    #[error("{}", too_large_message(*declared_bytes, *max_bytes))]
+    TooLarge {
+        /// The length the upload declared, if it did.
+        declared_bytes: Option<u64>,
+        /// The maximum object size.
+        max_bytes: u64,
+    },
     /// Local I/O failed.
     #[error("{what}: {cause}")]
     Io {
@@ -128,6 +137,14 @@ pub enum Error {
     /// The index failed.
     #[error(transparent)]
     Index(Arc<IndexError>),
+}
+
+/// The message of [`Error::TooLarge`].
+fn too_large_message(declared_bytes: Option<u64>, max_bytes: u64) -> String {
+    match declared_bytes {
+        Some(n) => format!("the upload of {n} bytes is larger than the maximum object size ({max_bytes} bytes)"),
+        None => format!("the upload is larger than the maximum object size ({max_bytes} bytes); nothing was stored"),
+    }
 }
 
 impl Error {
@@ -149,6 +166,7 @@ impl Error {
             Error::Source(e) if e.is_timeout() => "source_timeout",
             Error::Source(_) => "source_error",
             Error::StorageFull { .. } => "storage_full",
+            Error::TooLarge { .. } => "too_large",
             Error::Io { .. } => "io",
             Error::Index(_) => "index",
         }

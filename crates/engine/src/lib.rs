@@ -47,7 +47,7 @@ mod cache;
 pub use body::Read;
 pub use cache::Cache;
 pub use config::CacheConfig;
-pub use config::{DiskLimits, OwnerCheck, PrunerConfig};
+pub use config::{DEFAULT_MAX_OBJECT_BYTES, DiskLimits, OwnerCheck, PrunerConfig};
 pub use directory::{ScanProgress, UpdateKind, UpdateReport};
 pub use error::{Cause, Error};
 pub use jobs::{MoveReport, PruneOptions, PruneReport, PrunedItem};

@@ -102,7 +102,7 @@ pub(crate) async fn spool<E: Send + 'static>(
     body: impl Stream<Item = Result<Bytes, E>> + Send,
     progress: impl Fn(u64) + Send + 'static,
 ) -> Result<(FinishedBlob, Reservation), SpoolError<E>> {
-    match spool_or_overflow(temp, reservation, Box::pin(body), progress).await? {
+    match spool_or_overflow(temp, reservation, Box::pin(body), u64::MAX, progress).await? {
         Spooled::Stored(finished, reservation) => Ok((finished, reservation)),
         Spooled::Overflow { reason, .. } => Err(SpoolError::Local(Error::StorageFull { what: reason, cause: None })),
     }
@@ -124,29 +124,36 @@ enum WriterEnd {
     Full { reason: String, written: u64, rest: Vec<Bytes> },
 }
 
-/// [`spool`], except that a body outgrowing the room the quota can make is handed back, with the
-/// bytes not yet written, instead of failing: the caller may pass the rest through.
+/// [`spool`], except that a body outgrowing the room the quota can make, or `max_bytes` (the
+/// maximum object size), is handed back, with the bytes not yet written, instead of failing: the
+/// caller may pass the rest through.
 pub(crate) async fn spool_or_overflow<E: Send + 'static, S: Stream<Item = Result<Bytes, E>> + Send + Unpin>(
     temp: TempBlob,
     reservation: Reservation,
     mut body: S,
+    max_bytes: u64,
     progress: impl Fn(u64) + Send + 'static,
 ) -> Result<Spooled<S>, SpoolError<E>> {
     let (chunk_tx, mut chunk_rx) = tokio::sync::mpsc::channel::<Bytes>(32);
     let writer = tokio::task::spawn_blocking(move || -> Result<(FinishedBlob, Reservation), WriterEnd> {
         let (mut temp, mut reservation) = (temp, reservation);
         while let Some(chunk) = chunk_rx.blocking_recv() {
-            let need = temp.written() + chunk.len() as u64;
-            if need > reservation.bytes()
-                && let Err(no) = reservation.grow_to(need.next_multiple_of(RESERVE_STEP_BYTES))
-            {
+            let need = temp.written().saturating_add(u64::try_from(chunk.len()).unwrap_or(u64::MAX));
+            let refused = if need > max_bytes {
+                Some(format!("the body is larger than the maximum object size ({max_bytes} bytes)"))
+            } else if need > reservation.bytes() {
+                reservation.grow_to(need.next_multiple_of(RESERVE_STEP_BYTES).min(max_bytes)).err().map(|no| no.reason)
+            } else {
+                None
+            };
+            if let Some(reason) = refused {
                 // Everything received and not written, in order: this chunk, then those queued.
                 chunk_rx.close();
                 let mut rest = vec![chunk];
                 while let Some(c) = chunk_rx.blocking_recv() {
                     rest.push(c);
                 }
-                return Err(WriterEnd::Full { reason: no.reason, written: temp.written(), rest });
+                return Err(WriterEnd::Full { reason, written: temp.written(), rest });
             }
             temp.write(chunk).map_err(WriterEnd::Io)?;
             progress(temp.written());

@@ -121,6 +121,8 @@ pub(crate) struct Stores {
     md5_permits: Arc<Semaphore>,
     tasks: Tasks,
     data_dir: PathBuf,
+    /// The largest object stored ([`crate::CacheConfig::max_object_bytes`]).
+    pub(crate) max_object_bytes: u64,
 }
 
 impl Stores {
@@ -142,7 +144,13 @@ impl Stores {
             md5_permits: Arc::new(Semaphore::new(1)),
             tasks,
             data_dir,
+            max_object_bytes: crate::config::DEFAULT_MAX_OBJECT_BYTES,
         }
+    }
+
+    /// These stores, keeping objects of at most `max_bytes`.
+    pub(crate) fn with_max_object_bytes(self, max_bytes: u64) -> Stores {
+        Stores { max_object_bytes: max_bytes, ..self }
     }
 
     /// The data directory's disk tier, as a store.

@@ -6,9 +6,10 @@
 //! then the index; never the reverse. A namespace mirroring a source is read-only.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use tiercache_core::{Digest, Key, RelPath};
 use tiercache_index::{ListPage, ListRequest, NewEntry};
 
@@ -44,8 +45,19 @@ pub(crate) struct Writes {
 }
 
 impl Writes {
+    /// [`Error::TooLarge`] if an upload declaring `declared_bytes` is larger than the maximum
+    /// object size: a front door that knows the length asks before it reads the body.
+    pub(crate) fn check_object_size(&self, declared_bytes: u64) -> Result<(), Error> {
+        let max_bytes = self.stores.max_object_bytes;
+        if declared_bytes > max_bytes {
+            return Err(Error::TooLarge { declared_bytes: Some(declared_bytes), max_bytes });
+        }
+        Ok(())
+    }
+
     /// Stores an uploaded blob: streams `body` to a temp file while hashing, and publishes it only
     /// if it hashes to `expected`. Uploaded blobs are retained even when no entry references them.
+    /// A body larger than the maximum object size is cut there ([`Error::TooLarge`]).
     ///
     /// Returns `true` if the blob is new, `false` if it was already held.
     pub(crate) async fn put_blob<E: std::fmt::Display + Send + 'static>(
@@ -55,8 +67,9 @@ impl Writes {
     ) -> Result<bool, Error> {
         let store = self.stores.managed();
         let existed = store.disk.contains(expected);
+        let (body, limit) = capped(body, self.stores.max_object_bytes);
         let (temp, reservation) = store.create_temp(None).await?;
-        let finished = spool(temp, reservation, body, |_| {}).await.map_err(upload_failed)?;
+        let finished = spool(temp, reservation, body, |_| {}).await.map_err(upload_failed).map_err(|e| limit.or(e))?;
         if finished.0.digest != *expected {
             let e = Error::DigestMismatch { expected: *expected, actual: finished.0.digest };
             telemetry::error(&e);
@@ -69,8 +82,19 @@ impl Writes {
     /// Writes entry `key` of `namespace` from `body`. For a directory namespace the file is
     /// written into the directory atomically first, then recorded; for a namespace without a
     /// source the bytes become a blob and the entry names it. A namespace mirroring another source
-    /// is read-only ([`Error::ReadOnly`]).
+    /// is read-only ([`Error::ReadOnly`]). A body larger than the maximum object size is cut
+    /// there ([`Error::TooLarge`]), and nothing is written.
     pub(crate) async fn put_entry<E: std::fmt::Display + Send + 'static>(
+        &self,
+        namespace: &str,
+        key: &[u8],
+        body: impl Stream<Item = Result<Bytes, E>> + Send + 'static,
+    ) -> Result<Stored, Error> {
+        let (body, limit) = capped(body, self.stores.max_object_bytes);
+        self.put_capped_entry(namespace, key, body).await.map_err(|e| limit.or(e))
+    }
+
+    async fn put_capped_entry<E: std::fmt::Display + Send + 'static>(
         &self,
         namespace: &str,
         key: &[u8],
@@ -139,6 +163,47 @@ impl Writes {
 /// A key of a namespace that is not a directory: UTF-8, and a valid [`Key`].
 fn utf8_key(key: &[u8]) -> Result<Key, Error> {
     Ok(Key::new(std::str::from_utf8(key).map_err(|_| Error::Invalid("key is not UTF-8".into()))?)?)
+}
+
+/// Whether a body from [`capped`] was cut.
+struct Limit {
+    max_bytes: u64,
+    is_cut: Arc<AtomicBool>,
+}
+
+impl Limit {
+    /// [`Error::TooLarge`] if the body was cut, else `e`.
+    fn or(&self, e: Error) -> Error {
+        if self.is_cut.load(Ordering::Acquire) {
+            let e = Error::TooLarge { declared_bytes: None, max_bytes: self.max_bytes };
+            telemetry::error(&e);
+            return e;
+        }
+        e
+    }
+}
+
+/// `body`, ending with an error instead of the chunk that would take it past `max_bytes` (the
+/// maximum object size). The error travels as the body's own (through the spool, or into a
+/// directory write, where it becomes an I/O error); the [`Limit`] beside it says afterwards
+/// whether the cut was the cause.
+fn capped<E: std::fmt::Display>(
+    body: impl Stream<Item = Result<Bytes, E>> + Send,
+    max_bytes: u64,
+) -> (impl Stream<Item = Result<Bytes, String>> + Send, Limit) {
+    let is_cut = Arc::new(AtomicBool::new(false));
+    let cut = Arc::clone(&is_cut);
+    let mut seen: u64 = 0;
+    let body = body.map(move |item| {
+        let chunk = item.map_err(|e| e.to_string())?;
+        seen = seen.saturating_add(u64::try_from(chunk.len()).unwrap_or(u64::MAX));
+        if seen > max_bytes {
+            cut.store(true, Ordering::Release);
+            return Err(format!("the upload is larger than the maximum object size ({max_bytes} bytes)"));
+        }
+        Ok(chunk)
+    });
+    (body, Limit { max_bytes, is_cut })
 }
 
 /// An upload whose body failed (the client went away, or sent a broken body), or whose bytes

@@ -233,7 +233,8 @@ impl Index {
         })
     }
 
-    /// Unpinned entries not read since `cutoff_ms`, oldest first: of namespace `ns_id`, or of
+    /// Unpinned entries not read since `cutoff_ms` (from `tiercache_core::units::cutoff_ms`, which
+    /// saturates: no age selects an entry read after it), oldest first: of namespace `ns_id`, or of
     /// every namespace with a source (without one, an entry may be the only copy of its bytes).
     pub fn entries_not_read_since(&self, ns_id: Option<i64>, cutoff_ms: i64) -> Result<Vec<EntryRef>> {
         self.read(|c| {
@@ -259,8 +260,9 @@ impl Index {
         quota_bytes: Option<u64>,
         max_entries: Option<u64>,
     ) -> Result<Vec<EntryRef>> {
-        let quota = quota_bytes.map_or(i64::MAX, |q| q.min(i64::MAX as u64) as i64);
-        let max_n = max_entries.map_or(i64::MAX, |n| n.min(i64::MAX as u64) as i64);
+        // Beyond what SQLite's integers hold is no limit at all.
+        let quota = quota_bytes.map_or(i64::MAX, |q| i64::try_from(q).unwrap_or(i64::MAX));
+        let max_n = max_entries.map_or(i64::MAX, |n| i64::try_from(n).unwrap_or(i64::MAX));
         self.read(|c| {
             let mut stmt = c.prepare(&format!(
                 "SELECT ns_id, key, digest, size FROM (
@@ -435,4 +437,45 @@ fn entry_ref(r: &rusqlite::Row<'_>) -> rusqlite::Result<EntryRef> {
         digest: digest_of(r.get(2)?)?,
         size_bytes: r.get::<_, i64>(3)? as u64,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tiercache_core::units::cutoff_ms;
+    use tiercache_core::{NamespaceName, NamespaceOptions};
+
+    use super::*;
+    use crate::testing::{entry, fresh};
+
+    /// However large an age, its cutoff selects nothing younger: the subtraction saturates
+    /// instead of wrapping around to a cutoff after every entry.
+    #[test]
+    fn a_max_size_age_selects_nothing() {
+        let (_d, ix) = fresh();
+        let (name, src) = (NamespaceName::new("web").unwrap(), Some("http://127.0.0.1:1/"));
+        let ns = ix.put_namespace(&name, src, &NamespaceOptions::default(), 1).unwrap().0;
+        let now = 1_700_000_000_000;
+        ix.commit_blob(&Digest::of(b"x"), 1, (false, false), Some(&entry(ns.id, "k")), now - 10_000).unwrap();
+        assert_eq!(ix.entries_not_read_since(None, cutoff_ms(now, Duration::from_secs(1))).unwrap().len(), 1);
+        let huge = Duration::from_secs(18_446_744_073_709_551);
+        for age in [Duration::MAX, huge, Duration::from_millis(u64::MAX), Duration::from_secs(3_153_600_000)] {
+            for only in [None, Some(ns.id)] {
+                assert_eq!(ix.entries_not_read_since(only, cutoff_ms(now, age)).unwrap(), [], "{age:?}");
+            }
+        }
+        // What a wrapping subtraction made of that age: a cutoff after now, older than everything.
+        assert!(now.wrapping_sub(huge.as_millis() as i64) > now);
+    }
+
+    /// Limits past what SQLite holds are no limits, not negative ones.
+    #[test]
+    fn huge_limits_select_nothing() {
+        let (_d, ix) = fresh();
+        let ns = ix.put_namespace(&NamespaceName::new("up").unwrap(), None, &NamespaceOptions::default(), 1).unwrap().0;
+        ix.commit_blob(&Digest::of(b"x"), 10, (false, false), Some(&entry(ns.id, "k")), 5).unwrap();
+        assert_eq!(ix.entries_over_limits(ns.id, Some(u64::MAX), Some(u64::MAX)).unwrap(), []);
+        assert_eq!(ix.entries_over_limits(ns.id, Some(5), None).unwrap().len(), 1);
+    }
 }

@@ -33,7 +33,8 @@ use bytes::Bytes;
 use http::{HeaderValue, StatusCode, header};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use serde_json::json;
+use serde_json::{Value, json};
+use tiercache_core::units;
 use tiercache_engine::{Cache, NamespaceName, NamespaceOptions, Place, PruneOptions};
 
 use crate::ApiError;
@@ -133,15 +134,19 @@ async fn show_namespace(
 }
 
 /// `PUT /admin/namespaces/{name}`: the namespace's whole definition (fields left out take their
-/// defaults, so a PUT replaces the options).
+/// defaults, so a PUT replaces the options). Each limit is a whole number (`max_age_seconds`,
+/// `quota_bytes`) or, under its short name, text in the units of the flags (`"max_age": "7d"`,
+/// `"quota": "10GiB"`); either way bounded by `tiercache_core::units`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 struct Definition {
     source: Option<String>,
     owner: Option<String>,
-    quota_bytes: Option<u64>,
-    max_age_seconds: Option<u64>,
-    max_entries: Option<u64>,
+    quota_bytes: Option<Value>,
+    quota: Option<Value>,
+    max_age_seconds: Option<Value>,
+    max_age: Option<Value>,
+    max_entries: Option<Value>,
     copy_to_cache: bool,
     ignore: Vec<String>,
     /// `managed` or `path:DIR`; left out: managed for a new namespace, unchanged for another.
@@ -150,24 +155,89 @@ struct Definition {
     public: bool,
 }
 
+/// A namespace's definition as the admin API takes it: its source, options and storage place.
+pub(crate) type Defined = (Option<String>, NamespaceOptions, Option<Place>);
+
 impl Definition {
-    fn options(self) -> Result<(Option<String>, NamespaceOptions, Option<Place>), ApiError> {
+    fn options(self) -> Result<Defined, ApiError> {
         let storage = self.storage.as_deref().map(str::parse::<Place>).transpose()?;
-        let max_age_ms = match self.max_age_seconds {
-            Some(s) => Some(s.checked_mul(1000).ok_or_else(|| ApiError::invalid("max_age_seconds is too large"))?),
-            None => None,
-        };
+        let max_age = duration_field(("max_age_seconds", self.max_age_seconds), ("max_age", self.max_age))?;
         let options = NamespaceOptions {
             copy_to_cache: self.copy_to_cache,
             ignore: self.ignore,
             owner: self.owner,
-            quota_bytes: self.quota_bytes,
-            max_age_ms,
-            max_entries: self.max_entries,
+            quota_bytes: size_field(("quota_bytes", self.quota_bytes), ("quota", self.quota))?,
+            max_age_ms: max_age.map(units::millis),
+            max_entries: count_field("max_entries", self.max_entries)?,
             storage: None,
             is_public: self.public,
         };
         Ok((self.source, options, storage))
+    }
+}
+
+/// The body of `PUT /admin/namespaces/{name}`, checked: every number within its bounds.
+pub(crate) fn definition(body: &Bytes) -> Result<Defined, ApiError> {
+    json_body::<Definition>(body)?.options()
+}
+
+/// A refused number: a 400 whose message names the field.
+fn bad_number(e: units::UnitError) -> ApiError {
+    ApiError::invalid(e.to_string())
+}
+
+/// Field `name` as a whole number from 0 to `u64::MAX`, if given; anything else is a 400 naming
+/// the field (serde's own message would not).
+fn whole_number(name: &str, v: Option<Value>) -> Result<Option<u64>, ApiError> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) if n.as_u64().is_some() => Ok(n.as_u64()),
+        Some(other) => Err(ApiError::invalid(format!("{name} must be a whole number of 0 or more, not {other}"))),
+    }
+}
+
+/// Field `name` as text, if given.
+fn text(name: &str, v: Option<Value>) -> Result<Option<String>, ApiError> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(other) => Err(ApiError::invalid(format!("{name} must be text like \"7d\" or \"10GiB\", not {other}"))),
+    }
+}
+
+/// A count (`max_entries`), bounded.
+fn count_field(name: &str, v: Option<Value>) -> Result<Option<u64>, ApiError> {
+    whole_number(name, v)?.map(|n| units::count(name, n)).transpose().map_err(bad_number)
+}
+
+/// A duration given in whole seconds (`seconds.0`, e.g. `older_than_seconds`) or as text
+/// (`text.0`, e.g. `older_than: "7d"`), not both; bounded.
+fn duration_field(
+    seconds: (&str, Option<Value>),
+    written: (&str, Option<Value>),
+) -> Result<Option<Duration>, ApiError> {
+    let (n, t) = (whole_number(seconds.0, seconds.1)?, text(written.0, written.1)?);
+    match (n, t) {
+        (Some(_), Some(_)) => Err(ApiError::invalid(format!("give {} or {}, not both", seconds.0, written.0))),
+        (Some(n), None) => units::seconds(seconds.0, n).map(Some).map_err(bad_number),
+        (None, Some(t)) => {
+            units::parse_duration(&t).map(Some).map_err(|e| ApiError::invalid(format!("{}: {e}", written.0)))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+/// A size given in bytes (`bytes.0`, e.g. `quota_bytes`) or as text (`text.0`, e.g.
+/// `quota: "10GiB"`), not both; bounded.
+fn size_field(bytes: (&str, Option<Value>), written: (&str, Option<Value>)) -> Result<Option<u64>, ApiError> {
+    let (n, t) = (whole_number(bytes.0, bytes.1)?, text(written.0, written.1)?);
+    match (n, t) {
+        (Some(_), Some(_)) => Err(ApiError::invalid(format!("give {} or {}, not both", bytes.0, written.0))),
+        (Some(n), None) => units::bytes(bytes.0, n).map(Some).map_err(bad_number),
+        (None, Some(t)) => {
+            units::parse_size(&t).map(Some).map_err(|e| ApiError::invalid(format!("{}: {e}", written.0)))
+        }
+        (None, None) => Ok(None),
     }
 }
 
@@ -179,7 +249,7 @@ async fn create_namespace(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let name = namespace_name(path)?;
-    let (source, options, storage) = json_body::<Definition>(&body)?.options()?;
+    let (source, options, storage) = definition(&body)?;
     let (ns, created) = cache.create_namespace_in(&name, source.as_deref(), &options, storage.as_ref()).await?;
     let shown = source.as_deref().map_or("none".into(), tiercache_core::redact_url);
     tracing::info!(namespace = %name, created, source = %shown, "admin: namespace defined");
@@ -210,6 +280,11 @@ struct MoveRequest {
     to: String,
 }
 
+/// The body of `POST /admin/namespaces/{name}/migrate`, checked: the place to move to.
+pub(crate) fn move_target(body: &Bytes) -> Result<Place, ApiError> {
+    Ok(json_body::<MoveRequest>(body)?.to.parse()?)
+}
+
 /// Moves the namespace's blobs to another storage place (reads go on meanwhile); answers what
 /// was copied and freed.
 async fn move_namespace(
@@ -218,7 +293,7 @@ async fn move_namespace(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let name = namespace_name(path)?;
-    let to: Place = json_body::<MoveRequest>(&body)?.to.parse()?;
+    let to = move_target(&body)?;
     let report = cache.move_namespace(&name, &to).await?;
     tracing::info!(namespace = %name, from = report.from, to = report.to, "admin: namespace moved");
     Ok(Json(report).into_response())
@@ -267,13 +342,16 @@ async fn change_pin(
 /// `POST /admin/prune`. With none of `orphans`, `older_than_seconds` and `max_size_bytes` given,
 /// the pass does everything the configuration asks for ([`PruneOptions::all`]); with any of them
 /// given, only those (`"orphans": false` alone thus prunes nothing). `ns` narrows entries and
-/// owners to one namespace.
+/// owners to one namespace. The age and size may also be text (`"older_than": "7d"`,
+/// `"max_size": "50GiB"`); either way bounded by `tiercache_core::units`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 struct PruneBody {
     orphans: Option<bool>,
-    older_than_seconds: Option<u64>,
-    max_size_bytes: Option<u64>,
+    older_than_seconds: Option<Value>,
+    older_than: Option<Value>,
+    max_size_bytes: Option<Value>,
+    max_size: Option<Value>,
     ns: Option<String>,
     dry_run: bool,
 }
@@ -284,15 +362,12 @@ impl PruneBody {
             Some(ns) => Some(NamespaceName::new(&ns).map_err(tiercache_engine::Error::from)?.as_str().to_owned()),
             None => None,
         };
-        let older_than = self.older_than_seconds.map(Duration::from_secs);
-        let only = self.orphans.is_some() || older_than.is_some() || self.max_size_bytes.is_some();
+        let older_than =
+            duration_field(("older_than_seconds", self.older_than_seconds), ("older_than", self.older_than))?;
+        let max_size = size_field(("max_size_bytes", self.max_size_bytes), ("max_size", self.max_size))?;
+        let only = self.orphans.is_some() || older_than.is_some() || max_size.is_some();
         let opts = if only {
-            PruneOptions {
-                orphans: self.orphans.unwrap_or(false),
-                older_than,
-                max_size: self.max_size_bytes,
-                ..Default::default()
-            }
+            PruneOptions { orphans: self.orphans.unwrap_or(false), older_than, max_size, ..Default::default() }
         } else {
             PruneOptions::all()
         };
@@ -300,8 +375,13 @@ impl PruneBody {
     }
 }
 
+/// The body of `POST /admin/prune`, checked: every number within its bounds.
+pub(crate) fn prune_options(body: &Bytes) -> Result<PruneOptions, ApiError> {
+    json_body::<PruneBody>(body)?.options()
+}
+
 async fn prune(State(cache): State<Cache>, body: Bytes) -> Result<Response, ApiError> {
-    let opts = json_body::<PruneBody>(&body)?.options()?;
+    let opts = prune_options(&body)?;
     let report = cache.prune(&opts).await?;
     tracing::info!(
         dry_run = report.dry_run,

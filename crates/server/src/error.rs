@@ -120,6 +120,7 @@ impl ApiError {
             E::Source(s) if s.is_timeout() => StatusCode::GATEWAY_TIMEOUT,
             E::Source(_) => StatusCode::BAD_GATEWAY,
             E::StorageFull { .. } => StatusCode::INSUFFICIENT_STORAGE,
+            E::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -180,8 +181,8 @@ impl ApiError {
             E::Busy { .. } => "what was read kept changing while it was read; try again".into(),
             // Its message names no source: only the wait.
             E::SourceBusy { .. } => e.to_string().into(),
-            // The client's own key, and the file system's limit.
-            E::NameTooLong { .. } => e.to_string().into(),
+            // The client's own key, and the file system's limit; the client's own upload's size.
+            E::NameTooLong { .. } | E::TooLarge { .. } => e.to_string().into(),
             // Its message names directories of this host.
             E::Containment { .. } => "the namespace's source would reach outside what a namespace may reach (the data \
                                       directory or another namespace's storage); the server's log says more"
@@ -367,6 +368,8 @@ mod tests {
             (Error::io("reading", std::io::Error::other("bad sector")), StatusCode::INTERNAL_SERVER_ERROR),
             (Error::NoNamespace("x".into()), StatusCode::NOT_FOUND),
             (Error::Invalid("bad".into()), StatusCode::BAD_REQUEST),
+            (Error::TooLarge { declared_bytes: Some(2), max_bytes: 1 }, StatusCode::PAYLOAD_TOO_LARGE),
+            (Error::TooLarge { declared_bytes: None, max_bytes: 1 }, StatusCode::PAYLOAD_TOO_LARGE),
         ];
         for (e, want) in cases {
             let what = e.to_string();

@@ -11,6 +11,8 @@
 mod access;
 mod admin;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod listing;
 mod metrics_endpoint;
 mod respond;

@@ -42,6 +42,15 @@ fn http_date(ms: i64) -> String {
 }
 
 pub(crate) async fn list(cache: &Cache, namespace: &str, query: &str, method: &Method) -> Result<Response, ApiError> {
+    let (req, url_encoded) = parse_query(query)?;
+    let page = cache.list(namespace, req.clone()).await?;
+    respond(namespace, &req, url_encoded, &page, method)
+}
+
+/// The listing's query string: the page asked for, and whether keys go out percent-encoded
+/// (`encoding=url`). An unknown parameter or a limit that is not a number is a 400; the limit's
+/// range is the engine's to check.
+pub(crate) fn parse_query(query: &str) -> Result<(ListRequest, bool), ApiError> {
     let mut req = ListRequest { limit: DEFAULT_LIMIT, ..Default::default() };
     let mut url_encoded = false;
     for pair in query.split('&').filter(|p| !p.is_empty()) {
@@ -63,7 +72,17 @@ pub(crate) async fn list(cache: &Cache, namespace: &str, query: &str, method: &M
             }
         }
     }
-    let page = cache.list(namespace, req.clone()).await?;
+    Ok((req, url_encoded))
+}
+
+/// The listing's answer: `page` of `namespace` as asked for by `req`.
+fn respond(
+    namespace: &str,
+    req: &ListRequest,
+    url_encoded: bool,
+    page: &tiercache_engine::ListPage,
+    method: &Method,
+) -> Result<Response, ApiError> {
     let entries: Vec<Value> = page
         .items
         .iter()

@@ -211,9 +211,20 @@ async fn get_blob(st: AppState, req: Request) -> Result<Response, ApiError> {
     Ok(respond(read, &method, &headers))
 }
 
+/// Refuses an upload whose declared length (`Content-Length`, or the body's exact size) is larger
+/// than the maximum object size, before its body is read.
+fn check_declared_size(st: &AppState, headers: &http::HeaderMap, body: &Body) -> Result<(), ApiError> {
+    let header = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+    if let Some(n) = body.size_hint().exact().or(header) {
+        st.cache.check_object_size(n)?;
+    }
+    Ok(())
+}
+
 async fn put_blob(st: AppState, req: Request) -> Result<Response, ApiError> {
-    let (Parts { uri, .. }, body) = req.into_parts();
+    let (Parts { uri, headers, .. }, body) = req.into_parts();
     let digest = digest_from(&uri)?;
+    check_declared_size(&st, &headers, &body)?;
     let stream = body.into_data_stream().map_err(|e| e.to_string());
     let created = st.cache.put_blob(&digest, stream).await?;
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
@@ -225,7 +236,12 @@ async fn put_blob(st: AppState, req: Request) -> Result<Response, ApiError> {
 /// `/ns/<namespace>/<key>`, split and percent-decoded once; the key as raw bytes (a directory's
 /// file names need not be UTF-8). An empty key means the namespace itself (a listing).
 fn entry_from(uri: &Uri) -> Result<(Cow<'_, str>, Cow<'_, [u8]>), ApiError> {
-    let rest = decoded_after(uri, "/ns/")?;
+    entry_path(decoded_after(uri, "/ns/")?)
+}
+
+/// `<namespace>/<key>` (a path after `/ns/`), split at the first `/` and each part percent-decoded
+/// once: the namespace into UTF-8, the key into raw bytes.
+pub(crate) fn entry_path(rest: &str) -> Result<(Cow<'_, str>, Cow<'_, [u8]>), ApiError> {
     let (ns_raw, key_raw) = rest.split_once('/').unwrap_or((rest, ""));
     let namespace = decode(ns_raw, "namespace")?;
     Ok((namespace, percent_decode_str(key_raw).into()))
@@ -243,11 +259,12 @@ async fn get_entry(st: AppState, req: Request) -> Result<Response, ApiError> {
 }
 
 async fn put_entry(st: AppState, req: Request) -> Result<Response, ApiError> {
-    let (Parts { uri, .. }, body) = req.into_parts();
+    let (Parts { uri, headers, .. }, body) = req.into_parts();
     let (namespace, key) = entry_from(&uri)?;
     if key.is_empty() {
         return Err(ApiError::Engine(Error::Invalid("expected /ns/<namespace>/<key>".into())));
     }
+    check_declared_size(&st, &headers, &body)?;
     let stream = body.into_data_stream().map_err(|e| e.to_string());
     let stored = st.cache.put_entry(&namespace, &key, stream).await?;
     let etag = HeaderValue::from_str(&format!("\"{}\"", stored.md5)).expect("hex is ASCII");

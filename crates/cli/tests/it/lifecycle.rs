@@ -102,7 +102,7 @@ fn absurd_sizes_and_durations_are_refused_at_start() {
     // A value the argument parser refuses is bad usage (2); one refused once parsed, like a zero
     // quota or a --cache-ttl (taken as text, to be ranked with the environment and the file), is
     // a failure (1), as for any other value checked after parsing.
-    let cases: [(&[&str], i32); 7] = [
+    let cases: [(&[&str], i32); 9] = [
         (&["--disk-quota", "-5GiB"], 2),
         (&["--disk-quota", "10parsecs"], 2),
         (&["--disk-quota", "0"], 1),
@@ -110,6 +110,8 @@ fn absurd_sizes_and_durations_are_refused_at_start() {
         (&["--cache-ttl", "-1"], 1),
         (&["--cache-ttl", "soon"], 1),
         (&["--revalidate-after", "-3s"], 2),
+        (&["--max-object-size", "10parsecs"], 2),
+        (&["--max-object-size", "0"], 1),
     ];
     for (args, code) in cases {
         let mut full = vec!["serve", "--listen", "127.0.0.1:9"];
@@ -124,6 +126,7 @@ fn absurd_sizes_and_durations_are_refused_at_start() {
         ("max_age = \"1000 years\"\n", "100 years"),
         ("disk_high_watermark = 0.5\ndisk_low_watermark = 0.9\n", "watermarks"),
         ("cache_ttl = -4\n", "cache_ttl"),
+        ("max_object_size = \"2EiB\"\n", "larger than 1 EiB"),
     ] {
         std::fs::write(&config, text).unwrap();
         let out = tcr(&d.data, &["--config", config.to_str().unwrap(), "serve", "--listen", "127.0.0.1:9"]);

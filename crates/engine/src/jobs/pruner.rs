@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
+use tiercache_core::units::cutoff_ms;
 use tiercache_core::{Digest, now_ms};
 use tiercache_index::EntryRef;
 
@@ -128,7 +129,7 @@ impl Jobs {
         let now = now_ms();
         let age = opts.older_than.or(if opts.max_age { cfg.max_age } else { None });
         if let Some(age) = age {
-            let cutoff = now - age.as_millis() as i64;
+            let cutoff = cutoff_ms(now, age);
             doomed.extend(
                 self.ix.run(move |ix| ix.entries_not_read_since(only, cutoff)).await?.into_iter().map(|e| ("age", e)),
             );
@@ -140,7 +141,7 @@ impl Jobs {
                     && opts.older_than.is_none()
                     && let Some(ms) = o.max_age_ms
                 {
-                    let (id, cutoff) = (ns.id, now - ms as i64);
+                    let (id, cutoff) = (ns.id, cutoff_ms(now, Duration::from_millis(ms)));
                     let found = self.ix.run(move |ix| ix.entries_not_read_since(Some(id), cutoff)).await?;
                     doomed.extend(found.into_iter().map(|e| ("age", e)));
                 }
@@ -193,7 +194,7 @@ impl Jobs {
 
         if opts.orphans {
             let grace = opts.orphan_grace.unwrap_or(cfg.orphan_grace);
-            let cutoff = now_ms() - grace.as_millis() as i64;
+            let cutoff = cutoff_ms(now_ms(), grace);
             let orphans = self.ix.run(move |ix| ix.orphan_blobs(cutoff)).await?;
             let removed = if opts.dry_run || orphans.is_empty() {
                 orphans
@@ -283,7 +284,7 @@ impl Jobs {
             }
         };
         let Some(since) = since else { return Ok(()) };
-        if now - since < grace.as_millis() as i64 {
+        if since > cutoff_ms(now, grace) {
             tracing::info!(namespace = ns.name, owner, "owner gone; namespace kept until the grace period ends");
             return Ok(());
         }

@@ -187,14 +187,20 @@ impl Reads {
             Fetched::Body(body) => body,
         };
         // Room in the disk quota first: for the whole body if its length is known, else for a
-        // first step (the spool reserves more as it grows). No room: every reader reads from the
-        // source directly, and nothing is stored.
-        let first = body.meta.size_bytes.unwrap_or(RESERVE_STEP_BYTES);
-        let reservation = match store.reserve(first).await {
+        // first step (the spool reserves more as it grows). No room, or an object larger than
+        // the maximum object size: every reader reads from the source directly, and nothing is
+        // stored.
+        let max = self.stores.max_object_bytes;
+        let first = body.meta.size_bytes.unwrap_or(RESERVE_STEP_BYTES.min(max));
+        let reserved = match body.meta.size_bytes {
+            Some(n) if n > max => Err(format!("{n} bytes is larger than the maximum object size ({max} bytes)")),
+            _ => store.reserve(first).await.map_err(|no_room| no_room.reason),
+        };
+        let reservation = match reserved {
             Ok(r) => r,
-            Err(no_room) => {
-                tracing::info!(%key, reason = %no_room.reason, "served pass-through, not stored");
-                store.quota.passed_through(&no_room.reason);
+            Err(reason) => {
+                tracing::info!(%key, %reason, "served pass-through, not stored");
+                store.quota.passed_through(&reason);
                 let hand_off = HandOff::new(body.stream);
                 tx.send_replace(Phase::PassThrough { meta: Arc::new(body.meta), body: hand_off });
                 return Ok(FetchEnd::PassThrough);
@@ -203,16 +209,19 @@ impl Reads {
         let temp = store.disk.create_temp().map_err(|e| Error::io("cannot create a temp file", e))?;
         let started = Arc::new(Started { meta: body.meta.clone(), file: temp.reader() });
         tx.send_replace(Phase::Streaming { started: Arc::clone(&started), written: 0 });
-        let spooled = spool_or_overflow(temp, reservation, body.stream, progress(tx)).await.map_err(|e| match e {
+        // Fused: when the body fits in the spool's queue, the spool has seen its end before the
+        // writer overflows, and the rest handed on must answer that end again, not poll past it.
+        let stream = body.stream.fuse();
+        let spooled = spool_or_overflow(temp, reservation, stream, max, progress(tx)).await.map_err(|e| match e {
             SpoolError::Body(e) => Error::Source(e),
             SpoolError::Local(e) => e,
         })?;
         let finished = match spooled {
             Spooled::Stored(finished, reservation) => (finished, reservation),
             Spooled::Overflow { reason, written, rest, body } => {
-                // A body of unknown length outgrew the quota: its readers go on with the rest of
-                // the source's body, and nothing is stored.
-                tracing::info!(%key, written, reason = %reason, "served pass-through after the quota filled, not stored");
+                // A body of unknown length outgrew the quota or the maximum object size: its
+                // readers go on with the rest of the source's body, and nothing is stored.
+                tracing::info!(%key, written, reason = %reason, "served pass-through after the body outgrew its room, not stored");
                 store.quota.passed_through(&reason);
                 let rest = futures::stream::iter(rest.into_iter().map(Ok)).chain(body).boxed();
                 let rest = HandOff::new(rest);

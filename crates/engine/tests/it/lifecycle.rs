@@ -426,6 +426,74 @@ async fn a_body_of_unknown_length_larger_than_the_quota_still_reaches_the_reader
     assert_eq!(std::fs::read_dir(data_dir(&dir).join("tmp")).unwrap().count(), 0);
 }
 
+// ---- the maximum object size ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_of_unknown_length_past_the_max_object_size_is_passed_through() {
+    const MAX: u64 = 300 * 1024;
+    let chunked = ChunkedSource::start().await;
+    let big = bytes(143, 3 * MAX as usize);
+    let small = bytes(144, MAX as usize);
+    chunked.put("big", big.clone());
+    chunked.put("small", small.clone());
+    let src = Source::start().await;
+    let (dir, cache) = setup(&src, |c| {
+        tight(64 << 20)(c);
+        c.max_object_bytes = MAX;
+    })
+    .await;
+    cache.create_namespace("chunked", Some(&chunked.url()), &Default::default()).await.unwrap();
+    // Two readers of one flight: both get every byte, though the flight stops storing at the limit.
+    let (first, second) = tokio::join!(cache.read_entry("chunked", "big"), cache.read_entry("chunked", "big"));
+    let (first, second) = (first.unwrap(), second.unwrap());
+    let (got, got2) = bounded(async { tokio::join!(collect(first, None), collect(second, None)) }).await;
+    bounded(cache.settle()).await.unwrap();
+    assert!(got.as_ref().is_ok_and(|g| *g == big), "{:?}", got.map(|g| g.len()));
+    assert!(got2.as_ref().is_ok_and(|g| *g == big), "{:?}", got2.map(|g| g.len()));
+    let q = cache.quota_stats();
+    assert_eq!((q.n_pass_through, q.used_bytes, q.reserved_bytes), (1, 0, 0), "{q:?}");
+    assert!(q.last_pass_through.as_deref().is_some_and(|r| r.contains("maximum object size")), "{q:?}");
+    assert!(!has_blob(&dir, &big));
+    assert_eq!(std::fs::read_dir(data_dir(&dir).join("tmp")).unwrap().count(), 0);
+    // One of exactly the maximum size is stored.
+    assert_eq!(fetch(&cache, "chunked", "small").await, ("source", small.clone()));
+    assert!(has_blob(&dir, &small));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_past_the_max_object_size_are_cut_and_store_nothing() {
+    const MAX: u64 = 200 * 1024;
+    let src = Source::start().await;
+    let (dir, cache) = setup(&src, |c| {
+        tight(8 << 20)(c);
+        c.max_object_bytes = MAX;
+    })
+    .await;
+    cache.create_namespace("up", None, &Default::default()).await.unwrap();
+    let files = tempfile::tempdir().unwrap();
+    let root = format!("file://{}", files.path().display());
+    cache.create_namespace("files", Some(&root), &Default::default()).await.unwrap();
+    let big = bytes(145, MAX as usize + 1);
+    let too_large = |r: Result<_, Error>| matches!(r, Err(Error::TooLarge { declared_bytes: None, max_bytes: MAX }));
+    assert!(too_large(cache.put_blob(&Digest::of(&big), upload_body(&big)).await.map(|_| ())));
+    assert!(too_large(cache.put_entry("up", b"big", upload_body(&big)).await.map(|_| ())));
+    assert!(too_large(cache.put_entry("files", b"big", upload_body(&big)).await.map(|_| ())));
+    assert!(matches!(cache.check_object_size(MAX + 1), Err(Error::TooLarge { declared_bytes: Some(_), .. })));
+    cache.check_object_size(MAX).unwrap();
+    let q = cache.quota_stats();
+    assert_eq!((q.used_bytes, q.reserved_bytes), (0, 0), "{q:?}");
+    assert!(!has_blob(&dir, &big));
+    assert_eq!(std::fs::read_dir(data_dir(&dir).join("tmp")).unwrap().count(), 0);
+    let left: Vec<_> = std::fs::read_dir(files.path()).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert!(left.is_empty(), "the directory namespace kept {left:?}");
+    // The maximum itself is accepted everywhere.
+    let fits = &big[..MAX as usize];
+    cache.put_blob(&Digest::of(fits), upload_body(fits)).await.unwrap();
+    cache.put_entry("up", b"fits", upload_body(fits)).await.unwrap();
+    cache.put_entry("files", b"fits", upload_body(fits)).await.unwrap();
+    assert_eq!(std::fs::read(files.path().join("fits")).unwrap(), fits);
+}
+
 // ---- namespaces ----
 
 /// Namespaces `web` and `web2` on one source: `a` only in `web`, `b` only in `web2`, and

@@ -286,15 +286,28 @@ async fn bad_admin_requests_are_refused() {
         case(Method::PUT, "/admin/namespaces/ok", "null", "must be a JSON object"),
         case(Method::POST, "/admin/prune", "true", "must be a JSON object"),
         case(Method::PUT, "/admin/namespaces/ok", r#"{"sorce": "http://x"}"#, "unknown field `sorce`"),
-        case(Method::PUT, "/admin/namespaces/ok", r#"{"quota_bytes": -1}"#, "not the expected JSON"),
-        case(Method::PUT, "/admin/namespaces/ok", r#"{"max_age_seconds": 18446744073709551615}"#, "too large"),
+        case(Method::PUT, "/admin/namespaces/ok", r#"{"quota_bytes": -1}"#, "quota_bytes must be a whole number"),
+        case(Method::PUT, "/admin/namespaces/ok", r#"{"quota_bytes": 1.5}"#, "quota_bytes must be a whole number"),
+        case(Method::PUT, "/admin/namespaces/ok", r#"{"max_age_seconds": 18446744073709551615}"#, "max_age_seconds = "),
+        case(Method::PUT, "/admin/namespaces/ok", r#"{"max_age_seconds": 18446744073709551}"#, "longer than 100 years"),
+        case(Method::PUT, "/admin/namespaces/ok", r#"{"max_age_seconds": 18446744073709551616}"#, "max_age_seconds"),
+        case(Method::PUT, "/admin/namespaces/ok", r#"{"max_age": "200y"}"#, "max_age: \"200y\" is longer"),
+        case(Method::PUT, "/admin/namespaces/ok", r#"{"max_age": "7d", "max_age_seconds": 1}"#, "not both"),
+        case(Method::PUT, "/admin/namespaces/ok", r#"{"quota_bytes": 1152921504606846977}"#, "quota_bytes = "),
+        case(Method::PUT, "/admin/namespaces/ok", r#"{"quota": "10 parsecs"}"#, "quota: \"10 parsecs\": unknown unit"),
+        case(Method::PUT, "/admin/namespaces/ok", r#"{"max_entries": 9223372036854775808}"#, "max_entries = "),
         case(Method::PUT, "/admin/namespaces/ok", r#"{"copy_to_cache": true}"#, "directory sources only"),
         case(Method::PUT, "/admin/namespaces/ok", r#"{"source": "gopher://x"}"#, "unsupported source"),
         case(Method::PUT, "/admin/namespaces/web/pins", r#"{"key": 1}"#, "not the expected JSON"),
         case(Method::PUT, "/admin/namespaces/web/pins", r#"{"key": "../etc"}"#, "forbidden path segment"),
         case(Method::DELETE, "/admin/namespaces/web/pins", r#"{"keys": ["a"]}"#, "unknown field `keys`"),
         case(Method::POST, "/admin/prune", r#"{"orphans": "yes"}"#, "not the expected JSON"),
-        case(Method::POST, "/admin/prune", r#"{"dry_run": true, "max_size": 1}"#, "unknown field `max_size`"),
+        case(Method::POST, "/admin/prune", r#"{"dry_run": true, "max_sise": 1}"#, "unknown field `max_sise`"),
+        case(Method::POST, "/admin/prune", r#"{"dry_run": true, "max_size": 1}"#, "max_size must be text"),
+        case(Method::POST, "/admin/prune", r#"{"older_than_seconds": 18446744073709551}"#, "older_than_seconds = "),
+        case(Method::POST, "/admin/prune", r#"{"older_than_seconds": -1}"#, "older_than_seconds must be"),
+        case(Method::POST, "/admin/prune", r#"{"older_than": "soon"}"#, "older_than: \"soon\" is not a duration"),
+        case(Method::POST, "/admin/prune", r#"{"max_size_bytes": 18446744073709551615}"#, "max_size_bytes = "),
         case(Method::POST, "/admin/prune", r#"{"ns": "../x", "dry_run": true}"#, "not allowed"),
         // Names.
         case(Method::GET, "/admin/namespaces/..", "", "not allowed"),
@@ -376,4 +389,61 @@ async fn admin_moves_a_namespace_between_storage_places() {
         h.admin_ok(Method::POST, "/admin/namespaces/web/migrate", "{\"to\": \"managed\"}", StatusCode::OK).await;
     assert_eq!(report["to"], "managed");
     assert!(!dir.exists());
+}
+
+/// The age overflow: an age past 100 years is a 400 naming the field, prunes nothing, and a
+/// namespace cannot be defined with one; the largest accepted age selects nothing either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn huge_ages_are_refused_and_prune_nothing() {
+    let h = harness_with_admin(Some(TOKEN)).await;
+    for (key, seed) in [("one", 31), ("two", 32)] {
+        h.src.put(key, bytes(seed, 2000));
+        assert_eq!(h.get(&format!("/ns/web/{key}"), &[]).await.status, StatusCode::OK);
+    }
+    h.wait_for_entries("web", 2).await;
+
+    for body in [
+        r#"{"older_than_seconds":18446744073709551,"dry_run":true}"#,
+        r#"{"older_than_seconds":18446744073709551}"#,
+        r#"{"older_than_seconds":18446744073709551615}"#,
+        r#"{"older_than":"584942417y"}"#,
+    ] {
+        let a = h.admin(Method::POST, "/admin/prune", body).await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST, "{body}: {}", a.text());
+        let message = a.json()["message"].as_str().unwrap_or_default().to_owned();
+        assert!(message.contains("older_than") && message.contains("longer than 100 years"), "{body}: {message}");
+    }
+    // The largest ages accepted, as a number and as text, select nothing read just now.
+    for body in [
+        r#"{"older_than_seconds":3153600000,"dry_run":true}"#,
+        r#"{"older_than":"36500d","dry_run":true}"#,
+        r#"{"older_than":"1h"}"#,
+    ] {
+        let report = h.admin_ok(Method::POST, "/admin/prune", body, StatusCode::OK).await;
+        assert_eq!((report["n_entries"].as_u64(), report["items"].clone()), (Some(0), json!([])), "{body}");
+    }
+    h.wait_for_entries("web", 2).await;
+
+    // A namespace with such a max age is refused, and not created.
+    let def = json!({ "source": h.src.url(), "max_age_seconds": 18446744073709551u64 }).to_string();
+    let a = h.admin(Method::PUT, "/admin/namespaces/aged", &def).await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST, "{}", a.text());
+    assert!(a.json()["message"].as_str().unwrap().starts_with("max_age_seconds = 18446744073709551"), "{}", a.text());
+    assert_eq!(h.admin(Method::GET, "/admin/namespaces/aged", "").await.status, StatusCode::NOT_FOUND);
+    // The longest max age accepted, as text: stored in milliseconds, and a whole pass keeps
+    // what was just read.
+    let def = json!({ "source": h.src.url(), "max_age": "36500d", "quota": "1.5K" }).to_string();
+    let created = h.admin_ok(Method::PUT, "/admin/namespaces/aged", &def, StatusCode::CREATED).await;
+    let options = &created["namespace"]["options"];
+    assert_eq!(
+        (options["max_age_ms"].as_u64(), options["quota_bytes"].as_u64()),
+        (Some(3_153_600_000_000), Some(1536))
+    );
+    h.src.put("three", bytes(33, 1000));
+    assert_eq!(h.get("/ns/aged/three", &[]).await.status, StatusCode::OK);
+    h.wait_for_entries("aged", 1).await;
+    let report = h.admin_ok(Method::POST, "/admin/prune", "", StatusCode::OK).await;
+    assert_eq!(report["n_entries"], 0, "{report}");
+    h.wait_for_entries("aged", 1).await;
+    h.wait_for_entries("web", 2).await;
 }
