@@ -7,6 +7,7 @@ use tiercache_testkit::{Behavior, Source, bytes, sha256};
 use tower::ServiceExt;
 
 mod admin;
+mod limits;
 
 struct Harness {
     _dir: tempfile::TempDir,
