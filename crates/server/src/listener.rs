@@ -7,9 +7,10 @@
 //!
 //! At the limit, in this order (the way nginx and Envoy degrade, so that a client gets an answer
 //! instead of waiting in the kernel's backlog, and a health check keeps passing):
-//! 1. Idle keep-alive connections are closed, longest idle first, to make room (nginx closes its
-//!    "reusable" connections when it runs short): an idle connection costs its client only a
-//!    reconnect, and it is what a flood of idle connections is made of.
+//! 1. Keep-alive connections idle for a second or more are closed, longest idle first, to make
+//!    room (nginx closes its "reusable" connections when it runs short): a parked connection costs
+//!    its client only a reconnect, and it is what a flood of idle connections is made of, while a
+//!    client that sends its next request at once keeps its connection.
 //! 2. Otherwise the connection is accepted into a small reserve ([`Limits::reserve`]): it is
 //!    served one request, without keep-alive: `/healthz` (and `/metrics`, so that monitoring sees
 //!    the overload) is answered as usual, anything else a fast `503` with `Retry-After` and
@@ -66,6 +67,9 @@ const DEFAULT_MAX_CONNECTIONS_CAP: usize = 10_000;
 const DEFAULT_MAX_CONNECTIONS_FLOOR: usize = 16;
 /// Idle connections closed at most per look for them, and at most closing at once.
 const RECLAIM_BATCH: usize = 32;
+/// A keep-alive connection is closed to make room only once it has been idle this long: a client
+/// that sends its next request at once keeps its connection, one that parks it gives way.
+const RECLAIM_MIN_IDLE: Duration = Duration::from_secs(1);
 /// After a look for idle connections found none, the next look waits this long (a look reads
 /// every connection's state, so it is not repeated for every connection accepted at the limit).
 const RECLAIM_PAUSE: Duration = Duration::from_millis(100);
@@ -349,9 +353,10 @@ impl Shared {
         self.registry.lock().unwrap_or_else(|p| p.into_inner()).insert(conn.id(), Arc::clone(conn));
     }
 
-    /// Tells up to [`RECLAIM_BATCH`] idle keep-alive connections, longest idle first, to close,
-    /// and returns how many. Looks at most once per [`RECLAIM_PAUSE`] after a fruitless look,
-    /// unless `now` (descriptors ran out), and never while a batch is still closing.
+    /// Tells up to [`RECLAIM_BATCH`] keep-alive connections idle for [`RECLAIM_MIN_IDLE`] or
+    /// more, longest idle first, to close, and returns how many. Looks at most once per
+    /// [`RECLAIM_PAUSE`] after a fruitless look, unless `now` (descriptors ran out: then any idle
+    /// connection goes), and never while a batch is still closing.
     fn reclaim_idle(&self, now: bool) -> usize {
         if self.draining.load(Ordering::Acquire) >= RECLAIM_BATCH {
             return 0;
@@ -360,13 +365,17 @@ impl Shared {
         if !now && fruitless.is_some_and(|t| t.elapsed() < RECLAIM_PAUSE) {
             return 0;
         }
+        // Idle since at most this stamp (see `Conn::stamp`).
+        let elapsed = self.epoch.elapsed().saturating_sub(if now { Duration::ZERO } else { RECLAIM_MIN_IDLE });
+        let before = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX - 1) + 1;
         let mut idle: Vec<(u64, Arc<Conn>)> = {
             let registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
             registry
                 .values()
                 .filter_map(|c| {
                     let since = c.idle_since.load(Ordering::Acquire);
-                    (since != 0 && !c.draining.load(Ordering::Acquire)).then(|| (since, Arc::clone(c)))
+                    let is_idle = since != 0 && since <= before && !c.draining.load(Ordering::Acquire);
+                    is_idle.then(|| (since, Arc::clone(c)))
                 })
                 .collect()
         };
