@@ -58,8 +58,9 @@ pub(crate) struct ServeSettings {
     /// Longest time an idle keep-alive connection waits for its next request [default: 75s]
     #[arg(long, env = "TIERCACHE_KEEP_ALIVE_TIMEOUT", value_name = "DURATION", allow_hyphen_values = true)]
     pub(crate) keep_alive_timeout: Option<HumanDuration>,
-    /// Longest time a request body (an upload) may send nothing; it is then cut, answered 408, and
-    /// its temp file and disk reservation released [default: 60s]
+    /// Longest time a request body (an upload) may send nothing, or an answer wait for a client
+    /// that reads none of it; an upload is then cut, answered 408, and its temp file and disk
+    /// reservation released [default: 60s]
     #[arg(long, env = "TIERCACHE_BODY_IDLE_TIMEOUT", value_name = "DURATION", allow_hyphen_values = true)]
     pub(crate) body_idle_timeout: Option<HumanDuration>,
 }

@@ -1,7 +1,7 @@
 //! The listener: the accept loop, HTTP/1.1 connections (hyper), and the limits that keep them
 //! bounded: at most [`Limits::max_connections`] connections, a time limit on reading a request's
-//! head, on an idle keep-alive connection and on a request body that sends nothing, and graceful
-//! shutdown. It answers no request itself (every request goes to [`App`]) except the two answers
+//! head, on an idle keep-alive connection, on a request body that sends nothing and on an answer
+//! the client does not read, and graceful shutdown. It answers no request itself (every request goes to [`App`]) except the two answers
 //! of the limits: 503 to a request beyond the limit, and 408 to a stalled body (both chosen in
 //! `error.rs`).
 //!
@@ -97,7 +97,9 @@ pub struct Limits {
     pub keep_alive_timeout: Duration,
     /// Longest time a request body may send nothing while its handler waits for it; the request
     /// is then answered 408 and the connection closed: an upload's temp file is deleted and its
-    /// disk quota reservation released. Default 60 s: nginx's `client_body_timeout`.
+    /// disk quota reservation released. Also the longest time an answer may wait for a client
+    /// that reads none of it (the connection is then closed, and the blob file it held). Default
+    /// 60 s: nginx's `client_body_timeout` and `send_timeout`.
     pub body_idle_timeout: Duration,
 }
 
@@ -295,6 +297,7 @@ struct Metrics {
     timeout_header: Counter,
     timeout_keep_alive: Counter,
     timeout_body: Counter,
+    timeout_send: Counter,
 }
 
 impl Metrics {
@@ -311,6 +314,7 @@ impl Metrics {
             timeout_header: timeout("header"),
             timeout_keep_alive: timeout("keep_alive"),
             timeout_body: timeout("body"),
+            timeout_send: timeout("send"),
         }
     }
 }
@@ -506,6 +510,13 @@ struct Guarded {
     /// Fires at or before `deadline`.
     timer: Pin<Box<Sleep>>,
     timeouts: (Counter, Counter),
+    /// [`Limits::body_idle_timeout`], for writes that the client does not read.
+    send_timeout: Duration,
+    /// Armed while a write waits for the client (made on the first such wait).
+    send_timer: Option<Pin<Box<Sleep>>>,
+    /// A write went out since `send_timer` was last set.
+    has_sent: bool,
+    send_timeouts: Counter,
 }
 
 impl Guarded {
@@ -521,6 +532,10 @@ impl Guarded {
             deadline,
             timer: Box::pin(tokio::time::sleep_until(deadline)),
             timeouts: (shared.metrics.timeout_header.clone(), shared.metrics.timeout_keep_alive.clone()),
+            send_timeout: shared.limits.body_idle_timeout,
+            send_timer: None,
+            has_sent: false,
+            send_timeouts: shared.metrics.timeout_send.clone(),
         }
     }
 
@@ -539,6 +554,22 @@ impl Guarded {
             let start = if since == 0 { Instant::now() } else { self.conn.instant(since) };
             self.deadline = start + self.keep_alive_timeout;
         }
+    }
+
+    /// A write that found the socket full: fails once the client has read nothing for the send
+    /// timeout (the timer is reset only when a write went out since it was set).
+    fn poll_send_stalled<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
+        let timeout = self.send_timeout;
+        let timer = self.send_timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        if std::mem::take(&mut self.has_sent) {
+            timer.as_mut().reset(Instant::now() + timeout);
+        }
+        if timer.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        self.send_timeouts.increment(1);
+        tracing::debug!(timeout = ?timeout, "closing a connection: the client read nothing of its answer");
+        Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "the client read nothing within the send timeout")))
     }
 
     /// Whether the phase's time is up; if not, the timer will wake the task when it may be.
@@ -604,7 +635,14 @@ impl AsyncRead for Guarded {
 
 impl AsyncWrite for Guarded {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
+        let this = &mut *self;
+        match Pin::new(&mut this.io).poll_write(cx, buf) {
+            Poll::Ready(r) => {
+                this.has_sent = true;
+                Poll::Ready(r)
+            }
+            Poll::Pending => this.poll_send_stalled(cx),
+        }
     }
 
     fn poll_write_vectored(
@@ -612,7 +650,14 @@ impl AsyncWrite for Guarded {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+        let this = &mut *self;
+        match Pin::new(&mut this.io).poll_write_vectored(cx, bufs) {
+            Poll::Ready(r) => {
+                this.has_sent = true;
+                Poll::Ready(r)
+            }
+            Poll::Pending => this.poll_send_stalled(cx),
+        }
     }
 
     fn is_write_vectored(&self) -> bool {

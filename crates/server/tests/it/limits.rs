@@ -281,6 +281,35 @@ async fn stalled_uploads_are_cut_and_release_their_quota() {
     srv.stop().await;
 }
 
+/// The sum of the series of metric `series` (name and labels as exported) in this process.
+fn metric(series: &str) -> f64 {
+    let text = tiercache_server::install_metrics().render();
+    text.lines().filter_map(|l| l.strip_prefix(series)?.trim().parse::<f64>().ok()).sum()
+}
+
+/// A client that asks for a large blob and reads none of it is disconnected after the body idle
+/// timeout, so that it holds neither a connection nor a blob file for ever.
+#[tokio::test]
+async fn a_client_that_reads_nothing_of_its_answer_is_disconnected() {
+    let srv = start(Limits { body_idle_timeout: Duration::from_millis(500), ..limits(64) }, None).await;
+    let data = bytes(9, 16 << 20);
+    let digest: tiercache_engine::Digest = sha256(&data).parse().unwrap();
+    let body = futures::stream::once(async { Ok::<_, std::io::Error>(bytes::Bytes::from(data.clone())) });
+    srv.cache.put_blob(&digest, body).await.unwrap();
+    let before = metric("tiercache_http_timeouts_total{kind=\"send\"}");
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut s = socket.connect(srv.addr).await.unwrap();
+    s.write_all(format!("GET /blobs/{digest} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes()).await.unwrap();
+    wait_until("the server gives up on the client", async || {
+        metric("tiercache_http_timeouts_total{kind=\"send\"}") > before
+    })
+    .await;
+    let got = read_until_closed(&mut s).await;
+    assert!(got.len() < data.len(), "the whole blob was sent to a client that read none of it");
+    srv.stop().await;
+}
+
 #[tokio::test]
 async fn shutdown_closes_idle_connections_and_returns() {
     let srv = start(limits(64), None).await;
