@@ -372,18 +372,18 @@ impl Shared {
         // Idle since at most this stamp (see `Conn::stamp`).
         let elapsed = self.epoch.elapsed().saturating_sub(if now { Duration::ZERO } else { RECLAIM_MIN_IDLE });
         let before = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX - 1) + 1;
-        let mut idle: Vec<(u64, Arc<Conn>)> = {
-            let registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
-            registry
-                .values()
-                .filter_map(|c| {
-                    let since = c.idle_since.load(Ordering::Acquire);
-                    let is_idle = since != 0 && since <= before && !c.draining.load(Ordering::Acquire);
-                    is_idle.then(|| (since, Arc::clone(c)))
-                })
-                .collect()
-        };
-        let n = idle.len().min(RECLAIM_BATCH - self.draining.load(Ordering::Acquire));
+        // Under the registry's lock throughout: a connection that is still registered has not
+        // uncounted itself yet, so it will see its `draining` mark (`OpenGuard`).
+        let registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+        let mut idle: Vec<(u64, &Arc<Conn>)> = registry
+            .values()
+            .filter_map(|c| {
+                let since = c.idle_since.load(Ordering::Acquire);
+                let is_idle = since != 0 && since <= before && !c.draining.load(Ordering::Acquire);
+                is_idle.then_some((since, c))
+            })
+            .collect();
+        let n = idle.len().min(RECLAIM_BATCH.saturating_sub(self.draining.load(Ordering::Acquire)));
         if n == 0 {
             *fruitless = Some(Instant::now());
             return 0;
@@ -393,11 +393,12 @@ impl Shared {
             idle.select_nth_unstable_by_key(n - 1, |(since, _)| *since);
         }
         for (_, conn) in &idle[..n] {
-            if !conn.draining.swap(true, Ordering::AcqRel) {
-                self.draining.fetch_add(1, Ordering::AcqRel);
-                conn.drain.cancel();
-            }
+            conn.draining.store(true, Ordering::Release);
+            self.draining.fetch_add(1, Ordering::AcqRel);
+            conn.drain.cancel();
         }
+        drop(idle);
+        drop(registry);
         self.metrics.reclaimed.increment(n as u64);
         tracing::debug!(closed = n, "connection limit reached: closing idle keep-alive connections");
         n
@@ -416,7 +417,8 @@ impl Drop for OpenGuard<'_> {
         let s = self.shared;
         match self.pool {
             Pool::Normal => {
-                s.registry.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.conn.id());
+                let mut registry = s.registry.lock().unwrap_or_else(|p| p.into_inner());
+                registry.remove(&self.conn.id());
                 if self.conn.draining.load(Ordering::Acquire) {
                     s.draining.fetch_sub(1, Ordering::AcqRel);
                 }
