@@ -11,7 +11,7 @@
 //!    room (nginx closes its "reusable" connections when it runs short): a parked connection costs
 //!    its client only a reconnect, and it is what a flood of idle connections is made of, while a
 //!    client that sends its next request at once keeps its connection.
-//! 2. Otherwise the connection is accepted into a small reserve ([`Limits::reserve`]): it is
+//! 2. Otherwise the connection is accepted into the reserve ([`Limits::reserve`]): it is
 //!    served one request, without keep-alive: `/healthz` (and `/metrics`, so that monitoring sees
 //!    the overload) is answered as usual, anything else a fast `503` with `Retry-After` and
 //!    `Connection: close`. A load balancer's health check still sees a live server, and a client
@@ -83,7 +83,8 @@ pub struct Limits {
     /// Most client connections served at once (besides [`Limits::reserve`]). Default: derived
     /// from the process's open-file limit (`RLIMIT_NOFILE`) so that descriptors are never
     /// exhausted: 512 are left for the index, blob and temp files and source sockets, and each
-    /// connection is counted as two (its socket and the file it is served from); at most 10 000.
+    /// connection is counted as two (its socket and the file it is served from); seven eighths of
+    /// what remains (the rest is the reserve's), at most 10 000.
     pub max_connections: usize,
     /// Longest time to receive a request's head (request line and headers), from the moment a
     /// connection is accepted or the first byte of a later request arrives; a client that trickles
@@ -101,48 +102,45 @@ pub struct Limits {
     /// that reads none of it (the connection is then closed, and the blob file it held). Default
     /// 60 s: nginx's `client_body_timeout` and `send_timeout`.
     pub body_idle_timeout: Duration,
+    /// Connections accepted beyond `max_connections`, each answering one request: `/healthz` or
+    /// `/metrics` as usual, anything else a 503 (see the module's documentation). They do almost
+    /// no work and live for one request, so descriptors bound them, not work: by default what the
+    /// descriptor budget leaves beyond the default `max_connections` (an eighth of it), 8 to
+    /// 1 024. While fewer clients than this are beyond the limit at once, every health check is
+    /// answered however hard the others reconnect.
+    pub reserve: usize,
 }
 
 impl Default for Limits {
     fn default() -> Limits {
+        let (max_connections, reserve) = connections_for(open_files_limit());
         Limits {
-            max_connections: default_max_connections(),
+            max_connections,
             header_read_timeout: Duration::from_secs(30),
             keep_alive_timeout: Duration::from_secs(75),
             body_idle_timeout: Duration::from_secs(60),
+            reserve,
         }
     }
 }
 
-impl Limits {
-    /// Connections accepted beyond [`Limits::max_connections`], each answering one request:
-    /// `/healthz` or `/metrics`, or a 503 (see the module's documentation). 1/64 of the limit, at least 8 and
-    /// at most 256: enough for a few health checkers and a burst of refusals.
-    pub fn reserve(&self) -> usize {
-        reserve_for(self.max_connections)
-    }
-}
-
-/// [`Limits::reserve`] of a limit of `max_connections`.
-fn reserve_for(max_connections: usize) -> usize {
-    (max_connections / 64).clamp(8, 256)
+/// The process's current (soft) open-file limit.
+fn open_files_limit() -> u64 {
+    rustix::process::getrlimit(rustix::process::Resource::Nofile).current.unwrap_or(u64::MAX)
 }
 
 /// The default of [`Limits::max_connections`] under the process's current open-file limit.
 pub fn default_max_connections() -> usize {
-    let nofile = rustix::process::getrlimit(rustix::process::Resource::Nofile).current.unwrap_or(u64::MAX);
-    max_connections_for(nofile)
+    connections_for(open_files_limit()).0
 }
 
-/// The default connection limit for an open-file limit of `nofile`: the connections and their
-/// reserve fit in what [`FDS_KEPT`] leaves, at [`FDS_PER_CONNECTION`] each.
-fn max_connections_for(nofile: u64) -> usize {
+/// The default connection limit and reserve for an open-file limit of `nofile`: both fit in what
+/// [`FDS_KEPT`] leaves, at [`FDS_PER_CONNECTION`] each; seven eighths to the limit, the rest to
+/// the reserve.
+fn connections_for(nofile: u64) -> (usize, usize) {
     let budget = usize::try_from(nofile.saturating_sub(FDS_KEPT) / FDS_PER_CONNECTION).unwrap_or(usize::MAX);
-    let mut max = budget.min(DEFAULT_MAX_CONNECTIONS_CAP);
-    while max > DEFAULT_MAX_CONNECTIONS_FLOOR && max + reserve_for(max) > budget {
-        max -= 1;
-    }
-    max.max(DEFAULT_MAX_CONNECTIONS_FLOOR)
+    let max = (budget / 8 * 7).clamp(DEFAULT_MAX_CONNECTIONS_FLOOR, DEFAULT_MAX_CONNECTIONS_CAP);
+    (max, budget.saturating_sub(max).clamp(8, 1024))
 }
 
 /// Raises this process's soft open-file limit to its hard limit (as Go's runtime and many
@@ -344,7 +342,7 @@ impl Shared {
             self.metrics.open.increment(1.0);
             return Some(Pool::Normal);
         }
-        if self.reserve_open.load(Ordering::Acquire) < self.limits.reserve() {
+        if self.reserve_open.load(Ordering::Acquire) < self.limits.reserve {
             self.reserve_open.fetch_add(1, Ordering::AcqRel);
             self.metrics.open.increment(1.0);
             tracing::debug!("connection limit reached: serving a connection from the reserve");
@@ -874,19 +872,20 @@ impl hyper::body::Body for IdleBody {
 mod tests {
     use super::*;
 
-    /// The default limit leaves the kept descriptors, two per connection and the reserve within
-    /// the open-file limit, between its floor and cap.
+    /// The default limit and reserve leave the kept descriptors, two per connection, within the
+    /// open-file limit, between their floors and caps.
     #[test]
-    fn default_connection_limit_fits_the_open_file_limit() {
+    fn default_connection_limits_fit_the_open_file_limit() {
         for nofile in [0, 256, 1024, 4096, 20_000, 65_536, 1 << 20, u64::MAX] {
-            let max = max_connections_for(nofile);
+            let (max, reserve) = connections_for(nofile);
             assert!((DEFAULT_MAX_CONNECTIONS_FLOOR..=DEFAULT_MAX_CONNECTIONS_CAP).contains(&max), "{nofile}: {max}");
-            let limits = Limits { max_connections: max, ..Limits::default() };
-            let fds = FDS_KEPT + FDS_PER_CONNECTION * (max + limits.reserve()) as u64;
+            assert!((8..=1024).contains(&reserve), "{nofile}: {reserve}");
+            let fds = FDS_KEPT + FDS_PER_CONNECTION * (max + reserve) as u64;
             if max > DEFAULT_MAX_CONNECTIONS_FLOOR {
-                assert!(fds <= nofile, "{nofile}: {max} connections need {fds} descriptors");
+                assert!(fds <= nofile, "{nofile}: {max} + {reserve} connections need {fds} descriptors");
             }
         }
-        assert_eq!(max_connections_for(1024), 248);
+        assert_eq!(connections_for(1024), (224, 32));
+        assert_eq!(connections_for(20_000), (8526, 1024));
     }
 }

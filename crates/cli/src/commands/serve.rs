@@ -34,7 +34,7 @@ pub(crate) async fn serve(cache: Cache, args: &ServeArgs, file: &FileConfig) -> 
     tracing::info!(addr = %listener.local_addr()?, data_dir = %cache.data_dir().display(), "tiercache serving");
     tracing::info!(
         max_connections = limits.max_connections,
-        reserve = limits.reserve(),
+        reserve = limits.reserve,
         header_read_timeout = ?limits.header_read_timeout,
         keep_alive_timeout = ?limits.keep_alive_timeout,
         body_idle_timeout = ?limits.body_idle_timeout,
