@@ -342,6 +342,25 @@ pub(crate) fn access(s: &ServeSettings) -> Result<Access> {
     Ok(access)
 }
 
+/// The listener's limits from resolved server settings and their defaults; zero is refused (a
+/// limit is turned off by making it large, never by accident).
+pub(crate) fn server_limits(s: &ServeSettings) -> Result<tiercache_server::Limits> {
+    let mut l = tiercache_server::Limits::default();
+    l.max_connections = s.max_connections.unwrap_or(l.max_connections);
+    anyhow::ensure!(l.max_connections > 0, "max_connections must be at least 1");
+    l.header_read_timeout = s.header_read_timeout.map_or(l.header_read_timeout, |d| d.0);
+    l.keep_alive_timeout = s.keep_alive_timeout.map_or(l.keep_alive_timeout, |d| d.0);
+    l.body_idle_timeout = s.body_idle_timeout.map_or(l.body_idle_timeout, |d| d.0);
+    for (name, d) in [
+        ("header_read_timeout", l.header_read_timeout),
+        ("keep_alive_timeout", l.keep_alive_timeout),
+        ("body_idle_timeout", l.body_idle_timeout),
+    ] {
+        anyhow::ensure!(!d.is_zero(), "{name} must be longer than zero");
+    }
+    Ok(l)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -61,6 +61,22 @@ pub(crate) struct ServeSettings {
     #[arg(long, env = "TIERCACHE_ALLOW_ANONYMOUS_WRITES")]
     #[serde(default)]
     pub(crate) allow_anonymous_writes: bool,
+    /// Most client connections at once; beyond them idle keep-alive connections are closed first,
+    /// then a small reserve answers /healthz and a 503 to anything else [default: from the
+    /// open-file limit, at most 10000]
+    #[arg(long, env = "TIERCACHE_MAX_CONNECTIONS", value_name = "N")]
+    pub(crate) max_connections: Option<usize>,
+    /// Longest time to receive a request's line and headers; a slower client is disconnected [default: 30s]
+    #[arg(long, env = "TIERCACHE_HEADER_READ_TIMEOUT", value_name = "DURATION", allow_hyphen_values = true)]
+    pub(crate) header_read_timeout: Option<HumanDuration>,
+    /// Longest time an idle keep-alive connection waits for its next request [default: 75s]
+    #[arg(long, env = "TIERCACHE_KEEP_ALIVE_TIMEOUT", value_name = "DURATION", allow_hyphen_values = true)]
+    pub(crate) keep_alive_timeout: Option<HumanDuration>,
+    /// Longest time a request body (an upload) may send nothing, or an answer wait for a client
+    /// that reads none of it; an upload is then cut, answered 408, and its temp file and disk
+    /// reservation released [default: 60s]
+    #[arg(long, env = "TIERCACHE_BODY_IDLE_TIMEOUT", value_name = "DURATION", allow_hyphen_values = true)]
+    pub(crate) body_idle_timeout: Option<HumanDuration>,
 }
 
 impl ServeSettings {
@@ -73,6 +89,10 @@ impl ServeSettings {
             write_token: self.write_token.clone().or_else(|| file.write_token.clone()),
             read_token: self.read_token.clone().or_else(|| file.read_token.clone()),
             allow_anonymous_writes: self.allow_anonymous_writes || file.allow_anonymous_writes,
+            max_connections: self.max_connections.or(file.max_connections),
+            header_read_timeout: self.header_read_timeout.or(file.header_read_timeout),
+            keep_alive_timeout: self.keep_alive_timeout.or(file.keep_alive_timeout),
+            body_idle_timeout: self.body_idle_timeout.or(file.body_idle_timeout),
         }
     }
 }

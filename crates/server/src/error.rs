@@ -23,7 +23,8 @@ const ADMIN_REALM: &str = "tiercache-admin";
 /// The realm named in `WWW-Authenticate` challenges of reads and writes.
 const REALM: &str = "tiercache";
 
-/// Seconds a client is asked to wait before retrying a read that raced changes (503).
+/// Seconds a client is asked to wait before retrying after a 503 (a read that raced changes, or a
+/// connection beyond the connection limit).
 const RETRY_AFTER_SECONDS: &str = "1";
 
 /// The methods a namespace mirroring a source answers (405 for a write to it).
@@ -56,6 +57,12 @@ pub enum ApiError {
     AdminOff,
     /// An authenticated admin request to a path no admin endpoint serves (404).
     NoAdminEndpoint,
+    /// A request on a connection beyond the connection limit, other than `/healthz` and
+    /// `/metrics` (503, with
+    /// `Retry-After` and `Connection: close`; see `listener.rs`).
+    Overloaded,
+    /// A request body that sent nothing for the body idle timeout (408, `Connection: close`).
+    BodyTimeout,
 }
 
 /// Why a request was not authenticated.
@@ -104,6 +111,8 @@ impl ApiError {
             ApiError::Unauthorized { .. } => return StatusCode::UNAUTHORIZED,
             ApiError::Forbidden { .. } => return StatusCode::FORBIDDEN,
             ApiError::AdminOff | ApiError::NoAdminEndpoint => return StatusCode::NOT_FOUND,
+            ApiError::Overloaded => return StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::BodyTimeout => return StatusCode::REQUEST_TIMEOUT,
         };
         match e {
             E::Key(_) | E::Digest(_) | E::Invalid(_) | E::DigestMismatch { .. } | E::Containment { .. } => {
@@ -135,6 +144,8 @@ impl ApiError {
             ApiError::Forbidden { .. } => "forbidden",
             ApiError::AdminOff => "admin_off",
             ApiError::NoAdminEndpoint => "no_admin_endpoint",
+            ApiError::Overloaded => "overloaded",
+            ApiError::BodyTimeout => "body_timeout",
         }
     }
 
@@ -157,6 +168,8 @@ impl ApiError {
             ApiError::NoAdminEndpoint => {
                 "no admin endpoint here: see /admin/namespaces, /admin/prune, /admin/df and /admin/stats".into()
             }
+            ApiError::Overloaded => "too many connections: try again later".into(),
+            ApiError::BodyTimeout => "the request body stopped arriving: nothing was stored".into(),
         }
     }
 
@@ -240,7 +253,8 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
         let (kind, message) = (self.kind(), self.message());
-        if status.is_server_error() {
+        // Refusals at the connection limit are the limit working, and may come by the thousand.
+        if status.is_server_error() && !matches!(self, ApiError::Overloaded) {
             tracing::warn!(status = status.as_u16(), error = %message, "request failed");
         } else {
             tracing::debug!(status = status.as_u16(), error = %message, "request refused");
@@ -262,6 +276,13 @@ impl IntoResponse for ApiError {
             }
             ApiError::Engine(Error::ReadOnly { .. }) => {
                 resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static(READ_ONLY_METHODS));
+            }
+            ApiError::Overloaded => {
+                resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS));
+                resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            ApiError::BodyTimeout => {
+                resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             _ => {}
         }
@@ -304,6 +325,17 @@ mod tests {
         let (status, headers) = answer(Error::Busy { what: "entry web/k".into() });
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(headers.get(header::RETRY_AFTER).map(|v| v.as_bytes()), Some(&b"1"[..]));
+    }
+
+    #[test]
+    fn the_limits_answers_close_the_connection() {
+        let resp = ApiError::Overloaded.into_response();
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(resp.headers().get(header::RETRY_AFTER).map(|v| v.as_bytes()), Some(&b"1"[..]));
+        assert_eq!(resp.headers().get(header::CONNECTION).map(|v| v.as_bytes()), Some(&b"close"[..]));
+        let resp = ApiError::BodyTimeout.into_response();
+        assert_eq!(resp.status(), StatusCode::REQUEST_TIMEOUT);
+        assert_eq!(resp.headers().get(header::CONNECTION).map(|v| v.as_bytes()), Some(&b"close"[..]));
     }
 
     #[test]

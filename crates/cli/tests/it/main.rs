@@ -10,6 +10,7 @@ mod datadir;
 mod dir;
 mod get;
 mod lifecycle;
+mod limits;
 mod maint;
 mod ns;
 mod rebuild;

@@ -10,6 +10,7 @@ use tower::ServiceExt;
 mod access;
 mod admin;
 mod contain;
+mod limits;
 mod object_size;
 mod sources;
 mod unknown_length;
