@@ -90,6 +90,15 @@ pick_port() {
     done
     echo "$p"
 }
+# Sets NGINX_PORT and TC_PORT (two different free ports, from NGINX_PORT_BASE and TC_PORT_BASE) and
+# NG_URL and TC_URL.
+pick_ports() {
+    NGINX_PORT=$(pick_port "$NGINX_PORT_BASE")
+    TC_PORT=$(pick_port "$TC_PORT_BASE")
+    [ "$TC_PORT" != "$NGINX_PORT" ] || TC_PORT=$(pick_port $((NGINX_PORT + 1)))
+    NG_URL="http://127.0.0.1:$NGINX_PORT"
+    TC_URL="http://127.0.0.1:$TC_PORT"
+}
 wait_http() { # URL [seconds]
     local i
     for ((i = 0; i < ${2:-30} * 10; i++)); do

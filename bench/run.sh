@@ -88,11 +88,7 @@ TC="$SCRATCH/bin/tiercache"
 SHA="$SCRATCH/bin/sha256_speed"
 
 
-NGINX_PORT=$(pick_port "$NGINX_PORT_BASE")
-TC_PORT=$(pick_port "$TC_PORT_BASE")
-[ "$TC_PORT" != "$NGINX_PORT" ] || TC_PORT=$(pick_port $((NGINX_PORT + 1)))
-NG_URL="http://127.0.0.1:$NGINX_PORT"
-TC_URL="http://127.0.0.1:$TC_PORT"
+pick_ports
 
 # --- test data -----------------------------------------------------------------------------------
 WWW="$SCRATCH/www"

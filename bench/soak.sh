@@ -89,11 +89,7 @@ trap 'exit 143' TERM
 mkdir -p "$SCRATCH/bin"
 cp "$TARGET/release/tiercache" "$SCRATCH/bin/"
 TC="$SCRATCH/bin/tiercache"
-NGINX_PORT=$(pick_port "$NGINX_PORT_BASE")
-TC_PORT=$(pick_port "$TC_PORT_BASE")
-[ "$TC_PORT" != "$NGINX_PORT" ] || TC_PORT=$(pick_port $((NGINX_PORT + 1)))
-NG_URL="http://127.0.0.1:$NGINX_PORT"
-TC_URL="http://127.0.0.1:$TC_PORT"
+pick_ports
 
 # --- test data and the source --------------------------------------------------------------------
 WWW="$SCRATCH/www"
