@@ -125,6 +125,13 @@ pub enum Error {
         /// The maximum object size.
         max_bytes: u64,
     },
+    /// An upload's body failed on the client's side (the client went away, stalled past the
+    /// server's body timeout, or sent a broken body). Nothing was stored.
+    #[error("the upload body failed: {why}")]
+    UploadBody {
+        /// What the body's stream said.
+        why: String,
+    },
     /// Local I/O failed.
     #[error("{what}: {cause}")]
     Io {
@@ -167,6 +174,7 @@ impl Error {
             Error::Source(_) => "source_error",
             Error::StorageFull { .. } => "storage_full",
             Error::TooLarge { .. } => "too_large",
+            Error::UploadBody { .. } => "upload_body",
             Error::Io { .. } => "io",
             Error::Index(_) => "index",
         }

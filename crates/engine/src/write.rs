@@ -210,7 +210,7 @@ fn capped<E: std::fmt::Display>(
 /// could not be stored.
 fn upload_failed<E: std::fmt::Display>(e: SpoolError<E>) -> Error {
     match e {
-        SpoolError::Body(e) => Error::io("the upload body failed", std::io::Error::other(e.to_string())),
+        SpoolError::Body(e) => Error::UploadBody { why: e.to_string() },
         SpoolError::Local(e) => e,
     }
 }

@@ -130,6 +130,8 @@ impl ApiError {
             E::Source(_) => StatusCode::BAD_GATEWAY,
             E::StorageFull { .. } => StatusCode::INSUFFICIENT_STORAGE,
             E::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            // The client's own body failed; the listener answers a body timeout 408 instead.
+            E::UploadBody { .. } => StatusCode::BAD_REQUEST,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -195,7 +197,7 @@ impl ApiError {
             // Its message names no source: only the wait.
             E::SourceBusy { .. } => e.to_string().into(),
             // The client's own key, and the file system's limit; the client's own upload's size.
-            E::NameTooLong { .. } | E::TooLarge { .. } => e.to_string().into(),
+            E::NameTooLong { .. } | E::TooLarge { .. } | E::UploadBody { .. } => e.to_string().into(),
             // Its message names directories of this host.
             E::Containment { .. } => "the namespace's source would reach outside what a namespace may reach (the data \
                                       directory or another namespace's storage); the server's log says more"
@@ -402,6 +404,7 @@ mod tests {
             (Error::Invalid("bad".into()), StatusCode::BAD_REQUEST),
             (Error::TooLarge { declared_bytes: Some(2), max_bytes: 1 }, StatusCode::PAYLOAD_TOO_LARGE),
             (Error::TooLarge { declared_bytes: None, max_bytes: 1 }, StatusCode::PAYLOAD_TOO_LARGE),
+            (Error::UploadBody { why: "connection reset".into() }, StatusCode::BAD_REQUEST),
         ];
         for (e, want) in cases {
             let what = e.to_string();

@@ -91,6 +91,10 @@ async fn limits_from_flag_env_and_file_keep_health_checks_answering() {
     let answer = read_until_closed(&mut s).await;
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     srv.wait_metric("tiercache_http_timeouts_total{kind=\"body\"}", 1.0).await;
+    // The client's failure, counted as the upload's own, never as a local I/O failure.
+    srv.wait_metric("tiercache_http_errors_total{kind=\"upload_body\"}", 1.0).await;
+    assert_eq!(srv.metric("tiercache_http_errors_total{kind=\"io\"}").await, 0.0);
+    assert!(!srv.log_text().contains("request failed"), "{}", srv.log_text());
 }
 
 #[tokio::test]
