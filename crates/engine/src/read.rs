@@ -351,8 +351,13 @@ impl Reads {
     /// A HEAD of an entry no tier holds, answered from the source's own HEAD (size, content type,
     /// validators, `Content-Encoding`): nothing is downloaded or stored. Should the body be read
     /// after all, it comes from the source by a request of its own, still not stored.
+    ///
+    /// The HEAD takes a fetch slot, as a fetch does: HEADs count against the source's share.
     async fn head_from_source(&self, source: Arc<dyn Source>, key: Key, t0: Instant) -> Result<Read, Error> {
-        let meta = source.head(&key).await?;
+        let meta = {
+            let _slot = self.fetch_slots.take(&source.describe()).await?;
+            source.head(&key).await?
+        };
         served(Tier::Source, "head", t0, 0, || key.to_string());
         let body = Body::PassThrough { source, key, body: None };
         Ok(Read { meta: fetch::source_read_meta(&meta, None), body, hold: None })

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
-use tiercache_engine::{ByteRange, Cache, CacheConfig, Error};
+use tiercache_engine::{ByteRange, Cache, CacheConfig, Error, Intent};
 use tiercache_testkit::{Behavior, Source, bytes};
 
 use super::{bounded, collect, setup, wait_until};
@@ -17,6 +17,18 @@ use super::{bounded, collect, setup, wait_until};
 /// its wait for a slot's), never a hang.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_source_holds_only_its_share_of_the_fetch_slots() {
+    hung_source_holds_only_its_share(Intent::Whole).await;
+}
+
+/// The same for cold HEADs, each answered by a HEAD to the source: they take fetch slots too, so
+/// a client sending many of them cannot open more requests to a source than its share.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cold_heads_of_a_hung_source_hold_only_its_share_of_the_fetch_slots() {
+    hung_source_holds_only_its_share(Intent::Headers).await;
+}
+
+/// Six cold reads with `intent` of a hung source, then a cold read of a healthy one.
+async fn hung_source_holds_only_its_share(intent: Intent) {
     let hung = Source::start().await;
     let healthy = Source::start().await;
     let data = bytes(3, 50_000);
@@ -39,15 +51,15 @@ async fn a_hung_source_holds_only_its_share_of_the_fetch_slots() {
     let readers: Vec<_> = keys
         .iter()
         .map(|k| {
-            let (cache, k, finished) = (cache.clone(), k.clone(), Arc::clone(&finished));
+            let (cache, k, finished, intent) = (cache.clone(), k.clone(), Arc::clone(&finished), intent.clone());
             tokio::spawn(async move {
-                let r = cache.read_entry("a", &k).await.map(|_| ());
+                let r = cache.read_entry_with("a", k.as_bytes(), intent).await.map(|_| ());
                 finished.fetch_add(1, Ordering::SeqCst);
                 r
             })
         })
         .collect();
-    let seen_by_hung = || keys.iter().map(|k| hung.counts(k).full).sum::<u64>();
+    let seen_by_hung = || keys.iter().map(|k| hung.counts(k)).map(|c| c.full + c.head).sum::<u64>();
     wait_until("the hung source got a request", async || seen_by_hung() >= 1).await;
 
     let read = bounded(cache.read_entry("b", "b.bin")).await.unwrap();
