@@ -223,7 +223,7 @@ pub(crate) struct EngineSettings {
     /// Where background eviction stops, as a fraction of the quota.
     #[arg(skip)]
     pub(crate) disk_low_watermark: Option<f64>,
-    /// Blobs stored this recently are not evicted.
+    /// Blobs stored this recently are evicted last (only when nothing else can make room).
     #[arg(skip)]
     pub(crate) protect_new: Option<HumanDuration>,
     /// The memory tier on or off. Also `TIERCACHE_CACHE_ENABLED`, read by `config.rs` for every

@@ -135,7 +135,8 @@ pub struct DiskLimits {
     pub high_watermark: f64,
     /// … and evicts down to this fraction. Eviction on the write path aims for it too.
     pub low_watermark: f64,
-    /// Blobs stored this recently are not evicted.
+    /// Blobs stored this recently are evicted last: only when a write finds nothing else to
+    /// evict, the least recently stored first (`quota.rs`).
     pub protect_new: Duration,
 }
 

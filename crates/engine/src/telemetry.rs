@@ -50,6 +50,8 @@ pub(crate) const EVICTED_BLOBS: &str = "tiercache_disk_evicted_blobs_total";
 pub(crate) const EVICTED_BYTES: &str = "tiercache_disk_evicted_bytes_total";
 /// Reads served from the source without storing the blob, because the disk quota had no room.
 pub(crate) const PASS_THROUGH: &str = "tiercache_disk_pass_through_total";
+/// Blobs evicted within `protect_new` of being stored, because a write found nothing else to evict.
+pub(crate) const EVICTED_NEW_BLOBS: &str = "tiercache_disk_evicted_new_blobs_total";
 /// Bytes of the disk tier in use and reserved, as this process accounts them; and the quota.
 pub(crate) const DISK_USED_BYTES: &str = "tiercache_disk_used_bytes";
 /// The disk quota in bytes (absent without one).

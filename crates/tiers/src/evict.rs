@@ -227,6 +227,15 @@ impl<K: Hash + Eq + Clone> EvictionPolicy<K> {
         victims
     }
 
+    /// Takes the tracked blob `key` as a victim its caller chose (the engine's oldest new blob,
+    /// once [`victims`](Self::victims) found nothing else to evict); returns it with its size and
+    /// forgets it, as `victims` does: a blob from the small queue is remembered by the ghost
+    /// queue. `None` if `key` is not tracked.
+    pub fn take(&mut self, key: &K) -> Option<(K, u64)> {
+        let &i = self.map.get(key)?;
+        (self.node(i).queue != Queue::Ghost).then(|| self.evict(i))
+    }
+
     /// Rebuilds the policy from the index at start: `blobs` are `(key, size_bytes, hits)` in
     /// ascending order of last access (least recently used first).
     ///
@@ -599,6 +608,24 @@ mod tests {
             assert_eq!(policy.bytes(), model.values().sum::<u64>());
             assert!(model.keys().all(|k| policy.contains(k)));
         }
+    }
+
+    #[test]
+    fn take_evicts_the_blob_its_caller_chose() {
+        let mut policy = EvictionPolicy::new(100);
+        for key in 1..=4 {
+            policy.put(key, key as u64);
+        }
+        assert_eq!(policy.take(&3), Some((3, 3)));
+        assert_eq!(policy.take(&3), None, "no longer tracked");
+        assert_eq!(policy.take(&9), None);
+        assert_eq!((policy.len(), policy.bytes()), (3, 7));
+        // Taken from the small queue, it is remembered: stored again, it goes to the main queue.
+        policy.put(3, 3);
+        assert_eq!(queue_of(&policy, 3), Some(Queue::Main));
+        // The newest blob taken is no longer held back by `victims`.
+        assert_eq!(policy.take(&3), Some((3, 3)));
+        assert_eq!(keys(policy.victims(u64::MAX, |_| false)), [1, 2, 4]);
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! The lifecycle through the CLI: `prune`, `df`, `ns pin`, the disk quota and pass-through, the
-//! memory tier's settings (flag > environment > file), and bad sizes and durations refused at start.
+//! The lifecycle through the CLI: `prune`, `df`, `ns pin`, the disk quota (a burst larger than it)
+//! and pass-through, the memory tier's settings (flag > environment > file), and bad sizes and durations refused at start.
 
 use std::time::Duration;
 
@@ -94,6 +94,81 @@ async fn a_blob_larger_than_the_quota_is_served_pass_through_and_stats_say_why()
     stats_when_entries(&d.data, 1).await;
     assert!(blob_path(&d.data, &hex_of(&small)).is_file());
     assert!(temp_files(&d.data).is_empty(), "{:?}", temp_files(&d.data));
+}
+
+/// GET `url`: status, the `x-tiercache-tier` header and the body.
+async fn get_with_tier(http: &reqwest::Client, url: &str) -> (u16, String, Vec<u8>) {
+    let resp = http.get(url).send().await.unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let status = resp.status().as_u16();
+    let tier = resp.headers().get("x-tiercache-tier").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    let body = resp.bytes().await.unwrap_or_else(|e| panic!("GET {url} body: {e}")).to_vec();
+    (status, tier, body)
+}
+
+/// Bytes of the blob files under `<data>/blobs/`.
+fn blob_file_bytes(data: &std::path::Path) -> u64 {
+    tree(&data.join("blobs"))
+        .iter()
+        .filter(|(p, _)| !p.as_os_str().to_string_lossy().ends_with('/'))
+        .map(|(_, n)| n)
+        .sum()
+}
+
+/// A burst of different entries, more than the quota holds, read one after another while every
+/// blob stored is new (`protect_new` longer than the test): the cache admits each one, evicting
+/// the oldest new blobs, and ends holding the entries read last. The entry just read is a disk hit
+/// when read again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_larger_than_the_disk_quota_keeps_the_entries_read_last() {
+    const MIB: usize = 1 << 20;
+    const QUOTA: u64 = 20 * MIB as u64;
+    let d = dirs();
+    let src = Source::start().await;
+    let keys: Vec<String> = (1..=60).map(|i| format!("e{i:02}")).collect();
+    let data: Vec<Vec<u8>> = (0..60).map(|i| bytes(1000 + i, MIB)).collect();
+    for (k, v) in keys.iter().zip(&data) {
+        src.put(k, v.clone());
+    }
+    tcr(&d.data, &["ns", "create", "web", "--source", &src.url()]).ok();
+    // However slow this machine is, every blob stays new through the whole burst.
+    let config = d.tmp.path().join("config.toml");
+    std::fs::write(&config, "protect_new = \"1h\"\n").unwrap();
+    let server = Server::start(&d.data, &["--config", config.to_str().unwrap(), "--disk-quota", "20MiB"]).await;
+    let http = client();
+    for (k, v) in keys.iter().zip(&data) {
+        let (status, tier, body) = get_with_tier(&http, &server.url(&format!("/ns/web/{k}"))).await;
+        assert_eq!((status, tier.as_str(), body == *v), (200, "source", true), "{k}");
+        let on_disk = blob_file_bytes(&d.data);
+        assert!(on_disk <= QUOTA, "after {k}: {on_disk} bytes of blobs on disk, over the quota");
+    }
+    // Every fetch stored its blob: none was passed through.
+    let fetches =
+        async |result: &str| server.metric(&format!("tiercache_source_fetches_total{{result=\"{result}\"}}")).await;
+    wait_until("every fetch has ended", async || fetches("ok").await + fetches("pass_through").await >= 60.0).await;
+    assert_eq!(server.metric("tiercache_disk_pass_through_total").await, 0.0, "{}", server.log_text());
+    assert_eq!(fetches("ok").await, 60.0);
+    assert!(server.metric("tiercache_disk_evicted_new_blobs_total").await >= 40.0);
+
+    // The entry just read is a disk hit, and so are the ones read before it.
+    for k in keys[45..].iter().rev() {
+        let (status, tier, _) = get_with_tier(&http, &server.url(&format!("/ns/web/{k}"))).await;
+        assert_eq!((status, tier.as_str()), (200, "disk"), "{k}");
+        assert_eq!(src.counts(k).full, 1, "{k} was fetched once");
+    }
+    // The first ones made room for them.
+    for (k, v) in keys.iter().zip(&data).take(40) {
+        assert!(!blob_path(&d.data, &hex_of(v)).exists(), "{k} is still on disk");
+    }
+    for (k, v) in keys.iter().zip(&data).skip(45) {
+        assert!(blob_path(&d.data, &hex_of(v)).is_file(), "{k} is not on disk");
+    }
+    let df = tcr(&d.data, &["df", "--json"]).ok().json();
+    let (n_blobs, blob_bytes) = (df["disk"]["n_blobs"].as_u64().unwrap(), df["disk"]["blob_bytes"].as_u64().unwrap());
+    assert!((15..=20).contains(&n_blobs) && blob_bytes <= QUOTA, "{df}");
+    let stats = tcr(&d.data, &["stats", "--json"]).ok().json();
+    assert_eq!(stats["n_entries"].as_u64(), Some(n_blobs), "evicted entries left with their blobs: {stats}");
+    server.wait_metric("tiercache_disk_quota_bytes", QUOTA as f64).await;
+    assert!(server.metric("tiercache_disk_used_bytes").await <= QUOTA as f64);
 }
 
 #[test]

@@ -4,13 +4,17 @@
 //! model (`BTreeMap`s of what is stored, named, pinned, held and new).
 //!
 //! It checks what `quota.rs` promises: `used + reserved ≤ quota`; uploads, blobs named by pinned
-//! entries, blobs being read and blobs stored within `protect_new` are never evicted; a
-//! reservation fails only when the unprotected blobs cannot make the room; the bytes accounted are
-//! those of the blobs on disk, nothing stays reserved once every reservation is gone, every blob
-//! the model holds is on disk, and every file on disk is one the model holds.
+//! entries and blobs being read are never evicted; a blob stored within `protect_new` (new) is
+//! evicted only by a reservation, only when no other unprotected blob remains, the least recently
+//! stored new blob first, and only as many as the reservation needs (never by background
+//! eviction); a reservation fails only when the unprotected blobs, new ones included, cannot make
+//! the room; the bytes accounted are those of the blobs on disk, nothing stays reserved once every
+//! reservation is gone, every blob the model holds is on disk, and every file on disk is one the
+//! model holds.
 //!
-//! It does not check the order of eviction (the policy's own tests do), other processes sharing
-//! the data directory, or the engine's read and write paths around the quota.
+//! It does not check the order in which blobs that are not new are evicted (the policy's own tests
+//! do), other processes sharing the data directory, or the engine's read and write paths around
+//! the quota.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -117,6 +121,25 @@ fn an_unpinned_blob_may_be_evicted_again() {
     run(Duration::ZERO, &ops).unwrap();
 }
 
+/// New blobs above the high watermark: background eviction leaves them, a write that needs their
+/// room takes the oldest of them (not one being read), and only as many as it needs.
+#[test]
+fn new_blobs_yield_only_to_a_write_and_oldest_first() {
+    let ops = [
+        Op::Write { blob: 7, key: 0, is_upload: false, slot: None },
+        Op::Write { blob: 5, key: 1, is_upload: false, slot: None },
+        Op::Write { blob: 8, key: 2, is_upload: false, slot: None },
+        Op::Write { blob: 2, key: 3, is_upload: false, slot: None },
+        Op::EvictToWatermark,
+        Op::Hold(7),
+        Op::Write { blob: 3, key: 4, is_upload: false, slot: None },
+        Op::Advance(10),
+        Op::Write { blob: 4, key: 1, is_upload: false, slot: None },
+        Op::Write { blob: 6, key: 0, is_upload: false, slot: None },
+    ];
+    run(PROTECT_NEW, &ops).unwrap();
+}
+
 /// Runs `ops` on a fresh data directory, checking the model after each, then ends every
 /// reservation and read and checks that nothing leaked, before and after a reopen.
 fn run(protect_new: Duration, ops: &[Op]) -> Result<(), TestCaseError> {
@@ -144,8 +167,11 @@ struct Model {
     entries: BTreeMap<usize, usize>,
     /// Pins, by index into [`PIN_KEYS`].
     pins: BTreeSet<usize>,
-    /// When each blob was last stored, since the quota was opened.
-    stored_at: BTreeMap<usize, Instant>,
+    /// When each blob was last stored since the quota was opened, and that store's number (the
+    /// order of stores made at one instant of the paused clock).
+    stored_at: BTreeMap<usize, (Instant, u64)>,
+    /// Stores since the test began.
+    n_stores: u64,
     /// Blobs the quota may hold as pinned: every blob pinned since its pins were last read from
     /// the index. The quota's set is refreshed only then (and when the index refuses to evict a
     /// blob), so it may still hold a blob whose entry has moved on to another blob.
@@ -171,6 +197,13 @@ impl Model {
         let whole = self.pins.contains(&(PIN_KEYS.len() - 1));
         self.entries.iter().filter(|(k, _)| whole || self.pins.contains(k)).map(|(_, &b)| b).collect()
     }
+}
+
+/// What a step starts from: the blobs eviction must not take, and the new blobs with their store
+/// numbers.
+struct Before {
+    protected: BTreeMap<usize, &'static str>,
+    new: BTreeMap<usize, u64>,
 }
 
 /// The real quota over a real index and disk tier, with the model beside it.
@@ -225,7 +258,8 @@ impl World {
         self.digests.iter().position(|d| d == digest).expect("a digest of the blob table")
     }
 
-    /// Blobs eviction must not take now, each with why.
+    /// Blobs eviction must not take now, each with why. New blobs are not among them: they are
+    /// evicted last ([`World::new_blobs`]).
     fn protected(&self) -> BTreeMap<usize, &'static str> {
         let mut protected = BTreeMap::new();
         for (&b, _) in self.model.blobs.iter().filter(|(_, is_upload)| **is_upload) {
@@ -237,13 +271,19 @@ impl World {
         for (b, _) in &self.holds {
             protected.insert(*b, "being read");
         }
-        let now = Instant::now();
-        for (&b, &at) in &self.model.stored_at {
-            if now.duration_since(at) < self.protect_new {
-                protected.insert(b, "stored within protect_new");
-            }
-        }
         protected
+    }
+
+    /// The blobs stored within `protect_new`, each with its store's number.
+    fn new_blobs(&self) -> BTreeMap<usize, u64> {
+        let now = Instant::now();
+        let is_new = |at: Instant| now.duration_since(at) < self.protect_new;
+        self.model.stored_at.iter().filter(|(_, (at, _))| is_new(*at)).map(|(&b, &(_, n))| (b, n)).collect()
+    }
+
+    /// The bytes a reservation of `n` more bytes misses now (0 if it fits).
+    fn missing(&self, n: u64) -> u64 {
+        (self.model.used() + self.model.reserved + n).saturating_sub(QUOTA)
     }
 
     async fn step(&mut self, op: &Op) -> Result<(), String> {
@@ -251,15 +291,22 @@ impl World {
         let pinned = self.model.pinned();
         self.model.maybe_pinned.extend(pinned);
         let protected = self.protected();
+        let before = Before { protected, new: self.new_blobs() };
+        let mut missing = None;
         match *op {
-            Op::Reserve(n) => match self.quota.reserve(n) {
-                Ok(r) => {
-                    self.model.reserved += n;
-                    self.reservations.push((n, r));
+            Op::Reserve(n) => {
+                missing = Some(self.missing(n));
+                match self.quota.reserve(n) {
+                    Ok(r) => {
+                        self.model.reserved += n;
+                        self.reservations.push((n, r));
+                    }
+                    Err(no) => self.no_room_is_justified(n, &before.protected, &no)?,
                 }
-                Err(no) => self.no_room_is_justified(n, &protected, &no)?,
-            },
-            Op::Write { blob, key, is_upload, slot } => self.write(blob, key, is_upload, slot, &protected)?,
+            }
+            Op::Write { blob, key, is_upload, slot } => {
+                self.write(blob, key, is_upload, slot, &before, &mut missing)?
+            }
             Op::Drop(slot) => {
                 if !self.reservations.is_empty() {
                     let (n, _) = self.reservations.remove(slot % self.reservations.len());
@@ -299,25 +346,32 @@ impl World {
             Op::EvictToWatermark => self.quota.evict_to_watermark(),
             Op::Reopen => self.reopen()?,
         }
-        self.take_evictions(&protected)?;
+        self.take_evictions(&before, missing)?;
         self.check()
     }
 
     /// Writes blob `blob` and commits it as the engine's put protocol does (reserve, temp file,
-    /// pending row, rename, blob row with its entry, reservation to used).
+    /// pending row, rename, blob row with its entry, reservation to used). `missing` is set to
+    /// what its reservation lacked while evictions it made are not yet compared with the model.
     fn write(
         &mut self,
         blob: usize,
         key: usize,
         is_upload: bool,
         slot: Option<usize>,
-        protected: &BTreeMap<usize, &'static str>,
+        before: &Before,
+        missing: &mut Option<u64>,
     ) -> Result<(), String> {
         let (size, digest) = (SIZES[blob], self.digests[blob]);
+        let protected = &before.protected;
         let held = match slot {
             Some(s) if !self.reservations.is_empty() => Some(self.reservations.remove(s % self.reservations.len())),
             _ => None,
         };
+        *missing = Some(self.missing(match &held {
+            Some((reserved, _)) => size.saturating_sub(*reserved),
+            None => size,
+        }));
         let (mut reserved, mut reservation) = match held {
             Some(held) => held,
             None => match self.quota.reserve(size) {
@@ -347,7 +401,8 @@ impl World {
             return Err(format!("the reservation holds {} bytes, the model {reserved}", reservation.bytes()));
         }
         // Eviction for this write happened above; the blob it writes may have been a victim.
-        self.take_evictions(protected)?;
+        self.take_evictions(before, *missing)?;
+        *missing = None;
 
         let mut temp = self.disk.create_temp().unwrap();
         temp.write(Bytes::from(blob_bytes(blob))).unwrap();
@@ -370,7 +425,8 @@ impl World {
         self.model.reserved -= reserved;
         *self.model.blobs.entry(blob).or_default() |= is_upload;
         self.model.entries.insert(key, blob);
-        self.model.stored_at.insert(blob, Instant::now());
+        self.model.n_stores += 1;
+        self.model.stored_at.insert(blob, (Instant::now(), self.model.n_stores));
         Ok(())
     }
 
@@ -465,21 +521,59 @@ impl World {
     }
 
     /// Compares the blobs the quota evicted since the last call with the model: each was stored
-    /// and not protected; they leave the model with their entries.
-    fn take_evictions(&mut self, protected: &BTreeMap<usize, &'static str>) -> Result<(), String> {
+    /// and not protected; they leave the model with their entries. `missing` is what the
+    /// reservation made since the last call lacked, if one was made (`None`: no reservation, so
+    /// no new blob may go).
+    ///
+    /// New blobs (per `before`) among them must have been the last resort: taken by a
+    /// reservation, once no unprotected blob that is not new remains, the least recently stored
+    /// first, and no more than the reservation needed (without the last new one, what was evicted
+    /// would not have made the room).
+    fn take_evictions(&mut self, before: &Before, missing: Option<u64>) -> Result<(), String> {
         let evicted: Vec<Digest> = std::mem::take(&mut *self.evicted.lock().unwrap());
+        let mut evicted_new: Vec<(u64, usize)> = Vec::new();
+        let mut freed = 0;
         for d in evicted {
             let b = self.blob_of(&d);
             if !self.model.blobs.contains_key(&b) {
                 return Err(format!("blob {b} was evicted but was not stored"));
             }
-            if let Some(why) = protected.get(&b) {
+            if let Some(why) = before.protected.get(&b) {
                 return Err(format!("blob {b} was evicted although {why}"));
             }
+            if let Some(&n) = before.new.get(&b) {
+                evicted_new.push((n, b));
+            }
+            freed += SIZES[b];
             self.model.blobs.remove(&b);
             self.model.entries.retain(|_, named| *named != b);
             self.model.stored_at.remove(&b);
             self.model.evicted_bytes += SIZES[b];
+        }
+        let Some(&(newest_n, newest)) = evicted_new.iter().max() else { return Ok(()) };
+        let Some(missing) = missing else {
+            return Err(format!("new blobs {evicted_new:?} were evicted without a reservation needing them"));
+        };
+        // What eviction may still take, as the quota sees it (it may count more blobs as
+        // pinned than are pinned now, never fewer).
+        let evictable: Vec<usize> = self
+            .model
+            .blobs
+            .keys()
+            .copied()
+            .filter(|b| !before.protected.contains_key(b) && !self.model.maybe_pinned.contains(b))
+            .collect();
+        if let Some(old) = evictable.iter().find(|b| !before.new.contains_key(b)) {
+            return Err(format!("new blobs {evicted_new:?} were evicted while blob {old}, not new, was kept"));
+        }
+        if let Some(older) = evictable.iter().find(|b| before.new[*b] < newest_n) {
+            return Err(format!("new blob {newest} was evicted while {older}, stored before it, was kept"));
+        }
+        if freed - SIZES[newest] >= missing {
+            return Err(format!(
+                "new blob {newest} was evicted although the {} bytes evicted without it made the {missing} missing",
+                freed - SIZES[newest]
+            ));
         }
         Ok(())
     }

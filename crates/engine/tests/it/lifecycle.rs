@@ -363,9 +363,9 @@ async fn pinned_read_and_uploaded_blobs_are_never_evicted_and_a_full_quota_passe
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn blobs_stored_within_protect_new_are_not_evicted() {
+async fn a_quota_full_of_new_blobs_admits_the_next_and_evicts_the_oldest_new_one() {
     let src = Source::start().await;
-    let v = put_all(&src, 130, &["a", "b", "c", "d", "e"]);
+    let v = put_all(&src, 130, &["a", "b", "c", "d", "e", "f"]);
     let (dir, cache) = setup(&src, |c| {
         tight(FOUR_AND_A_HALF)(c);
         c.disk.protect_new = Duration::from_secs(3600);
@@ -374,11 +374,20 @@ async fn blobs_stored_within_protect_new_are_not_evicted() {
     for k in ["a", "b", "c", "d"] {
         fetch(&cache, "web", k).await;
     }
+    // Every blob is new: the oldest of them yields to the one just read, which is stored.
     assert_eq!(fetch(&cache, "web", "e").await, ("source", v["e"].clone()));
     let on_disk: Vec<bool> = ["a", "b", "c", "d", "e"].iter().map(|k| has_blob(&dir, &v[*k])).collect();
-    assert_eq!(on_disk, [true, true, true, true, false]);
+    assert_eq!(on_disk, [false, true, true, true, true]);
     let q = cache.quota_stats();
-    assert_eq!((q.n_evicted, q.n_pass_through), (0, 1), "{q:?}");
+    assert_eq!((q.n_evicted, q.n_evicted_new, q.n_pass_through), (1, 1, 0), "{q:?}");
+    assert_eq!(fetch(&cache, "web", "e").await, ("disk", v["e"].clone()));
+    assert_eq!(src.counts("e").full, 1);
+    // A new blob being read stays; the oldest one not being read goes instead.
+    let held = cache.read_entry("web", "b").await.unwrap();
+    assert_eq!(fetch(&cache, "web", "f").await.0, "source");
+    let on_disk: Vec<bool> = ["b", "c", "d", "e", "f"].iter().map(|k| has_blob(&dir, &v[*k])).collect();
+    assert_eq!(on_disk, [true, false, true, true, true]);
+    assert_eq!(collect(held, None).await.unwrap(), v["b"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
