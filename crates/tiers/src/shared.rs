@@ -4,7 +4,9 @@
 //! Keys are content addresses only, so nodes never coordinate:
 //! - `blobs/sha256/<hex>`: the blob's bytes;
 //! - `blobs/sha256/<hex>.chunks`: its [`ChunkList`], written after the bytes, so its presence
-//!   means the bytes are complete (it is the commit marker).
+//!   means the bytes are complete (it is the commit marker);
+//! - `entries/<source hash>/<key hash>`: an [`EntryRecord`] (`shared/records.rs`), what an entry of
+//!   a source resolves to, written by the caller after the blob's write-back.
 //!
 //! Derivations will live under `derived/<recipe>/sha256/<hex>` with the same pair of objects.
 //!
@@ -17,7 +19,7 @@
 //! Invariant: a failure of the store is never an error for a reader: it is a miss, counted and
 //! logged, and the circuit breaker stops calls to a store that keeps failing.
 //!
-//! This module knows digests and bytes only: no namespaces, entries or index.
+//! This module knows digests and bytes, and a record's fields as strings: no namespaces or index.
 
 mod breaker;
 mod chunks;

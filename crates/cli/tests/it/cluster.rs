@@ -358,4 +358,10 @@ async fn entries_scenario(store: impl Store) {
     assert!(got.status == 200 && got.body == changed, "never the old bytes again");
     let counts = source_counts(&source, "layer.tar", "after the source changed");
     assert_eq!((counts.full, counts.not_modified), (3, 1));
+
+    // `stats` shows the record lookups.
+    let mut c = c;
+    c.server.stop();
+    let o = tcr(&c.dirs.data, &["stats"]).ok();
+    assert!(o.stdout.contains("entry records: 1 hits, 0 stale, 0 misses, 0 errors"), "{}", o.stdout);
 }

@@ -72,6 +72,12 @@ impl Reads {
         key: &Key,
         source: &str,
     ) -> Result<bool, Error> {
+        // A reader that missed in the index just before an earlier lookup adopted the entry
+        // finds it now, without a lookup of its own.
+        let (ns_id, k) = (ns.id, key.clone());
+        if self.ix.run(move |ix| ix.get_entry(ns_id, &k)).await?.is_some() {
+            return Ok(true);
+        }
         let record = match tier.read_record(source, key.as_str()).await {
             Ok(RecordLookup::Found(r)) => r,
             Ok(RecordLookup::Missing) => {

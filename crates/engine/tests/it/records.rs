@@ -82,6 +82,41 @@ async fn a_node_serves_an_entry_another_fetched_without_asking_the_source() {
     assert!(head.meta.etag.is_some(), "the record's MD5 is the ETag");
     let counts = src.counts("img/layer.tar");
     assert_eq!((counts.full, counts.ranged, counts.head, counts.not_modified), (1, 0, 0, 0));
+    for n in [&b, &c] {
+        n.flush().await.unwrap();
+        let counted = n.shared_counters().await.unwrap();
+        assert_eq!(counted.get("record_hits"), Some(&1), "{counted:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_readers_of_an_unknown_entry_look_its_record_up_once() {
+    let src = Source::start().await;
+    let data = bytes(710, 2 * (1 << 20));
+    src.put("k", data.clone());
+    let (_store, url) = fs_store();
+    let (_a, a) = node(&url, "web", &src, Duration::from_secs(3600)).await;
+    let (_b, b) = node(&url, "web", &src, Duration::from_secs(3600)).await;
+    read(&a, "web", "k").await;
+    bounded(a.settle()).await.unwrap();
+    let b = std::sync::Arc::new(b);
+    let readers: Vec<_> = (0..16)
+        .map(|_| {
+            let b = std::sync::Arc::clone(&b);
+            tokio::spawn(async move { read(&b, "web", "k").await.1 })
+        })
+        .collect();
+    for r in readers {
+        assert!(r.await.unwrap() == data);
+    }
+    assert_eq!(src.counts("k").full, 1, "no reader asked the source");
+    b.flush().await.unwrap();
+    let counted = b.shared_counters().await.unwrap();
+    let lookups: i64 = ["record_hits", "record_stale", "record_misses", "record_errors"]
+        .iter()
+        .map(|n| counted.get(*n).copied().unwrap_or(0))
+        .sum();
+    assert_eq!(lookups, 1, "one record lookup for sixteen readers: {counted:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -198,4 +233,6 @@ async fn a_dead_store_is_a_miss_not_an_error() {
     redis.kill();
     assert_eq!(read(&b, "web", "k").await, ("source", data));
     assert_eq!(src.counts("k").full, 2);
+    b.flush().await.unwrap();
+    assert_eq!(b.shared_counters().await.unwrap().get("record_errors"), Some(&1));
 }
