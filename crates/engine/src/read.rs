@@ -16,6 +16,7 @@
 //! for a write-back, and a fill from the shared tier is never written back.
 
 mod fetch;
+mod records;
 mod shared;
 
 use std::sync::Arc;
@@ -62,6 +63,9 @@ pub(crate) struct Reads {
     flights: SingleFlight<(i64, Key), watch::Receiver<Phase>>,
     /// Disk-tier fills from the shared tier under way, by digest.
     fills: SingleFlight<Digest, watch::Receiver<Phase>>,
+    /// Lookups of entry records in the shared tier under way, by `(namespace id, key)`
+    /// (`read/records.rs`): `true` if the entry was adopted.
+    record_lookups: SingleFlight<(i64, Key), Arc<tokio::sync::OnceCell<bool>>>,
     /// Fetch slots: source fetches and shared-tier fills running at once, at most, globally and
     /// per source (`read/fetch.rs`, `FetchSlots`).
     fetch_slots: FetchSlots,
@@ -100,6 +104,7 @@ impl Reads {
             directories: p.directories,
             flights: SingleFlight::default(),
             fills: SingleFlight::default(),
+            record_lookups: SingleFlight::default(),
             fetch_slots: FetchSlots::new(p.max_concurrent_fetches, p.max_fetches_per_source, p.source_timeout),
             tasks: p.tasks,
         }
@@ -300,6 +305,7 @@ impl Reads {
         };
 
         let mut validators = None;
+        let had_entry = entry.is_some();
         if let Some(entry) = entry {
             let is_fresh = self.is_fresh(ns, &entry);
             if let Some((file, fs_meta)) = self.stores.open_blob(&store, &entry.digest)? {
@@ -325,11 +331,19 @@ impl Reads {
                 && let Some(hit) = self.read_shared(entry.digest, intent, false).await?
             {
                 return Ok(Some(self.entry_read(entry, Tier::Shared, hit.size_bytes, hit.body, true)));
+            } else if !is_fresh && let Some(read) = self.revalidate_shared(ns, &key, &store, &entry, intent, t0).await?
+            {
+                return Ok(Some(read));
             } else if self.has_moved(ns).await? {
                 return Ok(None);
             } else {
                 tracing::debug!(namespace, %key, digest = %entry.digest, "entry's blob is gone from its store; refetching");
             }
+        }
+        // An entry this node has never seen: the shared tier's record of it, if any, becomes this
+        // node's row, and the next pass serves it (`read/records.rs`).
+        if !had_entry && self.adopt_record(ns, &key).await? {
+            return Ok(None);
         }
         metrics::counter!(telemetry::READS, "tier" => "disk", "outcome" => "miss").increment(1);
         let source = self.source_of(ns, &key)?;

@@ -252,6 +252,15 @@ impl Stores {
         Ok(digest)
     }
 
+    /// Waits until blob `digest` of the disk tier is readable in the shared tier: joins its
+    /// write-back (queued by [`Stores::commit`]), or queues one. `false` if there is no shared
+    /// tier, or the write-back failed or was dropped. An entry record is written only after this
+    /// says `true` (`read/records.rs`).
+    pub(crate) async fn written_back(&self, digest: Digest) -> bool {
+        let Some((_, write_back)) = &self.shared else { return false };
+        write_back.queue_watched(digest, self.managed.disk.blob_path(&digest)).await
+    }
+
     /// Computes a stored blob's MD5 in the background (one at a time, so it never competes with
     /// more than one core), off every client's critical path.
     fn spawn_md5(&self, digest: Digest, disk: DiskTier) {

@@ -107,6 +107,41 @@ impl Index {
         })
     }
 
+    /// Adopts `entry` from the shared tier's record of it, unless the index has an entry for its
+    /// key already: the entry names `digest` (a blob row absent from the disk tier is added, with
+    /// `md5`, if the index does not know the digest), last validated at `validated_at`. The disk
+    /// fill makes the row present later. Returns whether the entry was written (not if its
+    /// namespace is gone, or the key has an entry now).
+    pub fn adopt_entry(
+        &self,
+        (digest, size_bytes, md5): (&Digest, u64, &str),
+        entry: &NewEntry,
+        validated_at: i64,
+        now_ms: i64,
+    ) -> Result<bool> {
+        self.write(|tx| {
+            let exists: bool = tx.query_row(
+                "SELECT count(*) > 0 FROM entries WHERE ns_id = ?1 AND key = ?2",
+                params![entry.ns_id, entry.key],
+                |r| r.get(0),
+            )?;
+            if exists {
+                return Ok(false);
+            }
+            tx.execute(
+                "INSERT INTO blobs (digest, size, state, md5, created_at, last_access) VALUES (?1, ?2, 2, ?3, ?4, ?4)
+                 ON CONFLICT (digest) DO UPDATE SET md5 = excluded.md5 WHERE state = 2 AND md5 IS NULL",
+                params![digest.hex(), size_bytes as i64, md5, now_ms],
+            )?;
+            upsert_entry(tx, entry, digest, size_bytes, now_ms)?;
+            let n = tx.execute(
+                "UPDATE entries SET validated_at = ?3 WHERE ns_id = ?1 AND key = ?2",
+                params![entry.ns_id, entry.key, validated_at.min(now_ms)],
+            )?;
+            Ok(n > 0)
+        })
+    }
+
     /// The distinct blobs the entries of `ns_id` name, with their sizes, by digest.
     pub fn namespace_blobs(&self, ns_id: i64) -> Result<Vec<(Digest, u64)>> {
         self.read(|c| {

@@ -192,6 +192,24 @@ fn path_of(key: &Key) -> String {
     path
 }
 
+/// The identity of the HTTP source at `base`, the same on every node that names it: the URL
+/// parsed and written back canonically (scheme and host in lower case, a default port dropped,
+/// percent-encoding normalised), its credentials removed, with a trailing `/`. Used to name what a
+/// cluster shares about the source's entries, never to send a request.
+pub fn identity(base: &str) -> Result<String, String> {
+    let mut parsed = reqwest::Url::parse(base)
+        .map_err(|e| format!("invalid source URL {:?}: {e}", tiercache_core::redact_url(base)))?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+        return Err(format!("not an HTTP source URL: {:?}", tiercache_core::redact_url(base)));
+    }
+    take_credentials(&mut parsed);
+    let mut id = parsed.to_string();
+    if !id.ends_with('/') {
+        id.push('/');
+    }
+    Ok(id)
+}
+
 /// Takes the user and password out of `url`, percent-decoded (as basic authentication wants
 /// them).
 fn take_credentials(url: &mut reqwest::Url) -> Option<(String, Option<String>)> {
@@ -462,6 +480,15 @@ mod tests {
         let s = HttpSource::new("http://127.0.0.1:1/base", &HttpSourceConfig::default()).unwrap();
         let k = Key::new("a b/c?d#e/%2e%2e/ü").unwrap();
         assert_eq!(s.url_of(&k), "http://127.0.0.1:1/base/a%20b/c%3Fd%23e/%252e%252e/%C3%BC");
+    }
+
+    #[test]
+    fn identities_are_canonical_and_without_credentials() {
+        let a = identity("HTTP://User:Secret@Origin.Example:80/base").unwrap();
+        assert_eq!(a, "http://origin.example/base/");
+        assert_eq!(identity("http://origin.example/base/").unwrap(), a);
+        assert_ne!(identity("http://origin.example/other/").unwrap(), a);
+        assert!(identity("file:///srv").is_err());
     }
 
     #[test]

@@ -17,7 +17,7 @@ use futures::stream::BoxStream;
 use tiercache_core::{ByteRange, Key, Validators};
 
 pub use dir::DirSource;
-pub use http_source::{AddressRange, HttpSource, HttpSourceConfig, Redirects};
+pub use http_source::{AddressRange, HttpSource, HttpSourceConfig, Redirects, identity};
 
 /// A source failure, as the engine and finally the client see it.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -4,7 +4,9 @@
 //! Keys are content addresses only, so nodes never coordinate:
 //! - `blobs/sha256/<hex>`: the blob's bytes;
 //! - `blobs/sha256/<hex>.chunks`: its [`ChunkList`], written after the bytes, so its presence
-//!   means the bytes are complete (it is the commit marker).
+//!   means the bytes are complete (it is the commit marker);
+//! - `entries/<source hash>/<key hash>`: an [`EntryRecord`] (`shared/records.rs`), what an entry of
+//!   a source resolves to, written by the caller after the blob's write-back.
 //!
 //! Derivations will live under `derived/<recipe>/sha256/<hex>` with the same pair of objects.
 //!
@@ -17,11 +19,12 @@
 //! Invariant: a failure of the store is never an error for a reader: it is a miss, counted and
 //! logged, and the circuit breaker stops calls to a store that keeps failing.
 //!
-//! This module knows digests and bytes only: no namespaces, entries or index.
+//! This module knows digests and bytes, and a record's fields as strings: no namespaces or index.
 
 mod breaker;
 mod chunks;
 mod operator;
+mod records;
 mod write_back;
 
 use std::collections::{HashMap, HashSet};
@@ -41,6 +44,7 @@ use tiercache_core::Digest;
 pub use breaker::BreakerState;
 pub use chunks::ChunkList;
 pub use operator::{StoreLimits, redact};
+pub use records::{EntryRecord, MAX_RECORD_BYTES, RecordLookup};
 pub use write_back::WriteBack;
 
 use breaker::{Breaker, Transition};
@@ -70,6 +74,10 @@ pub mod metric {
     pub const BREAKER_OPEN: &str = "tiercache_shared_breaker_open";
     /// Times the breaker opened.
     pub const BREAKER_TRIPS: &str = "tiercache_shared_breaker_trips_total";
+    /// Lookups of an entry record, by `outcome` (`hit`, `stale`, `miss`, `malformed`, `error`).
+    pub const RECORD_LOOKUPS: &str = "tiercache_shared_record_lookups_total";
+    /// Entry records written.
+    pub const RECORD_WRITES: &str = "tiercache_shared_record_writes_total";
 }
 
 /// How the shared tier is reached and how it behaves.
@@ -156,11 +164,21 @@ pub enum Counter {
     WriteBytes,
     /// Times the breaker opened.
     BreakerTrips,
+    /// Entry record lookups that found a fresh record whose blob is there.
+    RecordHits,
+    /// Entry record lookups that found a record past the freshness window.
+    RecordStale,
+    /// Entry record lookups that found none (or a malformed one, or one naming a missing blob).
+    RecordMisses,
+    /// Entry record lookups that failed (store down, breaker open).
+    RecordErrors,
+    /// Entry records written.
+    RecordsWritten,
 }
 
 impl Counter {
     /// Every counter, in the order of [`SharedStats::counters`].
-    pub const ALL: [Counter; 12] = [
+    pub const ALL: [Counter; 17] = [
         Counter::Hits,
         Counter::Misses,
         Counter::ReadBytes,
@@ -173,6 +191,11 @@ impl Counter {
         Counter::WriteBacksFailed,
         Counter::WriteBytes,
         Counter::BreakerTrips,
+        Counter::RecordHits,
+        Counter::RecordStale,
+        Counter::RecordMisses,
+        Counter::RecordErrors,
+        Counter::RecordsWritten,
     ];
 
     /// Its name in stats (`write_backs_done`, …).
@@ -190,6 +213,11 @@ impl Counter {
             Counter::WriteBacksFailed => "write_backs_failed",
             Counter::WriteBytes => "write_bytes",
             Counter::BreakerTrips => "breaker_trips",
+            Counter::RecordHits => "record_hits",
+            Counter::RecordStale => "record_stale",
+            Counter::RecordMisses => "record_misses",
+            Counter::RecordErrors => "record_errors",
+            Counter::RecordsWritten => "records_written",
         }
     }
 }

@@ -44,6 +44,14 @@ pub(crate) async fn stats(cache: Cache, ns: Option<&str>, json: bool) -> Result<
                 if c("breaker_open") == 1 { "open" } else { "closed" },
                 c("breaker_trips"),
             );
+            println!(
+                "entry records: {} hits, {} stale, {} misses, {} errors; {} written",
+                c("record_hits"),
+                c("record_stale"),
+                c("record_misses"),
+                c("record_errors"),
+                c("records_written"),
+            );
         }
         for ns in &s.namespaces {
             if let Some(d) = &ns.directory {

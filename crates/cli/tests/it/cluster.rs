@@ -1,6 +1,7 @@
 //! A cluster: three real `tiercache serve` processes with their own data directories, sharing one
 //! shared tier on a real store (an S3-compatible server, and Redis), in front of one real HTTP
-//! source that counts requests. The same scenario runs on each store.
+//! source that counts requests. The same scenarios run on each store: blobs shared by digest
+//! ([`scenario`]), and entries shared through their records ([`entries_scenario`]).
 
 use tiercache_testkit::servers::{self, RedisServer, S3Server};
 use tiercache_testkit::{Source, bytes};
@@ -86,18 +87,35 @@ async fn cluster_on_redis() {
     scenario(Redis { server }).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_shares_entries_on_s3() {
+    let Some(server) = servers::or_skip("S3-compatible server (s3s-fs)", S3Server::start()) else { return };
+    entries_scenario(S3 { server }).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_shares_entries_on_redis() {
+    let Some(server) = servers::or_skip("Redis", RedisServer::start()) else { return };
+    entries_scenario(Redis { server }).await;
+}
+
 struct Node {
     server: Server,
     dirs: Dirs,
 }
 
 async fn node(store: &dyn Store, source: &Source) -> Node {
+    node_with(store, source, "web", "1h").await
+}
+
+/// A node whose namespace `ns` is bound to `source`, revalidating entries older than `revalidate`.
+async fn node_with(store: &dyn Store, source: &Source, ns: &str, revalidate: &str) -> Node {
     let d = dirs();
-    tcr(&d.data, &["ns", "create", "web", "--source", &source.url()]).ok();
+    tcr(&d.data, &["ns", "create", ns, "--source", &source.url()]).ok();
     let env = store.env();
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let url = store.url();
-    let server = Server::start_with_env(&d.data, &["--shared", &url, "--revalidate-after", "1h"], &env).await;
+    let server = Server::start_with_env(&d.data, &["--shared", &url, "--revalidate-after", revalidate], &env).await;
     Node { server, dirs: d }
 }
 
@@ -249,4 +267,101 @@ async fn scenario(mut store: impl Store) {
     assert!(shared["write_backs_failed"].as_i64().unwrap() >= 1, "{shared}");
     let o = tcr(&data_b, &["stats"]).ok();
     assert!(o.stdout.contains("shared tier:"), "{}", o.stdout);
+}
+
+const RECORD_WRITES: &str = "tiercache_shared_record_writes_total";
+
+/// Prints what the source saw for `path`, and returns it.
+fn source_counts(source: &Source, path: &str, when: &str) -> tiercache_testkit::Counts {
+    let c = source.counts(path);
+    println!(
+        "{when}: source requests for {path}: {} GET ({} answered 304), {} ranged GET, {} HEAD",
+        c.full, c.not_modified, c.ranged, c.head
+    );
+    c
+}
+
+/// Entries shared through their records: A's cold read is the one source GET; B (the same
+/// namespace) and C (a namespace named differently, over the same source URL) read the entry
+/// whole, as a 4 KiB range and by HEAD without asking the source; past its freshness window B
+/// revalidates with one conditional request (304); a changed source gives B the new bytes.
+async fn entries_scenario(store: impl Store) {
+    let source = Source::start().await;
+    let layer = bytes(410, 3 * CHUNK + 4321);
+    source.put("layer.tar", layer.clone());
+    // B's window is short, so that the test can go past it; it is long enough for B's first reads,
+    // which follow A's record at once.
+    const WINDOW: &str = "4s";
+    let a = node_with(&store, &source, "img", "1h").await;
+    let b = node_with(&store, &source, "img", WINDOW).await;
+    let c = node_with(&store, &source, "images", "1h").await;
+    let http = client();
+
+    // A, cold: one source GET; its record follows the blob's write-back.
+    let got = get(&http, &a.server.url("/ns/img/layer.tar"), None).await;
+    assert_eq!((got.status, got.tier.as_str()), (200, "source"));
+    assert!(got.body == layer);
+    a.server.wait_metric(RECORD_WRITES, 1.0).await;
+
+    // B and C: whole, a 4 KiB range, and a HEAD, without a source request.
+    let at = CHUNK + 100;
+    let range = format!("bytes={at}-{}", at + 4095);
+    let got = get(&http, &b.server.url("/ns/img/layer.tar"), None).await;
+    assert_eq!((got.status, got.tier.as_str(), got.digest.as_str()), (200, "shared", digest(&layer).as_str()));
+    assert!(got.body == layer, "B: the whole entry");
+    let got = get(&http, &b.server.url("/ns/img/layer.tar"), Some(&range)).await;
+    assert_eq!(got.status, 206);
+    assert!(got.body == layer[at..at + 4096], "B: the 4 KiB range");
+    let head = http.head(c.server.url("/ns/images/layer.tar")).send().await.unwrap();
+    assert_eq!(head.status(), 200);
+    assert_eq!(head.headers()["content-length"].to_str().unwrap(), layer.len().to_string());
+    let got = get(&http, &c.server.url("/ns/images/layer.tar"), Some(&range)).await;
+    assert_eq!((got.status, got.tier.as_str()), (206, "shared"));
+    assert!(got.body == layer[at..at + 4096], "C: the 4 KiB range");
+    let got = get(&http, &c.server.url("/ns/images/layer.tar"), None).await;
+    assert_eq!(got.status, 200);
+    assert!(got.body == layer, "C: the whole entry");
+    let counts = source_counts(&source, "layer.tar", "after A, B and C read");
+    assert_eq!((counts.full, counts.ranged, counts.head, counts.not_modified), (1, 0, 0, 0), "one source GET in all");
+    assert!(b.server.metric("tiercache_shared_record_lookups_total{outcome=\"hit\"}").await >= 1.0);
+    assert!(c.server.metric("tiercache_shared_record_lookups_total{outcome=\"hit\"}").await >= 1.0);
+
+    // Past B's window: B asks the source once, conditionally, and gets a 304. Until then, B's
+    // reads are served without asking.
+    wait_until("B revalidated", async || {
+        let got = get(&http, &b.server.url("/ns/img/layer.tar"), None).await;
+        assert!(got.status == 200 && got.body == layer, "B serves the right bytes while waiting");
+        source.counts("layer.tar").not_modified == 1
+    })
+    .await;
+    let counts = source_counts(&source, "layer.tar", "after B's revalidation");
+    assert_eq!((counts.full, counts.ranged, counts.head, counts.not_modified), (2, 0, 0, 1), "one conditional GET");
+
+    // The source object changes: past the window, B's conditional request gets the new bytes,
+    // and B never serves the old ones after that.
+    let changed = bytes(411, 2 * CHUNK + 9);
+    source.put("layer.tar", changed.clone());
+    wait_until("B asked the source again", async || {
+        let got = get(&http, &b.server.url("/ns/img/layer.tar"), None).await;
+        assert_eq!(got.status, 200);
+        let asked = source.counts("layer.tar").full == 3;
+        if asked {
+            assert_eq!(got.tier, "source");
+            assert!(got.body == changed, "the revalidating read gets the new bytes");
+        } else {
+            assert!(got.body == layer, "within the window, the version last confirmed");
+        }
+        asked
+    })
+    .await;
+    let got = get(&http, &b.server.url("/ns/img/layer.tar"), None).await;
+    assert!(got.status == 200 && got.body == changed, "never the old bytes again");
+    let counts = source_counts(&source, "layer.tar", "after the source changed");
+    assert_eq!((counts.full, counts.not_modified), (3, 1));
+
+    // `stats` shows the record lookups.
+    let mut c = c;
+    c.server.stop();
+    let o = tcr(&c.dirs.data, &["stats"]).ok();
+    assert!(o.stdout.contains("entry records: 1 hits, 0 stale, 0 misses, 0 errors"), "{}", o.stdout);
 }

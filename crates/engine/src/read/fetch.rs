@@ -181,6 +181,7 @@ impl Reads {
                 let k = key.clone();
                 self.ix.run(move |ix| ix.mark_validated(ns_id, &k, now_ms())).await?;
                 self.memory.forget_entry(namespace, key.as_str()).await;
+                self.record_revalidated(namespace, ns_id, key);
                 tx.send_replace(Phase::NotModified);
                 return Ok(FetchEnd::NotModified);
             }
@@ -237,7 +238,11 @@ impl Reads {
             validators: body.meta.validators.clone(),
             content_encoding: body.meta.content_encoding.clone(),
         };
+        let recorded = store.is_managed().then(|| entry.clone());
         let digest = self.stores.commit(store, finished, false, Some((namespace, entry)), Origin::Fetch).await?;
+        if let Some(entry) = recorded {
+            self.record_after_fetch(namespace, entry, digest, written);
+        }
         tx.send_replace(Phase::Done { started, written, digest });
         Ok(FetchEnd::Stored)
     }

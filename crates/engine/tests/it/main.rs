@@ -4,6 +4,7 @@ mod define;
 mod directory;
 mod fetching;
 mod lifecycle;
+mod records;
 mod storage;
 
 use std::sync::Arc;

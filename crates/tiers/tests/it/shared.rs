@@ -18,7 +18,10 @@ use futures::TryStreamExt;
 use futures::future::BoxFuture;
 use tiercache_core::Digest;
 use tiercache_testkit::servers::{self, RedisServer, S3Server};
-use tiercache_tiers::shared::{BreakerState, Counter, PutOutcome, SharedConfig, SharedError, SharedTier, WriteBack};
+use tiercache_tiers::shared::{
+    BreakerState, Counter, EntryRecord, MAX_RECORD_BYTES, PutOutcome, RecordLookup, SharedConfig, SharedError,
+    SharedTier, WriteBack,
+};
 
 const CHUNK: u64 = 64 * 1024;
 
@@ -72,6 +75,9 @@ behaviours![
     blob_without_chunk_list_is_invisible,
     rotted_local_copy_is_never_uploaded,
     write_back_queue_is_bounded_and_drops_when_full,
+    watched_write_back,
+    records_round_trip,
+    malformed_records_are_misses,
 ];
 
 // ---------------------------------------------------------------------------------------------
@@ -195,6 +201,80 @@ async fn write_back_queue_is_bounded_and_drops_when_full(store: &Store) {
     assert_eq!(got, (2, 2, 4));
     assert!(tier.lookup(&blobs[1].1).await.unwrap().is_some());
     assert!(tier.lookup(&blobs[2].1).await.unwrap().is_none(), "a dropped write-back wrote nothing");
+}
+
+/// A watched write-back answers once the blob is readable (uploaded, or there already), and a
+/// second watcher of a write-back under way joins it.
+async fn watched_write_back(store: &Store) {
+    let tier = store.open();
+    let wb = WriteBack::spawn(Arc::clone(&tier), 4, 1);
+    let (_, digest, path) = store.blob_file(20, 3 * CHUNK as usize);
+    let (first, second) = (wb.queue_watched(digest, path.clone()), wb.queue_watched(digest, path.clone()));
+    assert_eq!((first.await, second.await), (true, true));
+    assert!(tier.lookup(&digest).await.unwrap().is_some(), "readable once the watch says so");
+    assert!(wb.queue_watched(digest, path).await, "a blob already there is there");
+    let s = tier.stats();
+    assert_eq!((s.get(Counter::WriteBacksDone), s.get(Counter::WriteBacksSkipped)), (1, 1));
+    let missing = store.local.path().join("no such file");
+    assert!(!wb.queue_watched(Digest::of(b"gone"), missing).await, "a failed write-back says so");
+}
+
+fn record(source: &str, key: &str, seed: u8) -> EntryRecord {
+    EntryRecord {
+        source: source.into(),
+        key: key.into(),
+        digest: Digest::of(&[seed]),
+        size_bytes: 1,
+        md5: format!("{seed:032x}"),
+        validated_at: 1_700_000_000_000 + i64::from(seed),
+        content_type: Some("application/octet-stream".into()),
+        content_encoding: None,
+        etag: Some(format!("\"v{seed}\"")),
+        last_modified: None,
+    }
+}
+
+/// Records are found by source and key: the same key of two sources never collides, a key with
+/// any characters is a safe object name, and a rewrite replaces the record.
+async fn records_round_trip(store: &Store) {
+    let tier = store.open();
+    let (a, b) = ("http://a.example/base/", "http://b.example/base/");
+    let key = "img/layer.tar";
+    assert_eq!(tier.read_record(a, key).await.unwrap(), RecordLookup::Missing);
+    tier.write_record(&record(a, key, 1)).await.unwrap();
+    tier.write_record(&record(b, key, 2)).await.unwrap();
+    let odd = "a b/ü/%2e%2e/..x/[]?#";
+    tier.write_record(&record(a, odd, 3)).await.unwrap();
+    assert_eq!(tier.read_record(a, key).await.unwrap(), RecordLookup::Found(record(a, key, 1)));
+    assert_eq!(tier.read_record(b, key).await.unwrap(), RecordLookup::Found(record(b, key, 2)));
+    assert_eq!(tier.read_record(a, odd).await.unwrap(), RecordLookup::Found(record(a, odd, 3)));
+    tier.write_record(&record(a, key, 4)).await.unwrap();
+    assert_eq!(tier.read_record(a, key).await.unwrap(), RecordLookup::Found(record(a, key, 4)));
+    assert_eq!(tier.stats().get(Counter::RecordsWritten), 4);
+}
+
+/// Whatever sits at a record's name, a reader never trusts more than a well-formed record of its
+/// own source and key, and never reads more than a record's largest size.
+async fn malformed_records_are_misses(store: &Store) {
+    let tier = store.open();
+    let (src, key) = ("http://a.example/", "k");
+    let object = SharedTier::record_key(src, key);
+    let good = record(src, key, 1).encode().unwrap();
+    let damaged = good.replacen("size 1", "size 9", 1);
+    let other_key = record(src, "other", 1).encode().unwrap();
+    let huge = format!("{good}{}", "x".repeat(MAX_RECORD_BYTES as usize * 4));
+    for (what, bytes) in [
+        ("garbage", b"\x00\xffnot a record".to_vec()),
+        ("damaged", damaged.into_bytes()),
+        ("another key's record", other_key.into_bytes()),
+        ("oversized", huge.into_bytes()),
+        ("empty", Vec::new()),
+    ] {
+        store.raw.write(&object, bytes).await.unwrap();
+        let found = tier.read_record(src, key).await.unwrap();
+        assert!(matches!(found, RecordLookup::Malformed(_)), "{what}: {found:?}");
+    }
+    assert_eq!(tier.stats().get(Counter::Errors), 0, "a malformed record is no store failure");
 }
 
 // ---------------------------------------------------------------------------------------------
