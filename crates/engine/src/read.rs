@@ -61,7 +61,7 @@ pub(crate) struct Reads {
     /// Fetches under way, by `(namespace id, key)`.
     flights: SingleFlight<(i64, Key), watch::Receiver<Phase>>,
     /// Disk-tier fills from the shared tier under way, by digest.
-    fills: SingleFlight<Digest, watch::Receiver<Phase>>,
+    fills: SingleFlight<Digest, shared::Fill>,
     /// Fetch slots: source fetches and shared-tier fills running at once, at most, globally and
     /// per source (`read/fetch.rs`, `FetchSlots`).
     fetch_slots: FetchSlots,
