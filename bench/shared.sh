@@ -29,6 +29,7 @@ REDIS_PORT=${BENCH_REDIS_PORT:-18513}
 A_PORT=${BENCH_A_PORT:-18511}
 B_PORT=${BENCH_B_PORT:-18512}
 KEEP=${BENCH_KEEP:-0}
+WRITE_TOKEN=bench-write-token-0123456789  # node A's upload needs a write token
 
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -90,11 +91,13 @@ pct() { sort -g "$1" | awk -v p="$2" '{v[NR] = $1} END {i = int((p * NR + 99) / 
 run_store() {
     local name=$1 url=$2 size=$((MIB << 20))
     rm -rf "$SCRATCH/a"
-    "$TC" --data-dir "$SCRATCH/a" serve --listen "127.0.0.1:$A_PORT" --shared "$url" 2>"$SCRATCH/a.log" &
+    TIERCACHE_WRITE_TOKEN="$WRITE_TOKEN" "$TC" --data-dir "$SCRATCH/a" serve --listen "127.0.0.1:$A_PORT" \
+        --shared "$url" 2>"$SCRATCH/a.log" &
     local a_pid=$!
     pids+=($a_pid)
     wait_port "http://127.0.0.1:$A_PORT/healthz"
-    curl -fs -o /dev/null -T "$SCRATCH/blob" "http://127.0.0.1:$A_PORT/blobs/sha256:$HEX"
+    curl -fsS -o /dev/null -H 'Expect:' -H "Authorization: Bearer $WRITE_TOKEN" -T "$SCRATCH/blob" \
+        "http://127.0.0.1:$A_PORT/blobs/sha256:$HEX"
     local done_line='^tiercache_shared_write_backs_total{result="done"} 1'
     for _ in $(seq 1 3000); do
         curl -fs "http://127.0.0.1:$A_PORT/metrics" | grep -q "$done_line" && break
