@@ -10,10 +10,13 @@
 #      in neither its disk tier nor its memory) and times one 4 KiB range at a random offset of
 #      GET /blobs/sha256:<hex> with curl (time_total). p50 and p99. Goal: <= 10 ms.
 #      For context, the same store's own latency for a plain OpenDAL read of 4 KiB and of one
-#      verification chunk (1 MiB) at random offsets, each on a new Operator.
+#      chunk (1 MiB: what versions before the leaf tree read and verified for any range) at random
+#      offsets, each on a new Operator. A range now reads its 16 KiB leaves, 2 KiB of leaf digests
+#      and the blob's `.tree` (after a stat).
 #   2. full read: a fresh node B downloads the whole blob (curl), against a plain OpenDAL read of
 #      the same object from the same store in the same run (crates/tiers/examples/opendal_read.rs,
 #      same chunk size and read-ahead, no verification). Medians of BENCH_REPS. Goal: >= 0.9x.
+#      Node B's disk fill (and its SHA-256 of the blob) runs beside the read, as in use.
 #   Both run on S3 (s3s-fs) and on Redis.
 #
 # Needs: cargo, curl, redis-server, and s3s-fs (on PATH or in /var/tmp/tiercache-tools/bin: `bash .ci/run` installs
@@ -29,6 +32,7 @@ REDIS_PORT=${BENCH_REDIS_PORT:-18513}
 A_PORT=${BENCH_A_PORT:-18511}
 B_PORT=${BENCH_B_PORT:-18512}
 KEEP=${BENCH_KEEP:-0}
+WRITE_TOKEN=bench-write-token-0123456789  # node A's upload needs a write token
 
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -41,7 +45,9 @@ for t in curl sha256sum awk sort shuf; do command -v "$t" >/dev/null 2>&1 || die
 
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/tiercache-target}
 log "building (release)"
-cargo build --release --locked -q -p tiercache -p tiercache-tiers --example opendal_read
+# Two builds: `--example` alone would select only the example, leaving an old `tiercache` in place.
+cargo build --release --locked -q -p tiercache --bin tiercache
+cargo build --release --locked -q -p tiercache-tiers --example opendal_read
 TC=$CARGO_TARGET_DIR/release/tiercache
 PLAIN=$CARGO_TARGET_DIR/release/examples/opendal_read
 
@@ -90,11 +96,13 @@ pct() { sort -g "$1" | awk -v p="$2" '{v[NR] = $1} END {i = int((p * NR + 99) / 
 run_store() {
     local name=$1 url=$2 size=$((MIB << 20))
     rm -rf "$SCRATCH/a"
-    "$TC" --data-dir "$SCRATCH/a" serve --listen "127.0.0.1:$A_PORT" --shared "$url" 2>"$SCRATCH/a.log" &
+    TIERCACHE_WRITE_TOKEN="$WRITE_TOKEN" "$TC" --data-dir "$SCRATCH/a" serve --listen "127.0.0.1:$A_PORT" \
+        --shared "$url" 2>"$SCRATCH/a.log" &
     local a_pid=$!
     pids+=($a_pid)
     wait_port "http://127.0.0.1:$A_PORT/healthz"
-    curl -fs -o /dev/null -T "$SCRATCH/blob" "http://127.0.0.1:$A_PORT/blobs/sha256:$HEX"
+    curl -fsS -o /dev/null -H 'Expect:' -H "Authorization: Bearer $WRITE_TOKEN" -T "$SCRATCH/blob" \
+        "http://127.0.0.1:$A_PORT/blobs/sha256:$HEX"
     local done_line='^tiercache_shared_write_backs_total{result="done"} 1'
     for _ in $(seq 1 3000); do
         curl -fs "http://127.0.0.1:$A_PORT/metrics" | grep -q "$done_line" && break

@@ -21,7 +21,7 @@ use tokio::sync::watch;
 use tiercache_tiers::shared::{ChunkList, SharedTier};
 
 use crate::meta::ReadMeta;
-use crate::spool::{BodyStream, Phase};
+use crate::spool::{BodyStream, Phase, Recent};
 use crate::telemetry;
 
 /// Reads at most this many bytes inline on the async worker (page-cache reads of small blobs cost
@@ -60,9 +60,16 @@ pub(crate) enum Body {
     PassThrough { source: Arc<dyn Source>, key: Key, body: Option<BodyStream> },
     /// A fetch under way (or just finished).
     Flight { rx: watch::Receiver<Phase>, source: Arc<dyn Source>, key: Key },
-    /// A blob in the shared tier, with the disk-tier fill `rx` under way and the first chunk the
-    /// reader wants already read and verified (`primed`: its start offset and bytes).
-    Shared { rx: watch::Receiver<Phase>, tier: Arc<SharedTier>, list: Arc<ChunkList>, primed: Option<(u64, Bytes)> },
+    /// A blob in the shared tier, with the disk-tier fill `rx` under way (and `recent`, the
+    /// verified bytes it holds in memory, unless no fill is) and the first span the reader wants
+    /// already read and verified (`primed`: its start offset and bytes).
+    Shared {
+        rx: watch::Receiver<Phase>,
+        recent: Option<Arc<Recent>>,
+        tier: Arc<SharedTier>,
+        list: Arc<ChunkList>,
+        primed: Option<(u64, Bytes)>,
+    },
 }
 
 type ByteStream = BoxStream<'static, io::Result<Bytes>>;
@@ -150,9 +157,9 @@ impl Read {
                 let (start, end) = range.map(|r| (r.start, r.end + 1)).unwrap_or((0, size_bytes));
                 file_stream(file, start, end)
             }
-            Body::Shared { rx, tier, list, primed } => {
+            Body::Shared { rx, recent, tier, list, primed } => {
                 let (start, end) = range.map(|r| (r.start, r.end + 1)).unwrap_or((0, list.size_bytes));
-                shared_stream(rx, tier, list, primed, start, end)
+                shared_stream(rx, recent, tier, list, primed, start, end)
             }
             Body::Flight { rx, source, key } => {
                 let phase = rx.borrow().clone();
@@ -358,11 +365,12 @@ fn skip_and_limit(body: ByteStream, skip: u64, limit: Option<u64>) -> ByteStream
     .boxed()
 }
 
-/// Bytes `start..end` of a shared-tier blob: by tailing the disk-tier fill if it is near `start`
-/// (unless the primed chunk holds the whole range); else verified chunks from the shared tier,
-/// starting with the primed one.
+/// Bytes `start..end` of a shared-tier blob: from the disk-tier fill if it is near `start` (its
+/// verified chunks in memory while they are there, else its temp file), unless the primed span
+/// holds the whole range; else verified spans from the shared tier, starting with the primed one.
 fn shared_stream(
     rx: watch::Receiver<Phase>,
+    recent: Option<Arc<Recent>>,
     tier: Arc<SharedTier>,
     list: Arc<ChunkList>,
     primed: Option<(u64, Bytes)>,
@@ -370,15 +378,68 @@ fn shared_stream(
     end: u64,
 ) -> ByteStream {
     let covered = primed.as_ref().is_some_and(|(cs, b)| start >= *cs && end <= cs + b.len() as u64);
-    let fill_near = match &*rx.borrow() {
-        Phase::Waiting => start < TAIL_WINDOW_BYTES,
-        Phase::Streaming { written, .. } | Phase::Done { written, .. } => start <= written + TAIL_WINDOW_BYTES,
-        Phase::NotModified | Phase::PassThrough { .. } | Phase::Overflow { .. } | Phase::Failed(_) => false,
-    };
-    if fill_near && !covered {
-        return flight_stream(rx, start, Some(end), None);
+    let fill = recent.filter(|_| !covered).filter(|recent| {
+        let received = *recent.watch().borrow();
+        match &*rx.borrow() {
+            Phase::Waiting => start < received + TAIL_WINDOW_BYTES,
+            Phase::Streaming { written, .. } | Phase::Done { written, .. } => {
+                start <= received.max(*written) + TAIL_WINDOW_BYTES
+            }
+            Phase::NotModified | Phase::PassThrough { .. } | Phase::Overflow { .. } | Phase::Failed(_) => false,
+        }
+    });
+    match fill {
+        Some(recent) => fill_stream(rx, recent, start, end),
+        None => tier.read_range(list, start, end, primed).map(|r| r.map_err(io::Error::other)).boxed(),
     }
-    tier.read_range(list, start, end, primed).map(|r| r.map_err(io::Error::other)).boxed()
+}
+
+/// Bytes `start..end` of a fill from the shared tier as they arrive: from its chunks in memory
+/// while it holds them (verified, not yet or just written), else from its temp file (below
+/// `written`). Ends with the fill's error if it fails.
+fn fill_stream(rx: watch::Receiver<Phase>, recent: Arc<Recent>, start: u64, end: u64) -> ByteStream {
+    let received = recent.watch();
+    futures::stream::unfold(Some((rx, received, start)), move |state| {
+        let recent = Arc::clone(&recent);
+        async move {
+            let (mut rx, mut received, pos) = state?;
+            loop {
+                if pos >= end {
+                    return None;
+                }
+                // Mark both as seen before looking, so a change after the look wakes the wait.
+                received.borrow_and_update();
+                let phase = rx.borrow_and_update().clone();
+                if let Some(chunk) = recent.get(pos, (end - pos).min(CHUNK_BYTES * 4)) {
+                    let next = pos + chunk.len() as u64;
+                    return Some((Ok(chunk), Some((rx, received, next))));
+                }
+                match phase {
+                    Phase::Streaming { started, written } | Phase::Done { started, written, .. } if pos < written => {
+                        let item = read_chunk(&started.file, pos, (end.min(written) - pos).min(CHUNK_BYTES));
+                        let next = item.as_ref().map(|c| Some((rx, received, pos + c.len() as u64))).unwrap_or(None);
+                        return Some((item, next));
+                    }
+                    Phase::Done { .. } => {
+                        let e = io::Error::new(io::ErrorKind::UnexpectedEof, "range lies beyond the end of the blob");
+                        return Some((Err(e), None));
+                    }
+                    Phase::Failed(e) => return Some((Err(io::Error::other(e)), None)),
+                    _ => {}
+                }
+                tokio::select! {
+                    changed = rx.changed() => if changed.is_err() {
+                        let last = rx.borrow().clone();
+                        if !matches!(last, Phase::Done { .. }) {
+                            return Some((Err(io::Error::other("fill ended without a result")), None));
+                        }
+                    },
+                    _ = received.changed() => {}
+                }
+            }
+        }
+    })
+    .boxed()
 }
 
 /// The validators that name one version of an object for [`FetchRequest::if_version`]: its strong

@@ -62,7 +62,7 @@ pub(crate) struct Reads {
     /// Fetches under way, by `(namespace id, key)`.
     flights: SingleFlight<(i64, Key), watch::Receiver<Phase>>,
     /// Disk-tier fills from the shared tier under way, by digest.
-    fills: SingleFlight<Digest, watch::Receiver<Phase>>,
+    fills: SingleFlight<Digest, shared::Fill>,
     /// Lookups of entry records in the shared tier under way, by `(namespace id, key)`
     /// (`read/records.rs`): `true` if the entry was adopted.
     record_lookups: SingleFlight<(i64, Key), Arc<tokio::sync::OnceCell<bool>>>,

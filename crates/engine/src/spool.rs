@@ -7,12 +7,19 @@
 //! needs the whole blob first. Which fetch a reader joins is `single_flight.rs`'s business and
 //! the read path's (`read/fetch.rs`), not this module's.
 //!
+//! A writer may also keep the last bytes it received in memory ([`Recent`]), so that readers
+//! that keep up take them from there, before they reach the file and without reading them back.
+//!
 //! Invariant: bytes below `written` in [`Phase::Streaming`] are final; a reader never reads past
 //! them. A flight that fails publishes [`Phase::Failed`], and its temp file is deleted; readers
 //! that already streamed part of the body end with an error rather than a short body.
+//!
+//! Invariant: [`Recent`] holds only bytes its writer would write to the file (for a fill from the
+//! shared tier: verified ones), at most its limit, oldest dropped first.
 
+use std::collections::VecDeque;
 use std::fs::File;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
@@ -203,5 +210,74 @@ pub(crate) fn progress(tx: &PhaseSender) -> impl Fn(u64) + Send + 'static {
                 *w = written;
             }
         })
+    }
+}
+
+/// The last bytes a writer received, in memory: at most `limit_bytes` of them (whole chunks,
+/// oldest dropped first), and how far the writer has got.
+#[derive(Debug)]
+pub(crate) struct Recent {
+    /// `(offset, chunk)`, in order and contiguous, with the bytes they hold.
+    chunks: Mutex<(VecDeque<(u64, Bytes)>, u64)>,
+    limit_bytes: u64,
+    /// The end of the last chunk received.
+    end: watch::Sender<u64>,
+}
+
+impl Recent {
+    pub(crate) fn new(limit_bytes: u64) -> Arc<Recent> {
+        Arc::new(Recent { chunks: Mutex::new((VecDeque::new(), 0)), limit_bytes, end: watch::Sender::new(0) })
+    }
+
+    /// Adds the next `chunk` (it starts where the last one ended), dropping the oldest ones past
+    /// the limit, and wakes the readers.
+    pub(crate) fn push(&self, chunk: Bytes) {
+        let len = chunk.len() as u64;
+        {
+            let mut guard = self.chunks.lock().unwrap_or_else(|p| p.into_inner());
+            let (chunks, held) = &mut *guard;
+            let at = *self.end.borrow();
+            chunks.push_back((at, chunk));
+            *held += len;
+            while *held > self.limit_bytes
+                && let Some((_, old)) = chunks.pop_front()
+            {
+                *held -= old.len() as u64;
+            }
+        }
+        self.end.send_modify(|end| *end += len);
+    }
+
+    /// At most `max` bytes from offset `pos`, if they are held.
+    pub(crate) fn get(&self, pos: u64, max: u64) -> Option<Bytes> {
+        let guard = self.chunks.lock().unwrap_or_else(|p| p.into_inner());
+        let (at, chunk) = guard.0.iter().find(|(at, c)| *at <= pos && pos < at + c.len() as u64)?;
+        let from = (pos - at) as usize;
+        let to = chunk.len().min(from.saturating_add(usize::try_from(max).unwrap_or(usize::MAX)));
+        Some(chunk.slice(from..to))
+    }
+
+    /// Bytes received so far; a receiver that changes as more arrive.
+    pub(crate) fn watch(&self) -> watch::Receiver<u64> {
+        self.end.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recent_keeps_the_last_chunks_up_to_its_limit() {
+        let recent = Recent::new(10);
+        let rx = recent.watch();
+        for (i, len) in [4usize, 4, 4].into_iter().enumerate() {
+            recent.push(Bytes::from(vec![i as u8; len]));
+        }
+        assert_eq!(*rx.borrow(), 12);
+        assert_eq!(recent.get(0, 100), None, "the oldest chunk was dropped");
+        assert_eq!(recent.get(5, 100).unwrap(), Bytes::from(vec![1u8; 3]));
+        assert_eq!(recent.get(8, 2).unwrap(), Bytes::from(vec![2u8; 2]));
+        assert_eq!(recent.get(12, 1), None, "not yet received");
     }
 }

@@ -3,18 +3,26 @@
 //!
 //! Keys are content addresses only, so nodes never coordinate:
 //! - `blobs/sha256/<hex>`: the blob's bytes;
-//! - `blobs/sha256/<hex>.chunks`: its [`ChunkList`], written after the bytes, so its presence
-//!   means the bytes are complete (it is the commit marker);
+//! - `blobs/sha256/<hex>.leaves`: the BLAKE3 digest of each leaf (16 KiB) of the blob;
+//! - `blobs/sha256/<hex>.tree`: its [`ChunkList`] (BLAKE3 of each chunk's leaf digests), written
+//!   after the other two, so its presence means they are complete (it is the commit marker).
+//!   See `shared/tree.rs` for the format.
+//! - `blobs/sha256/<hex>.chunks`: the commit marker and chunk list (SHA-256 of each whole chunk)
+//!   that older nodes write; still read when a blob has no `.tree`, never written.
 //! - `entries/<source hash>/<key hash>`: an [`EntryRecord`] (`shared/records.rs`), what an entry of
 //!   a source resolves to, written by the caller after the blob's write-back.
 //!
-//! Derivations will live under `derived/<recipe>/sha256/<hex>` with the same pair of objects.
+//! Derivations will live under `derived/<recipe>/sha256/<hex>` with the same objects.
 //!
 //! Invariant: every byte this module returns was checked against the chunk list's digest of its
-//! chunk, and the chunk list against its own check line and blob digest. Anything that fails a
-//! check is a miss, counted and logged, and both objects are deleted so that the next write-back
-//! repairs them. Bytes are only ever uploaded from a local blob whose whole digest is verified
-//! during the upload.
+//! chunk or leaf, and the chunk list against its own check line and blob digest. Anything that
+//! fails a check is a miss, counted and logged, and every object of the blob is deleted so that
+//! the next write-back repairs them. Bytes are only ever uploaded from a local blob whose whole
+//! digest is verified during the upload.
+//!
+//! Invariant: every read from the store is bounded: side objects are read as a range of at most
+//! [`MAX_SIDE_OBJECT_BYTES`], blob bytes as ranges of one chunk at most (the chunk size checked
+//! when the side object is parsed).
 //!
 //! Invariant: a failure of the store is never an error for a reader: it is a miss, counted and
 //! logged, and the circuit breaker stops calls to a store that keeps failing.
@@ -25,6 +33,7 @@ mod breaker;
 mod chunks;
 mod operator;
 mod records;
+mod tree;
 mod write_back;
 
 use std::collections::{HashMap, HashSet};
@@ -48,12 +57,18 @@ pub use records::{EntryRecord, MAX_RECORD_BYTES, RecordLookup};
 pub use write_back::WriteBack;
 
 use breaker::{Breaker, Transition};
-use chunks::ChunkHasher;
+use chunks::Check;
+use tree::{LEAF_DIGEST_BYTES, TreeHasher};
 
 /// Chunk lists kept in memory (a few KiB each); the map is cleared when it grows past this.
 const MAX_CACHED_LISTS: usize = 4096;
 /// Chunks read ahead of the one being sent, so download and verification overlap.
 const READ_AHEAD_CHUNKS: usize = 4;
+/// Largest side object (`.tree`, `.chunks`) read: a `.tree` of a 256 GiB blob in 1 MiB chunks.
+/// A larger one is refused as corrupt rather than read.
+pub const MAX_SIDE_OBJECT_BYTES: u64 = 16 << 20;
+/// Bytes verified on the calling task; more are hashed on a blocking thread.
+const INLINE_HASH_BYTES: usize = 64 * 1024;
 
 /// Metric names of the shared tier.
 pub mod metric {
@@ -87,8 +102,10 @@ pub struct SharedConfig {
     pub url: String,
     /// Timeouts and retries.
     pub limits: StoreLimits,
-    /// Bytes per verified chunk.
+    /// Bytes per verified chunk: the unit of a whole read.
     pub chunk_bytes: u64,
+    /// Bytes per leaf: the smallest span a range read fetches and verifies. Divides `chunk_bytes`.
+    pub leaf_bytes: u64,
     /// Failures in a row that open the circuit breaker.
     pub breaker_failures: u32,
     /// How long the breaker stays open before it lets a probe through.
@@ -106,6 +123,7 @@ impl SharedConfig {
             url: url.into(),
             limits: StoreLimits::default(),
             chunk_bytes: 1 << 20,
+            leaf_bytes: 16 << 10,
             breaker_failures: 3,
             breaker_cooldown: Duration::from_secs(5),
             write_back_queue: 256,
@@ -256,6 +274,7 @@ pub struct SharedTier {
     op: Operator,
     display: String,
     chunk_bytes: u64,
+    leaf_bytes: u64,
     breaker: Breaker,
     lists: Mutex<HashMap<Digest, std::sync::Arc<ChunkList>>>,
     /// Blobs whose pair this process deleted as damaged and has not found whole since: reads of
@@ -275,8 +294,8 @@ impl SharedTier {
     /// Builds the tier for `config.url`. Does not contact the store: a store that is down at
     /// start-up only makes reads miss until it answers.
     pub fn open(config: &SharedConfig) -> Result<SharedTier, String> {
-        if config.chunk_bytes == 0 {
-            return Err("shared tier chunk size must be positive".into());
+        if config.chunk_bytes == 0 || config.leaf_bytes == 0 || !config.chunk_bytes.is_multiple_of(config.leaf_bytes) {
+            return Err("shared tier chunk and leaf sizes must be positive, the leaf dividing the chunk".into());
         }
         let op = operator::build(&config.url, &config.limits)?;
         metrics::gauge!(metric::BREAKER_OPEN).set(0.0);
@@ -284,6 +303,7 @@ impl SharedTier {
             op,
             display: redact(&config.url),
             chunk_bytes: config.chunk_bytes,
+            leaf_bytes: config.leaf_bytes,
             breaker: Breaker::new(config.breaker_failures, config.breaker_cooldown),
             lists: Mutex::new(HashMap::new()),
             discarded: Mutex::new(HashSet::new()),
@@ -301,9 +321,19 @@ impl SharedTier {
         format!("blobs/sha256/{}", digest.hex())
     }
 
-    /// The store's key of blob `digest`'s chunk list.
+    /// The store's key of blob `digest`'s chunk list as older nodes write it (SHA-256 chunks).
     pub fn chunks_key(digest: &Digest) -> String {
         format!("blobs/sha256/{}.chunks", digest.hex())
+    }
+
+    /// The store's key of blob `digest`'s tree: its chunk list and commit marker.
+    pub fn tree_key(digest: &Digest) -> String {
+        format!("blobs/sha256/{}.tree", digest.hex())
+    }
+
+    /// The store's key of blob `digest`'s leaf digests.
+    pub fn leaves_key(digest: &Digest) -> String {
+        format!("blobs/sha256/{}.leaves", digest.hex())
     }
 
     /// Counters and breaker state.
@@ -327,19 +357,29 @@ impl SharedTier {
             self.lookup_outcome("hit");
             return Ok(Some(std::sync::Arc::clone(list)));
         }
-        let key = Self::chunks_key(digest);
-        let found = match self.call("lookup", self.op.read(&key)).await {
-            Ok(found) => found,
-            Err(e) => {
-                self.lookup_outcome(if matches!(e, SharedError::Refused) { "refused" } else { "error" });
-                return Err(e);
+        // The tree first; an older node's `.chunks` only if there is none.
+        let mut found = None;
+        for (key, decode) in [
+            (Self::tree_key(digest), tree::decode as fn(&Digest, &[u8]) -> Result<ChunkList, String>),
+            (Self::chunks_key(digest), ChunkList::decode),
+        ] {
+            match self.read_side_object(&key).await {
+                Ok(Some(bytes)) => {
+                    found = Some(bytes.and_then(|b| decode(digest, &b)));
+                    break;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    self.lookup_outcome(if matches!(e, SharedError::Refused) { "refused" } else { "error" });
+                    return Err(e);
+                }
             }
-        };
-        let Some(buf) = found else {
+        }
+        let Some(decoded) = found else {
             self.lookup_outcome("miss");
             return Ok(None);
         };
-        match ChunkList::decode(digest, &buf.to_bytes()) {
+        match decoded {
             Ok(list) => {
                 let list = std::sync::Arc::new(list);
                 let mut lists = self.lists.lock().unwrap_or_else(|p| p.into_inner());
@@ -364,49 +404,110 @@ impl SharedTier {
         self.bump(if outcome == "hit" { Counter::Hits } else { Counter::Misses }, 1);
     }
 
+    /// Reads side object `key` whole, refusing one larger than [`MAX_SIDE_OBJECT_BYTES`] (the
+    /// inner `Err`: why, for [`SharedTier::discard`]). `Ok(None)` if it is not there.
+    async fn read_side_object(&self, key: &str) -> Result<Option<Result<Bytes, String>>, SharedError> {
+        // Its size first, then exactly that many bytes at most: a range past an object's end is
+        // an error on some stores, and a whole read is not bounded.
+        let Some(meta) = self.call("lookup", self.op.stat(key)).await? else { return Ok(None) };
+        let size = meta.content_length();
+        if size == 0 || size > MAX_SIDE_OBJECT_BYTES {
+            return Ok(Some(Err(format!("side object {key} has {size} bytes (at most {MAX_SIDE_OBJECT_BYTES})"))));
+        }
+        let Some(buf) = self.call("lookup", self.op.read_with(key).range(0..size)).await? else { return Ok(None) };
+        Ok(Some(Ok(buf.to_bytes())))
+    }
+
     /// Reads and verifies chunk `i` of `list`.
     pub async fn read_chunk(&self, list: &ChunkList, i: usize) -> Result<Bytes, SharedError> {
         let (start, end) = list.chunk_range(i);
-        let key = Self::blob_key(&list.digest);
-        let read = self.call("read", self.op.read_with(&key).range(start..end)).await;
-        if let Err(e) = &read
-            && let Ok(Some(meta)) = self.call("stat", self.op.stat(&key)).await
-            && meta.content_length() != list.size_bytes
-        {
-            // Some stores fail a range past a short object's end as a transfer error.
-            let why =
-                format!("the blob has {} bytes, its chunk list says {} ({e})", meta.content_length(), list.size_bytes);
-            return Err(self.discard(&list.digest, why).await);
-        }
-        let Some(buf) = read? else {
-            return Err(self
-                .discard(&list.digest, "the blob is missing or shorter than its chunk list says".into())
-                .await);
-        };
-        let bytes = buf.to_bytes();
-        if bytes.len() as u64 != end - start {
-            let why = format!("chunk {i} has {} bytes, expected {}", bytes.len(), end - start);
-            return Err(self.discard(&list.digest, why).await);
-        }
-        let expected = list.chunks[i];
-        let (bytes, actual) = tokio::task::spawn_blocking(move || {
-            let d = Digest::of(&bytes);
-            (bytes, d)
-        })
-        .await
-        .map_err(|e| SharedError::Local(format!("hashing task failed: {e}")))?;
-        if actual != expected {
-            return Err(self.discard(&list.digest, format!("chunk {i} hashes to {actual}, expected {expected}")).await);
-        }
-        self.bump(Counter::ReadBytes, bytes.len() as u64);
-        metrics::counter!(metric::READ_BYTES).increment(bytes.len() as u64);
-        Ok(bytes)
+        self.read_verified(list, start, end).await.map(|(_, bytes)| bytes)
     }
 
-    /// Bytes `start..end` of the blob `list` describes, verified chunk by chunk, with a few chunks
-    /// read ahead. The stream ends with an error (and nothing unverified) if a chunk fails.
-    /// `known` is a chunk already read and verified (its start offset and bytes): it is used
-    /// instead of reading that chunk again.
+    /// Reads and verifies the smallest span of `list`'s blob that holds `start..end` and can be
+    /// verified alone, within the chunk holding `start` only: its leaves for a tree (whole chunks
+    /// need no leaf digests), its whole chunk for an older node's `.chunks` list. Returns the
+    /// span's start offset and its bytes, which may begin before `start` and end before `end`
+    /// (at the chunk's end).
+    pub async fn read_verified(&self, list: &ChunkList, start: u64, end: u64) -> Result<(u64, Bytes), SharedError> {
+        let i = list.chunk_of(start);
+        let (cs, ce) = list.chunk_range(i);
+        let end = end.min(ce);
+        let leaf = list.leaf_bytes();
+        let (from, to) = (start / leaf * leaf, end.div_ceil(leaf).saturating_mul(leaf).min(ce));
+        let whole_chunk = from <= cs && to >= ce;
+        let key = Self::blob_key(&list.digest);
+        let data = async {
+            let read = self.call("read", self.op.read_with(&key).range(from..to)).await;
+            if let Err(e) = &read
+                && let Ok(Some(meta)) = self.call("stat", self.op.stat(&key)).await
+                && meta.content_length() != list.size_bytes
+            {
+                // Some stores fail a range past a short object's end as a transfer error.
+                let why = format!(
+                    "the blob has {} bytes, its chunk list says {} ({e})",
+                    meta.content_length(),
+                    list.size_bytes
+                );
+                return Err(Ok(why));
+            }
+            match read.map_err(Err)? {
+                Some(buf) => Ok(buf.to_bytes()),
+                None => Err(Ok("the blob is missing or shorter than its chunk list says".to_owned())),
+            }
+        };
+        // A leaf's check needs its chunk's leaf digests: read them beside the bytes.
+        let leaves = async {
+            let Check::Tree { leaf_bytes, .. } = &list.check else { return Ok(None) };
+            if whole_chunk {
+                return Ok(None);
+            }
+            let per_chunk = list.chunk_bytes / leaf_bytes;
+            let (first, n) = (i as u64 * per_chunk, (ce - cs).div_ceil(*leaf_bytes));
+            let range = first * LEAF_DIGEST_BYTES..(first + n) * LEAF_DIGEST_BYTES;
+            let key = Self::leaves_key(&list.digest);
+            match self.call("read", self.op.read_with(&key).range(range.clone())).await.map_err(Err)? {
+                Some(buf) if buf.len() as u64 == range.end - range.start => Ok(Some(buf.to_bytes())),
+                Some(buf) => Err(Ok(format!(
+                    "chunk {i}'s leaf digests have {} bytes, expected {}",
+                    buf.len(),
+                    range.end - range.start
+                ))),
+                None => Err(Ok("the leaf digests are missing or shorter than the tree says".to_owned())),
+            }
+        };
+        let (bytes, leaves) = match tokio::join!(data, leaves) {
+            (Ok(b), Ok(l)) => (b, l),
+            // Damage (`Ok(why)`) is reported before a failed call.
+            (Err(Ok(why)), _) | (_, Err(Ok(why))) => return Err(self.discard(&list.digest, why).await),
+            (Err(Err(e)), _) | (_, Err(Err(e))) => return Err(e),
+        };
+        if bytes.len() as u64 != to - from {
+            let why = format!("bytes {from}..{to} came back as {} bytes", bytes.len());
+            return Err(self.discard(&list.digest, why).await);
+        }
+        let expect = list.expect(i);
+        let check = move || verify(expect, from - cs, &bytes, leaves.as_deref()).map(|()| bytes);
+        let checked = if (to - from) as usize <= INLINE_HASH_BYTES {
+            check()
+        } else {
+            tokio::task::spawn_blocking(check)
+                .await
+                .map_err(|e| SharedError::Local(format!("hashing task failed: {e}")))?
+        };
+        let bytes = match checked {
+            Ok(bytes) => bytes,
+            Err(why) => return Err(self.discard(&list.digest, why).await),
+        };
+        self.bump(Counter::ReadBytes, bytes.len() as u64);
+        metrics::counter!(metric::READ_BYTES).increment(bytes.len() as u64);
+        Ok((from, bytes))
+    }
+
+    /// Bytes `start..end` of the blob `list` describes, verified leaf by leaf (chunk by chunk for
+    /// whole chunks), with a few chunks read ahead. The stream ends with an error (and nothing
+    /// unverified) if a check fails. `known` is a span already read and verified (its start
+    /// offset and bytes): it is used instead of reading those bytes again.
     pub fn read_range(
         self: &std::sync::Arc<Self>,
         list: std::sync::Arc<ChunkList>,
@@ -418,48 +519,56 @@ impl SharedTier {
         if start >= end {
             return futures::stream::empty().boxed();
         }
-        let (first, last) = (list.chunk_of(start), list.chunk_of(end - 1));
+        // The known span first, if it holds `start`; then the rest, cut at chunk boundaries.
+        let mut pos = start;
+        let head = known.filter(|(at, b)| *at <= start && start < at + b.len() as u64).map(|(at, b)| {
+            let to = end.min(at + b.len() as u64);
+            pos = to;
+            b.slice((start - at) as usize..(to - at) as usize)
+        });
+        let mut spans = Vec::new();
+        while pos < end {
+            let to = end.min(list.chunk_range(list.chunk_of(pos)).1);
+            spans.push((pos, to));
+            pos = to;
+        }
         let tier = std::sync::Arc::clone(self);
-        futures::stream::iter(first..=last)
-            .map(move |i| {
+        let rest = futures::stream::iter(spans)
+            .map(move |(from, to)| {
                 let (tier, list) = (std::sync::Arc::clone(&tier), std::sync::Arc::clone(&list));
-                let (cs, _) = list.chunk_range(i);
-                let known = known.as_ref().filter(|(at, _)| *at == cs).map(|(_, b)| b.clone());
                 async move {
-                    let bytes = match known {
-                        Some(b) => b,
-                        None => tier.read_chunk(&list, i).await?,
-                    };
-                    let from = start.saturating_sub(cs) as usize;
-                    let to = ((end - cs) as usize).min(bytes.len());
-                    Ok(bytes.slice(from..to))
+                    let (at, bytes) = tier.read_verified(&list, from, to).await?;
+                    Ok(bytes.slice((from - at) as usize..(to - at) as usize))
                 }
             })
-            .buffered(READ_AHEAD_CHUNKS)
-            .boxed()
+            .buffered(READ_AHEAD_CHUNKS);
+        futures::stream::iter(head.map(Ok)).chain(rest).boxed()
     }
 
     /// Uploads the local blob file at `path` as `digest`, unless the shared tier has it already.
     ///
-    /// 1. stat the chunk list: if it is there, stop (`Existed`);
-    /// 2. stream the file to `blobs/sha256/<hex>`, computing the chunk digests and the whole
-    ///    digest on the way;
+    /// 1. stat the tree: if it is there, stop (`Existed`); stat an older node's `.chunks`: if it
+    ///    is there, the blob's bytes are too, and only the side objects are written below;
+    /// 2. stream the file to `blobs/sha256/<hex>`, computing the leaf and chunk digests and the
+    ///    whole SHA-256 on the way;
     /// 3. if the whole digest is not `digest` (the local copy rotted), delete the upload and fail;
-    /// 4. write the chunk list, which makes the blob visible to readers.
+    /// 4. write `.leaves`;
+    /// 5. write `.tree`, which makes the blob visible to readers.
     ///
-    /// A crash or failure between 2 and 4 leaves a blob without a chunk list: invisible, and
-    /// overwritten by the next write-back.
+    /// A crash or failure between 2 and 5 leaves a blob without a tree: invisible (unless an
+    /// older node's `.chunks` makes it visible to both), and overwritten by the next write-back.
     pub async fn put_file(&self, digest: &Digest, path: &Path) -> Result<PutOutcome, SharedError> {
-        let chunks_key = Self::chunks_key(digest);
-        if self.call("stat", self.op.stat(&chunks_key)).await?.is_some() {
+        let tree_key = Self::tree_key(digest);
+        if self.call("stat", self.op.stat(&tree_key)).await?.is_some() {
             return Ok(PutOutcome::Existed);
         }
+        let bytes_there = self.call("stat", self.op.stat(&Self::chunks_key(digest))).await?.is_some();
         let file = std::fs::File::open(path).map_err(|e| SharedError::Local(format!("{}: {e}", path.display())))?;
-        // A blocking thread reads the file and hashes it (chunks and whole); this task uploads.
+        // A blocking thread reads the file and hashes it (leaves, chunks and whole); this task uploads.
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(2);
-        let (chunk_bytes, expected) = (self.chunk_bytes, *digest);
-        let reader = tokio::task::spawn_blocking(move || -> std::io::Result<Result<ChunkList, Digest>> {
-            let mut hasher = ChunkHasher::new(chunk_bytes);
+        let (leaf_bytes, chunk_bytes, expected) = (self.leaf_bytes, self.chunk_bytes, *digest);
+        let reader = tokio::task::spawn_blocking(move || -> std::io::Result<Result<(ChunkList, Vec<u8>), Digest>> {
+            let mut hasher = TreeHasher::new(leaf_bytes, chunk_bytes);
             let piece = chunk_bytes.min(8 << 20);
             loop {
                 let mut buf = Vec::with_capacity(piece as usize);
@@ -473,6 +582,10 @@ impl SharedTier {
         });
         let blob_key = Self::blob_key(digest);
         let upload = async {
+            if bytes_there {
+                while rx.recv().await.is_some() {}
+                return Ok(0);
+            }
             let mut writer = self
                 .call("write", self.op.writer_with(&blob_key).chunk(8 << 20))
                 .await?
@@ -491,24 +604,27 @@ impl SharedTier {
         let uploaded = upload.await;
         let hashed = reader.await.map_err(|e| SharedError::Local(format!("reader task failed: {e}")))?;
         let written = uploaded?;
-        let list = match hashed.map_err(|e| SharedError::Local(format!("{}: {e}", path.display())))? {
-            Ok(list) => list,
+        let (list, leaves) = match hashed.map_err(|e| SharedError::Local(format!("{}: {e}", path.display())))? {
+            Ok(done) => done,
             Err(actual) => {
-                let _ = self.op.delete(&blob_key).await;
+                if !bytes_there {
+                    let _ = self.op.delete(&blob_key).await;
+                }
                 return Err(SharedError::Local(format!(
                     "local blob {digest} hashes to {actual}; not uploaded (the disk tier copy is damaged)"
                 )));
             }
         };
-        self.call("write", self.op.write(&chunks_key, list.encode())).await?;
+        self.call("write", self.op.write(&Self::leaves_key(digest), leaves)).await?;
+        self.call("write", self.op.write(&tree_key, tree::encode(&list))).await?;
         self.discarded.lock().unwrap_or_else(|p| p.into_inner()).remove(digest);
         self.bump(Counter::WriteBytes, written);
         metrics::counter!(metric::WRITE_BYTES).increment(written);
         Ok(PutOutcome::Stored)
     }
 
-    /// Counts and logs a verification failure and deletes both objects (chunk list first, so no
-    /// reader trusts a half-deleted pair), so the next write-back of the blob repairs it. Also for
+    /// Counts and logs a verification failure and deletes the blob's objects (its commit markers
+    /// first, so no reader trusts a half-deleted set), so the next write-back of the blob repairs it. Also for
     /// callers that found the damage themselves (a whole digest that does not match).
     pub async fn discard(&self, digest: &Digest, why: String) -> SharedError {
         let is_new = {
@@ -526,8 +642,10 @@ impl SharedTier {
         self.bump(Counter::Corrupt, 1);
         metrics::counter!(metric::CORRUPT).increment(1);
         self.lists.lock().unwrap_or_else(|p| p.into_inner()).remove(digest);
-        let _ = self.call("delete", self.op.delete(&Self::chunks_key(digest))).await;
-        let _ = self.call("delete", self.op.delete(&Self::blob_key(digest))).await;
+        for key in [Self::tree_key(digest), Self::chunks_key(digest), Self::leaves_key(digest), Self::blob_key(digest)]
+        {
+            let _ = self.call("delete", self.op.delete(&key)).await;
+        }
         SharedError::Corrupt { digest: *digest, why }
     }
 
@@ -585,4 +703,39 @@ impl SharedTier {
         let result = c.name().trim_start_matches("write_backs_");
         metrics::counter!(metric::WRITE_BACKS, "result" => result).increment(1);
     }
+}
+
+/// Checks `bytes`, which start `offset` bytes into their chunk, against what the chunk list
+/// expects of that chunk (`leaves`: the chunk's leaf digests, needed unless `bytes` is the whole
+/// chunk of a tree). Returns why not, for [`SharedTier::discard`].
+fn verify(expect: chunks::Expect, offset: u64, bytes: &[u8], leaves: Option<&[u8]>) -> Result<(), String> {
+    match expect {
+        chunks::Expect::Sha256 { i, digest } => {
+            let actual = Digest::of(bytes);
+            if actual != digest {
+                return Err(format!("chunk {i} hashes to {actual}, expected {digest}"));
+            }
+        }
+        chunks::Expect::Tree { i, leaf_bytes, chunk } => match leaves {
+            None => {
+                if tree::chunk_digest(&tree::leaf_digests(bytes, leaf_bytes)) != chunk {
+                    return Err(format!("chunk {i} fails its BLAKE3 check"));
+                }
+            }
+            Some(leaves) => {
+                if tree::chunk_digest(leaves) != chunk {
+                    return Err(format!("chunk {i}'s leaf digests fail their check"));
+                }
+                let first = (offset / leaf_bytes) as usize;
+                for (k, leaf) in bytes.chunks(leaf_bytes as usize).enumerate() {
+                    let at = (first + k) * LEAF_DIGEST_BYTES as usize;
+                    let expected = leaves.get(at..at + LEAF_DIGEST_BYTES as usize);
+                    if expected != Some(blake3::hash(leaf).as_bytes().as_slice()) {
+                        return Err(format!("leaf {} of chunk {i} fails its BLAKE3 check", first + k));
+                    }
+                }
+            }
+        },
+    }
+    Ok(())
 }

@@ -14,5 +14,6 @@ mod limits;
 mod maint;
 mod ns;
 mod rebuild;
+mod shared_read;
 mod sources;
 mod verify;

@@ -1,16 +1,23 @@
-//! The shared tier on the read path (layer 3): a lookup after a disk miss, the first wanted chunk read and
-//! verified before the headers go out (so a dead or corrupt shared tier is still a miss, not a
-//! broken response), and a fill of the disk tier in the background, once per blob however many
-//! readers want it (single flight by digest, like source fetches).
+//! The shared tier on the read path (layer 3): a lookup after a disk miss, the first wanted span
+//! read and verified before the headers go out (only the leaves it needs, so a small range costs a
+//! small read; and a dead or corrupt shared tier is still a miss, not a broken response), and a
+//! fill of the disk tier in the background, once per blob however many readers want it (single
+//! flight by digest, like source fetches).
+//!
+//! The fill keeps its last verified chunks in memory ([`Recent`]): readers that keep up are
+//! served from there as soon as a chunk verifies, while the disk write and the blob's SHA-256
+//! (on the temp blob's own thread) follow behind; readers that fall behind read the temp file.
 //!
 //! Invariant: a shared-tier failure never reaches a reader as an error before the headers: it is a
 //! miss and the read goes on to the source. A failure after the headers (a chunk further on fails
-//! verification) ends the body with an error: no unverified byte is ever sent.
+//! verification) ends the body with an error: no unverified byte is ever sent. The disk tier
+//! publishes the blob only after its whole SHA-256 matches.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
+use futures::StreamExt;
 
 use tiercache_core::{Digest, RangeRequest, Resolved};
 use tiercache_sources::SourceMeta;
@@ -23,7 +30,7 @@ use crate::body::Body;
 use crate::meta::Tier;
 use crate::quota::Reservation;
 use crate::single_flight::Joined;
-use crate::spool::{Phase, PhaseSender, SpoolError, Started, progress, spool};
+use crate::spool::{Phase, PhaseSender, Recent, SpoolError, Started, progress, spool};
 use crate::store::Origin;
 use crate::{Error, telemetry};
 
@@ -40,18 +47,43 @@ pub enum Intent {
     Range(RangeRequest),
 }
 
+/// At most this many bytes of what a reader wants are read and verified before its headers; the
+/// rest streams after them.
+const PRIMED_BYTES: u64 = 64 * 1024;
+/// Verified bytes a fill keeps in memory for the readers that keep up with it.
+const RECENT_BYTES: u64 = 16 << 20;
+
 impl Intent {
-    /// The first byte the reader wants of a blob of `size` bytes, if it wants the body.
-    fn first_byte(&self, size: u64) -> Option<u64> {
+    /// The bytes `start..end` the reader wants of a blob of `size` bytes, if it wants the body.
+    fn wanted(&self, size: u64) -> Option<(u64, u64)> {
         match self {
             Intent::Headers => None,
-            Intent::Whole => Some(0),
+            Intent::Whole => Some((0, size)),
             Intent::Range(r) => match r.resolve(size) {
-                Ok(Resolved::Partial(r)) => Some(r.start),
-                Ok(Resolved::Whole) => Some(0),
+                Ok(Resolved::Partial(r)) => Some((r.start, r.end.saturating_add(1))),
+                Ok(Resolved::Whole) => Some((0, size)),
                 Err(_) => None, // The front door answers 416; no body.
             },
         }
+    }
+}
+
+/// A disk-tier fill from the shared tier under way: its phases, and its verified chunks in memory.
+#[derive(Debug, Clone)]
+pub(super) struct Fill {
+    rx: watch::Receiver<Phase>,
+    recent: Option<Arc<Recent>>,
+}
+
+/// Where a fill publishes: its phases, and its verified chunks.
+struct FillOut {
+    tx: PhaseSender,
+    recent: Arc<Recent>,
+}
+
+impl Fill {
+    fn is_running(&self) -> bool {
+        is_running(&self.rx.borrow())
     }
 }
 
@@ -62,8 +94,8 @@ pub(crate) struct SharedHit {
 }
 
 impl Reads {
-    /// Looks `digest` up in the shared tier. On a hit, reads and verifies the first chunk `intent`
-    /// wants and starts (or joins) the disk-tier fill. `retain` keeps the filled blob even when no
+    /// Looks `digest` up in the shared tier. On a hit, reads and verifies the first span `intent`
+    /// wants (its first [`PRIMED_BYTES`], in whole leaves) and starts (or joins) the disk-tier fill. `retain` keeps the filled blob even when no
     /// entry references it (a read by digest).
     ///
     /// Returns `Ok(None)` on a miss, including every kind of shared-tier failure (counted and
@@ -91,17 +123,14 @@ impl Reads {
                 return Ok(None);
             }
         };
-        let primed = match intent.first_byte(list.size_bytes).filter(|&b| b < list.size_bytes) {
-            Some(first) => {
-                let i = list.chunk_of(first);
-                match tier.read_chunk(&list, i).await {
-                    Ok(bytes) => Some((list.chunk_range(i).0, bytes)),
-                    Err(e) => {
-                        miss(&e);
-                        return Ok(None);
-                    }
+        let primed = match intent.wanted(list.size_bytes).filter(|&(start, end)| start < end) {
+            Some((start, end)) => match tier.read_verified(&list, start, end.min(start + PRIMED_BYTES)).await {
+                Ok(span) => Some(span),
+                Err(e) => {
+                    miss(&e);
+                    return Ok(None);
                 }
-            }
+            },
             None => None,
         };
         // Room in the disk quota for the fill, unless one is under way already. Without room,
@@ -118,16 +147,16 @@ impl Reads {
                 }
             }
         };
-        let rx = self.join_fill(digest, Arc::clone(&list), primed.clone(), retain, reservation);
+        let Fill { rx, recent } = self.join_fill(digest, Arc::clone(&list), primed.clone(), retain, reservation);
         telemetry::served(Tier::Shared, "hit", t0, list.size_bytes, || digest.to_string());
         Ok(Some(SharedHit {
             size_bytes: list.size_bytes,
-            body: Body::Shared { rx, tier: Arc::clone(tier), list, primed },
+            body: Body::Shared { rx, recent, tier: Arc::clone(tier), list, primed },
         }))
     }
 
     /// Joins the disk-tier fill of `digest`, starting it if none is under way (with `primed`, a
-    /// chunk already read and verified, so it is not read twice).
+    /// span already read and verified, so it is not read twice).
     /// With no fill under way and no `reservation`, returns a channel already passed through: the
     /// reader reads chunks from the shared tier.
     fn join_fill(
@@ -137,37 +166,37 @@ impl Reads {
         primed: Option<(u64, Bytes)>,
         retain: bool,
         reservation: Option<Reservation>,
-    ) -> watch::Receiver<Phase> {
+    ) -> Fill {
         let Some(reservation) = reservation else {
-            if let Some(rx) = self.fills.running(&digest, |rx| is_running(&rx.borrow())) {
-                return rx;
+            if let Some(fill) = self.fills.running(&digest, Fill::is_running) {
+                return fill;
             }
             let meta = SourceMeta { size_bytes: Some(list.size_bytes), ..SourceMeta::default() };
-            return watch::channel(Phase::PassThrough { meta: Arc::new(meta), body: Default::default() }).1;
+            let rx = watch::channel(Phase::PassThrough { meta: Arc::new(meta), body: Default::default() }).1;
+            return Fill { rx, recent: None };
         };
         let mut tx = None;
-        let joined = self.fills.join(
-            digest,
-            |rx| is_running(&rx.borrow()),
-            || {
-                let (sender, rx) = watch::channel(Phase::Waiting);
-                tx = Some(sender);
-                rx
-            },
-        );
+        let joined = self.fills.join(digest, Fill::is_running, || {
+            let (sender, rx) = watch::channel(Phase::Waiting);
+            tx = Some(sender);
+            Fill { rx, recent: Some(Recent::new(RECENT_BYTES)) }
+        });
         match joined {
-            Joined::Running(rx) => rx,
-            Joined::Started(rx) => {
-                let tx = Arc::new(tx.expect("a started fill has its sender"));
+            Joined::Running(fill) => fill,
+            Joined::Started(fill) => {
+                let out = FillOut {
+                    tx: Arc::new(tx.expect("a started fill has its sender")),
+                    recent: Arc::clone(fill.recent.as_ref().expect("a started fill keeps its chunks")),
+                };
                 let reads = Arc::clone(self);
-                self.tasks.spawn(async move { reads.run_fill(digest, list, primed, retain, reservation, tx).await });
-                rx
+                self.tasks.spawn(async move { reads.run_fill(digest, list, primed, retain, reservation, out).await });
+                fill
             }
         }
     }
 
     fn fill_under_way(&self, digest: &Digest) -> bool {
-        self.fills.is_running(digest, |rx| is_running(&rx.borrow()))
+        self.fills.is_running(digest, Fill::is_running)
     }
 
     async fn run_fill(
@@ -177,13 +206,14 @@ impl Reads {
         primed: Option<(u64, Bytes)>,
         retain: bool,
         reservation: Reservation,
-        tx: PhaseSender,
+        out: FillOut,
     ) {
         let result = match self.fetch_slots.take(super::fetch::SHARED_TIER).await {
-            Ok(_slot) => self.fill_from_shared(digest, &list, primed, retain, reservation, &tx).await,
+            Ok(_slot) => self.fill_from_shared(digest, &list, primed, retain, reservation, &out).await,
             Err(e) => Err(e),
         };
-        self.fills.finish(&digest, |rx| rx.same_channel(&tx.subscribe()));
+        let tx = out.tx;
+        self.fills.finish(&digest, |fill| fill.rx.same_channel(&tx.subscribe()));
         if let Err(e) = result {
             tracing::warn!(%digest, error = %e, "filling the disk tier from the shared tier failed; nothing stored");
             telemetry::error(&e);
@@ -192,7 +222,8 @@ impl Reads {
     }
 
     /// Copies blob `digest` from the shared tier into the disk tier: verified chunk by chunk on the
-    /// way in, then as a whole before it is published (the put protocol of docs/design.md).
+    /// way in (each verified chunk also goes to `recent`, for the readers), then as a whole before
+    /// it is published (the put protocol of docs/design.md).
     async fn fill_from_shared(
         self: &Arc<Self>,
         digest: Digest,
@@ -200,14 +231,19 @@ impl Reads {
         primed: Option<(u64, Bytes)>,
         retain: bool,
         reservation: Reservation,
-        tx: &PhaseSender,
+        out: &FillOut,
     ) -> Result<(), Error> {
+        let (tx, recent) = (&out.tx, Arc::clone(&out.recent));
         let tier = self.stores.shared().expect("fills start only with a shared tier");
         let meta = SourceMeta { size_bytes: Some(list.size_bytes), ..SourceMeta::default() };
         let temp = self.stores.managed().disk.create_temp().map_err(|e| Error::io("cannot create a temp file", e))?;
         let started = Arc::new(Started { meta, file: temp.reader() });
         tx.send_replace(Phase::Streaming { started: Arc::clone(&started), written: 0 });
-        let body = tier.read_range(Arc::clone(list), 0, list.size_bytes, primed);
+        let body = tier.read_range(Arc::clone(list), 0, list.size_bytes, primed).inspect(move |chunk| {
+            if let Ok(chunk) = chunk {
+                recent.push(chunk.clone());
+            }
+        });
         let finished = spool(temp, reservation, body, progress(tx)).await.map_err(|e| match e {
             SpoolError::Body(e) => Error::io("reading from the shared tier", std::io::Error::other(e)),
             SpoolError::Local(e) => e,

@@ -1,7 +1,11 @@
-//! The chunk list: the side object `blobs/sha256/<hex>.chunks` that makes ranges of a shared blob
-//! verifiable without reading the whole blob.
+//! The chunk list: what a reader knows of a blob in the shared tier (its size, its chunks and how
+//! each is checked), from either side object:
+//! - `blobs/sha256/<hex>.tree` (and `.leaves`), written by this version: BLAKE3 chunk digests over
+//!   small leaves, so a small range is verified alone (`tree.rs`);
+//! - `blobs/sha256/<hex>.chunks`, written by older nodes and still read: the SHA-256 of each whole
+//!   chunk, so a range is verified only with its whole chunk.
 //!
-//! Text, so an operator can read it:
+//! The `.chunks` format (version 1), text, so an operator can read it:
 //!
 //! ```text
 //! tiercache-chunks 1
@@ -15,14 +19,15 @@
 //! Invariant: a parsed [`ChunkList`] names its blob, its chunk count matches its size, and its
 //! `check` line matched, so a torn or bit-flipped side object is refused rather than trusted.
 
-use tiercache_core::{Digest, Hasher};
+use tiercache_core::Digest;
 
 const MAGIC: &str = "tiercache-chunks 1";
 /// Largest chunk size accepted from a side object (a corrupt size must not make a reader allocate
 /// without bound).
 const MAX_CHUNK_BYTES: u64 = 64 << 20;
 
-/// SHA-256 digests of a blob's fixed-size chunks.
+/// A blob in the shared tier: its size, its fixed-size chunks (the unit of a whole read) and how
+/// each chunk, and each smaller leaf if the side object has them, is checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChunkList {
     /// The blob.
@@ -31,11 +36,58 @@ pub struct ChunkList {
     pub size_bytes: u64,
     /// Bytes per chunk (the last one may be shorter).
     pub chunk_bytes: u64,
-    /// One digest per chunk. Invariant: `chunks.len() == size_bytes.div_ceil(chunk_bytes)`.
-    pub chunks: Vec<Digest>,
+    /// Invariant: one digest per chunk, `size_bytes.div_ceil(chunk_bytes)` of them.
+    pub(crate) check: Check,
+}
+
+/// How a [`ChunkList`]'s chunks are checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Check {
+    /// `.chunks`: the SHA-256 of each chunk.
+    Sha256(Vec<Digest>),
+    /// `.tree`: the BLAKE3 of each chunk's leaf digests; the leaf digests are in `.leaves`.
+    Tree { leaf_bytes: u64, chunks: Vec<super::tree::B3> },
+}
+
+/// What one chunk must hash to (chunk `i`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Expect {
+    /// Its SHA-256.
+    Sha256 { i: usize, digest: Digest },
+    /// The BLAKE3 of its leaves' BLAKE3 digests.
+    Tree { i: usize, leaf_bytes: u64, chunk: super::tree::B3 },
 }
 
 impl ChunkList {
+    /// How many chunks.
+    pub fn n_chunks(&self) -> usize {
+        match &self.check {
+            Check::Sha256(c) => c.len(),
+            Check::Tree { chunks, .. } => chunks.len(),
+        }
+    }
+
+    /// The smallest span verified alone: a leaf of a tree, a whole chunk of a `.chunks` list.
+    pub fn leaf_bytes(&self) -> u64 {
+        match &self.check {
+            Check::Sha256(_) => self.chunk_bytes,
+            Check::Tree { leaf_bytes, .. } => *leaf_bytes,
+        }
+    }
+
+    /// Whether it came from an older node's `.chunks` object.
+    pub fn is_legacy(&self) -> bool {
+        matches!(self.check, Check::Sha256(_))
+    }
+
+    /// What chunk `i` must hash to.
+    pub(crate) fn expect(&self, i: usize) -> Expect {
+        match &self.check {
+            Check::Sha256(c) => Expect::Sha256 { i, digest: c[i] },
+            Check::Tree { leaf_bytes, chunks } => Expect::Tree { i, leaf_bytes: *leaf_bytes, chunk: chunks[i] },
+        }
+    }
+
     /// The byte range `start..end` of chunk `i`.
     pub fn chunk_range(&self, i: usize) -> (u64, u64) {
         let start = i as u64 * self.chunk_bytes;
@@ -47,10 +99,12 @@ impl ChunkList {
         (pos / self.chunk_bytes) as usize
     }
 
-    /// The side object's text.
-    pub fn encode(&self) -> String {
+    /// The `.chunks` text of a list of SHA-256 chunk digests.
+    #[cfg(test)]
+    fn encode(&self) -> String {
+        let Check::Sha256(chunks) = &self.check else { unreachable!("a .chunks list") };
         let mut s = format!("{MAGIC}\nblob {}\nsize {}\nchunk {}\n", self.digest, self.size_bytes, self.chunk_bytes);
-        for c in &self.chunks {
+        for c in chunks {
             s.push_str(&c.hex());
             s.push('\n');
         }
@@ -59,8 +113,8 @@ impl ChunkList {
         s
     }
 
-    /// Parses a side object, which must describe `digest`.
-    pub fn decode(digest: &Digest, bytes: &[u8]) -> Result<ChunkList, String> {
+    /// Parses a `.chunks` side object, which must describe `digest`.
+    pub(crate) fn decode(digest: &Digest, bytes: &[u8]) -> Result<ChunkList, String> {
         let text = std::str::from_utf8(bytes).map_err(|_| "chunk list is not UTF-8".to_owned())?;
         let body_end = text.rfind("check ").ok_or("chunk list has no check line")?;
         let (body, check) = text.split_at(body_end);
@@ -90,62 +144,7 @@ impl ChunkList {
         if chunks.len() as u64 != size_bytes.div_ceil(chunk_bytes) {
             return Err(format!("chunk list: {} chunks for {size_bytes} bytes", chunks.len()));
         }
-        Ok(ChunkList { digest: *digest, size_bytes, chunk_bytes, chunks })
-    }
-}
-
-/// Builds a chunk list while the blob's bytes go by, and checks the whole digest at the end.
-pub(crate) struct ChunkHasher {
-    chunk_bytes: u64,
-    whole: Hasher,
-    current: Hasher,
-    in_current: u64,
-    size_bytes: u64,
-    chunks: Vec<Digest>,
-}
-
-impl ChunkHasher {
-    pub(crate) fn new(chunk_bytes: u64) -> ChunkHasher {
-        ChunkHasher {
-            chunk_bytes,
-            whole: Hasher::new(),
-            current: Hasher::new(),
-            in_current: 0,
-            size_bytes: 0,
-            chunks: Vec::new(),
-        }
-    }
-
-    pub(crate) fn update(&mut self, mut bytes: &[u8]) {
-        self.whole.update(bytes);
-        self.size_bytes += bytes.len() as u64;
-        while !bytes.is_empty() {
-            let take = ((self.chunk_bytes - self.in_current) as usize).min(bytes.len());
-            self.current.update(&bytes[..take]);
-            self.in_current += take as u64;
-            bytes = &bytes[take..];
-            if self.in_current == self.chunk_bytes {
-                self.chunks.push(std::mem::replace(&mut self.current, Hasher::new()).finish());
-                self.in_current = 0;
-            }
-        }
-    }
-
-    /// The list, if the bytes hash to `expected`; otherwise the digest they do hash to.
-    pub(crate) fn finish(mut self, expected: &Digest) -> Result<ChunkList, Digest> {
-        if self.in_current > 0 {
-            self.chunks.push(self.current.finish());
-        }
-        let actual = self.whole.finish();
-        if actual != *expected {
-            return Err(actual);
-        }
-        Ok(ChunkList {
-            digest: actual,
-            size_bytes: self.size_bytes,
-            chunk_bytes: self.chunk_bytes,
-            chunks: self.chunks,
-        })
+        Ok(ChunkList { digest: *digest, size_bytes, chunk_bytes, check: Check::Sha256(chunks) })
     }
 }
 
@@ -154,23 +153,21 @@ mod tests {
     use super::*;
 
     fn list_of(data: &[u8], chunk: u64) -> ChunkList {
-        let mut h = ChunkHasher::new(chunk);
-        for piece in data.chunks(7) {
-            h.update(piece);
+        let chunks = data.chunks(chunk as usize).map(Digest::of).collect();
+        ChunkList {
+            digest: Digest::of(data),
+            size_bytes: data.len() as u64,
+            chunk_bytes: chunk,
+            check: Check::Sha256(chunks),
         }
-        h.finish(&Digest::of(data)).unwrap()
     }
 
     #[test]
-    fn round_trips_and_matches_chunk_digests() {
+    fn round_trips() {
         for len in [0usize, 1, 15, 16, 17, 100] {
             let data: Vec<u8> = (0..len).map(|i| i as u8).collect();
             let list = list_of(&data, 16);
-            assert_eq!(list.chunks.len(), len.div_ceil(16));
-            for (i, c) in list.chunks.iter().enumerate() {
-                let (s, e) = list.chunk_range(i);
-                assert_eq!(*c, Digest::of(&data[s as usize..e as usize]));
-            }
+            assert_eq!(list.n_chunks(), len.div_ceil(16));
             assert_eq!(ChunkList::decode(&Digest::of(&data), list.encode().as_bytes()).unwrap(), list);
         }
     }
@@ -189,9 +186,5 @@ mod tests {
         }
         assert!(ChunkList::decode(&digest, &text.as_bytes()[..text.len() - 10]).is_err());
         assert!(ChunkList::decode(&Digest::of(b"other"), text.as_bytes()).is_err());
-        // A well-formed list whose whole digest does not match the bytes is never built.
-        let mut h = ChunkHasher::new(20);
-        h.update(&data);
-        assert!(h.finish(&Digest::of(b"other")).is_err());
     }
 }

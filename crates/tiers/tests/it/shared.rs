@@ -14,16 +14,18 @@
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use futures::TryStreamExt;
 use futures::future::BoxFuture;
+use futures::{StreamExt, TryStreamExt};
 use tiercache_core::Digest;
 use tiercache_testkit::servers::{self, RedisServer, S3Server};
 use tiercache_tiers::shared::{
-    BreakerState, Counter, EntryRecord, MAX_RECORD_BYTES, PutOutcome, RecordLookup, SharedConfig, SharedError,
-    SharedTier, WriteBack,
+    BreakerState, Counter, EntryRecord, MAX_RECORD_BYTES, MAX_SIDE_OBJECT_BYTES, PutOutcome, RecordLookup,
+    SharedConfig, SharedError, SharedTier, WriteBack,
 };
 
 const CHUNK: u64 = 64 * 1024;
+/// The leaf: the smallest span a range read fetches and verifies.
+const LEAF: u64 = 4096;
 
 /// How long a test waits for a condition (a background write-back, say) before it fails.
 const WAIT: Duration = Duration::from_secs(30);
@@ -31,6 +33,7 @@ const WAIT: Duration = Duration::from_secs(30);
 fn config(url: &str) -> SharedConfig {
     let mut c = SharedConfig::new(url);
     c.chunk_bytes = CHUNK;
+    c.leaf_bytes = LEAF;
     c.limits.timeout = Duration::from_secs(5);
     c.limits.io_timeout = Duration::from_secs(5);
     c
@@ -78,6 +81,12 @@ behaviours![
     watched_write_back,
     records_round_trip,
     malformed_records_are_misses,
+    small_range_reads_and_verifies_its_leaves_only,
+    damage_anywhere_is_detected,
+    damaged_leaf_digests_are_refused,
+    legacy_chunks_blob_is_read_and_upgraded,
+    side_objects_have_the_documented_format,
+    oversized_side_object_is_refused_unread,
 ];
 
 // ---------------------------------------------------------------------------------------------
@@ -99,7 +108,7 @@ async fn reads_whole_and_ranged(store: &Store) {
     let (data, digest, path) = store.blob_file(1, len);
     assert_eq!(tier.put_file(&digest, &path).await.unwrap(), PutOutcome::Stored);
     let list = tier.lookup(&digest).await.unwrap().unwrap();
-    assert_eq!((list.size_bytes, list.chunks.len()), (len as u64, 6));
+    assert_eq!((list.size_bytes, list.n_chunks(), list.leaf_bytes(), list.is_legacy()), (len as u64, 6, LEAF, false));
     assert_eq!(read_all(&tier, &digest, 0, len as u64).await.unwrap(), data);
     for (s, e) in [(0, 1), (CHUNK - 1, CHUNK + 1), (len as u64 - 1, len as u64), (100, 3 * CHUNK + 7), (4096, 8192)] {
         assert_eq!(read_all(&tier, &digest, s, e).await.unwrap(), &data[s as usize..e as usize], "range {s}..{e}");
@@ -151,7 +160,7 @@ async fn truncated_blob_is_corrupt_and_deleted(store: &Store) {
 async fn damaged_chunk_list_is_refused_and_deleted(store: &Store) {
     let (_, digest, path) = store.blob_file(1, 5 * CHUNK as usize + 123);
     assert_eq!(store.open().put_file(&digest, &path).await.unwrap(), PutOutcome::Stored);
-    let ckey = SharedTier::chunks_key(&digest);
+    let ckey = SharedTier::tree_key(&digest);
     let mut text = store.raw.read(&ckey).await.unwrap().to_vec();
     let at = text.len() / 2;
     text[at] ^= 0x01;
@@ -275,6 +284,161 @@ async fn malformed_records_are_misses(store: &Store) {
         assert!(matches!(found, RecordLookup::Malformed(_)), "{what}: {found:?}");
     }
     assert_eq!(tier.stats().get(Counter::Errors), 0, "a malformed record is no store failure");
+}
+
+/// A 4 KiB range of a large blob is read and verified alone: only the leaf (or the two leaves)
+/// holding it comes from the store, not its chunk.
+async fn small_range_reads_and_verifies_its_leaves_only(store: &Store) {
+    let len = 40 * CHUNK as usize + 999;
+    let (data, digest, path) = store.blob_file(4, len);
+    assert_eq!(store.open().put_file(&digest, &path).await.unwrap(), PutOutcome::Stored);
+    // (start, the bytes of the leaves holding start..start + 4096)
+    let last_leaves = len as u64 - (len as u64 - 4096) / LEAF * LEAF;
+    for (start, leaves) in
+        [(17 * CHUNK + 3 * LEAF, LEAF), (25 * CHUNK + 100, 2 * LEAF), (len as u64 - 4096, last_leaves), (0, LEAF)]
+    {
+        let tier = store.open();
+        let got = read_all(&tier, &digest, start, start + 4096).await.unwrap();
+        assert_eq!(got, &data[start as usize..start as usize + 4096], "range at {start}");
+        assert_eq!(tier.stats().get(Counter::ReadBytes), leaves, "blob bytes read for the range at {start}");
+    }
+}
+
+/// A flipped byte anywhere (first leaf, a middle leaf, the last byte) is detected by every read
+/// that covers it, whole or ranged, and the read ends with an error: no byte of a failing span is
+/// returned. The blob's objects are deleted, and the next write-back repairs them.
+async fn damage_anywhere_is_detected(store: &Store) {
+    let len = 6 * CHUNK as usize + 777;
+    let (data, digest, path) = store.blob_file(5, len);
+    let mut bad = data.clone();
+    for at in [0usize, 3 * CHUNK as usize + 5 * LEAF as usize + 17, len - 1] {
+        let leaf_start = at as u64 / LEAF * LEAF;
+        for (start, end) in
+            [(at as u64, at as u64 + 1), (leaf_start, (leaf_start + LEAF).min(len as u64)), (0, len as u64)]
+        {
+            let what = format!("damage at {at}, read {start}..{end}");
+            store.raw.write(&SharedTier::blob_key(&digest), data.clone()).await.unwrap();
+            assert_eq!(store.open().put_file(&digest, &path).await.unwrap(), PutOutcome::Stored, "{what}");
+            bad[at] ^= 0x08;
+            store.raw.write(&SharedTier::blob_key(&digest), bad.clone()).await.unwrap();
+            bad[at] ^= 0x08;
+
+            let tier = store.open();
+            let list = tier.lookup(&digest).await.unwrap().expect("found before the read");
+            let mut stream = tier.read_range(list, start, end, None);
+            let mut got = Vec::new();
+            let err = loop {
+                match stream.next().await {
+                    Some(Ok(b)) => got.extend_from_slice(&b),
+                    Some(Err(e)) => break Some(e),
+                    None => break None,
+                }
+            };
+            assert!(matches!(err, Some(SharedError::Corrupt { .. })), "{what}: {err:?}");
+            assert!(data[start as usize..].starts_with(&got), "{what}: only verified bytes before the error");
+            assert!(got.len() as u64 <= leaf_start.saturating_sub(start), "{what}: no byte of the damaged leaf");
+            assert!(tier.lookup(&digest).await.unwrap().is_none(), "{what}: damaged objects are deleted");
+        }
+    }
+}
+
+/// Damaged leaf digests (the `.leaves` object) fail a range read, and the blob's objects are
+/// deleted; a whole-chunk read does not need them.
+async fn damaged_leaf_digests_are_refused(store: &Store) {
+    let len = 3 * CHUNK as usize + 10;
+    let (data, digest, path) = store.blob_file(6, len);
+    assert_eq!(store.open().put_file(&digest, &path).await.unwrap(), PutOutcome::Stored);
+    let key = SharedTier::leaves_key(&digest);
+    let mut leaves = store.raw.read(&key).await.unwrap().to_vec();
+    leaves[(CHUNK / LEAF) as usize * 32 + 40] ^= 0x01; // chunk 1, its second leaf
+    store.raw.write(&key, leaves.clone()).await.unwrap();
+    let tier = store.open();
+    assert_eq!(read_all(&tier, &digest, CHUNK, 2 * CHUNK).await.unwrap(), &data[CHUNK as usize..2 * CHUNK as usize]);
+    let e = read_all(&tier, &digest, CHUNK + 10, CHUNK + 20).await.unwrap_err();
+    assert!(matches!(e, SharedError::Corrupt { .. }), "{e}");
+    assert!(tier.lookup(&digest).await.unwrap().is_none());
+    // Short leaf digests too.
+    assert_eq!(tier.put_file(&digest, &path).await.unwrap(), PutOutcome::Stored);
+    store.raw.write(&key, leaves[..40].to_vec()).await.unwrap();
+    let e = read_all(&store.open(), &digest, 2 * CHUNK + 1, 2 * CHUNK + 2).await.unwrap_err();
+    assert!(matches!(e, SharedError::Corrupt { .. }), "{e}");
+}
+
+/// A blob written by an older node (the blob and its `.chunks` side object, as that version
+/// writes them: SHA-256 per chunk, text) is still found and read, ranges by whole chunks, with
+/// damage detected; a write-back of it adds the tree without uploading the bytes again.
+async fn legacy_chunks_blob_is_read_and_upgraded(store: &Store) {
+    let len = 4 * CHUNK as usize + 321;
+    let (data, digest, path) = store.blob_file(7, len);
+    store.raw.write(&SharedTier::blob_key(&digest), data.clone()).await.unwrap();
+    store.raw.write(&SharedTier::chunks_key(&digest), legacy_chunks(&data, CHUNK)).await.unwrap();
+
+    let tier = store.open();
+    let list = tier.lookup(&digest).await.unwrap().expect("an older node's blob is found");
+    assert_eq!((list.is_legacy(), list.n_chunks(), list.leaf_bytes()), (true, 5, CHUNK));
+    assert_eq!(read_all(&tier, &digest, 0, len as u64).await.unwrap(), data);
+    let tier = store.open();
+    let at = 2 * CHUNK + 5;
+    assert_eq!(read_all(&tier, &digest, at, at + 4096).await.unwrap(), &data[at as usize..at as usize + 4096]);
+    assert_eq!(tier.stats().get(Counter::ReadBytes), CHUNK, "an older list verifies whole chunks");
+
+    // Damage in a legacy blob is detected too.
+    let mut bad = data.clone();
+    bad[3 * CHUNK as usize + 1] ^= 0x10;
+    store.raw.write(&SharedTier::blob_key(&digest), bad).await.unwrap();
+    let e = read_all(&store.open(), &digest, 3 * CHUNK, 3 * CHUNK + 10).await.unwrap_err();
+    assert!(matches!(e, SharedError::Corrupt { .. }), "{e}");
+
+    // Written again by an older node; a write-back adds the tree and uploads no blob bytes.
+    store.raw.write(&SharedTier::blob_key(&digest), data.clone()).await.unwrap();
+    store.raw.write(&SharedTier::chunks_key(&digest), legacy_chunks(&data, CHUNK)).await.unwrap();
+    let tier = store.open();
+    assert_eq!(tier.put_file(&digest, &path).await.unwrap(), PutOutcome::Stored);
+    assert_eq!(tier.stats().get(Counter::WriteBytes), 0);
+    let fresh = store.open();
+    assert!(!fresh.lookup(&digest).await.unwrap().unwrap().is_legacy(), "the tree is preferred");
+    assert_eq!(read_all(&fresh, &digest, 0, len as u64).await.unwrap(), data);
+    assert!(store.raw.exists(&SharedTier::chunks_key(&digest)).await.unwrap(), "older nodes still find it");
+}
+
+/// The side objects, byte for byte as docs/design.md describes them, computed here
+/// independently of the tier's code: a change of format must come with a new key.
+async fn side_objects_have_the_documented_format(store: &Store) {
+    let len = 2 * CHUNK as usize + 5000;
+    let (data, digest, path) = store.blob_file(8, len);
+    assert_eq!(store.open().put_file(&digest, &path).await.unwrap(), PutOutcome::Stored);
+    let leaves: Vec<u8> = data.chunks(LEAF as usize).flat_map(|l| *blake3::hash(l).as_bytes()).collect();
+    assert_eq!(store.raw.read(&SharedTier::leaves_key(&digest)).await.unwrap().to_vec(), leaves);
+    let mut body = format!("tiercache-tree 1\nblob {digest}\nsize {len}\nhash blake3\nleaf {LEAF}\nchunk {CHUNK}\n");
+    for chunk in leaves.chunks((CHUNK / LEAF * 32) as usize) {
+        body.push_str(&format!("{}\n", blake3::hash(chunk).to_hex()));
+    }
+    let tree = format!("{body}check {}\n", Digest::of(body.as_bytes()).hex());
+    let stored = store.raw.read(&SharedTier::tree_key(&digest)).await.unwrap().to_vec();
+    assert_eq!(String::from_utf8(stored).unwrap(), tree);
+    assert!(!store.raw.exists(&SharedTier::chunks_key(&digest)).await.unwrap(), "no .chunks is written");
+}
+
+/// A side object larger than the tier reads is refused as corrupt (and deleted), not read.
+async fn oversized_side_object_is_refused_unread(store: &Store) {
+    let (_, digest, path) = store.blob_file(9, 1000);
+    assert_eq!(store.open().put_file(&digest, &path).await.unwrap(), PutOutcome::Stored);
+    let big = vec![b'x'; MAX_SIDE_OBJECT_BYTES as usize + 1];
+    store.raw.write(&SharedTier::tree_key(&digest), big).await.unwrap();
+    let tier = store.open();
+    assert!(matches!(tier.lookup(&digest).await, Err(SharedError::Corrupt { .. })));
+    assert!(tier.lookup(&digest).await.unwrap().is_none());
+}
+
+/// An older node's `.chunks` text for `data` in `chunk`-byte chunks, as that version writes it.
+fn legacy_chunks(data: &[u8], chunk: u64) -> Vec<u8> {
+    let mut s = format!("tiercache-chunks 1\nblob {}\nsize {}\nchunk {chunk}\n", Digest::of(data), data.len());
+    for c in data.chunks(chunk as usize) {
+        s.push_str(&format!("{}\n", Digest::of(c).hex()));
+    }
+    let check = Digest::of(s.as_bytes()).hex();
+    s.push_str(&format!("check {check}\n"));
+    s.into_bytes()
 }
 
 // ---------------------------------------------------------------------------------------------
