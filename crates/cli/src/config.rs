@@ -284,6 +284,7 @@ fn shared_config(s: &EngineSettings) -> Result<Option<SharedConfig>> {
     let l = &mut c.limits;
     l.timeout = s.shared_timeout.map_or(l.timeout, |d| d.0);
     l.io_timeout = s.shared_io_timeout.map_or(l.io_timeout, |d| d.0);
+    l.lookup_timeout = s.shared_lookup_timeout.map_or(l.lookup_timeout, |d| d.0);
     l.retries = s.shared_retries.unwrap_or(l.retries);
     c.write_back_queue = s.shared_write_back_queue.unwrap_or(c.write_back_queue);
     c.breaker_failures = s.shared_breaker_failures.unwrap_or(c.breaker_failures);

@@ -197,6 +197,10 @@ pub(crate) struct EngineSettings {
     /// Time limit of each read or write step of a shared-tier transfer [default: 5s]
     #[arg(long, env = "TIERCACHE_SHARED_IO_TIMEOUT", value_name = "DURATION", allow_hyphen_values = true)]
     pub(crate) shared_io_timeout: Option<HumanDuration>,
+    /// Time limit of a lookup a read waits on (a blob's side object, an entry record), retries
+    /// included; past it the read goes on without the shared tier [default: 2s]
+    #[arg(long, env = "TIERCACHE_SHARED_LOOKUP_TIMEOUT", value_name = "DURATION", allow_hyphen_values = true)]
+    pub(crate) shared_lookup_timeout: Option<HumanDuration>,
     /// Retries of a failed shared-tier call [default: 2]
     #[arg(long, env = "TIERCACHE_SHARED_RETRIES", value_name = "N")]
     pub(crate) shared_retries: Option<usize>,
@@ -284,6 +288,7 @@ impl EngineSettings {
             shared: s.shared.or(f.shared),
             shared_timeout: s.shared_timeout.or(f.shared_timeout),
             shared_io_timeout: s.shared_io_timeout.or(f.shared_io_timeout),
+            shared_lookup_timeout: s.shared_lookup_timeout.or(f.shared_lookup_timeout),
             shared_retries: s.shared_retries.or(f.shared_retries),
             shared_write_back_queue: s.shared_write_back_queue.or(f.shared_write_back_queue),
             shared_breaker_failures: s.shared_breaker_failures.or(f.shared_breaker_failures),

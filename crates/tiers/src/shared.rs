@@ -276,6 +276,8 @@ pub struct SharedTier {
     chunk_bytes: u64,
     leaf_bytes: u64,
     breaker: Breaker,
+    /// [`StoreLimits::lookup_timeout`].
+    lookup_timeout: Duration,
     lists: Mutex<HashMap<Digest, std::sync::Arc<ChunkList>>>,
     /// Blobs whose pair this process deleted as damaged and has not found whole since: reads of
     /// them still in flight then fail too, and must not count or delete the damage again.
@@ -305,6 +307,7 @@ impl SharedTier {
             chunk_bytes: config.chunk_bytes,
             leaf_bytes: config.leaf_bytes,
             breaker: Breaker::new(config.breaker_failures, config.breaker_cooldown),
+            lookup_timeout: config.limits.lookup_timeout,
             lists: Mutex::new(HashMap::new()),
             discarded: Mutex::new(HashSet::new()),
             counters: Default::default(),
@@ -409,12 +412,14 @@ impl SharedTier {
     async fn read_side_object(&self, key: &str) -> Result<Option<Result<Bytes, String>>, SharedError> {
         // Its size first, then exactly that many bytes at most: a range past an object's end is
         // an error on some stores, and a whole read is not bounded.
-        let Some(meta) = self.call("lookup", self.op.stat(key)).await? else { return Ok(None) };
+        let Some(meta) = self.lookup_call("lookup", self.op.stat(key)).await? else { return Ok(None) };
         let size = meta.content_length();
         if size == 0 || size > MAX_SIDE_OBJECT_BYTES {
             return Ok(Some(Err(format!("side object {key} has {size} bytes (at most {MAX_SIDE_OBJECT_BYTES})"))));
         }
-        let Some(buf) = self.call("lookup", self.op.read_with(key).range(0..size)).await? else { return Ok(None) };
+        let Some(buf) = self.lookup_call("lookup", self.op.read_with(key).range(0..size)).await? else {
+            return Ok(None);
+        };
         Ok(Some(Ok(buf.to_bytes())))
     }
 
@@ -670,6 +675,23 @@ impl SharedTier {
                 Ok(None)
             }
             Err(e) => Err(self.failed(op, e)),
+        }
+    }
+
+    /// [`Self::call`] for a lookup a reader waits on before its answer (a side object, an entry
+    /// record), bounded as a whole, retries included, by [`StoreLimits::lookup_timeout`]: past it
+    /// the call failed (and the breaker counts it), so a dead store costs a cold read that long.
+    async fn lookup_call<T>(
+        &self,
+        op: &'static str,
+        call: impl IntoFuture<Output = opendal::Result<T>>,
+    ) -> Result<Option<T>, SharedError> {
+        match tokio::time::timeout(self.lookup_timeout, self.call(op, call)).await {
+            Ok(answer) => answer,
+            Err(_) => {
+                let why = format!("no answer within {:?}", self.lookup_timeout);
+                Err(self.failed(op, opendal::Error::new(ErrorKind::Unexpected, why)))
+            }
         }
     }
 

@@ -133,9 +133,10 @@ impl Reads {
             },
             None => None,
         };
-        // Room in the disk quota for the fill, unless one is under way already. Without room,
-        // the reader gets verified chunks from the shared tier and nothing is stored.
-        let reservation = if self.fill_under_way(&digest) {
+        // Room in the disk quota for the fill, unless one is under way already or the reader
+        // wants the headers only (a HEAD copies nothing). Without room, the reader gets verified
+        // chunks from the shared tier and nothing is stored.
+        let reservation = if *intent == Intent::Headers || self.fill_under_way(&digest) {
             None
         } else {
             match self.stores.managed().reserve(list.size_bytes).await {

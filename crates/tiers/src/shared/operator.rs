@@ -19,11 +19,21 @@ pub struct StoreLimits {
     pub io_timeout: Duration,
     /// Retries of a failed call that the backend calls temporary (0: none).
     pub retries: usize,
+    /// Limit for a lookup a reader waits on before its answer (a blob's side object, an entry
+    /// record), retries included: past it the read goes on without the shared tier, and the
+    /// breaker counts a failure. A dead store (a pool waiting for connections that are refused)
+    /// then costs a cold read this long, not `timeout` for every attempt.
+    pub lookup_timeout: Duration,
 }
 
 impl Default for StoreLimits {
     fn default() -> StoreLimits {
-        StoreLimits { timeout: Duration::from_secs(10), io_timeout: Duration::from_secs(5), retries: 2 }
+        StoreLimits {
+            timeout: Duration::from_secs(10),
+            io_timeout: Duration::from_secs(5),
+            retries: 2,
+            lookup_timeout: Duration::from_secs(2),
+        }
     }
 }
 

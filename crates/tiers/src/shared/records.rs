@@ -183,7 +183,9 @@ impl SharedTier {
     pub async fn read_record(&self, source: &str, key: &str) -> Result<RecordLookup, SharedError> {
         let object = Self::record_key(source, key);
         // Its size first, so an oversized object is never read.
-        let Some(meta) = self.call("record", self.op.stat(&object)).await? else { return Ok(RecordLookup::Missing) };
+        let Some(meta) = self.lookup_call("record", self.op.stat(&object)).await? else {
+            return Ok(RecordLookup::Missing);
+        };
         let len = meta.content_length();
         if len == 0 || len > MAX_RECORD_BYTES {
             let why = format!("record object has {len} bytes");
@@ -192,7 +194,7 @@ impl SharedTier {
         }
         // Replaced meanwhile by a shorter object: "not found"; by a longer one: `len` bytes of it,
         // which fail the check.
-        let found = self.call("record", self.op.read_with(&object).range(0..len)).await?;
+        let found = self.lookup_call("record", self.op.read_with(&object).range(0..len)).await?;
         let Some(buf) = found else { return Ok(RecordLookup::Missing) };
         let bytes = buf.to_bytes();
         Ok(match EntryRecord::decode(source, key, &bytes) {
