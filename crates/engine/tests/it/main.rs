@@ -316,7 +316,9 @@ async fn fresh_entries_are_served_without_asking_the_source() {
     let (_d, cache) = setup(&src, |c| c.revalidate_after = Duration::from_secs(3600)).await;
     collect(cache.read_entry("web", "doc").await.unwrap(), None).await.unwrap();
     wait_for_disk(&cache, "doc").await;
-    // A disk hit of a small blob keeps it in the memory tier, which serves the later reads.
+    // Once its MD5 (computed beside the fetch, never waited for) is in, a disk hit of a small
+    // blob keeps it in the memory tier, which serves the later reads.
+    bounded(cache.settle()).await.unwrap();
     let tiers: Vec<_> = read_tiers(&cache).await;
     assert!(tiers.iter().all(|t| ["disk", "memory"].contains(t)), "{tiers:?}");
     assert_eq!(tiers[1..], ["memory"; 4], "{tiers:?}");
