@@ -9,17 +9,22 @@
 #      nginx serving the same file (sendfile). Median of BENCH_REPS. Goal: >= 0.8x nginx.
 #   2. disk-tier hit, BENCH_SMALL_COUNT small blobs: wrk requests/s cycling through all of them,
 #      against nginx serving the same files. Median of BENCH_WRK_RUNS. Goal: >= 0.7x nginx.
-#   3. cold miss of the big blob through a namespace whose source is the nginx server, with a fresh
-#      data directory each repetition; against max(curl straight from nginx, single-core SHA-256 of
-#      the same number of bytes). Goal: ratio <= 1.2. MD5 speed is reported for context.
-#   4. BENCH_HERD concurrent cold reads of one key: exactly one GET must reach the source.
+#   3. the cold path, BENCH_COLD_REPS rounds (default 3), page cache dropped before each cold read
+#      when run as root: a cold read of the big file through a namespace whose source is the nginx
+#      server (fresh data directory), against nginx proxy_cache + proxy_cache_lock in front of the
+#      same nginx (empty cache). Goal: <= 1.0x nginx's time. Also the old ratio, against
+#      max(curl straight from the origin, single-core SHA-256 of the same bytes): goal <= 1.2.
+#   4. the second read, started as each cold read completes: >= 0.9x nginx proxy_cache's throughput.
+#   5. warm reads of the same entry through both (context).
+#   6. BENCH_HERD concurrent cold readers of one key, through both: source GETs (origin access log;
+#      exactly one for tiercache) and the time for all.
 #
 # Needs: cargo, curl, nginx, wrk (nginx-light and wrk are apt-get installed if missing, as root).
 # Everything runs on 127.0.0.1 in a scratch directory under ${TMPDIR:-/tmp}, removed on exit
 # (BENCH_KEEP=1 keeps it). No system nginx configuration, log or pid path is touched.
 set -euo pipefail
 
-BIG_MIB=${BENCH_BIG_MIB:-1024}            # size of the big blob (tests 1 and 3)
+BIG_MIB=${BENCH_BIG_MIB:-1024}            # size of the big blob (tests 1, 3, 4 and 5)
 SMALL_COUNT=${BENCH_SMALL_COUNT:-1000}    # number of small blobs (test 2)
 SMALL_KIB=${BENCH_SMALL_KIB:-4}           # size of each small blob
 WRK_SECONDS=${BENCH_WRK_SECONDS:-10}      # duration of each measured wrk run
@@ -27,13 +32,14 @@ WRK_THREADS=${BENCH_WRK_THREADS:-2}
 WRK_CONNS=${BENCH_WRK_CONNS:-64}
 WRK_RUNS=${BENCH_WRK_RUNS:-3}             # measured wrk runs per server (median reported)
 REPS=${BENCH_REPS:-5}                     # repetitions of the big downloads and cold misses
-HERD=${BENCH_HERD:-64}                    # concurrent cold readers (test 4)
+HERD=${BENCH_HERD:-64}                    # concurrent cold readers (test 6)
 HERD_MIB=${BENCH_HERD_MIB:-64}            # size of the object they read
 FIRST_HITS=${BENCH_FIRST_HITS:-8}         # concurrent first reads of a just-fetched entry (context)
 NGINX_PORT_BASE=${BENCH_NGINX_PORT:-18480}
 TC_PORT_BASE=${BENCH_TIERCACHE_PORT:-18490}
 WRITE_TOKEN=bench-write-token-0123456789  # the uploads below need a write token
 KEEP=${BENCH_KEEP:-0}
+SKIP_HITS=${BENCH_SKIP_HITS:-0}          # 1: only the cold path (tests 3 to 6)
 
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -66,7 +72,7 @@ TC_PID=""
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM
-    for pid in $TC_PID $NGINX_PID; do
+    for pid in $TC_PID ${PX_PID:-} $NGINX_PID; do
         kill "$pid" 2>/dev/null || true
         wait "$pid" 2>/dev/null || true
     done
@@ -123,23 +129,12 @@ tc_stop() {
         TC_PID=""
     fi
 }
-fetches_ok() {
-    curl -fsS "$TC_URL/metrics" | awk '/^tiercache_source_fetches_total\{/ && /result="ok"/ {s += $NF} END {print s + 0}'
-}
 log "starting tiercache on $TC_URL"
 tc_start "$SCRATCH/data"
 
 ROWS=()
 row() { ROWS+=("$(printf '%-44s|%16s|%16s|%8s|%8s|%s' "$@")"); }
 verdict() { awk -v r="$1" -v op="$2" -v g="$3" 'BEGIN {ok = (op == ">=") ? r >= g : r <= g; print ok ? "PASS" : "FAIL"}'; }
-
-# --- 1. disk-tier hit, big blob ------------------------------------------------------------------
-log "1. PUT the ${BIG_MIB} MiB blob"
-out=$(curl -sS -o /dev/null -H 'Expect:' -H "Authorization: Bearer $WRITE_TOKEN" -T "$WWW/big.bin" -w '%{http_code} %{time_total}' "$TC_URL/blobs/sha256:$BIG_HEX")
-read -r code put_s <<<"$out"
-[ "$code" = 201 ] || die "PUT of the big blob answered $code"
-PUT_GBS=$(calc '%.2f' "$BIG_BYTES / $put_s / 1e9")
-wait_idle "$TC_PID" # the server computes the new blob's MD5 in the background
 
 download() { # URL HEADERS_FILE -> seconds; checks status and size
     local out code size secs
@@ -148,6 +143,16 @@ download() { # URL HEADERS_FILE -> seconds; checks status and size
     [ "$code" = 200 ] && [ "$size" = "$3" ] || die "GET $1: status $code, $size bytes (expected 200, $3 bytes)"
     echo "$secs"
 }
+
+if [ "$SKIP_HITS" != 1 ]; then
+# --- 1. disk-tier hit, big blob ------------------------------------------------------------------
+log "1. PUT the ${BIG_MIB} MiB blob"
+out=$(curl -sS -o /dev/null -H 'Expect:' -H "Authorization: Bearer $WRITE_TOKEN" -T "$WWW/big.bin" -w '%{http_code} %{time_total}' "$TC_URL/blobs/sha256:$BIG_HEX")
+read -r code put_s <<<"$out"
+[ "$code" = 201 ] || die "PUT of the big blob answered $code"
+PUT_GBS=$(calc '%.2f' "$BIG_BYTES / $put_s / 1e9")
+wait_idle "$TC_PID" # the server computes the new blob's MD5 in the background
+
 log "1. downloading it ${REPS}x from each (interleaved, after one warm-up each)"
 download "$TC_URL/blobs/sha256:$BIG_HEX" "$SCRATCH/h" "$BIG_BYTES" >/dev/null
 grep -qi '^x-tiercache-tier: disk' "$SCRATCH/h" || die "big blob was not served from the disk tier"
@@ -229,8 +234,13 @@ log "   tiercache $(tr '\n' ' ' <"$SCRATCH/r2.tc")req/s (p50 $(p50 "$SCRATCH/wrk
 
 wait_idle "$TC_PID"
 quiet_check
+fi
 
-# --- 3. cold miss of the big blob ----------------------------------------------------------------
+# --- 3. the cold path, against nginx proxy_cache ------------------------------------------------
+# The peer: a second nginx with proxy_cache and proxy_cache_lock on, in front of the same origin
+# nginx, with its own scratch cache directory and no access log. Each round starts both caches
+# empty (a fresh tiercache data directory; the proxy restarted with an empty cache), drops the page
+# cache first (as root), and alternates which goes first.
 log "3. single-core hashing speed over ${BIG_MIB} MiB (${REPS}x)"
 : >"$SCRATCH/sha.out"
 for ((i = 0; i < REPS; i++)); do "$SHA" "$BIG_MIB" >>"$SCRATCH/sha.out" 2>/dev/null; done
@@ -239,31 +249,150 @@ MD5_S=$(awk '$1 == "md5" {print $4}' "$SCRATCH/sha.out" | median)
 SHA_GBS=$(calc '%.2f' "$BIG_BYTES / $SHA_S / 1e9")
 MD5_GBS=$(calc '%.2f' "$BIG_BYTES / $MD5_S / 1e9")
 
-log "3. cold reads of the ${BIG_MIB} MiB file through a namespace (fresh data directory each time)"
-: >"$SCRATCH/t3.tc"
-for ((i = 0; i < REPS; i++)); do
+if [ "$(id -u)" = 0 ] && [ -w /proc/sys/vm/drop_caches ]; then
+    DROPS="page cache dropped before each cold read"
+    drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
+else
+    DROPS="page cache NOT dropped (not root): cold reads of the origin's file may come from memory"
+    drop_caches() { sync; }
+fi
+log "3. $DROPS"
+
+PX="$SCRATCH/proxy"
+PX_PID=""
+px_start() { # a fresh nginx proxy_cache in front of the origin, with an empty cache
+    px_stop
+    rm -rf "$PX"
+    mkdir -p "$PX/cache" "$PX/tmp"
+    cat >"$PX/nginx.conf" <<CONF
+# Generated by bench/run.sh: nginx proxy_cache + proxy_cache_lock in front of the origin nginx.
+$([ "$(id -u)" = 0 ] && echo 'user root;  # the scratch directory is private to root')
+worker_processes auto;
+daemon off;
+pid $PX/nginx.pid;
+lock_file $PX/nginx.lock;
+error_log $PX/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    default_type application/octet-stream;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_requests 1000000;
+    client_body_temp_path $PX/tmp/body;
+    proxy_temp_path $PX/tmp/proxy;
+    proxy_cache_path $PX/cache levels=1:2 keys_zone=bench:16m max_size=64g inactive=1d use_temp_path=off;
+    server {
+        listen 127.0.0.1:$PX_PORT;
+        location / {
+            proxy_pass $NG_URL;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_cache bench;
+            proxy_cache_key \$uri;
+            proxy_cache_valid 200 1d;
+            proxy_cache_lock on;
+            proxy_cache_lock_timeout 600s;
+            proxy_cache_lock_age 600s;
+            add_header X-Cache \$upstream_cache_status;
+        }
+    }
+}
+CONF
+    "$NGINX" -p "$PX/" -c "$PX/nginx.conf" -e "$PX/error.log" &
+    PX_PID=$!
+    wait_http "$PX_URL/ok" || { cat "$PX/error.log" >&2; die "nginx proxy_cache did not start"; }
+    curl -fsS -o /dev/null "$PX_URL/ok" # /ok is now cached; nothing else is
+}
+px_stop() {
+    if [ -n "$PX_PID" ]; then
+        kill "$PX_PID" 2>/dev/null || true
+        wait "$PX_PID" 2>/dev/null || true
+        PX_PID=""
+    fi
+}
+tc_fresh() { # a fresh tiercache data directory with namespace bench over the origin
     tc_stop
     rm -rf "$SCRATCH/data" "$SCRATCH/cold"
     "$TC" --data-dir "$SCRATCH/cold" ns create bench --source "$NG_URL/" >/dev/null
     tc_start "$SCRATCH/cold"
-    download "$TC_URL/ns/bench/big.bin" "$SCRATCH/h" "$BIG_BYTES" >>"$SCRATCH/t3.tc"
-    grep -qi '^x-tiercache-tier: source' "$SCRATCH/h" || die "cold read was not served from the source"
-done
-T3_TC=$(median <"$SCRATCH/t3.tc")
-T3_PEER=$(awk -v a="$T1_NG" -v b="$SHA_S" 'BEGIN {print (a > b) ? a : b}')
-R3=$(calc '%.2f' "$T3_TC / $T3_PEER")
-row "3. cold miss, ${BIG_MIB} MiB via ns (s, median)" "$(calc '%.3f' "$T3_TC")" "$(calc '%.3f' "$T3_PEER") (max)" "$R3" "<= 1.20" "$(verdict "$R3" '<=' 1.2)"
-row "   3a. same file straight from nginx (s)" "" "$(calc '%.3f' "$T1_NG")" "" "" ""
-row "   3b. SHA-256, one core (s; GB/s)" "" "$(calc '%.3f' "$SHA_S"); $SHA_GBS" "" "" ""
-row "   3c. MD5, one core (s; GB/s), context" "" "$(calc '%.3f' "$MD5_S"); $MD5_GBS" "" "" ""
-log "   cold $(tr '\n' ' ' <"$SCRATCH/t3.tc")s"
+}
+origin_gets() { grep -c "\"GET $1 " "$NG/access.log" || true; }
+PX_PORT=$(pick_port $((TC_PORT + 1)))
+PX_URL="http://127.0.0.1:$PX_PORT"
 
-# Informational: one more cold fetch, then FIRST_HITS concurrent HEADs as soon as the entry is in
-# the index (its MD5 is then still being computed in the background), then a GET once idle.
-tc_stop
-rm -rf "$SCRATCH/cold"
-"$TC" --data-dir "$SCRATCH/cold" ns create bench --source "$NG_URL/" >/dev/null
-tc_start "$SCRATCH/cold"
+# One round for one server: cold read of big.bin, then the second read started as it completes.
+# Appends "cold_s second_s source_gets" to FILE; the second read's headers are in $SCRATCH/h2.
+cold_round() { # NAME URL FILE
+    local g0 cold second
+    g0=$(origin_gets /big.bin)
+    drop_caches
+    cold=$(download "$2/big.bin" "$SCRATCH/h" "$BIG_BYTES")
+    second=$(download "$2/big.bin" "$SCRATCH/h2" "$BIG_BYTES")
+    echo "$cold $second $(($(origin_gets /big.bin) - g0))" >>"$3"
+    log "   $1: cold ${cold}s, second at once ${second}s ($(grep -i -m1 -e '^x-tiercache-tier' -e '^x-cache' "$SCRATCH/h2" | tr -d '\r'))"
+}
+COLD_REPS=${BENCH_COLD_REPS:-3}
+log "3. cold reads of the ${BIG_MIB} MiB file, each followed at once by a second read (${COLD_REPS} rounds)"
+: >"$SCRATCH/t3.tc"
+: >"$SCRATCH/t3.px"
+: >"$SCRATCH/t3.direct"
+for ((i = 0; i < COLD_REPS; i++)); do
+    tc_fresh
+    px_start
+    wait_idle "$TC_PID"
+    if ((i % 2 == 0)); then
+        cold_round tiercache "$TC_URL/ns/bench" "$SCRATCH/t3.tc"
+        cold_round "nginx proxy_cache" "$PX_URL" "$SCRATCH/t3.px"
+    else
+        cold_round "nginx proxy_cache" "$PX_URL" "$SCRATCH/t3.px"
+        cold_round tiercache "$TC_URL/ns/bench" "$SCRATCH/t3.tc"
+    fi
+    drop_caches
+    download "$NG_URL/big.bin" "$SCRATCH/h" "$BIG_BYTES" >>"$SCRATCH/t3.direct"
+done
+T3_TC=$(awk '{print $1}' "$SCRATCH/t3.tc" | median)
+T3_PX=$(awk '{print $1}' "$SCRATCH/t3.px" | median)
+T3S_TC=$(awk '{print $2}' "$SCRATCH/t3.tc" | median)
+T3S_PX=$(awk '{print $2}' "$SCRATCH/t3.px" | median)
+T3_DIRECT=$(median <"$SCRATCH/t3.direct")
+G3_TC=$(awk '{s += $3} END {print s}' "$SCRATCH/t3.tc")
+G3_PX=$(awk '{s += $3} END {print s}' "$SCRATCH/t3.px")
+R3=$(calc '%.2f' "$T3_TC / $T3_PX")
+R3S=$(calc '%.2f' "$T3S_PX / $T3S_TC")
+T3_OLD_PEER=$(awk -v a="$T3_DIRECT" -v b="$SHA_S" 'BEGIN {print (a > b) ? a : b}')
+R3_OLD=$(calc '%.2f' "$T3_TC / $T3_OLD_PEER")
+row "3. cold miss, ${BIG_MIB} MiB (s, median)" "$(calc '%.3f' "$T3_TC")" "$(calc '%.3f' "$T3_PX") (proxy)" "$R3" "<= 1.00" "$(verdict "$R3" '<=' 1.0)"
+row "   3a. old ratio: / max(direct, SHA-256) (s)" "$(calc '%.3f' "$T3_TC")" "$(calc '%.3f' "$T3_OLD_PEER") (max)" "$R3_OLD" "<= 1.20" "$(verdict "$R3_OLD" '<=' 1.2)"
+row "   3b. same file straight from the origin (s)" "" "$(calc '%.3f' "$T3_DIRECT")" "" "" ""
+row "   3c. SHA-256, one core (s; GB/s)" "" "$(calc '%.3f' "$SHA_S"); $SHA_GBS" "" "" ""
+row "   3d. MD5, one core (s; GB/s), context" "" "$(calc '%.3f' "$MD5_S"); $MD5_GBS" "" "" ""
+row "4. second read at once, ${BIG_MIB} MiB (GB/s)" "$(calc '%.2f' "$BIG_BYTES / $T3S_TC / 1e9")" "$(calc '%.2f' "$BIG_BYTES / $T3S_PX / 1e9") (proxy)" "$R3S" ">= 0.90" "$(verdict "$R3S" '>=' 0.9)"
+log "   tiercache cold/second/GETs: $(tr '\n' ';' <"$SCRATCH/t3.tc")"
+log "   nginx proxy_cache cold/second/GETs: $(tr '\n' ';' <"$SCRATCH/t3.px")"
+log "   straight from the origin: $(tr '\n' ' ' <"$SCRATCH/t3.direct")s; source GETs in all: tiercache $G3_TC, proxy $G3_PX"
+
+# Warm: both caches hold the file and have settled (tiercache's MD5 is in); page cache warm.
+log "5. warm reads of the ${BIG_MIB} MiB entry (${REPS}x each, interleaved)"
+wait_idle "$TC_PID"
+: >"$SCRATCH/t5.tc"
+: >"$SCRATCH/t5.px"
+for ((i = 0; i < REPS; i++)); do
+    download "$TC_URL/ns/bench/big.bin" "$SCRATCH/h" "$BIG_BYTES" >>"$SCRATCH/t5.tc"
+    grep -qi '^x-tiercache-tier: \(disk\|memory\)' "$SCRATCH/h" || die "a warm tiercache read was not a hit"
+    download "$PX_URL/big.bin" "$SCRATCH/h" "$BIG_BYTES" >>"$SCRATCH/t5.px"
+    grep -qi '^x-cache: HIT' "$SCRATCH/h" || die "a warm nginx proxy_cache read was not a HIT"
+done
+T5_TC=$(median <"$SCRATCH/t5.tc")
+T5_PX=$(median <"$SCRATCH/t5.px")
+R5=$(calc '%.2f' "$T5_PX / $T5_TC")
+row "5. warm read, ${BIG_MIB} MiB (GB/s, median)" "$(calc '%.2f' "$BIG_BYTES / $T5_TC / 1e9")" "$(calc '%.2f' "$BIG_BYTES / $T5_PX / 1e9") (proxy)" "$R5" "" "info"
+[ "$(curl -fsS "$TC_URL/ns/bench/big.bin" | sha256sum | cut -d' ' -f1)" = "$BIG_HEX" ] ||
+    die "the fetched entry's bytes differ from the source's"
+
+# Informational: FIRST_HITS concurrent HEADs right after a cold fetch is stored (its MD5 may still
+# be being computed: no HEAD waits for it), then a HEAD and a GET once idle.
+tc_fresh
 download "$TC_URL/ns/bench/big.bin" "$SCRATCH/h" "$BIG_BYTES" >/dev/null
 for ((i = 0; i < 600; i++)); do
     "$TC" --data-dir "$SCRATCH/cold" stats --json 2>/dev/null | grep -q '"n_entries": *1\b' && break
@@ -280,39 +409,57 @@ cpu1=$(awk '{print $14 + $15}' "/proc/$TC_PID/stat")
 FIRST_MAX=$(sort -g "$SCRATCH/first.t" | tail -1)
 FIRST_CPU=$(calc '%.1f' "($cpu1 - $cpu0) / $(getconf CLK_TCK)")
 FIRST_DISK=$(cat "$SCRATCH"/first.*.h | grep -ci '^x-tiercache-tier: disk' || true)
+FIRST_WEAK=$(cat "$SCRATCH"/first.*.h | grep -ci '^etag: W/' || true)
 wait_idle "$TC_PID"
 T3_HEAD=$(curl -sS -I -o /dev/null -w '%{time_total}' "$TC_URL/ns/bench/big.bin")
 T3_WARM=$(download "$TC_URL/ns/bench/big.bin" "$SCRATCH/h" "$BIG_BYTES")
 grep -qi '^x-tiercache-tier: disk' "$SCRATCH/h" || die "warm entry read was not served from the disk tier"
-[ "$(curl -fsS "$TC_URL/ns/bench/big.bin" | sha256sum | cut -d' ' -f1)" = "$BIG_HEX" ] ||
-    die "the fetched entry's bytes differ from the source's"
 quiet_check
 
-# --- 4. concurrent cold reads of one key ---------------------------------------------------------
-log "4. ${HERD} concurrent cold reads of a ${HERD_MIB} MiB key"
-wait_idle "$TC_PID"
+# --- 6. concurrent cold reads of one key ---------------------------------------------------------
+log "6. ${HERD} concurrent cold reads of a ${HERD_MIB} MiB key (${COLD_REPS} rounds each)"
 : >"$SCRATCH/herd.cfg"
-for ((i = 0; i < HERD; i++)); do
-    out=/dev/null
-    [ "$i" = 0 ] && out="$SCRATCH/herd.body"
-    printf 'url = "%s/ns/bench/herd.bin"\noutput = "%s"\n' "$TC_URL" "$out" >>"$SCRATCH/herd.cfg"
+herd_round() { # NAME URL FILE: appends "seconds source_gets complete_answers body_ok"
+    local g0 t0 t1 gets n_ok body_ok=no i out
+    : >"$SCRATCH/herd.cfg"
+    for ((i = 0; i < HERD; i++)); do
+        out=/dev/null
+        [ "$i" = 0 ] && out="$SCRATCH/herd.body"
+        printf 'url = "%s/herd.bin"\noutput = "%s"\n' "$2" "$out" >>"$SCRATCH/herd.cfg"
+    done
+    rm -f "$SCRATCH/herd.body"
+    g0=$(origin_gets /herd.bin)
+    drop_caches
+    t0=$(date +%s.%N)
+    curl -sS --no-progress-meter --parallel --parallel-immediate --parallel-max "$HERD" -K "$SCRATCH/herd.cfg" \
+        -w '%{http_code} %{size_download}\n' >"$SCRATCH/herd.out" 2>"$SCRATCH/herd.err" || true
+    t1=$(date +%s.%N)
+    gets=$(($(origin_gets /herd.bin) - g0))
+    n_ok=$(grep -c "^200 $HERD_BYTES\$" "$SCRATCH/herd.out" || true)
+    [ -f "$SCRATCH/herd.body" ] && [ "$(sha256sum "$SCRATCH/herd.body" | cut -d' ' -f1)" = "$HERD_HEX" ] && body_ok=yes
+    echo "$(calc '%.3f' "$t1 - $t0") $gets $n_ok $body_ok" >>"$3"
+    [ ! -s "$SCRATCH/herd.err" ] || log "   $1: curl said: $(sort "$SCRATCH/herd.err" | uniq -c | head -3)"
+    log "   $1: $(tail -1 "$3") (seconds, source GETs, complete answers, body ok)"
+}
+: >"$SCRATCH/t6.tc"
+: >"$SCRATCH/t6.px"
+for ((i = 0; i < COLD_REPS; i++)); do
+    tc_fresh
+    px_start
+    wait_idle "$TC_PID"
+    herd_round tiercache "$TC_URL/ns/bench" "$SCRATCH/t6.tc"
+    herd_round "nginx proxy_cache" "$PX_URL" "$SCRATCH/t6.px"
 done
-before=$(fetches_ok)
-ng_before=$(grep -c '"GET /herd.bin ' "$NG/access.log" || true)
-t0=$(date +%s.%N)
-curl -sS --no-progress-meter --parallel --parallel-immediate --parallel-max "$HERD" -K "$SCRATCH/herd.cfg" \
-    -w '%{http_code} %{size_download}\n' >"$SCRATCH/herd.out" 2>"$SCRATCH/herd.err" || true
-t1=$(date +%s.%N)
-after=$(fetches_ok)
-ng_gets=$(( $(grep -c '"GET /herd.bin ' "$NG/access.log" || true) - ng_before ))
-n_ok=$(grep -c "^200 $HERD_BYTES\$" "$SCRATCH/herd.out" || true)
-body_ok=no
-[ -f "$SCRATCH/herd.body" ] && [ "$(sha256sum "$SCRATCH/herd.body" | cut -d' ' -f1)" = "$HERD_HEX" ] && body_ok=yes
+px_stop
+T6_TC=$(awk '{print $1}' "$SCRATCH/t6.tc" | median)
+T6_PX=$(awk '{print $1}' "$SCRATCH/t6.px" | median)
+herd_gets() { awk '{print $2}' "$1" | sort -u | tr '\n' ' ' | sed 's/ $//'; }
+herd_ok() { awk -v n="$HERD" '$3 != n || $4 != "yes" {bad = 1} END {print bad ? "no" : "yes"}' "$1"; }
 herd_verdict=FAIL
-[ "$ng_gets" = 1 ] && [ $((after - before)) = 1 ] && [ "$n_ok" = "$HERD" ] && [ "$body_ok" = yes ] && herd_verdict=PASS
-row "4. ${HERD} concurrent cold reads: source GETs" "$ng_gets (fetches +$((after - before)))" "1" "" "== 1" "$herd_verdict"
-[ ! -s "$SCRATCH/herd.err" ] || log "   curl said: $(sort "$SCRATCH/herd.err" | uniq -c | head -5)"
-log "   ${n_ok}/${HERD} complete 200 answers, body digest ok: $body_ok, $(calc '%.2f' "$t1 - $t0") s in all"
+[ "$(herd_gets "$SCRATCH/t6.tc")" = 1 ] && [ "$(herd_ok "$SCRATCH/t6.tc")" = yes ] && herd_verdict=PASS
+row "6. ${HERD} cold readers, ${HERD_MIB} MiB: source GETs" "$(herd_gets "$SCRATCH/t6.tc")" "$(herd_gets "$SCRATCH/t6.px") (proxy)" "" "== 1" "$herd_verdict"
+row "   6a. time for all ${HERD} (s, median)" "$(calc '%.3f' "$T6_TC")" "$(calc '%.3f' "$T6_PX") (proxy)" "$(calc '%.2f' "$T6_TC / $T6_PX")" "" "info"
+log "   every answer complete and first body's digest ok: tiercache $(herd_ok "$SCRATCH/t6.tc"), proxy $(herd_ok "$SCRATCH/t6.px")"
 
 # --- report --------------------------------------------------------------------------------------
 wait_idle "$TC_PID"
@@ -324,10 +471,12 @@ printf '%s\n' "${ROWS[@]}"
 echo
 echo "context (no goal):"
 ctx() { printf '  %-52s %s\n' "$1" "$2"; }
-ctx "PUT of the ${BIG_MIB} MiB blob" "$(calc '%.3f' "$put_s") s = $PUT_GBS GB/s (receive, hash, write, fsync)"
-ctx "PUT of ${SMALL_COUNT} x ${SMALL_KIB} KiB blobs on one connection" "$PUT_SMALL_RPS blobs/s"
-ctx "${FIRST_HITS} concurrent HEADs of a just-stored ${BIG_MIB} MiB entry" "slowest $(calc '%.3f' "$FIRST_MAX") s; tiercache used $FIRST_CPU CPU-s; $FIRST_DISK of ${FIRST_HITS} from the disk tier"
+if [ "$SKIP_HITS" != 1 ]; then
+    ctx "PUT of the ${BIG_MIB} MiB blob" "$(calc '%.3f' "$put_s") s = $PUT_GBS GB/s (receive, hash, write, fsync)"
+    ctx "PUT of ${SMALL_COUNT} x ${SMALL_KIB} KiB blobs on one connection" "$PUT_SMALL_RPS blobs/s"
+fi
+ctx "${FIRST_HITS} concurrent HEADs of a just-stored ${BIG_MIB} MiB entry" "slowest $(calc '%.3f' "$FIRST_MAX") s; tiercache used $FIRST_CPU CPU-s; $FIRST_DISK of ${FIRST_HITS} from the disk tier, $FIRST_WEAK with a weak ETag (MD5 not in yet)"
 ctx "the same HEAD once the server is idle" "$(calc '%.3f' "$T3_HEAD") s (a GET of it: $(calc '%.3f' "$T3_WARM") s)"
-ctx "${HERD} concurrent cold reads of ${HERD_MIB} MiB (test 4)" "$(calc '%.2f' "$t1 - $t0") s for all, ${n_ok}/${HERD} complete, first body's digest ok: $body_ok"
+ctx "cold reads" "$DROPS"
 echo "other work on the machine between tests: at most ${OTHER_MAX}% of CPU$( [ "$OTHER_MAX" -le 10 ] || echo '  WARNING: figures may be skewed')"
-echo "GB = 10^9 bytes; ratios: 1 and 2 tiercache/nginx throughput, 3 tiercache time / max(nginx time, SHA-256 time)."
+echo "GB = 10^9 bytes; ratios: 1, 2, 4 and 5 tiercache/nginx throughput; 3 tiercache time / nginx proxy_cache time (3a: / max(origin read, SHA-256)); 6a tiercache time / nginx proxy_cache time."

@@ -43,11 +43,3 @@ pub(crate) fn sha256_of_file(path: &Path) -> std::io::Result<Digest> {
     read_all(path, |b| h.update(b))?;
     Ok(h.finish())
 }
-
-/// The MD5 of the file at `path`, in lowercase hex.
-pub(crate) fn md5_of_file(path: &Path) -> std::io::Result<String> {
-    use md5::Digest as _;
-    let mut h = md5::Md5::new();
-    read_all(path, |b| h.update(b))?;
-    Ok(hex::encode(h.finalize()))
-}

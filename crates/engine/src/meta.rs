@@ -119,8 +119,9 @@ pub struct ReadMeta {
     pub tier: Tier,
     /// The whole object's size, if known (a source may not say).
     pub size_bytes: Option<u64>,
-    /// Strong ETag, quoted: the digest for blobs, the MD5 for entries (a cold read carries the
-    /// source's ETag, since the MD5 is computed after the blob is stored).
+    /// ETag, quoted: the digest for blobs, the MD5 for entries (strong). A cold read carries the
+    /// source's ETag; a read of an entry whose MD5 is not known yet carries the source's ETag as
+    /// a weak one (`W/"…"`), or none.
     pub etag: Option<Text>,
     /// Content type.
     pub content_type: Option<Text>,

@@ -415,18 +415,12 @@ impl Reads {
         outcome: &'static str,
         keep: Option<(&Arc<Namespace>, u64)>,
     ) -> Result<Read, Error> {
-        let entry = match entry.md5 {
-            Some(_) => entry,
-            // The MD5 is computed from the blob's path: a blob evicted since this reader opened
-            // it is still served (from the open file), only without an ETag this once.
-            None => match self.stores.md5(entry.digest, &store.disk).await {
-                Ok(md5) => Arc::new(Entry { md5: Some(md5), ..(*entry).clone() }),
-                Err(e) => {
-                    tracing::debug!(digest = %entry.digest, error = %e, "no MD5 for a blob read as it was evicted");
-                    entry
-                }
-            },
-        };
+        if entry.md5.is_none() {
+            // Never waited for: until its pass (started with the store, or now) records it, the
+            // entry is served with its source's ETag as a weak one, or none (`entry_meta`), and
+            // is not kept in the memory tier.
+            self.stores.want_md5(entry.digest, &store.disk);
+        }
         served(Tier::Disk, outcome, t0, size, || entry.key.clone());
         let body = match self.small_blob(&file, size) {
             Some(bytes) => {
@@ -484,13 +478,28 @@ fn entry_meta(entry: &Entry, tier: Tier, size: u64) -> ReadMeta {
     ReadMeta {
         tier,
         size_bytes: Some(size),
-        etag: entry.md5.as_ref().map(|md5| format!("\"{md5}\"").into()),
+        etag: match &entry.md5 {
+            Some(md5) => Some(format!("\"{md5}\"").into()),
+            None => entry.validators.etag.as_deref().and_then(weak_etag),
+        },
         content_type: entry.content_type.clone().map(Text::from),
         last_modified: Some(last_modified.into()),
         digest: Some(entry.digest),
         content_encoding: entry.content_encoding.clone().map(Text::from),
         memo: None,
     }
+}
+
+/// The source's ETag `etag` as a weak one (`W/"…"`), for an entry whose MD5 is not known yet: it
+/// names the same bytes (the source's, as stored), but the ETag changes to the MD5 once that is
+/// known, so it is offered only for weak comparison (`If-None-Match`), never for `If-Match` or
+/// `If-Range`. `None` if it is not a well-formed entity tag.
+fn weak_etag(etag: &str) -> Option<Text> {
+    let opaque = etag.strip_prefix("W/").unwrap_or(etag);
+    let inner = opaque.strip_prefix('"')?.strip_suffix('"')?;
+    // etagc (RFC 9110 §8.8.3): no quote, space or control character inside.
+    let is_etagc = |b: u8| b == 0x21 || (0x23..=0x7e).contains(&b) || b >= 0x80;
+    inner.bytes().all(is_etagc).then(|| format!("W/{opaque}").into())
 }
 
 /// Headers' facts of a blob read by digest.

@@ -1,16 +1,20 @@
 //! Where blobs are kept on this node (layer 2): a [`Store`] is one content-addressed directory
 //! with its quota (the data directory's disk tier, or a namespace's own directory, `place.rs`),
 //! and [`Stores`] is every store of one cache with the steps every stored blob takes: reserve,
-//! spool into a temp file, [`Stores::commit`] (publish, index, write-back), MD5 after the fact.
+//! spool into a temp file, [`Stores::commit`] (publish, index, write-back), MD5 beside the fetch
+//! or after the store (`store/md5.rs`).
 //!
 //! It does not decide what to store or when (the read and write paths do), and knows nothing of
 //! namespaces' definitions, sources or HTTP.
 //!
 //! Invariant: only managed entries reference the disk tier's blobs (eviction, orphans, pins and
 //! `df` count those); a blob row named only by entries kept elsewhere is *absent* (state 2).
-//! Invariant: MD5 is never on a client's critical path: it is computed after the blob is
-//! published, one blob at a time, or on demand when a read needs it first.
+//! Invariant: MD5 is never on a client's critical path: it is computed on a thread of its own at
+//! the lowest CPU priority (one pass hashing at a time), beside the fetch (tailing its temp file)
+//! or after the blob is published; a read never waits for it (an entry is served without its MD5
+//! until it is known).
 
+mod md5;
 pub(crate) mod place;
 
 use std::collections::HashMap;
@@ -22,16 +26,16 @@ use tiercache_core::{Digest, now_ms};
 use tiercache_index::{Namespace, NewEntry};
 use tiercache_tiers::shared::{SharedTier, WriteBack};
 use tiercache_tiers::{DiskTier, FinishedBlob, TempBlob};
-use tokio::sync::{OnceCell, Semaphore};
 
 use crate::blocking::{Ix, blocking};
 use crate::config::DiskLimits;
 use crate::memory::Memory;
 use crate::quota::{DiskQuota, NoRoom, Reservation};
-use crate::single_flight::SingleFlight;
-use crate::spool::RESERVE_STEP_BYTES;
+use crate::spool::{Phase, RESERVE_STEP_BYTES};
 use crate::tasks::Tasks;
 use crate::{Error, telemetry};
+use md5::{Md5Passes, Urgency};
+pub(crate) use md5::{Md5Pause, Md5Tail};
 
 /// Where a blob stored in a store came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,10 +120,8 @@ pub(crate) struct Stores {
     memory: Memory,
     /// The shared cluster tier and its write-back queue, if configured.
     shared: Option<(Arc<SharedTier>, WriteBack)>,
-    /// MD5 computations under way (shared with the background tasks computing them).
-    md5: Md5Flights,
-    md5_permits: Arc<Semaphore>,
-    tasks: Tasks,
+    /// MD5 passes.
+    md5: Md5Passes,
     data_dir: PathBuf,
     /// The largest object stored ([`crate::CacheConfig::max_object_bytes`]).
     pub(crate) max_object_bytes: u64,
@@ -137,12 +139,10 @@ impl Stores {
         Stores {
             managed: Arc::new(managed),
             dirs: Mutex::default(),
+            md5: Md5Passes::new(ix.clone(), tasks),
             ix,
             memory,
             shared,
-            md5: Arc::default(),
-            md5_permits: Arc::new(Semaphore::new(1)),
-            tasks,
             data_dir,
             max_object_bytes: crate::config::DEFAULT_MAX_OBJECT_BYTES,
         }
@@ -214,15 +214,29 @@ impl Stores {
     ///    index did not know the digest).
     ///
     /// Then the bytes reserved count as used, the memory tier forgets the entry, the shared tier's
-    /// write-back is offered the blob (not a blob that came from there) and its MD5 is computed in
-    /// the background. `retain` keeps a blob no entry names (an upload or a read by digest).
+    /// write-back is offered the blob (not a blob that came from there) and its MD5 pass starts
+    /// (nobody waits for it). `retain` keeps a blob no entry names (an upload or a read by digest).
     pub(crate) async fn commit(
+        &self,
+        store: &Store,
+        finished: (FinishedBlob, Reservation),
+        retain: bool,
+        entry: Option<(&str, NewEntry)>,
+        origin: Origin,
+    ) -> Result<Digest, Error> {
+        self.commit_with_md5(store, finished, retain, entry, origin, None).await
+    }
+
+    /// [`Stores::commit`] of a fetched blob whose MD5 `tail` computed (or is computing) beside
+    /// the fetch ([`Stores::md5_tail`]).
+    pub(crate) async fn commit_with_md5(
         &self,
         store: &Store,
         (finished, reservation): (FinishedBlob, Reservation),
         retain: bool,
         entry: Option<(&str, NewEntry)>,
         origin: Origin,
+        tail: Option<Md5Tail>,
     ) -> Result<Digest, Error> {
         let (digest, size) = (finished.digest, finished.size_bytes);
         let named = entry.as_ref().map(|(namespace, e)| (*namespace, e.key.clone()));
@@ -248,7 +262,8 @@ impl Stores {
         {
             write_back.queue(digest, store.disk.blob_path(&digest));
         }
-        self.spawn_md5(digest, store.disk.clone());
+        let urgency = if origin == Origin::Upload { Urgency::Waited } else { Urgency::Background };
+        self.md5.start(digest, &store.disk, tail, urgency);
         Ok(digest)
     }
 
@@ -261,23 +276,34 @@ impl Stores {
         write_back.queue_watched(digest, self.managed.disk.blob_path(&digest)).await
     }
 
-    /// Computes a stored blob's MD5 in the background (one at a time, so it never competes with
-    /// more than one core), off every client's critical path.
-    fn spawn_md5(&self, digest: Digest, disk: DiskTier) {
-        let (ix, permits, md5) = (self.ix.clone(), Arc::clone(&self.md5_permits), Arc::clone(&self.md5));
-        self.tasks.spawn(async move {
-            let _permit = permits.acquire().await;
-            if let Err(e) = md5_of(&ix, &md5, digest, &disk).await {
-                tracing::warn!(%digest, error = %e, "cannot compute MD5");
-            }
-        });
+    /// Starts computing the MD5 of the blob a flight is writing into `file`, as its phases (`rx`)
+    /// say bytes are final; hand the result to [`Stores::commit_with_md5`]. `None` when another
+    /// MD5 pass is running: the blob's MD5 is then computed after it is stored.
+    pub(crate) fn md5_tail(
+        &self,
+        file: Arc<std::fs::File>,
+        rx: tokio::sync::watch::Receiver<Phase>,
+    ) -> Option<Md5Tail> {
+        self.md5.tail(file, rx)
     }
 
-    /// The blob's MD5 (lowercase hex) in `disk` (the disk tier, or a namespace's own directory),
-    /// computing and recording it if the index lacks it. Concurrent callers for one blob share
-    /// a single computation.
+    /// The blob's MD5 (lowercase hex) in `disk` (the disk tier, or a namespace's own directory):
+    /// at once if the index has it, else once the pass under way (or a new one) has recorded it.
+    /// Concurrent callers for one blob share a single pass.
     pub(crate) async fn md5(&self, digest: Digest, disk: &DiskTier) -> Result<String, Error> {
-        md5_of(&self.ix, &self.md5, digest, disk).await
+        self.md5.get(digest, disk).await
+    }
+
+    /// Makes sure the MD5 of blob `digest` in `disk`, missing from the index, is being computed,
+    /// without waiting for it (a read serves the entry without it meanwhile).
+    pub(crate) fn want_md5(&self, digest: Digest, disk: &DiskTier) {
+        self.md5.start(digest, disk, None, Urgency::Background);
+    }
+
+    /// Holds back every MD5 pass until the returned guard is dropped (a pass under way finishes
+    /// first). For tests that show that no read waits for an MD5.
+    pub(crate) async fn pause_md5(&self) -> Md5Pause {
+        self.md5.pause().await
     }
 
     /// Deletes the files of blobs whose rows are already gone from the disk tier, and tells every
@@ -309,23 +335,4 @@ impl Stores {
     pub(crate) fn data_dir(&self) -> &Path {
         &self.data_dir
     }
-}
-
-type Md5Flights = Arc<SingleFlight<Digest, Arc<OnceCell<String>>>>;
-
-/// The MD5 of blob `digest` in `disk`: from the index, else computed (once, however many ask)
-/// and recorded.
-async fn md5_of(ix: &Ix, flights: &Md5Flights, digest: Digest, disk: &DiskTier) -> Result<String, Error> {
-    if let Some(md5) = ix.run(move |ix| ix.get_blob(&digest)).await?.and_then(|b| b.md5) {
-        return Ok(md5);
-    }
-    flights
-        .run(digest, || async {
-            let path = disk.blob_path(&digest);
-            let md5 = blocking(move || crate::fs::md5_of_file(&path)).await?;
-            let stored = md5.clone();
-            ix.run(move |ix| ix.set_md5(&digest, &stored)).await?;
-            Ok(md5)
-        })
-        .await
 }

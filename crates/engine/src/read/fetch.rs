@@ -210,6 +210,9 @@ impl Reads {
         let temp = store.disk.create_temp().map_err(|e| Error::io("cannot create a temp file", e))?;
         let started = Arc::new(Started { meta: body.meta.clone(), file: temp.reader() });
         tx.send_replace(Phase::Streaming { started: Arc::clone(&started), written: 0 });
+        // The MD5 (the entry's ETag) is computed beside the fetch, from the bytes as they are
+        // final, at the lowest priority: no reader waits for it.
+        let md5 = self.stores.md5_tail(Arc::clone(&started.file), tx.subscribe());
         // Fused: when the body fits in the spool's queue, the spool has seen its end before the
         // writer overflows, and the rest handed on must answer that end again, not poll past it.
         let stream = body.stream.fuse();
@@ -239,7 +242,8 @@ impl Reads {
             content_encoding: body.meta.content_encoding.clone(),
         };
         let recorded = store.is_managed().then(|| entry.clone());
-        let digest = self.stores.commit(store, finished, false, Some((namespace, entry)), Origin::Fetch).await?;
+        let named = Some((namespace, entry));
+        let digest = self.stores.commit_with_md5(store, finished, false, named, Origin::Fetch, md5).await?;
         if let Some(entry) = recorded {
             self.record_after_fetch(namespace, entry, digest, written);
         }

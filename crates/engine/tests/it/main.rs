@@ -2,6 +2,7 @@
 
 mod define;
 mod directory;
+mod etag;
 mod fetching;
 mod lifecycle;
 mod records;
@@ -115,10 +116,13 @@ async fn miss_then_hit_serves_the_same_bytes_from_disk() {
         bounded(collect(r, None)).await.unwrap();
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    let md5 = format!("\"{}\"", hex_md5(&data));
-    assert_eq!(second.meta.etag.as_deref(), Some(md5.as_str()), "a disk hit carries the MD5 ETag");
     assert_eq!(second.meta.digest, Some(Digest::of(&data)));
     assert_eq!(bounded(collect(second, None)).await.unwrap(), data);
+    // The MD5 is computed beside the fetch, and never waited for: once it is in, hits carry it.
+    bounded(cache.settle()).await.unwrap();
+    let md5 = format!("\"{}\"", hex_md5(&data));
+    let third = cache.read_entry("web", "dir/file.bin").await.unwrap();
+    assert_eq!(third.meta.etag.as_deref(), Some(md5.as_str()), "a disk hit carries the MD5 ETag");
     assert_eq!(src.counts("dir/file.bin").full, 1);
 
     let blob = cache.read_blob(&Digest::of(&data)).await.unwrap();
@@ -313,7 +317,9 @@ async fn fresh_entries_are_served_without_asking_the_source() {
     let (_d, cache) = setup(&src, |c| c.revalidate_after = Duration::from_secs(3600)).await;
     collect(cache.read_entry("web", "doc").await.unwrap(), None).await.unwrap();
     wait_for_disk(&cache, "doc").await;
-    // A disk hit of a small blob keeps it in the memory tier, which serves the later reads.
+    // Once its MD5 (computed beside the fetch, never waited for) is in, a disk hit of a small
+    // blob keeps it in the memory tier, which serves the later reads.
+    bounded(cache.settle()).await.unwrap();
     let tiers: Vec<_> = read_tiers(&cache).await;
     assert!(tiers.iter().all(|t| ["disk", "memory"].contains(t)), "{tiers:?}");
     assert_eq!(tiers[1..], ["memory"; 4], "{tiers:?}");

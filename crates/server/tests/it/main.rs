@@ -10,6 +10,7 @@ use tower::ServiceExt;
 mod access;
 mod admin;
 mod contain;
+mod etag;
 mod limits;
 mod object_size;
 mod sources;
@@ -230,9 +231,10 @@ async fn entries_read_through_the_source_with_md5_etags() {
         format!("\"{}\"", hex::encode(md5::Md5::digest(&data)))
     };
     let mut last = None;
-    wait_until("the entry reaches the disk tier", async || {
+    // The MD5 is computed beside the fetch and never waited for: poll until it is there too.
+    wait_until("the entry reaches the disk tier with its MD5", async || {
         let a = h.get("/ns/web/dir/a%20b.bin", &[("range", "bytes=100-199")]).await;
-        let is_disk = a.header("x-tiercache-tier") == Some("disk");
+        let is_disk = a.header("x-tiercache-tier") == Some("disk") && a.header("etag") == Some(md5.as_str());
         last = Some(a);
         is_disk
     })
