@@ -121,6 +121,22 @@ fn an_unpinned_blob_may_be_evicted_again() {
     run(Duration::ZERO, &ops).unwrap();
 }
 
+/// A case `quota_matches_model` found: blob 0 (empty) is stored under key 0 in place of an
+/// upload, then left unreferenced when key 0 names blob 8 instead, and is no longer new. A
+/// reservation then needs room that only the new blob 8 can make: evicting the empty orphan
+/// instead would free nothing, so keeping it is right, and blob 8 yields.
+#[test]
+fn a_new_blob_yields_when_the_only_older_blob_is_empty() {
+    let ops = [
+        Op::Write { blob: 5, key: 0, is_upload: true, slot: None },
+        Op::Write { blob: 0, key: 0, is_upload: false, slot: None },
+        Op::Advance(10),
+        Op::Write { blob: 8, key: 0, is_upload: false, slot: None },
+        Op::Reserve(391),
+    ];
+    run(PROTECT_NEW, &ops).unwrap();
+}
+
 /// New blobs above the high watermark: background eviction leaves them, a write that needs their
 /// room takes the oldest of them (not one being read), and only as many as it needs.
 #[test]
@@ -526,9 +542,10 @@ impl World {
     /// no new blob may go).
     ///
     /// New blobs (per `before`) among them must have been the last resort: taken by a
-    /// reservation, once no unprotected blob that is not new remains, the least recently stored
-    /// first, and no more than the reservation needed (without the last new one, what was evicted
-    /// would not have made the room).
+    /// reservation, once no unprotected blob that is not new and holds bytes remains (an empty
+    /// one could not make room instead), the least recently stored first, and no more than the
+    /// reservation needed (without the last new one, what was evicted would not have made the
+    /// room).
     fn take_evictions(&mut self, before: &Before, missing: Option<u64>) -> Result<(), String> {
         let evicted: Vec<Digest> = std::mem::take(&mut *self.evicted.lock().unwrap());
         let mut evicted_new: Vec<(u64, usize)> = Vec::new();
@@ -563,10 +580,11 @@ impl World {
             .copied()
             .filter(|b| !before.protected.contains_key(b) && !self.model.maybe_pinned.contains(b))
             .collect();
-        if let Some(old) = evictable.iter().find(|b| !before.new.contains_key(b)) {
+        // An empty blob kept is no blob kept: evicting it instead would have freed nothing.
+        if let Some(old) = evictable.iter().find(|b| !before.new.contains_key(b) && SIZES[**b] > 0) {
             return Err(format!("new blobs {evicted_new:?} were evicted while blob {old}, not new, was kept"));
         }
-        if let Some(older) = evictable.iter().find(|b| before.new[*b] < newest_n) {
+        if let Some(older) = evictable.iter().find(|b| before.new.get(*b).is_some_and(|&n| n < newest_n)) {
             return Err(format!("new blob {newest} was evicted while {older}, stored before it, was kept"));
         }
         if freed - SIZES[newest] >= missing {
