@@ -182,18 +182,7 @@ impl Reads {
                     return;
                 }
             };
-            let record = EntryRecord {
-                source,
-                key: entry.key,
-                digest,
-                size_bytes: size,
-                md5,
-                validated_at,
-                content_type: entry.content_type,
-                content_encoding: entry.content_encoding,
-                etag: entry.validators.etag,
-                last_modified: entry.validators.last_modified,
-            };
+            let record = record_of(source, entry, (digest, size, md5), validated_at);
             if let Err(e) = tier.write_record(&record).await {
                 tracing::debug!(%namespace, key = record.key, error = %e, "entry record not written");
             }
@@ -222,21 +211,36 @@ impl Reads {
                 }
                 _ => return,
             };
-            let record = EntryRecord {
-                source,
+            let blob = (entry.digest, entry.size_bytes, md5);
+            let entry = NewEntry {
+                ns_id: entry.ns_id,
                 key: entry.key,
-                digest: entry.digest,
-                size_bytes: entry.size_bytes,
-                md5,
-                validated_at,
                 content_type: entry.content_type,
+                validators: entry.validators,
                 content_encoding: entry.content_encoding,
-                etag: entry.validators.etag,
-                last_modified: entry.validators.last_modified,
             };
+            let record = record_of(source, entry, blob, validated_at);
             if let Err(e) = tier.write_record(&record).await {
                 tracing::debug!(%namespace, key = record.key, error = %e, "entry record not refreshed");
             }
         });
+    }
+}
+
+/// The record of `entry` of `source`, stored as `blob` (digest, size, MD5), last confirmed by the
+/// source at `validated_at`.
+fn record_of(source: String, entry: NewEntry, blob: (Digest, u64, String), validated_at: i64) -> EntryRecord {
+    let (digest, size_bytes, md5) = blob;
+    EntryRecord {
+        source,
+        key: entry.key,
+        digest,
+        size_bytes,
+        md5,
+        validated_at,
+        content_type: entry.content_type,
+        content_encoding: entry.content_encoding,
+        etag: entry.validators.etag,
+        last_modified: entry.validators.last_modified,
     }
 }

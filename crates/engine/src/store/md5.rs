@@ -9,7 +9,9 @@
 //! temp file as it fills (bytes below `written` are final), so with a free core it ends about when
 //! the fetch does; it reads the pages the fetch has just written, and needs nothing from the fetch
 //! but its phases. Any other blob's pass reads its published file. At most one pass per blob is
-//! under way; whoever asks for a blob's MD5 shares it ([`Md5Passes::get`]).
+//! under way; whoever asks for a blob's MD5 shares it ([`Md5Passes::get`]). At most
+//! [`PASS_THREADS`] passes have a thread: however many blobs without an MD5 are read, the others
+//! wait for one (a fetch's pass is not started then: its blob's MD5 is read after the store).
 //!
 //! It does not decide which blobs need an MD5, and knows nothing of entries or the memory tier.
 
@@ -32,6 +34,9 @@ use crate::tasks::Tasks;
 
 /// MD5 passes reading at once, at most: one core's worth.
 const PASSES_AT_ONCE: usize = 1;
+/// Threads running passes, at most (each with a buffer of [`READ_BYTES`]): reads of many blobs
+/// without an MD5 queue for a thread instead of starting one each.
+const PASS_THREADS: usize = 8;
 /// Bytes a pass reads at a time.
 const READ_BYTES: usize = 1 << 20;
 /// The nice value of a pass's thread: the lowest priority there is.
@@ -48,6 +53,8 @@ pub(crate) struct Md5Passes {
     /// [`PASSES_AT_ONCE`] permits; a pass holds one while it reads and hashes a chunk, so passes
     /// take turns chunk by chunk and none waits for another to end.
     permits: Arc<Semaphore>,
+    /// [`PASS_THREADS`] permits; a pass's thread holds one from its start to its end.
+    threads: Arc<Semaphore>,
     /// The pass under way for each blob.
     passes: Arc<SingleFlight<Digest, Pass>>,
 }
@@ -73,17 +80,26 @@ pub(crate) enum Urgency {
 
 impl Md5Passes {
     pub(crate) fn new(ix: Ix, tasks: Tasks) -> Md5Passes {
-        Md5Passes { ix, tasks, permits: Arc::new(Semaphore::new(PASSES_AT_ONCE)), passes: Arc::default() }
+        Md5Passes {
+            ix,
+            tasks,
+            permits: Arc::new(Semaphore::new(PASSES_AT_ONCE)),
+            threads: Arc::new(Semaphore::new(PASS_THREADS)),
+            passes: Arc::default(),
+        }
     }
 
     /// Starts a pass tailing the temp file `file` of the flight whose phases `rx` receives: it
     /// hashes the bytes below `written` as they come and ends when the flight is done (with the
-    /// MD5) or stops storing the body (without one). `None` if no thread could be started: the
-    /// blob's MD5 is then computed from its file after the store, as for any other blob.
+    /// MD5) or stops storing the body (without one). `None` if every pass thread is busy or no
+    /// thread could be started: the blob's MD5 is then computed from its file after the store, as
+    /// for any other blob.
     pub(crate) fn tail(&self, file: Arc<File>, rx: watch::Receiver<Phase>) -> Option<Md5Tail> {
         let permits = Arc::clone(&self.permits);
+        let thread = Arc::clone(&self.threads).try_acquire_owned().ok()?;
         let (tx, result) = oneshot::channel();
         let md5 = move || {
+            let _thread = thread;
             let md5 = tail_file(&file, rx, &permits, || tx.is_closed());
             let _ = tx.send(md5);
         };
@@ -154,7 +170,7 @@ impl Md5Passes {
         tail: Option<Md5Tail>,
         urgency: Urgency,
     ) -> impl Future<Output = Result<String, Error>> + use<> {
-        let (ix, permits) = (self.ix.clone(), Arc::clone(&self.permits));
+        let (ix, permits, threads) = (self.ix.clone(), Arc::clone(&self.permits), Arc::clone(&self.threads));
         async move {
             let tailed = match tail {
                 Some(Md5Tail(result)) => match result.await {
@@ -175,7 +191,9 @@ impl Md5Passes {
                     }
                     let path = disk.blob_path(&digest);
                     let (tx, rx) = oneshot::channel();
+                    let thread = threads.acquire_owned().await.expect("never closed");
                     spawn_pass(urgency, move || {
+                        let _thread = thread;
                         let _ = tx.send(hash_file(&path, &permits));
                     })
                     .map_err(|e| Error::io("cannot start a thread for an MD5 pass", e))?;
