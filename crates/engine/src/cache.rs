@@ -106,6 +106,7 @@ impl Cache {
             ix.clone(),
             Arc::clone(&namespaces),
             Arc::clone(&stores),
+            memory.clone(),
             tasks.clone(),
             Arc::clone(&notes),
         ));

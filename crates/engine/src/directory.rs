@@ -6,7 +6,9 @@
 //! - `index` builds it, `update` re-reads what changed (`--force`: everything), `watch` follows
 //!   file events, `hash_missing` (`tiercache migrate`) fills in hashes left out (`scan.rs`,
 //!   `watch.rs`);
-//! - a read checks the file's change markers and re-reads it if they moved (`serve.rs`);
+//! - a read checks the file's change markers and re-reads it if they moved (`serve.rs`); the
+//!   memory tier holds the rows of files read, so that the next read of one opens the file, checks
+//!   its markers against the held row, and serves it without the index or a hop to another thread;
 //! - writes go to the directory first, atomically, then to the index (`serve.rs`);
 //! - the read cache records the schema, tiercache version and cache-relevant configuration it was
 //!   built with; a difference at open empties it (here), and the next update rebuilds it.
@@ -30,6 +32,7 @@ use tiercache_sources::dir::walk::Ignore;
 pub use scan::{ScanProgress, UpdateKind, UpdateReport};
 
 use crate::blocking::Ix;
+use crate::memory::Memory;
 use crate::namespaces::Namespaces;
 use crate::single_flight::SingleFlight;
 use crate::store::Stores;
@@ -66,6 +69,8 @@ pub(crate) struct Directories {
     ix: Ix,
     namespaces: Arc<Namespaces>,
     stores: Arc<Stores>,
+    /// Holds the rows of files read (`serve.rs`).
+    memory: Memory,
     settings: Settings,
     /// Files being hashed on a read, so concurrent readers share one pass.
     hashing: SingleFlight<(i64, Vec<u8>), HashFlight>,
@@ -81,6 +86,7 @@ impl Directories {
         ix: Ix,
         namespaces: Arc<Namespaces>,
         stores: Arc<Stores>,
+        memory: Memory,
         tasks: Tasks,
         notes: Arc<Notes>,
     ) -> Directories {
@@ -94,6 +100,7 @@ impl Directories {
             ix,
             namespaces,
             stores,
+            memory,
             settings,
             hashing: SingleFlight::default(),
             copies: Arc::default(),
@@ -194,6 +201,11 @@ impl Directories {
         state.last_update_kind = Some(kind.as_str().to_owned());
         let id = ns.id;
         self.ix.run(move |ix| ix.put_dir_state(id, &state)).await?;
+        if report.n_added + report.n_changed + report.n_removed > 0 || report.reset.is_some() {
+            // Held rows are checked against the files on every read anyway; this drops them (in
+            // every process) so none outlives the update that changed it.
+            self.memory.bump_generation().await?;
+        }
         tracing::info!(
             namespace = %ns.name, kind = kind.as_str(), added = report.n_added, changed = report.n_changed,
             removed = report.n_removed, unchanged = report.n_unchanged, elapsed_ms = report.elapsed_ms,

@@ -5,6 +5,9 @@
 //! - entries by namespace and key: the entry's row with its namespace's row and, once its blob was
 //!   read and is small, the blob's bytes with the headers' facts of a read of them. A hot entry is
 //!   answered by one lookup.
+//! - a directory namespace's files by namespace and path, under the same keys as entries: the
+//!   file's row (markers and hashes) with the headers' facts of a read of it ([`HotFile`]). A read
+//!   of a held file needs no index: it opens the file and compares its markers with the row.
 //!
 //! Blobs are immutable, so a blob held here is never wrong. Lookups (namespaces, entries) can go
 //! stale: every write and delete in this process drops what it changes (or everything, for bulk
@@ -22,7 +25,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use tiercache_core::Digest;
-use tiercache_index::{Entry, Namespace};
+use tiercache_core::RelPath;
+use tiercache_index::{Entry, FileRow, Namespace};
+use tiercache_sources::DirSource;
 use tiercache_tiers::{MemoryStats, MemoryTier};
 
 use crate::generation::Generation;
@@ -51,13 +56,35 @@ pub(crate) struct HotEntry {
     pub(crate) fresh_until_ms: i64,
 }
 
+/// A directory namespace's file as the memory tier holds it: what a read of it serves as long as
+/// the file's markers are still the row's (`directory/serve.rs`, `Directories::read_held`).
+#[derive(Debug)]
+pub(crate) struct HotFile {
+    /// Its namespace's row, as it was when the file was read.
+    pub(crate) ns: Arc<Namespace>,
+    pub(crate) src: Arc<DirSource>,
+    pub(crate) path: RelPath,
+    /// The file's row: markers and hashes (never a racy row, never one without hashes).
+    pub(crate) row: FileRow,
+    /// The headers' facts of a read of it (with a [`crate::Memo`]): its tier says whether the
+    /// bytes come from the file or, copied to the cache, from the disk tier.
+    pub(crate) meta: ReadMeta,
+}
+
+/// What the memory tier holds under an entry's name: an entry, or a directory namespace's file.
+pub(crate) enum Hot {
+    Entry(Arc<HotEntry>),
+    File(Arc<HotFile>),
+}
+
 /// Where a value is kept.
 #[derive(Clone, PartialEq, Eq, Hash)]
 enum MemKey {
     Blob(Digest),
     Namespace(Box<str>),
-    /// `<namespace>/<key>` (a namespace's name has no `/`).
-    Entry(Box<str>),
+    /// `<namespace>/<key>` (a namespace's name has no `/`), an entry's or a file's: raw bytes, as
+    /// a directory's file names need not be UTF-8.
+    Entry(Box<[u8]>),
 }
 
 #[derive(Clone)]
@@ -65,21 +92,23 @@ enum MemValue {
     Blob(MemoryBlob),
     Namespace(Arc<Namespace>),
     Entry(Arc<HotEntry>),
+    File(Arc<HotFile>),
 }
 
-fn entry_key(namespace: &str, key: &str) -> MemKey {
-    let mut k = String::with_capacity(namespace.len() + 1 + key.len());
-    k.push_str(namespace);
-    k.push('/');
-    k.push_str(key);
-    MemKey::Entry(k.into_boxed_str())
+fn entry_key(namespace: &str, key: &[u8]) -> MemKey {
+    let mut k = Vec::with_capacity(namespace.len() + 1 + key.len());
+    k.extend_from_slice(namespace.as_bytes());
+    k.push(b'/');
+    k.extend_from_slice(key);
+    MemKey::Entry(k.into_boxed_slice())
 }
 
 /// Bytes held, roughly: the key, the value's strings and bytes, and a fixed part for the rest.
 fn weigh(k: &MemKey, v: &MemValue) -> u32 {
     let key = match k {
         MemKey::Blob(_) => 32,
-        MemKey::Namespace(s) | MemKey::Entry(s) => s.len(),
+        MemKey::Namespace(s) => s.len(),
+        MemKey::Entry(s) => s.len(),
     };
     let value = match v {
         MemValue::Blob(b) => b.bytes.len() + 64,
@@ -92,6 +121,7 @@ fn weigh(k: &MemKey, v: &MemValue) -> u32 {
                 + e.content_encoding.as_ref().map_or(0, String::len);
             row + h.held.as_ref().map_or(0, |(bytes, _)| bytes.len() + 256)
         }
+        MemValue::File(f) => 512 + f.path.as_bytes().len(),
     };
     (key + value).try_into().unwrap_or(u32::MAX)
 }
@@ -193,13 +223,15 @@ impl Memory {
         self.tier.put(MemKey::Blob(digest), MemValue::Blob(blob)).await
     }
 
-    /// Entry `key` of namespace `namespace`, with its namespace.
-    pub(crate) async fn entry(&self, namespace: &str, key: &str) -> Option<Arc<HotEntry>> {
+    /// Entry `key` of namespace `namespace` with its namespace, or the file at path `key` of a
+    /// directory namespace.
+    pub(crate) async fn entry(&self, namespace: &str, key: &[u8]) -> Option<Hot> {
         if !self.is_enabled() {
             return None;
         }
         match self.tier.get(&entry_key(namespace, key)).await? {
-            MemValue::Entry(h) => Some(h),
+            MemValue::Entry(h) => Some(Hot::Entry(h)),
+            MemValue::File(f) => Some(Hot::File(f)),
             _ => None,
         }
     }
@@ -214,8 +246,16 @@ impl Memory {
     /// stale then). Kept first and checked after, so that a drop racing this call either clears
     /// it or is seen here.
     pub(crate) async fn put_entry(&self, hot: HotEntry, epoch: u64) {
-        let key = entry_key(&hot.ns.name, &hot.entry.key);
+        let key = entry_key(&hot.ns.name, hot.entry.key.as_bytes());
         self.put_lookup(key, MemValue::Entry(Arc::new(hot)), epoch).await
+    }
+
+    /// Keeps `hot`, a file read in lookup epoch `epoch` (as [`Memory::put_entry`]).
+    pub(crate) async fn put_file(&self, hot: HotFile, epoch: u64) {
+        if self.is_enabled() {
+            let key = entry_key(&hot.ns.name, hot.path.as_bytes());
+            self.put_lookup(key, MemValue::File(Arc::new(hot)), epoch).await
+        }
     }
 
     /// Keeps lookup `value`, read in lookup epoch `epoch`, unless a drop came since.
@@ -226,9 +266,9 @@ impl Memory {
         }
     }
 
-    /// Drops entry `key` of `namespace` (changed or deleted), and any lookup of it being read
-    /// from the index now.
-    pub(crate) async fn forget_entry(&self, namespace: &str, key: &str) {
+    /// Drops entry `key` of `namespace` (changed or deleted), or the file at path `key` of a
+    /// directory namespace, and any lookup of it being read from the index now.
+    pub(crate) async fn forget_entry(&self, namespace: &str, key: &[u8]) {
         if self.is_enabled() {
             self.epoch.fetch_add(1, Ordering::SeqCst);
             self.tier.delete(&entry_key(namespace, key)).await

@@ -35,7 +35,7 @@ use crate::access::AccessLog;
 use crate::blocking::Ix;
 use crate::body::{Body, Read, read_chunk};
 use crate::directory::Directories;
-use crate::memory::{HotEntry, Memory, MemoryBlob};
+use crate::memory::{Hot, HotEntry, Memory, MemoryBlob};
 use crate::meta::{Memo, ReadMeta, Text, Tier, http_date};
 use crate::namespaces::Namespaces;
 use crate::quota::Hold;
@@ -190,13 +190,19 @@ impl Reads {
         // A hot entry is answered by this one lookup; a lookup that finds the row without the
         // blob's bytes saves the namespace and index lookups.
         let epoch = self.memory.epoch();
-        let hot = match std::str::from_utf8(key) {
-            Ok(k) => self.memory.entry(namespace, k).await,
-            Err(_) => None,
+        let hot = match self.memory.entry(namespace, key).await {
+            Some(Hot::Entry(h)) => match self.read_held(&h, t0) {
+                Some(read) => return Ok(read),
+                None => Some(h),
+            },
+            // A directory's file, unless it changed since it was read: then the index has the
+            // say (and the file is read, and held, again).
+            Some(Hot::File(f)) => match self.directories.read_held(&f, t0) {
+                Some(read) => return Ok(read),
+                None => None,
+            },
+            None => None,
         };
-        if let Some(read) = hot.as_ref().and_then(|h| self.read_held(h, t0)) {
-            return Ok(read);
-        }
         // Boxed, so that the hot path's future (which every read's future embeds and callers
         // move around) stays small.
         Box::pin(self.read_entry_past_memory(namespace, key, intent, hot, epoch, t0)).await

@@ -253,7 +253,7 @@ impl Stores {
         }
         reservation.stored(digest, size, was_there, store.is_managed() && !is_upload);
         if let Some((namespace, key)) = named {
-            self.memory.forget_entry(namespace, &key).await;
+            self.memory.forget_entry(namespace, key.as_bytes()).await;
         }
         metrics::counter!(telemetry::BLOBS_STORED, "origin" => origin.as_str()).increment(1);
         if let Some((_, write_back)) = &self.shared

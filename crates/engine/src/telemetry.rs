@@ -101,6 +101,11 @@ pub(crate) fn hit(tier: Tier) -> Option<&'static HitMetrics> {
 /// more. [`publish`] hands them on to [`READS`] and [`READ_BYTES`].
 static MEMORY_HITS: StripedCounter = StripedCounter::new();
 static MEMORY_HIT_BYTES: StripedCounter = StripedCounter::new();
+/// Directory files read in place the short way (`Directories::read_held`), and the body bytes of
+/// reads served by the source tier (directory files, fetches), counted per thread for the same
+/// reason.
+static HELD_FILE_READS: StripedCounter = StripedCounter::new();
+static SOURCE_BYTES: StripedCounter = StripedCounter::new();
 
 /// Counts one hit of `tier` (a local tier).
 pub(crate) fn count_hit(tier: Tier, m: &HitMetrics) {
@@ -114,6 +119,7 @@ pub(crate) fn count_hit(tier: Tier, m: &HitMetrics) {
 pub(crate) fn read_bytes(tier: Tier, n: u64) {
     match (tier, hit(tier)) {
         (Tier::Memory, _) => MEMORY_HIT_BYTES.add(n),
+        (Tier::Source, _) => SOURCE_BYTES.add(n),
         (_, Some(m)) => m.bytes.increment(n),
         (_, None) => metrics::counter!(READ_BYTES, "tier" => tier.as_str()).increment(n),
     }
@@ -126,6 +132,22 @@ pub(crate) fn read_bytes(tier: Tier, n: u64) {
 pub(crate) fn publish() {
     MEMORY_HITS.publish(&metrics::counter!(READS, "tier" => "memory", "outcome" => "hit"));
     MEMORY_HIT_BYTES.publish(&metrics::counter!(READ_BYTES, "tier" => "memory"));
+    HELD_FILE_READS.publish(&metrics::counter!(READS, "tier" => "source", "outcome" => "in_place"));
+    SOURCE_BYTES.publish(&metrics::counter!(READ_BYTES, "tier" => "source"));
+}
+
+/// Logs and counts one read of a directory's file held by the memory tier, served from `tier`
+/// (the file itself, as `source`, or its copy in the disk tier), timed one in
+/// [`MEMORY_HIT_SAMPLING`] as memory-tier hits are.
+pub(crate) fn served_held_file(tier: Tier, t0: Instant, what: impl FnOnce() -> String) {
+    match hit(tier) {
+        Some(m) => m.hits.increment(1),
+        None => HELD_FILE_READS.add(1),
+    }
+    if sample_memory_hit() {
+        metrics::histogram!(READ_SECONDS, "tier" => tier.as_str()).record(t0.elapsed().as_secs_f64());
+    }
+    tracing::debug!(tier = tier.as_str(), outcome = "held", what = %what(), "read");
 }
 
 /// Logs and counts one read: which tier served it, how, the bytes and the time.

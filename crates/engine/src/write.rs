@@ -132,7 +132,7 @@ impl Writes {
         let key = utf8_key(key)?;
         let (id, k) = (ns.id, key.clone());
         let deleted = self.ix.run(move |ix| ix.delete_entry(id, &k)).await?;
-        self.memory.forget_entry(&ns.name, key.as_str()).await;
+        self.memory.forget_entry(&ns.name, key.as_str().as_bytes()).await;
         Ok(deleted)
     }
 

@@ -10,6 +10,7 @@
 //! it finds here with what the index remembers.
 
 pub mod hash;
+mod root;
 pub mod walk;
 
 use std::ffi::OsStr;
@@ -54,6 +55,8 @@ fn reserved_error(path: &RelPath) -> io::Error {
 #[derive(Debug, Clone)]
 pub struct DirSource {
     root: PathBuf,
+    /// The root held open for [`DirSource::open_held`], shared by clones.
+    held: std::sync::Arc<root::HeldRoot>,
 }
 
 /// What an atomic write produced.
@@ -100,7 +103,8 @@ impl DirSource {
         if !root.is_absolute() {
             return Err(format!("directory source {} must be an absolute path", root.display()));
         }
-        Ok(DirSource { root })
+        let held = std::sync::Arc::new(root::HeldRoot::new(root.clone()));
+        Ok(DirSource { root, held })
     }
 
     /// The root directory.
@@ -136,6 +140,23 @@ impl DirSource {
         }
         self.check_parents(root, path)?;
         self.open_walked(root, path)
+    }
+
+    /// Opens the regular file at `path` the cheapest safe way, for a read of a file read before:
+    /// one `openat2` beneath the held root ([`root::HeldRoot`]) that refuses every symlink on the
+    /// way, and one `fstat`. `None` if that does not give a regular file, for whatever reason
+    /// (no such file, a symlink on the path, a directory, a name reserved for tiercache, the root
+    /// gone): the caller then takes [`DirSource::open`], which follows symlinks inside the root
+    /// and says what is wrong.
+    pub fn open_held(&self, path: &RelPath) -> Option<(File, FileMarkers)> {
+        if reserved_segment(path.as_bytes()).is_some() {
+            return None;
+        }
+        let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK | OFlags::NOCTTY;
+        let how = resolve_flags() | ResolveFlags::NO_SYMLINKS;
+        let fd = self.held.with(|root| rustix::fs::openat2(root, path.as_bytes(), flags, Mode::empty(), how))?.ok()?;
+        let st = rustix::fs::fstat(&fd).ok()?;
+        (FileType::from_raw_mode(st.st_mode) == FileType::RegularFile).then(|| (File::from(fd), markers_of(&st)))
     }
 
     /// [`DirSource::open_at`] for a path the walk just produced: the check that no directory on
@@ -550,6 +571,13 @@ mod tests {
             assert_eq!(src.open(&rel(bad)).unwrap_err().kind(), io::ErrorKind::NotFound, "{bad}");
         }
         assert_eq!(src.open(&rel("d")).unwrap_err().kind(), io::ErrorKind::IsADirectory);
+        // The fast open gives the same file and markers, and nothing the full open refuses; a
+        // symlink anywhere on the path sends the caller to the full open.
+        assert_eq!(src.open_held(&rel("a.txt")).unwrap().1, src.open(&rel("a.txt")).unwrap().1);
+        std::fs::write(r.join(".tiercache-x.tmp"), b"t").unwrap();
+        for other in ["abs", "rel", "loop1", "missing", "d", "d/inside", ".tiercache-x.tmp"] {
+            assert!(src.open_held(&rel(other)).is_none(), "{other}");
+        }
     }
 
     #[test]

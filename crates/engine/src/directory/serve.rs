@@ -5,6 +5,14 @@
 //! namespace), with the indexed MD5 as its ETag: no rehash. Changed or never seen: it is hashed
 //! first (up to [`INLINE_HASH_BYTES`]; a larger file is served without an ETag while it is hashed
 //! in the background), so a file is never served with an ETag it no longer has.
+//!
+//! A file served with its hashes is then held in the memory tier ([`HotFile`]), and its next read
+//! takes the short way ([`Directories::read_held`]), all on the request's own thread: one
+//! `openat2` beneath the held root, one `fstat`, the markers compared with the held row, and the
+//! headers' facts as they were built the first time (a small file's bytes are then one `pread`,
+//! in the front door). Anything else (the markers moved, the file is gone, a symlink on its path,
+//! a copy-to-cache blob missing) sends the read the long way above, which reads the index,
+//! rehashes what changed and holds the new row.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -20,7 +28,8 @@ use super::scan::{HashFailure, hash_one, is_racy};
 use super::{Current, Directories};
 use crate::blocking::blocking;
 use crate::body::{Body, Read};
-use crate::meta::{ReadMeta, Tier, http_date};
+use crate::memory::HotFile;
+use crate::meta::{Memo, ReadMeta, Tier, http_date};
 use crate::spool::{SpoolError, spool};
 use crate::store::Origin;
 use crate::{Error, telemetry};
@@ -81,6 +90,8 @@ impl Directories {
     ) -> Result<Read, Error> {
         let t0 = Instant::now();
         check_key(path.as_bytes())?;
+        // Taken before the index is read: a row kept after a drop of lookups since is not kept.
+        let epoch = self.memory.epoch();
         let (s, p) = (Arc::clone(&src), path.clone());
         let opened = tokio::task::spawn_blocking(move || match s.open(&p) {
             Err(e) if is_absent(e.kind()) || e.kind() == std::io::ErrorKind::PermissionDenied => Ok(Err(e.kind())),
@@ -97,6 +108,7 @@ impl Directories {
                 // The directory is the truth: a file gone from it is gone from the read cache.
                 let (id, p) = (ns.id, path.clone().into_bytes());
                 self.ix.run(move |ix| ix.apply_files(id, &[], &[p], &[])).await?;
+                self.memory.forget_entry(&ns.name, path.as_bytes()).await;
                 return Err(not_found(&src, &path));
             }
         };
@@ -146,7 +158,34 @@ impl Directories {
         metrics::counter!(telemetry::READS, "tier" => meta.tier.as_str(), "outcome" => outcome).increment(1);
         metrics::histogram!(telemetry::READ_SECONDS, "tier" => meta.tier.as_str()).record(t0.elapsed().as_secs_f64());
         tracing::debug!(tier = meta.tier.as_str(), outcome, namespace = %ns.name, %path, "read");
+        // A row that describes the bytes served, with its hashes, is held for the next read
+        // (copy-to-cache: once the copy is there to serve).
+        if let Some(row) = current.filter(|c| c.md5.is_some() && !is_racy(c))
+            && (meta.tier == Tier::Disk || !ns.options.copy_to_cache)
+        {
+            let held = ReadMeta { memo: Some(Memo::default()), ..meta.clone() }.with_shared_texts();
+            self.memory.put_file(HotFile { ns, src, path, row, meta: held }, epoch).await;
+        }
         Ok(Read { meta, body, hold: None })
+    }
+
+    /// A read of held file `hot` the short way (see the module docs), if its file is still the
+    /// one its row describes; `None` sends the caller the long way ([`Directories::read`]).
+    pub(crate) fn read_held(&self, hot: &HotFile, t0: Instant) -> Option<Read> {
+        let (file, markers) = hot.src.open_held(&hot.path)?;
+        if markers != hot.row.markers {
+            return None;
+        }
+        let file = match hot.meta.tier {
+            Tier::Disk => {
+                let (blob, m) = self.stores.open_blob(self.stores.managed(), &hot.row.sha256?).ok()??;
+                (m.len() == markers.size_bytes).then_some(blob)?
+            }
+            _ => file,
+        };
+        telemetry::served_held_file(hot.meta.tier, t0, || hot.path.to_string());
+        let body = Body::File { file: Arc::new(file), size_bytes: markers.size_bytes };
+        Some(Read { meta: hot.meta.clone(), body, hold: None })
     }
 
     /// Hashes `path` now (one pass shared by concurrent readers) and records it. `None` if the
@@ -260,7 +299,9 @@ impl Directories {
             is_copied: false,
         };
         let id = ns.id;
+        let forget = row.path.clone();
         self.ix.run(move |ix| ix.apply_files(id, &[row], &[], &[])).await?;
+        self.memory.forget_entry(&ns.name, &forget).await;
         Ok((written.sha256, written.markers.size_bytes, written.md5))
     }
 
@@ -274,7 +315,9 @@ impl Directories {
             .map_err(|e| Error::task("deleting a file", e))?
             .map_err(|e| not_a_file(e, &path, "cannot delete"))?;
         let (id, p) = (ns.id, path.into_bytes());
+        let forget = p.clone();
         self.ix.run(move |ix| ix.apply_files(id, &[], &[p], &[])).await?;
+        self.memory.forget_entry(&ns.name, &forget).await;
         Ok(removed)
     }
 }

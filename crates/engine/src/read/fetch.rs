@@ -180,7 +180,7 @@ impl Reads {
             Fetched::NotModified => {
                 let k = key.clone();
                 self.ix.run(move |ix| ix.mark_validated(ns_id, &k, now_ms())).await?;
-                self.memory.forget_entry(namespace, key.as_str()).await;
+                self.memory.forget_entry(namespace, key.as_str().as_bytes()).await;
                 self.record_revalidated(namespace, ns_id, key);
                 tx.send_replace(Phase::NotModified);
                 return Ok(FetchEnd::NotModified);

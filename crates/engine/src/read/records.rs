@@ -123,7 +123,7 @@ impl Reads {
         };
         let (digest, size, md5) = (record.digest, record.size_bytes, record.md5);
         self.ix.run(move |ix| ix.adopt_entry((&digest, size, &md5), &entry, validated_at, now)).await?;
-        self.memory.forget_entry(&ns.name, key.as_str()).await;
+        self.memory.forget_entry(&ns.name, key.as_str().as_bytes()).await;
         Ok(true)
     }
 

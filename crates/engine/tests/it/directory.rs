@@ -185,6 +185,81 @@ async fn a_read_checks_markers_and_never_serves_a_stale_etag() {
     assert!(keys(&cache).await.is_empty(), "a file gone from the directory is gone from the read cache");
 }
 
+/// A file read once is held by the memory tier, and its next read needs neither the index nor a
+/// blocking thread: here the runtime has one blocking thread, held busy, and the read completes
+/// all the same. A file changed since (same size, mtime put back: only the ctime tells) is not
+/// served from what is held: its read waits for the index like any first read, and answers the
+/// new bytes and ETag once the thread is free.
+#[test]
+fn a_held_file_is_read_without_the_index_and_a_changed_one_is_not_served_from_it() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let f = fixture();
+        write(&f.root, "sub/doc.txt", b"version one");
+        let cache = open(&f, |_| {}).await;
+        index(&cache, &f.root, &NamespaceOptions::default()).await;
+        let etag_of = |b: &[u8]| Some(format!("\"{}\"", hex_md5(b)));
+        // The first read checks the index, and holds the row.
+        let (rd, _) = read(&cache, b"sub/doc.txt").await.unwrap();
+        assert_eq!(rd.etag.as_deref().map(str::to_owned), etag_of(b"version one"));
+
+        // Every blocking thread busy until released.
+        let busy = || {
+            let (release, wait) = std::sync::mpsc::channel::<()>();
+            let (started, running) = tokio::sync::oneshot::channel::<()>();
+            let blocker = tokio::task::spawn_blocking(move || {
+                let _ = started.send(());
+                let _ = wait.recv();
+            });
+            (release, running, blocker)
+        };
+        let (release, running, blocker) = busy();
+        bounded(running).await.unwrap();
+        let (rd, body) = bounded(read(&cache, b"sub/doc.txt")).await.unwrap();
+        assert_eq!(
+            (rd.etag.as_deref().map(str::to_owned), body.as_slice()),
+            (etag_of(b"version one"), &b"version one"[..])
+        );
+        let range = tiercache_engine::ByteRange { start: 8, end: 10 };
+        let r = bounded(cache.read_entry_raw("d", b"sub/doc.txt")).await.unwrap();
+        assert_eq!(bounded(collect(r, Some(range))).await.unwrap(), b"one");
+
+        let p = f.root.join("sub/doc.txt");
+        let mtime = std::fs::metadata(&p).unwrap().modified().unwrap();
+        std::fs::write(&p, b"version two").unwrap();
+        std::fs::File::options().write(true).open(&p).unwrap().set_modified(mtime).unwrap();
+        let cache2 = cache.clone();
+        let mut changed = tokio::spawn(async move { read(&cache2, b"sub/doc.txt").await });
+        // Not answered from the held row: the read needs the index, on the busy thread.
+        assert!(tokio::time::timeout(Duration::from_millis(300), &mut changed).await.is_err());
+        release.send(()).unwrap();
+        bounded(blocker).await.unwrap();
+        let (rd, body) = bounded(changed).await.unwrap().unwrap();
+        assert_eq!(
+            (rd.etag.as_deref().map(str::to_owned), body.as_slice()),
+            (etag_of(b"version two"), &b"version two"[..])
+        );
+
+        // Once past the racy window, the changed file is read the long way once more and held
+        // again; a file gone is gone at once, held or not.
+        past_racy_window().await;
+        read(&cache, b"sub/doc.txt").await.unwrap();
+        let (release, running, blocker) = busy();
+        bounded(running).await.unwrap();
+        let (rd, _) = bounded(read(&cache, b"sub/doc.txt")).await.unwrap();
+        assert_eq!(rd.etag.as_deref().map(str::to_owned), etag_of(b"version two"));
+        release.send(()).unwrap();
+        bounded(blocker).await.unwrap();
+        std::fs::remove_file(&p).unwrap();
+        assert!(matches!(bounded(read(&cache, b"sub/doc.txt")).await, Err(Error::Source(_))));
+    });
+}
+
 #[tokio::test]
 async fn the_read_cache_resets_on_a_version_or_config_change_and_not_otherwise() {
     let f = fixture();

@@ -10,6 +10,7 @@ use tower::ServiceExt;
 mod access;
 mod admin;
 mod contain;
+mod directory;
 mod etag;
 mod limits;
 mod object_size;
