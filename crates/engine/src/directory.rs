@@ -14,8 +14,9 @@
 //!   built with; a difference at open empties it (here), and the next update rebuilds it.
 //!
 //! Invariant: a directory namespace's file is never served with an ETag it no longer has: its
-//! markers are compared with the row on every read, and a changed file is rehashed first (or
-//! served without an ETag while a large one is rehashed).
+//! markers, read from the open file, are compared with the row (the index's, or the one the
+//! memory tier holds) on every read, and a changed file is rehashed first (or served without an
+//! ETag while a large one is rehashed).
 //! Invariant: the directory is written before the index (PUT, DELETE); the index only follows.
 
 mod scan;
