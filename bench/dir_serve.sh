@@ -27,7 +27,8 @@
 #      BENCH_WRK_RUNS runs. Goal: tiercache >= 0.8x nginx on both.
 #
 # Settings (BENCH_QUICK=1 changes the defaults marked *):
-#   BENCH_DIR=/var/tmp/tiercache-bench-dirserve   the tree (kept), data dirs and this run's files
+#   BENCH_DIR=/var/tmp/tiercache-bench-dirserve   the trees (kept, one per setting), data dirs and
+#                                  this run's files
 #   BENCH_FILES=1000000*           files in the tree (quick: 20000)
 #   BENCH_TOTAL_MIB=1000*          their total size (quick: 20)
 #   BENCH_SMALL_MIN_KIB=1          bounds of the small files' sizes (log-uniform)
@@ -102,7 +103,7 @@ if ! gnu_time && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     log "installing time (GNU time, for the peak RSS)"
     apt-get update >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y time >&2 || log "could not install time"
 fi
-if gnu_time; then RSS_TOOL="GNU time (%M)"; else RSS_TOOL="python getrusage(RUSAGE_CHILDREN)"; fi
+if gnu_time; then GNU_TIME=1 RSS_TOOL="GNU time (%M)"; else GNU_TIME=0 RSS_TOOL="python getrusage(RUSAGE_CHILDREN)"; fi
 
 # --- machine -------------------------------------------------------------------------------------
 mkdir -p "$BENCH_DIR"
@@ -169,7 +170,7 @@ timed() {
     local out=$1 t0 t1
     shift
     show "$@"
-    if gnu_time; then
+    if [ "$GNU_TIME" = 1 ]; then
         t0=$(now)
         /usr/bin/time -f '%M' -o "$RUN/rss" "$@" >"$out" 2>>"$RUN/stderr.log" || die "failed: $* (see $RUN/stderr.log)"
         t1=$(now)
@@ -192,23 +193,24 @@ med_col() { awk -v c="$2" '{print $c}' "$1" | median; }                         
 mb() { calc '%.1f' "$1 / 1024"; }                                                # KiB -> MiB
 
 # --- 0. the tree ---------------------------------------------------------------------------------
-TREE="$BENCH_DIR/tree"
+# One tree per setting, so a smoke run leaves the million-file tree in place.
+TREE="$BENCH_DIR/tree-${FILES}-${TOTAL_MIB}m-${SMALL_MIN_KIB}-${SMALL_MAX_KIB}k-${LARGE_MIB}m"
 PARAMS="files=$FILES total_mib=$TOTAL_MIB small_kib=$SMALL_MIN_KIB-$SMALL_MAX_KIB large_mib=$LARGE_MIB seed=1 gen=1"
 tree_summary() { find "$TREE" -type f -printf '%s\n' | awk '{n++; b += $1} END {printf "files %d bytes %.0f", n, b}'; }
 want_summary="files $FILES bytes $((TOTAL_MIB * 1048576))"
-if [ -d "$TREE" ] && [ "$(cat "$BENCH_DIR/tree.params" 2>/dev/null || true)" = "$PARAMS" ] &&
+if [ -d "$TREE" ] && [ "$(cat "$TREE.params" 2>/dev/null || true)" = "$PARAMS" ] &&
     [ "$(tree_summary)" = "$want_summary" ]; then
     log "reusing the tree in $TREE ($PARAMS)"
 else
     log "generating the tree in $TREE ($PARAMS); not timed"
-    rm -rf "$TREE" "$TREE.tmp" "$BENCH_DIR/tree.params"
+    rm -rf "$TREE" "$TREE.tmp" "$TREE.params"
     t0=$(now)
     show python3 "$REPO/bench/gen_tree.py" "$TREE" --files "$FILES" --total-mib "$TOTAL_MIB" \
         --small-min-kib "$SMALL_MIN_KIB" --small-max-kib "$SMALL_MAX_KIB" --large-mib "$LARGE_MIB" --seed 1
     python3 "$REPO/bench/gen_tree.py" "$TREE" --files "$FILES" --total-mib "$TOTAL_MIB" \
         --small-min-kib "$SMALL_MIN_KIB" --small-max-kib "$SMALL_MAX_KIB" --large-mib "$LARGE_MIB" --seed 1 >&2
     [ "$(tree_summary)" = "$want_summary" ] || die "generated tree: $(tree_summary), expected $want_summary"
-    echo "$PARAMS" >"$BENCH_DIR/tree.params"
+    echo "$PARAMS" >"$TREE.params"
     log "generated in $(calc '%.1f' "$(now) - $t0") s"
     # Files changed within 100 ms before they are hashed are "racily clean" and would be read again.
     sleep 1
