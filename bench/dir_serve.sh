@@ -13,7 +13,7 @@
 #   1. `tiercache index TREE --ns big` into a fresh data directory (median of BENCH_INDEX_REPS), and
 #      `tiercache update --ns big` with no change against a bare stat walk of the same tree,
 #      `find TREE -printf '%s %T@ %C@ %i\n'` (BENCH_REPS interleaved runs each, median), each with
-#      its peak RSS (GNU time's %M, else getrusage of the child). Files/s and ratios; no goal.
+#      its peak RSS (GNU time's %M, else its VmHWM sampled until it exits). Files/s and ratios; no goal.
 #   2. Serving the same tree over HTTP, tiercache `serve` (release build, memory tier on, the data
 #      directory of test 1; GET /ns/big/<path>) against nginx (root = the tree, sendfile on,
 #      tcp_nopush on, keep-alive with keepalive_requests 1000000, access log off, worker_processes
@@ -48,7 +48,7 @@
 #
 # Needs: cargo, python3 (bench/gen_tree.py, the path list), find, awk, curl, nginx, wrk, and GNU
 # time for the peak RSS (nginx-light, wrk and time are apt-get installed if missing, as root; without
-# GNU time a python wrapper reads the child's getrusage). Scratch disk: the tree (at 1,000,000 files
+# GNU time a python wrapper samples the child's VmHWM). Scratch disk: the tree (at 1,000,000 files
 # of 1 KiB about 4.5 GB on a 4 KiB-block file system, and 1,000,000 inodes) and one data directory
 # (about 200 MB). Everything listens on 127.0.0.1; no system nginx configuration, log or pid path is
 # touched.
@@ -97,13 +97,13 @@ command -v cargo >/dev/null 2>&1 || die "cargo not found (install Rust, e.g. fro
 command -v python3 >/dev/null 2>&1 || die "python3 not found (it generates the tree and the path list)"
 for t in awk find sort xargs cat df cmp; do command -v "$t" >/dev/null 2>&1 || die "$t not found"; done
 [ "$SERVE" = 0 ] || need_web_tools
-# Peak RSS: GNU time if it is there (or can be installed), else getrusage from python.
+# Peak RSS: GNU time if it is there (or can be installed), else the VmHWM of /proc/PID/status, sampled by python.
 gnu_time() { [ -x /usr/bin/time ] && /usr/bin/time -f '%M' -o /dev/null true 2>/dev/null; }
 if ! gnu_time && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     log "installing time (GNU time, for the peak RSS)"
     apt-get update >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y time >&2 || log "could not install time"
 fi
-if gnu_time; then GNU_TIME=1 RSS_TOOL="GNU time (%M)"; else GNU_TIME=0 RSS_TOOL="python getrusage(RUSAGE_CHILDREN)"; fi
+if gnu_time; then GNU_TIME=1 RSS_TOOL="GNU time (%M)"; else GNU_TIME=0 RSS_TOOL="VmHWM sampled every 2 ms"; fi
 
 # --- machine -------------------------------------------------------------------------------------
 mkdir -p "$BENCH_DIR"
@@ -176,15 +176,27 @@ timed() {
         t1=$(now)
         printf '%s %s\n' "$(calc '%.4f' "$t1 - $t0")" "$(tail -1 "$RUN/rss")"
     else
+        # getrusage(RUSAGE_CHILDREN) would not do: a child forked by python keeps python's RSS as
+        # its floor. The child's own high-water mark, sampled until it exits, has none.
         python3 -c '
-import resource, subprocess, sys, time
+import subprocess, sys, time
 with open(sys.argv[1], "wb") as out:
     t0 = time.monotonic()
-    rc = subprocess.call(sys.argv[2:], stdout=out)
+    child = subprocess.Popen(sys.argv[2:], stdout=out)
+    hwm = 0
+    while child.poll() is None:
+        try:
+            with open("/proc/%d/status" % child.pid) as status:
+                for line in status:
+                    if line.startswith("VmHWM:"):
+                        hwm = int(line.split()[1])
+        except OSError:
+            pass
+        time.sleep(0.002)
     t1 = time.monotonic()
-if rc:
-    sys.exit(rc)
-print("%.4f %d" % (t1 - t0, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))
+if child.returncode:
+    sys.exit(child.returncode)
+print("%.4f %d" % (t1 - t0, hwm))
 ' "$out" "$@" 2>>"$RUN/stderr.log" || die "failed: $* (see $RUN/stderr.log)"
     fi
 }
@@ -401,6 +413,9 @@ echo "|---|---:|---:|---:|---|"
 echo "| \`tiercache index TREE --ns ${NS}\`, fresh data dir, median of ${INDEX_REPS} | $(calc '%.3f' "$T_INDEX") s | $(per_s "$T_INDEX") | $(mb "$RSS_INDEX") MiB | $(list_col "$RUN/index.t" 1) |"
 echo "| \`tiercache update --ns ${NS}\`, no change, median of ${REPS} | $(calc '%.3f' "$T_UPD") s | $(per_s "$T_UPD") | $(mb "$RSS_UPD") MiB | $(list_col "$RUN/update.t" 1) |"
 echo "| \`find TREE -printf '%s %T@ %C@ %i\\n'\`, median of ${REPS} | $(calc '%.3f' "$T_FIND") s | $(per_s "$T_FIND") | $(mb "$RSS_FIND") MiB | $(list_col "$RUN/find.t" 1) |"
+echo
+rss_runs() { awk '{printf "%s%.1f", (NR > 1 ? ", " : ""), $2 / 1024}' "$1"; }
+echo "Peak RSS of each run (MiB; the median is reported, as this kernel has been seen to report an absurd peak now and then): index $(rss_runs "$RUN/index.t"); update $(rss_runs "$RUN/update.t"); find $(rss_runs "$RUN/find.t")."
 echo
 echo "Ratios (no goal): update ÷ find $(calc '%.2f' "$T_UPD / $T_FIND")× in time, $(calc '%.2f' "$RSS_UPD / $RSS_FIND")× in peak RSS; index ÷ find $(calc '%.2f' "$T_INDEX / $T_FIND")× in time. Wall times include process start; peak RSS by ${RSS_TOOL}; the settling update before them rehashed ${SETTLE_HASHED} files."
 if [ "$SERVE" = 1 ]; then
