@@ -9,7 +9,9 @@
 # tiercache data directory (serve --revalidate-after 1h, so nothing is revalidated during the run).
 # Every entry is read once (fetched from the source), then once more (a disk hit, which puts small
 # blobs into the memory tier). Then wrk (-t2 -c64) cycles through all keys against:
-#   a. nginx                                   GET /<file>
+#   a. nginx, combined access log (Debian's default), and nginx without an access log (tiercache
+#      writes none): both in the same run unless BENCH_NGINX_LOG=on or off says one
+#                                              GET /<file>
 #   b. tiercache, memory tier on (the default) GET /ns/web/<file>
 #   c. tiercache --no-cache (same data dir)    GET /ns/web/<file>
 #   d. a bare axum handler (the floor: crates/server/examples/bare_axum.rs, every file in a
@@ -21,8 +23,9 @@
 #   c'. tiercache --no-cache                   GET /blobs/sha256:<hex>
 # Each run measures every server once; which server goes first rotates between runs (a tiercache
 # server is restarted in the other mode, warmed with one pass over all keys and a short wrk run
-# before it is measured; nginx gets the same warm-up). Reports the median of BENCH_WRK_RUNS runs.
-# Goal: tiercache (memory tier) >= 1.2x nginx.
+# before it is measured; nginx gets the same warm-up). Reports the median of BENCH_WRK_RUNS runs,
+# and the ratios to each nginx.
+# Goal: tiercache (memory tier) >= 1.2x nginx (the verdict is given against each nginx measured).
 #
 # Needs: cargo, curl, nginx, wrk (nginx-light and wrk are apt-get installed if missing, as root).
 # Everything runs on 127.0.0.1 in a scratch directory under ${TMPDIR:-/tmp}, removed on exit
@@ -38,6 +41,7 @@ WRK_CONNS=${BENCH_WRK_CONNS:-64}
 WRK_RUNS=${BENCH_WRK_RUNS:-5}             # measured wrk runs per server (median reported)
 BLOBS=${BENCH_HOT_BLOBS:-1}               # also measure /blobs/sha256:<hex> (diagnosis)
 GOAL=${BENCH_HOT_GOAL:-1.2}               # tiercache (memory tier) / nginx
+NGINX_LOG=${BENCH_NGINX_LOG:-both}        # nginx's access log: both (two nginx), on or off
 NGINX_PORT_BASE=${BENCH_NGINX_PORT:-18580}
 TC_PORT_BASE=${BENCH_TIERCACHE_PORT:-18590}
 KEEP=${BENCH_KEEP:-0}
@@ -51,12 +55,20 @@ need_web_tools
 command -v cargo >/dev/null 2>&1 || die "cargo not found (install Rust, e.g. from https://rustup.rs)"
 for t in awk sha256sum split sort head find cmp; do command -v "$t" >/dev/null 2>&1 || die "$t not found"; done
 [ "$COUNT" -ge 1 ] && [ "$KIB" -ge 1 ] && [ "$WRK_RUNS" -ge 1 ] || die "BENCH_HOT_COUNT, BENCH_HOT_KIB and BENCH_WRK_RUNS must be >= 1"
+# The nginx servers measured: ng with the access log, ngoff without.
+case $NGINX_LOG in
+both) NGS=(ng ngoff) ;;
+on) NGS=(ng) ;;
+off) NGS=(ngoff) ;;
+*) die "BENCH_NGINX_LOG must be both, on or off (got '$NGINX_LOG')" ;;
+esac
 
 # --- machine -------------------------------------------------------------------------------------
 echo "tiercache hot-entry benchmark — $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
 machine_lines
 web_tools_line
 echo "sizes   : ${COUNT} x ${KIB} KiB, wrk -t${WRK_THREADS} -c${WRK_CONNS} -d${WRK_SECONDS}s x${WRK_RUNS} per server (after a ${WRK_WARM}s warm-up each)"
+echo "nginx   : access log $NGINX_LOG$([ "$NGINX_LOG" != both ] || echo ' (two nginx: one writing a combined access log, one writing none)')"
 echo "note    : load generator (wrk), nginx and tiercache all share these $(nproc) CPUs"
 echo "before  : $(background_load)"
 echo
@@ -71,13 +83,13 @@ echo
 
 # --- scratch, processes, cleanup -----------------------------------------------------------------
 SCRATCH=$(mktemp -d "${TMPDIR:-/tmp}/tiercache-hot.XXXXXX")
-NGINX_PID=""
+NGINX_PIDS=""
 TC_PID=""
 BARE_PID=""
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM
-    for pid in $TC_PID $NGINX_PID $BARE_PID; do
+    for pid in $TC_PID $NGINX_PIDS $BARE_PID; do
         kill "$pid" 2>/dev/null || true
         wait "$pid" 2>/dev/null || true
     done
@@ -113,8 +125,19 @@ FIRST_NAME=$(head -1 "$SCRATCH/hot.sha256" | awk '{print $2}')
 FIRST_NAME=${FIRST_NAME#./}
 
 # --- nginx ---------------------------------------------------------------------------------------
-NG="$SCRATCH/nginx"
-start_nginx "$WWW" "$NGINX_PORT" "$NG"
+# One nginx per access-log choice; the first is also the namespace's source.
+declare -A NGURL=()
+port=$NGINX_PORT
+for s in "${NGS[@]}"; do
+    if [ -n "$NGINX_PIDS" ]; then
+        port=$(pick_port $((port + 1)))
+        [ "$port" != "$TC_PORT" ] || port=$(pick_port $((port + 1)))
+    fi
+    start_nginx "$WWW" "$port" "$SCRATCH/$s" "$([ "$s" = ng ] && echo on || echo off)"
+    NGINX_PIDS+=" $NGINX_PID"
+    NGURL[$s]="http://127.0.0.1:$port"
+done
+NG_URL=${NGURL[${NGS[0]}]}
 
 BARE_PORT=$(pick_port $((TC_PORT + 1)))
 BARE_URL="http://127.0.0.1:$BARE_PORT"
@@ -163,7 +186,7 @@ curl_cfg() { # FILE URL-PREFIX hex|name
 }
 curl_cfg "$SCRATCH/ns.curl" "$TC_URL/ns/web/" name
 curl_cfg "$SCRATCH/blobs.curl" "$TC_URL/blobs/sha256:" hex
-curl_cfg "$SCRATCH/ng.curl" "$NG_URL/" name
+for s in "${NGS[@]}"; do curl_cfg "$SCRATCH/$s.curl" "${NGURL[$s]}/" name; done
 curl_cfg "$SCRATCH/bare.curl" "$BARE_URL/ns/web/" name
 pass() { # CURL-CONFIG WHAT: one pass over every key; every answer must be 200
     local codes
@@ -229,10 +252,12 @@ run_wrk() { # URL LUA SECONDS OUT -> requests/s; fails on errors, warns on non-2
 }
 
 # Servers (labels) and how to measure each.
-SERVERS=(ng bare mem_ns nocache_ns)
-[ "$BLOBS" = 1 ] && SERVERS=(ng bare mem_ns mem_blobs nocache_ns nocache_blobs)
+SERVERS=("${NGS[@]}" bare mem_ns nocache_ns)
+[ "$BLOBS" = 1 ] && SERVERS=("${NGS[@]}" bare mem_ns mem_blobs nocache_ns nocache_blobs)
+is_tc() { case $1 in *_ns | *_blobs) return 0 ;; *) return 1 ;; esac }
 declare -A LABEL=(
-    [ng]="nginx (files)"
+    [ng]="nginx (files, access log)"
+    [ngoff]="nginx (files, no access log)"
     [bare]="bare axum handler (files in a HashMap)"
     [mem_ns]="tiercache, memory tier: /ns/web/<key>"
     [nocache_ns]="tiercache --no-cache: /ns/web/<key>"
@@ -246,12 +271,12 @@ for s in "${SERVERS[@]}"; do : >"$SCRATCH/r.$s"; done
 measure() { # S I
     local s=$1 i=$2 mode url lua cfg m0 d0 m1 d1
     case $s in
-    ng) url=$NG_URL lua=$SCRATCH/ng.lua cfg=$SCRATCH/ng.curl ;;
+    ng | ngoff) url=${NGURL[$s]} lua=$SCRATCH/ng.lua cfg=$SCRATCH/$s.curl ;;
     bare) url=$BARE_URL lua=$SCRATCH/ns.lua cfg=$SCRATCH/bare.curl ;;
     *_ns) url=$TC_URL lua=$SCRATCH/ns.lua cfg=$SCRATCH/ns.curl ;;
     *_blobs) url=$TC_URL lua=$SCRATCH/blobs.lua cfg=$SCRATCH/blobs.curl ;;
     esac
-    if [ "$s" != ng ] && [ "$s" != bare ]; then
+    if is_tc "$s"; then
         mode=${s%%_*}
         if [ "$TC_MODE" != "$mode" ]; then
             tc_stop
@@ -261,9 +286,9 @@ measure() { # S I
     pass "$cfg" "warm-up pass of ${LABEL[$s]}"
     run_wrk "$url" "$lua" "$WRK_WARM" "$SCRATCH/wrk.warm" >/dev/null
     [ -z "$TC_PID" ] || wait_idle "$TC_PID"
-    [ "$s" = ng ] || [ "$s" = bare ] || { m0=$(reads memory); d0=$(reads disk); }
+    ! is_tc "$s" || { m0=$(reads memory); d0=$(reads disk); }
     run_wrk "$url" "$lua" "$WRK_SECONDS" "$SCRATCH/wrk.$s.$i" >>"$SCRATCH/r.$s"
-    if [ "$s" != ng ] && [ "$s" != bare ]; then
+    if is_tc "$s"; then
         m1=$(reads memory)
         d1=$(reads disk)
         SHARE[$s]="memory $((m1 - m0)), disk $((d1 - d0))"
@@ -272,12 +297,12 @@ measure() { # S I
 }
 
 # Measurement groups, rotated between runs; a tiercache group keeps one server process.
-GROUPS_=(ng bare mem nocache)
+GROUPS_=("${NGS[@]}" bare mem nocache)
 group_members() { # G -> servers
     local s
     for s in "${SERVERS[@]}"; do
         case $1 in
-        ng | bare) [ "$s" = "$1" ] && echo "$s" ;;
+        ng | ngoff | bare) [ "$s" = "$1" ] && echo "$s" ;;
         *) [ "${s%%_*}" = "$1" ] && echo "$s" ;;
         esac
     done
@@ -301,21 +326,27 @@ p50() { awk '/^ +50%/ {print $2}' "$1"; }
 p99() { awk '/^ +99%/ {print $2}' "$1"; }
 declare -A MED=()
 for s in "${SERVERS[@]}"; do MED[$s]=$(median <"$SCRATCH/r.$s"); done
-ratio() { calc '%.2f' "${MED[$1]} / ${MED[ng]}"; }
-R_MEM=$(ratio mem_ns)
-VERDICT=$(awk -v r="$R_MEM" -v g="$GOAL" 'BEGIN {print (r >= g) ? "PASS" : "FAIL"}')
+ratio() { calc '%.2f' "${MED[$1]} / ${MED[${2:-${NGS[0]}}]}"; } # SERVER [NGINX]
+declare -A RCOL=([ng]="ratio to nginx (access log)" [ngoff]="ratio to nginx (no access log)")
 echo
 echo "hot ${KIB} KiB entries, ${COUNT} keys, wrk -t${WRK_THREADS} -c${WRK_CONNS} -d${WRK_SECONDS}s, median of ${WRK_RUNS}"
 echo
-echo "| server | requests/s (median) | ratio to nginx | runs (req/s) | p50 / p99 (run 1) |"
-echo "|---|---:|---:|---|---|"
+printf '| server | requests/s (median) |'
+for n in "${NGS[@]}"; do printf ' %s |' "${RCOL[$n]}"; done
+printf ' runs (req/s) | p50 / p99 (run 1) |\n|---|---:|'
+for n in "${NGS[@]}"; do printf -- '---:|'; done
+printf -- '---|---|\n'
 for s in "${SERVERS[@]}"; do
-    printf '| %s | %s | %s | %s | %s / %s |\n' "${LABEL[$s]}" "$(calc '%.0f' "${MED[$s]}")" "$(ratio "$s")" \
-        "$(awk '{printf "%s%.0f", (NR > 1 ? ", " : ""), $1}' "$SCRATCH/r.$s")" \
+    printf '| %s | %s |' "${LABEL[$s]}" "$(calc '%.0f' "${MED[$s]}")"
+    for n in "${NGS[@]}"; do printf ' %s |' "$(ratio "$s" "$n")"; done
+    printf ' %s | %s / %s |\n' "$(awk '{printf "%s%.0f", (NR > 1 ? ", " : ""), $1}' "$SCRATCH/r.$s")" \
         "$(p50 "$SCRATCH/wrk.$s.0")" "$(p99 "$SCRATCH/wrk.$s.0")"
 done
 echo
-echo "goal: tiercache (memory tier) ≥ ${GOAL}× nginx — $R_MEM× — $VERDICT"
+for n in "${NGS[@]}"; do
+    r=$(ratio mem_ns "$n")
+    echo "goal: tiercache (memory tier) ≥ ${GOAL}× ${LABEL[$n]} — $r× — $(awk -v r="$r" -v g="$GOAL" 'BEGIN {print (r >= g) ? "PASS" : "FAIL"}')"
+done
 echo
 echo "context (no goal):"
 ctx() { printf '  %-52s %s\n' "$1" "$2"; }
@@ -330,7 +361,8 @@ if [ "$BLOBS" = 1 ]; then
     ctx "/blobs req/s ÷ /ns req/s, --no-cache" "$(calc '%.2f' "${MED[nocache_blobs]} / ${MED[nocache_ns]}")×"
 fi
 ctx "tiercache /ns (memory tier) ÷ bare axum handler" "$(calc '%.2f' "${MED[mem_ns]} / ${MED[bare]}")×"
-ctx "bare axum handler ÷ nginx" "$(calc '%.2f' "${MED[bare]} / ${MED[ng]}")×"
+for n in "${NGS[@]}"; do ctx "bare axum handler ÷ ${LABEL[$n]}" "$(ratio bare "$n")×"; done
+[ "$NGINX_LOG" != both ] || ctx "nginx without ÷ with its access log" "$(ratio ngoff ng)×"
 ((${#WARNINGS[@]} == 0)) || printf '  wrk warning: %s\n' "${WARNINGS[@]}"
 echo "after   : $(background_load)"
 echo "other work on the machine between measurements: at most ${OTHER_MAX}% of CPU$( [ "$OTHER_MAX" -le 10 ] || echo '  WARNING: figures may be skewed')"
