@@ -578,6 +578,23 @@ mod tests {
         assert!(e.to_string().contains("cannot connect"), "{e}");
     }
 
+    /// An endpoint that takes the connection and never answers times out at the read timeout.
+    #[tokio::test]
+    async fn an_endpoint_that_never_answers_times_out() {
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("s3://bucket/pre?endpoint=http://{}", silent.local_addr().unwrap());
+        let config = HttpSourceConfig {
+            connect_timeout: std::time::Duration::from_secs(3600),
+            read_timeout: std::time::Duration::from_millis(200),
+            ..HttpSourceConfig::default()
+        };
+        let creds = S3Credentials { access_key: "a".into(), secret_key: "b".into() };
+        let s = S3Source::new(&url, &config, Some(&creds)).unwrap();
+        let e = s.fetch(&key("o"), &FetchRequest::default()).await.unwrap_err();
+        assert!(e.is_timeout(), "{e:?}");
+        assert!(s.head(&key("o")).await.unwrap_err().is_timeout());
+    }
+
     #[test]
     fn versions_and_revalidations_compare_validators() {
         let v = |e: Option<&str>, lm: Option<&str>| Validators {
