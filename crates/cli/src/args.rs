@@ -148,11 +148,14 @@ pub(crate) enum NsCommand {
     Create {
         /// Namespace name: lowercase letters, digits, '.', '_', '-'
         name: String,
-        /// The source: a base URL (http:// or https://) or a directory (file:///path)
+        /// The source: a base URL (http:// or https://), a directory (file:///path) or an S3 bucket
+        /// (s3://bucket/prefix?endpoint=URL&region=NAME)
         #[arg(long, value_name = "URL")]
         source: Option<String>,
         #[command(flatten)]
         dir: DirOptionArgs,
+        #[command(flatten)]
+        s3: S3KeyArgs,
         #[command(flatten)]
         limits: NsLimitArgs,
         /// Where its blobs are kept: `managed` (the shared disk tier) or `path:DIR` (a directory of
@@ -230,6 +233,18 @@ pub(crate) struct NsLimitArgs {
     /// Most entries; the least recently read go first
     #[arg(long, value_name = "N")]
     pub(crate) max_entries: Option<u64>,
+}
+
+/// The access key pair an S3 source signs with, instead of the AWS variables.
+#[derive(Debug, Args, Default)]
+pub(crate) struct S3KeyArgs {
+    /// For an s3:// source: the access key id [default: AWS_ACCESS_KEY_ID]
+    #[arg(long, value_name = "KEY")]
+    pub(crate) s3_access_key: Option<String>,
+    /// For an s3:// source: the secret access key (kept with the namespace, never shown)
+    /// [default: AWS_SECRET_ACCESS_KEY]
+    #[arg(long, value_name = "SECRET", env = "TIERCACHE_S3_SOURCE_SECRET_KEY", hide_env_values = true)]
+    pub(crate) s3_secret_key: Option<String>,
 }
 
 /// Options of a directory namespace.

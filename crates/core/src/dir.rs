@@ -56,6 +56,12 @@ pub struct NamespaceOptions {
     /// server's reads otherwise need one (a read token is configured). Writes are never public.
     #[serde(rename = "public", skip_serializing_if = "is_false")]
     pub is_public: bool,
+    /// For an S3 source: the access key id to sign with, instead of `AWS_ACCESS_KEY_ID`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub s3_access_key: Option<String>,
+    /// For an S3 source: the secret access key that goes with `s3_access_key` (never shown).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub s3_secret_key: Option<crate::Secret>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -71,5 +77,10 @@ impl NamespaceOptions {
     /// Whether an option that applies to directory sources only is set.
     pub fn has_dir_options(&self) -> bool {
         self.copy_to_cache || !self.ignore.is_empty()
+    }
+
+    /// Whether an option that applies to S3 sources only is set.
+    pub fn has_s3_options(&self) -> bool {
+        self.s3_access_key.is_some() || self.s3_secret_key.is_some()
     }
 }

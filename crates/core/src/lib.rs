@@ -21,7 +21,7 @@ pub use dir::{FileMarkers, NamespaceOptions};
 pub use hashes::Hashes;
 pub use key::{Key, KeyError, MAX_KEY_BYTES, MAX_NAMESPACE_BYTES, NamespaceName};
 pub use range::{ByteRange, MAX_RANGES, RangeError, RangeRequest, Resolved};
-pub use redact::{REDACTED, redact_url};
+pub use redact::{REDACTED, Secret, redact_url};
 pub use rel_path::{MAX_REL_PATH_BYTES, RelPath};
 
 /// A source's validators for an entry: what a conditional request sends back to it.

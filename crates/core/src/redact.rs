@@ -21,6 +21,36 @@ pub fn redact_url(url: &str) -> Cow<'_, str> {
     Cow::Owned(format!("{}{userinfo}{}", &url[..auth_start], &rest[at..]))
 }
 
+/// A secret kept in a namespace's options (an S3 secret key): stored and sent as it is, shown as
+/// [`REDACTED`] by `Debug` and `Display`, so that printing the options never prints it.
+#[derive(Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// A secret holding `s`.
+    pub fn new(s: impl Into<String>) -> Secret {
+        Secret(s.into())
+    }
+
+    /// The secret itself, for the one place that uses it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(REDACTED)
+    }
+}
+
+impl std::fmt::Display for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(REDACTED)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -37,5 +67,11 @@ mod tests {
         check("file:///srv/data", "file:///srv/data");
         check("not a url", "not a url");
         check("http://user:pw@host", "http://***:***@host");
+    }
+
+    #[test]
+    fn secrets_are_never_printed() {
+        let s = Secret::new("hunter2");
+        assert_eq!((format!("{s:?}"), s.to_string(), s.expose()), ("***".into(), "***".into(), "hunter2"));
     }
 }

@@ -397,7 +397,7 @@ impl Reads {
     /// and no longer) is the source's failure, not the request's: [`SourceError::AddressRefused`].
     fn source_of(&self, ns: &Namespace, key: &Key) -> Result<Arc<dyn Source>, Error> {
         match ns.source.as_deref() {
-            Some(url) => self.sources.for_url(url).map_err(|e| match e {
+            Some(url) => self.sources.for_url(url, &ns.options).map_err(|e| match e {
                 Error::Invalid(reason) => {
                     Error::Source(SourceError::AddressRefused { url: tiercache_core::redact_url(url).into(), reason })
                 }

@@ -6,15 +6,20 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use tiercache_core::NamespaceOptions;
 use tiercache_index::Namespace;
-use tiercache_sources::{DirSource, HttpSourceConfig, Source};
+use tiercache_sources::{DirSource, HttpSourceConfig, S3Credentials, Source};
 
 use crate::Error;
+
+/// A source's URL, with the credentials it signs with (an S3 source's, from its namespace's
+/// options): two namespaces naming one bucket with other keys get a source each.
+type SourceKey = (String, Option<S3Credentials>);
 
 /// Sources by URL.
 pub(crate) struct Sources {
     http: HttpSourceConfig,
-    by_url: Mutex<HashMap<String, Arc<dyn Source>>>,
+    by_url: Mutex<HashMap<SourceKey, Arc<dyn Source>>>,
     dirs: Mutex<HashMap<String, Arc<DirSource>>>,
     /// Directory sources refused when the cache opened (`contain.rs`), with why: a namespace
     /// bound to one answers [`Error::Containment`] instead of being served.
@@ -29,7 +34,7 @@ impl Sources {
     /// Refuses the source `url` from now on, saying `why` to whoever asks for it.
     pub(crate) fn refuse(&self, url: &str, why: String) {
         self.dirs.lock().unwrap_or_else(|p| p.into_inner()).remove(url);
-        self.by_url.lock().unwrap_or_else(|p| p.into_inner()).remove(url);
+        self.by_url.lock().unwrap_or_else(|p| p.into_inner()).retain(|(u, _), _| u != url);
         self.refused.lock().unwrap_or_else(|p| p.into_inner()).insert(url.to_owned(), why);
     }
 
@@ -41,15 +46,17 @@ impl Sources {
         }
     }
 
-    /// The source `url` names; [`Error::Invalid`] if no source understands it.
-    pub(crate) fn for_url(&self, url: &str) -> Result<Arc<dyn Source>, Error> {
+    /// The source `url` names, with a namespace's `options` (an S3 source's credentials);
+    /// [`Error::Invalid`] if no source understands it.
+    pub(crate) fn for_url(&self, url: &str, options: &NamespaceOptions) -> Result<Arc<dyn Source>, Error> {
         self.check_refused(url)?;
+        let key = (url.to_owned(), s3_credentials(options)?);
         let mut sources = self.by_url.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(s) = sources.get(url) {
+        if let Some(s) = sources.get(&key) {
             return Ok(Arc::clone(s));
         }
-        let s = tiercache_sources::from_url(url, &self.http).map_err(Error::Invalid)?;
-        sources.insert(url.to_owned(), Arc::clone(&s));
+        let s = tiercache_sources::from_url(url, &self.http, key.1.as_ref()).map_err(Error::Invalid)?;
+        sources.insert(key, Arc::clone(&s));
         Ok(s)
     }
 
@@ -66,5 +73,16 @@ impl Sources {
         let src = Arc::new(src);
         dirs.insert(url.to_owned(), Arc::clone(&src));
         Ok(Some(src))
+    }
+}
+
+/// The S3 credentials of `options`: both keys or neither ([`Error::Invalid`] for one alone).
+fn s3_credentials(options: &NamespaceOptions) -> Result<Option<S3Credentials>, Error> {
+    match (&options.s3_access_key, &options.s3_secret_key) {
+        (Some(access_key), Some(secret)) => {
+            Ok(Some(S3Credentials { access_key: access_key.clone(), secret_key: secret.expose().to_owned() }))
+        }
+        (None, None) => Ok(None),
+        _ => Err(Error::Invalid("s3_access_key and s3_secret_key go together: give both or neither".into())),
     }
 }

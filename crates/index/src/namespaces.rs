@@ -25,9 +25,25 @@ pub struct Namespace {
     pub source: Option<String>,
     /// Creation time, ms since the epoch.
     pub created_at: i64,
-    /// Options beyond the source.
-    #[serde(skip_serializing_if = "NamespaceOptions::is_default")]
+    /// Options beyond the source (serialized with an S3 secret key shown as `***`).
+    #[serde(skip_serializing_if = "NamespaceOptions::is_default", serialize_with = "serialize_options_redacted")]
     pub options: NamespaceOptions,
+}
+
+/// Serializes a namespace's options with its S3 secret key, if any, replaced by `***`: only the
+/// index row and the definition file keep it.
+fn serialize_options_redacted<S: serde::Serializer>(
+    options: &NamespaceOptions,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    match options.s3_secret_key {
+        Some(_) => NamespaceOptions {
+            s3_secret_key: Some(tiercache_core::Secret::new(tiercache_core::REDACTED)),
+            ..options.clone()
+        }
+        .serialize(s),
+        None => options.serialize(s),
+    }
 }
 
 /// Serializes a source URL with its credentials replaced by `***`: every answer that shows a

@@ -153,6 +153,9 @@ struct Definition {
     storage: Option<String>,
     /// Read without a token when reads otherwise need one.
     public: bool,
+    /// For an S3 source: the access key pair it signs with instead of the AWS variables.
+    s3_access_key: Option<String>,
+    s3_secret_key: Option<tiercache_core::Secret>,
 }
 
 /// A namespace's definition as the admin API takes it: its source, options and storage place.
@@ -171,6 +174,8 @@ impl Definition {
             max_entries: count_field("max_entries", self.max_entries)?,
             storage: None,
             is_public: self.public,
+            s3_access_key: self.s3_access_key,
+            s3_secret_key: self.s3_secret_key,
         };
         Ok((self.source, options, storage))
     }

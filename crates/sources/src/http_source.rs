@@ -19,7 +19,8 @@ use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use tiercache_core::{ByteRange, Key, Validators};
 
 use crate::{FetchRequest, Fetched, Source, SourceBody, SourceError, SourceMeta};
-use reach::{AddressPolicy, AddressRefused, FilteringResolver, RedirectRefused};
+use reach::RedirectRefused;
+pub(crate) use reach::{AddressPolicy, AddressRefused, FilteringResolver};
 pub use reach::{AddressRange, Redirects};
 
 /// Characters escaped in a key segment: everything but RFC 3986 unreserved characters and a few
@@ -196,7 +197,7 @@ fn path_of(key: &Key) -> String {
 /// parsed and written back canonically (scheme and host in lower case, a default port dropped,
 /// percent-encoding normalised), its credentials removed, with a trailing `/`. Used to name what a
 /// cluster shares about the source's entries, never to send a request.
-pub fn identity(base: &str) -> Result<String, String> {
+pub(crate) fn identity(base: &str) -> Result<String, String> {
     let mut parsed = reqwest::Url::parse(base)
         .map_err(|e| format!("invalid source URL {:?}: {e}", tiercache_core::redact_url(base)))?;
     if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
@@ -238,7 +239,7 @@ fn build_client(config: &HttpSourceConfig, addresses: Arc<AddressPolicy>) -> Res
 }
 
 /// The first error of type `T` in `e`'s chain of causes.
-fn cause_of<'a, T: std::error::Error + 'static>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a T> {
+pub(crate) fn cause_of<'a, T: std::error::Error + 'static>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a T> {
     let mut cur = Some(e);
     while let Some(err) = cur {
         if let Some(t) = err.downcast_ref::<T>() {
@@ -249,7 +250,7 @@ fn cause_of<'a, T: std::error::Error + 'static>(e: &'a (dyn std::error::Error + 
     None
 }
 
-fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     let mut msg = e.to_string();
     let mut cur = e.source();
     while let Some(inner) = cur {
@@ -414,7 +415,7 @@ fn is_same_version(want: &Validators, got: &Validators) -> bool {
 
 /// Passes a body through, failing it if it ends before, or runs past, `expected` bytes: a short
 /// body is an error, never a smaller blob.
-fn enforce_length(
+pub(crate) fn enforce_length(
     raw: impl futures::Stream<Item = Result<Bytes, SourceError>> + Send + Unpin + 'static,
     expected: Option<u64>,
     url: String,

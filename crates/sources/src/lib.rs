@@ -1,14 +1,16 @@
 //! Sources: where truth lives. A namespace is bound to at most one.
 //!
 //! A [`Source`] answers one question: "give me the bytes of this key (or this range of them), unless
-//! they still match these validators". There is the HTTP(S) source ([`HttpSource`]) and the
-//! directory source ([`DirSource`]); the S3 and OCI registry sources will implement the same trait.
+//! they still match these validators". There are the HTTP(S) source ([`HttpSource`]), the
+//! directory source ([`DirSource`]) and the S3 source ([`S3Source`]); an OCI registry source will
+//! implement the same trait.
 //! A source knows nothing of tiers or the index: the engine decides what to keep. The directory source also walks, hashes and
 //! writes files, since a directory is both a source and the place its namespace's writes go.
 #![warn(missing_docs)]
 
 pub mod dir;
 mod http_source;
+mod s3_source;
 
 use std::fmt;
 
@@ -17,7 +19,8 @@ use futures::stream::BoxStream;
 use tiercache_core::{ByteRange, Key, Validators};
 
 pub use dir::DirSource;
-pub use http_source::{AddressRange, HttpSource, HttpSourceConfig, Redirects, identity};
+pub use http_source::{AddressRange, HttpSource, HttpSourceConfig, Redirects};
+pub use s3_source::{DEFAULT_REGION, S3Credentials, S3Source};
 
 /// A source failure, as the engine and finally the client see it.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -180,14 +183,38 @@ pub trait Source: Send + Sync + fmt::Debug {
 
 /// Builds the source a namespace's `source` string names.
 ///
-/// `http://` and `https://` base URLs, and `file:///absolute/path` directories, are accepted.
-pub fn from_url(url: &str, config: &HttpSourceConfig) -> Result<std::sync::Arc<dyn Source>, String> {
+/// `http://` and `https://` base URLs, `file:///absolute/path` directories and
+/// `s3://bucket/prefix?endpoint=…&region=…` buckets are accepted; an S3 source signs with
+/// `s3_credentials` if given, else with the AWS variables.
+pub fn from_url(
+    url: &str,
+    config: &HttpSourceConfig,
+    s3_credentials: Option<&S3Credentials>,
+) -> Result<std::sync::Arc<dyn Source>, String> {
     let lower = url.to_ascii_lowercase();
+    if lower.starts_with("s3://") {
+        return Ok(std::sync::Arc::new(S3Source::new(url, config, s3_credentials)?));
+    }
     if lower.starts_with("http://") || lower.starts_with("https://") {
         return Ok(std::sync::Arc::new(HttpSource::new(url, config)?));
     }
     if let Some(path) = url.strip_prefix("file://") {
         return Ok(std::sync::Arc::new(DirSource::new(path)?));
     }
-    Err(format!("unsupported source {url:?}: expected an http:// or https:// base URL, or file:///path"))
+    Err(format!(
+        "unsupported source {:?}: expected an http:// or https:// base URL, s3://bucket/prefix, or file:///path",
+        tiercache_core::redact_url(url)
+    ))
+}
+
+/// The identity of the source `url`, the same on every node that names it and without
+/// credentials: for an HTTP source its base URL, canonical (scheme and host in lower case, a
+/// default port dropped, percent-encoding normalised, a trailing `/`); for an S3 source
+/// `s3://bucket/prefix/?endpoint=…`. Used to name what a cluster shares about the source's
+/// entries, never to send a request.
+pub fn identity(url: &str) -> Result<String, String> {
+    if url.to_ascii_lowercase().starts_with("s3://") {
+        return s3_source::identity(url);
+    }
+    http_source::identity(url)
 }

@@ -69,7 +69,10 @@ impl Namespaces {
     ) -> Result<(Namespace, bool), Error> {
         let name = NamespaceName::new(name)?;
         if let Some(url) = source {
-            self.sources.for_url(url)?; // Refuse a URL no source understands, before writing anything.
+            self.sources.for_url(url, options)?; // Refuse a URL no source understands, before writing anything.
+        }
+        if source.is_none_or(|s| !s.to_ascii_lowercase().starts_with("s3://")) && options.has_s3_options() {
+            return Err(Error::Invalid("s3_access_key and s3_secret_key apply to s3:// sources only".into()));
         }
         let lookup = name.as_str().to_owned();
         let existing = self.ix.run(move |ix| ix.get_namespace(&lookup)).await?;

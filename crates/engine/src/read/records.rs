@@ -1,7 +1,7 @@
 //! Entry records on the read path (layer 3): what a cluster shares about entries, so that a node
 //! that has never seen an entry resolves it through the shared tier instead of the source.
 //!
-//! - An entry the index does not have, of a namespace with an HTTP source and kept in the disk
+//! - An entry the index does not have, of a namespace with an HTTP or S3 source and kept in the disk
 //!   tier: its record (keyed by the source's identity and the key, `tiercache_sources::identity`)
 //!   is read, once however many readers ask; if it names a blob the shared tier holds, it becomes
 //!   this node's own row (blob absent from the disk tier, validated when the record says), and the
@@ -35,10 +35,10 @@ use crate::meta::Tier;
 use crate::store::Store;
 
 /// The identity of `ns`'s source that records are keyed by: its canonical URL, if it is an HTTP
-/// source.
+/// or S3 source (bucket, prefix and endpoint; never credentials).
 fn identity_of(ns: &Namespace) -> Option<String> {
     let url = ns.source.as_deref()?;
-    if !(url.starts_with("http://") || url.starts_with("https://")) {
+    if !(url.starts_with("http://") || url.starts_with("https://") || url.starts_with("s3://")) {
         return None;
     }
     tiercache_sources::identity(url).ok()

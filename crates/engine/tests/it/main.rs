@@ -6,6 +6,7 @@ mod etag;
 mod fetching;
 mod lifecycle;
 mod records;
+mod s3_source;
 mod storage;
 
 use std::sync::Arc;

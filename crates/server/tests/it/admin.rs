@@ -174,6 +174,20 @@ async fn namespace_create_show_pin_df_prune_delete() {
     assert_eq!(again["created"], false);
     assert_eq!(again["namespace"]["options"]["max_entries"], 10);
 
+    // An S3 source's keys are taken, and its secret is never answered.
+    let s3 = json!({ "source": "s3://bucket/pre?endpoint=http://127.0.0.1:9", "s3_access_key": "AKIA", "s3_secret_key": "s3cr3t" });
+    let a = h.admin(Method::PUT, "/admin/namespaces/bucket", &s3.to_string()).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.text());
+    assert!(!a.text().contains("s3cr3t"), "{}", a.text());
+    assert_eq!(a.json()["namespace"]["options"]["s3_access_key"], "AKIA");
+    let shown = h.admin_ok(Method::GET, "/admin/namespaces/bucket", "", StatusCode::OK).await;
+    assert!(!shown.to_string().contains("s3cr3t"), "{shown}");
+    let half = json!({ "source": "s3://bucket/pre", "s3_secret_key": "s3cr3t" }).to_string();
+    let a = h.admin(Method::PUT, "/admin/namespaces/half", &half).await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST, "{}", a.text());
+    assert!(!a.text().contains("s3cr3t"), "{}", a.text());
+    assert_eq!(h.admin(Method::DELETE, "/admin/namespaces/bucket", "").await.status, StatusCode::OK);
+
     // Another source for the same name is a conflict, and changes nothing.
     let other = json!({ "source": "http://127.0.0.1:9/elsewhere" }).to_string();
     let a = h.admin(Method::PUT, "/admin/namespaces/ci", &other).await;
