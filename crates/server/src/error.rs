@@ -120,7 +120,10 @@ impl ApiError {
             }
             E::NameTooLong { .. } => StatusCode::URI_TOO_LONG,
             E::Range(_) => StatusCode::RANGE_NOT_SATISFIABLE,
-            E::NoNamespace(_) | E::NoEntry { .. } | E::NoBlob(_) => StatusCode::NOT_FOUND,
+            E::NoNamespace(_) | E::NoEntry { .. } | E::NoBlob(_) | E::NoSuchUpload { .. } => StatusCode::NOT_FOUND,
+            E::InvalidPart { .. } | E::InvalidPartOrder { .. } | E::EntityTooSmall { .. } | E::BadDigest { .. } => {
+                StatusCode::BAD_REQUEST
+            }
             E::Conflict { .. } => StatusCode::CONFLICT,
             E::Busy { .. } | E::SourceBusy { .. } => StatusCode::SERVICE_UNAVAILABLE,
             E::ReadOnly { .. } => StatusCode::METHOD_NOT_ALLOWED,
@@ -189,7 +192,12 @@ impl ApiError {
             | E::DigestMismatch { .. }
             | E::NoNamespace(_)
             | E::NoEntry { .. }
-            | E::NoBlob(_) => e.to_string().into(),
+            | E::NoBlob(_)
+            | E::NoSuchUpload { .. }
+            | E::InvalidPart { .. }
+            | E::InvalidPartOrder { .. }
+            | E::EntityTooSmall { .. }
+            | E::BadDigest { .. } => e.to_string().into(),
             E::Conflict { .. } => "the request conflicts with what exists (a key that names a directory, or a \
                                    definition already in place)"
                 .into(),
