@@ -413,6 +413,11 @@ mod tests {
             (Error::TooLarge { declared_bytes: Some(2), max_bytes: 1 }, StatusCode::PAYLOAD_TOO_LARGE),
             (Error::TooLarge { declared_bytes: None, max_bytes: 1 }, StatusCode::PAYLOAD_TOO_LARGE),
             (Error::UploadBody { why: "connection reset".into() }, StatusCode::BAD_REQUEST),
+            (Error::NoSuchUpload { upload_id: "0".into() }, StatusCode::NOT_FOUND),
+            (Error::InvalidPart { part_number: 1, why: "was not uploaded".into() }, StatusCode::BAD_REQUEST),
+            (Error::InvalidPartOrder { part_number: 1, after: 2 }, StatusCode::BAD_REQUEST),
+            (Error::EntityTooSmall { part_number: 1, size_bytes: 1, min_bytes: 5 }, StatusCode::BAD_REQUEST),
+            (Error::BadDigest { expected: "a".into(), actual: "b".into() }, StatusCode::BAD_REQUEST),
         ];
         for (e, want) in cases {
             let what = e.to_string();
