@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use md5::Digest as _;
-use tiercache_engine::{Cache, CacheConfig, Digest, Error, PruneOptions, UploadId, UploadMeta};
+use tiercache_engine::{Cache, CacheConfig, Digest, Error, ListRequest, PruneOptions, UploadId, UploadMeta};
 
 use super::{bounded, collect};
 
@@ -92,6 +92,8 @@ async fn three_parts_assemble_into_one_entry_with_the_multipart_etag() {
     assert_eq!(read.meta.digest, Some(Digest::of(&whole)));
     assert!(collect(read, None).await.unwrap() == whole, "the object is the parts in order");
     assert_eq!(cache.stats(None).await.unwrap().stats.n_entries, 1);
+    let page = cache.list("bucket", ListRequest { limit: 10, ..Default::default() }).await.unwrap();
+    assert_eq!(page.items.iter().map(|i| i.md5.as_deref()).collect::<Vec<_>>(), [Some(etag.as_str())]);
 
     assert!(!upload_dir(&cache, &id).exists(), "the parts are removed after");
     assert!(matches!(cache.upload(&id).await, Err(Error::NoSuchUpload { .. })));
