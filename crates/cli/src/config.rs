@@ -269,6 +269,8 @@ pub(crate) fn engine_config(global: &GlobalSettings, flags: &EngineSettings, fil
     p.temp_grace = s.temp_grace.map_or(p.temp_grace, |d| d.0);
     p.max_age = s.max_age.map(|d| d.0);
     p.owner_grace = s.owner_grace.map_or(p.owner_grace, |d| d.0);
+    cfg.multipart_max_age = s.multipart_max_age.map_or(cfg.multipart_max_age, |d| d.0);
+    anyhow::ensure!(!cfg.multipart_max_age.is_zero(), "multipart_max_age must be longer than zero");
     if let Some(hook) = s.owner_hook.as_deref() {
         p.owner_hook = Some(std::sync::Arc::new(crate::owner_hook::OwnerHook::parse(hook)?));
     }
@@ -410,6 +412,17 @@ mod tests {
         assert_eq!(c.fetches_per_source(), 3);
         assert_eq!(cfg("max_concurrent_fetches = 40\n").unwrap().fetches_per_source(), 10);
         assert!(cfg("max_fetches_per_source = 0\n").is_err());
+    }
+
+    /// `multipart_max_age` from the file reaches the engine; its default is 7 days; 0 is refused.
+    #[test]
+    fn multipart_max_age_from_the_file() {
+        let global = GlobalSettings { data_dir: Some("/d".into()) };
+        let cfg = |text: &str| engine_config(&global, &EngineSettings::default(), &FileConfig::parse(text).unwrap());
+        let day = std::time::Duration::from_secs(24 * 3600);
+        assert_eq!(cfg("multipart_max_age = \"2d\"\n").unwrap().multipart_max_age, 2 * day);
+        assert_eq!(cfg("").unwrap().multipart_max_age, 7 * day);
+        assert!(cfg("multipart_max_age = \"0s\"\n").is_err());
     }
 
     /// Each key lands in its part; an unknown key is refused with the list of known ones.

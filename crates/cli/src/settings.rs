@@ -268,6 +268,10 @@ pub(crate) struct EngineSettings {
     /// A namespace whose owner is gone is deleted once the hook has said so for this long.
     #[arg(skip)]
     pub(crate) owner_grace: Option<HumanDuration>,
+    /// A multipart upload neither completed nor aborted this long after it began is abandoned:
+    /// the pruner removes it and its parts [default: 7d]
+    #[arg(long, env = "TIERCACHE_MULTIPART_MAX_AGE", value_name = "DURATION", allow_hyphen_values = true)]
+    pub(crate) multipart_max_age: Option<HumanDuration>,
 }
 
 impl EngineSettings {
@@ -309,6 +313,7 @@ impl EngineSettings {
             max_age: s.max_age.or(f.max_age),
             owner_hook: s.owner_hook.or(f.owner_hook),
             owner_grace: s.owner_grace.or(f.owner_grace),
+            multipart_max_age: s.multipart_max_age.or(f.multipart_max_age),
         }
     }
 }

@@ -26,6 +26,7 @@ use crate::store::place::Place;
 use crate::store::{CleanupReport, Store, Stores};
 use crate::tasks::Tasks;
 use crate::telemetry::Notes;
+use crate::uploads::{CompletedUpload, PartInfo, PartsPage, UploadId, UploadInfo, UploadMeta, Uploads, UploadsPage};
 use crate::write::{Stored, Writes};
 use crate::{CacheConfig, Error, Read};
 
@@ -46,6 +47,7 @@ struct Parts {
     directories: Arc<Directories>,
     reads: Arc<Reads>,
     writes: Writes,
+    uploads: Arc<Uploads>,
     jobs: Arc<Jobs>,
     tasks: Tasks,
     notes: Arc<Notes>,
@@ -131,6 +133,13 @@ impl Cache {
             stores: Arc::clone(&stores),
             directories: Arc::clone(&directories),
         };
+        let uploads = Arc::new(Uploads {
+            ix: ix.clone(),
+            namespaces: Arc::clone(&namespaces),
+            stores: Arc::clone(&stores),
+            directories: Arc::clone(&directories),
+            dir: config.data_dir.join("uploads"),
+        });
         let jobs = Arc::new(Jobs::new(
             config.clone(),
             ix.clone(),
@@ -138,6 +147,7 @@ impl Cache {
             access,
             Arc::clone(&stores),
             Arc::clone(&namespaces),
+            Arc::clone(&uploads),
             tasks.clone(),
         ));
         for note in &opened.notes {
@@ -150,6 +160,9 @@ impl Cache {
             notes.add(note);
         }
         directories.check_read_caches().await?;
+        // Multipart uploads: temp files of dead writers, and files and directories no upload row
+        // names (a crash mid-part, mid-complete or mid-abort).
+        uploads.sweep(config.pruner.temp_grace, false).await?;
         let forget = memory.clone();
         quota.set_on_evict(Box::new(move |_| forget.forget_lookups()));
         if rebuilt {
@@ -157,7 +170,7 @@ impl Cache {
             ix.run(move |_| quota.resync()).await?;
         }
         jobs.spawn_flusher();
-        let parts = Parts { memory, stores, namespaces, directories, reads, writes, jobs, tasks, notes };
+        let parts = Parts { memory, stores, namespaces, directories, reads, writes, uploads, jobs, tasks, notes };
         Ok(Cache { parts: Arc::new(parts) })
     }
 
@@ -280,6 +293,73 @@ impl Cache {
     /// One page of namespace `namespace`'s keys.
     pub async fn list(&self, namespace: &str, req: ListRequest) -> Result<ListPage, Error> {
         self.parts.writes.list(namespace, req).await
+    }
+
+    /// Starts a multipart upload of `key` into `namespace` (S3's CreateMultipartUpload), keeping
+    /// `meta` until it completes. [`Error::ReadOnly`] for a namespace mirroring a source.
+    pub async fn create_upload(&self, namespace: &str, key: &str, meta: UploadMeta) -> Result<UploadId, Error> {
+        self.parts.uploads.create(namespace, key, meta).await
+    }
+
+    /// The multipart upload `upload_id` (its namespace and key, for a front door to check they
+    /// are the request's); [`Error::NoSuchUpload`] if it is not under way.
+    pub async fn upload(&self, upload_id: &UploadId) -> Result<UploadInfo, Error> {
+        self.parts.uploads.info(upload_id).await
+    }
+
+    /// Stores part `part_number` (1 to 10 000) of `upload_id` from `body` as it arrives (S3's
+    /// UploadPart), replacing a part of that number; with `expected_md5` (a `Content-MD5`), a body
+    /// with another MD5 is [`Error::BadDigest`]. A body that fails, or does not check out, stores
+    /// nothing and leaves the earlier part. The part's ETag is its MD5.
+    pub async fn put_part<E: std::fmt::Display + Send + 'static>(
+        &self,
+        upload_id: &UploadId,
+        part_number: u32,
+        body: impl Stream<Item = Result<Bytes, E>> + Send,
+        expected_md5: Option<[u8; 16]>,
+    ) -> Result<PartInfo, Error> {
+        self.parts.uploads.put_part(upload_id, part_number, body, expected_md5).await
+    }
+
+    /// Completes `upload_id` with `parts` (part number and ETag, in ascending order): the object
+    /// is assembled, verified, stored as the entry with the ETag `hex(md5(part MD5s))-N`, and the
+    /// upload removed. [`Error::InvalidPart`], [`Error::InvalidPartOrder`],
+    /// [`Error::EntityTooSmall`] for a bad list; [`Error::NoSuchUpload`] if it is not under way
+    /// (also for the second of two completes at once).
+    pub async fn complete_upload(
+        &self,
+        upload_id: &UploadId,
+        parts: &[(u32, String)],
+    ) -> Result<CompletedUpload, Error> {
+        self.parts.uploads.complete_detached(upload_id, parts).await
+    }
+
+    /// Aborts `upload_id`, removing its parts; [`Error::NoSuchUpload`] if it is not under way.
+    pub async fn abort_upload(&self, upload_id: &UploadId) -> Result<(), Error> {
+        self.parts.uploads.abort_detached(upload_id).await
+    }
+
+    /// The parts of `upload_id` numbered above `after`, at most `limit` (S3's ListParts).
+    pub async fn list_parts(&self, upload_id: &UploadId, after: u32, limit: usize) -> Result<PartsPage, Error> {
+        self.parts.uploads.list_parts(upload_id, after, limit).await
+    }
+
+    /// The uploads under way in `namespace` whose key starts with `prefix`, after `after` (key,
+    /// upload id), at most `limit` (S3's ListMultipartUploads).
+    pub async fn list_uploads(
+        &self,
+        namespace: &str,
+        prefix: &str,
+        after: Option<(&str, &UploadId)>,
+        limit: usize,
+    ) -> Result<UploadsPage, Error> {
+        self.parts.uploads.list(namespace, prefix, after, limit).await
+    }
+
+    /// Makes `upload_id` look `age` older than it is, for tests of the pruner.
+    #[doc(hidden)]
+    pub async fn backdate_upload(&self, upload_id: &UploadId, age: std::time::Duration) -> Result<(), Error> {
+        self.parts.uploads.backdate(upload_id, age).await
     }
 
     /// Creates namespace `name` (idempotently), optionally bound to `source`, with `options`.

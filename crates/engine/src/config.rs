@@ -50,6 +50,9 @@ pub struct CacheConfig {
     /// refused ([`crate::Error::TooLarge`]), a source object larger than this is served
     /// pass-through and not stored. Default 64 GiB.
     pub max_object_bytes: u64,
+    /// A multipart upload neither completed nor aborted this long after it was created is
+    /// abandoned: the pruner removes it and its parts. Default 7 days.
+    pub multipart_max_age: Duration,
 }
 
 /// The default of [`CacheConfig::max_object_bytes`]: 64 GiB.
@@ -75,6 +78,7 @@ impl CacheConfig {
             memory_max_blob_bytes: 64 * 1024,
             pruner: PrunerConfig::default(),
             max_object_bytes: DEFAULT_MAX_OBJECT_BYTES,
+            multipart_max_age: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }

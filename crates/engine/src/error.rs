@@ -132,6 +132,48 @@ pub enum Error {
         /// What the body's stream said.
         why: String,
     },
+    /// No multipart upload of that id is under way (never created, aborted, completed, or pruned
+    /// as abandoned), or it belongs to another namespace or key.
+    #[error("no multipart upload {upload_id:?} is under way")]
+    NoSuchUpload {
+        /// The id asked for.
+        upload_id: String,
+    },
+    /// A part named by a multipart complete was not uploaded, or its ETag is not the part's.
+    #[error("part {part_number} {why}")]
+    InvalidPart {
+        /// The part's number.
+        part_number: u32,
+        /// What is wrong with it, as the rest of the sentence.
+        why: String,
+    },
+    /// The parts named by a multipart complete are not in ascending order of part number.
+    #[error("the parts must be listed in ascending order of part number: {part_number} follows {after}")]
+    InvalidPartOrder {
+        /// The part out of order.
+        part_number: u32,
+        /// The part it follows.
+        after: u32,
+    },
+    /// A part other than the last of a multipart complete is smaller than the minimum part size.
+    #[error("part {part_number} has {size_bytes} bytes; every part but the last needs at least {min_bytes}")]
+    EntityTooSmall {
+        /// The part's number.
+        part_number: u32,
+        /// Its size.
+        size_bytes: u64,
+        /// The minimum part size.
+        min_bytes: u64,
+    },
+    /// An upload's body does not have the MD5 the client declared (`Content-MD5`): nothing was
+    /// stored.
+    #[error("the body's MD5 is {actual}, not the {expected} declared")]
+    BadDigest {
+        /// The MD5 declared, lowercase hex.
+        expected: String,
+        /// The body's MD5, lowercase hex.
+        actual: String,
+    },
     /// Local I/O failed.
     #[error("{what}: {cause}")]
     Io {
@@ -175,6 +217,11 @@ impl Error {
             Error::StorageFull { .. } => "storage_full",
             Error::TooLarge { .. } => "too_large",
             Error::UploadBody { .. } => "upload_body",
+            Error::NoSuchUpload { .. } => "no_such_upload",
+            Error::InvalidPart { .. } => "invalid_part",
+            Error::InvalidPartOrder { .. } => "invalid_part_order",
+            Error::EntityTooSmall { .. } => "entity_too_small",
+            Error::BadDigest { .. } => "bad_digest",
             Error::Io { .. } => "io",
             Error::Index(_) => "index",
         }

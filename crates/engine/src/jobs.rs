@@ -1,6 +1,6 @@
 //! Jobs (layer 4): work over the whole cache rather than one read or write: start-up recovery and
 //! maintenance (`maintenance.rs`: rebuild, stats, cleanup, verify, vacuum), the pruner and its
-//! background loop (`pruner.rs`), moving a namespace between storage places (`moves.rs`), and the
+//! background loop (`pruner.rs`, which also aborts abandoned multipart uploads), moving a namespace between storage places (`moves.rs`), and the
 //! batched writes of access times and counters (`flush.rs`).
 //!
 //! Jobs use the layers below (stores, namespaces, directories, the memory tier); nothing below
@@ -24,6 +24,7 @@ use crate::memory::Memory;
 use crate::namespaces::Namespaces;
 use crate::store::Stores;
 use crate::tasks::Tasks;
+use crate::uploads::Uploads;
 
 /// The jobs of one cache.
 pub(crate) struct Jobs {
@@ -33,6 +34,8 @@ pub(crate) struct Jobs {
     access: Arc<AccessLog>,
     stores: Arc<Stores>,
     namespaces: Arc<Namespaces>,
+    /// Multipart uploads: the pruner aborts abandoned ones and sweeps their files.
+    uploads: Arc<Uploads>,
     tasks: Tasks,
     /// Held by each flush from drain to commit.
     flush_lock: tokio::sync::Mutex<()>,
@@ -42,6 +45,7 @@ pub(crate) struct Jobs {
 }
 
 impl Jobs {
+    #[allow(clippy::too_many_arguments)] // One per part of the layers below; a struct would only rename them.
     pub(crate) fn new(
         config: CacheConfig,
         ix: Ix,
@@ -49,6 +53,7 @@ impl Jobs {
         access: Arc<AccessLog>,
         stores: Arc<Stores>,
         namespaces: Arc<Namespaces>,
+        uploads: Arc<Uploads>,
         tasks: Tasks,
     ) -> Jobs {
         Jobs {
@@ -58,6 +63,7 @@ impl Jobs {
             access,
             stores,
             namespaces,
+            uploads,
             tasks,
             flush_lock: tokio::sync::Mutex::new(()),
             shared_flushed: Mutex::new(None),

@@ -6,7 +6,8 @@
 //! - 0: `error`, `config`, `telemetry`, `meta`, `generation`, `blocking`, `fs`, `tasks`, `contain`;
 //! - 1: `memory`, `access`, `quota`, `single_flight`, `spool`, `sources`;
 //! - 2: `store` (and `store/place`), `body`, `namespaces`;
-//! - 3: `read` (memory → index → disk → shared → source), `write`, `directory`;
+//! - 3: `read` (memory → index → disk → shared → source), `write`, `directory`, `uploads`
+//!   (multipart);
 //! - 4: `jobs` (maintenance, pruner, moves, flush);
 //! - 5: `cache`, the facade.
 //!
@@ -38,6 +39,7 @@ mod store;
 // Layer 3.
 mod directory;
 mod read;
+mod uploads;
 mod write;
 // Layer 4.
 mod jobs;
@@ -65,4 +67,6 @@ pub use tiercache_index::{DirStats, DiskUsage, ListPage, ListRequest, ListedItem
 pub use tiercache_sources::{AddressRange, HttpSourceConfig, Redirects, SourceError};
 pub use tiercache_tiers::shared::{SharedConfig, StoreLimits};
 pub use tiercache_tiers::{MemoryConfig, MemoryTier};
+pub use uploads::{CompletedUpload, PartInfo, PartsPage, UploadId, UploadInfo, UploadMeta, UploadsPage};
+pub use uploads::{MAX_PART_BYTES, MAX_PART_NUMBER, MAX_UPLOAD_LIST, MIN_PART_BYTES};
 pub use write::{MAX_LIST_LIMIT, Stored};

@@ -175,7 +175,7 @@ impl DiskQuota {
         let mut policy = EvictionPolicy::new(capacity);
         let (used_bytes, pinned) = if limits.quota_bytes.is_some() {
             policy.restore(index.evictable_blobs()?);
-            (index.present_bytes()?, index.pinned_digests()?)
+            (index.present_bytes()? + index.upload_bytes()?, index.pinned_digests()?)
         } else {
             (0, HashSet::new())
         };
@@ -209,7 +209,31 @@ impl DiskQuota {
     /// index and unlinks files): call it from a blocking thread.
     pub(crate) fn reserve(self: &Arc<Self>, n: u64) -> Result<Reservation, NoRoom> {
         self.make_room(n)?;
-        Ok(Reservation { quota: Arc::clone(self), bytes: n })
+        Ok(Reservation { quota: Arc::clone(self), bytes: n, is_adopted: false })
+    }
+
+    /// A reservation of `n` bytes already counted as used (a multipart upload's parts, about to
+    /// become one blob): they move from used to reserved, evicting nothing. Dropped unused, they
+    /// count as used again (the parts are still there). [`NoRoom`] if the file system has less
+    /// than `n` bytes free (the blob is a copy where extents cannot be shared). Blocking.
+    pub(crate) fn adopt(self: &Arc<Self>, n: u64) -> Result<Reservation, NoRoom> {
+        if let Ok(free) = self.disk.available_bytes()
+            && free < n
+        {
+            return Err(NoRoom {
+                reason: format!("the file system of the data directory has {free} bytes free, {n} needed"),
+            });
+        }
+        let mut st = self.state();
+        st.used_bytes = st.used_bytes.saturating_sub(n);
+        st.reserved_bytes += n;
+        Ok(Reservation { quota: Arc::clone(self), bytes: n, is_adopted: true })
+    }
+
+    /// Bytes kept on disk outside blobs (a multipart upload's parts) were removed.
+    pub(crate) fn released(&self, n: u64) {
+        let mut st = self.state();
+        st.used_bytes = st.used_bytes.saturating_sub(n);
     }
 
     /// Adds `n` to the bytes reserved, evicting what must go first.
@@ -491,7 +515,7 @@ impl DiskQuota {
         if self.limits.quota_bytes.is_none() {
             return Ok(());
         }
-        let used = self.index.present_bytes()?;
+        let used = self.index.present_bytes()? + self.index.upload_bytes()?;
         let pinned = self.index.pinned_digests()?;
         let evictable = self.index.evictable_blobs()?;
         let mut st = self.state();
@@ -573,6 +597,8 @@ struct Victims {
 pub(crate) struct Reservation {
     quota: Arc<DiskQuota>,
     bytes: u64,
+    /// Made by [`DiskQuota::adopt`]: released unused, the bytes are used again.
+    is_adopted: bool,
 }
 
 impl Reservation {
@@ -598,12 +624,25 @@ impl Reservation {
         quota.stored(digest, size, was_there, is_evictable);
         quota.state().reserved_bytes -= bytes;
     }
+
+    /// The bytes written were kept on disk outside the blobs (a multipart upload's part): they
+    /// move from reserved to used, never evictable, until [`DiskQuota::released`].
+    pub(crate) fn kept(mut self, size: u64) {
+        let bytes = std::mem::take(&mut self.bytes);
+        let mut st = self.quota.state();
+        st.used_bytes += size;
+        st.reserved_bytes -= bytes;
+    }
 }
 
 impl Drop for Reservation {
     fn drop(&mut self) {
         if self.bytes > 0 {
-            self.quota.state().reserved_bytes -= self.bytes;
+            let mut st = self.quota.state();
+            st.reserved_bytes -= self.bytes;
+            if self.is_adopted {
+                st.used_bytes += self.bytes;
+            }
         }
     }
 }

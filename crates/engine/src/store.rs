@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 use tiercache_core::{Digest, now_ms};
-use tiercache_index::{Namespace, NewEntry};
+use tiercache_index::{Index, IndexError, Namespace, NewEntry};
 use tiercache_tiers::shared::{SharedTier, WriteBack};
 use tiercache_tiers::{DiskTier, FinishedBlob, TempBlob};
 
@@ -74,6 +74,17 @@ pub struct CleanupReport {
     pub n_blobs: u64,
     /// Bytes those blobs held.
     pub bytes: u64,
+}
+
+/// What [`Stores::publish_and_record`] does besides publishing and recording.
+struct Steps<'a> {
+    /// The entry's namespace and key, forgotten by the memory tier once recorded.
+    named: Option<(&'a str, String)>,
+    origin: Origin,
+    /// The MD5 computed beside a fetch.
+    tail: Option<Md5Tail>,
+    /// An upload of a blob by digest: never evictable.
+    is_upload: bool,
 }
 
 /// One content-addressed directory of blobs and its quota.
@@ -232,25 +243,66 @@ impl Stores {
     pub(crate) async fn commit_with_md5(
         &self,
         store: &Store,
-        (finished, reservation): (FinishedBlob, Reservation),
+        finished: (FinishedBlob, Reservation),
         retain: bool,
         entry: Option<(&str, NewEntry)>,
         origin: Origin,
         tail: Option<Md5Tail>,
     ) -> Result<Digest, Error> {
-        let (digest, size) = (finished.digest, finished.size_bytes);
         let named = entry.as_ref().map(|(namespace, e)| (*namespace, e.key.clone()));
         let entry = entry.map(|(_, e)| e);
         let is_upload = retain && origin == Origin::Upload;
+        let is_managed = store.is_managed();
+        let record = move |ix: &Index, digest: &Digest, size: u64| -> Result<bool, IndexError> {
+            if is_managed {
+                ix.commit_blob(digest, size, (retain, is_upload), entry.as_ref(), now_ms())?;
+            } else if let Some(e) = entry {
+                ix.commit_entry_elsewhere(digest, size, &e, now_ms())?;
+            }
+            Ok(true)
+        };
+        let steps = Steps { named, origin, tail, is_upload };
+        self.publish_and_record(store, finished, steps, record).await.map(|(digest, _)| digest)
+    }
+
+    /// [`Stores::commit`] of a multipart upload's assembled blob (`crate::uploads`): step 5 is
+    /// [`Index::complete_upload`], which commits the blob row, the entry `entry` of `namespace`
+    /// with its own ETag `etag`, and the removal of upload `upload_id`, in one transaction.
+    /// Returns the digest and whether the entry was written: `false` if the upload was no longer
+    /// under way (the blob is then an orphan, for the pruner).
+    pub(crate) async fn commit_upload(
+        &self,
+        store: &Store,
+        finished: (FinishedBlob, Reservation),
+        (namespace, entry): (&str, NewEntry),
+        etag: String,
+        upload_id: String,
+    ) -> Result<(Digest, bool), Error> {
+        let named = Some((namespace, entry.key.clone()));
+        let is_managed = store.is_managed();
+        let record = move |ix: &Index, digest: &Digest, size: u64| {
+            ix.complete_upload(&upload_id, (digest, size, is_managed), &entry, &etag, now_ms())
+        };
+        let steps = Steps { named, origin: Origin::Upload, tail: None, is_upload: false };
+        self.publish_and_record(store, finished, steps, record).await
+    }
+
+    /// Steps 3 to 5 of the put protocol, with step 5's index write given as `record` (whether
+    /// it wrote the entry), then what follows every store (quota, memory tier, write-back, MD5).
+    async fn publish_and_record(
+        &self,
+        store: &Store,
+        (finished, reservation): (FinishedBlob, Reservation),
+        steps: Steps<'_>,
+        record: impl FnOnce(&Index, &Digest, u64) -> Result<bool, IndexError> + Send + 'static,
+    ) -> Result<(Digest, bool), Error> {
+        let Steps { named, origin, tail, is_upload } = steps;
+        let (digest, size) = (finished.digest, finished.size_bytes);
         if store.is_managed() {
             self.ix.run(move |ix| ix.mark_pending(&digest, size, now_ms())).await?;
         }
         let was_there = blocking(move || finished.publish()).await?;
-        if store.is_managed() {
-            self.ix.run(move |ix| ix.commit_blob(&digest, size, (retain, is_upload), entry.as_ref(), now_ms())).await?;
-        } else if let Some(e) = entry {
-            self.ix.run(move |ix| ix.commit_entry_elsewhere(&digest, size, &e, now_ms())).await?;
-        }
+        let recorded = self.ix.run(move |ix| record(ix, &digest, size)).await?;
         reservation.stored(digest, size, was_there, store.is_managed() && !is_upload);
         if let Some((namespace, key)) = named {
             self.memory.forget_entry(namespace, key.as_bytes()).await;
@@ -259,12 +311,13 @@ impl Stores {
         if let Some((_, write_back)) = &self.shared
             && store.is_managed()
             && origin != Origin::Shared
+            && recorded
         {
             write_back.queue(digest, store.disk.blob_path(&digest));
         }
         let urgency = if origin == Origin::Upload { Urgency::Waited } else { Urgency::Background };
         self.md5.start(digest, &store.disk, tail, urgency);
-        Ok(digest)
+        Ok((digest, recorded))
     }
 
     /// Waits until blob `digest` of the disk tier is readable in the shared tier: joins its

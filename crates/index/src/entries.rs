@@ -25,7 +25,8 @@ pub struct Entry {
     pub digest: Digest,
     /// Blob size in bytes.
     pub size_bytes: u64,
-    /// The blob's MD5 (lowercase hex), once computed.
+    /// The entry's ETag value (unquoted): its own if it has one (a completed multipart upload's
+    /// `<hex>-<parts>`), else its blob's MD5 (lowercase hex), once computed.
     pub md5: Option<String>,
     /// Content type reported by the source.
     pub content_type: Option<String>,
@@ -55,11 +56,11 @@ pub struct NewEntry {
 }
 
 impl Index {
-    /// The entry `(ns_id, key)`, joined with its blob's MD5.
+    /// The entry `(ns_id, key)`, joined with its blob's MD5 (or its own ETag, if it has one).
     pub fn get_entry(&self, ns_id: i64, key: &Key) -> Result<Option<Entry>> {
         self.read(|c| {
             c.prepare_cached(
-                "SELECT e.ns_id, e.key, e.digest, e.size, b.md5, e.content_type, e.source_etag,
+                "SELECT e.ns_id, e.key, e.digest, e.size, coalesce(e.etag, b.md5), e.content_type, e.source_etag,
                         e.source_last_modified, e.created_at, e.validated_at, e.content_encoding
                  FROM entries e JOIN blobs b ON b.digest = e.digest
                  WHERE e.ns_id = ?1 AND e.key = ?2",
@@ -120,7 +121,8 @@ impl Index {
     }
 }
 
-/// Inserts or replaces an entry, if its namespace still exists.
+/// Inserts or replaces an entry, if its namespace still exists. A replaced entry loses its own
+/// ETag (`etag`): the new bytes are answered with their MD5.
 pub(crate) fn upsert_entry(
     tx: &rusqlite::Transaction<'_>,
     e: &NewEntry,
@@ -140,7 +142,7 @@ pub(crate) fn upsert_entry(
              content_type = excluded.content_type, content_encoding = excluded.content_encoding,
              source_etag = excluded.source_etag,
              source_last_modified = excluded.source_last_modified, created_at = excluded.created_at,
-             last_access = excluded.last_access, validated_at = excluded.validated_at",
+             last_access = excluded.last_access, validated_at = excluded.validated_at, etag = NULL",
         params![
             e.ns_id,
             e.key,

@@ -395,7 +395,7 @@ fn list(
             "SELECT {FILE_COLUMNS} FROM files WHERE ns_id = ?1 AND path >= ?2 AND (?3 IS NULL OR path < ?3)
              ORDER BY path LIMIT ?4"
         ),
-        KeyType::Text => "SELECT e.key, e.size, b.md5, e.digest, e.created_at FROM entries e
+        KeyType::Text => "SELECT e.key, e.size, coalesce(e.etag, b.md5), e.digest, e.created_at FROM entries e
              JOIN blobs b ON b.digest = e.digest
              WHERE e.ns_id = ?1 AND e.key >= ?2 AND (?3 IS NULL OR e.key < ?3) ORDER BY e.key LIMIT ?4"
             .to_owned(),

@@ -25,6 +25,7 @@ mod schema;
 mod stats;
 #[cfg(test)]
 mod testing;
+mod uploads;
 
 pub use access::AccessRecord;
 pub use blobs::{BlobRow, BlobState};
@@ -34,6 +35,7 @@ pub use index::{Index, IndexError, Opened};
 pub use lifecycle::{DiskUsage, EntryRef, NamespaceUsage};
 pub use namespaces::Namespace;
 pub use stats::{NamespaceStats, Stats};
+pub use uploads::{PartRow, UploadRow};
 
 /// SQLite's error codes, so callers can tell a full disk from a bug without naming rusqlite.
 pub use rusqlite::ErrorCode as SqliteErrorCode;

@@ -130,6 +130,36 @@ ALTER TABLE namespaces ADD COLUMN storage TEXT;
 -- NULL for identity. The blob holds the bytes as sent, and the entry's ETag is their MD5.
 ALTER TABLE entries ADD COLUMN content_encoding TEXT;
 "#,
+    r#"
+-- Multipart uploads under way (S3's CreateMultipartUpload … Complete): one row per upload, one
+-- per part stored. A part's bytes are the file <data>/uploads/<id>/<file>, renamed into place
+-- before its row is written; a file no row names is swept (recovery, the pruner).
+-- Invariant: a part row names a complete, fsynced file whose MD5 and size are recorded here.
+CREATE TABLE uploads (
+    id            TEXT PRIMARY KEY,
+    ns_id         INTEGER NOT NULL REFERENCES namespaces(id) ON DELETE CASCADE,
+    key           TEXT NOT NULL,
+    content_type  TEXT,
+    meta          TEXT,
+    created_at    INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX uploads_by_key ON uploads(ns_id, key, id);
+CREATE INDEX uploads_by_age ON uploads(created_at);
+
+CREATE TABLE upload_parts (
+    upload_id    TEXT NOT NULL REFERENCES uploads(id) ON DELETE CASCADE,
+    part_number  INTEGER NOT NULL,
+    size         INTEGER NOT NULL,
+    md5          TEXT NOT NULL,
+    file         TEXT NOT NULL,
+    created_at   INTEGER NOT NULL,
+    PRIMARY KEY (upload_id, part_number)
+) WITHOUT ROWID;
+
+-- An entry's ETag when it is not its blob's MD5: a completed multipart upload's
+-- hex(md5(part MD5s))-N. NULL for every other entry; any other write of the entry clears it.
+ALTER TABLE entries ADD COLUMN etag TEXT;
+"#,
 ];
 
 /// Brings `conn` up to the newest schema. Returns the version found before migrating.

@@ -120,7 +120,10 @@ impl ApiError {
             }
             E::NameTooLong { .. } => StatusCode::URI_TOO_LONG,
             E::Range(_) => StatusCode::RANGE_NOT_SATISFIABLE,
-            E::NoNamespace(_) | E::NoEntry { .. } | E::NoBlob(_) => StatusCode::NOT_FOUND,
+            E::NoNamespace(_) | E::NoEntry { .. } | E::NoBlob(_) | E::NoSuchUpload { .. } => StatusCode::NOT_FOUND,
+            E::InvalidPart { .. } | E::InvalidPartOrder { .. } | E::EntityTooSmall { .. } | E::BadDigest { .. } => {
+                StatusCode::BAD_REQUEST
+            }
             E::Conflict { .. } => StatusCode::CONFLICT,
             E::Busy { .. } | E::SourceBusy { .. } => StatusCode::SERVICE_UNAVAILABLE,
             E::ReadOnly { .. } => StatusCode::METHOD_NOT_ALLOWED,
@@ -189,7 +192,12 @@ impl ApiError {
             | E::DigestMismatch { .. }
             | E::NoNamespace(_)
             | E::NoEntry { .. }
-            | E::NoBlob(_) => e.to_string().into(),
+            | E::NoBlob(_)
+            | E::NoSuchUpload { .. }
+            | E::InvalidPart { .. }
+            | E::InvalidPartOrder { .. }
+            | E::EntityTooSmall { .. }
+            | E::BadDigest { .. } => e.to_string().into(),
             E::Conflict { .. } => "the request conflicts with what exists (a key that names a directory, or a \
                                    definition already in place)"
                 .into(),
@@ -405,6 +413,11 @@ mod tests {
             (Error::TooLarge { declared_bytes: Some(2), max_bytes: 1 }, StatusCode::PAYLOAD_TOO_LARGE),
             (Error::TooLarge { declared_bytes: None, max_bytes: 1 }, StatusCode::PAYLOAD_TOO_LARGE),
             (Error::UploadBody { why: "connection reset".into() }, StatusCode::BAD_REQUEST),
+            (Error::NoSuchUpload { upload_id: "0".into() }, StatusCode::NOT_FOUND),
+            (Error::InvalidPart { part_number: 1, why: "was not uploaded".into() }, StatusCode::BAD_REQUEST),
+            (Error::InvalidPartOrder { part_number: 1, after: 2 }, StatusCode::BAD_REQUEST),
+            (Error::EntityTooSmall { part_number: 1, size_bytes: 1, min_bytes: 5 }, StatusCode::BAD_REQUEST),
+            (Error::BadDigest { expected: "a".into(), actual: "b".into() }, StatusCode::BAD_REQUEST),
         ];
         for (e, want) in cases {
             let what = e.to_string();

@@ -27,7 +27,7 @@ const ENGINE_LAYERS: &[&[&str]] = &[
     &["error", "config", "telemetry", "meta", "generation", "blocking", "fs", "tasks", "contain"],
     &["memory", "access", "quota", "single_flight", "sources", "spool"],
     &["store", "body", "namespaces"],
-    &["read", "write", "directory"],
+    &["read", "write", "directory", "uploads"],
     &["jobs"],
     &["cache"],
 ];
@@ -43,6 +43,7 @@ const ENGINE_SAME_LAYER: &[(&str, &str)] = &[
     ("namespaces", "store"),
     ("read", "directory"),
     ("write", "directory"),
+    ("uploads", "directory"),
 ];
 
 /// Names the engine's root re-exports, by the module that defines them.

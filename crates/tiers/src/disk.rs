@@ -304,6 +304,72 @@ impl TempBlob {
     pub fn write(&mut self, chunk: Bytes) -> io::Result<()> {
         (&*self.file).write_all(&chunk)?;
         self.written += chunk.len() as u64;
+        self.hash(chunk)
+    }
+
+    /// Appends the first `len` bytes of `src` in the kernel (`copy_file_range`: the bytes do not
+    /// pass through user space, and file systems that can share extents, such as Btrfs and XFS,
+    /// write no second copy), or through user space where the kernel cannot (another file system,
+    /// an old kernel). The bytes are then read back from this file into the running digest, so
+    /// the digest is of what the blob holds. Fails if `src` has fewer than `len` bytes.
+    pub fn append_file(&mut self, src: &File, len: u64) -> io::Result<()> {
+        use std::io::{Seek, SeekFrom};
+        use std::os::unix::fs::FileExt;
+        let start = self.written;
+        let mut done: u64 = 0;
+        let mut in_kernel = true;
+        let mut buf = Vec::new();
+        while done < len {
+            let want = usize::try_from(len - done).unwrap_or(usize::MAX).min(1 << 30);
+            let n = if in_kernel {
+                let (mut off_in, mut off_out) = (done, start + done);
+                match rustix::fs::copy_file_range(src, Some(&mut off_in), &*self.file, Some(&mut off_out), want) {
+                    Ok(n) => n,
+                    Err(e)
+                        if done == 0
+                            && [
+                                rustix::io::Errno::XDEV,
+                                rustix::io::Errno::NOSYS,
+                                rustix::io::Errno::OPNOTSUPP,
+                                rustix::io::Errno::INVAL,
+                            ]
+                            .contains(&e) =>
+                    {
+                        in_kernel = false;
+                        continue;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            } else {
+                buf.resize(want.min(1 << 20), 0);
+                let n = src.read_at(&mut buf, done)?;
+                self.file.write_all_at(&buf[..n], start + done)?;
+                n
+            };
+            if n == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("the file to append has {done} bytes, {len} expected"),
+                ));
+            }
+            done += n as u64;
+        }
+        // Back to the end, where the next `write` appends.
+        (&*self.file).seek(SeekFrom::Start(start + len))?;
+        let mut at = start;
+        while at < start + len {
+            let n = usize::try_from(start + len - at).unwrap_or(usize::MAX).min(1 << 20);
+            let mut chunk = vec![0u8; n];
+            self.file.read_exact_at(&mut chunk, at)?;
+            at += n as u64;
+            self.written = at;
+            self.hash(Bytes::from(chunk))?;
+        }
+        Ok(())
+    }
+
+    /// Feeds `chunk`, just written (and counted in `written`), to the running digest.
+    fn hash(&mut self, chunk: Bytes) -> io::Result<()> {
         match &mut self.hashing {
             Hashing::Inline(h) => {
                 h.update(&chunk);
@@ -464,6 +530,31 @@ mod tests {
         assert!(matches!(t.hashing, Hashing::Thread { .. }));
         let fin = t.finish().unwrap();
         assert_eq!((fin.digest, fin.size_bytes), (Digest::of(&data), data.len() as u64));
+    }
+
+    #[test]
+    fn appended_files_are_copied_and_hashed_with_what_was_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let tier = DiskTier::open(dir.path()).unwrap();
+        let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
+        let part = dir.path().join("part");
+        fs::write(&part, &big).unwrap();
+        let mut t = tier.create_temp().unwrap();
+        t.write(Bytes::from_static(b"head")).unwrap();
+        t.append_file(&File::open(&part).unwrap(), big.len() as u64).unwrap();
+        t.write(Bytes::from_static(b"tail")).unwrap();
+        let short = t.append_file(&File::open(&part).unwrap(), big.len() as u64 + 1);
+        assert_eq!(short.unwrap_err().kind(), io::ErrorKind::UnexpectedEof);
+        let mut t = tier.create_temp().unwrap();
+        t.write(Bytes::from_static(b"head")).unwrap();
+        t.append_file(&File::open(&part).unwrap(), big.len() as u64).unwrap();
+        t.write(Bytes::from_static(b"tail")).unwrap();
+        let fin = t.finish().unwrap();
+        let expect = [&b"head"[..], &big, b"tail"].concat();
+        assert_eq!((fin.digest, fin.size_bytes), (Digest::of(&expect), expect.len() as u64));
+        let d = fin.digest;
+        fin.publish().unwrap();
+        assert_eq!(fs::read(tier.blob_path(&d)).unwrap(), expect);
     }
 
     #[test]

@@ -32,6 +32,7 @@ pub(crate) async fn prune(cache: Cache, args: &PruneArgs) -> Result<u8> {
     for i in &report.items {
         let what = match (i.kind, &i.namespace, &i.key, &i.digest, &i.path) {
             ("owner", Some(ns), ..) => format!("namespace {ns} (owner gone)"),
+            ("upload", Some(ns), Some(key), _, Some(id)) => format!("multipart upload {id} of {ns}/{key}"),
             (_, Some(ns), Some(key), ..) => format!("entry {ns}/{key}"),
             (_, _, _, Some(d), _) => format!("blob {d}"),
             (_, _, _, _, Some(p)) => p.clone(),
@@ -43,12 +44,13 @@ pub(crate) async fn prune(cache: Cache, args: &PruneArgs) -> Result<u8> {
         println!("kept namespace {ns}: its owner is gone but it is being read (next pass)");
     }
     println!(
-        "{}: {} namespaces, {} entries, {} blobs, {} files; {} {}",
+        "{}: {} namespaces, {} entries, {} blobs, {} files, {} uploads; {} {}",
         if report.dry_run { "dry run" } else { "pruned" },
         report.n_namespaces,
         report.n_entries,
         report.n_blobs,
         report.n_files,
+        report.n_uploads,
         human_bytes(report.freed_bytes),
         if report.dry_run { "would be freed" } else { "freed" }
     );

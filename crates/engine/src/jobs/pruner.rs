@@ -5,7 +5,8 @@
 //! the grace period (never one being read); entries not read for longer than the max age (really
 //! by last access) and entries past their namespace's quota or max entries; orphan blobs (nothing
 //! references them, not uploads) older than the orphan grace; temp files of dead or stalled
-//! writers; idle lock files; and, above the disk quota's high watermark, eviction. With `dry_run`
+//! writers; idle lock files; multipart uploads older than `multipart_max_age` (abandoned: aborted
+//! with their parts) and what no upload needs under `<data>/uploads/`; and, above the disk quota's high watermark, eviction. With `dry_run`
 //! it lists what it would remove, and the bytes that would be freed, and changes nothing.
 //!
 //! It does not decide eviction order (`quota.rs`) and never touches uploads or pinned entries. It
@@ -41,6 +42,9 @@ pub struct PruneOptions {
     pub limits: bool,
     /// Namespaces of owners gone.
     pub owners: bool,
+    /// Multipart uploads older than the configured `multipart_max_age`, and the files under
+    /// `<data>/uploads/` no upload needs.
+    pub uploads: bool,
     /// Evict (by the eviction policy) until the disk tier holds at most this many bytes.
     pub max_size: Option<u64>,
     /// Only this namespace (entries by age and limits; owners).
@@ -54,7 +58,15 @@ pub struct PruneOptions {
 impl PruneOptions {
     /// Everything the configuration asks for.
     pub fn all() -> PruneOptions {
-        PruneOptions { orphans: true, files: true, max_age: true, limits: true, owners: true, ..Default::default() }
+        PruneOptions {
+            orphans: true,
+            files: true,
+            max_age: true,
+            limits: true,
+            owners: true,
+            uploads: true,
+            ..Default::default()
+        }
     }
 }
 
@@ -62,7 +74,8 @@ impl PruneOptions {
 #[derive(Debug, Clone, Serialize)]
 pub struct PrunedItem {
     /// `owner` (a namespace), `age` or `limit` (an entry), `orphan` or `evict` (a blob), `temp` or
-    /// `lock` (a file).
+    /// `lock` (a file), `upload` (a multipart upload abandoned: its namespace and key, its id as
+    /// `path`, its parts' bytes).
     pub kind: &'static str,
     /// The namespace, for entries and namespaces.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -93,6 +106,8 @@ pub struct PruneReport {
     pub n_blobs: u64,
     /// Temp and lock files removed.
     pub n_files: u64,
+    /// Multipart uploads aborted as abandoned.
+    pub n_uploads: u64,
     /// Bytes freed on disk (blobs and temp files).
     pub freed_bytes: u64,
     /// Namespaces skipped because they were being read (owner gone; retried next pass).
@@ -226,6 +241,21 @@ impl Jobs {
             for p in locks {
                 report.n_files += 1;
                 report.items.push(item("lock", None, None, None, Some(p.display().to_string()), 0));
+            }
+        }
+
+        if opts.uploads {
+            let removed = self.uploads.prune(self.config.multipart_max_age, opts.dry_run).await?;
+            for (u, bytes) in removed {
+                report.n_uploads += 1;
+                report.freed_bytes += bytes;
+                let id = Some(u.upload_id.to_string());
+                report.items.push(item("upload", Some(u.namespace), Some(u.key), None, id, bytes));
+            }
+            for (p, bytes) in self.uploads.sweep(cfg.temp_grace, opts.dry_run).await? {
+                report.n_files += 1;
+                report.freed_bytes += bytes;
+                report.items.push(item("temp", None, None, None, Some(p.display().to_string()), bytes));
             }
         }
 

@@ -5,6 +5,7 @@ mod directory;
 mod etag;
 mod fetching;
 mod lifecycle;
+mod multipart;
 mod records;
 mod s3_source;
 mod storage;
