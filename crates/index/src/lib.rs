@@ -32,7 +32,7 @@ pub use entries::{Entry, NewEntry, Validators};
 pub use files::{DirState, DirStats, FileRow, ListPage, ListRequest, ListedItem};
 pub use index::{Index, IndexError, Opened};
 pub use lifecycle::{DiskUsage, EntryRef, NamespaceUsage};
-pub use namespaces::Namespace;
+pub use namespaces::{EmptyDelete, Namespace};
 pub use stats::{NamespaceStats, Stats};
 
 /// SQLite's error codes, so callers can tell a full disk from a bug without naming rusqlite.
