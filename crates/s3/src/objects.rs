@@ -159,7 +159,10 @@ pub(crate) async fn get(s: &TierS3, req: S3Request<GetObjectInput>) -> S3Result<
             StreamingBlob::from(s3s::Body::from(bytes))
         }
         Some(Err(e)) => return Err(s3(Error::from(e))),
-        None => StreamingBlob::wrap(Counted(sync_wrapper::SyncStream::new(read.into_stream(byte_range)))),
+        None => {
+            let out = metrics::counter!("tiercache_s3_bytes_total", "direction" => "out");
+            StreamingBlob::wrap(Counted(sync_wrapper::SyncStream::new(read.into_stream(byte_range)), out))
+        }
     };
     let output = GetObjectOutput {
         body: Some(body),
@@ -386,7 +389,7 @@ pub(crate) async fn delete_many(
 }
 
 /// A read's body, counted as it goes out (`tiercache_s3_bytes_total{direction="out"}`).
-struct Counted<S>(S);
+struct Counted<S>(S, metrics::Counter);
 
 impl<S: Stream<Item = std::io::Result<Bytes>> + Unpin> Stream for Counted<S> {
     type Item = std::io::Result<Bytes>;
@@ -394,7 +397,7 @@ impl<S: Stream<Item = std::io::Result<Bytes>> + Unpin> Stream for Counted<S> {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let item = self.0.poll_next_unpin(cx);
         if let Poll::Ready(Some(Ok(chunk))) = &item {
-            metrics::counter!("tiercache_s3_bytes_total", "direction" => "out").increment(chunk.len() as u64);
+            self.1.increment(chunk.len() as u64);
         }
         item
     }

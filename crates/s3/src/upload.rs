@@ -59,6 +59,8 @@ pub(crate) struct Checked {
     trailers: Option<TrailingHeaders>,
     verdict: Arc<Mutex<Verdict>>,
     is_done: bool,
+    /// `tiercache_s3_bytes_total{direction="in"}`, looked up once.
+    bytes_in: metrics::Counter,
 }
 
 impl Checked {
@@ -101,6 +103,7 @@ impl Checked {
             trailers,
             verdict: Arc::clone(&verdict),
             is_done: false,
+            bytes_in: metrics::counter!("tiercache_s3_bytes_total", "direction" => "in"),
         };
         (checked, verdict)
     }
@@ -168,7 +171,7 @@ impl Stream for Checked {
         }
         match Pin::new(&mut this.inner).poll_next(cx) {
             Poll::Ready(Some(Ok(chunk))) => {
-                metrics::counter!("tiercache_s3_bytes_total", "direction" => "in").increment(chunk.len() as u64);
+                this.bytes_in.increment(chunk.len() as u64);
                 if let Some((md5, _)) = &mut this.md5 {
                     md5.update(&chunk);
                 }
