@@ -291,6 +291,18 @@ impl Cache {
         self.parts.writes.copy_entry(src, dst).await
     }
 
+    /// Sets the attributes a front door stores with entry `key` of `namespace` (opaque text;
+    /// `None` clears them; any other write of the entry clears them too). `false` if there is no
+    /// such entry, or the namespace is a directory or mirrors a source (their entries keep none).
+    pub async fn set_entry_attrs(&self, namespace: &str, key: &[u8], attrs: Option<String>) -> Result<bool, Error> {
+        self.parts.writes.set_attrs(namespace, key, attrs).await
+    }
+
+    /// The attributes stored with entry `key` of `namespace` ([`Cache::set_entry_attrs`]).
+    pub async fn entry_attrs(&self, namespace: &str, key: &[u8]) -> Result<Option<String>, Error> {
+        self.parts.writes.attrs(namespace, key).await
+    }
+
     /// Deletes entry `key` of `namespace`; `false` if there was nothing to delete.
     pub async fn delete_entry(&self, namespace: &str, key: &[u8]) -> Result<bool, Error> {
         self.parts.writes.delete_entry(namespace, key).await

@@ -152,6 +152,30 @@ impl Writes {
         Ok(Some(Stored { md5, digest, size_bytes }))
     }
 
+    /// Sets the attributes a front door stores with entry `key` of `namespace` (opaque text: the
+    /// S3 API's JSON; `None` clears them). `false` if there is no such entry, or the namespace is
+    /// a directory (its files keep none) or mirrors a source.
+    pub(crate) async fn set_attrs(&self, namespace: &str, key: &[u8], attrs: Option<String>) -> Result<bool, Error> {
+        let Some((id, key)) = self.own_entry(namespace, key).await? else { return Ok(false) };
+        self.ix.run(move |ix| ix.set_entry_attrs(id, key.as_str(), attrs.as_deref())).await
+    }
+
+    /// The attributes stored with entry `key` of `namespace` ([`Writes::set_attrs`]), if any.
+    pub(crate) async fn attrs(&self, namespace: &str, key: &[u8]) -> Result<Option<String>, Error> {
+        let Some((id, key)) = self.own_entry(namespace, key).await? else { return Ok(None) };
+        self.ix.run(move |ix| ix.entry_attrs(id, key.as_str())).await
+    }
+
+    /// The namespace id and key of an entry that can hold attributes: `None` for a directory's
+    /// file or a source's entry.
+    async fn own_entry(&self, namespace: &str, key: &[u8]) -> Result<Option<(i64, Key)>, Error> {
+        let ns = self.namespaces.row(namespace).await?;
+        if ns.source.is_some() || ns.dir_root().is_some() {
+            return Ok(None);
+        }
+        Ok(Some((ns.id, utf8_key(key)?)))
+    }
+
     /// Deletes entry `key` of `namespace`: for a directory namespace, the file first, then its
     /// row. Returns `false` if there was nothing to delete.
     pub(crate) async fn delete_entry(&self, namespace: &str, key: &[u8]) -> Result<bool, Error> {

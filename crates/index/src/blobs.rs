@@ -89,7 +89,7 @@ impl Index {
 
     /// Makes entry `dst` name the blob that entry `src_key` of namespace `src_ns_id` names, in one
     /// transaction, if that blob is present in the disk tier: no byte is copied (`dst` keeps its
-    /// content type, else takes the source entry's). Returns the blob's digest and size; `None`
+    /// content type, else takes the source entry's; it takes the source's attributes). Returns the blob's digest and size; `None`
     /// if there is no such entry or its blob is not in the disk tier (the caller copies the
     /// bytes). Skipped, like [`Index::commit_blob`]'s entry, if `dst`'s namespace is gone.
     pub fn copy_entry(
@@ -111,6 +111,11 @@ impl Index {
             let Some((digest, size_bytes, content_type)) = found else { return Ok(None) };
             let entry = NewEntry { content_type: dst.content_type.clone().or(content_type), ..dst.clone() };
             upsert_entry(tx, &entry, &digest, size_bytes, now_ms)?;
+            tx.execute(
+                "UPDATE entries SET attrs = (SELECT attrs FROM entries WHERE ns_id = ?1 AND key = ?2)
+                 WHERE ns_id = ?3 AND key = ?4",
+                params![src_ns_id, src_key, dst.ns_id, dst.key],
+            )?;
             Ok(Some((digest, size_bytes)))
         })
     }

@@ -130,6 +130,12 @@ ALTER TABLE namespaces ADD COLUMN storage TEXT;
 -- NULL for identity. The blob holds the bytes as sent, and the entry's ETag is their MD5.
 ALTER TABLE entries ADD COLUMN content_encoding TEXT;
 "#,
+    r#"
+-- What an S3 client stored with an object besides its bytes and type (Cache-Control,
+-- Content-Disposition, Content-Language, x-amz-meta-*), as a JSON object; NULL for none. Any
+-- other write of the entry clears it.
+ALTER TABLE entries ADD COLUMN attrs TEXT;
+"#,
 ];
 
 /// Brings `conn` up to the newest schema. Returns the version found before migrating.

@@ -8,6 +8,7 @@
 //! bucket takes writes are the engine's; this module turns S3 inputs into engine calls and their
 //! answers back into S3 outputs.
 
+use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::SystemTime;
@@ -21,6 +22,68 @@ use tiercache_engine::{ByteRange, Error, Intent, RangeRequest, Read, ReadMeta};
 use crate::error::{check_key, s3};
 use crate::handler::TierS3;
 use crate::upload::{Checked, Declared};
+
+/// What an object keeps besides its bytes and content type, stored with its entry as JSON
+/// (`Cache::set_entry_attrs`). A directory bucket's files keep none.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct Attrs {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cache_control: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    content_disposition: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    content_language: Option<String>,
+    /// `x-amz-meta-*`, without the prefix.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    metadata: BTreeMap<String, String>,
+}
+
+impl Attrs {
+    fn new(
+        cache_control: Option<String>,
+        content_disposition: Option<String>,
+        content_language: Option<String>,
+        metadata: Option<Metadata>,
+    ) -> Attrs {
+        let metadata = metadata.map(|m| m.into_iter().collect()).unwrap_or_default();
+        Attrs { cache_control, content_disposition, content_language, metadata }
+    }
+
+    /// As stored: `None` when there is nothing to keep.
+    fn to_json(&self) -> Option<String> {
+        let is_empty = self.cache_control.is_none()
+            && self.content_disposition.is_none()
+            && self.content_language.is_none()
+            && self.metadata.is_empty();
+        if is_empty { None } else { serde_json::to_string(self).ok() }
+    }
+
+    /// Those of `key` in `bucket` (none if it has none, or they cannot be read).
+    async fn of(s: &TierS3, bucket: &str, key: &str) -> Attrs {
+        match s.cache.entry_attrs(bucket, key.as_bytes()).await {
+            Ok(Some(json)) => serde_json::from_str(&json).unwrap_or_default(),
+            Ok(None) => Attrs::default(),
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot read an object's attributes");
+                Attrs::default()
+            }
+        }
+    }
+
+    /// The user metadata as the answer carries it.
+    fn user_metadata(&mut self) -> Option<Metadata> {
+        (!self.metadata.is_empty()).then(|| std::mem::take(&mut self.metadata).into_iter().collect())
+    }
+
+    /// Stores these as the attributes of `key` in `bucket` (a write of the entry has cleared the
+    /// old ones).
+    async fn store(&self, s: &TierS3, bucket: &str, key: &str) -> S3Result<()> {
+        if let Some(json) = self.to_json() {
+            s.cache.set_entry_attrs(bucket, key.as_bytes(), Some(json)).await.map_err(s3)?;
+        }
+        Ok(())
+    }
+}
 
 /// What a read's headers say, in S3's types.
 struct Facts {
@@ -164,16 +227,18 @@ pub(crate) async fn get(s: &TierS3, req: S3Request<GetObjectInput>) -> S3Result<
             StreamingBlob::wrap(Counted(sync_wrapper::SyncStream::new(read.into_stream(byte_range)), out))
         }
     };
+    let mut attrs = Attrs::of(s, &input.bucket, &input.key).await;
     let output = GetObjectOutput {
         body: Some(body),
+        metadata: attrs.user_metadata(),
         accept_ranges: Some("bytes".to_owned()),
         content_length: content_length.and_then(|n| i64::try_from(n).ok()),
         content_range: range.map(|(_, cr)| cr),
         content_type: input.response_content_type.or(facts.content_type.clone()),
         content_encoding: input.response_content_encoding.or(facts.content_encoding.clone()),
-        content_disposition: input.response_content_disposition,
-        content_language: input.response_content_language,
-        cache_control: input.response_cache_control,
+        content_disposition: input.response_content_disposition.or(attrs.content_disposition),
+        content_language: input.response_content_language.or(attrs.content_language),
+        cache_control: input.response_cache_control.or(attrs.cache_control),
         expires: input.response_expires,
         e_tag: facts.etag.clone(),
         last_modified: facts.last_modified(),
@@ -200,15 +265,17 @@ pub(crate) async fn head(s: &TierS3, req: S3Request<HeadObjectInput>) -> S3Resul
         Some((r, _)) => Some(r.len()),
         None => facts.size,
     };
+    let mut attrs = Attrs::of(s, &input.bucket, &input.key).await;
     let output = HeadObjectOutput {
+        metadata: attrs.user_metadata(),
         accept_ranges: Some("bytes".to_owned()),
         content_length: content_length.and_then(|n| i64::try_from(n).ok()),
         content_range: range.map(|(_, cr)| cr),
         content_type: input.response_content_type.or(facts.content_type.clone()),
         content_encoding: input.response_content_encoding.or(facts.content_encoding.clone()),
-        content_disposition: input.response_content_disposition,
-        content_language: input.response_content_language,
-        cache_control: input.response_cache_control,
+        content_disposition: input.response_content_disposition.or(attrs.content_disposition),
+        content_language: input.response_content_language.or(attrs.content_language),
+        cache_control: input.response_cache_control.or(attrs.cache_control),
         expires: input.response_expires,
         e_tag: facts.etag.clone(),
         last_modified: facts.last_modified(),
@@ -286,6 +353,9 @@ pub(crate) async fn put(s: &TierS3, req: S3Request<PutObjectInput>) -> S3Result<
         (_, Some(failure)) => return Err(failure),
         (Err(e), None) => return Err(s3(e)),
     };
+    Attrs::new(input.cache_control, input.content_disposition, input.content_language, input.metadata)
+        .store(s, &input.bucket, &input.key)
+        .await?;
     let c = verdict.checksum;
     let output = PutObjectOutput {
         e_tag: Some(ETag::Strong(stored.md5)),
@@ -327,19 +397,36 @@ pub(crate) async fn copy(s: &TierS3, req: S3Request<CopyObjectInput>) -> S3Resul
             e
         }
     })?;
+    let is_replace = input.metadata_directive.as_ref().is_some_and(|d| d.as_str() == MetadataDirective::REPLACE);
+    let attrs = if is_replace {
+        Attrs::new(input.cache_control, input.content_disposition, input.content_language, input.metadata)
+    } else {
+        Attrs::of(s, src_bucket, src_key).await
+    };
     if **src_bucket == *input.bucket && **src_key == *input.key {
-        // Copying an object onto itself changes nothing here (no metadata is replaced yet).
+        // Copying an object onto itself changes its attributes only, when they are replaced.
+        if is_replace {
+            s.cache.set_entry_attrs(&input.bucket, input.key.as_bytes(), attrs.to_json()).await.map_err(s3)?;
+        }
         let result = CopyObjectResult { last_modified: facts.last_modified(), e_tag: facts.etag, ..Default::default() };
         return Ok(S3Response::new(CopyObjectOutput { copy_object_result: Some(result), ..Default::default() }));
     }
     // The same blob named again where the engine can (no byte copied), else the bytes copied.
     let src = (&**src_bucket, src_key.as_bytes());
     let stored = match s.cache.copy_entry(src, (&input.bucket, input.key.as_bytes())).await.map_err(s3)? {
-        Some(stored) => stored,
+        // The engine copied the attributes with the entry; only replaced ones are written.
+        Some(stored) if !is_replace => stored,
+        Some(stored) => {
+            s.cache.set_entry_attrs(&input.bucket, input.key.as_bytes(), attrs.to_json()).await.map_err(s3)?;
+            stored
+        }
         None => {
             let content_type = input.content_type.clone().or(facts.content_type.clone());
             let body = read.into_stream(None);
-            s.cache.put_entry_typed(&input.bucket, input.key.as_bytes(), body, content_type).await.map_err(s3)?
+            let stored =
+                s.cache.put_entry_typed(&input.bucket, input.key.as_bytes(), body, content_type).await.map_err(s3)?;
+            attrs.store(s, &input.bucket, &input.key).await?;
+            stored
         }
     };
     let result = CopyObjectResult {

@@ -77,3 +77,17 @@ fn a_front_door_without_credentials_is_refused() {
         assert!(e.to_string().contains("TIERCACHE_S3_ACCESS_KEY"), "{e}");
     });
 }
+
+#[tokio::test]
+async fn a_presigned_url_reads_and_a_tampered_one_does_not() {
+    let h = harness().await;
+    h.op("b").write("shared.txt", b"presigned".to_vec()).await.unwrap();
+    let req = h.op("b").presign_read("shared.txt", std::time::Duration::from_secs(300)).await.unwrap();
+    let url = req.uri().to_string();
+    let res = reqwest::get(&url).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.bytes().await.unwrap().as_ref(), b"presigned");
+    // The same signature for another key does not hold.
+    let res = reqwest::get(url.replace("shared.txt", "other.txt")).await.unwrap();
+    assert_eq!(res.status(), 403);
+}

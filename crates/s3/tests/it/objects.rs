@@ -207,3 +207,39 @@ fn listing(root: &std::path::Path) -> Vec<String> {
 fn base64_of(b: &[u8]) -> String {
     base64_simd::STANDARD.encode_to_string(b)
 }
+
+#[tokio::test]
+async fn attributes_are_kept_with_the_object_copied_replaced_and_cleared() {
+    let h = harness().await;
+    h.cache.create_namespace("meta-src", None, &Default::default()).await.unwrap();
+    let headers = [
+        ("x-amz-meta-color", "blue"),
+        ("cache-control", "max-age=60"),
+        ("content-disposition", "attachment; filename=\"m.txt\""),
+        ("content-type", "text/plain"),
+    ];
+    let a = h.send("PUT", "/meta-src/m", &headers, b"meta").await;
+    assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+    let check = async |path: &str, color: Option<&str>| {
+        let a = h.send("HEAD", path, &[], b"").await;
+        assert_eq!(a.status, 200, "{path}");
+        assert_eq!(a.header("x-amz-meta-color"), color, "{path}");
+        a
+    };
+    let a = check("/meta-src/m", Some("blue")).await;
+    assert_eq!(a.header("cache-control"), Some("max-age=60"));
+    assert_eq!(a.header("content-disposition"), Some("attachment; filename=\"m.txt\""));
+    assert_eq!(a.header("content-type"), Some("text/plain"));
+    // A copy keeps them; a copy with REPLACE takes the request's.
+    let a = h.send("PUT", "/b/kept", &[("x-amz-copy-source", "meta-src/m")], b"").await;
+    assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+    check("/b/kept", Some("blue")).await;
+    let replace =
+        [("x-amz-copy-source", "meta-src/m"), ("x-amz-metadata-directive", "REPLACE"), ("x-amz-meta-color", "red")];
+    let a = h.send("PUT", "/b/replaced", &replace, b"").await;
+    assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+    check("/b/replaced", Some("red")).await;
+    // Written again without them, the object has none.
+    h.op("meta-src").write("m", b"plain".to_vec()).await.unwrap();
+    check("/meta-src/m", None).await;
+}
