@@ -91,3 +91,19 @@ async fn a_presigned_url_reads_and_a_tampered_one_does_not() {
     let res = reqwest::get(url.replace("shared.txt", "other.txt")).await.unwrap();
     assert_eq!(res.status(), 403);
 }
+
+#[tokio::test]
+async fn a_request_signed_an_hour_ago_is_request_time_too_skewed() {
+    let h = harness().await;
+    let host = h.addr.to_string();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let signer = Signer { access_key: crate::AK, secret_key: SK };
+    let empty = crate::sha256(b"");
+    let mut req = reqwest::Client::new().get(format!("http://{host}/"));
+    for (k, v) in signer.sign("GET", &host, "/", &[], &empty, now - 3600) {
+        req = req.header(k, v);
+    }
+    let res = req.send().await.unwrap();
+    assert_eq!(res.status(), 403);
+    assert!(res.text().await.unwrap().contains("<Code>RequestTimeTooSkewed</Code>"));
+}

@@ -243,3 +243,15 @@ async fn attributes_are_kept_with_the_object_copied_replaced_and_cleared() {
     h.op("meta-src").write("m", b"plain".to_vec()).await.unwrap();
     check("/meta-src/m", None).await;
 }
+
+#[tokio::test]
+async fn delete_objects_deletes_each_and_reports_each() {
+    let h = harness().await;
+    let op = h.op("b");
+    for k in ["batch/1", "batch/2", "keep"] {
+        op.write(k, b"x".to_vec()).await.unwrap();
+    }
+    op.delete_iter(vec!["batch/1", "batch/2", "batch/never-was"]).await.unwrap();
+    assert!(!h.holds("b", "batch/1").await && !h.holds("b", "batch/2").await);
+    assert!(h.holds("b", "keep").await);
+}
