@@ -98,6 +98,31 @@ impl s3s::validation::NameValidation for AnyName {
     }
 }
 
+/// Virtual-host style under one domain: `BUCKET.DOMAIN` (with or without a port) names the
+/// bucket; any other host name is path style, so path style keeps working beside it. (Requests
+/// to an IP address are path style before this is asked.)
+struct Domain {
+    domain: String,
+}
+
+impl s3s::host::S3Host for Domain {
+    fn parse_host_header<'a>(&'a self, host: &'a str) -> s3s::S3Result<s3s::host::VirtualHost<'a>> {
+        let name = match host.rsplit_once(':') {
+            Some((name, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => name,
+            _ => host,
+        };
+        let vh = s3s::host::VirtualHost::new(self.domain.as_str());
+        let bucket = name.len().checked_sub(self.domain.len() + 1).and_then(|at| {
+            let (bucket, rest) = name.split_at_checked(at)?;
+            rest.strip_prefix('.').filter(|d| d.eq_ignore_ascii_case(&self.domain)).map(|_| bucket)
+        });
+        Ok(match bucket {
+            Some(bucket) if !bucket.is_empty() => vh.with_bucket(bucket),
+            _ => vh,
+        })
+    }
+}
+
 /// Builds the S3 front door over `cache`: authentication by `settings`' keys (SigV4, header or
 /// presigned), their bucket limits, anonymous reads of the buckets named so, and virtual-host
 /// style requests under `settings.domain`. [`SetupError::NoCredentials`] when `settings` lets
@@ -109,8 +134,8 @@ pub fn service(cache: Cache, settings: &S3Settings) -> Result<S3Front, SetupErro
     builder.set_access(access::Gate(keys));
     builder.set_validation(AnyName);
     if let Some(domain) = &settings.domain {
-        let host = s3s::host::SingleDomain::new(domain).map_err(|_| SetupError::BadDomain(domain.clone()))?;
-        builder.set_host(host);
+        s3s::host::SingleDomain::new(domain).map_err(|_| SetupError::BadDomain(domain.clone()))?;
+        builder.set_host(Domain { domain: domain.to_ascii_lowercase() });
     }
     Ok(S3Front::new(builder.build()))
 }
