@@ -323,6 +323,39 @@ pub(crate) fn serve_settings(flags: &ServeSettings, file: &FileConfig) -> ServeS
     flags.or(&file.serve)
 }
 
+/// The S3 listener's address and settings, if `s3_listen` is set: the file's `[[s3.keys]]` and
+/// the pair from `TIERCACHE_S3_ACCESS_KEY` / `TIERCACHE_S3_SECRET_KEY` (both or neither; an
+/// empty variable is unset), the anonymous buckets and the virtual-host domain. Every bucket
+/// named must be a valid namespace name. Whether anyone may use it at all is checked when the
+/// front door is built (`tiercache_s3::service`).
+pub(crate) fn s3_settings(s: &ServeSettings) -> Result<Option<(String, tiercache_s3::S3Settings)>> {
+    let Some(addr) = s.s3_listen.clone() else { return Ok(None) };
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let mut keys: Vec<tiercache_s3::AccessKey> =
+        s.s3.iter()
+            .flat_map(|f| &f.keys)
+            .map(|k| tiercache_s3::AccessKey {
+                access_key: k.access_key.clone(),
+                secret_key: k.secret_key.clone(),
+                buckets: k.buckets.clone(),
+            })
+            .collect();
+    match (env("TIERCACHE_S3_ACCESS_KEY"), env("TIERCACHE_S3_SECRET_KEY")) {
+        (Some(access_key), Some(secret_key)) => {
+            keys.push(tiercache_s3::AccessKey { access_key, secret_key, buckets: None });
+        }
+        (None, None) => {}
+        _ => anyhow::bail!("TIERCACHE_S3_ACCESS_KEY and TIERCACHE_S3_SECRET_KEY go together: set both, or neither"),
+    }
+    let named = keys.iter().flat_map(|k| k.buckets.iter().flatten()).chain(&s.s3_anonymous_read);
+    for bucket in named {
+        tiercache_core::NamespaceName::new(bucket).with_context(|| format!("invalid S3 bucket {bucket:?}"))?;
+    }
+    let settings =
+        tiercache_s3::S3Settings { keys, anonymous_read: s.s3_anonymous_read.clone(), domain: s.s3_domain.clone() };
+    Ok(Some((addr, settings)))
+}
+
 /// The server's access rules from its settings: each token checked (an empty one is unset), the
 /// error naming the setting of a bad one.
 pub(crate) fn access(s: &ServeSettings) -> Result<Access> {

@@ -77,6 +77,28 @@ pub(crate) struct ServeSettings {
     /// reservation released [default: 60s]
     #[arg(long, env = "TIERCACHE_BODY_IDLE_TIMEOUT", value_name = "DURATION", allow_hyphen_values = true)]
     pub(crate) body_idle_timeout: Option<HumanDuration>,
+    /// Also serve the S3-compatible API on this address: its own listener, with the same
+    /// connection limits and timeouts as the main one [default: off]
+    #[arg(long, env = "TIERCACHE_S3_LISTEN", value_name = "ADDR")]
+    pub(crate) s3_listen: Option<String>,
+    /// Let anyone read this bucket through the S3 API without signing (repeatable; a
+    /// comma-separated list in the variable)
+    #[arg(
+        long = "s3-anonymous-read",
+        env = "TIERCACHE_S3_ANONYMOUS_READ",
+        value_name = "BUCKET",
+        value_delimiter = ','
+    )]
+    #[serde(default)]
+    pub(crate) s3_anonymous_read: Vec<String>,
+    /// Base domain of virtual-host style S3 requests (BUCKET.DOMAIN); path style always works
+    #[arg(long, env = "TIERCACHE_S3_DOMAIN", value_name = "DOMAIN")]
+    pub(crate) s3_domain: Option<String>,
+    /// The S3 API's access keys: `[[s3.keys]]` tables in the file (`access_key`, `secret_key`,
+    /// optional `buckets`, all of them if absent). Also one pair from `TIERCACHE_S3_ACCESS_KEY`
+    /// and `TIERCACHE_S3_SECRET_KEY`, read by `serve`: a secret has no flag.
+    #[arg(skip)]
+    pub(crate) s3: Option<Box<S3File>>,
 }
 
 impl ServeSettings {
@@ -93,7 +115,40 @@ impl ServeSettings {
             header_read_timeout: self.header_read_timeout.or(file.header_read_timeout),
             keep_alive_timeout: self.keep_alive_timeout.or(file.keep_alive_timeout),
             body_idle_timeout: self.body_idle_timeout.or(file.body_idle_timeout),
+            s3_listen: self.s3_listen.clone().or_else(|| file.s3_listen.clone()),
+            s3_anonymous_read: if self.s3_anonymous_read.is_empty() {
+                file.s3_anonymous_read.clone()
+            } else {
+                self.s3_anonymous_read.clone()
+            },
+            s3_domain: self.s3_domain.clone().or_else(|| file.s3_domain.clone()),
+            s3: self.s3.clone().or_else(|| file.s3.clone()),
         }
+    }
+}
+
+/// The file's `[s3]` table.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct S3File {
+    /// `[[s3.keys]]`.
+    #[serde(default)]
+    pub(crate) keys: Vec<S3KeyFile>,
+}
+
+/// One `[[s3.keys]]` table. Printed without its secret.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct S3KeyFile {
+    pub(crate) access_key: String,
+    pub(crate) secret_key: String,
+    /// The buckets the key may use; absent: all.
+    pub(crate) buckets: Option<Vec<String>>,
+}
+
+impl std::fmt::Debug for S3KeyFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3KeyFile").field("access_key", &self.access_key).field("buckets", &self.buckets).finish()
     }
 }
 

@@ -282,7 +282,38 @@ impl Cache {
         key: &[u8],
         body: impl Stream<Item = Result<Bytes, E>> + Send + 'static,
     ) -> Result<Stored, Error> {
-        self.parts.writes.put_entry(namespace, key, body).await
+        self.parts.writes.put_entry(namespace, key, body, None).await
+    }
+
+    /// [`Cache::put_entry`] recording `content_type` with the entry (served back with it; a
+    /// directory namespace's file keeps none: its type is guessed from its name).
+    pub async fn put_entry_typed<E: std::fmt::Display + Send + 'static>(
+        &self,
+        namespace: &str,
+        key: &[u8],
+        body: impl Stream<Item = Result<Bytes, E>> + Send + 'static,
+        content_type: Option<String>,
+    ) -> Result<Stored, Error> {
+        self.parts.writes.put_entry(namespace, key, body, content_type).await
+    }
+
+    /// Makes entry `dst` (namespace, key) name the same blob as entry `src`, without copying a
+    /// byte, when both namespaces keep their blobs in the disk tier and the blob is there; `None`
+    /// otherwise (nothing changed: copy the bytes with a read and [`Cache::put_entry`]).
+    pub async fn copy_entry(&self, src: (&str, &[u8]), dst: (&str, &[u8])) -> Result<Option<Stored>, Error> {
+        self.parts.writes.copy_entry(src, dst).await
+    }
+
+    /// Sets the attributes a front door stores with entry `key` of `namespace` (opaque text;
+    /// `None` clears them; any other write of the entry clears them too). `false` if there is no
+    /// such entry, or the namespace is a directory or mirrors a source (their entries keep none).
+    pub async fn set_entry_attrs(&self, namespace: &str, key: &[u8], attrs: Option<String>) -> Result<bool, Error> {
+        self.parts.writes.set_attrs(namespace, key, attrs).await
+    }
+
+    /// The attributes stored with entry `key` of `namespace` ([`Cache::set_entry_attrs`]).
+    pub async fn entry_attrs(&self, namespace: &str, key: &[u8]) -> Result<Option<String>, Error> {
+        self.parts.writes.attrs(namespace, key).await
     }
 
     /// Deletes entry `key` of `namespace`; `false` if there was nothing to delete.
@@ -386,6 +417,22 @@ impl Cache {
     /// Deletes namespace `name` with everything it owns; `None` if there was none.
     pub async fn delete_namespace(&self, name: &str) -> Result<Option<CleanupReport>, Error> {
         self.parts.namespaces.delete(name).await
+    }
+
+    /// Deletes namespace `name` only if it holds no entry and no file: [`Error::NotEmpty`]
+    /// otherwise, with nothing changed; `false` if there was no such namespace.
+    pub async fn delete_empty_namespace(&self, name: &str) -> Result<bool, Error> {
+        self.parts.namespaces.delete_if_empty(name).await
+    }
+
+    /// Every namespace's definition (no totals: one index read, whatever they hold).
+    pub async fn namespace_list(&self) -> Result<Vec<Namespace>, Error> {
+        self.parts.namespaces.list().await
+    }
+
+    /// Namespace `name`'s definition; [`Error::NoNamespace`] if there is none.
+    pub async fn namespace_row(&self, name: &str) -> Result<Arc<Namespace>, Error> {
+        self.parts.namespaces.row(name).await
     }
 
     /// Every namespace with its totals.

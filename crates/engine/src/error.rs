@@ -38,6 +38,12 @@ pub enum Error {
         /// The key.
         key: String,
     },
+    /// A namespace to be deleted only while empty still holds entries or files.
+    #[error("namespace {namespace:?} is not empty")]
+    NotEmpty {
+        /// The namespace.
+        namespace: String,
+    },
     /// The blob is not held here.
     #[error("blob {0} is not in the cache")]
     NoBlob(Digest),
@@ -207,6 +213,7 @@ impl Error {
             Error::NoNamespace(_) | Error::NoEntry { .. } | Error::NoBlob(_) => "not_found",
             Error::DigestMismatch { .. } => "digest_mismatch",
             Error::Conflict { .. } => "conflict",
+            Error::NotEmpty { .. } => "not_empty",
             Error::Busy { .. } => "busy",
             Error::SourceBusy { .. } => "source_busy",
             Error::ReadOnly { .. } => "read_only",

@@ -61,7 +61,7 @@ pub use quota::QuotaStats;
 pub use read::Intent;
 pub use store::CleanupReport;
 pub use store::place::Place;
-pub use tiercache_core::{ByteRange, Digest, Key, NamespaceName, RangeRequest};
+pub use tiercache_core::{ByteRange, Digest, Key, KeyError, NamespaceName, RangeRequest};
 pub use tiercache_core::{NamespaceOptions, RelPath, Secret};
 pub use tiercache_index::{DirStats, DiskUsage, ListPage, ListRequest, ListedItem, Namespace, NamespaceUsage};
 pub use tiercache_sources::{AddressRange, HttpSourceConfig, Redirects, SourceError};

@@ -84,14 +84,17 @@ impl Writes {
     /// source the bytes become a blob and the entry names it. A namespace mirroring another source
     /// is read-only ([`Error::ReadOnly`]). A body larger than the maximum object size is cut
     /// there ([`Error::TooLarge`]), and nothing is written.
+    ///
+    /// `content_type` is recorded with the entry (a directory's file has none of its own).
     pub(crate) async fn put_entry<E: std::fmt::Display + Send + 'static>(
         &self,
         namespace: &str,
         key: &[u8],
         body: impl Stream<Item = Result<Bytes, E>> + Send + 'static,
+        content_type: Option<String>,
     ) -> Result<Stored, Error> {
         let (body, limit) = capped(body, self.stores.max_object_bytes);
-        self.put_capped_entry(namespace, key, body).await.map_err(|e| limit.or(e))
+        self.put_capped_entry(namespace, key, body, content_type).await.map_err(|e| limit.or(e))
     }
 
     async fn put_capped_entry<E: std::fmt::Display + Send + 'static>(
@@ -99,6 +102,7 @@ impl Writes {
         namespace: &str,
         key: &[u8],
         body: impl Stream<Item = Result<Bytes, E>> + Send + 'static,
+        content_type: Option<String>,
     ) -> Result<Stored, Error> {
         let ns = self.namespaces.row(namespace).await?;
         if let Some(src) = self.namespaces.dir_source(&ns)? {
@@ -113,10 +117,63 @@ impl Writes {
         let (temp, reservation) = store.create_temp(None).await?;
         let finished = spool(temp, reservation, body, |_| {}).await.map_err(upload_failed)?;
         let size_bytes = finished.0.size_bytes;
-        let entry = NewEntry { ns_id: ns.id, key: key.to_string(), ..NewEntry::default() };
+        let entry = NewEntry { ns_id: ns.id, key: key.to_string(), content_type, ..NewEntry::default() };
         let digest = self.stores.commit(&store, finished, false, Some((&ns.name, entry)), Origin::Upload).await?;
         let md5 = self.stores.md5(digest, &store.disk).await?;
         Ok(Stored { md5, digest, size_bytes })
+    }
+
+    /// Makes entry `dst_key` of `dst_namespace` name the blob entry `src_key` of `src_namespace`
+    /// names, without copying a byte, when both namespaces keep their blobs in the disk tier
+    /// (no source, no directory, no storage directory of their own) and the blob is there: one
+    /// index transaction. `None` otherwise, with nothing changed: the caller copies the bytes
+    /// (a read, then [`Writes::put_entry`]).
+    pub(crate) async fn copy_entry(
+        &self,
+        (src_namespace, src_key): (&str, &[u8]),
+        (dst_namespace, dst_key): (&str, &[u8]),
+    ) -> Result<Option<Stored>, Error> {
+        let src = self.namespaces.row(src_namespace).await?;
+        let dst = self.namespaces.row(dst_namespace).await?;
+        let kept_in_disk_tier = |ns: &tiercache_index::Namespace| {
+            ns.source.is_none() && ns.dir_root().is_none() && ns.options.storage.is_none()
+        };
+        if !kept_in_disk_tier(&src) || !kept_in_disk_tier(&dst) {
+            return Ok(None);
+        }
+        let (src_key, dst_key) = (utf8_key(src_key)?, utf8_key(dst_key)?);
+        let entry = NewEntry { ns_id: dst.id, key: dst_key.to_string(), ..NewEntry::default() };
+        let src_id = src.id;
+        let now = tiercache_core::now_ms();
+        let copied = self.ix.run(move |ix| ix.copy_entry(src_id, src_key.as_str(), &entry, now)).await?;
+        let Some((digest, size_bytes)) = copied else { return Ok(None) };
+        self.memory.forget_entry(&dst.name, dst_key.as_str().as_bytes()).await;
+        let md5 = self.stores.md5(digest, &self.stores.managed().disk).await?;
+        Ok(Some(Stored { md5, digest, size_bytes }))
+    }
+
+    /// Sets the attributes a front door stores with entry `key` of `namespace` (opaque text: the
+    /// S3 API's JSON; `None` clears them). `false` if there is no such entry, or the namespace is
+    /// a directory (its files keep none) or mirrors a source.
+    pub(crate) async fn set_attrs(&self, namespace: &str, key: &[u8], attrs: Option<String>) -> Result<bool, Error> {
+        let Some((id, key)) = self.own_entry(namespace, key).await? else { return Ok(false) };
+        self.ix.run(move |ix| ix.set_entry_attrs(id, key.as_str(), attrs.as_deref())).await
+    }
+
+    /// The attributes stored with entry `key` of `namespace` ([`Writes::set_attrs`]), if any.
+    pub(crate) async fn attrs(&self, namespace: &str, key: &[u8]) -> Result<Option<String>, Error> {
+        let Some((id, key)) = self.own_entry(namespace, key).await? else { return Ok(None) };
+        self.ix.run(move |ix| ix.entry_attrs(id, key.as_str())).await
+    }
+
+    /// The namespace id and key of an entry that can hold attributes: `None` for a directory's
+    /// file or a source's entry.
+    async fn own_entry(&self, namespace: &str, key: &[u8]) -> Result<Option<(i64, Key)>, Error> {
+        let ns = self.namespaces.row(namespace).await?;
+        if ns.source.is_some() || ns.dir_root().is_some() {
+            return Ok(None);
+        }
+        Ok(Some((ns.id, utf8_key(key)?)))
     }
 
     /// Deletes entry `key` of `namespace`: for a directory namespace, the file first, then its

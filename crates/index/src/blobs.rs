@@ -87,6 +87,39 @@ impl Index {
         })
     }
 
+    /// Makes entry `dst` name the blob that entry `src_key` of namespace `src_ns_id` names, in one
+    /// transaction, if that blob is present in the disk tier: no byte is copied (`dst` keeps its
+    /// content type, else takes the source entry's; it takes the source's attributes). Returns the blob's digest and size; `None`
+    /// if there is no such entry or its blob is not in the disk tier (the caller copies the
+    /// bytes). Skipped, like [`Index::commit_blob`]'s entry, if `dst`'s namespace is gone.
+    pub fn copy_entry(
+        &self,
+        src_ns_id: i64,
+        src_key: &str,
+        dst: &NewEntry,
+        now_ms: i64,
+    ) -> Result<Option<(Digest, u64)>> {
+        self.write(|tx| {
+            let found = tx
+                .query_row(
+                    "SELECT e.digest, e.size, e.content_type FROM entries e JOIN blobs b ON b.digest = e.digest
+                     WHERE e.ns_id = ?1 AND e.key = ?2 AND b.state = 1",
+                    params![src_ns_id, src_key],
+                    |r| Ok((digest_of(r.get(0)?)?, r.get::<_, i64>(1)? as u64, r.get::<_, Option<String>>(2)?)),
+                )
+                .optional()?;
+            let Some((digest, size_bytes, content_type)) = found else { return Ok(None) };
+            let entry = NewEntry { content_type: dst.content_type.clone().or(content_type), ..dst.clone() };
+            upsert_entry(tx, &entry, &digest, size_bytes, now_ms)?;
+            tx.execute(
+                "UPDATE entries SET attrs = (SELECT attrs FROM entries WHERE ns_id = ?1 AND key = ?2)
+                 WHERE ns_id = ?3 AND key = ?4",
+                params![src_ns_id, src_key, dst.ns_id, dst.key],
+            )?;
+            Ok(Some((digest, size_bytes)))
+        })
+    }
+
     /// Commits `entry`, naming a blob just published in its namespace's own directory (not the
     /// disk tier): the blob row is added as absent from the disk tier if the index does not know
     /// the digest yet. Skipped, like [`Index::commit_blob`]'s entry, if the namespace is gone.

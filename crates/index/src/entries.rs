@@ -56,6 +56,26 @@ pub struct NewEntry {
 }
 
 impl Index {
+    /// Sets the attributes an S3 client stored with entry `(ns_id, key)` (JSON, opaque here;
+    /// `None` clears them). `false` if there is no such entry.
+    pub fn set_entry_attrs(&self, ns_id: i64, key: &str, attrs: Option<&str>) -> Result<bool> {
+        self.write(|tx| {
+            Ok(tx.execute("UPDATE entries SET attrs = ?3 WHERE ns_id = ?1 AND key = ?2", params![ns_id, key, attrs])?
+                > 0)
+        })
+    }
+
+    /// The attributes an S3 client stored with entry `(ns_id, key)`, if any.
+    pub fn entry_attrs(&self, ns_id: i64, key: &str) -> Result<Option<String>> {
+        self.read(|c| {
+            let attrs = c
+                .prepare_cached("SELECT attrs FROM entries WHERE ns_id = ?1 AND key = ?2")?
+                .query_row(params![ns_id, key], |r| r.get::<_, Option<String>>(0))
+                .optional()?;
+            Ok(attrs.flatten())
+        })
+    }
+
     /// The entry `(ns_id, key)`, joined with its blob's MD5 (or its own ETag, if it has one).
     pub fn get_entry(&self, ns_id: i64, key: &Key) -> Result<Option<Entry>> {
         self.read(|c| {
@@ -142,7 +162,7 @@ pub(crate) fn upsert_entry(
              content_type = excluded.content_type, content_encoding = excluded.content_encoding,
              source_etag = excluded.source_etag,
              source_last_modified = excluded.source_last_modified, created_at = excluded.created_at,
-             last_access = excluded.last_access, validated_at = excluded.validated_at, etag = NULL",
+             last_access = excluded.last_access, validated_at = excluded.validated_at, etag = NULL, attrs = NULL",
         params![
             e.ns_id,
             e.key,

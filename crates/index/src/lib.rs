@@ -33,7 +33,7 @@ pub use entries::{Entry, NewEntry, Validators};
 pub use files::{DirState, DirStats, FileRow, ListPage, ListRequest, ListedItem};
 pub use index::{Index, IndexError, Opened};
 pub use lifecycle::{DiskUsage, EntryRef, NamespaceUsage};
-pub use namespaces::Namespace;
+pub use namespaces::{EmptyDelete, Namespace};
 pub use stats::{NamespaceStats, Stats};
 pub use uploads::{PartRow, UploadRow};
 

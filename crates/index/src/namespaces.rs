@@ -128,6 +128,38 @@ impl Index {
     }
 }
 
+impl Index {
+    /// Deletes namespace `name` only if it holds nothing: no entry and no file of a directory's
+    /// read cache, checked in the same transaction as the deletion, so that nothing written
+    /// before the check is lost with it.
+    pub fn delete_namespace_if_empty(&self, name: &str) -> Result<EmptyDelete> {
+        self.write(|tx| {
+            let Some(ns) = namespace_by_name(tx, name)? else { return Ok(EmptyDelete::Missing) };
+            let is_used: bool = tx.query_row(
+                "SELECT EXISTS(SELECT 1 FROM entries WHERE ns_id = ?1) OR EXISTS(SELECT 1 FROM files WHERE ns_id = ?1)",
+                [ns.id],
+                |r| r.get(0),
+            )?;
+            if is_used {
+                return Ok(EmptyDelete::NotEmpty);
+            }
+            tx.execute("DELETE FROM namespaces WHERE id = ?1", [ns.id])?;
+            Ok(EmptyDelete::Deleted)
+        })
+    }
+}
+
+/// What [`Index::delete_namespace_if_empty`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EmptyDelete {
+    /// There was no such namespace.
+    Missing,
+    /// It holds entries or files: nothing was deleted.
+    NotEmpty,
+    /// It was empty, and is deleted.
+    Deleted,
+}
+
 fn namespace_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Namespace> {
     let options = options_of(r, 4)?;
     Ok(Namespace { id: r.get(0)?, name: r.get(1)?, source: r.get(2)?, created_at: r.get(3)?, options })
@@ -179,5 +211,33 @@ mod tests {
         let (n, orphans) = ix.delete_namespace("b").unwrap().unwrap();
         assert_eq!((n, orphans), (1, vec![d]));
         assert!(ix.delete_namespace("b").unwrap().is_none());
+    }
+
+    #[test]
+    fn a_namespace_is_deleted_only_while_empty() {
+        let (_d, ix) = fresh();
+        let a = ix.put_namespace(&NamespaceName::new("a").unwrap(), None, &NamespaceOptions::default(), 1).unwrap().0;
+        let d = Digest::of(b"kept");
+        ix.commit_blob(&d, 4, (false, false), Some(&entry(a.id, "k")), 1).unwrap();
+        assert_eq!(ix.delete_namespace_if_empty("a").unwrap(), EmptyDelete::NotEmpty);
+        assert!(ix.get_namespace("a").unwrap().is_some());
+        assert!(ix.delete_entry(a.id, &tiercache_core::Key::new("k").unwrap()).unwrap());
+        assert_eq!(ix.delete_namespace_if_empty("a").unwrap(), EmptyDelete::Deleted);
+        assert!(ix.get_namespace("a").unwrap().is_none());
+        assert_eq!(ix.delete_namespace_if_empty("a").unwrap(), EmptyDelete::Missing);
+    }
+
+    #[test]
+    fn a_copied_entry_names_the_same_blob() {
+        let (_d, ix) = fresh();
+        let a = ix.put_namespace(&NamespaceName::new("a").unwrap(), None, &NamespaceOptions::default(), 1).unwrap().0;
+        let b = ix.put_namespace(&NamespaceName::new("b").unwrap(), None, &NamespaceOptions::default(), 1).unwrap().0;
+        let d = Digest::of(b"bytes");
+        ix.commit_blob(&d, 5, (false, false), Some(&entry(a.id, "src")), 1).unwrap();
+        assert_eq!(ix.copy_entry(a.id, "src", &entry(b.id, "dst"), 2).unwrap(), Some((d, 5)));
+        assert_eq!(ix.copy_entry(a.id, "missing", &entry(b.id, "dst2"), 2).unwrap(), None);
+        // Both name it: deleting one namespace leaves the blob to the other.
+        let (_, orphans) = ix.delete_namespace("a").unwrap().unwrap();
+        assert!(orphans.is_empty());
     }
 }

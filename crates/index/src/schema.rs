@@ -160,6 +160,12 @@ CREATE TABLE upload_parts (
 -- hex(md5(part MD5s))-N. NULL for every other entry; any other write of the entry clears it.
 ALTER TABLE entries ADD COLUMN etag TEXT;
 "#,
+    r#"
+-- What an S3 client stored with an object besides its bytes and type (Cache-Control,
+-- Content-Disposition, Content-Language, x-amz-meta-*), as a JSON object; NULL for none. Any
+-- other write of the entry clears it.
+ALTER TABLE entries ADD COLUMN attrs TEXT;
+"#,
 ];
 
 /// Brings `conn` up to the newest schema. Returns the version found before migrating.

@@ -124,7 +124,7 @@ impl ApiError {
             E::InvalidPart { .. } | E::InvalidPartOrder { .. } | E::EntityTooSmall { .. } | E::BadDigest { .. } => {
                 StatusCode::BAD_REQUEST
             }
-            E::Conflict { .. } => StatusCode::CONFLICT,
+            E::Conflict { .. } | E::NotEmpty { .. } => StatusCode::CONFLICT,
             E::Busy { .. } | E::SourceBusy { .. } => StatusCode::SERVICE_UNAVAILABLE,
             E::ReadOnly { .. } => StatusCode::METHOD_NOT_ALLOWED,
             E::Source(tiercache_engine::SourceError::Forbidden { .. }) => StatusCode::FORBIDDEN,

@@ -22,7 +22,7 @@ mod routes;
 
 pub use access::{Access, MIN_TOKEN_LEN, Right, TokenError};
 pub use error::{ApiError, AuthFailure};
-pub use listener::{Limits, default_max_connections, raise_open_files_limit};
+pub use listener::{Handler, Limits, ServiceHandler, default_max_connections, raise_open_files_limit};
 pub use metrics_endpoint::install_metrics;
 pub use routes::{App, app, app_with};
 
@@ -48,4 +48,18 @@ pub async fn serve(
         tracing::warn!(error = %e, "cannot record access times at shutdown");
     }
     Ok(())
+}
+
+/// Serves any [`Handler`] (a tower service through [`ServiceHandler`], such as the S3 front
+/// door) on `listener` within `limits` until `shutdown` resolves, with the same protections as
+/// [`serve`]: the connection limit and its reserve, header-read, keep-alive and body timeouts,
+/// graceful shutdown. It does not shut the cache down: [`serve`] does, for the main listener.
+pub async fn serve_handler(
+    listener: tokio::net::TcpListener,
+    handler: impl Handler,
+    limits: Limits,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    install_metrics();
+    listener::run(listener, handler, limits, shutdown).await
 }

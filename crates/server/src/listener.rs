@@ -1,7 +1,8 @@
 //! The listener: the accept loop, HTTP/1.1 connections (hyper), and the limits that keep them
 //! bounded: at most [`Limits::max_connections`] connections, a time limit on reading a request's
 //! head, on an idle keep-alive connection, on a request body that sends nothing and on an answer
-//! the client does not read, and graceful shutdown. It answers no request itself (every request goes to [`App`]) except the two answers
+//! the client does not read, and graceful shutdown. It answers no request itself (every request goes to its [`Handler`]: [`App`], or any tower service
+//! through [`ServiceHandler`], such as the S3 front door) except the two answers
 //! of the limits: 503 to a request beyond the limit, and 408 to a stalled body (both chosen in
 //! `error.rs`).
 //!
@@ -163,12 +164,12 @@ pub fn raise_open_files_limit() -> io::Result<u64> {
     }
 }
 
-/// Serves `app` on `listener` within `limits` until `shutdown` resolves; then stops accepting,
+/// Serves `app` (any [`Handler`]) on `listener` within `limits` until `shutdown` resolves; then stops accepting,
 /// lets every connection finish the request it is answering (idle ones close at once) and
 /// returns when all are closed.
-pub(crate) async fn run(
+pub(crate) async fn run<H: Handler>(
     listener: TcpListener,
-    app: App,
+    app: H,
     limits: Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
@@ -673,17 +674,60 @@ impl AsyncWrite for Guarded {
     }
 }
 
-/// The service of one connection: marks the connection busy, hands the request to [`App`] with
-/// its body under [`IdleBody`], and answers the limits' own refusals.
+/// What the listener serves: one request in, its answer out (never an error: a failure is an
+/// answer). Implemented by [`App`], and by [`ServiceHandler`] for any other tower service.
+pub trait Handler: Clone + Send + Sync + 'static {
+    /// Answers `req`.
+    fn call(&self, req: Request<Body>) -> BoxFuture<'static, Result<Response, Infallible>>;
+}
+
+impl Handler for App {
+    fn call(&self, req: Request<Body>) -> BoxFuture<'static, Result<Response, Infallible>> {
+        tower::Service::call(&mut self.clone(), req)
+    }
+}
+
+/// A tower service served by the listener: its response bodies become [`Body`], and a service
+/// error a `500` (logged).
 #[derive(Clone)]
-struct ConnService {
-    app: App,
+pub struct ServiceHandler<S>(
+    /// The service.
+    pub S,
+);
+
+impl<S, B, E> Handler for ServiceHandler<S>
+where
+    S: tower::Service<Request<Body>, Response = http::Response<B>, Error = E> + Clone + Send + Sync + 'static,
+    S::Future: Send + 'static,
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    E: std::fmt::Display + Send + 'static,
+{
+    fn call(&self, req: Request<Body>) -> BoxFuture<'static, Result<Response, Infallible>> {
+        let fut = tower::Service::call(&mut self.0.clone(), req);
+        Box::pin(async move {
+            Ok(match fut.await {
+                Ok(res) => res.map(Body::new),
+                Err(e) => {
+                    tracing::warn!(error = %e, "the service failed to answer");
+                    http::StatusCode::INTERNAL_SERVER_ERROR.into_response()
+                }
+            })
+        })
+    }
+}
+
+/// The service of one connection: marks the connection busy, hands the request to its
+/// [`Handler`] with its body under [`IdleBody`], and answers the limits' own refusals.
+#[derive(Clone)]
+struct ConnService<H> {
+    app: H,
     conn: Arc<Conn>,
     shared: Arc<Shared>,
     pool: Pool,
 }
 
-impl hyper::service::Service<Request<Incoming>> for ConnService {
+impl<H: Handler> hyper::service::Service<Request<Incoming>> for ConnService<H> {
     type Response = Response<Answered>;
     type Error = Infallible;
     type Future = Answer;
@@ -713,7 +757,7 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
                 })
             }
         });
-        let inner = tower::Service::call(&mut self.app.clone(), req);
+        let inner = self.app.call(req);
         Answer { inner: AnswerInner::App(inner), done }
     }
 }

@@ -6,6 +6,7 @@
 #![allow(unreachable_pub)]
 
 pub mod servers;
+pub mod sigv4;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -1,6 +1,7 @@
 //! `tiercache serve`: records its effective settings (`<data>/settings.json`, `served.rs`), creates
-//! the config file's namespaces, binds the listen address, starts the watcher (with `--watch`) and
-//! the background pruner, and runs the HTTP server until a signal.
+//! the config file's namespaces, binds the listen address (and the S3 listener's, with
+//! `--s3-listen`), starts the watcher (with `--watch`) and the background pruner, and runs the
+//! HTTP server (and the S3 front door beside it, within the same limits) until a signal.
 //!
 //! It does not open the cache (`main.rs` does, with the engine settings) and holds no HTTP logic:
 //! that is `tiercache_server`.
@@ -23,6 +24,11 @@ pub(crate) async fn serve(cache: Cache, args: &ServeArgs, file: &FileConfig, dis
         }
     }
     let limits = config::server_limits(&settings)?;
+    // Before anything is written: an S3 listener nobody may use is refused at once.
+    let s3 = match config::s3_settings(&settings)? {
+        Some((addr, s3_settings)) => Some((addr, tiercache_s3::service(cache.clone(), &s3_settings)?)),
+        None => None,
+    };
     // What this server enforces, for `df` run beside it (`served.rs`).
     crate::served::write(cache.data_dir(), &crate::served::Served::now(disk))?;
     for (name, def) in &file.namespaces {
@@ -56,7 +62,37 @@ pub(crate) async fn serve(cache: Cache, args: &ServeArgs, file: &FileConfig, dis
             }
         });
     }
+    let s3 = match s3 {
+        Some((addr, front)) => {
+            let listener =
+                tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("cannot listen on {addr} (S3)"))?;
+            tracing::info!(addr = %listener.local_addr()?, "S3 API serving");
+            Some((listener, front))
+        }
+        None => None,
+    };
     cache.spawn_pruner();
-    tiercache_server::serve(listener, cache, access, limits, crate::shutdown_signal()).await?;
+    // One signal stops both listeners: the S3 one waits for the main one's signal to be seen.
+    let (stop, stopped) = tokio::sync::watch::channel(());
+    let s3 = s3.map(|(listener, front)| {
+        let mut stopped = stopped;
+        let handler = tiercache_server::ServiceHandler(front);
+        let limits = limits.clone();
+        tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stopped.changed().await;
+            };
+            tiercache_server::serve_handler(listener, handler, limits, shutdown).await
+        })
+    });
+    let shutdown = async move {
+        crate::shutdown_signal().await;
+        drop(stop);
+    };
+    let served = tiercache_server::serve(listener, cache, access, limits, shutdown).await;
+    if let Some(s3) = s3 {
+        s3.await.context("the S3 listener failed")?.context("the S3 listener failed")?;
+    }
+    served?;
     Ok(0)
 }

@@ -15,6 +15,7 @@ mod maint;
 mod ns;
 mod rebuild;
 mod s3_source;
+mod s3;
 mod shared_read;
 mod sources;
 mod verify;

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tiercache_core::{NamespaceName, NamespaceOptions, now_ms};
-use tiercache_index::Namespace;
+use tiercache_index::{EmptyDelete, Namespace};
 
 use super::Namespaces;
 use crate::Error;
@@ -315,5 +315,39 @@ impl Namespaces {
             report.bytes += bytes;
         }
         Ok(Some(report))
+    }
+
+    /// Deletes namespace `name` if it holds no entry and no file ([`Error::NotEmpty`] otherwise,
+    /// and nothing changes); `false` if there was no such namespace. The index checks and deletes
+    /// in one transaction, so an entry written before it is never lost; then the steps of
+    /// [`Namespaces::delete`] from 2 on (there are no blob files to remove).
+    pub(crate) async fn delete_if_empty(&self, name: &str) -> Result<bool, Error> {
+        let name = NamespaceName::new(name)?.as_str().to_owned();
+        let lookup = name.clone();
+        let storage = self.ix.run(move |ix| ix.get_namespace(&lookup)).await?.and_then(|ns| ns.options.storage);
+        let def = definitions_dir(self.stores.data_dir()).join(format!("{name}.json"));
+        let target = name.clone();
+        match self.ix.run(move |ix| ix.delete_namespace_if_empty(&target)).await? {
+            EmptyDelete::Missing => return Ok(false),
+            EmptyDelete::NotEmpty => return Err(Error::NotEmpty { namespace: name }),
+            EmptyDelete::Deleted => {}
+        }
+        self.memory.bump_generation().await?;
+        blocking_with(move || match std::fs::remove_file(&def) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(
+                format!(
+                    "the namespace is deleted from the index, but its definition file {} cannot be removed \
+                     (delete it again to finish)",
+                    def.display()
+                ),
+                e,
+            )),
+            _ => Ok(()),
+        })
+        .await?;
+        if let Some(dir) = storage {
+            self.stores.release_dir(&dir).await?;
+        }
+        Ok(true)
     }
 }
