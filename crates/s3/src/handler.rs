@@ -1,6 +1,6 @@
 //! [`TierS3`]: the `s3s::S3` trait over the engine, each operation one delegation to the module of
-//! its subject (`buckets.rs`, `objects.rs`, `listing.rs`). Operations not listed here (multipart
-//! uploads among them, for now) keep s3s's default answer, `NotImplemented`.
+//! its subject (`buckets.rs`, `objects.rs`, `listing.rs`, `multipart.rs`). Operations not listed
+//! here (UploadPartCopy among them, for now) keep s3s's default answer, `NotImplemented`.
 
 use std::sync::Arc;
 
@@ -9,7 +9,7 @@ use s3s::{S3, S3Request, S3Response, S3Result};
 use tiercache_engine::Cache;
 
 use crate::access::Keys;
-use crate::{buckets, listing, objects};
+use crate::{buckets, listing, multipart, objects};
 
 /// The S3 operations over one cache.
 pub(crate) struct TierS3 {
@@ -79,5 +79,41 @@ impl S3 for TierS3 {
         req: S3Request<ListObjectVersionsInput>,
     ) -> S3Result<S3Response<ListObjectVersionsOutput>> {
         listing::versions(self, req).await
+    }
+
+    async fn create_multipart_upload(
+        &self,
+        req: S3Request<CreateMultipartUploadInput>,
+    ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
+        multipart::create(self, req).await
+    }
+
+    async fn upload_part(&self, req: S3Request<UploadPartInput>) -> S3Result<S3Response<UploadPartOutput>> {
+        multipart::upload_part(self, req).await
+    }
+
+    async fn complete_multipart_upload(
+        &self,
+        req: S3Request<CompleteMultipartUploadInput>,
+    ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+        multipart::complete(self, req).await
+    }
+
+    async fn abort_multipart_upload(
+        &self,
+        req: S3Request<AbortMultipartUploadInput>,
+    ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
+        multipart::abort(self, req).await
+    }
+
+    async fn list_parts(&self, req: S3Request<ListPartsInput>) -> S3Result<S3Response<ListPartsOutput>> {
+        multipart::list_parts(self, req).await
+    }
+
+    async fn list_multipart_uploads(
+        &self,
+        req: S3Request<ListMultipartUploadsInput>,
+    ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
+        multipart::list_uploads(self, req).await
     }
 }

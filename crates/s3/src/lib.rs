@@ -18,6 +18,7 @@ mod error;
 mod front;
 mod handler;
 mod listing;
+mod multipart;
 mod objects;
 mod upload;
 

@@ -26,7 +26,7 @@ use crate::upload::{Checked, Declared};
 /// What an object keeps besides its bytes and content type, stored with its entry as JSON
 /// (`Cache::set_entry_attrs`). A directory bucket's files keep none.
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
-struct Attrs {
+pub(crate) struct Attrs {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     cache_control: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -39,7 +39,7 @@ struct Attrs {
 }
 
 impl Attrs {
-    fn new(
+    pub(crate) fn new(
         cache_control: Option<String>,
         content_disposition: Option<String>,
         content_language: Option<String>,
@@ -50,7 +50,7 @@ impl Attrs {
     }
 
     /// As stored: `None` when there is nothing to keep.
-    fn to_json(&self) -> Option<String> {
+    pub(crate) fn to_json(&self) -> Option<String> {
         let is_empty = self.cache_control.is_none()
             && self.content_disposition.is_none()
             && self.content_language.is_none()

@@ -13,6 +13,7 @@ use tiercache_testkit::sigv4::Signer;
 mod auth;
 mod buckets;
 mod listing;
+mod multipart;
 mod objects;
 
 /// The access key of every harness (all buckets).

@@ -1,0 +1,229 @@
+//! Multipart uploads over the engine's uploads (`Cache::create_upload` … `complete_upload`):
+//! CreateMultipartUpload, UploadPart (streamed through `upload.rs`'s checks, as PutObject is),
+//! CompleteMultipartUpload (the object's attributes, kept with the upload, stored with the entry
+//! once it exists), AbortMultipartUpload, ListParts and ListMultipartUploads.
+//!
+//! It makes no decision about data: part sizes and order, the final ETag, where the bytes go and
+//! which buckets take writes are the engine's; this module turns S3 inputs into engine calls and
+//! their answers back into S3 outputs.
+
+use std::time::{Duration, SystemTime};
+
+use s3s::dto::*;
+use s3s::{S3Request, S3Response, S3Result, s3_error};
+use tiercache_engine::{MAX_PART_NUMBER, MAX_UPLOAD_LIST, UploadId, UploadInfo, UploadMeta};
+
+use crate::error::{check_key, s3};
+use crate::handler::TierS3;
+use crate::objects::Attrs;
+use crate::upload::{Checked, Declared};
+
+/// The name under which an upload keeps its object's attributes (JSON) until it completes.
+const ATTRS: &str = "s3-attrs";
+
+fn timestamp(ms: i64) -> Timestamp {
+    Timestamp::from(SystemTime::UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0)))
+}
+
+/// The upload `id` names, if it is under way for `key` of `bucket` (`NoSuchUpload` otherwise: an
+/// id is no capability for another object).
+async fn upload_of(s: &TierS3, bucket: &str, key: &str, id: &str) -> S3Result<(UploadId, UploadInfo)> {
+    let id = UploadId::parse(id).map_err(s3)?;
+    let info = s.cache.upload(&id).await.map_err(s3)?;
+    if info.namespace != bucket || info.key != key {
+        return Err(s3_error!(NoSuchUpload, "the upload is not one of this object"));
+    }
+    Ok((id, info))
+}
+
+fn part_number(n: i32) -> S3Result<u32> {
+    u32::try_from(n)
+        .ok()
+        .filter(|n| (1..=MAX_PART_NUMBER).contains(n))
+        .ok_or_else(|| s3_error!(InvalidArgument, "a part number is from 1 to {MAX_PART_NUMBER}"))
+}
+
+/// A page size asked for, within what the engine lists at once (1000 when not asked).
+fn page_size(asked: Option<i32>) -> usize {
+    asked.and_then(|n| usize::try_from(n).ok()).unwrap_or(1000).min(MAX_UPLOAD_LIST)
+}
+
+pub(crate) async fn create(
+    s: &TierS3,
+    req: S3Request<CreateMultipartUploadInput>,
+) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
+    let input = req.input;
+    check_key(&input.key)?;
+    let mut meta = UploadMeta { content_type: input.content_type.clone(), ..Default::default() };
+    let attrs = Attrs::new(input.cache_control, input.content_disposition, input.content_language, input.metadata);
+    if let Some(json) = attrs.to_json() {
+        meta.metadata.insert(ATTRS.to_owned(), json);
+    }
+    let id = s.cache.create_upload(&input.bucket, &input.key, meta).await.map_err(s3)?;
+    let output = CreateMultipartUploadOutput {
+        bucket: Some(input.bucket),
+        key: Some(input.key),
+        upload_id: Some(id.as_str().to_owned()),
+        ..Default::default()
+    };
+    Ok(S3Response::new(output))
+}
+
+pub(crate) async fn upload_part(s: &TierS3, req: S3Request<UploadPartInput>) -> S3Result<S3Response<UploadPartOutput>> {
+    let S3Request { input, trailing_headers, .. } = req;
+    let (id, _) = upload_of(s, &input.bucket, &input.key, &input.upload_id).await?;
+    let n = part_number(input.part_number)?;
+    let declared = Declared {
+        md5: Declared::content_md5(input.content_md5.as_deref())?,
+        checksum: Checksum {
+            checksum_crc32: input.checksum_crc32.clone(),
+            checksum_crc32c: input.checksum_crc32c.clone(),
+            checksum_sha1: input.checksum_sha1.clone(),
+            checksum_sha256: input.checksum_sha256.clone(),
+            checksum_crc64nvme: input.checksum_crc64nvme.clone(),
+            ..Default::default()
+        },
+        algorithm: input.checksum_algorithm.clone(),
+    };
+    let body = input.body.unwrap_or_else(|| StreamingBlob::from(s3s::Body::empty()));
+    let (checked, verdict) = Checked::new(body, declared, trailing_headers);
+    let stored = s.cache.put_part(&id, n, checked, None).await;
+    let verdict = std::mem::take(&mut *verdict.lock().unwrap_or_else(|p| p.into_inner()));
+    let part = match (stored, verdict.failure) {
+        (Ok(part), None) => part,
+        (_, Some(failure)) => return Err(failure),
+        (Err(e), None) => return Err(s3(e)),
+    };
+    let c = verdict.checksum;
+    let output = UploadPartOutput {
+        e_tag: Some(ETag::Strong(part.md5)),
+        checksum_crc32: c.checksum_crc32,
+        checksum_crc32c: c.checksum_crc32c,
+        checksum_sha1: c.checksum_sha1,
+        checksum_sha256: c.checksum_sha256,
+        checksum_crc64nvme: c.checksum_crc64nvme,
+        ..Default::default()
+    };
+    Ok(S3Response::new(output))
+}
+
+pub(crate) async fn complete(
+    s: &TierS3,
+    req: S3Request<CompleteMultipartUploadInput>,
+) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+    let input = req.input;
+    let (id, _) = upload_of(s, &input.bucket, &input.key, &input.upload_id).await?;
+    let listed = input.multipart_upload.and_then(|m| m.parts).unwrap_or_default();
+    let mut parts = Vec::with_capacity(listed.len());
+    for p in listed {
+        let n = part_number(p.part_number.ok_or_else(|| s3_error!(InvalidPart, "a part has no number"))?)?;
+        let etag = p.e_tag.ok_or_else(|| s3_error!(InvalidPart, "part {n} has no ETag"))?;
+        parts.push((n, etag.value().to_owned()));
+    }
+    let done = s.cache.complete_upload(&id, &parts).await.map_err(s3)?;
+    if let Some(json) = done.meta.metadata.get(ATTRS) {
+        s.cache.set_entry_attrs(&done.namespace, done.key.as_bytes(), Some(json.clone())).await.map_err(s3)?;
+    }
+    let output = CompleteMultipartUploadOutput {
+        bucket: Some(done.namespace),
+        key: Some(done.key),
+        e_tag: Some(ETag::Strong(done.etag)),
+        ..Default::default()
+    };
+    Ok(S3Response::new(output))
+}
+
+pub(crate) async fn abort(
+    s: &TierS3,
+    req: S3Request<AbortMultipartUploadInput>,
+) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
+    let input = req.input;
+    let (id, _) = upload_of(s, &input.bucket, &input.key, &input.upload_id).await?;
+    s.cache.abort_upload(&id).await.map_err(s3)?;
+    Ok(S3Response::new(AbortMultipartUploadOutput::default()))
+}
+
+pub(crate) async fn list_parts(s: &TierS3, req: S3Request<ListPartsInput>) -> S3Result<S3Response<ListPartsOutput>> {
+    let input = req.input;
+    let (id, _) = upload_of(s, &input.bucket, &input.key, &input.upload_id).await?;
+    let after = input.part_number_marker.and_then(|n| u32::try_from(n).ok()).unwrap_or(0);
+    let limit = page_size(input.max_parts);
+    let page = s.cache.list_parts(&id, after, limit).await.map_err(s3)?;
+    let next = page.parts.last().map(|p| i32::try_from(p.part_number).unwrap_or(i32::MAX));
+    let parts = page
+        .parts
+        .into_iter()
+        .map(|p| Part {
+            part_number: i32::try_from(p.part_number).ok(),
+            e_tag: Some(ETag::Strong(p.md5)),
+            size: i64::try_from(p.size_bytes).ok(),
+            last_modified: Some(timestamp(p.last_modified_ms)),
+            ..Default::default()
+        })
+        .collect();
+    let output = ListPartsOutput {
+        bucket: Some(input.bucket),
+        key: Some(input.key),
+        upload_id: Some(id.as_str().to_owned()),
+        max_parts: i32::try_from(limit).ok(),
+        part_number_marker: input.part_number_marker,
+        next_part_number_marker: next.filter(|_| page.is_truncated),
+        is_truncated: Some(page.is_truncated),
+        parts: Some(parts),
+        ..Default::default()
+    };
+    Ok(S3Response::new(output))
+}
+
+pub(crate) async fn list_uploads(
+    s: &TierS3,
+    req: S3Request<ListMultipartUploadsInput>,
+) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
+    let input = req.input;
+    if input.delimiter.as_deref().is_some_and(|d| !d.is_empty()) {
+        return Err(s3_error!(NotImplemented, "ListMultipartUploads does not group by a delimiter yet"));
+    }
+    let limit = page_size(input.max_uploads);
+    let prefix = input.prefix.clone().unwrap_or_default();
+    let marker_id = match input.upload_id_marker.as_deref().filter(|m| !m.is_empty()) {
+        Some(m) => {
+            Some(UploadId::parse(m).map_err(|_| s3_error!(InvalidArgument, "the upload-id marker is no upload id"))?)
+        }
+        None => None,
+    };
+    // A key marker alone resumes after every upload of that key: after the highest id there is.
+    let last_id = UploadId::parse(&"f".repeat(32)).map_err(s3)?;
+    let after = match input.key_marker.as_deref().filter(|k| !k.is_empty()) {
+        Some(key) => Some((key, marker_id.as_ref().unwrap_or(&last_id))),
+        None => None,
+    };
+    let page = s.cache.list_uploads(&input.bucket, &prefix, after, limit).await.map_err(s3)?;
+    let last = page.uploads.last().map(|u| (u.key.clone(), u.upload_id.as_str().to_owned()));
+    let uploads = page
+        .uploads
+        .into_iter()
+        .map(|u| MultipartUpload {
+            key: Some(u.key),
+            upload_id: Some(u.upload_id.as_str().to_owned()),
+            initiated: Some(timestamp(u.created_at_ms)),
+            ..Default::default()
+        })
+        .collect();
+    let (next_key, next_id) = match last.filter(|_| page.is_truncated) {
+        Some((k, i)) => (Some(k), Some(i)),
+        None => (None, None),
+    };
+    let output = ListMultipartUploadsOutput {
+        bucket: Some(input.bucket),
+        prefix: input.prefix,
+        key_marker: input.key_marker,
+        upload_id_marker: input.upload_id_marker,
+        max_uploads: i32::try_from(limit).ok(),
+        is_truncated: Some(page.is_truncated),
+        next_key_marker: next_key,
+        next_upload_id_marker: next_id,
+        uploads: Some(uploads),
+        ..Default::default()
+    };
+    Ok(S3Response::new(output))
+}

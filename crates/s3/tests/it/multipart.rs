@@ -1,0 +1,89 @@
+//! Multipart uploads through the S3 front door: OpenDAL's writer (a real client's multipart
+//! upload) makes one object with the multipart ETag; the protocol's errors, listing and abort by
+//! hand-signed requests.
+
+use md5::Digest as _;
+use tiercache_testkit::{bytes, sha256};
+
+use crate::harness;
+
+fn between<'a>(text: &'a str, open: &str, close: &str) -> &'a str {
+    let start = text.find(open).unwrap_or_else(|| panic!("no {open} in {text}")) + open.len();
+    let end = text[start..].find(close).unwrap() + start;
+    &text[start..end]
+}
+
+#[tokio::test]
+async fn a_client_multipart_upload_is_one_object_with_the_multipart_etag() {
+    let h = harness().await;
+    let op = h.op("b");
+    let data = bytes(9, 11 * 1024 * 1024 + 1);
+    let mut w = op.writer_with("big.bin").chunk(5 * 1024 * 1024).await.unwrap();
+    w.write(data.clone()).await.unwrap();
+    w.close().await.unwrap();
+    let got = op.read("big.bin").await.unwrap().to_vec();
+    assert_eq!(sha256(&got), sha256(&data));
+    let etag = op.stat("big.bin").await.unwrap().etag().map(str::to_owned).unwrap();
+    assert!(etag.ends_with("-3\""), "three parts: {etag}");
+    // The ETag of parts of 5 MiB, 5 MiB and the rest.
+    let md5s: Vec<u8> = data.chunks(5 * 1024 * 1024).flat_map(|c| md5::Md5::digest(c).to_vec()).collect();
+    assert_eq!(etag, format!("\"{}-3\"", hex::encode(md5::Md5::digest(&md5s))));
+    let digest = h.cache.read_entry("b", "big.bin").await.unwrap().meta.digest.map(|d| d.to_string());
+    assert_eq!(digest, Some(sha256(&data)), "the object's SHA-256 is computed");
+}
+
+#[tokio::test]
+async fn bad_part_lists_are_s3_errors_and_an_aborted_upload_is_gone() {
+    let h = harness().await;
+    let a = h.send("POST", "/b/obj?uploads", &[("x-amz-meta-colour", "blue")], b"").await;
+    assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+    let id = between(&String::from_utf8_lossy(&a.body), "<UploadId>", "</UploadId>").to_owned();
+    let small = vec![7u8; 1000];
+    let mut etags = Vec::new();
+    for n in 1..=2 {
+        let a = h.send("PUT", &format!("/b/obj?partNumber={n}&uploadId={id}"), &[], &small).await;
+        assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+        etags.push(a.header("etag").unwrap().to_owned());
+    }
+    let list = h.send("GET", &format!("/b/obj?uploadId={id}"), &[], b"").await;
+    assert_eq!(list.status, 200);
+    assert_eq!(String::from_utf8_lossy(&list.body).matches("<Part>").count(), 2);
+    let uploads = h.send("GET", "/b?uploads", &[], b"").await;
+    assert!(String::from_utf8_lossy(&uploads.body).contains(&id));
+    let complete = |order: [usize; 2]| {
+        let parts: String = order
+            .iter()
+            .map(|&i| format!("<Part><PartNumber>{}</PartNumber><ETag>{}</ETag></Part>", i + 1, etags[i]))
+            .collect();
+        format!("<CompleteMultipartUpload>{parts}</CompleteMultipartUpload>")
+    };
+    let path = format!("/b/obj?uploadId={id}");
+    let a = h.send("POST", &path, &[], complete([1, 0]).as_bytes()).await;
+    assert_eq!((a.status, a.code()), (400, "InvalidPartOrder".to_owned()));
+    let a = h.send("POST", &path, &[], complete([0, 1]).as_bytes()).await;
+    assert_eq!((a.status, a.code()), (400, "EntityTooSmall".to_owned()), "a first part of 1000 bytes");
+    let wrong = complete([0, 1]).replace(&etags[1], "\"00000000000000000000000000000000\"");
+    let a = h.send("POST", &path, &[], wrong.as_bytes()).await;
+    assert_eq!((a.status, a.code()), (400, "InvalidPart".to_owned()));
+    // An upload id is no capability for another key.
+    let a = h.send("GET", &format!("/b/other?uploadId={id}"), &[], b"").await;
+    assert_eq!((a.status, a.code()), (404, "NoSuchUpload".to_owned()));
+    assert_eq!(h.send("DELETE", &path, &[], b"").await.status, 204);
+    let a = h.send("GET", &path, &[], b"").await;
+    assert_eq!((a.status, a.code()), (404, "NoSuchUpload".to_owned()));
+    assert!(!h.holds("b", "obj").await, "nothing was stored");
+
+    // A single small part is a whole object, and keeps the metadata given at creation.
+    let a = h.send("POST", "/b/one?uploads", &[("x-amz-meta-colour", "blue")], b"").await;
+    let id = between(&String::from_utf8_lossy(&a.body), "<UploadId>", "</UploadId>").to_owned();
+    let a = h.send("PUT", &format!("/b/one?partNumber=1&uploadId={id}"), &[], &small).await;
+    let etag = a.header("etag").unwrap().to_owned();
+    let body = format!(
+        "<CompleteMultipartUpload><Part><PartNumber>1</PartNumber><ETag>{etag}</ETag></Part></CompleteMultipartUpload>"
+    );
+    let a = h.send("POST", &format!("/b/one?uploadId={id}"), &[], body.as_bytes()).await;
+    assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+    let head = h.send("HEAD", "/b/one", &[], b"").await;
+    assert_eq!(head.header("x-amz-meta-colour"), Some("blue"));
+    assert!(head.header("etag").is_some_and(|e| e.ends_with("-1\"")), "{:?}", head.header("etag"));
+}
