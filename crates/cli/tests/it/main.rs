@@ -14,6 +14,7 @@ mod limits;
 mod maint;
 mod ns;
 mod rebuild;
+mod s3_clients;
 mod shared_read;
 mod sources;
 mod verify;
