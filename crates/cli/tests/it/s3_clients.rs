@@ -124,11 +124,12 @@ impl Client {
         let fix = format!("install it with: {install} (.ci/run does)");
         match Command::new(program).args(args).stdin(Stdio::null()).output() {
             Ok(out) if out.status.success() => Ok(()),
-            Ok(out) => Err(format!(
-                "`{program} {}` failed: {}; {fix}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr).trim()
-            )),
+            Ok(out) => {
+                // The last line says why (a Python traceback ends with its exception).
+                let stderr = String::from_utf8_lossy(&out.stderr);
+                let why = stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("no message").trim();
+                Err(format!("`{program}` failed ({}): {why}; {fix}", out.status))
+            }
             Err(e) => Err(format!("cannot run {program}: {e}; {fix}")),
         }
     }
