@@ -15,6 +15,7 @@ mod maint;
 mod ns;
 mod rebuild;
 mod s3;
+mod s3_clients;
 mod s3_source;
 mod shared_read;
 mod sources;
