@@ -16,7 +16,7 @@ use tiercache_engine::{MAX_PART_NUMBER, MAX_UPLOAD_LIST, UploadId, UploadInfo, U
 use crate::error::{check_key, s3};
 use crate::handler::TierS3;
 use crate::objects::Attrs;
-use crate::upload::{Checked, Declared};
+use crate::upload::{Checked, declared, outcome};
 
 /// The name under which an upload keeps its object's attributes (JSON) until it completes.
 const ATTRS: &str = "s3-attrs";
@@ -73,28 +73,11 @@ pub(crate) async fn upload_part(s: &TierS3, req: S3Request<UploadPartInput>) -> 
     let S3Request { input, trailing_headers, .. } = req;
     let (id, _) = upload_of(s, &input.bucket, &input.key, &input.upload_id).await?;
     let n = part_number(input.part_number)?;
-    let declared = Declared {
-        md5: Declared::content_md5(input.content_md5.as_deref())?,
-        checksum: Checksum {
-            checksum_crc32: input.checksum_crc32.clone(),
-            checksum_crc32c: input.checksum_crc32c.clone(),
-            checksum_sha1: input.checksum_sha1.clone(),
-            checksum_sha256: input.checksum_sha256.clone(),
-            checksum_crc64nvme: input.checksum_crc64nvme.clone(),
-            ..Default::default()
-        },
-        algorithm: input.checksum_algorithm.clone(),
-    };
+    let declared = declared!(input);
     let body = input.body.unwrap_or_else(|| StreamingBlob::from(s3s::Body::empty()));
     let (checked, verdict) = Checked::new(body, declared, trailing_headers);
     let stored = s.cache.put_part(&id, n, checked, None).await;
-    let verdict = std::mem::take(&mut *verdict.lock().unwrap_or_else(|p| p.into_inner()));
-    let part = match (stored, verdict.failure) {
-        (Ok(part), None) => part,
-        (_, Some(failure)) => return Err(failure),
-        (Err(e), None) => return Err(s3(e)),
-    };
-    let c = verdict.checksum;
+    let (part, c) = outcome(stored, &verdict)?;
     let output = UploadPartOutput {
         e_tag: Some(ETag::Strong(part.md5)),
         checksum_crc32: c.checksum_crc32,

@@ -21,7 +21,7 @@ use tiercache_engine::{ByteRange, Error, Intent, RangeRequest, Read, ReadMeta};
 
 use crate::error::{check_key, s3};
 use crate::handler::TierS3;
-use crate::upload::{Checked, Declared};
+use crate::upload::{Checked, declared, outcome};
 
 /// What an object keeps besides its bytes and content type, stored with its entry as JSON
 /// (`Cache::set_entry_attrs`). A directory bucket's files keep none.
@@ -331,32 +331,15 @@ pub(crate) async fn put(s: &TierS3, req: S3Request<PutObjectInput>) -> S3Result<
             }
         }
     }
-    let declared = Declared {
-        md5: Declared::content_md5(input.content_md5.as_deref())?,
-        checksum: Checksum {
-            checksum_crc32: input.checksum_crc32.clone(),
-            checksum_crc32c: input.checksum_crc32c.clone(),
-            checksum_sha1: input.checksum_sha1.clone(),
-            checksum_sha256: input.checksum_sha256.clone(),
-            checksum_crc64nvme: input.checksum_crc64nvme.clone(),
-            ..Default::default()
-        },
-        algorithm: input.checksum_algorithm.clone(),
-    };
+    let declared = declared!(input);
     let body = input.body.unwrap_or_else(|| StreamingBlob::from(s3s::Body::empty()));
     let (checked, verdict) = Checked::new(body, declared, trailing_headers);
     let stored =
         s.cache.put_entry_typed(&input.bucket, input.key.as_bytes(), checked, input.content_type.clone()).await;
-    let verdict = std::mem::take(&mut *verdict.lock().unwrap_or_else(|p| p.into_inner()));
-    let stored = match (stored, verdict.failure) {
-        (Ok(stored), None) => stored,
-        (_, Some(failure)) => return Err(failure),
-        (Err(e), None) => return Err(s3(e)),
-    };
+    let (stored, c) = outcome(stored, &verdict)?;
     Attrs::new(input.cache_control, input.content_disposition, input.content_language, input.metadata)
         .store(s, &input.bucket, &input.key)
         .await?;
-    let c = verdict.checksum;
     let output = PutObjectOutput {
         e_tag: Some(ETag::Strong(stored.md5)),
         size: i64::try_from(stored.size_bytes).ok(),

@@ -41,6 +41,41 @@ impl Declared {
     }
 }
 
+/// The checks `input` declares: a PutObject's or an UploadPart's input, which have the same
+/// fields of other types. Returns early with `InvalidDigest` for a malformed `Content-MD5`.
+macro_rules! declared {
+    ($input:expr) => {
+        $crate::upload::Declared {
+            md5: $crate::upload::Declared::content_md5($input.content_md5.as_deref())?,
+            checksum: s3s::dto::Checksum {
+                checksum_crc32: $input.checksum_crc32.clone(),
+                checksum_crc32c: $input.checksum_crc32c.clone(),
+                checksum_sha1: $input.checksum_sha1.clone(),
+                checksum_sha256: $input.checksum_sha256.clone(),
+                checksum_crc64nvme: $input.checksum_crc64nvme.clone(),
+                ..Default::default()
+            },
+            algorithm: $input.checksum_algorithm.clone(),
+        }
+    };
+}
+pub(crate) use declared;
+
+/// What the engine's write of a [`Checked`] body came to: the failed check's S3 error if one
+/// ended the stream, else the engine's own error, else what it stored with the checksums the
+/// body was checked against (for the answer).
+pub(crate) fn outcome<T>(
+    stored: Result<T, tiercache_engine::Error>,
+    verdict: &Mutex<Verdict>,
+) -> S3Result<(T, Checksum)> {
+    let verdict = std::mem::take(&mut *verdict.lock().unwrap_or_else(|p| p.into_inner()));
+    match (stored, verdict.failure) {
+        (Ok(stored), None) => Ok((stored, verdict.checksum)),
+        (_, Some(failure)) => Err(failure),
+        (Err(e), None) => Err(crate::error::s3(e)),
+    }
+}
+
 /// What the stream found, read by the handler after the engine returned.
 #[derive(Debug, Default)]
 pub(crate) struct Verdict {
