@@ -26,23 +26,9 @@ use futures::{StreamExt as _, TryStreamExt as _};
 
 const CHUNK: usize = 8 << 20;
 
-/// `len` bytes from a xorshift generator seeded with `seed`.
-fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
 /// The body of a small object: its index, then a pattern.
 fn small_body(i: usize, len: usize) -> Vec<u8> {
-    let mut body = pattern(len, i as u64 + 1);
+    let mut body = tiercache_testkit::bytes(i as u64 + 1, len);
     let tag = (i as u64).to_le_bytes();
     let n = tag.len().min(len);
     body[..n].copy_from_slice(&tag[..n]);
@@ -68,8 +54,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let key: String = arg(&mut args, "KEY")?;
             let size: usize = arg(&mut args, "BYTES")?;
             let seed: u64 = arg(&mut args, "SEED")?;
-            let shared = Bytes::from(pattern(CHUNK, 0));
-            let mut chunks = vec![Bytes::from(pattern(CHUNK.min(size), seed + 1))];
+            let shared = Bytes::from(tiercache_testkit::bytes(0, CHUNK));
+            let mut chunks = vec![Bytes::from(tiercache_testkit::bytes(seed + 1, CHUNK.min(size)))];
             let mut left = size - chunks[0].len();
             while left > 0 {
                 let n = left.min(CHUNK);

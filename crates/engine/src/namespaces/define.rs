@@ -295,18 +295,7 @@ impl Namespaces {
         if deleted.is_some() {
             self.memory.bump_generation().await?;
         }
-        blocking_with(move || match std::fs::remove_file(&def) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(
-                format!(
-                    "the namespace is deleted from the index, but its definition file {} cannot be removed \
-                     (delete it again to finish)",
-                    def.display()
-                ),
-                e,
-            )),
-            _ => Ok(()),
-        })
-        .await?;
+        remove_definition(def).await?;
         let Some((n_entries, orphans)) = deleted else { return Ok(None) };
         let mut report = self.stores.delete_blob_files(n_entries, orphans).await?;
         if let Some(dir) = storage {
@@ -333,21 +322,27 @@ impl Namespaces {
             EmptyDelete::Deleted => {}
         }
         self.memory.bump_generation().await?;
-        blocking_with(move || match std::fs::remove_file(&def) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(
-                format!(
-                    "the namespace is deleted from the index, but its definition file {} cannot be removed \
-                     (delete it again to finish)",
-                    def.display()
-                ),
-                e,
-            )),
-            _ => Ok(()),
-        })
-        .await?;
+        remove_definition(def).await?;
         if let Some(dir) = storage {
             self.stores.release_dir(&dir).await?;
         }
         Ok(true)
     }
+}
+
+/// Removes a deleted namespace's definition file `def` (already gone is fine): the step after its
+/// index rows are deleted, so a failure here is finished by deleting it again.
+async fn remove_definition(def: std::path::PathBuf) -> Result<(), Error> {
+    blocking_with(move || match std::fs::remove_file(&def) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(
+            format!(
+                "the namespace is deleted from the index, but its definition file {} cannot be removed \
+                 (delete it again to finish)",
+                def.display()
+            ),
+            e,
+        )),
+        _ => Ok(()),
+    })
+    .await
 }
