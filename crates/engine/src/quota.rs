@@ -777,7 +777,7 @@ mod tests {
                 content_encoding: None,
                 validators: Validators::default(),
             };
-            self.index.commit_blob(&digest, SIZE, (is_upload, is_upload), Some(&entry), 1).unwrap();
+            self.index.commit_blob(&digest, SIZE, (is_upload, is_upload), None, Some(&entry), 1).unwrap();
             reservation.stored(digest, SIZE, was_there, !is_upload);
             Ok(())
         }

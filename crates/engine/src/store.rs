@@ -27,7 +27,7 @@ use tiercache_index::{Index, IndexError, Namespace, NewEntry};
 use tiercache_tiers::shared::{SharedTier, WriteBack};
 use tiercache_tiers::{DiskTier, FinishedBlob, TempBlob};
 
-use crate::blocking::{Ix, blocking};
+use crate::blocking::{Ix, blocking, blocking_with};
 use crate::config::DiskLimits;
 use crate::memory::Memory;
 use crate::quota::{DiskQuota, NoRoom, Reservation};
@@ -253,9 +253,10 @@ impl Stores {
         let entry = entry.map(|(_, e)| e);
         let is_upload = retain && origin == Origin::Upload;
         let is_managed = store.is_managed();
+        let md5 = finished.0.md5.map(hex::encode);
         let record = move |ix: &Index, digest: &Digest, size: u64| -> Result<bool, IndexError> {
             if is_managed {
-                ix.commit_blob(digest, size, (retain, is_upload), entry.as_ref(), now_ms())?;
+                ix.commit_blob(digest, size, (retain, is_upload), md5.as_deref(), entry.as_ref(), now_ms())?;
             } else if let Some(e) = entry {
                 ix.commit_entry_elsewhere(digest, size, &e, now_ms())?;
             }
@@ -298,11 +299,17 @@ impl Stores {
     ) -> Result<(Digest, bool), Error> {
         let Steps { named, origin, tail, is_upload } = steps;
         let (digest, size) = (finished.digest, finished.size_bytes);
-        if store.is_managed() {
-            self.ix.run(move |ix| ix.mark_pending(&digest, size, now_ms())).await?;
-        }
-        let was_there = blocking(move || finished.publish()).await?;
-        let recorded = self.ix.run(move |ix| record(ix, &digest, size)).await?;
+        let has_md5 = finished.md5.is_some() && store.is_managed();
+        let (ix, is_managed) = (Arc::clone(self.ix.index()), store.is_managed());
+        // Steps 3 to 5 in one trip to a blocking thread: a small upload is mostly these steps.
+        let (was_there, recorded) = blocking_with(move || {
+            if is_managed {
+                ix.mark_pending(&digest, size, now_ms())?;
+            }
+            let was_there = finished.publish().map_err(|e| Error::io(format!("cannot publish blob {digest}"), e))?;
+            Ok((was_there, record(&ix, &digest, size)?))
+        })
+        .await?;
         reservation.stored(digest, size, was_there, store.is_managed() && !is_upload);
         if let Some((namespace, key)) = named {
             self.memory.forget_entry(namespace, key.as_bytes()).await;
@@ -315,8 +322,10 @@ impl Stores {
         {
             write_back.queue(digest, store.disk.blob_path(&digest));
         }
-        let urgency = if origin == Origin::Upload { Urgency::Waited } else { Urgency::Background };
-        self.md5.start(digest, &store.disk, tail, urgency);
+        if !has_md5 {
+            let urgency = if origin == Origin::Upload { Urgency::Waited } else { Urgency::Background };
+            self.md5.start(digest, &store.disk, tail, urgency);
+        }
         Ok((digest, recorded))
     }
 

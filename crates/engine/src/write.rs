@@ -115,11 +115,15 @@ impl Writes {
         let key = utf8_key(key)?;
         let store = self.stores.of(&ns).await?;
         let (temp, reservation) = store.create_temp(None).await?;
-        let finished = spool(temp, reservation, body, |_| {}).await.map_err(upload_failed)?;
-        let size_bytes = finished.0.size_bytes;
+        // The MD5 (the entry's ETag, in the answer) is computed beside the write.
+        let finished = spool(temp.with_md5(), reservation, body, |_| {}).await.map_err(upload_failed)?;
+        let (size_bytes, md5) = (finished.0.size_bytes, finished.0.md5);
         let entry = NewEntry { ns_id: ns.id, key: key.to_string(), content_type, ..NewEntry::default() };
         let digest = self.stores.commit(&store, finished, false, Some((&ns.name, entry)), Origin::Upload).await?;
-        let md5 = self.stores.md5(digest, &store.disk).await?;
+        let md5 = match md5 {
+            Some(md5) => hex::encode(md5),
+            None => self.stores.md5(digest, &store.disk).await?,
+        };
         Ok(Stored { md5, digest, size_bytes })
     }
 

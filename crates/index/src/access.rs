@@ -59,7 +59,7 @@ mod tests {
         let (_d, ix) = fresh();
         let a = ix.put_namespace(&NamespaceName::new("a").unwrap(), None, &NamespaceOptions::default(), 1).unwrap().0;
         let d = Digest::of(b"x");
-        ix.commit_blob(&d, 1, (false, false), Some(&entry(a.id, "k")), 1).unwrap();
+        ix.commit_blob(&d, 1, (false, false), None, Some(&entry(a.id, "k")), 1).unwrap();
         let rec = AccessRecord { entry: Some((a.id, "k".into())), digest: d, at_ms: 50, n_hits: 3 };
         ix.record_access(&[rec.clone(), rec]).unwrap();
         assert_eq!(ix.stats(Some("a")).unwrap().namespaces[0].hits, 6);

@@ -58,9 +58,10 @@ impl Index {
         })
     }
 
-    /// Commits a blob now in the disk tier as present, and optionally the entry that names it, in
-    /// one transaction. `retain` keeps the blob even when no entry references it; `is_upload`
-    /// marks a blob uploaded straight to tiercache (maybe the only copy): never evicted or pruned.
+    /// Commits a blob now in the disk tier as present, with its MD5 (lowercase hex) if known, and
+    /// optionally the entry that names it, in one transaction. `retain` keeps the blob even when
+    /// no entry references it; `is_upload` marks a blob uploaded straight to tiercache (maybe the
+    /// only copy): never evicted or pruned.
     ///
     /// An entry whose namespace was deleted meanwhile is not written: the blob is then an orphan,
     /// which the pruner removes.
@@ -69,16 +70,18 @@ impl Index {
         digest: &Digest,
         size_bytes: u64,
         (retain, is_upload): (bool, bool),
+        md5: Option<&str>,
         entry: Option<&NewEntry>,
         now_ms: i64,
     ) -> Result<()> {
         self.write(|tx| {
             tx.execute(
-                "INSERT INTO blobs (digest, size, state, is_retained, is_upload, created_at, last_access)
-                 VALUES (?1, ?2, 1, ?3, ?4, ?5, ?5)
+                "INSERT INTO blobs (digest, size, state, is_retained, is_upload, created_at, last_access, md5)
+                 VALUES (?1, ?2, 1, ?3, ?4, ?5, ?5, ?6)
                  ON CONFLICT (digest) DO UPDATE SET state = 1, is_retained = max(is_retained, excluded.is_retained),
-                     is_upload = max(is_upload, excluded.is_upload), last_access = excluded.last_access",
-                params![digest.hex(), size_bytes as i64, retain, is_upload, now_ms],
+                     is_upload = max(is_upload, excluded.is_upload), last_access = excluded.last_access,
+                     md5 = coalesce(md5, excluded.md5)",
+                params![digest.hex(), size_bytes as i64, retain, is_upload, now_ms, md5],
             )?;
             if let Some(e) = entry {
                 upsert_entry(tx, e, digest, size_bytes, now_ms)?;
@@ -327,7 +330,7 @@ mod tests {
     fn retained_blobs_outlive_cleanup_and_pending_rows_are_listed() {
         let (_d, ix) = fresh();
         let d = Digest::of(b"upload");
-        ix.commit_blob(&d, 6, (true, true), None, 1).unwrap();
+        ix.commit_blob(&d, 6, (true, true), None, None, 1).unwrap();
         let p = Digest::of(b"pending");
         ix.mark_pending(&p, 7, 1).unwrap();
         assert_eq!(ix.pending_blobs().unwrap(), vec![p]);

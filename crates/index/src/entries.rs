@@ -190,7 +190,7 @@ mod tests {
         let (_d, ix) = fresh();
         let a = ix.put_namespace(&NamespaceName::new("a").unwrap(), None, &NamespaceOptions::default(), 1).unwrap().0;
         for (i, key) in ["dir%/x", "dir_/y", "dirX/z", "dir%/w", "Dir%/v"].iter().enumerate() {
-            ix.commit_blob(&Digest::of(&[i as u8]), 1, (false, false), Some(&entry(a.id, key)), 1).unwrap();
+            ix.commit_blob(&Digest::of(&[i as u8]), 1, (false, false), None, Some(&entry(a.id, key)), 1).unwrap();
         }
         let (n, orphans) = ix.cleanup(Some(a.id), Some("dir%/")).unwrap();
         assert_eq!((n, orphans.len()), (2, 2));

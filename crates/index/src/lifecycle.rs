@@ -457,7 +457,7 @@ mod tests {
         let (name, src) = (NamespaceName::new("web").unwrap(), Some("http://127.0.0.1:1/"));
         let ns = ix.put_namespace(&name, src, &NamespaceOptions::default(), 1).unwrap().0;
         let now = 1_700_000_000_000;
-        ix.commit_blob(&Digest::of(b"x"), 1, (false, false), Some(&entry(ns.id, "k")), now - 10_000).unwrap();
+        ix.commit_blob(&Digest::of(b"x"), 1, (false, false), None, Some(&entry(ns.id, "k")), now - 10_000).unwrap();
         assert_eq!(ix.entries_not_read_since(None, cutoff_ms(now, Duration::from_secs(1))).unwrap().len(), 1);
         let huge = Duration::from_secs(18_446_744_073_709_551);
         for age in [Duration::MAX, huge, Duration::from_millis(u64::MAX), Duration::from_secs(3_153_600_000)] {
@@ -474,7 +474,7 @@ mod tests {
     fn huge_limits_select_nothing() {
         let (_d, ix) = fresh();
         let ns = ix.put_namespace(&NamespaceName::new("up").unwrap(), None, &NamespaceOptions::default(), 1).unwrap().0;
-        ix.commit_blob(&Digest::of(b"x"), 10, (false, false), Some(&entry(ns.id, "k")), 5).unwrap();
+        ix.commit_blob(&Digest::of(b"x"), 10, (false, false), None, Some(&entry(ns.id, "k")), 5).unwrap();
         assert_eq!(ix.entries_over_limits(ns.id, Some(u64::MAX), Some(u64::MAX)).unwrap(), []);
         assert_eq!(ix.entries_over_limits(ns.id, Some(5), None).unwrap().len(), 1);
     }

@@ -204,8 +204,8 @@ mod tests {
         let a = ix.put_namespace(&NamespaceName::new("a").unwrap(), None, &NamespaceOptions::default(), 1).unwrap().0;
         let b = ix.put_namespace(&NamespaceName::new("b").unwrap(), None, &NamespaceOptions::default(), 1).unwrap().0;
         let d = Digest::of(b"shared");
-        ix.commit_blob(&d, 6, (false, false), Some(&entry(a.id, "k")), 1).unwrap();
-        ix.commit_blob(&d, 6, (false, false), Some(&entry(b.id, "k2")), 1).unwrap();
+        ix.commit_blob(&d, 6, (false, false), None, Some(&entry(a.id, "k")), 1).unwrap();
+        ix.commit_blob(&d, 6, (false, false), None, Some(&entry(b.id, "k2")), 1).unwrap();
         let (n, orphans) = ix.delete_namespace("a").unwrap().unwrap();
         assert_eq!((n, orphans.len()), (1, 0));
         let (n, orphans) = ix.delete_namespace("b").unwrap().unwrap();
@@ -218,7 +218,7 @@ mod tests {
         let (_d, ix) = fresh();
         let a = ix.put_namespace(&NamespaceName::new("a").unwrap(), None, &NamespaceOptions::default(), 1).unwrap().0;
         let d = Digest::of(b"kept");
-        ix.commit_blob(&d, 4, (false, false), Some(&entry(a.id, "k")), 1).unwrap();
+        ix.commit_blob(&d, 4, (false, false), None, Some(&entry(a.id, "k")), 1).unwrap();
         assert_eq!(ix.delete_namespace_if_empty("a").unwrap(), EmptyDelete::NotEmpty);
         assert!(ix.get_namespace("a").unwrap().is_some());
         assert!(ix.delete_entry(a.id, &tiercache_core::Key::new("k").unwrap()).unwrap());
@@ -233,7 +233,7 @@ mod tests {
         let a = ix.put_namespace(&NamespaceName::new("a").unwrap(), None, &NamespaceOptions::default(), 1).unwrap().0;
         let b = ix.put_namespace(&NamespaceName::new("b").unwrap(), None, &NamespaceOptions::default(), 1).unwrap().0;
         let d = Digest::of(b"bytes");
-        ix.commit_blob(&d, 5, (false, false), Some(&entry(a.id, "src")), 1).unwrap();
+        ix.commit_blob(&d, 5, (false, false), None, Some(&entry(a.id, "src")), 1).unwrap();
         assert_eq!(ix.copy_entry(a.id, "src", &entry(b.id, "dst"), 2).unwrap(), Some((d, 5)));
         assert_eq!(ix.copy_entry(a.id, "missing", &entry(b.id, "dst2"), 2).unwrap(), None);
         // Both name it: deleting one namespace leaves the blob to the other.

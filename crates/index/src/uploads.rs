@@ -262,7 +262,7 @@ mod tests {
         assert_eq!(ix.upload_bytes().unwrap(), 0);
         let k = tiercache_core::Key::new("k").unwrap();
         assert_eq!(ix.get_entry(ns.id, &k).unwrap().unwrap().md5.as_deref(), Some("abc-1"));
-        ix.commit_blob(&d, 7, (false, false), Some(&entry(ns.id, "k")), 3).unwrap();
+        ix.commit_blob(&d, 7, (false, false), None, Some(&entry(ns.id, "k")), 3).unwrap();
         assert_eq!(ix.get_entry(ns.id, &k).unwrap().unwrap().md5, None, "a rewrite clears the multipart ETag");
         assert_eq!(ix.put_part("u1", &part(2, 1)).unwrap(), None, "no part for an upload gone");
     }

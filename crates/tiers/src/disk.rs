@@ -23,6 +23,8 @@ use tiercache_core::{Digest, Hasher};
 const INLINE_HASH_BYTES: u64 = 1 << 20;
 /// Chunks queued for the hashing thread before a write waits for it.
 const HASH_QUEUE_CHUNKS: usize = 64;
+/// Bytes written between two requests to the kernel to start writing them to the disk.
+const WRITE_BEHIND_BYTES: u64 = 8 << 20;
 
 /// The disk tier of one data directory. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -206,8 +208,10 @@ impl DiskTier {
         Ok(TempBlob {
             file: Arc::new(file),
             path: Some(path),
-            hashing: Hashing::Inline(Hasher::new()),
+            sha256: Hashing::Inline(Hasher::new()),
+            md5: None,
             written: 0,
+            flushed: 0,
             tier: self.clone(),
         })
     }
@@ -277,14 +281,76 @@ fn annotate(e: io::Error, what: &str, path: &Path) -> io::Error {
 }
 
 /// Where a temp blob's SHA-256 is being computed.
+/// A running hash of a blob being written ([`Hasher`] for the SHA-256 digest, `md5::Md5` for an
+/// upload's ETag).
+trait Running: Send + 'static {
+    fn feed(&mut self, bytes: &[u8]);
+}
+
+impl Running for Hasher {
+    fn feed(&mut self, bytes: &[u8]) {
+        self.update(bytes);
+    }
+}
+
+impl Running for md5::Md5 {
+    fn feed(&mut self, bytes: &[u8]) {
+        md5::Digest::update(self, bytes);
+    }
+}
+
+/// Where a running hash is fed: inline while the blob is small (not worth a thread), then on a
+/// thread of its own, so that the write, the SHA-256 and the MD5 each take a core when they can.
 #[derive(Debug)]
-enum Hashing {
+enum Hashing<H> {
     /// On the writing thread (the first [`INLINE_HASH_BYTES`]).
-    Inline(Hasher),
+    Inline(H),
     /// On a thread of its own, fed the written chunks through a bounded queue.
-    Thread { queue: std::sync::mpsc::SyncSender<Bytes>, done: std::thread::JoinHandle<Hasher> },
+    Thread { queue: std::sync::mpsc::SyncSender<Bytes>, done: std::thread::JoinHandle<H> },
     /// Being moved between the two.
     Moving,
+}
+
+impl<H: Running> Hashing<H> {
+    /// Feeds `chunk`; `written` is the blob's size with it. Moves to a thread named `name` once
+    /// the blob is larger than [`INLINE_HASH_BYTES`].
+    fn feed(&mut self, chunk: &Bytes, written: u64, name: &str) -> io::Result<()> {
+        match self {
+            Hashing::Inline(h) => {
+                h.feed(chunk);
+                if written > INLINE_HASH_BYTES {
+                    let Hashing::Inline(mut h) = std::mem::replace(self, Hashing::Moving) else {
+                        unreachable!("matched Inline above")
+                    };
+                    let (queue, chunks) = std::sync::mpsc::sync_channel::<Bytes>(HASH_QUEUE_CHUNKS);
+                    let done = std::thread::Builder::new().name(name.into()).spawn(move || {
+                        for c in chunks {
+                            h.feed(&c);
+                        }
+                        h
+                    })?;
+                    *self = Hashing::Thread { queue, done };
+                }
+            }
+            Hashing::Thread { queue, .. } => {
+                queue.send(chunk.clone()).map_err(|_| io::Error::other("hashing thread stopped"))?;
+            }
+            Hashing::Moving => unreachable!("hashing is Moving only inside this module's functions"),
+        }
+        Ok(())
+    }
+
+    /// The hash of every byte fed, once its thread (if any) has hashed them all.
+    fn finish(self) -> io::Result<H> {
+        match self {
+            Hashing::Inline(h) => Ok(h),
+            Hashing::Thread { queue, done } => {
+                drop(queue); // Ends the thread's loop once it has hashed every queued chunk.
+                done.join().map_err(|_| io::Error::other("hashing thread panicked"))
+            }
+            Hashing::Moving => unreachable!("finish consumes the hashing"),
+        }
+    }
 }
 
 /// A blob being written. Dropping it before [`TempBlob::finish`] and
@@ -293,18 +359,44 @@ enum Hashing {
 pub struct TempBlob {
     file: Arc<File>,
     path: Option<PathBuf>,
-    hashing: Hashing,
+    sha256: Hashing<Hasher>,
+    /// The MD5 too, if [`TempBlob::with_md5`] asked for it.
+    md5: Option<Hashing<md5::Md5>>,
     written: u64,
+    /// Bytes below this were handed to the kernel's writeback ([`TempBlob::write_behind`]).
+    flushed: u64,
     tier: DiskTier,
 }
 
 impl TempBlob {
+    /// Computes the bytes' MD5 too (an upload's ETag), beside the write and the SHA-256, instead
+    /// of in a second pass over the stored file. Call it before the first write.
+    pub fn with_md5(mut self) -> TempBlob {
+        debug_assert_eq!(self.written, 0, "with_md5 is called before the first write");
+        self.md5 = Some(Hashing::Inline(md5::Md5::default()));
+        self
+    }
+
     /// Appends `chunk` to the file and the running digest. Once the blob is large, hashing runs
     /// on its own thread, so this returns when the bytes are in the file, not when they are hashed.
     pub fn write(&mut self, chunk: Bytes) -> io::Result<()> {
         (&*self.file).write_all(&chunk)?;
         self.written += chunk.len() as u64;
+        self.write_behind();
         self.hash(chunk)
+    }
+
+    /// Asks the kernel to start writing each [`WRITE_BEHIND_BYTES`] of the file to the disk as
+    /// soon as they are written (`sync_file_range` with `SYNC_FILE_RANGE_WRITE`, which does not
+    /// wait), so that the fsync of [`TempBlob::finish`] finds little left to write instead of
+    /// the whole blob. Best effort: it changes when bytes reach the disk, not whether they do.
+    fn write_behind(&mut self) {
+        if self.written - self.flushed < WRITE_BEHIND_BYTES {
+            return;
+        }
+        let (from, len) = (self.flushed, self.written - self.flushed);
+        self.flushed = self.written;
+        start_writeback(&self.file, from, len);
     }
 
     /// Appends the first `len` bytes of `src` in the kernel (`copy_file_range`: the bytes do not
@@ -368,31 +460,12 @@ impl TempBlob {
         Ok(())
     }
 
-    /// Feeds `chunk`, just written (and counted in `written`), to the running digest.
+    /// Feeds `chunk`, just written (and counted in `written`), to the running digest(s).
     fn hash(&mut self, chunk: Bytes) -> io::Result<()> {
-        match &mut self.hashing {
-            Hashing::Inline(h) => {
-                h.update(&chunk);
-                if self.written > INLINE_HASH_BYTES {
-                    let Hashing::Inline(mut h) = std::mem::replace(&mut self.hashing, Hashing::Moving) else {
-                        unreachable!("matched Inline above")
-                    };
-                    let (queue, chunks) = std::sync::mpsc::sync_channel::<Bytes>(HASH_QUEUE_CHUNKS);
-                    let done = std::thread::Builder::new().name("tiercache-hash".into()).spawn(move || {
-                        for c in chunks {
-                            h.update(&c);
-                        }
-                        h
-                    })?;
-                    self.hashing = Hashing::Thread { queue, done };
-                }
-            }
-            Hashing::Thread { queue, .. } => {
-                queue.send(chunk).map_err(|_| io::Error::other("hashing thread stopped"))?;
-            }
-            Hashing::Moving => unreachable!("hashing is Moving only inside this function"),
+        if let Some(md5) = &mut self.md5 {
+            md5.feed(&chunk, self.written, "tiercache-md5")?;
         }
-        Ok(())
+        self.sha256.feed(&chunk, self.written, "tiercache-hash")
     }
 
     /// Bytes written so far.
@@ -406,20 +479,36 @@ impl TempBlob {
         Arc::clone(&self.file)
     }
 
-    /// Step 2: fsyncs the file and returns its digest and size.
+    /// Step 2: fsyncs the file and returns its digest and size (and MD5, if asked for).
     pub fn finish(mut self) -> io::Result<FinishedBlob> {
         self.file.sync_all()?;
-        let hasher = match std::mem::replace(&mut self.hashing, Hashing::Moving) {
-            Hashing::Inline(h) => h,
-            Hashing::Thread { queue, done } => {
-                drop(queue); // Ends the thread's loop once it has hashed every queued chunk.
-                done.join().map_err(|_| io::Error::other("hashing thread panicked"))?
-            }
-            Hashing::Moving => unreachable!("finish consumes the blob"),
+        let sha256 = std::mem::replace(&mut self.sha256, Hashing::Moving).finish()?;
+        let md5 = match self.md5.take() {
+            Some(md5) => Some(md5::Digest::finalize(md5.finish()?).into()),
+            None => None,
         };
-        let digest = hasher.finish();
         let path = self.path.take().expect("path is taken only here");
-        Ok(FinishedBlob { path: Some(path), digest, size_bytes: self.written, tier: self.tier.clone() })
+        Ok(FinishedBlob {
+            path: Some(path),
+            digest: sha256.finish(),
+            md5,
+            size_bytes: self.written,
+            tier: self.tier.clone(),
+        })
+    }
+}
+
+/// Starts the writeback of `len` bytes of `file` from `from` without waiting for it
+/// (`sync_file_range(2)` with `SYNC_FILE_RANGE_WRITE`). Errors are ignored: the fsync that makes
+/// the file durable reports them.
+#[allow(unsafe_code)]
+fn start_writeback(file: &File, from: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    let (Ok(from), Ok(len)) = (libc::off64_t::try_from(from), libc::off64_t::try_from(len)) else { return };
+    // SAFETY: the descriptor is open for the call's duration (`file` is borrowed), and the call
+    // reads no memory of this process.
+    unsafe {
+        libc::sync_file_range(file.as_raw_fd(), from, len, libc::SYNC_FILE_RANGE_WRITE);
     }
 }
 
@@ -437,6 +526,8 @@ pub struct FinishedBlob {
     path: Option<PathBuf>,
     /// The digest of the bytes written.
     pub digest: Digest,
+    /// Their MD5, if [`TempBlob::with_md5`] asked for it.
+    pub md5: Option<[u8; 16]>,
     /// Their count.
     pub size_bytes: u64,
     tier: DiskTier,
@@ -527,9 +618,31 @@ mod tests {
         for chunk in data.chunks(100_000) {
             t.write(Bytes::copy_from_slice(chunk)).unwrap();
         }
-        assert!(matches!(t.hashing, Hashing::Thread { .. }));
+        assert!(matches!(t.sha256, Hashing::Thread { .. }));
         let fin = t.finish().unwrap();
-        assert_eq!((fin.digest, fin.size_bytes), (Digest::of(&data), data.len() as u64));
+        assert_eq!((fin.digest, fin.size_bytes, fin.md5), (Digest::of(&data), data.len() as u64, None));
+    }
+
+    #[test]
+    fn the_md5_is_computed_beside_the_write_when_asked_for() {
+        use md5::Digest as _;
+        let dir = tempfile::tempdir().unwrap();
+        let tier = DiskTier::open(dir.path()).unwrap();
+        // Small (hashed inline) and large (each hash on its own thread, the file written behind).
+        for len in [5_000u32, 20_000_000] {
+            let data: Vec<u8> = (0..len).map(|i| (i * 13 % 241) as u8).collect();
+            let mut t = tier.create_temp().unwrap().with_md5();
+            for chunk in data.chunks(65_536) {
+                t.write(Bytes::copy_from_slice(chunk)).unwrap();
+            }
+            assert_eq!(matches!(t.md5, Some(Hashing::Thread { .. })), len > 1 << 20);
+            let fin = t.finish().unwrap();
+            assert_eq!(fin.md5, Some(md5::Md5::digest(&data).into()), "{len} bytes");
+            assert_eq!(fin.digest, Digest::of(&data));
+            let d = fin.digest;
+            fin.publish().unwrap();
+            assert_eq!(fs::read(tier.blob_path(&d)).unwrap(), data);
+        }
     }
 
     #[test]

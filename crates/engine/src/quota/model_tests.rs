@@ -436,7 +436,7 @@ impl World {
             content_encoding: None,
             validators: Validators::default(),
         };
-        self.index.commit_blob(&digest, size, (is_upload, is_upload), Some(&entry), self.now_ms).unwrap();
+        self.index.commit_blob(&digest, size, (is_upload, is_upload), None, Some(&entry), self.now_ms).unwrap();
         reservation.stored(digest, size, was_there, !is_upload);
         self.model.reserved -= reserved;
         *self.model.blobs.entry(blob).or_default() |= is_upload;
