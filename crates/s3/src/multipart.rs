@@ -1,5 +1,7 @@
 //! Multipart uploads over the engine's uploads (`Cache::create_upload` … `complete_upload`):
 //! CreateMultipartUpload, UploadPart (streamed through `upload.rs`'s checks, as PutObject is),
+//! UploadPartCopy (a part made of an object's bytes, or of a range of them, read from any bucket
+//! the access key may read),
 //! CompleteMultipartUpload (the object's attributes, kept with the upload, stored with the entry
 //! once it exists), AbortMultipartUpload, ListParts and ListMultipartUploads.
 //!
@@ -11,11 +13,13 @@ use std::time::{Duration, SystemTime};
 
 use s3s::dto::*;
 use s3s::{S3Request, S3Response, S3Result, s3_error};
-use tiercache_engine::{MAX_PART_NUMBER, MAX_UPLOAD_LIST, UploadId, UploadInfo, UploadMeta};
+use tiercache_engine::{
+    ByteRange, Intent, MAX_PART_NUMBER, MAX_UPLOAD_LIST, RangeRequest, UploadId, UploadInfo, UploadMeta,
+};
 
 use crate::error::{check_key, s3};
 use crate::handler::TierS3;
-use crate::objects::Attrs;
+use crate::objects::{Attrs, Conditions, Facts};
 use crate::upload::{Checked, declared, outcome};
 
 /// The name under which an upload keeps its object's attributes (JSON) until it completes.
@@ -88,6 +92,72 @@ pub(crate) async fn upload_part(s: &TierS3, req: S3Request<UploadPartInput>) -> 
         ..Default::default()
     };
     Ok(S3Response::new(output))
+}
+
+/// An `x-amz-copy-source-range` (`bytes=FIRST-LAST`, both given, inclusive): `InvalidArgument`
+/// when it is not one.
+fn copy_range(value: &str) -> S3Result<(u64, u64)> {
+    let bad = || s3_error!(InvalidArgument, "x-amz-copy-source-range must be bytes=FIRST-LAST, not {value:?}");
+    let (first, last) = value.trim().strip_prefix("bytes=").and_then(|r| r.split_once('-')).ok_or_else(bad)?;
+    let number = |n: &str| -> S3Result<u64> {
+        if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad());
+        }
+        n.parse().map_err(|_| bad())
+    };
+    let (first, last) = (number(first)?, number(last)?);
+    if first > last {
+        return Err(bad());
+    }
+    Ok((first, last))
+}
+
+pub(crate) async fn upload_part_copy(
+    s: &TierS3,
+    req: S3Request<UploadPartCopyInput>,
+) -> S3Result<S3Response<UploadPartCopyOutput>> {
+    let access_key = req.credentials.as_ref().map(|c| c.access_key.clone());
+    let input = req.input;
+    let (id, _) = upload_of(s, &input.bucket, &input.key, &input.upload_id).await?;
+    let n = part_number(input.part_number)?;
+    let CopySource::Bucket { bucket: src_bucket, key: src_key, .. } = &input.copy_source else {
+        return Err(s3_error!(NotImplemented, "only a bucket and key can be copied from"));
+    };
+    if !s.keys.may_read(access_key.as_deref(), src_bucket) {
+        return Err(s3_error!(AccessDenied, "this access key may not read the source bucket"));
+    }
+    let range = input.copy_source_range.as_deref().map(copy_range).transpose()?;
+    let intent = match range {
+        Some((first, last)) => RangeRequest::single(first, Some(last)).map_or(Intent::Whole, Intent::Range),
+        None => Intent::Whole,
+    };
+    let read = crate::objects::read(s, src_bucket, src_key, intent).await?;
+    let facts = Facts::of(&read.meta);
+    Conditions {
+        if_match: input.copy_source_if_match.as_ref(),
+        if_none_match: input.copy_source_if_none_match.as_ref(),
+        if_modified_since: input.copy_source_if_modified_since.as_ref(),
+        if_unmodified_since: input.copy_source_if_unmodified_since.as_ref(),
+    }
+    .check_copy(&facts)?;
+    let byte_range = match (range, facts.size) {
+        (None, _) => None,
+        (Some((first, last)), Some(size)) if last < size => Some(ByteRange { start: first, end: last }),
+        (Some(_), size) => {
+            return Err(s3_error!(
+                InvalidRange,
+                "the range is not within the source object of {} bytes",
+                size.map_or("unknown".to_owned(), |n| n.to_string())
+            ));
+        }
+    };
+    let part = s.cache.put_part(&id, n, read.into_stream(byte_range), None).await.map_err(s3)?;
+    let result = CopyPartResult {
+        e_tag: Some(ETag::Strong(part.md5)),
+        last_modified: Some(timestamp(part.last_modified_ms)),
+        ..Default::default()
+    };
+    Ok(S3Response::new(UploadPartCopyOutput { copy_part_result: Some(result), ..Default::default() }))
 }
 
 pub(crate) async fn complete(

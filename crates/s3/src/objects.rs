@@ -86,8 +86,8 @@ impl Attrs {
 }
 
 /// What a read's headers say, in S3's types.
-struct Facts {
-    size: Option<u64>,
+pub(crate) struct Facts {
+    pub(crate) size: Option<u64>,
     etag: Option<ETag>,
     last_modified: Option<SystemTime>,
     content_type: Option<String>,
@@ -95,7 +95,7 @@ struct Facts {
 }
 
 impl Facts {
-    fn of(meta: &ReadMeta) -> Facts {
+    pub(crate) fn of(meta: &ReadMeta) -> Facts {
         let etag = meta.etag.as_deref().and_then(|e| ETag::parse_http_header(e.as_bytes()).ok());
         Facts {
             size: meta.size_bytes,
@@ -106,17 +106,17 @@ impl Facts {
         }
     }
 
-    fn last_modified(&self) -> Option<Timestamp> {
+    pub(crate) fn last_modified(&self) -> Option<Timestamp> {
         self.last_modified.map(Timestamp::from)
     }
 }
 
 /// The conditional headers of a read.
-struct Conditions<'a> {
-    if_match: Option<&'a ETagCondition>,
-    if_none_match: Option<&'a ETagCondition>,
-    if_modified_since: Option<&'a Timestamp>,
-    if_unmodified_since: Option<&'a Timestamp>,
+pub(crate) struct Conditions<'a> {
+    pub(crate) if_match: Option<&'a ETagCondition>,
+    pub(crate) if_none_match: Option<&'a ETagCondition>,
+    pub(crate) if_modified_since: Option<&'a Timestamp>,
+    pub(crate) if_unmodified_since: Option<&'a Timestamp>,
 }
 
 /// `ts` as a time, to the second (HTTP dates have no finer precision).
@@ -131,7 +131,7 @@ fn seconds_of(t: SystemTime) -> i64 {
 impl Conditions<'_> {
     /// RFC 9110 §13.2.2's order: `PreconditionFailed` (412) or `NotModified` (304), each with the
     /// object's ETag and Last-Modified.
-    fn check(&self, facts: &Facts) -> S3Result<()> {
+    pub(crate) fn check(&self, facts: &Facts) -> S3Result<()> {
         let lm = facts.last_modified.map(seconds_of);
         let failed = match (self.if_match, self.if_unmodified_since) {
             (Some(ETagCondition::Any), _) => false,
@@ -155,6 +155,20 @@ impl Conditions<'_> {
             return Err(with_validators(S3Error::new(S3ErrorCode::NotModified), facts));
         }
         Ok(())
+    }
+}
+
+impl Conditions<'_> {
+    /// A copy's conditions (`x-amz-copy-source-if-*`): [`Conditions::check`], except that each
+    /// answers `PreconditionFailed` (412) when it does not hold, as S3 does.
+    pub(crate) fn check_copy(&self, facts: &Facts) -> S3Result<()> {
+        self.check(facts).map_err(|e| {
+            if *e.code() == S3ErrorCode::NotModified {
+                s3_error!(PreconditionFailed, "At least one of the pre-conditions you specified did not hold")
+            } else {
+                e
+            }
+        })
     }
 }
 
@@ -193,7 +207,7 @@ fn check_part(part_number: Option<i32>) -> S3Result<()> {
     }
 }
 
-async fn read(s: &TierS3, bucket: &str, key: &str, intent: Intent) -> S3Result<Read> {
+pub(crate) async fn read(s: &TierS3, bucket: &str, key: &str, intent: Intent) -> S3Result<Read> {
     check_key(key)?;
     s.cache.read_entry_with(bucket, key.as_bytes(), intent).await.map_err(s3)
 }
@@ -365,21 +379,13 @@ pub(crate) async fn copy(s: &TierS3, req: S3Request<CopyObjectInput>) -> S3Resul
     check_key(&input.key)?;
     let read = read(s, src_bucket, src_key, Intent::Whole).await?;
     let facts = Facts::of(&read.meta);
-    // A copy's conditions all answer 412 when they do not hold.
     Conditions {
         if_match: input.copy_source_if_match.as_ref(),
         if_none_match: input.copy_source_if_none_match.as_ref(),
         if_modified_since: input.copy_source_if_modified_since.as_ref(),
         if_unmodified_since: input.copy_source_if_unmodified_since.as_ref(),
     }
-    .check(&facts)
-    .map_err(|e| {
-        if *e.code() == S3ErrorCode::NotModified {
-            s3_error!(PreconditionFailed, "At least one of the pre-conditions you specified did not hold")
-        } else {
-            e
-        }
-    })?;
+    .check_copy(&facts)?;
     let is_replace = input.metadata_directive.as_ref().is_some_and(|d| d.as_str() == MetadataDirective::REPLACE);
     let attrs = if is_replace {
         Attrs::new(input.cache_control, input.content_disposition, input.content_language, input.metadata)

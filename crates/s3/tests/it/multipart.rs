@@ -87,3 +87,88 @@ async fn bad_part_lists_are_s3_errors_and_an_aborted_upload_is_gone() {
     assert_eq!(head.header("x-amz-meta-colour"), Some("blue"));
     assert!(head.header("etag").is_some_and(|e| e.ends_with("-1\"")), "{:?}", head.header("etag"));
 }
+
+/// Starts an upload of `key` in bucket `b`; its id.
+async fn create_upload(h: &crate::Harness, key: &str) -> String {
+    let a = h.send("POST", &format!("/b/{key}?uploads"), &[], b"").await;
+    assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+    between(&String::from_utf8_lossy(&a.body), "<UploadId>", "</UploadId>").to_owned()
+}
+
+/// The body of a CompleteMultipartUpload naming `etags` as parts 1, 2, ….
+fn complete_body(etags: &[String]) -> String {
+    let parts: String = etags
+        .iter()
+        .enumerate()
+        .map(|(i, e)| format!("<Part><PartNumber>{}</PartNumber><ETag>{e}</ETag></Part>", i + 1))
+        .collect();
+    format!("<CompleteMultipartUpload>{parts}</CompleteMultipartUpload>")
+}
+
+/// S3's ETag of an object made of `parts`.
+fn multipart_etag(parts: &[&[u8]]) -> String {
+    let md5s: Vec<u8> = parts.iter().flat_map(|p| md5::Md5::digest(p).to_vec()).collect();
+    format!("\"{}-{}\"", hex::encode(md5::Md5::digest(&md5s)), parts.len())
+}
+
+#[tokio::test]
+async fn parts_copied_from_ranges_of_an_object_and_an_uploaded_part_complete_to_their_bytes() {
+    let h = harness().await;
+    const MIB: usize = 1024 * 1024;
+    let src = bytes(21, 12 * MIB);
+    // Another bucket (s3s parses x-amz-copy-source's bucket by S3's rules: 3 characters at least).
+    h.cache.create_namespace("source", None, &Default::default()).await.unwrap();
+    assert_eq!(h.send("PUT", "/source/src.bin", &[], &src).await.status, 200);
+    let id = create_upload(&h, "dst.bin").await;
+    let part = |n: u32| format!("/b/dst.bin?partNumber={n}&uploadId={id}");
+    let copy = |range: &'static str| [("x-amz-copy-source", "/source/src.bin"), ("x-amz-copy-source-range", range)];
+
+    // Part 1: the object's last 5 MiB; part 2: its first 6 MiB; part 3: uploaded.
+    let mut etags = Vec::new();
+    let a = h.send("PUT", &part(1), &copy("bytes=7340032-12582911"), b"").await;
+    assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+    etags.push(between(&String::from_utf8_lossy(&a.body), "<ETag>", "</ETag>").replace("&quot;", "\""));
+    let a = h.send("PUT", &part(2), &copy("bytes=0-6291455"), b"").await;
+    assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+    etags.push(between(&String::from_utf8_lossy(&a.body), "<ETag>", "</ETag>").replace("&quot;", "\""));
+    let tail = bytes(22, 1000);
+    let a = h.send("PUT", &part(3), &[], &tail).await;
+    assert_eq!(a.status, 200);
+    etags.push(a.header("etag").unwrap().to_owned());
+    let (p1, p2) = (&src[7 * MIB..], &src[..6 * MIB]);
+    assert_eq!(etags[0], format!("\"{}\"", hex::encode(md5::Md5::digest(p1))), "a copied part's ETag is its MD5");
+    assert_eq!(etags[1], format!("\"{}\"", hex::encode(md5::Md5::digest(p2))));
+
+    // A whole object copied without a range, under a condition that holds.
+    let src_etag = format!("\"{}\"", hex::encode(md5::Md5::digest(&src)));
+    let whole = [("x-amz-copy-source", "/source/src.bin"), ("x-amz-copy-source-if-match", src_etag.as_str())];
+    let a = h.send("PUT", &part(4), &whole, b"").await;
+    assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+    let etag = between(&String::from_utf8_lossy(&a.body), "<ETag>", "</ETag>").replace("&quot;", "\"");
+    assert_eq!(etag, src_etag, "the whole object's MD5");
+
+    // Bad ranges, a missing source, a condition that does not hold: errors, nothing stored.
+    let a = h.send("PUT", &part(5), &copy("bytes=9-3"), b"").await;
+    assert_eq!((a.status, a.code()), (400, "InvalidArgument".to_owned()));
+    let a = h.send("PUT", &part(5), &copy("0-3"), b"").await;
+    assert_eq!((a.status, a.code()), (400, "InvalidArgument".to_owned()));
+    let a = h.send("PUT", &part(5), &copy("bytes=0-12582912"), b"").await;
+    assert_eq!((a.status, a.code()), (416, "InvalidRange".to_owned()), "one byte past the end");
+    let a = h.send("PUT", &part(5), &[("x-amz-copy-source", "/source/nothing")], b"").await;
+    assert_eq!((a.status, a.code()), (404, "NoSuchKey".to_owned()));
+    let stale = [("x-amz-copy-source", "/source/src.bin"), ("x-amz-copy-source-if-none-match", src_etag.as_str())];
+    let a = h.send("PUT", &part(5), &stale, b"").await;
+    assert_eq!((a.status, a.code()), (412, "PreconditionFailed".to_owned()));
+    let a = h.send("PUT", &part(5), &[("x-amz-copy-source", "/source/src.bin")], b"").await;
+    assert_eq!(a.status, 200, "a copy into a part that had failed before");
+    let list = h.send("GET", &format!("/b/dst.bin?uploadId={id}"), &[], b"").await;
+    assert_eq!(String::from_utf8_lossy(&list.body).matches("<Part>").count(), 5);
+
+    // Parts 1 to 3 make the object.
+    let a = h.send("POST", &format!("/b/dst.bin?uploadId={id}"), &[], complete_body(&etags).as_bytes()).await;
+    assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+    let got = h.send("GET", "/b/dst.bin", &[], b"").await;
+    let expect: Vec<u8> = [p1, p2, &tail[..]].concat();
+    assert_eq!(sha256(&got.body), sha256(&expect));
+    assert_eq!(got.header("etag").unwrap(), multipart_etag(&[p1, p2, &tail]));
+}
