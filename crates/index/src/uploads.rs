@@ -151,6 +151,8 @@ impl Index {
     /// the upload was no longer under way (another complete or an abort took it): the blob is then
     /// an orphan for the pruner. `in_disk_tier` says whether the blob is in the disk tier (else in
     /// its namespace's own directory: its row is added as absent if the index does not know it).
+    /// A create-only `entry` (`NewEntry::is_create_only`) whose key has an entry is not written
+    /// either: `false` as well, with the upload removed all the same.
     pub fn complete_upload(
         &self,
         id: &str,
@@ -176,7 +178,9 @@ impl Index {
             if tx.execute("DELETE FROM uploads WHERE id = ?1", [id])? == 0 {
                 return Ok(false);
             }
-            upsert_entry(tx, entry, digest, size_bytes, now_ms)?;
+            if !upsert_entry(tx, entry, digest, size_bytes, now_ms)? {
+                return Ok(false);
+            }
             tx.execute(
                 "UPDATE entries SET etag = ?3 WHERE ns_id = ?1 AND key = ?2",
                 params![entry.ns_id, entry.key, etag],

@@ -173,7 +173,14 @@ pub(crate) async fn complete(
         let etag = p.e_tag.ok_or_else(|| s3_error!(InvalidPart, "part {n} has no ETag"))?;
         parts.push((n, etag.value().to_owned()));
     }
-    let done = s.cache.complete_upload(&id, &parts).await.map_err(s3)?;
+    // `If-None-Match: *`: the object is written only if the key has none, checked in the
+    // transaction that writes it.
+    let done = if matches!(input.if_none_match, Some(ETagCondition::Any)) {
+        s.cache.complete_new_upload(&id, &parts).await
+    } else {
+        s.cache.complete_upload(&id, &parts).await
+    };
+    let done = done.map_err(s3)?;
     if let Some(json) = done.meta.metadata.get(ATTRS) {
         s.cache.set_entry_attrs(&done.namespace, done.key.as_bytes(), Some(json.clone())).await.map_err(s3)?;
     }

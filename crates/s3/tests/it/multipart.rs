@@ -172,3 +172,87 @@ async fn parts_copied_from_ranges_of_an_object_and_an_uploaded_part_complete_to_
     assert_eq!(sha256(&got.body), sha256(&expect));
     assert_eq!(got.header("etag").unwrap(), multipart_etag(&[p1, p2, &tail]));
 }
+
+/// Uploads `parts` to a new upload of `key` and completes it; the completion's answer.
+async fn multipart_object(h: &crate::Harness, key: &str, parts: &[&[u8]], extra: &[(&str, &str)]) -> crate::Answer {
+    let id = create_upload(h, key).await;
+    let mut etags = Vec::new();
+    for (i, p) in parts.iter().enumerate() {
+        let a = h.send("PUT", &format!("/b/{key}?partNumber={}&uploadId={id}", i + 1), &[], p).await;
+        assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+        etags.push(a.header("etag").unwrap().to_owned());
+    }
+    h.send("POST", &format!("/b/{key}?uploadId={id}"), extra, complete_body(&etags).as_bytes()).await
+}
+
+#[tokio::test]
+async fn part_numbers_read_the_parts_of_a_multipart_object_and_the_whole_of_another() {
+    let h = harness().await;
+    const MIB: usize = 1024 * 1024;
+    let (p1, p2, p3) = (bytes(31, 5 * MIB), bytes(32, 5 * MIB + 7), bytes(33, 1000));
+    let a = multipart_object(&h, "mp", &[&p1, &p2, &p3], &[]).await;
+    assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+    let total = p1.len() + p2.len() + p3.len();
+
+    let a = h.send("GET", "/b/mp?partNumber=2", &[], b"").await;
+    assert_eq!(a.status, 206);
+    assert_eq!(a.header("x-amz-mp-parts-count"), Some("3"));
+    let (first, last) = (p1.len(), p1.len() + p2.len() - 1);
+    assert_eq!(a.header("content-range"), Some(format!("bytes {first}-{last}/{total}").as_str()));
+    assert_eq!(sha256(&a.body), sha256(&p2));
+    assert_eq!(a.header("etag").unwrap(), multipart_etag(&[&p1, &p2, &p3]), "the object's ETag");
+    let a = h.send("GET", "/b/mp?partNumber=1", &[], b"").await;
+    assert_eq!((a.status, sha256(&a.body)), (206, sha256(&p1)));
+    let a = h.send("HEAD", "/b/mp?partNumber=3", &[], b"").await;
+    assert_eq!(a.header("content-length"), Some("1000"));
+    assert_eq!(a.header("x-amz-mp-parts-count"), Some("3"));
+    let a = h.send("GET", "/b/mp?partNumber=4", &[], b"").await;
+    assert_eq!((a.status, a.code()), (416, "InvalidPartNumber".to_owned()));
+    let a = h.send("GET", "/b/mp?partNumber=0", &[], b"").await;
+    assert_eq!((a.status, a.code()), (400, "InvalidArgument".to_owned()));
+    let a = h.send("GET", "/b/mp?partNumber=1", &[("range", "bytes=0-1")], b"").await;
+    assert_eq!((a.status, a.code()), (400, "InvalidArgument".to_owned()));
+
+    // An object of one PutObject has one part: itself.
+    let one = bytes(34, 3000);
+    assert_eq!(h.send("PUT", "/b/one", &[], &one).await.status, 200);
+    let a = h.send("GET", "/b/one?partNumber=1", &[], b"").await;
+    assert_eq!((a.status, a.body.clone()), (200, one.clone()));
+    assert_eq!(a.header("x-amz-mp-parts-count"), Some("1"));
+    let a = h.send("HEAD", "/b/one?partNumber=2", &[], b"").await;
+    assert_eq!(a.status, 416);
+    let a = h.send("GET", "/b/one?partNumber=2", &[], b"").await;
+    assert_eq!((a.status, a.code()), (416, "InvalidPartNumber".to_owned()));
+
+    // A multipart object rewritten whole has one part.
+    assert_eq!(h.send("PUT", "/b/mp", &[], &one).await.status, 200);
+    let a = h.send("GET", "/b/mp?partNumber=2", &[], b"").await;
+    assert_eq!((a.status, a.code()), (416, "InvalidPartNumber".to_owned()));
+    let a = h.send("GET", "/b/mp?partNumber=1", &[], b"").await;
+    assert_eq!((a.status, a.body), (200, one));
+}
+
+#[tokio::test]
+async fn of_concurrent_puts_of_a_new_key_with_if_none_match_exactly_one_succeeds() {
+    let h = harness().await;
+    let bodies: Vec<Vec<u8>> = (0..16).map(|i| bytes(40 + i, 64 * 1024)).collect();
+    let puts = bodies.iter().map(|b| h.send("PUT", "/b/race", &[("if-none-match", "*")], b));
+    let answers = futures::future::join_all(puts).await;
+    let won: Vec<usize> = answers.iter().enumerate().filter(|(_, a)| a.status == 200).map(|(i, _)| i).collect();
+    assert_eq!(won.len(), 1, "{:?}", answers.iter().map(|a| a.status).collect::<Vec<_>>());
+    for a in answers.iter().filter(|a| a.status != 200) {
+        assert_eq!((a.status, a.code()), (412, "PreconditionFailed".to_owned()));
+    }
+    let got = h.send("GET", "/b/race", &[], b"").await;
+    assert_eq!(got.body, bodies[won[0]], "the object is the winner's");
+    assert_eq!(got.header("etag"), answers[won[0]].header("etag"));
+
+    // A Complete with If-None-Match: * of a key that exists: refused, the object left as it was.
+    let part = bytes(60, 100);
+    let a = multipart_object(&h, "race", &[&part], &[("if-none-match", "*")]).await;
+    assert_eq!((a.status, a.code()), (412, "PreconditionFailed".to_owned()));
+    assert_eq!(h.send("GET", "/b/race", &[], b"").await.body, bodies[won[0]]);
+    let a = multipart_object(&h, "fresh", &[&part], &[("if-none-match", "*")]).await;
+    assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+    assert_eq!(h.send("GET", "/b/fresh", &[], b"").await.body, part);
+}
