@@ -256,3 +256,62 @@ async fn of_concurrent_puts_of_a_new_key_with_if_none_match_exactly_one_succeeds
     assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
     assert_eq!(h.send("GET", "/b/fresh", &[], b"").await.body, part);
 }
+
+/// Every text between `open` and `close` in `text`, in order.
+fn all_between(text: &str, open: &str, close: &str) -> Vec<String> {
+    text.split(open).skip(1).map(|rest| rest[..rest.find(close).unwrap()].to_owned()).collect()
+}
+
+#[tokio::test]
+async fn upload_listings_group_by_a_delimiter_and_page_by_key_and_upload_id() {
+    let h = harness().await;
+    let mut ids = std::collections::BTreeMap::<String, Vec<String>>::new();
+    for key in ["a/1", "a/2", "a/2", "b/x/y", "c", "d/e"] {
+        ids.entry(key.to_owned()).or_default().push(create_upload(&h, key).await);
+    }
+    ids.values_mut().for_each(|v| v.sort());
+    let list = |query: String| {
+        let h = &h;
+        async move {
+            let a = h.send("GET", &format!("/b?uploads{query}"), &[], b"").await;
+            assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+            String::from_utf8_lossy(&a.body).into_owned()
+        }
+    };
+    let keys = |t: &str| all_between(t, "<Key>", "</Key>");
+    let prefixes = |t: &str| all_between(t, "<CommonPrefixes><Prefix>", "</Prefix>");
+
+    let t = list("&delimiter=%2F".into()).await;
+    assert_eq!(keys(&t), ["c"]);
+    assert_eq!(prefixes(&t), ["a/", "b/", "d/"]);
+    assert!(t.contains("<IsTruncated>false</IsTruncated>"), "{t}");
+
+    // Two at a time: prefixes and uploads count alike; a page may end on a prefix.
+    let t = list("&delimiter=%2F&max-uploads=2".into()).await;
+    assert_eq!((keys(&t), prefixes(&t)), (vec![], vec!["a/".to_owned(), "b/".to_owned()]));
+    assert!(t.contains("<IsTruncated>true</IsTruncated>"), "{t}");
+    assert_eq!(between(&t, "<NextKeyMarker>", "</NextKeyMarker>"), "b/");
+    let t = list("&delimiter=%2F&max-uploads=2&key-marker=b%2F".into()).await;
+    assert_eq!((keys(&t), prefixes(&t)), (vec!["c".to_owned()], vec!["d/".to_owned()]));
+    assert!(t.contains("<IsTruncated>false</IsTruncated>"), "{t}");
+
+    // Within a prefix, deeper levels group under it.
+    let t = list("&delimiter=%2F&prefix=b%2F".into()).await;
+    assert_eq!((keys(&t), prefixes(&t)), (vec![], vec!["b/x/".to_owned()]), "{t}");
+    let t = list("&delimiter=%2F&prefix=a%2F".into()).await;
+    assert_eq!(keys(&t), ["a/1", "a/2", "a/2"]);
+
+    // Paging by key and upload id: the two uploads of a/2 fall on two pages.
+    let t = list("&prefix=a%2F&max-uploads=2".into()).await;
+    assert_eq!(keys(&t), ["a/1", "a/2"]);
+    assert_eq!(between(&t, "<NextKeyMarker>", "</NextKeyMarker>"), "a/2");
+    let next_id = between(&t, "<NextUploadIdMarker>", "</NextUploadIdMarker>").to_owned();
+    assert_eq!(next_id, ids["a/2"][0]);
+    let t = list(format!("&prefix=a%2F&max-uploads=2&key-marker=a%2F2&upload-id-marker={next_id}")).await;
+    assert_eq!(keys(&t), ["a/2"]);
+    assert_eq!(all_between(&t, "<UploadId>", "</UploadId>"), [ids["a/2"][1].clone()]);
+    assert!(t.contains("<IsTruncated>false</IsTruncated>"), "{t}");
+    // A key marker alone resumes after every upload of that key.
+    let t = list("&key-marker=a%2F2".into()).await;
+    assert_eq!(keys(&t), ["b/x/y", "c", "d/e"]);
+}
