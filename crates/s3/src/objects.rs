@@ -1,8 +1,9 @@
 //! Objects are entries: GetObject and HeadObject (ranges, the four conditional headers,
-//! `response-*` overrides, `partNumber=1` of a single-part object), PutObject (streamed into the
-//! engine's upload path through `upload.rs`'s checks), CopyObject (the same blob named again, no
-//! byte copied, where the engine can), DeleteObject and
-//! DeleteObjects. The ETag is the entry's MD5.
+//! `response-*` overrides, `partNumber=N`: one part of a multipart object, by the part sizes kept
+//! with its entry, or the whole of an object written whole), PutObject (streamed into the
+//! engine's upload path through `upload.rs`'s checks; `If-None-Match: *` checked by the engine in
+//! the transaction that writes the entry), CopyObject (the same blob named again, no byte copied,
+//! where the engine can), DeleteObject and DeleteObjects. The ETag is the entry's MD5.
 //!
 //! It makes no decision about data: what a key may be in a bucket, where bytes go and whether a
 //! bucket takes writes are the engine's; this module turns S3 inputs into engine calls and their
