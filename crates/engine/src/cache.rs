@@ -282,7 +282,7 @@ impl Cache {
         key: &[u8],
         body: impl Stream<Item = Result<Bytes, E>> + Send + 'static,
     ) -> Result<Stored, Error> {
-        self.parts.writes.put_entry(namespace, key, body, None).await
+        self.parts.writes.put_entry(namespace, key, body, None, false).await
     }
 
     /// [`Cache::put_entry`] recording `content_type` with the entry (served back with it; a
@@ -294,7 +294,28 @@ impl Cache {
         body: impl Stream<Item = Result<Bytes, E>> + Send + 'static,
         content_type: Option<String>,
     ) -> Result<Stored, Error> {
-        self.parts.writes.put_entry(namespace, key, body, content_type).await
+        self.parts.writes.put_entry(namespace, key, body, content_type, false).await
+    }
+
+    /// [`Cache::put_entry_typed`] of an entry that must be new (S3's `If-None-Match: *`): written
+    /// only if the key has no entry, checked in the index transaction that writes it, so that of
+    /// writers racing for one key exactly one succeeds; [`Error::Exists`] for the others (their
+    /// bytes become an orphan blob, for the pruner). A directory namespace's file is checked
+    /// before it is written: not atomic against another writer of the directory.
+    pub async fn put_new_entry<E: std::fmt::Display + Send + 'static>(
+        &self,
+        namespace: &str,
+        key: &[u8],
+        body: impl Stream<Item = Result<Bytes, E>> + Send + 'static,
+        content_type: Option<String>,
+    ) -> Result<Stored, Error> {
+        self.parts.writes.put_entry(namespace, key, body, content_type, true).await
+    }
+
+    /// The sizes of the parts a multipart upload made entry `key` of `namespace` of, in order;
+    /// `None` for an entry written whole (or a directory's file, or a source's entry).
+    pub async fn entry_part_sizes(&self, namespace: &str, key: &[u8]) -> Result<Option<Vec<u64>>, Error> {
+        self.parts.writes.part_sizes(namespace, key).await
     }
 
     /// Makes entry `dst` (namespace, key) name the same blob as entry `src`, without copying a
@@ -362,7 +383,19 @@ impl Cache {
         upload_id: &UploadId,
         parts: &[(u32, String)],
     ) -> Result<CompletedUpload, Error> {
-        self.parts.uploads.complete_detached(upload_id, parts).await
+        self.parts.uploads.complete_detached(upload_id, parts, false).await
+    }
+
+    /// [`Cache::complete_upload`] of an object that must be new (S3's `If-None-Match: *`): the
+    /// entry is written only if the key has none, checked in the transaction that writes it;
+    /// [`Error::Exists`] otherwise, and the upload is gone all the same (its bytes become an
+    /// orphan blob). A directory namespace's file is checked before it is written.
+    pub async fn complete_new_upload(
+        &self,
+        upload_id: &UploadId,
+        parts: &[(u32, String)],
+    ) -> Result<CompletedUpload, Error> {
+        self.parts.uploads.complete_detached(upload_id, parts, true).await
     }
 
     /// Aborts `upload_id`, removing its parts; [`Error::NoSuchUpload`] if it is not under way.

@@ -180,6 +180,15 @@ pub enum Error {
         /// The body's MD5, lowercase hex.
         actual: String,
     },
+    /// A write asked to create an entry (S3's `If-None-Match: *`) and the key has one: nothing
+    /// was written.
+    #[error("entry {key:?} of namespace {namespace:?} exists")]
+    Exists {
+        /// The namespace.
+        namespace: String,
+        /// The key.
+        key: String,
+    },
     /// Local I/O failed.
     #[error("{what}: {cause}")]
     Io {
@@ -229,6 +238,7 @@ impl Error {
             Error::InvalidPartOrder { .. } => "invalid_part_order",
             Error::EntityTooSmall { .. } => "entity_too_small",
             Error::BadDigest { .. } => "bad_digest",
+            Error::Exists { .. } => "exists",
             Error::Io { .. } => "io",
             Error::Index(_) => "index",
         }

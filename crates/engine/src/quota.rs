@@ -776,6 +776,7 @@ mod tests {
                 content_type: None,
                 content_encoding: None,
                 validators: Validators::default(),
+                ..NewEntry::default()
             };
             self.index.commit_blob(&digest, SIZE, (is_upload, is_upload), None, Some(&entry), 1).unwrap();
             reservation.stored(digest, SIZE, was_there, !is_upload);

@@ -235,11 +235,12 @@ impl Stores {
         entry: Option<(&str, NewEntry)>,
         origin: Origin,
     ) -> Result<Digest, Error> {
-        self.commit_with_md5(store, finished, retain, entry, origin, None).await
+        self.commit_with_md5(store, finished, retain, entry, origin, None).await.map(|(digest, _)| digest)
     }
 
     /// [`Stores::commit`] of a fetched blob whose MD5 `tail` computed (or is computing) beside
-    /// the fetch ([`Stores::md5_tail`]).
+    /// the fetch ([`Stores::md5_tail`]). Also returns whether the entry was written: `false` only
+    /// for a create-only entry whose key has one (the blob is then an orphan, for the pruner).
     pub(crate) async fn commit_with_md5(
         &self,
         store: &Store,
@@ -248,7 +249,7 @@ impl Stores {
         entry: Option<(&str, NewEntry)>,
         origin: Origin,
         tail: Option<Md5Tail>,
-    ) -> Result<Digest, Error> {
+    ) -> Result<(Digest, bool), Error> {
         let named = entry.as_ref().map(|(namespace, e)| (*namespace, e.key.clone()));
         let entry = entry.map(|(_, e)| e);
         let is_upload = retain && origin == Origin::Upload;
@@ -256,14 +257,15 @@ impl Stores {
         let md5 = finished.0.md5.map(hex::encode);
         let record = move |ix: &Index, digest: &Digest, size: u64| -> Result<bool, IndexError> {
             if is_managed {
-                ix.commit_blob(digest, size, (retain, is_upload), md5.as_deref(), entry.as_ref(), now_ms())?;
+                ix.commit_blob(digest, size, (retain, is_upload), md5.as_deref(), entry.as_ref(), now_ms())
             } else if let Some(e) = entry {
-                ix.commit_entry_elsewhere(digest, size, &e, now_ms())?;
+                ix.commit_entry_elsewhere(digest, size, &e, now_ms())
+            } else {
+                Ok(true)
             }
-            Ok(true)
         };
         let steps = Steps { named, origin, tail, is_upload };
-        self.publish_and_record(store, finished, steps, record).await.map(|(digest, _)| digest)
+        self.publish_and_record(store, finished, steps, record).await
     }
 
     /// [`Stores::commit`] of a multipart upload's assembled blob (`crate::uploads`): step 5 is

@@ -427,7 +427,16 @@ impl Uploads {
     /// A crash before 4's transaction leaves the upload as it was (and maybe an orphan blob or a
     /// temp file); after it, a directory no row names: the sweep removes it. A directory
     /// namespace's file is written in place from the parts, then the rows are deleted.
-    pub(crate) async fn complete(&self, id: &UploadId, parts: &[(u32, String)]) -> Result<CompletedUpload, Error> {
+    ///
+    /// With `is_create_only`, the entry is written only if the key has none (checked in 4's
+    /// transaction; for a directory namespace, before its file is written): [`Error::Exists`]
+    /// otherwise, the upload being removed all the same.
+    pub(crate) async fn complete(
+        &self,
+        id: &UploadId,
+        parts: &[(u32, String)],
+        is_create_only: bool,
+    ) -> Result<CompletedUpload, Error> {
         let _lock = self.lock(id.as_str()).await?;
         let row = self.row(id).await?;
         let ns = self.namespace_of(&row).await?;
@@ -453,6 +462,13 @@ impl Uploads {
 
         if let Some(src) = dir_source {
             let path = RelPath::new(row.key.as_bytes().to_vec())?;
+            if is_create_only && let Some(root) = ns.dir_root() {
+                use std::os::unix::ffi::OsStrExt;
+                let file = Path::new(root).join(std::ffi::OsStr::from_bytes(path.as_bytes()));
+                if tokio::fs::symlink_metadata(file).await.is_ok() {
+                    return Err(Error::Exists { namespace: ns.name.clone(), key: row.key });
+                }
+            }
             let (digest, size_bytes, md5) = self.directories.put(&ns, src, path, read_parts(files)).await?;
             let i = id.0.clone();
             if self.ix.run(move |ix| ix.delete_upload(&i)).await?.is_some() {
@@ -484,6 +500,8 @@ impl Uploads {
             ns_id: ns.id,
             key: row.key.clone(),
             content_type: meta.content_type.clone(),
+            part_sizes: Some(chosen.iter().map(|p| p.size_bytes).collect()),
+            is_create_only,
             ..NewEntry::default()
         };
         let size_bytes = finished.size_bytes;
@@ -492,7 +510,18 @@ impl Uploads {
             .commit_upload(&store, (finished, reservation), (&ns.name, entry), etag.clone(), id.0.clone())
             .await?;
         if !recorded {
-            return Err(Error::NoSuchUpload { upload_id: id.0.clone() });
+            // Under the upload's lock, its row was there when this began: only a refused
+            // create-only entry, or its namespace deleted meanwhile, leaves it unrecorded.
+            let i = id.0.clone();
+            let is_gone = self.ix.run(move |ix| ix.get_upload(&i)).await?.is_none();
+            if !(is_create_only && is_gone && self.namespaces.row(&ns.name).await.is_ok_and(|n| n.id == ns.id)) {
+                return Err(Error::NoSuchUpload { upload_id: id.0.clone() });
+            }
+            managed_quota.released(if store.is_managed() { all_bytes - total } else { all_bytes });
+            self.remove_dir(id).await;
+            let e = Error::Exists { namespace: ns.name.clone(), key: row.key };
+            telemetry::error(&e);
+            return Err(e);
         }
         // The listed parts' bytes became the blob's (adopted); the others go with the directory.
         managed_quota.released(if store.is_managed() { all_bytes - total } else { all_bytes });
@@ -506,9 +535,10 @@ impl Uploads {
         self: &Arc<Self>,
         id: &UploadId,
         parts: &[(u32, String)],
+        is_create_only: bool,
     ) -> Result<CompletedUpload, Error> {
         let (me, id, parts) = (Arc::clone(self), id.clone(), parts.to_vec());
-        tokio::spawn(async move { me.complete(&id, &parts).await })
+        tokio::spawn(async move { me.complete(&id, &parts, is_create_only).await })
             .await
             .map_err(|e| Error::task("completing an upload", e))?
     }

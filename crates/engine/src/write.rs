@@ -86,15 +86,20 @@ impl Writes {
     /// there ([`Error::TooLarge`]), and nothing is written.
     ///
     /// `content_type` is recorded with the entry (a directory's file has none of its own).
+    /// With `is_create_only`, an entry is written only if the key has none, checked in the index
+    /// transaction that writes it ([`Error::Exists`] otherwise; the bytes stored are an orphan
+    /// blob for the pruner). A directory namespace's file is checked before it is written, which
+    /// is not atomic against another writer of the directory.
     pub(crate) async fn put_entry<E: std::fmt::Display + Send + 'static>(
         &self,
         namespace: &str,
         key: &[u8],
         body: impl Stream<Item = Result<Bytes, E>> + Send + 'static,
         content_type: Option<String>,
+        is_create_only: bool,
     ) -> Result<Stored, Error> {
         let (body, limit) = capped(body, self.stores.max_object_bytes);
-        self.put_capped_entry(namespace, key, body, content_type).await.map_err(|e| limit.or(e))
+        self.put_capped_entry(namespace, key, body, content_type, is_create_only).await.map_err(|e| limit.or(e))
     }
 
     async fn put_capped_entry<E: std::fmt::Display + Send + 'static>(
@@ -103,10 +108,19 @@ impl Writes {
         key: &[u8],
         body: impl Stream<Item = Result<Bytes, E>> + Send + 'static,
         content_type: Option<String>,
+        is_create_only: bool,
     ) -> Result<Stored, Error> {
         let ns = self.namespaces.row(namespace).await?;
         if let Some(src) = self.namespaces.dir_source(&ns)? {
-            let (digest, size_bytes, md5) = self.directories.put(&ns, src, RelPath::new(key.to_vec())?, body).await?;
+            let path = RelPath::new(key.to_vec())?;
+            if is_create_only && let Some(root) = ns.dir_root() {
+                use std::os::unix::ffi::OsStrExt;
+                let file = std::path::Path::new(root).join(std::ffi::OsStr::from_bytes(path.as_bytes()));
+                if tokio::fs::symlink_metadata(file).await.is_ok() {
+                    return Err(exists(&ns.name, key));
+                }
+            }
+            let (digest, size_bytes, md5) = self.directories.put(&ns, src, path, body).await?;
             return Ok(Stored { md5: hex::encode(md5), digest, size_bytes });
         }
         if let Some(source) = &ns.source {
@@ -118,8 +132,16 @@ impl Writes {
         // The MD5 (the entry's ETag, in the answer) is computed beside the write.
         let finished = spool(temp.with_md5(), reservation, body, |_| {}).await.map_err(upload_failed)?;
         let (size_bytes, md5) = (finished.0.size_bytes, finished.0.md5);
-        let entry = NewEntry { ns_id: ns.id, key: key.to_string(), content_type, ..NewEntry::default() };
-        let digest = self.stores.commit(&store, finished, false, Some((&ns.name, entry)), Origin::Upload).await?;
+        let entry =
+            NewEntry { ns_id: ns.id, key: key.to_string(), content_type, is_create_only, ..NewEntry::default() };
+        let named = Some((ns.name.as_str(), entry));
+        let (digest, is_written) =
+            self.stores.commit_with_md5(&store, finished, false, named, Origin::Upload, None).await?;
+        if !is_written {
+            let e = exists(&ns.name, key.as_str().as_bytes());
+            telemetry::error(&e);
+            return Err(e);
+        }
         let md5 = match md5 {
             Some(md5) => hex::encode(md5),
             None => self.stores.md5(digest, &store.disk).await?,
@@ -168,6 +190,12 @@ impl Writes {
     pub(crate) async fn attrs(&self, namespace: &str, key: &[u8]) -> Result<Option<String>, Error> {
         let Some((id, key)) = self.own_entry(namespace, key).await? else { return Ok(None) };
         self.ix.run(move |ix| ix.entry_attrs(id, key.as_str())).await
+    }
+
+    /// The part sizes of entry `key` of `namespace` ([`tiercache_index::Index::entry_part_sizes`]).
+    pub(crate) async fn part_sizes(&self, namespace: &str, key: &[u8]) -> Result<Option<Vec<u64>>, Error> {
+        let Some((id, key)) = self.own_entry(namespace, key).await? else { return Ok(None) };
+        self.ix.run(move |ix| ix.entry_part_sizes(id, key.as_str())).await
     }
 
     /// The namespace id and key of an entry that can hold attributes: `None` for a directory's
@@ -219,6 +247,11 @@ impl Writes {
             self.ix.run(move |ix| ix.list_entries(id, &req)).await
         }
     }
+}
+
+/// [`Error::Exists`] for `key` of `namespace`.
+fn exists(namespace: &str, key: &[u8]) -> Error {
+    Error::Exists { namespace: namespace.to_owned(), key: String::from_utf8_lossy(key).into_owned() }
 }
 
 /// A key of a namespace that is not a directory: UTF-8, and a valid [`Key`].

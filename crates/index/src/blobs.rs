@@ -64,7 +64,9 @@ impl Index {
     /// only copy): never evicted or pruned.
     ///
     /// An entry whose namespace was deleted meanwhile is not written: the blob is then an orphan,
-    /// which the pruner removes.
+    /// which the pruner removes. Returns `false` if and only if the entry was refused because its
+    /// key has one and it is create-only (`NewEntry::is_create_only`): the blob is committed
+    /// alone, an orphan likewise.
     pub fn commit_blob(
         &self,
         digest: &Digest,
@@ -73,7 +75,7 @@ impl Index {
         md5: Option<&str>,
         entry: Option<&NewEntry>,
         now_ms: i64,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         self.write(|tx| {
             tx.execute(
                 "INSERT INTO blobs (digest, size, state, is_retained, is_upload, created_at, last_access, md5)
@@ -83,10 +85,10 @@ impl Index {
                      md5 = coalesce(md5, excluded.md5)",
                 params![digest.hex(), size_bytes as i64, retain, is_upload, now_ms, md5],
             )?;
-            if let Some(e) = entry {
-                upsert_entry(tx, e, digest, size_bytes, now_ms)?;
+            match entry {
+                Some(e) => upsert_entry(tx, e, digest, size_bytes, now_ms),
+                None => Ok(true),
             }
-            Ok(())
         })
     }
 
@@ -125,14 +127,15 @@ impl Index {
 
     /// Commits `entry`, naming a blob just published in its namespace's own directory (not the
     /// disk tier): the blob row is added as absent from the disk tier if the index does not know
-    /// the digest yet. Skipped, like [`Index::commit_blob`]'s entry, if the namespace is gone.
+    /// the digest yet. Skipped, like [`Index::commit_blob`]'s entry, if the namespace is gone;
+    /// `false` as [`Index::commit_blob`]'s.
     pub fn commit_entry_elsewhere(
         &self,
         digest: &Digest,
         size_bytes: u64,
         entry: &NewEntry,
         now_ms: i64,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         self.write(|tx| {
             tx.execute(
                 "INSERT INTO blobs (digest, size, state, created_at, last_access) VALUES (?1, ?2, 2, ?3, ?3)

@@ -53,9 +53,29 @@ pub struct NewEntry {
     pub validators: Validators,
     /// The `Content-Encoding` the source sent the bytes with (`None`: identity).
     pub content_encoding: Option<String>,
+    /// The sizes of the parts a multipart upload made it of, in order; `None` for one written
+    /// whole.
+    pub part_sizes: Option<Vec<u64>>,
+    /// Written only if the key has no entry yet (S3's `If-None-Match: *`), which the transaction
+    /// that would write it checks: two such writes of one key cannot both succeed.
+    pub is_create_only: bool,
 }
 
 impl Index {
+    /// The sizes of the parts a multipart upload made entry `(ns_id, key)` of, in order; `None`
+    /// if it was written whole, or there is no such entry.
+    pub fn entry_part_sizes(&self, ns_id: i64, key: &str) -> Result<Option<Vec<u64>>> {
+        self.read(|c| {
+            let text = c
+                .prepare_cached("SELECT part_sizes FROM entries WHERE ns_id = ?1 AND key = ?2")?
+                .query_row(params![ns_id, key], |r| r.get::<_, Option<String>>(0))
+                .optional()?
+                .flatten();
+            // Written by `upsert_entry` only; text that does not parse is treated as absent.
+            Ok(text.and_then(|t| t.split(',').map(|n| n.parse::<u64>().ok()).collect()))
+        })
+    }
+
     /// Sets the attributes an S3 client stored with entry `(ns_id, key)` (JSON, opaque here;
     /// `None` clears them). `false` if there is no such entry.
     pub fn set_entry_attrs(&self, ns_id: i64, key: &str, attrs: Option<&str>) -> Result<bool> {
@@ -142,27 +162,40 @@ impl Index {
 }
 
 /// Inserts or replaces an entry, if its namespace still exists. A replaced entry loses its own
-/// ETag (`etag`): the new bytes are answered with their MD5.
+/// ETag (`etag`): the new bytes are answered with their MD5. Returns `false` if and only if
+/// `e.is_create_only` and the key has an entry: nothing is written.
 pub(crate) fn upsert_entry(
     tx: &rusqlite::Transaction<'_>,
     e: &NewEntry,
     digest: &Digest,
     size_bytes: u64,
     now_ms: i64,
-) -> Result<()> {
+) -> Result<bool> {
     let ns_exists: bool = tx.query_row("SELECT count(*) > 0 FROM namespaces WHERE id = ?1", [e.ns_id], |r| r.get(0))?;
     if !ns_exists {
-        return Ok(());
+        return Ok(true);
     }
+    if e.is_create_only {
+        let exists: bool = tx.query_row(
+            "SELECT count(*) > 0 FROM entries WHERE ns_id = ?1 AND key = ?2",
+            params![e.ns_id, e.key],
+            |r| r.get(0),
+        )?;
+        if exists {
+            return Ok(false);
+        }
+    }
+    let part_sizes = e.part_sizes.as_ref().map(|p| p.iter().map(u64::to_string).collect::<Vec<_>>().join(","));
     tx.execute(
         "INSERT INTO entries (ns_id, key, digest, size, content_type, source_etag, source_last_modified,
-                              created_at, last_access, validated_at, hits, content_encoding)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?8, 0, ?9)
+                              created_at, last_access, validated_at, hits, content_encoding, part_sizes)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?8, 0, ?9, ?10)
          ON CONFLICT (ns_id, key) DO UPDATE SET digest = excluded.digest, size = excluded.size,
              content_type = excluded.content_type, content_encoding = excluded.content_encoding,
              source_etag = excluded.source_etag,
              source_last_modified = excluded.source_last_modified, created_at = excluded.created_at,
-             last_access = excluded.last_access, validated_at = excluded.validated_at, etag = NULL, attrs = NULL",
+             last_access = excluded.last_access, validated_at = excluded.validated_at, etag = NULL, attrs = NULL,
+             part_sizes = excluded.part_sizes",
         params![
             e.ns_id,
             e.key,
@@ -172,10 +205,11 @@ pub(crate) fn upsert_entry(
             e.validators.etag,
             e.validators.last_modified,
             now_ms,
-            e.content_encoding
+            e.content_encoding,
+            part_sizes
         ],
     )?;
-    Ok(())
+    Ok(true)
 }
 
 #[cfg(test)]

@@ -166,6 +166,13 @@ ALTER TABLE entries ADD COLUMN etag TEXT;
 -- other write of the entry clears it.
 ALTER TABLE entries ADD COLUMN attrs TEXT;
 "#,
+    r#"
+-- The sizes of the parts a completed multipart upload made an entry of, in order, as decimal
+-- numbers joined by commas (S3's GetObject ?partNumber=N answers one part); NULL for an entry
+-- written whole. Any other write of the entry clears it.
+-- Invariant: when set, the sizes sum to the entry's size and their count is the N of its etag.
+ALTER TABLE entries ADD COLUMN part_sizes TEXT;
+"#,
 ];
 
 /// Brings `conn` up to the newest schema. Returns the version found before migrating.

@@ -13,5 +13,5 @@ pub(crate) fn fresh() -> (tempfile::TempDir, Index) {
 
 /// An entry `key` of namespace `ns_id` with no content type and no validators.
 pub(crate) fn entry(ns_id: i64, key: &str) -> NewEntry {
-    NewEntry { ns_id, key: key.into(), content_type: None, validators: Validators::default(), content_encoding: None }
+    NewEntry { ns_id, key: key.into(), validators: Validators::default(), ..NewEntry::default() }
 }

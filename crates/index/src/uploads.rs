@@ -151,6 +151,8 @@ impl Index {
     /// the upload was no longer under way (another complete or an abort took it): the blob is then
     /// an orphan for the pruner. `in_disk_tier` says whether the blob is in the disk tier (else in
     /// its namespace's own directory: its row is added as absent if the index does not know it).
+    /// A create-only `entry` (`NewEntry::is_create_only`) whose key has an entry is not written
+    /// either: `false` as well, with the upload removed all the same.
     pub fn complete_upload(
         &self,
         id: &str,
@@ -176,7 +178,9 @@ impl Index {
             if tx.execute("DELETE FROM uploads WHERE id = ?1", [id])? == 0 {
                 return Ok(false);
             }
-            upsert_entry(tx, entry, digest, size_bytes, now_ms)?;
+            if !upsert_entry(tx, entry, digest, size_bytes, now_ms)? {
+                return Ok(false);
+            }
             tx.execute(
                 "UPDATE entries SET etag = ?3 WHERE ns_id = ?1 AND key = ?2",
                 params![entry.ns_id, entry.key, etag],
@@ -280,5 +284,30 @@ mod tests {
         assert_eq!(ids(ix.list_uploads(ns.id, "", Some(("a/y", "u3")), 10).unwrap()), ["u4"]);
         assert!(ix.delete_upload("u4").unwrap().is_some());
         assert!(ix.delete_upload("u4").unwrap().is_none());
+    }
+
+    #[test]
+    fn a_create_only_entry_is_refused_in_its_transaction_and_part_sizes_go_with_a_rewrite() {
+        let (_d, ix) = fresh();
+        let ns = ix.put_namespace(&NamespaceName::new("b").unwrap(), None, &NamespaceOptions::default(), 1).unwrap().0;
+        let new = |key: &str| NewEntry { is_create_only: true, ..entry(ns.id, key) };
+        let (d1, d2) = (Digest::of(b"1"), Digest::of(b"2"));
+        assert!(ix.commit_blob(&d1, 1, (false, false), None, Some(&new("k")), 1).unwrap());
+        assert!(!ix.commit_blob(&d2, 1, (false, false), None, Some(&new("k")), 2).unwrap(), "the key has an entry");
+        let k = tiercache_core::Key::new("k").unwrap();
+        assert_eq!(ix.get_entry(ns.id, &k).unwrap().unwrap().digest, d1, "the first write stands");
+
+        // A completed upload keeps its part sizes; a create-only one over an entry writes nothing.
+        assert!(ix.put_upload(&upload("u1", ns.id, "m")).unwrap());
+        let sized = NewEntry { part_sizes: Some(vec![5, 2]), ..entry(ns.id, "m") };
+        assert!(ix.complete_upload("u1", (&d2, 7, true), &sized, "abc-2", 3).unwrap());
+        assert_eq!(ix.entry_part_sizes(ns.id, "m").unwrap(), Some(vec![5, 2]));
+        assert!(ix.put_upload(&upload("u2", ns.id, "m")).unwrap());
+        let again = NewEntry { is_create_only: true, part_sizes: Some(vec![1]), ..entry(ns.id, "m") };
+        assert!(!ix.complete_upload("u2", (&d1, 1, true), &again, "def-1", 4).unwrap());
+        assert_eq!(ix.get_upload("u2").unwrap(), None, "the refused upload is gone all the same");
+        assert_eq!(ix.entry_part_sizes(ns.id, "m").unwrap(), Some(vec![5, 2]));
+        ix.commit_blob(&d1, 1, (false, false), None, Some(&entry(ns.id, "m")), 5).unwrap();
+        assert_eq!(ix.entry_part_sizes(ns.id, "m").unwrap(), None, "a rewrite clears them");
     }
 }

@@ -30,6 +30,10 @@ pub(crate) fn s3(e: Error) -> S3Error {
             S3Error::with_message(S3ErrorCode::NoSuchKey, "The specified key does not exist.")
         }
         E::NotEmpty { .. } => told(S3ErrorCode::BucketNotEmpty, &e),
+        E::Exists { .. } => S3Error::with_message(
+            S3ErrorCode::PreconditionFailed,
+            "At least one of the pre-conditions you specified did not hold",
+        ),
         E::DigestMismatch { .. } | E::BadDigest { .. } => told(S3ErrorCode::BadDigest, &e),
         E::NoSuchUpload { .. } => told(S3ErrorCode::NoSuchUpload, &e),
         E::InvalidPart { .. } => told(S3ErrorCode::InvalidPart, &e),

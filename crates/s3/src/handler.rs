@@ -1,6 +1,6 @@
 //! [`TierS3`]: the `s3s::S3` trait over the engine, each operation one delegation to the module of
 //! its subject (`buckets.rs`, `objects.rs`, `listing.rs`, `multipart.rs`). Operations not listed
-//! here (UploadPartCopy among them, for now) keep s3s's default answer, `NotImplemented`.
+//! here (bucket policies, versioning, tagging, …) keep s3s's default answer, `NotImplemented`.
 
 use std::sync::Arc;
 
@@ -90,6 +90,13 @@ impl S3 for TierS3 {
 
     async fn upload_part(&self, req: S3Request<UploadPartInput>) -> S3Result<S3Response<UploadPartOutput>> {
         multipart::upload_part(self, req).await
+    }
+
+    async fn upload_part_copy(
+        &self,
+        req: S3Request<UploadPartCopyInput>,
+    ) -> S3Result<S3Response<UploadPartCopyOutput>> {
+        multipart::upload_part_copy(self, req).await
     }
 
     async fn complete_multipart_upload(

@@ -9,7 +9,8 @@
 //! It holds no business logic: every decision about data (what a key may be, what a bucket holds,
 //! where bytes are stored, whether a delete may go ahead) is the engine's; this crate translates
 //! requests into engine calls and engine errors into S3 error codes (`error.rs`, the one place).
-//! It does not do multipart uploads yet: those operations answer `NotImplemented`.
+//! Operations it does not implement (bucket policies, versioning, tagging, …) answer
+//! `NotImplemented`.
 #![warn(missing_docs)]
 
 mod access;

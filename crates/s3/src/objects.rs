@@ -1,8 +1,9 @@
 //! Objects are entries: GetObject and HeadObject (ranges, the four conditional headers,
-//! `response-*` overrides, `partNumber=1` of a single-part object), PutObject (streamed into the
-//! engine's upload path through `upload.rs`'s checks), CopyObject (the same blob named again, no
-//! byte copied, where the engine can), DeleteObject and
-//! DeleteObjects. The ETag is the entry's MD5.
+//! `response-*` overrides, `partNumber=N`: one part of a multipart object, by the part sizes kept
+//! with its entry, or the whole of an object written whole), PutObject (streamed into the
+//! engine's upload path through `upload.rs`'s checks; `If-None-Match: *` checked by the engine in
+//! the transaction that writes the entry), CopyObject (the same blob named again, no byte copied,
+//! where the engine can), DeleteObject and DeleteObjects. The ETag is the entry's MD5.
 //!
 //! It makes no decision about data: what a key may be in a bucket, where bytes go and whether a
 //! bucket takes writes are the engine's; this module turns S3 inputs into engine calls and their
@@ -86,8 +87,8 @@ impl Attrs {
 }
 
 /// What a read's headers say, in S3's types.
-struct Facts {
-    size: Option<u64>,
+pub(crate) struct Facts {
+    pub(crate) size: Option<u64>,
     etag: Option<ETag>,
     last_modified: Option<SystemTime>,
     content_type: Option<String>,
@@ -95,7 +96,7 @@ struct Facts {
 }
 
 impl Facts {
-    fn of(meta: &ReadMeta) -> Facts {
+    pub(crate) fn of(meta: &ReadMeta) -> Facts {
         let etag = meta.etag.as_deref().and_then(|e| ETag::parse_http_header(e.as_bytes()).ok());
         Facts {
             size: meta.size_bytes,
@@ -106,17 +107,17 @@ impl Facts {
         }
     }
 
-    fn last_modified(&self) -> Option<Timestamp> {
+    pub(crate) fn last_modified(&self) -> Option<Timestamp> {
         self.last_modified.map(Timestamp::from)
     }
 }
 
 /// The conditional headers of a read.
-struct Conditions<'a> {
-    if_match: Option<&'a ETagCondition>,
-    if_none_match: Option<&'a ETagCondition>,
-    if_modified_since: Option<&'a Timestamp>,
-    if_unmodified_since: Option<&'a Timestamp>,
+pub(crate) struct Conditions<'a> {
+    pub(crate) if_match: Option<&'a ETagCondition>,
+    pub(crate) if_none_match: Option<&'a ETagCondition>,
+    pub(crate) if_modified_since: Option<&'a Timestamp>,
+    pub(crate) if_unmodified_since: Option<&'a Timestamp>,
 }
 
 /// `ts` as a time, to the second (HTTP dates have no finer precision).
@@ -131,7 +132,7 @@ fn seconds_of(t: SystemTime) -> i64 {
 impl Conditions<'_> {
     /// RFC 9110 §13.2.2's order: `PreconditionFailed` (412) or `NotModified` (304), each with the
     /// object's ETag and Last-Modified.
-    fn check(&self, facts: &Facts) -> S3Result<()> {
+    pub(crate) fn check(&self, facts: &Facts) -> S3Result<()> {
         let lm = facts.last_modified.map(seconds_of);
         let failed = match (self.if_match, self.if_unmodified_since) {
             (Some(ETagCondition::Any), _) => false,
@@ -155,6 +156,20 @@ impl Conditions<'_> {
             return Err(with_validators(S3Error::new(S3ErrorCode::NotModified), facts));
         }
         Ok(())
+    }
+}
+
+impl Conditions<'_> {
+    /// A copy's conditions (`x-amz-copy-source-if-*`): [`Conditions::check`], except that each
+    /// answers `PreconditionFailed` (412) when it does not hold, as S3 does.
+    pub(crate) fn check_copy(&self, facts: &Facts) -> S3Result<()> {
+        self.check(facts).map_err(|e| {
+            if *e.code() == S3ErrorCode::NotModified {
+                s3_error!(PreconditionFailed, "At least one of the pre-conditions you specified did not hold")
+            } else {
+                e
+            }
+        })
     }
 }
 
@@ -185,23 +200,88 @@ fn intent(range: Option<&Range>) -> Intent {
     range.and_then(|r| RangeRequest::parse(&r.to_header_string()).ok().flatten()).map_or(Intent::Whole, Intent::Range)
 }
 
-/// Only part 1 of a single-part object exists.
-fn check_part(part_number: Option<i32>) -> S3Result<()> {
-    match part_number {
-        None | Some(1) => Ok(()),
-        Some(_) => Err(s3_error!(InvalidPart, "this object has a single part, number 1")),
+/// A read of one part (`?partNumber=N`): the part sizes of a multipart object, read before the
+/// object itself so that the read can ask for that part's bytes.
+struct PartRead {
+    number: u64,
+    sizes: Option<Vec<u64>>,
+}
+
+impl PartRead {
+    /// The part asked for, if one is: `InvalidArgument` for a number below 1, or beside a Range.
+    async fn of(s: &TierS3, bucket: &str, key: &str, n: Option<i32>, range: Option<&Range>) -> S3Result<Option<Self>> {
+        let Some(n) = n else { return Ok(None) };
+        let number = u64::try_from(n).ok().filter(|n| *n >= 1).ok_or_else(|| {
+            s3_error!(InvalidArgument, "Part number must be an integer between 1 and 10000, inclusive")
+        })?;
+        if range.is_some() {
+            return Err(s3_error!(InvalidArgument, "Cannot specify both Range header and partNumber query parameter"));
+        }
+        check_key(key)?;
+        let sizes = s.cache.entry_part_sizes(bucket, key.as_bytes()).await.map_err(s3)?;
+        Ok(Some(PartRead { number, sizes }))
+    }
+
+    /// The read's intent: that part's bytes, if the sizes are known.
+    fn intent(&self) -> Intent {
+        match self.bounds(self.sizes.as_deref()) {
+            Some((first, last)) => RangeRequest::single(first, Some(last)).map_or(Intent::Whole, Intent::Range),
+            None => Intent::Whole,
+        }
+    }
+
+    /// The first and last byte of the part among `sizes`, if it is there and not empty.
+    fn bounds(&self, sizes: Option<&[u64]>) -> Option<(u64, u64)> {
+        let sizes = sizes?;
+        let at = usize::try_from(self.number - 1).ok()?;
+        let size = *sizes.get(at)?;
+        let first: u64 = sizes[..at].iter().sum();
+        (size > 0).then(|| (first, first + size - 1))
+    }
+
+    /// The object's parts count, and the range to serve with its `Content-Range` (`None`: the
+    /// whole object, the single part of an object written whole). The sizes read before count
+    /// only if they still describe the object read (the same total and the count its ETag ends
+    /// with): a rewrite between the two reads makes it an object written whole.
+    fn resolve(&self, facts: &Facts) -> S3Result<(i32, Option<(ByteRange, String)>)> {
+        let is_current = |sizes: &&Vec<u64>| {
+            let suffix = format!("-{}", sizes.len());
+            Some(sizes.iter().sum::<u64>()) == facts.size
+                && facts.etag.as_ref().is_some_and(|e| e.value().ends_with(&suffix))
+        };
+        let sizes = self.sizes.as_ref().filter(is_current);
+        let count = sizes.map_or(1, Vec::len);
+        if self.number > count as u64 {
+            let mut e = S3Error::with_message(
+                S3ErrorCode::Custom("InvalidPartNumber".into()),
+                format!("The requested partnumber is not satisfiable: the object has {count} part(s)"),
+            );
+            e.set_status_code(http::StatusCode::RANGE_NOT_SATISFIABLE);
+            return Err(e);
+        }
+        let count = i32::try_from(count).unwrap_or(i32::MAX);
+        let Some(sizes) = sizes else { return Ok((count, None)) };
+        let total = facts.size.unwrap_or_default();
+        let range = self
+            .bounds(Some(sizes))
+            .map(|(first, last)| (ByteRange { start: first, end: last }, format!("bytes {first}-{last}/{total}")));
+        match range {
+            Some(range) => Ok((count, Some(range))),
+            None => Err(s3_error!(InvalidRange, "part {} of this object is empty", self.number)),
+        }
     }
 }
 
-async fn read(s: &TierS3, bucket: &str, key: &str, intent: Intent) -> S3Result<Read> {
+pub(crate) async fn read(s: &TierS3, bucket: &str, key: &str, intent: Intent) -> S3Result<Read> {
     check_key(key)?;
     s.cache.read_entry_with(bucket, key.as_bytes(), intent).await.map_err(s3)
 }
 
 pub(crate) async fn get(s: &TierS3, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
     let input = req.input;
-    check_part(input.part_number)?;
-    let read = read(s, &input.bucket, &input.key, intent(input.range.as_ref())).await?;
+    let part = PartRead::of(s, &input.bucket, &input.key, input.part_number, input.range.as_ref()).await?;
+    let intent = part.as_ref().map_or_else(|| intent(input.range.as_ref()), PartRead::intent);
+    let read = read(s, &input.bucket, &input.key, intent).await?;
     let facts = Facts::of(&read.meta);
     Conditions {
         if_match: input.if_match.as_ref(),
@@ -210,7 +290,10 @@ pub(crate) async fn get(s: &TierS3, req: S3Request<GetObjectInput>) -> S3Result<
         if_unmodified_since: input.if_unmodified_since.as_ref(),
     }
     .check(&facts)?;
-    let range = resolve_range(input.range.as_ref(), facts.size)?;
+    let (parts_count, range) = match &part {
+        Some(part) => part.resolve(&facts).map(|(count, range)| (Some(count), range))?,
+        None => (None, resolve_range(input.range.as_ref(), facts.size)?),
+    };
     let content_length = match &range {
         Some((r, _)) => Some(r.len()),
         None => facts.size,
@@ -242,7 +325,7 @@ pub(crate) async fn get(s: &TierS3, req: S3Request<GetObjectInput>) -> S3Result<
         expires: input.response_expires,
         e_tag: facts.etag.clone(),
         last_modified: facts.last_modified(),
-        parts_count: input.part_number.map(|_| 1),
+        parts_count,
         ..Default::default()
     };
     Ok(S3Response::new(output))
@@ -250,7 +333,7 @@ pub(crate) async fn get(s: &TierS3, req: S3Request<GetObjectInput>) -> S3Result<
 
 pub(crate) async fn head(s: &TierS3, req: S3Request<HeadObjectInput>) -> S3Result<S3Response<HeadObjectOutput>> {
     let input = req.input;
-    check_part(input.part_number)?;
+    let part = PartRead::of(s, &input.bucket, &input.key, input.part_number, input.range.as_ref()).await?;
     let read = read(s, &input.bucket, &input.key, Intent::Headers).await?;
     let facts = Facts::of(&read.meta);
     Conditions {
@@ -260,7 +343,10 @@ pub(crate) async fn head(s: &TierS3, req: S3Request<HeadObjectInput>) -> S3Resul
         if_unmodified_since: input.if_unmodified_since.as_ref(),
     }
     .check(&facts)?;
-    let range = resolve_range(input.range.as_ref(), facts.size)?;
+    let (parts_count, range) = match &part {
+        Some(part) => part.resolve(&facts).map(|(count, range)| (Some(count), range))?,
+        None => (None, resolve_range(input.range.as_ref(), facts.size)?),
+    };
     let content_length = match &range {
         Some((r, _)) => Some(r.len()),
         None => facts.size,
@@ -279,7 +365,7 @@ pub(crate) async fn head(s: &TierS3, req: S3Request<HeadObjectInput>) -> S3Resul
         expires: input.response_expires,
         e_tag: facts.etag.clone(),
         last_modified: facts.last_modified(),
-        parts_count: input.part_number.map(|_| 1),
+        parts_count,
         ..Default::default()
     };
     Ok(S3Response::new(output))
@@ -334,8 +420,14 @@ pub(crate) async fn put(s: &TierS3, req: S3Request<PutObjectInput>) -> S3Result<
     let declared = declared!(input);
     let body = input.body.unwrap_or_else(|| StreamingBlob::from(s3s::Body::empty()));
     let (checked, verdict) = Checked::new(body, declared, trailing_headers);
-    let stored =
-        s.cache.put_entry_typed(&input.bucket, input.key.as_bytes(), checked, input.content_type.clone()).await;
+    let (bucket, key, content_type) = (&input.bucket, input.key.as_bytes(), input.content_type.clone());
+    // `If-None-Match: *` was checked above to answer early; the check that counts is the one in
+    // the transaction that writes the entry, which of concurrent writers only one passes.
+    let stored = if matches!(input.if_none_match, Some(ETagCondition::Any)) {
+        s.cache.put_new_entry(bucket, key, checked, content_type).await
+    } else {
+        s.cache.put_entry_typed(bucket, key, checked, content_type).await
+    };
     let (stored, c) = outcome(stored, &verdict)?;
     Attrs::new(input.cache_control, input.content_disposition, input.content_language, input.metadata)
         .store(s, &input.bucket, &input.key)
@@ -365,21 +457,13 @@ pub(crate) async fn copy(s: &TierS3, req: S3Request<CopyObjectInput>) -> S3Resul
     check_key(&input.key)?;
     let read = read(s, src_bucket, src_key, Intent::Whole).await?;
     let facts = Facts::of(&read.meta);
-    // A copy's conditions all answer 412 when they do not hold.
     Conditions {
         if_match: input.copy_source_if_match.as_ref(),
         if_none_match: input.copy_source_if_none_match.as_ref(),
         if_modified_since: input.copy_source_if_modified_since.as_ref(),
         if_unmodified_since: input.copy_source_if_unmodified_since.as_ref(),
     }
-    .check(&facts)
-    .map_err(|e| {
-        if *e.code() == S3ErrorCode::NotModified {
-            s3_error!(PreconditionFailed, "At least one of the pre-conditions you specified did not hold")
-        } else {
-            e
-        }
-    })?;
+    .check_copy(&facts)?;
     let is_replace = input.metadata_directive.as_ref().is_some_and(|d| d.as_str() == MetadataDirective::REPLACE);
     let attrs = if is_replace {
         Attrs::new(input.cache_control, input.content_disposition, input.content_language, input.metadata)

@@ -2,7 +2,8 @@
 //! and checked against what the client declared: `Content-MD5`, and the `x-amz-checksum-*`
 //! values of the headers or of the aws-chunked trailers (read when the body ends, which s3s has
 //! verified by then). A mismatch ends the stream with an error instead of its end, so the engine
-//! stores nothing (its temp file is dropped), and [`Verdict::failure`] says which S3 error it was.
+//! stores nothing (its temp file is dropped), and [`Verdict::failure`] says which S3 error it was
+//! (also for an aws-chunked chunk whose signature s3s found wrong: `SignatureDoesNotMatch`).
 //!
 //! It holds the bytes of one chunk at a time: memory stays flat whatever the body's size.
 
@@ -183,6 +184,13 @@ impl Checked {
     }
 }
 
+/// Whether `e`, a body's error, is s3s's finding that an aws-chunked chunk's signature is wrong.
+/// Its error type is private to s3s, so its message tells (s3s is pinned to one release, and a
+/// test sends a chunk signed wrong).
+fn is_chunk_signature_mismatch(e: &(dyn std::error::Error + 'static)) -> bool {
+    e.to_string() == "AwsChunkedStreamError: SignatureMismatch"
+}
+
 /// Why a checked body failed (the engine keeps this message; the handler answers from the
 /// [`Verdict`]).
 #[derive(Debug)]
@@ -217,6 +225,13 @@ impl Stream for Checked {
             }
             Poll::Ready(Some(Err(e))) => {
                 this.is_done = true;
+                if is_chunk_signature_mismatch(&*e) {
+                    let failure = s3_error!(
+                        SignatureDoesNotMatch,
+                        "The request signature we calculated does not match the signature you provided."
+                    );
+                    this.verdict.lock().unwrap_or_else(|p| p.into_inner()).failure = Some(failure);
+                }
                 Poll::Ready(Some(Err(e)))
             }
             Poll::Ready(None) => {

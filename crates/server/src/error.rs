@@ -125,6 +125,7 @@ impl ApiError {
                 StatusCode::BAD_REQUEST
             }
             E::Conflict { .. } | E::NotEmpty { .. } => StatusCode::CONFLICT,
+            E::Exists { .. } => StatusCode::PRECONDITION_FAILED,
             E::Busy { .. } | E::SourceBusy { .. } => StatusCode::SERVICE_UNAVAILABLE,
             E::ReadOnly { .. } => StatusCode::METHOD_NOT_ALLOWED,
             E::Source(tiercache_engine::SourceError::Forbidden { .. }) => StatusCode::FORBIDDEN,

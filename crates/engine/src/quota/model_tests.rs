@@ -435,6 +435,7 @@ impl World {
             content_type: None,
             content_encoding: None,
             validators: Validators::default(),
+            ..NewEntry::default()
         };
         self.index.commit_blob(&digest, size, (is_upload, is_upload), None, Some(&entry), self.now_ms).unwrap();
         reservation.stored(digest, size, was_there, !is_upload);

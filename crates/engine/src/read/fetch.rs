@@ -240,10 +240,11 @@ impl Reads {
             content_type: body.meta.content_type.clone(),
             validators: body.meta.validators.clone(),
             content_encoding: body.meta.content_encoding.clone(),
+            ..NewEntry::default()
         };
         let recorded = store.is_managed().then(|| entry.clone());
         let named = Some((namespace, entry));
-        let digest = self.stores.commit_with_md5(store, finished, false, named, Origin::Fetch, md5).await?;
+        let (digest, _) = self.stores.commit_with_md5(store, finished, false, named, Origin::Fetch, md5).await?;
         if let Some(entry) = recorded {
             self.record_after_fetch(namespace, entry, digest, written);
         }

@@ -120,6 +120,7 @@ impl Reads {
             content_type: record.content_type,
             validators: Validators { etag: record.etag, last_modified: record.last_modified },
             content_encoding: record.content_encoding,
+            ..NewEntry::default()
         };
         let (digest, size, md5) = (record.digest, record.size_bytes, record.md5);
         self.ix.run(move |ix| ix.adopt_entry((&digest, size, &md5), &entry, validated_at, now)).await?;
@@ -218,6 +219,7 @@ impl Reads {
                 content_type: entry.content_type,
                 validators: entry.validators,
                 content_encoding: entry.content_encoding,
+                ..NewEntry::default()
             };
             let record = record_of(source, entry, blob, validated_at);
             if let Err(e) = tier.write_record(&record).await {

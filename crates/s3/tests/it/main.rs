@@ -11,6 +11,7 @@ use tiercache_s3::{AccessKey, S3Settings};
 use tiercache_testkit::sigv4::Signer;
 
 mod auth;
+mod bad_input;
 mod buckets;
 mod listing;
 mod multipart;
