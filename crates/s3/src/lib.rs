@@ -14,6 +14,7 @@
 
 mod access;
 mod buckets;
+mod counts;
 mod error;
 mod front;
 mod handler;
