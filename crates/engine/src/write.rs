@@ -214,10 +214,10 @@ impl Writes {
             self.ix.run(move |ix| ix.list_files(id, &req)).await
         } else {
             req.delimiter = req.delimiter.filter(|d| !d.is_empty());
-            if let Some(source) = self.namespaces.remote_source(&ns)? {
-                if let Some(page) = list_source(source.as_ref(), &req).await? {
-                    return Ok(page);
-                }
+            if let Some(source) = self.namespaces.remote_source(&ns)?
+                && let Some(page) = list_source(source.as_ref(), &req).await?
+            {
+                return Ok(page);
             }
             self.ix.run(move |ix| ix.list_entries(id, &req)).await
         }
