@@ -117,3 +117,64 @@ async fn stats_shows_the_s3_front_doors_counters() {
     );
     assert!(out.stdout.contains("S3 errors: NoSuchBucket 1, NoSuchKey 1"), "{}", out.stdout);
 }
+
+/// The keys of an S3 listing answer, in order.
+fn keys_of(xml: &str) -> Vec<String> {
+    xml.split("<Key>").skip(1).map(|s| s[..s.find("</Key>").unwrap()].to_owned()).collect()
+}
+
+/// A directory namespace as a bucket: an object written through S3 is a file with its bytes; a
+/// file written into the directory by hand is listed and served through S3 after `update`.
+#[tokio::test]
+async fn a_directory_bucket_round_trips_through_s3_after_update() {
+    let d = dirs();
+    let tree = d.tmp.path().join("tree");
+    std::fs::create_dir_all(tree.join("old")).unwrap();
+    std::fs::write(tree.join("old/kept.txt"), b"kept").unwrap();
+    tcr(&d.data, &["index", tree.to_str().unwrap(), "--ns", "media"]).ok();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let env = [("TIERCACHE_S3_ACCESS_KEY", AK), ("TIERCACHE_S3_SECRET_KEY", SK)];
+    let server = Server::start_with_env(&d.data, &["--s3-listen", &addr], &env).await;
+
+    let (status, text) = send_signed(&addr, "PUT", "/media/up/one.txt", b"written through s3").await;
+    assert_eq!(status, 200, "{text}\n{}", server.log_text());
+    assert_eq!(std::fs::read(tree.join("up/one.txt")).unwrap(), b"written through s3");
+    assert_eq!(send_signed(&addr, "GET", "/media/up/one.txt", b"").await, (200, "written through s3".to_owned()));
+
+    std::fs::create_dir_all(tree.join("hand")).unwrap();
+    std::fs::write(tree.join("hand/two.txt"), b"written by hand").unwrap();
+    tcr(&d.data, &["update", "--ns", "media"]).ok();
+    let (status, text) = send_signed(&addr, "GET", "/media?list-type=2", b"").await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(keys_of(&text), ["hand/two.txt", "old/kept.txt", "up/one.txt"], "{text}");
+    assert_eq!(send_signed(&addr, "GET", "/media/hand/two.txt", b"").await, (200, "written by hand".to_owned()));
+}
+
+/// With `serve --watch`, a file written into a directory bucket by hand is listed and served
+/// through S3 without an `update`.
+#[tokio::test]
+async fn a_directory_bucket_follows_the_directory_while_watched() {
+    let d = dirs();
+    let tree = d.tmp.path().join("tree");
+    std::fs::create_dir_all(&tree).unwrap();
+    std::fs::write(tree.join("first.txt"), b"first").unwrap();
+    tcr(&d.data, &["index", tree.to_str().unwrap(), "--ns", "media"]).ok();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let env = [("TIERCACHE_S3_ACCESS_KEY", AK), ("TIERCACHE_S3_SECRET_KEY", SK)];
+    let server = Server::start_with_env(&d.data, &["--s3-listen", &addr, "--watch"], &env).await;
+
+    std::fs::create_dir_all(tree.join("later")).unwrap();
+    std::fs::write(tree.join("later/new.txt"), b"appeared").unwrap();
+    let mut listed = Vec::new();
+    for _ in 0..200 {
+        let (status, text) = send_signed(&addr, "GET", "/media?list-type=2&prefix=later%2F", b"").await;
+        assert_eq!(status, 200, "{text}");
+        listed = keys_of(&text);
+        if !listed.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(listed, ["later/new.txt"], "the watcher indexed the new file; log:\n{}", server.log_text());
+    assert_eq!(send_signed(&addr, "GET", "/media/later/new.txt", b"").await, (200, "appeared".to_owned()));
+}
