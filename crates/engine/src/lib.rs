@@ -3,7 +3,7 @@
 //! [`Cache`] is what the server and the CLI drive. Behind it the engine is a stack of layers, each
 //! module importing only from layers below its own (ARCHITECTURE.md has the map):
 //!
-//! - 0: `error`, `config`, `telemetry`, `meta`, `generation`, `blocking`, `fs`, `tasks`, `contain`;
+//! - 0: `error`, `config`, `telemetry`, `kept`, `meta`, `generation`, `blocking`, `fs`, `tasks`, `contain`;
 //! - 1: `memory`, `access`, `quota`, `single_flight`, `spool`, `sources`;
 //! - 2: `store` (and `store/place`), `body`, `namespaces`;
 //! - 3: `read` (memory → index → disk → shared → source), `write`, `directory`, `uploads`
@@ -22,6 +22,7 @@ mod contain;
 mod error;
 mod fs;
 mod generation;
+mod kept;
 mod meta;
 mod tasks;
 mod telemetry;
@@ -54,6 +55,7 @@ pub use directory::{ScanProgress, UpdateKind, UpdateReport};
 pub use error::{Cause, Error};
 pub use jobs::{MoveReport, PruneOptions, PruneReport, PrunedItem};
 pub use jobs::{StatsReport, VacuumReport, VerifyReport};
+pub use kept::{KeptCounter, kept_counter};
 pub use memory::MemoryReport;
 pub use meta::{Memo, ReadMeta, Text, Tier};
 pub use namespaces::NamespaceInfo;

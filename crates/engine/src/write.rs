@@ -11,7 +11,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use tiercache_core::{Digest, Key, RelPath};
-use tiercache_index::{ListPage, ListRequest, NewEntry};
+use tiercache_index::{ListPage, ListRequest, ListedItem, NewEntry};
+use tiercache_sources::{ListQuery, Source};
 
 use crate::blocking::Ix;
 use crate::directory::Directories;
@@ -225,7 +226,8 @@ impl Writes {
         Ok(deleted)
     }
 
-    /// One page of namespace `namespace`'s keys: its files for a directory namespace, its entries
+    /// One page of namespace `namespace`'s keys: its files for a directory namespace, the
+    /// bucket's own keys for an S3 source (passed through, cached or not), its entries
     /// otherwise. Prefix matching is byte for byte (no wildcards, case-sensitive).
     pub(crate) async fn list(&self, namespace: &str, mut req: ListRequest) -> Result<ListPage, Error> {
         if req.limit == 0 || req.limit > MAX_LIST_LIMIT {
@@ -244,6 +246,11 @@ impl Writes {
             self.ix.run(move |ix| ix.list_files(id, &req)).await
         } else {
             req.delimiter = req.delimiter.filter(|d| !d.is_empty());
+            if let Some(source) = self.namespaces.remote_source(&ns)?
+                && let Some(page) = list_source(source.as_ref(), &req).await?
+            {
+                return Ok(page);
+            }
             self.ix.run(move |ix| ix.list_entries(id, &req)).await
         }
     }
@@ -252,6 +259,47 @@ impl Writes {
 /// [`Error::Exists`] for `key` of `namespace`.
 fn exists(namespace: &str, key: &[u8]) -> Error {
     Error::Exists { namespace: namespace.to_owned(), key: String::from_utf8_lossy(key).into_owned() }
+}
+
+/// One page of `source`'s own keys, if it lists them (an S3 bucket does, an HTTP server not):
+/// what is there, read or not, rather than what was cached. A failure is
+/// [`Error::Source`], never a shorter page.
+async fn list_source(source: &dyn Source, req: &ListRequest) -> Result<Option<ListPage>, Error> {
+    let text = |b: &[u8], what: &str| {
+        String::from_utf8(b.to_vec()).map_err(|_| Error::Invalid(format!("{what} is not UTF-8")))
+    };
+    let query = ListQuery {
+        prefix: text(&req.prefix, "prefix")?,
+        delimiter: req.delimiter.as_deref().map(|d| text(d, "delimiter")).transpose()?,
+        after: req.after.as_deref().map(|a| text(a, "the key to list after")).transpose()?,
+        limit: req.limit,
+    };
+    let listing = match source.list(&query).await {
+        Ok(Some(l)) => l,
+        Ok(None) => return Ok(None),
+        Err(e) => {
+            let e = Error::Source(e);
+            telemetry::error(&e);
+            return Err(e);
+        }
+    };
+    let items = listing
+        .objects
+        .into_iter()
+        .map(|o| ListedItem {
+            key: o.key.into_bytes(),
+            size_bytes: o.size_bytes,
+            md5: o.etag,
+            digest: None,
+            modified_ms: o.modified_ms.unwrap_or(0),
+        })
+        .collect();
+    Ok(Some(ListPage {
+        items,
+        common_prefixes: listing.common_prefixes.into_iter().map(String::into_bytes).collect(),
+        last: listing.last.map(String::into_bytes),
+        is_truncated: listing.is_truncated,
+    }))
 }
 
 /// A key of a namespace that is not a directory: UTF-8, and a valid [`Key`].

@@ -93,7 +93,7 @@ pub struct ListedItem {
     pub key: Vec<u8>,
     /// Size in bytes.
     pub size_bytes: u64,
-    /// MD5, lowercase hex, when known.
+    /// MD5, lowercase hex, when known (for a key listed from an S3 source: its ETag there).
     pub md5: Option<String>,
     /// The blob digest, when known.
     pub digest: Option<Digest>,

@@ -99,7 +99,7 @@ pub(crate) struct Gate(pub(crate) Arc<Keys>);
 impl S3Access for Gate {
     async fn check(&self, cx: &mut S3AccessContext<'_>) -> S3Result<()> {
         let op = cx.s3_op().name();
-        metrics::counter!("tiercache_s3_requests_total", "op" => op.to_owned()).increment(1);
+        crate::counts::request(op);
         let bucket = match cx.s3_path() {
             S3Path::Root => None,
             S3Path::Bucket { bucket } | S3Path::Object { bucket, .. } => Some(&**bucket),

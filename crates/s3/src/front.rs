@@ -1,5 +1,5 @@
 //! [`S3Front`]: the s3s service as the tower service a listener serves, counting every error
-//! answer by its S3 code (`tiercache_s3_errors_total{code}`): the codes s3s chooses itself
+//! answer by its S3 code (`tiercache_s3_errors_total{code}`, `counts.rs`): the codes s3s chooses itself
 //! (signatures, malformed requests) and those chosen in `error.rs` alike, read from the answer's
 //! XML body.
 //!
@@ -50,13 +50,13 @@ where
                 Ok(res) => {
                     if res.status().is_client_error() || res.status().is_server_error() {
                         let code = error_code(res.body()).unwrap_or_else(|| res.status().as_str().to_owned());
-                        metrics::counter!("tiercache_s3_errors_total", "code" => code).increment(1);
+                        crate::counts::error(&code);
                     }
                     Ok(res)
                 }
                 Err(e) => {
                     tracing::warn!(error = ?e, "the S3 protocol layer failed to answer");
-                    metrics::counter!("tiercache_s3_errors_total", "code" => "InternalError").increment(1);
+                    crate::counts::error("InternalError");
                     let mut res = HttpResponse::new(Body::empty());
                     *res.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
                     Ok(res)

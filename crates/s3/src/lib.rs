@@ -15,6 +15,7 @@
 
 mod access;
 mod buckets;
+mod counts;
 mod error;
 mod front;
 mod handler;

@@ -301,12 +301,12 @@ pub(crate) async fn get(s: &TierS3, req: S3Request<GetObjectInput>) -> S3Result<
     let byte_range = range.as_ref().map(|(r, _)| *r);
     let body = match read.read_small(byte_range) {
         Some(Ok(bytes)) => {
-            metrics::counter!("tiercache_s3_bytes_total", "direction" => "out").increment(bytes.len() as u64);
+            crate::counts::bytes_out().increment(bytes.len() as u64);
             StreamingBlob::from(s3s::Body::from(bytes))
         }
         Some(Err(e)) => return Err(s3(Error::from(e))),
         None => {
-            let out = metrics::counter!("tiercache_s3_bytes_total", "direction" => "out");
+            let out = crate::counts::bytes_out();
             StreamingBlob::wrap(Counted(sync_wrapper::SyncStream::new(read.into_stream(byte_range)), out))
         }
     };
@@ -543,7 +543,7 @@ pub(crate) async fn delete_many(
 }
 
 /// A read's body, counted as it goes out (`tiercache_s3_bytes_total{direction="out"}`).
-struct Counted<S>(S, metrics::Counter);
+struct Counted<S>(S, crate::counts::ByteCount);
 
 impl<S: Stream<Item = std::io::Result<Bytes>> + Unpin> Stream for Counted<S> {
     type Item = std::io::Result<Bytes>;

@@ -96,7 +96,7 @@ pub(crate) struct Checked {
     verdict: Arc<Mutex<Verdict>>,
     is_done: bool,
     /// `tiercache_s3_bytes_total{direction="in"}`, looked up once.
-    bytes_in: metrics::Counter,
+    bytes_in: crate::counts::ByteCount,
 }
 
 impl Checked {
@@ -139,7 +139,7 @@ impl Checked {
             trailers,
             verdict: Arc::clone(&verdict),
             is_done: false,
-            bytes_in: metrics::counter!("tiercache_s3_bytes_total", "direction" => "in"),
+            bytes_in: crate::counts::bytes_in(),
         };
         (checked, verdict)
     }

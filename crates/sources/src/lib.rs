@@ -20,7 +20,7 @@ use tiercache_core::{ByteRange, Key, Validators};
 
 pub use dir::DirSource;
 pub use http_source::{AddressRange, HttpSource, HttpSourceConfig, Redirects};
-pub use s3_source::{DEFAULT_REGION, S3Credentials, S3Source};
+pub use s3_source::{DEFAULT_REGION, MAX_SCANNED_PER_PAGE, S3Credentials, S3Source};
 
 /// A source failure, as the engine and finally the client see it.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -179,6 +179,54 @@ pub trait Source: Send + Sync + fmt::Debug {
     /// What the source says of `key` without its bytes (an HTTP `HEAD`, a directory's `stat`),
     /// with the same limits and errors as [`Source::fetch`].
     async fn head(&self, key: &Key) -> Result<SourceMeta, SourceError>;
+
+    /// One page of the source's own keys, or `Ok(None)` if it cannot list them (an HTTP
+    /// server): its namespace then lists what it has cached. A failure is an error, never a
+    /// shorter page.
+    async fn list(&self, query: &ListQuery) -> Result<Option<Listing>, SourceError> {
+        let _ = query;
+        Ok(None)
+    }
+}
+
+/// What a listing of a source asks for. Keys are the source's (relative to its prefix).
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    /// Only keys starting with this.
+    pub prefix: String,
+    /// Roll keys that contain this after the prefix up into common prefixes.
+    pub delimiter: Option<String>,
+    /// Only keys after this one (or, if it is a common prefix, after every key in it).
+    pub after: Option<String>,
+    /// At most this many keys and common prefixes (at least 1).
+    pub limit: usize,
+}
+
+/// An object in a [`Listing`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedObject {
+    /// Its key (a valid [`Key`]: objects no key can name are left out).
+    pub key: String,
+    /// Its size.
+    pub size_bytes: u64,
+    /// Its ETag as the source gives it, without quotes.
+    pub etag: Option<String>,
+    /// Its last modification, ms since the epoch.
+    pub modified_ms: Option<i64>,
+}
+
+/// One page of a source's keys.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Listing {
+    /// Objects, in byte order.
+    pub objects: Vec<ListedObject>,
+    /// Common prefixes (with a delimiter), in byte order, interleaved with `objects`.
+    pub common_prefixes: Vec<String>,
+    /// Where the next page starts: the last key or common prefix looked at (possibly not on
+    /// the page when a page's scan budget ran out first).
+    pub last: Option<String>,
+    /// Whether more keys may follow.
+    pub is_truncated: bool,
 }
 
 /// Builds the source a namespace's `source` string names.

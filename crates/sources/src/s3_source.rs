@@ -15,7 +15,7 @@
 //! the usual AWS variables and files (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
 //! `AWS_SESSION_TOKEN`, `AWS_REGION`, `AWS_PROFILE`).
 //!
-//! It does not list the bucket: a namespace's listing is of its cached entries.
+//! [`Source::list`] lists the bucket below the prefix, one page at a time (`listing` below).
 
 use std::fmt;
 use std::sync::Arc;
@@ -27,7 +27,14 @@ use opendal::{ErrorKind, Operator, options::ReaderOptions};
 use tiercache_core::{ByteRange, Key, Validators};
 
 use crate::http_source::{AddressPolicy, AddressRefused, FilteringResolver, cause_of, enforce_length, root_cause};
-use crate::{FetchRequest, Fetched, HttpSourceConfig, Source, SourceBody, SourceError, SourceMeta};
+use crate::{
+    FetchRequest, Fetched, HttpSourceConfig, ListQuery, ListedObject, Listing, Source, SourceBody, SourceError,
+    SourceMeta,
+};
+
+/// Keys a listing page looks at, at most, beyond those it returns: when they run out, the page
+/// ends early (truncated, continuing after the last key looked at) rather than scanning on.
+pub const MAX_SCANNED_PER_PAGE: usize = 10_000;
 
 /// The region used when neither the URL nor `AWS_REGION` / `AWS_DEFAULT_REGION` names one.
 pub const DEFAULT_REGION: &str = "us-east-1";
@@ -308,6 +315,11 @@ impl Source for S3Source {
         self.shown.clone()
     }
 
+    async fn list(&self, query: &ListQuery) -> Result<Option<Listing>, SourceError> {
+        let url = self.shown.clone();
+        listing::page(&self.op, query).await.map(Some).map_err(|e| self.error(&url, &e))
+    }
+
     async fn head(&self, key: &Key) -> Result<SourceMeta, SourceError> {
         let url = self.shown_url_of(key);
         let m = self.op.stat(Self::path_of(key)).await.map_err(|e| self.error(&url, &e))?;
@@ -393,6 +405,150 @@ impl Source for S3Source {
             _ => enforce_length(raw, Some(expected), url).boxed(),
         };
         Ok(Fetched::Body(SourceBody { meta, range, stream }))
+    }
+}
+
+mod listing {
+    //! One page of a bucket's keys below the source's prefix, from recursive (undelimited)
+    //! `ListObjectsV2` requests: the delimiter is applied here. A listing stream of OpenDAL gives
+    //! a page's common prefixes before its keys, out of order; a recursive one gives keys in
+    //! order. A key that rolls up into a common prefix ends the request: the next one starts
+    //! after everything in that prefix, so a page costs one request, plus one per common
+    //! prefix on it, each asking for at most the keys the page still needs.
+
+    use futures::TryStreamExt;
+    use opendal::Operator;
+
+    use super::{ListQuery, ListedObject, Listing, MAX_SCANNED_PER_PAGE};
+
+    /// Sorts after every valid key starting with what it is appended to.
+    const PAST: char = char::MAX;
+
+    /// Keys asked for per request after a common prefix (the next one may well be another).
+    const AFTER_PREFIX_BATCH: usize = 100;
+
+    /// The part of `prefix` the bucket can be asked for: OpenDAL trims whitespace, leading `/`
+    /// and empty segments from a path; a prefix it would change is listed from a shorter one
+    /// and filtered here.
+    fn asked_prefix(prefix: &str) -> &str {
+        let is_plain = |p: &str| !p.starts_with('/') && !p.contains("//") && p.trim() == p;
+        if is_plain(prefix) {
+            return prefix;
+        }
+        let cut = prefix.find(|c: char| c.is_whitespace()).unwrap_or(prefix.len());
+        let mut p = &prefix[..cut];
+        if let Some(i) = p.find("//") {
+            p = &p[..i + 1];
+        }
+        if p.starts_with('/') || !is_plain(p) { "" } else { p }
+    }
+
+    /// The common prefix `key` rolls up into, if any.
+    fn common_prefix<'a>(key: &'a str, prefix: &str, delimiter: Option<&str>) -> Option<&'a str> {
+        let d = delimiter?;
+        let rest = key.strip_prefix(prefix)?;
+        rest.find(d).map(|i| &key[..prefix.len() + i + d.len()])
+    }
+
+    fn millis(m: &opendal::Metadata) -> Option<i64> {
+        let t: std::time::SystemTime = m.last_modified()?.into();
+        t.duration_since(std::time::UNIX_EPOCH).ok().and_then(|d| i64::try_from(d.as_millis()).ok())
+    }
+
+    pub(super) async fn page(op: &Operator, q: &ListQuery) -> opendal::Result<Listing> {
+        let limit = q.limit.max(1);
+        let delimiter = q.delimiter.as_deref().filter(|d| !d.is_empty());
+        let asked = asked_prefix(&q.prefix);
+        let mut out = Listing::default();
+        // Where the next request starts, and the common prefix whose keys are all skipped.
+        let mut skip: Option<String> = None;
+        let mut start = q.after.clone();
+        if let Some(after) = &q.after
+            && let Some(cp) = common_prefix(after, &q.prefix, delimiter)
+        {
+            skip = Some(cp.to_owned());
+            start = Some(format!("{cp}{PAST}"));
+        }
+        let mut scanned = 0usize;
+        let mut batch = limit + 1;
+        'requests: loop {
+            let mut lister = op.lister_with(asked).recursive(true).limit(batch);
+            if let Some(s) = &start {
+                lister = lister.start_after(s);
+            }
+            let mut lister = lister.await?;
+            while let Some(entry) = lister.try_next().await? {
+                let key = entry.path();
+                scanned += 1;
+                if scanned > limit + MAX_SCANNED_PER_PAGE {
+                    // Out of budget: end here; the next page starts after this key.
+                    out.is_truncated = true;
+                    out.last = Some(key.to_owned());
+                    return Ok(out);
+                }
+                if !key.starts_with(&q.prefix) {
+                    if key > q.prefix.as_str() {
+                        break 'requests; // Past every key with the prefix.
+                    }
+                    continue;
+                }
+                if q.after.as_deref().is_some_and(|a| key <= a) || skip.as_deref().is_some_and(|s| key.starts_with(s)) {
+                    continue;
+                }
+                if let Some(cp) = common_prefix(key, &q.prefix, delimiter) {
+                    if out.objects.len() + out.common_prefixes.len() == limit {
+                        out.is_truncated = true;
+                        return Ok(out);
+                    }
+                    out.common_prefixes.push(cp.to_owned());
+                    out.last = Some(cp.to_owned());
+                    start = Some(format!("{cp}{PAST}"));
+                    skip = Some(cp.to_owned());
+                    batch = (limit - out.objects.len() - out.common_prefixes.len() + 1).min(AFTER_PREFIX_BATCH);
+                    continue 'requests;
+                }
+                if tiercache_core::Key::new(key).is_err() {
+                    continue; // A directory marker (`a/`), or a name no key can read.
+                }
+                if out.objects.len() + out.common_prefixes.len() == limit {
+                    out.is_truncated = true;
+                    return Ok(out);
+                }
+                let m = entry.metadata();
+                out.objects.push(ListedObject {
+                    key: key.to_owned(),
+                    size_bytes: m.content_length(),
+                    etag: m.etag().map(|e| e.trim_matches('"').to_owned()),
+                    modified_ms: millis(m),
+                });
+                out.last = Some(key.to_owned());
+            }
+            break;
+        }
+        Ok(out)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn prefixes_opendal_would_change_are_asked_shorter() {
+            assert_eq!(asked_prefix("a/b"), "a/b");
+            assert_eq!(asked_prefix(""), "");
+            assert_eq!(asked_prefix("a/b "), "a/b");
+            assert_eq!(asked_prefix(" a"), "");
+            assert_eq!(asked_prefix("a//b"), "a/");
+            assert_eq!(asked_prefix("/a"), "");
+        }
+
+        #[test]
+        fn keys_roll_up_at_the_first_delimiter_after_the_prefix() {
+            assert_eq!(common_prefix("a/b/c", "a/", Some("/")), Some("a/b/"));
+            assert_eq!(common_prefix("a/b", "a/", Some("/")), None);
+            assert_eq!(common_prefix("a-x-y", "", Some("-x")), Some("a-x"));
+            assert_eq!(common_prefix("a/b", "", None), None);
+        }
     }
 }
 

@@ -1,5 +1,5 @@
 //! `tiercache stats` and `tiercache vacuum`: the index's totals (overall, per namespace, the shared
-//! tier's counters, directory namespaces' read caches) and compacting the index database.
+//! tier's counters, the S3 front door's, directory namespaces' read caches) and compacting the index database.
 //!
 //! Both only print what the engine reports.
 
@@ -53,6 +53,7 @@ pub(crate) async fn stats(cache: Cache, ns: Option<&str>, json: bool) -> Result<
                 c("records_written"),
             );
         }
+        print_s3_counters(&report.front);
         for ns in &s.namespaces {
             if let Some(d) = &ns.directory {
                 println!(
@@ -70,6 +71,37 @@ pub(crate) async fn stats(cache: Cache, ns: Option<&str>, json: bool) -> Result<
         }
     }
     Ok(0)
+}
+
+/// The S3 front door's kept counters (`s3.requests.<Operation>`, `s3.errors.<Code>`,
+/// `s3.bytes_in`, `s3.bytes_out`), if it ever counted: one line of totals, one of requests per
+/// operation, one of errors per code.
+fn print_s3_counters(front: &std::collections::BTreeMap<String, i64>) {
+    let of = |group: &str| -> Vec<(&str, i64)> {
+        front.iter().filter_map(|(k, v)| Some((k.strip_prefix(group)?, *v))).collect()
+    };
+    let (requests, errors) = (of("s3.requests."), of("s3.errors."));
+    let bytes = |name: &str| human_bytes(front.get(name).copied().unwrap_or(0).max(0) as u64);
+    if !front.keys().any(|k| k.starts_with("s3.")) {
+        return;
+    }
+    let sum = |v: &[(&str, i64)]| v.iter().map(|(_, n)| n).sum::<i64>();
+    let list = |v: &[(&str, i64)]| {
+        if v.is_empty() {
+            "none".to_owned()
+        } else {
+            v.iter().map(|(k, n)| format!("{k} {n}")).collect::<Vec<_>>().join(", ")
+        }
+    };
+    println!(
+        "S3 front door: {} requests, {} errors; {} in, {} out",
+        sum(&requests),
+        sum(&errors),
+        bytes("s3.bytes_in"),
+        bytes("s3.bytes_out")
+    );
+    println!("S3 requests: {}", list(&requests));
+    println!("S3 errors: {}", list(&errors));
 }
 
 /// Compacts the index and prints its size before and after.

@@ -16,6 +16,7 @@ mod ns;
 mod rebuild;
 mod s3;
 mod s3_clients;
+mod s3_gateway;
 mod s3_source;
 mod shared_read;
 mod sources;

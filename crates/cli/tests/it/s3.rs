@@ -1,9 +1,10 @@
 //! `serve --s3-listen`: refused without credentials, and with the environment's key pair a
-//! second listener answering signed S3 requests, counted in `/metrics`.
+//! second listener answering signed S3 requests, counted in `/metrics` and in `stats` (summed over
+//! every process that served from the data directory).
 
 use tiercache_testkit::sigv4::Signer;
 
-use crate::common::{Server, dirs, free_port, run, tc};
+use crate::common::{Server, dirs, free_port, run, tc, tcr};
 
 const AK: &str = "cli-access-key";
 const SK: &str = "cli-secret-key-0123456789";
@@ -140,4 +141,117 @@ async fn a_5_gib_body_streams_through_in_flat_memory() {
         after >> 20,
         BIG_BYTES >> 20
     );
+}
+
+/// Signed S3 requests to `addr`: `(status, body)`.
+async fn send_signed(addr: &str, method: &str, path: &str, body: &'static [u8]) -> (u16, String) {
+    let signer = Signer { access_key: AK, secret_key: SK };
+    let hash = crate::common::hex_of(body);
+    let mut req = reqwest::Client::new().request(method.parse().unwrap(), format!("http://{addr}{path}")).body(body);
+    for (k, v) in signer.headers(method, addr, path, &[], &hash) {
+        req = req.header(k, v);
+    }
+    let res = req.send().await.unwrap();
+    (res.status().as_u16(), res.text().await.unwrap())
+}
+
+/// `stats` and `stats --json` show the S3 front door's requests per operation, errors per code
+/// and bytes in and out, kept across restarts of the server.
+#[tokio::test]
+async fn stats_shows_the_s3_front_doors_counters() {
+    let d = dirs();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let env = [("TIERCACHE_S3_ACCESS_KEY", AK), ("TIERCACHE_S3_SECRET_KEY", SK)];
+    let mut server = Server::start_with_env(&d.data, &["--s3-listen", &addr], &env).await;
+    assert_eq!(send_signed(&addr, "PUT", "/bkt", b"").await.0, 200, "{}", server.log_text());
+    assert_eq!(send_signed(&addr, "PUT", "/bkt/hello.txt", b"hello").await.0, 200);
+    assert_eq!(send_signed(&addr, "GET", "/bkt/hello.txt", b"").await, (200, "hello".to_owned()));
+    assert_eq!(send_signed(&addr, "GET", "/bkt/missing", b"").await.0, 404);
+    assert_eq!(send_signed(&addr, "GET", "/nobucket", b"").await.0, 404);
+    server.stop();
+
+    let json = tcr(&d.data, &["stats", "--json"]).ok().json();
+    let front = &json["front"];
+    let n = |name: &str| front[name].as_i64().unwrap_or_else(|| panic!("no {name} in {front}"));
+    assert_eq!(n("s3.requests.CreateBucket"), 1);
+    assert_eq!(n("s3.requests.PutObject"), 1);
+    assert_eq!(n("s3.requests.GetObject"), 2);
+    assert_eq!(n("s3.requests.ListObjects"), 1);
+    assert_eq!(n("s3.errors.NoSuchKey"), 1);
+    assert_eq!(n("s3.errors.NoSuchBucket"), 1);
+    assert_eq!((n("s3.bytes_in"), n("s3.bytes_out")), (5, 5));
+
+    // A second process adds to what the first counted.
+    let mut server = Server::start_with_env(&d.data, &["--s3-listen", &addr], &env).await;
+    assert_eq!(send_signed(&addr, "PUT", "/bkt/again.txt", b"again!").await.0, 200, "{}", server.log_text());
+    server.stop();
+    let out = tcr(&d.data, &["stats"]).ok();
+    assert!(out.stdout.contains("S3 front door: 6 requests, 2 errors; 11 B in, 5 B out"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("S3 requests: CreateBucket 1, GetObject 2, ListObjects 1, PutObject 2"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("S3 errors: NoSuchBucket 1, NoSuchKey 1"), "{}", out.stdout);
+}
+
+/// The keys of an S3 listing answer, in order.
+fn keys_of(xml: &str) -> Vec<String> {
+    xml.split("<Key>").skip(1).map(|s| s[..s.find("</Key>").unwrap()].to_owned()).collect()
+}
+
+/// A directory namespace as a bucket: an object written through S3 is a file with its bytes; a
+/// file written into the directory by hand is listed and served through S3 after `update`.
+#[tokio::test]
+async fn a_directory_bucket_round_trips_through_s3_after_update() {
+    let d = dirs();
+    let tree = d.tmp.path().join("tree");
+    std::fs::create_dir_all(tree.join("old")).unwrap();
+    std::fs::write(tree.join("old/kept.txt"), b"kept").unwrap();
+    tcr(&d.data, &["index", tree.to_str().unwrap(), "--ns", "media"]).ok();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let env = [("TIERCACHE_S3_ACCESS_KEY", AK), ("TIERCACHE_S3_SECRET_KEY", SK)];
+    let server = Server::start_with_env(&d.data, &["--s3-listen", &addr], &env).await;
+
+    let (status, text) = send_signed(&addr, "PUT", "/media/up/one.txt", b"written through s3").await;
+    assert_eq!(status, 200, "{text}\n{}", server.log_text());
+    assert_eq!(std::fs::read(tree.join("up/one.txt")).unwrap(), b"written through s3");
+    assert_eq!(send_signed(&addr, "GET", "/media/up/one.txt", b"").await, (200, "written through s3".to_owned()));
+
+    std::fs::create_dir_all(tree.join("hand")).unwrap();
+    std::fs::write(tree.join("hand/two.txt"), b"written by hand").unwrap();
+    tcr(&d.data, &["update", "--ns", "media"]).ok();
+    let (status, text) = send_signed(&addr, "GET", "/media?list-type=2", b"").await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(keys_of(&text), ["hand/two.txt", "old/kept.txt", "up/one.txt"], "{text}");
+    assert_eq!(send_signed(&addr, "GET", "/media/hand/two.txt", b"").await, (200, "written by hand".to_owned()));
+}
+
+/// With `serve --watch`, a file written into a directory bucket by hand is listed and served
+/// through S3 without an `update`.
+#[tokio::test]
+async fn a_directory_bucket_follows_the_directory_while_watched() {
+    let d = dirs();
+    let tree = d.tmp.path().join("tree");
+    std::fs::create_dir_all(&tree).unwrap();
+    std::fs::write(tree.join("first.txt"), b"first").unwrap();
+    tcr(&d.data, &["index", tree.to_str().unwrap(), "--ns", "media"]).ok();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let env = [("TIERCACHE_S3_ACCESS_KEY", AK), ("TIERCACHE_S3_SECRET_KEY", SK)];
+    let server = Server::start_with_env(&d.data, &["--s3-listen", &addr, "--watch"], &env).await;
+
+    std::fs::create_dir_all(tree.join("later")).unwrap();
+    std::fs::write(tree.join("later/new.txt"), b"appeared").unwrap();
+    let mut listed = Vec::new();
+    for _ in 0..200 {
+        let (status, text) = send_signed(&addr, "GET", "/media?list-type=2&prefix=later%2F", b"").await;
+        assert_eq!(status, 200, "{text}");
+        listed = keys_of(&text);
+        if !listed.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(listed, ["later/new.txt"], "the watcher indexed the new file; log:\n{}", server.log_text());
+    assert_eq!(send_signed(&addr, "GET", "/media/later/new.txt", b"").await, (200, "appeared".to_owned()));
 }

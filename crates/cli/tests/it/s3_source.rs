@@ -1,5 +1,5 @@
 //! S3 buckets as sources through the binary, in front of a real S3-compatible server (s3s-fs):
-//! one fetch per object however many clients ask at once, ranges, revalidation after
+//! the bucket's own listing, one fetch per object however many clients ask at once, ranges, revalidation after
 //! `--revalidate-after`, 404 for a missing object, 403 for wrong keys, a metadata endpoint refused;
 //! keys from the AWS variables or from the namespace's options, never shown.
 
@@ -44,6 +44,23 @@ async fn a_bucket_is_read_through_once_per_object() {
     );
     let server = Server::start_with_env(&d.data, &["--revalidate-after", "1h"], &aws_env(&s3)).await;
     let http = client();
+    // The listing is the bucket's, before anything was read, one page at a time.
+    let list = async |query: &str| {
+        let (status, body) = http_get(&http, &server.url(&format!("/ns/bucket/?{query}"))).await;
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        serde_json::from_slice::<serde_json::Value>(&body).unwrap()
+    };
+    let page = list("delimiter=/&limit=1").await;
+    assert_eq!(
+        (page["entries"][0]["key"].as_str(), page["entries"][0]["size"].as_u64()),
+        (Some("b.bin"), Some(4_000_000))
+    );
+    assert_eq!((page["is_truncated"].as_bool(), page["next_after"].as_str()), (Some(true), Some("b.bin")), "{page}");
+    let page = list("delimiter=/&limit=1&after=b.bin").await;
+    assert_eq!(page["common_prefixes"], serde_json::json!(["dir/"]), "{page}");
+    assert_eq!(page["is_truncated"].as_bool(), Some(false), "{page}");
+    assert_eq!(list("prefix=dir/").await["entries"][0]["key"].as_str(), Some("dir/a.bin"));
+    assert_eq!(server.metric(FETCHED).await, 0.0, "listing reads no object");
     let gets: Vec<_> = (0..20)
         .map(|_| {
             let (http, url) = (http.clone(), server.url("/ns/bucket/dir/a.bin"));

@@ -1,11 +1,11 @@
 //! Batched writes (layer 4): last-access times and hit counts (`access.rs` gathers them), and the
-//! shared tier's counters, written to the index in one transaction per flush; the metrics brought
+//! shared tier's and the front doors' kept counters, written to the index in one transaction per flush; the metrics brought
 //! up to date at the same time. A background loop flushes every `access_flush_interval`.
 
 use std::sync::Arc;
 
 use super::Jobs;
-use crate::{Error, telemetry};
+use crate::{Error, kept, telemetry};
 
 /// Names of the shared tier's counters in the index start with this.
 const SHARED_PREFIX: &str = "shared.";
@@ -19,6 +19,7 @@ impl Jobs {
     pub(crate) async fn flush(&self) -> Result<(), Error> {
         let _one_at_a_time = self.flush_lock.lock().await;
         self.flush_shared_counters().await?;
+        self.flush_kept_counters().await?;
         self.publish_metrics();
         let batch = self.access.drain();
         if batch.is_empty() {
@@ -33,6 +34,28 @@ impl Jobs {
     pub(crate) async fn shared_counters(&self) -> Result<std::collections::BTreeMap<String, i64>, Error> {
         let all = self.ix.run(|ix| ix.counters(SHARED_PREFIX)).await?;
         Ok(all.into_iter().map(|(k, v)| (k[SHARED_PREFIX.len()..].to_owned(), v)).collect())
+    }
+
+    /// The kept counters ([`crate::kept`]) summed over every process that used this data
+    /// directory (as of their last flush), by name.
+    pub(crate) async fn kept_counters(&self) -> Result<std::collections::BTreeMap<String, i64>, Error> {
+        let all = self.ix.run(|ix| ix.counters(kept::PREFIX)).await?;
+        Ok(all.into_iter().map(|(k, v)| (k[kept::PREFIX.len()..].to_owned(), v)).collect())
+    }
+
+    /// Adds what the kept counters counted since the last flush to the index (given back to
+    /// them if it cannot be written).
+    async fn flush_kept_counters(&self) -> Result<(), Error> {
+        let deltas = kept::drain();
+        if deltas.is_empty() {
+            return Ok(());
+        }
+        let written = deltas.clone();
+        let done = self.ix.run(move |ix| ix.bump_counters(&written, &[])).await;
+        if done.is_err() {
+            kept::restore(&deltas);
+        }
+        done
     }
 
     /// Adds what the shared tier counted since the last flush to the index, and the breaker's

@@ -33,6 +33,10 @@ pub struct StatsReport {
     /// (`hits`, `misses`, `read_bytes`, `write_backs_*`, `errors`, `corrupt`, `breaker_trips`,
     /// `breaker_open`); empty if none ever used one.
     pub shared: std::collections::BTreeMap<String, i64>,
+    /// The front doors' kept counters ([`crate::kept_counter`]), summed the same way: for the S3
+    /// front door `s3.requests.<Operation>`, `s3.errors.<Code>`, `s3.bytes_in`, `s3.bytes_out`;
+    /// empty if none ever counted.
+    pub front: std::collections::BTreeMap<String, i64>,
 }
 
 /// `vacuum`: database size before and after.
@@ -168,11 +172,13 @@ impl Jobs {
         let only = only_ns.map(str::to_owned);
         let stats = self.ix.run(move |ix| ix.stats(only.as_deref())).await?;
         let shared = self.shared_counters().await?;
+        let front = self.kept_counters().await?;
         Ok(StatsReport {
             data_dir: self.stores.data_dir().to_owned(),
             index_bytes: self.ix.index().file_bytes(),
             stats,
             shared,
+            front,
         })
     }
 

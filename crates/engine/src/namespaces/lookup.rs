@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use tiercache_core::NamespaceName;
 use tiercache_index::Namespace;
-use tiercache_sources::DirSource;
+use tiercache_sources::{DirSource, Source};
 
 use super::{NamespaceInfo, Namespaces};
 use crate::Error;
@@ -51,6 +51,20 @@ impl Namespaces {
     /// directory was refused when the cache opened.
     pub(crate) fn dir_source(&self, ns: &Namespace) -> Result<Option<Arc<DirSource>>, Error> {
         self.sources.dir_of(ns)
+    }
+
+    /// The source of `ns` if it has one that is not a directory. A URL its definition accepted
+    /// and these settings refuse (a metadata address allowed then and no longer) is the source's
+    /// failure: [`SourceError::AddressRefused`](tiercache_sources::SourceError::AddressRefused).
+    pub(crate) fn remote_source(&self, ns: &Namespace) -> Result<Option<Arc<dyn Source>>, Error> {
+        let Some(url) = ns.source.as_deref().filter(|_| ns.dir_root().is_none()) else { return Ok(None) };
+        self.sources.for_url(url, &ns.options).map(Some).map_err(|e| match e {
+            Error::Invalid(reason) => Error::Source(tiercache_sources::SourceError::AddressRefused {
+                url: tiercache_core::redact_url(url).into(),
+                reason,
+            }),
+            e => e,
+        })
     }
 
     /// Namespace `name` and its directory source; [`Error::Invalid`] if it is not a directory

@@ -4,7 +4,7 @@
 use crate::harness;
 
 /// Every `<tag>` value in `text`, in order.
-fn values(text: &str, tag: &str) -> Vec<String> {
+pub(crate) fn values(text: &str, tag: &str) -> Vec<String> {
     let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
     let mut out = Vec::new();
     let mut rest = text;

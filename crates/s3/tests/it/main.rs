@@ -16,6 +16,7 @@ mod buckets;
 mod listing;
 mod multipart;
 mod objects;
+mod source;
 
 /// The access key of every harness (all buckets).
 const AK: &str = "test-access-key";
