@@ -49,11 +49,11 @@ impl Index {
     /// disk tier: then it becomes pending.
     pub fn mark_pending(&self, digest: &Digest, size_bytes: u64, now_ms: i64) -> Result<()> {
         self.write(|tx| {
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT INTO blobs (digest, size, state, created_at, last_access) VALUES (?1, ?2, 0, ?3, ?3)
                  ON CONFLICT (digest) DO UPDATE SET state = 0, created_at = excluded.created_at WHERE state = 2",
-                params![digest.hex(), size_bytes as i64, now_ms],
-            )?;
+            )?
+            .execute(params![digest.hex(), size_bytes as i64, now_ms])?;
             Ok(())
         })
     }
@@ -77,14 +77,14 @@ impl Index {
         now_ms: i64,
     ) -> Result<bool> {
         self.write(|tx| {
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT INTO blobs (digest, size, state, is_retained, is_upload, created_at, last_access, md5)
                  VALUES (?1, ?2, 1, ?3, ?4, ?5, ?5, ?6)
                  ON CONFLICT (digest) DO UPDATE SET state = 1, is_retained = max(is_retained, excluded.is_retained),
                      is_upload = max(is_upload, excluded.is_upload), last_access = excluded.last_access,
                      md5 = coalesce(md5, excluded.md5)",
-                params![digest.hex(), size_bytes as i64, retain, is_upload, now_ms, md5],
-            )?;
+            )?
+            .execute(params![digest.hex(), size_bytes as i64, retain, is_upload, now_ms, md5])?;
             match entry {
                 Some(e) => upsert_entry(tx, e, digest, size_bytes, now_ms),
                 None => Ok(true),

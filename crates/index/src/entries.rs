@@ -171,22 +171,23 @@ pub(crate) fn upsert_entry(
     size_bytes: u64,
     now_ms: i64,
 ) -> Result<bool> {
-    let ns_exists: bool = tx.query_row("SELECT count(*) > 0 FROM namespaces WHERE id = ?1", [e.ns_id], |r| r.get(0))?;
+    // Cached statements: an upload or a fetch runs these every time, and parsing them cost more
+    // than running them.
+    let ns_exists: bool =
+        tx.prepare_cached("SELECT count(*) > 0 FROM namespaces WHERE id = ?1")?.query_row([e.ns_id], |r| r.get(0))?;
     if !ns_exists {
         return Ok(true);
     }
     if e.is_create_only {
-        let exists: bool = tx.query_row(
-            "SELECT count(*) > 0 FROM entries WHERE ns_id = ?1 AND key = ?2",
-            params![e.ns_id, e.key],
-            |r| r.get(0),
-        )?;
+        let exists: bool = tx
+            .prepare_cached("SELECT count(*) > 0 FROM entries WHERE ns_id = ?1 AND key = ?2")?
+            .query_row(params![e.ns_id, e.key], |r| r.get(0))?;
         if exists {
             return Ok(false);
         }
     }
     let part_sizes = e.part_sizes.as_ref().map(|p| p.iter().map(u64::to_string).collect::<Vec<_>>().join(","));
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO entries (ns_id, key, digest, size, content_type, source_etag, source_last_modified,
                               created_at, last_access, validated_at, hits, content_encoding, part_sizes)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?8, 0, ?9, ?10)
@@ -196,7 +197,8 @@ pub(crate) fn upsert_entry(
              source_last_modified = excluded.source_last_modified, created_at = excluded.created_at,
              last_access = excluded.last_access, validated_at = excluded.validated_at, etag = NULL, attrs = NULL,
              part_sizes = excluded.part_sizes",
-        params![
+    )?
+    .execute(params![
             e.ns_id,
             e.key,
             digest.hex(),
@@ -205,10 +207,9 @@ pub(crate) fn upsert_entry(
             e.validators.etag,
             e.validators.last_modified,
             now_ms,
-            e.content_encoding,
-            part_sizes
-        ],
-    )?;
+        e.content_encoding,
+        part_sizes
+    ])?;
     Ok(true)
 }
 
