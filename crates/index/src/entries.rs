@@ -199,14 +199,14 @@ pub(crate) fn upsert_entry(
              part_sizes = excluded.part_sizes",
     )?
     .execute(params![
-            e.ns_id,
-            e.key,
-            digest.hex(),
-            size_bytes as i64,
-            e.content_type,
-            e.validators.etag,
-            e.validators.last_modified,
-            now_ms,
+        e.ns_id,
+        e.key,
+        digest.hex(),
+        size_bytes as i64,
+        e.content_type,
+        e.validators.etag,
+        e.validators.last_modified,
+        now_ms,
         e.content_encoding,
         part_sizes
     ])?;

@@ -3,7 +3,7 @@
 //! two Completes of one upload at once. Each leaves nothing stored and nothing lost.
 
 use sha2::{Digest as _, Sha256};
-use tiercache_testkit::sigv4::Signer;
+use tiercache_testkit::sigv4::{Signer, hmac};
 use tiercache_testkit::{bytes, sha256};
 
 use crate::{AK, Harness, SK, harness};
@@ -75,23 +75,6 @@ async fn a_client_gone_mid_part_records_nothing_and_the_upload_completes_with_it
     assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
     let got = h.send("GET", "/b/obj", &[], b"").await;
     assert_eq!(sha256(&got.body), sha256(&[p1, p2].concat()));
-}
-
-/// HMAC-SHA256.
-fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
-    let mut block = [0u8; 64];
-    if key.len() > 64 {
-        block[..32].copy_from_slice(&Sha256::digest(key));
-    } else {
-        block[..key.len()].copy_from_slice(key);
-    }
-    let mut inner = Sha256::new();
-    inner.update(block.map(|b| b ^ 0x36));
-    inner.update(data);
-    let mut outer = Sha256::new();
-    outer.update(block.map(|b| b ^ 0x5c));
-    outer.update(inner.finalize());
-    outer.finalize().to_vec()
 }
 
 /// How to spoil an aws-chunked body.
