@@ -27,7 +27,7 @@ use crate::store::{CleanupReport, Store, Stores};
 use crate::tasks::Tasks;
 use crate::telemetry::Notes;
 use crate::uploads::{CompletedUpload, PartInfo, PartsPage, UploadId, UploadInfo, UploadMeta, Uploads, UploadsPage};
-use crate::write::{Stored, Writes};
+use crate::write::{PutOptions, Stored, Writes};
 use crate::{CacheConfig, Error, Read};
 
 /// A tiercache instance over one data directory. Cheap to clone; clones share everything.
@@ -282,34 +282,19 @@ impl Cache {
         key: &[u8],
         body: impl Stream<Item = Result<Bytes, E>> + Send + 'static,
     ) -> Result<Stored, Error> {
-        self.parts.writes.put_entry(namespace, key, body, None, false).await
+        self.parts.writes.put_entry(namespace, key, body, PutOptions::default()).await
     }
 
-    /// [`Cache::put_entry`] recording `content_type` with the entry (served back with it; a
-    /// directory namespace's file keeps none: its type is guessed from its name).
-    pub async fn put_entry_typed<E: std::fmt::Display + Send + 'static>(
+    /// [`Cache::put_entry`] as `opts` say: a content type and attributes recorded with the entry,
+    /// and whether it must be new ([`PutOptions`]).
+    pub async fn put_entry_with<E: std::fmt::Display + Send + 'static>(
         &self,
         namespace: &str,
         key: &[u8],
         body: impl Stream<Item = Result<Bytes, E>> + Send + 'static,
-        content_type: Option<String>,
+        opts: PutOptions,
     ) -> Result<Stored, Error> {
-        self.parts.writes.put_entry(namespace, key, body, content_type, false).await
-    }
-
-    /// [`Cache::put_entry_typed`] of an entry that must be new (S3's `If-None-Match: *`): written
-    /// only if the key has no entry, checked in the index transaction that writes it, so that of
-    /// writers racing for one key exactly one succeeds; [`Error::Exists`] for the others (their
-    /// bytes become an orphan blob, for the pruner). A directory namespace's file is checked
-    /// before it is written: not atomic against another writer of the directory.
-    pub async fn put_new_entry<E: std::fmt::Display + Send + 'static>(
-        &self,
-        namespace: &str,
-        key: &[u8],
-        body: impl Stream<Item = Result<Bytes, E>> + Send + 'static,
-        content_type: Option<String>,
-    ) -> Result<Stored, Error> {
-        self.parts.writes.put_entry(namespace, key, body, content_type, true).await
+        self.parts.writes.put_entry(namespace, key, body, opts).await
     }
 
     /// The sizes of the parts a multipart upload made entry `key` of `namespace` of, in order;

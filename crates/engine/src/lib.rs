@@ -71,4 +71,4 @@ pub use tiercache_tiers::shared::{SharedConfig, StoreLimits};
 pub use tiercache_tiers::{MemoryConfig, MemoryTier};
 pub use uploads::{CompletedUpload, PartInfo, PartsPage, UploadId, UploadInfo, UploadMeta, UploadsPage};
 pub use uploads::{MAX_PART_BYTES, MAX_PART_NUMBER, MAX_UPLOAD_LIST, MIN_PART_BYTES};
-pub use write::{MAX_LIST_LIMIT, Stored};
+pub use write::{MAX_LIST_LIMIT, PutOptions, Stored};

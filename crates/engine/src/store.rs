@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
-use tiercache_core::{Digest, now_ms};
+use tiercache_core::{Digest, Hasher, now_ms};
 use tiercache_index::{Index, IndexError, Namespace, NewEntry};
 use tiercache_tiers::shared::{SharedTier, WriteBack};
 use tiercache_tiers::{DiskTier, FinishedBlob, TempBlob};
@@ -85,6 +85,30 @@ struct Steps<'a> {
     tail: Option<Md5Tail>,
     /// An upload of a blob by digest: never evictable.
     is_upload: bool,
+}
+
+/// What [`Stores::commit_small`] hashed.
+struct Small {
+    digest: Digest,
+    md5: [u8; 16],
+    size: u64,
+}
+
+/// Steps 3 to 5 of the put protocol on a blocking thread: a pending row for the digest (managed
+/// store only), `finished` published, then `record` (step 5). Returns whether the blob was there
+/// already, and whether `record` wrote the entry.
+fn publish_then_record(
+    ix: &Index,
+    is_managed: bool,
+    finished: FinishedBlob,
+    record: impl FnOnce(&Index, &Digest, u64) -> Result<bool, IndexError>,
+) -> Result<(bool, bool), Error> {
+    let (digest, size) = (finished.digest, finished.size_bytes);
+    if is_managed {
+        ix.mark_pending(&digest, size, now_ms())?;
+    }
+    let was_there = finished.publish().map_err(|e| Error::io(format!("cannot publish blob {digest}"), e))?;
+    Ok((was_there, record(ix, &digest, size)?))
 }
 
 /// One content-addressed directory of blobs and its quota.
@@ -290,6 +314,63 @@ impl Stores {
         self.publish_and_record(store, finished, steps, record).await
     }
 
+    /// Stores `chunks`, a whole small body held in memory, as a blob of `store` named by `entry`,
+    /// in one trip to a blocking thread: the quota reserved, a temp file written with the bytes'
+    /// SHA-256 and MD5 and fsynced (none at all if the store holds the blob already), then steps
+    /// 3 to 5 as [`Stores::commit`] does them. A small upload is mostly these steps; a larger one
+    /// streams through [`crate::spool::spool`] and [`Stores::commit_with_md5`] instead. Returns
+    /// what [`Stores::commit_with_md5`] does, and the bytes' MD5.
+    pub(crate) async fn commit_small(
+        &self,
+        store: &Store,
+        chunks: Vec<bytes::Bytes>,
+        (namespace, entry): (&str, NewEntry),
+    ) -> Result<(Digest, bool, [u8; 16]), Error> {
+        use ::md5::Digest as _;
+        let named = Some((namespace, entry.key.clone()));
+        let (ix, disk, quota, is_managed) =
+            (Arc::clone(self.ix.index()), store.disk.clone(), Arc::clone(&store.quota), store.is_managed());
+        let (reservation, finished, (was_there, recorded)) = blocking_with(move || {
+            let size: u64 = chunks.iter().map(|c| c.len() as u64).sum();
+            let (mut sha256, mut md5) = (Hasher::new(), ::md5::Md5::new());
+            for c in &chunks {
+                sha256.update(c);
+                md5.update(c);
+            }
+            let (digest, md5) = (sha256.finish(), <[u8; 16]>::from(md5.finalize()));
+            let reservation = quota.reserve(size).map_err(|no| {
+                quota.passed_through(&no.reason);
+                Error::StorageFull { what: no.reason, cause: None }
+            })?;
+            let finished = Small { digest, md5, size };
+            let record = |ix: &Index| -> Result<bool, IndexError> {
+                if is_managed {
+                    ix.commit_blob(&digest, size, (false, false), Some(&hex::encode(md5)), Some(&entry), now_ms())
+                } else {
+                    ix.commit_entry_elsewhere(&digest, size, &entry, now_ms())
+                }
+            };
+            if disk.contains(&digest) {
+                // The bytes are there already: only the index is written.
+                return Ok((reservation, finished, (true, record(&ix)?)));
+            }
+            let mut temp = disk.create_temp().map_err(|e| Error::io("cannot create a temp file", e))?;
+            for c in chunks {
+                temp.write(c).map_err(|e| Error::io("cannot write a temp file", e))?;
+            }
+            let blob = temp.finish().map_err(|e| Error::io("cannot write a temp file", e))?;
+            let done = publish_then_record(&ix, is_managed, blob, |ix, _, _| record(ix))?;
+            Ok((reservation, finished, done))
+        })
+        .await?;
+        let Small { digest, md5, size } = finished;
+        let steps = Steps { named, origin: Origin::Upload, tail: None, is_upload: false };
+        // The MD5 is recorded with the blob row; a namespace's own directory records none.
+        let has_md5 = store.is_managed();
+        self.after_store(store, (digest, size, reservation), (was_there, recorded), steps, has_md5).await;
+        Ok((digest, recorded, md5))
+    }
+
     /// Steps 3 to 5 of the put protocol, with step 5's index write given as `record` (whether
     /// it wrote the entry), then what follows every store (quota, memory tier, write-back, MD5).
     async fn publish_and_record(
@@ -299,19 +380,28 @@ impl Stores {
         steps: Steps<'_>,
         record: impl FnOnce(&Index, &Digest, u64) -> Result<bool, IndexError> + Send + 'static,
     ) -> Result<(Digest, bool), Error> {
-        let Steps { named, origin, tail, is_upload } = steps;
         let (digest, size) = (finished.digest, finished.size_bytes);
         let has_md5 = finished.md5.is_some() && store.is_managed();
         let (ix, is_managed) = (Arc::clone(self.ix.index()), store.is_managed());
-        // Steps 3 to 5 in one trip to a blocking thread: a small upload is mostly these steps.
-        let (was_there, recorded) = blocking_with(move || {
-            if is_managed {
-                ix.mark_pending(&digest, size, now_ms())?;
-            }
-            let was_there = finished.publish().map_err(|e| Error::io(format!("cannot publish blob {digest}"), e))?;
-            Ok((was_there, record(&ix, &digest, size)?))
-        })
-        .await?;
+        // Steps 3 to 5 in one trip to a blocking thread.
+        let done = blocking_with(move || publish_then_record(&ix, is_managed, finished, record)).await?;
+        self.after_store(store, (digest, size, reservation), done, steps, has_md5).await;
+        Ok((digest, done.1))
+    }
+
+    /// What follows every store of blob `digest` of `size` bytes in `store` (`was_there`: it was
+    /// there already; `recorded`: the entry was written): the bytes reserved count as used, the
+    /// memory tier forgets the entry, the shared tier's write-back is offered the blob, and its
+    /// MD5 pass starts unless `has_md5`.
+    async fn after_store(
+        &self,
+        store: &Store,
+        (digest, size, reservation): (Digest, u64, Reservation),
+        (was_there, recorded): (bool, bool),
+        steps: Steps<'_>,
+        has_md5: bool,
+    ) {
+        let Steps { named, origin, tail, is_upload } = steps;
         reservation.stored(digest, size, was_there, store.is_managed() && !is_upload);
         if let Some((namespace, key)) = named {
             self.memory.forget_entry(namespace, key.as_bytes()).await;
@@ -328,7 +418,6 @@ impl Stores {
             let urgency = if origin == Origin::Upload { Urgency::Waited } else { Urgency::Background };
             self.md5.start(digest, &store.disk, tail, urgency);
         }
-        Ok((digest, recorded))
     }
 
     /// Waits until blob `digest` of the disk tier is readable in the shared tier: joins its

@@ -79,12 +79,15 @@ impl std::fmt::Display for UploadId {
     }
 }
 
-/// What an upload keeps until it completes: the entry's content type, and whatever else the
-/// front door wants back at completion (user metadata, Cache-Control, …, named as it likes).
+/// What an upload keeps until it completes: the entry's content type and attributes, and
+/// whatever else the front door wants back at completion, named as it likes.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct UploadMeta {
     /// The content type the entry gets.
     pub content_type: Option<String>,
+    /// The attributes the entry gets ([`crate::PutOptions::attrs`]), written with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attrs: Option<String>,
     /// Anything else, by name, handed back in [`CompletedUpload::meta`].
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub metadata: BTreeMap<String, String>,
@@ -500,6 +503,7 @@ impl Uploads {
             ns_id: ns.id,
             key: row.key.clone(),
             content_type: meta.content_type.clone(),
+            attrs: meta.attrs.clone(),
             part_sizes: Some(chosen.iter().map(|p| p.size_bytes).collect()),
             is_create_only,
             ..NewEntry::default()

@@ -22,6 +22,10 @@ use crate::spool::{SpoolError, spool};
 use crate::store::{Origin, Stores};
 use crate::{Error, telemetry};
 
+/// An upload of at most this many bytes is held in memory and stored in one step
+/// ([`Stores::commit_small`]) rather than streamed.
+const SMALL_BODY_BYTES: u64 = 64 * 1024;
+
 /// Largest page a listing returns.
 pub const MAX_LIST_LIMIT: usize = 10_000;
 
@@ -34,6 +38,24 @@ pub struct Stored {
     pub digest: Digest,
     /// Their size.
     pub size_bytes: u64,
+}
+
+/// How an entry is written, besides its bytes.
+#[derive(Debug, Clone, Default)]
+pub struct PutOptions {
+    /// Recorded with the entry and served back with it (a directory namespace's file keeps none:
+    /// its type is guessed from its name).
+    pub content_type: Option<String>,
+    /// The attributes a front door stores with the entry (opaque text), written in the
+    /// transaction that writes the entry: a reader never sees the entry without them. A
+    /// directory namespace's file keeps none.
+    pub attrs: Option<String>,
+    /// Written only if the key has no entry (S3's `If-None-Match: *`), checked in the index
+    /// transaction that writes it, so that of writers racing for one key exactly one succeeds;
+    /// [`Error::Exists`] for the others (their bytes become an orphan blob, for the pruner). A
+    /// directory namespace's file is checked before it is written: not atomic against another
+    /// writer of the directory.
+    pub is_create_only: bool,
 }
 
 /// The write path of one cache.
@@ -80,27 +102,20 @@ impl Writes {
         Ok(!existed)
     }
 
-    /// Writes entry `key` of `namespace` from `body`. For a directory namespace the file is
-    /// written into the directory atomically first, then recorded; for a namespace without a
-    /// source the bytes become a blob and the entry names it. A namespace mirroring another source
-    /// is read-only ([`Error::ReadOnly`]). A body larger than the maximum object size is cut
-    /// there ([`Error::TooLarge`]), and nothing is written.
-    ///
-    /// `content_type` is recorded with the entry (a directory's file has none of its own).
-    /// With `is_create_only`, an entry is written only if the key has none, checked in the index
-    /// transaction that writes it ([`Error::Exists`] otherwise; the bytes stored are an orphan
-    /// blob for the pruner). A directory namespace's file is checked before it is written, which
-    /// is not atomic against another writer of the directory.
+    /// Writes entry `key` of `namespace` from `body`, as `opts` say. For a directory namespace
+    /// the file is written into the directory atomically first, then recorded; for a namespace
+    /// without a source the bytes become a blob and the entry names it. A namespace mirroring
+    /// another source is read-only ([`Error::ReadOnly`]). A body larger than the maximum object
+    /// size is cut there ([`Error::TooLarge`]), and nothing is written.
     pub(crate) async fn put_entry<E: std::fmt::Display + Send + 'static>(
         &self,
         namespace: &str,
         key: &[u8],
         body: impl Stream<Item = Result<Bytes, E>> + Send + 'static,
-        content_type: Option<String>,
-        is_create_only: bool,
+        opts: PutOptions,
     ) -> Result<Stored, Error> {
         let (body, limit) = capped(body, self.stores.max_object_bytes);
-        self.put_capped_entry(namespace, key, body, content_type, is_create_only).await.map_err(|e| limit.or(e))
+        self.put_capped_entry(namespace, key, body, opts).await.map_err(|e| limit.or(e))
     }
 
     async fn put_capped_entry<E: std::fmt::Display + Send + 'static>(
@@ -108,9 +123,9 @@ impl Writes {
         namespace: &str,
         key: &[u8],
         body: impl Stream<Item = Result<Bytes, E>> + Send + 'static,
-        content_type: Option<String>,
-        is_create_only: bool,
+        opts: PutOptions,
     ) -> Result<Stored, Error> {
+        let PutOptions { content_type, attrs, is_create_only } = opts;
         let ns = self.namespaces.row(namespace).await?;
         if let Some(src) = self.namespaces.dir_source(&ns)? {
             let path = RelPath::new(key.to_vec())?;
@@ -129,15 +144,26 @@ impl Writes {
         }
         let key = utf8_key(key)?;
         let store = self.stores.of(&ns).await?;
-        let (temp, reservation) = store.create_temp(None).await?;
-        // The MD5 (the entry's ETag, in the answer) is computed beside the write.
-        let finished = spool(temp.with_md5(), reservation, body, |_| {}).await.map_err(upload_failed)?;
-        let (size_bytes, md5) = (finished.0.size_bytes, finished.0.md5);
         let entry =
-            NewEntry { ns_id: ns.id, key: key.to_string(), content_type, is_create_only, ..NewEntry::default() };
-        let named = Some((ns.name.as_str(), entry));
-        let (digest, is_written) =
-            self.stores.commit_with_md5(&store, finished, false, named, Origin::Upload, None).await?;
+            NewEntry { ns_id: ns.id, key: key.to_string(), content_type, attrs, is_create_only, ..NewEntry::default() };
+        let named = (ns.name.as_str(), entry);
+        // A small body is gathered in memory and stored in one trip to a blocking thread; a larger
+        // one streams through a temp file, its MD5 (the entry's ETag) computed beside the write.
+        let mut body = Box::pin(body);
+        let (head, is_whole) = gather(&mut body, SMALL_BODY_BYTES).await.map_err(upload_failed)?;
+        let (digest, is_written, size_bytes, md5) = if is_whole {
+            let size_bytes = head.iter().map(|c| c.len() as u64).sum();
+            let (digest, is_written, md5) = self.stores.commit_small(&store, head, named).await?;
+            (digest, is_written, size_bytes, Some(md5))
+        } else {
+            let (temp, reservation) = store.create_temp(None).await?;
+            let body = futures::stream::iter(head.into_iter().map(Ok)).chain(body);
+            let finished = spool(temp.with_md5(), reservation, body, |_| {}).await.map_err(upload_failed)?;
+            let (size_bytes, md5) = (finished.0.size_bytes, finished.0.md5);
+            let (digest, is_written) =
+                self.stores.commit_with_md5(&store, finished, false, Some(named), Origin::Upload, None).await?;
+            (digest, is_written, size_bytes, md5)
+        };
         if !is_written {
             let e = exists(&ns.name, key.as_str().as_bytes());
             telemetry::error(&e);
@@ -300,6 +326,26 @@ async fn list_source(source: &dyn Source, req: &ListRequest) -> Result<Option<Li
         last: listing.last.map(String::into_bytes),
         is_truncated: listing.is_truncated,
     }))
+}
+
+/// The first chunks of `body`, up to `max_bytes` of them (a chunk more if it crosses), and
+/// whether they are the whole body.
+async fn gather<E>(
+    body: &mut (impl Stream<Item = Result<Bytes, E>> + Unpin),
+    max_bytes: u64,
+) -> Result<(Vec<Bytes>, bool), SpoolError<E>> {
+    let (mut head, mut held) = (Vec::new(), 0u64);
+    while held <= max_bytes {
+        match body.next().await {
+            Some(Ok(chunk)) => {
+                held += chunk.len() as u64;
+                head.push(chunk);
+            }
+            Some(Err(e)) => return Err(SpoolError::Body(e)),
+            None => return Ok((head, true)),
+        }
+    }
+    Ok((head, false))
 }
 
 /// A key of a namespace that is not a directory: UTF-8, and a valid [`Key`].

@@ -59,6 +59,9 @@ pub struct NewEntry {
     /// Written only if the key has no entry yet (S3's `If-None-Match: *`), which the transaction
     /// that would write it checks: two such writes of one key cannot both succeed.
     pub is_create_only: bool,
+    /// The attributes a front door stores with the entry (opaque text: the S3 API's JSON of
+    /// user metadata and headers), written in the transaction that writes the entry.
+    pub attrs: Option<String>,
 }
 
 impl Index {
@@ -189,13 +192,13 @@ pub(crate) fn upsert_entry(
     let part_sizes = e.part_sizes.as_ref().map(|p| p.iter().map(u64::to_string).collect::<Vec<_>>().join(","));
     tx.prepare_cached(
         "INSERT INTO entries (ns_id, key, digest, size, content_type, source_etag, source_last_modified,
-                              created_at, last_access, validated_at, hits, content_encoding, part_sizes)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?8, 0, ?9, ?10)
+                              created_at, last_access, validated_at, hits, content_encoding, part_sizes, attrs)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?8, 0, ?9, ?10, ?11)
          ON CONFLICT (ns_id, key) DO UPDATE SET digest = excluded.digest, size = excluded.size,
              content_type = excluded.content_type, content_encoding = excluded.content_encoding,
              source_etag = excluded.source_etag,
              source_last_modified = excluded.source_last_modified, created_at = excluded.created_at,
-             last_access = excluded.last_access, validated_at = excluded.validated_at, etag = NULL, attrs = NULL,
+             last_access = excluded.last_access, validated_at = excluded.validated_at, etag = NULL, attrs = excluded.attrs,
              part_sizes = excluded.part_sizes",
     )?
     .execute(params![
@@ -208,7 +211,8 @@ pub(crate) fn upsert_entry(
         e.validators.last_modified,
         now_ms,
         e.content_encoding,
-        part_sizes
+        part_sizes,
+        e.attrs
     ])?;
     Ok(true)
 }

@@ -23,9 +23,6 @@ use crate::handler::TierS3;
 use crate::objects::{Attrs, Conditions, Facts};
 use crate::upload::{Checked, declared, outcome};
 
-/// The name under which an upload keeps its object's attributes (JSON) until it completes.
-const ATTRS: &str = "s3-attrs";
-
 fn timestamp(ms: i64) -> Timestamp {
     Timestamp::from(SystemTime::UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0)))
 }
@@ -59,11 +56,9 @@ pub(crate) async fn create(
 ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
     let input = req.input;
     check_key(&input.key)?;
-    let mut meta = UploadMeta { content_type: input.content_type.clone(), ..Default::default() };
+    // The object's attributes wait in the upload, and are written with its entry at completion.
     let attrs = Attrs::new(input.cache_control, input.content_disposition, input.content_language, input.metadata);
-    if let Some(json) = attrs.to_json() {
-        meta.metadata.insert(ATTRS.to_owned(), json);
-    }
+    let meta = UploadMeta { content_type: input.content_type.clone(), attrs: attrs.to_json(), ..Default::default() };
     let id = s.cache.create_upload(&input.bucket, &input.key, meta).await.map_err(s3)?;
     let output = CreateMultipartUploadOutput {
         bucket: Some(input.bucket),
@@ -182,9 +177,6 @@ pub(crate) async fn complete(
         s.cache.complete_upload(&id, &parts).await
     };
     let done = done.map_err(s3)?;
-    if let Some(json) = done.meta.metadata.get(ATTRS) {
-        s.cache.set_entry_attrs(&done.namespace, done.key.as_bytes(), Some(json.clone())).await.map_err(s3)?;
-    }
     let output = CompleteMultipartUploadOutput {
         bucket: Some(done.namespace),
         key: Some(done.key),

@@ -18,14 +18,15 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use s3s::dto::*;
 use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
-use tiercache_engine::{ByteRange, Error, Intent, RangeRequest, Read, ReadMeta};
+use tiercache_engine::{ByteRange, Error, Intent, PutOptions, RangeRequest, Read, ReadMeta};
 
 use crate::error::{check_key, s3};
 use crate::handler::TierS3;
 use crate::upload::{Checked, declared, outcome};
 
 /// What an object keeps besides its bytes and content type, stored with its entry as JSON
-/// (`Cache::set_entry_attrs`). A directory bucket's files keep none.
+/// (`PutOptions::attrs`, written with the entry; `Cache::set_entry_attrs` for a copy onto an
+/// entry). A directory bucket's files keep none.
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Attrs {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -74,15 +75,6 @@ impl Attrs {
     /// The user metadata as the answer carries it.
     fn user_metadata(&mut self) -> Option<Metadata> {
         (!self.metadata.is_empty()).then(|| std::mem::take(&mut self.metadata).into_iter().collect())
-    }
-
-    /// Stores these as the attributes of `key` in `bucket` (a write of the entry has cleared the
-    /// old ones).
-    async fn store(&self, s: &TierS3, bucket: &str, key: &str) -> S3Result<()> {
-        if let Some(json) = self.to_json() {
-            s.cache.set_entry_attrs(bucket, key.as_bytes(), Some(json)).await.map_err(s3)?;
-        }
-        Ok(())
     }
 }
 
@@ -420,18 +412,16 @@ pub(crate) async fn put(s: &TierS3, req: S3Request<PutObjectInput>) -> S3Result<
     let declared = declared!(input);
     let body = input.body.unwrap_or_else(|| StreamingBlob::from(s3s::Body::empty()));
     let (checked, verdict) = Checked::new(body, declared, trailing_headers);
-    let (bucket, key, content_type) = (&input.bucket, input.key.as_bytes(), input.content_type.clone());
-    // `If-None-Match: *` was checked above to answer early; the check that counts is the one in
-    // the transaction that writes the entry, which of concurrent writers only one passes.
-    let stored = if matches!(input.if_none_match, Some(ETagCondition::Any)) {
-        s.cache.put_new_entry(bucket, key, checked, content_type).await
-    } else {
-        s.cache.put_entry_typed(bucket, key, checked, content_type).await
+    let opts = PutOptions {
+        content_type: input.content_type,
+        attrs: Attrs::new(input.cache_control, input.content_disposition, input.content_language, input.metadata)
+            .to_json(),
+        // `If-None-Match: *` was checked above to answer early; the check that counts is the one
+        // in the transaction that writes the entry, which of concurrent writers only one passes.
+        is_create_only: matches!(input.if_none_match, Some(ETagCondition::Any)),
     };
+    let stored = s.cache.put_entry_with(&input.bucket, input.key.as_bytes(), checked, opts).await;
     let (stored, c) = outcome(stored, &verdict)?;
-    Attrs::new(input.cache_control, input.content_disposition, input.content_language, input.metadata)
-        .store(s, &input.bucket, &input.key)
-        .await?;
     let output = PutObjectOutput {
         e_tag: Some(ETag::Strong(stored.md5)),
         size: i64::try_from(stored.size_bytes).ok(),
@@ -488,12 +478,13 @@ pub(crate) async fn copy(s: &TierS3, req: S3Request<CopyObjectInput>) -> S3Resul
             stored
         }
         None => {
-            let content_type = input.content_type.clone().or(facts.content_type.clone());
+            let opts = PutOptions {
+                content_type: input.content_type.clone().or(facts.content_type.clone()),
+                attrs: attrs.to_json(),
+                is_create_only: false,
+            };
             let body = read.into_stream(None);
-            let stored =
-                s.cache.put_entry_typed(&input.bucket, input.key.as_bytes(), body, content_type).await.map_err(s3)?;
-            attrs.store(s, &input.bucket, &input.key).await?;
-            stored
+            s.cache.put_entry_with(&input.bucket, input.key.as_bytes(), body, opts).await.map_err(s3)?
         }
     };
     let result = CopyObjectResult {

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
-use tiercache_engine::{ByteRange, Cache, CacheConfig, Digest, Error, Read, SourceError};
+use tiercache_engine::{ByteRange, Cache, CacheConfig, Digest, Error, PutOptions, Read, SourceError};
 use tiercache_testkit::{Behavior, Source, bytes};
 
 /// A cache over a fresh data directory with one namespace `web` bound to `source`.
@@ -403,6 +403,64 @@ async fn uploads_are_verified_and_a_mismatch_stores_nothing() {
     let report = cache.cleanup(None, None).await.unwrap();
     assert_eq!(report.n_blobs, 0);
     assert!(cache.read_blob(&d).await.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_and_large_entry_uploads_are_stored_alike() {
+    use md5::Digest as _;
+    let src = Source::start().await;
+    let (dir, cache) = setup(&src, |_| {}).await;
+    cache.create_namespace("up", None, &Default::default()).await.unwrap();
+    let body = |b: &[u8]| {
+        let chunks: Vec<_> = b.chunks(4096).map(|c| Ok::<_, String>(bytes::Bytes::copy_from_slice(c))).collect();
+        futures::stream::iter(chunks)
+    };
+    // Sizes either side of the 64 KiB held in memory, and none at all.
+    let sizes = [0usize, 1, 4096, 65_536, 65_537, 300_000];
+    for (i, &size) in sizes.iter().enumerate() {
+        let data = bytes(40 + i as u64, size);
+        let key = format!("k{size}");
+        let opts = PutOptions {
+            content_type: Some("text/x-test".into()),
+            attrs: Some(format!("{{\"n\":{size}}}")),
+            is_create_only: true,
+        };
+        let stored = cache.put_entry_with("up", key.as_bytes(), body(&data), opts.clone()).await.unwrap();
+        assert_eq!(stored.size_bytes, size as u64);
+        assert_eq!(stored.digest, Digest::of(&data), "{size} bytes");
+        assert_eq!(stored.md5, hex::encode(md5::Md5::digest(&data)), "{size} bytes");
+        let read = cache.read_entry("up", &key).await.unwrap();
+        assert_eq!(read.meta.content_type.as_deref(), Some("text/x-test"));
+        assert_eq!(collect(read, None).await.unwrap(), data, "{size} bytes");
+        // The attributes came with the entry, in its own transaction.
+        assert_eq!(cache.entry_attrs("up", key.as_bytes()).await.unwrap(), opts.attrs);
+        // Create-only: the key has an entry now.
+        let again = cache.put_entry_with("up", key.as_bytes(), body(&data), opts).await.unwrap_err();
+        assert!(matches!(again, Error::Exists { .. }), "{size} bytes: {again}");
+    }
+    let blobs = walk(&dir.path().join("data/blobs"));
+    assert_eq!(blobs, sizes.len());
+    // The same small bytes under another key: one more entry, no second file, no temp file left.
+    let data = bytes(41, 1);
+    let stored = cache.put_entry("up", b"same", body(&data)).await.unwrap();
+    assert_eq!(stored.digest, Digest::of(&data));
+    assert_eq!(collect(cache.read_entry("up", "same").await.unwrap(), None).await.unwrap(), data);
+    assert_eq!(walk(&dir.path().join("data/blobs")), blobs);
+    // A rewrite without attributes clears the old ones.
+    cache.put_entry("up", b"k1", body(b"new")).await.unwrap();
+    assert_eq!(cache.entry_attrs("up", b"k1").await.unwrap(), None);
+    let blobs = walk(&dir.path().join("data/blobs"));
+
+    // A body that fails, small or past the memory limit, stores nothing.
+    for size in [100usize, 200_000] {
+        let data = bytes(50, size);
+        let failing = body(&data).chain(futures::stream::iter([Err::<bytes::Bytes, _>("client went away".to_owned())]));
+        let e = cache.put_entry("up", b"failed", failing).await.unwrap_err();
+        assert!(matches!(e, Error::UploadBody { .. }), "{size} bytes: {e}");
+        assert!(cache.read_entry("up", "failed").await.is_err());
+    }
+    assert_eq!(leftovers(&dir, &cache).await.0, 0, "no temp file is left");
+    assert_eq!(walk(&dir.path().join("data/blobs")), blobs, "no blob was stored");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
