@@ -13,10 +13,12 @@ mod http_source;
 mod s3_source;
 
 use std::fmt;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::stream::BoxStream;
-use tiercache_core::{ByteRange, Key, Validators};
+
+use tiercache_core::{ByteRange, Digest, Key, Validators};
 
 pub use dir::DirSource;
 pub use http_source::{AddressRange, HttpSource, HttpSourceConfig, Redirects};
@@ -187,6 +189,28 @@ pub trait Source: Send + Sync + fmt::Debug {
         let _ = query;
         Ok(None)
     }
+
+    /// How the cache may keep `key`: the default policy (the cache's own revalidation, no digest
+    /// known) unless the source knows better, as a registry does of a blob named by its digest.
+    fn key_policy(&self, key: &Key) -> KeyPolicy {
+        let _ = key;
+        KeyPolicy::default()
+    }
+}
+
+/// What a source says about how the cache may keep one of its keys ([`Source::key_policy`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyPolicy {
+    /// The SHA-256 the key's bytes must have (a registry blob or a manifest by digest): bytes that
+    /// hash otherwise are never stored nor served complete, and bytes the cache holds under this
+    /// digest already (from any namespace, or the shared tier) serve the key without a fetch.
+    pub digest: Option<Digest>,
+    /// How long an entry may be served without asking the source again: `None` for the cache's
+    /// default, [`Duration::MAX`] for never (the bytes cannot change).
+    pub fresh_for: Option<Duration>,
+    /// Whether a stored entry is served when asking the source again fails (it is down, times
+    /// out or answers 5xx), rather than the failure.
+    pub stale_on_error: bool,
 }
 
 /// What a listing of a source asks for. Keys are the source's (relative to its prefix).
