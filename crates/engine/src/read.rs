@@ -18,14 +18,15 @@
 mod fetch;
 mod records;
 mod shared;
+mod verify;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use tiercache_core::{Digest, Key, RelPath, now_ms};
-use tiercache_index::{Entry, Namespace};
-use tiercache_sources::{Source, SourceError};
+use tiercache_core::{Digest, Key, RelPath, Validators, now_ms};
+use tiercache_index::{Entry, Namespace, NewEntry};
+use tiercache_sources::{KeyPolicy, Source, SourceError};
 use tokio::sync::watch;
 
 pub use shared::Intent;
@@ -268,16 +269,32 @@ impl Reads {
     }
 
     /// Until when (ms since the epoch, exclusive) `entry` of `ns` may be served without asking its
-    /// source: always for a namespace without one, never with a `revalidate_after` of zero, else
-    /// for `revalidate_after` after the entry was last validated.
+    /// source: always for a namespace without one, or for a key its source says cannot change;
+    /// else for as long as the source says the key stays fresh, or `revalidate_after` (zero:
+    /// never), after the entry was last validated.
     pub(crate) fn fresh_until(&self, ns: &Namespace, entry: &Entry) -> i64 {
-        let after = self.revalidate_after;
         if ns.source.is_none() {
+            return i64::MAX;
+        }
+        let policy = Key::new(&entry.key).map(|k| self.policy(ns, &k)).unwrap_or_default();
+        let after = policy.fresh_for.unwrap_or(self.revalidate_after);
+        if after == Duration::MAX {
             i64::MAX
         } else if after.is_zero() {
             i64::MIN
         } else {
             entry.validated_at.saturating_add(i64::try_from(after.as_millis()).unwrap_or(i64::MAX))
+        }
+    }
+
+    /// What the source of `ns` says of `key` ([`Source::key_policy`]): the default for a
+    /// namespace without a source, a directory, or a source that cannot be built.
+    fn policy(&self, ns: &Namespace, key: &Key) -> KeyPolicy {
+        match ns.source.as_deref() {
+            Some(url) if ns.dir_root().is_none() => {
+                self.sources.for_url(url, &ns.options).map(|s| s.key_policy(key)).unwrap_or_default()
+            }
+            _ => KeyPolicy::default(),
         }
     }
 
@@ -324,12 +341,22 @@ impl Reads {
                 if validators.is_some() {
                     // Stale: ask the source whether our copy is still current.
                     let source = self.source_of(ns, &key)?;
-                    match self.join_flight(ns, &key, &store, source, validators.clone(), t0).await? {
-                        FlightOutcome::NotModified => {
+                    let stale_on_error = source.key_policy(&key).stale_on_error;
+                    match self.join_flight(ns, &key, &store, source, validators.clone(), t0).await {
+                        Ok(FlightOutcome::NotModified) => {
                             let read = self.serve_entry_from_disk(&store, entry, file, size, t0, "revalidated", None);
                             return read.await.map(Some);
                         }
-                        FlightOutcome::Read(read) => return Ok(Some(with_range(*read, intent).await)),
+                        Ok(FlightOutcome::Read(read)) => return Ok(Some(with_range(*read, intent).await)),
+                        // The source is down: the copy it last confirmed is served, as its key's
+                        // policy allows (a registry's tag).
+                        Err(Error::Source(e)) if stale_on_error && is_unavailable(&e) => {
+                            tracing::info!(namespace, %key, error = %e, "source unavailable; serving the stored copy");
+                            metrics::counter!(telemetry::STALE_SERVED).increment(1);
+                            let read = self.serve_entry_from_disk(&store, entry, file, size, t0, "stale", None);
+                            return read.await.map(Some);
+                        }
+                        Err(e) => return Err(e),
                     }
                 }
             } else if is_fresh
@@ -351,8 +378,25 @@ impl Reads {
         if !had_entry && self.adopt_record(ns, &key).await? {
             return Ok(None);
         }
-        metrics::counter!(telemetry::READS, "tier" => "disk", "outcome" => "miss").increment(1);
         let source = self.source_of(ns, &key)?;
+        // A key naming its bytes by digest is served from those bytes wherever the cache holds
+        // them (stored for another key or namespace, or in the shared tier), without a fetch.
+        if let Some(digest) = source.key_policy(&key).digest
+            && store.is_managed()
+        {
+            if self.stores.managed().disk.contains(&digest) && self.name_present_blob(ns, &key, digest).await? {
+                return Ok(None);
+            }
+            // The shared tier's copy fills the disk tier as it is read; the next read names it.
+            if let Some(hit) = self.read_shared(digest, intent, false).await? {
+                return Ok(Some(Read {
+                    meta: blob_meta(Tier::Shared, &digest, hit.size_bytes, None),
+                    body: hit.body,
+                    hold: Some(Hold::new(&self.stores.managed().quota, Some(digest), Some(ns.id))),
+                }));
+            }
+        }
+        metrics::counter!(telemetry::READS, "tier" => "disk", "outcome" => "miss").increment(1);
         if *intent == Intent::Headers {
             match self.head_from_source(Arc::clone(&source), key.clone(), t0).await {
                 // A source that does not answer HEAD is fetched from, as for a GET.
@@ -366,6 +410,22 @@ impl Reads {
             // another flight (here or in another process) after this reader looked.
             FlightOutcome::NotModified => Ok(None),
         }
+    }
+
+    /// Writes entry `key` of `ns` naming blob `digest` if the disk tier holds it; `true` if it
+    /// did (the caller looks again and serves it from there).
+    async fn name_present_blob(&self, ns: &Namespace, key: &Key, digest: Digest) -> Result<bool, Error> {
+        let entry = NewEntry {
+            ns_id: ns.id,
+            key: key.to_string(),
+            validators: Validators { etag: Some(format!("sha256:{digest}")), last_modified: None },
+            ..NewEntry::default()
+        };
+        let named = self.ix.run(move |ix| ix.name_present_blob(&digest, &entry, now_ms())).await?;
+        if named {
+            self.memory.forget_entry(&ns.name, key.as_str().as_bytes()).await;
+        }
+        Ok(named)
     }
 
     /// A HEAD of an entry no tier holds, answered from the source's own HEAD (size, content type,
@@ -463,6 +523,16 @@ struct Seen {
     hot: Option<Arc<HotEntry>>,
     epoch: u64,
     t0: Instant,
+}
+
+/// Whether `e` says the source could not answer (down, timed out, failing), rather than that it
+/// answered something else: what a key's `stale_on_error` serves its stored copy through.
+fn is_unavailable(e: &SourceError) -> bool {
+    match e {
+        SourceError::Timeout { .. } | SourceError::Transport { .. } => true,
+        SourceError::Status { status, .. } => *status >= 500 || *status == 429,
+        _ => false,
+    }
 }
 
 /// `read` from a fetch, for a reader that wants `intent` of it: a range of a body whose length

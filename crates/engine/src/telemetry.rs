@@ -17,6 +17,8 @@ pub(crate) const READS: &str = "tiercache_reads_total";
 pub(crate) const READ_BYTES: &str = "tiercache_read_bytes_total";
 /// Source requests, by `result` (`ok`, `not_modified`, `error`, `range`).
 pub(crate) const SOURCE_FETCHES: &str = "tiercache_source_fetches_total";
+/// Stored entries served because their source could not be asked (a key whose policy allows it).
+pub(crate) const STALE_SERVED: &str = "tiercache_stale_served_total";
 /// Readers that joined a fetch already under way instead of starting one.
 pub(crate) const COALESCED: &str = "tiercache_coalesced_waiters_total";
 /// Source fetches running now.

@@ -125,6 +125,31 @@ impl Index {
         })
     }
 
+    /// Writes `entry` naming blob `digest` if the disk tier holds it (state 1), in one
+    /// transaction: a key whose bytes are known by their digest (a registry blob) is then served
+    /// without a fetch. The entry takes the content type of another entry naming the blob when it
+    /// has none of its own. `false`, with nothing written, if the blob is not present.
+    pub fn name_present_blob(&self, digest: &Digest, entry: &NewEntry, now_ms: i64) -> Result<bool> {
+        self.write(|tx| {
+            let size: Option<i64> = tx
+                .prepare_cached("SELECT size FROM blobs WHERE digest = ?1 AND state = 1")?
+                .query_row([digest.hex()], |r| r.get(0))
+                .optional()?;
+            let Some(size) = size else { return Ok(false) };
+            let content_type = match &entry.content_type {
+                Some(t) => Some(t.clone()),
+                None => tx
+                    .prepare_cached(
+                        "SELECT content_type FROM entries WHERE digest = ?1 AND content_type IS NOT NULL LIMIT 1",
+                    )?
+                    .query_row([digest.hex()], |r| r.get::<_, String>(0))
+                    .optional()?,
+            };
+            let entry = NewEntry { content_type, ..entry.clone() };
+            upsert_entry(tx, &entry, digest, size as u64, now_ms)
+        })
+    }
+
     /// Commits `entry`, naming a blob just published in its namespace's own directory (not the
     /// disk tier): the blob row is added as absent from the disk tier if the index does not know
     /// the digest yet. Skipped, like [`Index::commit_blob`]'s entry, if the namespace is gone;

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use tiercache_core::{Digest, Key, Validators, now_ms};
 use tiercache_index::{Namespace, NewEntry};
-use tiercache_sources::{FetchRequest, Fetched, Source, SourceError};
+use tiercache_sources::{FetchRequest, Fetched, Source, SourceBody, SourceError};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use super::Reads;
@@ -186,6 +186,15 @@ impl Reads {
                 return Ok(FetchEnd::NotModified);
             }
             Fetched::Body(body) => body,
+        };
+        // Bytes a key names by digest are checked before their end is let through: a body that
+        // does not match fails the flight, stores nothing, and no reader gets it whole.
+        let body = match source.key_policy(key).digest {
+            Some(digest) if body.range.is_none() => {
+                let url = format!("{}{key}", source.describe());
+                SourceBody { stream: super::verify::verified(body.stream, digest, url), ..body }
+            }
+            _ => body,
         };
         // Room in the disk quota first: for the whole body if its length is known, else for a
         // first step (the spool reserves more as it grows). No room, or an object larger than
