@@ -29,6 +29,8 @@ pub(crate) struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+// One is parsed per process: boxing the larger variants would save nothing that matters.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Command {
     /// Run the HTTP server (blob and entry API, /healthz, /metrics)
     Serve(ServeArgs),

@@ -94,6 +94,11 @@ pub(crate) struct ServeSettings {
     /// Base domain of virtual-host style S3 requests (BUCKET.DOMAIN); path style always works
     #[arg(long, env = "TIERCACHE_S3_DOMAIN", value_name = "DOMAIN")]
     pub(crate) s3_domain: Option<String>,
+    /// The namespace registry-mirror requests without `?ns=<registry>` go to (skopeo, podman and
+    /// docker send none; containerd does) [default: the only namespace whose source is a
+    /// registry, if there is exactly one]
+    #[arg(long, env = "TIERCACHE_OCI_DEFAULT_NS", value_name = "NAMESPACE")]
+    pub(crate) oci_default_ns: Option<String>,
     /// The S3 API's access keys: `[[s3.keys]]` tables in the file (`access_key`, `secret_key`,
     /// optional `buckets`, all of them if absent). Also one pair from `TIERCACHE_S3_ACCESS_KEY`
     /// and `TIERCACHE_S3_SECRET_KEY`, read by `serve`: a secret has no flag.
@@ -122,6 +127,7 @@ impl ServeSettings {
                 self.s3_anonymous_read.clone()
             },
             s3_domain: self.s3_domain.clone().or_else(|| file.s3_domain.clone()),
+            oci_default_ns: self.oci_default_ns.clone().or_else(|| file.oci_default_ns.clone()),
             s3: self.s3.clone().or_else(|| file.s3.clone()),
         }
     }

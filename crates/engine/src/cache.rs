@@ -458,6 +458,12 @@ impl Cache {
         self.parts.namespaces.infos().await
     }
 
+    /// Every namespace's name and source URL (`None` for one without), without their totals.
+    pub async fn namespace_sources(&self) -> Result<Vec<(String, Option<String>)>, Error> {
+        let rows = self.parts.writes.ix.run(|ix| ix.list_namespaces()).await?;
+        Ok(rows.into_iter().map(|ns| (ns.name, ns.source)).collect())
+    }
+
     /// One namespace with its totals, if it exists.
     pub async fn namespace(&self, name: &str) -> Result<Option<NamespaceInfo>, Error> {
         self.parts.namespaces.info(name).await

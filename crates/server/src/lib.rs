@@ -3,7 +3,8 @@
 //! [`app_with`] builds the whole HTTP API as one service, [`App`] (testable without a socket:
 //! entries straight to their handlers, the rest through an axum router), under the access rules of
 //! an [`Access`] (`access.rs`: read, write and admin tokens; the admin endpoints at `/admin` are
-//! in `admin.rs`); [`app`] is the same under the default rules; [`serve`] runs it on a listener
+//! in `admin.rs`; the registry mirror's pull API at `/v2/` in `oci.rs`); [`app`] is the same
+//! under the default rules; [`serve`] runs it on a listener
 //! within [`Limits`] (connections, header, keep-alive and body times: `listener.rs`).
 //! HTTP semantics live here: conditional requests, ranges and the headers that describe a read
 //! ([`respond`]); the status for every error is chosen in one place ([`ApiError`]).
@@ -17,6 +18,7 @@ pub mod fuzzing;
 mod listener;
 mod listing;
 mod metrics_endpoint;
+mod oci;
 mod respond;
 mod routes;
 
@@ -24,23 +26,25 @@ pub use access::{Access, MIN_TOKEN_LEN, Right, TokenError};
 pub use error::{ApiError, AuthFailure};
 pub use listener::{Handler, Limits, ServiceHandler, default_max_connections, raise_open_files_limit};
 pub use metrics_endpoint::install_metrics;
-pub use routes::{App, app, app_with};
+pub use oci::MirrorConfig;
+pub use routes::{App, app, app_with, app_with_mirror};
 
 use tiercache_engine::Cache;
 
 /// Serves `cache` on `listener` under `access` and within `limits` until `shutdown` resolves, then
 /// finishes open requests and flushes batched index writes. The admin endpoints are on if and only
-/// if `access` has an admin token (see [`app_with`]).
+/// if `access` has an admin token (see [`app_with`]); the registry mirror at `/v2/` picks
+/// namespaces as `mirror` says.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     cache: Cache,
-    access: Access,
+    (access, mirror): (Access, MirrorConfig),
     limits: Limits,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let metrics = install_metrics();
     access.log();
-    let app = app_with(cache.clone(), Some(metrics), access);
+    let app = app_with_mirror(cache.clone(), Some(metrics), access, mirror);
     listener::run(listener, app, limits, shutdown).await?;
     // Fetches keep running after their readers are answered; let them store what they fetched,
     // and stop the background loops (the pruner, the access flusher) after a last flush.

@@ -23,16 +23,18 @@ use tower::ServiceExt;
 
 use crate::ApiError;
 use crate::access::{Access, Right};
+use crate::oci::MirrorConfig;
 use crate::respond::respond;
 
 /// What every request's handler shares (one reference count per request for all of it).
-struct Shared {
-    cache: Cache,
+pub(crate) struct Shared {
+    pub(crate) cache: Cache,
     metrics: Option<PrometheusHandle>,
-    access: Arc<Access>,
+    pub(crate) access: Arc<Access>,
+    pub(crate) mirror: MirrorConfig,
 }
 
-type AppState = Arc<Shared>;
+pub(crate) type AppState = Arc<Shared>;
 
 /// The whole HTTP API over `cache` under the default access rules ([`Access::new`]: reads open,
 /// writes refused, admin endpoints off). `/metrics` renders `metrics` when given (404 otherwise).
@@ -45,9 +47,14 @@ pub fn app(cache: Cache, metrics: Option<PrometheusHandle>) -> App {
 /// `Authorization: Bearer <admin_token>`. Without one every `/admin` path answers 404, saying the
 /// admin endpoints are off.
 pub fn app_with(cache: Cache, metrics: Option<PrometheusHandle>, access: Access) -> App {
+    app_with_mirror(cache, metrics, access, MirrorConfig::default())
+}
+
+/// [`app_with`], with the registry mirror at `/v2/` choosing namespaces as `mirror` says.
+pub fn app_with_mirror(cache: Cache, metrics: Option<PrometheusHandle>, access: Access, mirror: MirrorConfig) -> App {
     let access = Arc::new(access);
     let admin = crate::admin::router(cache.clone(), Arc::clone(&access));
-    let state = Arc::new(Shared { cache, metrics, access });
+    let state = Arc::new(Shared { cache, metrics, access, mirror });
     let router = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(render_metrics))
@@ -60,8 +67,8 @@ pub fn app_with(cache: Cache, metrics: Option<PrometheusHandle>, access: Access)
 
 /// The whole HTTP API as one service (a `tower::Service`; serve it with
 /// `axum::serve(listener, app.into_make_service())`): requests for entries
-/// (`/ns/<namespace>/<key…>`) and blobs (`/blobs/<digest>`) go straight to their handlers, every
-/// other request through the router (`/healthz`, `/metrics`, `/admin`, and a 404 for the rest).
+/// (`/ns/<namespace>/<key…>`), blobs (`/blobs/<digest>`) and the registry mirror (`/v2/…`) go
+/// straight to their handlers, every other request through the router (`/healthz`, `/metrics`, `/admin`, and a 404 for the rest).
 ///
 /// Entries and blobs are not routes of the router because a route with a path parameter costs
 /// every request the parameter's extraction (a percent-decoded copy, in a map in the request's
@@ -88,6 +95,8 @@ impl tower::Service<Request> for App {
             Box::pin(door(self.state.clone(), req, entry_answer).map(Ok))
         } else if path.strip_prefix("/blobs/").is_some_and(|rest| !rest.is_empty() && !rest.contains('/')) {
             Box::pin(door(self.state.clone(), req, blob_answer).map(Ok))
+        } else if path == "/v2" || path.starts_with("/v2/") {
+            Box::pin(door(self.state.clone(), req, crate::oci::answer).map(Ok))
         } else {
             Box::pin(self.router.clone().oneshot(req))
         }

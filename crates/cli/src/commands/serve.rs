@@ -89,7 +89,8 @@ pub(crate) async fn serve(cache: Cache, args: &ServeArgs, file: &FileConfig, dis
         crate::shutdown_signal().await;
         drop(stop);
     };
-    let served = tiercache_server::serve(listener, cache, access, limits, shutdown).await;
+    let mirror = tiercache_server::MirrorConfig { default_namespace: settings.oci_default_ns.clone() };
+    let served = tiercache_server::serve(listener, cache, (access, mirror), limits, shutdown).await;
     if let Some(s3) = s3 {
         s3.await.context("the S3 listener failed")?.context("the S3 listener failed")?;
     }

@@ -38,9 +38,15 @@ async fn start(limits: Limits, quota_bytes: Option<u64>) -> Running {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let served = tokio::spawn(tiercache_server::serve(listener, cache.clone(), access(), limits, async move {
-        let _ = rx.await;
-    }));
+    let served = tokio::spawn(tiercache_server::serve(
+        listener,
+        cache.clone(),
+        (access(), Default::default()),
+        limits,
+        async move {
+            let _ = rx.await;
+        },
+    ));
     Running { addr, cache, data, stop: Some(tx), served, _dir: dir }
 }
 
