@@ -158,7 +158,7 @@ pub(crate) enum NsCommand {
         #[command(flatten)]
         s3: S3KeyArgs,
         #[command(flatten)]
-        registry: RegistryKeyArgs,
+        registry: Box<RegistryKeyArgs>,
         #[command(flatten)]
         limits: NsLimitArgs,
         /// Where its blobs are kept: `managed` (the shared disk tier) or `path:DIR` (a directory of

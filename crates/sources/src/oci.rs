@@ -467,10 +467,9 @@ impl OciSource {
         }
         let resp = self.send(key, Method::GET, req.range, &url).await?;
         check_status(resp.status(), &url)?;
-        if let Some(said) = header_str(resp.headers(), docker_content_digest()).filter(|s| s.starts_with("sha256:")) {
-            if said != etag {
-                return Err(protocol(&url, format!("Docker-Content-Digest said {said} for blob {etag}")));
-            }
+        let said = header_str(resp.headers(), docker_content_digest());
+        if let Some(said) = said.filter(|s| s.starts_with("sha256:") && *s != etag) {
+            return Err(protocol(&url, format!("Docker-Content-Digest said {said} for blob {etag}")));
         }
         let mut meta = meta_of(resp.headers());
         meta.validators = Validators { etag: Some(etag), last_modified: None };
