@@ -150,14 +150,17 @@ pub(crate) enum NsCommand {
     Create {
         /// Namespace name: lowercase letters, digits, '.', '_', '-'
         name: String,
-        /// The source: a base URL (http:// or https://), a directory (file:///path) or an S3 bucket
-        /// (s3://bucket/prefix?endpoint=URL&region=NAME)
+        /// The source: a base URL (http:// or https://), a directory (file:///path), an S3 bucket
+        /// (s3://bucket/prefix?endpoint=URL&region=NAME) or a registry (oci://HOST[:PORT], or
+        /// oci+http://HOST:PORT without TLS)
         #[arg(long, value_name = "URL")]
         source: Option<String>,
         #[command(flatten)]
         dir: DirOptionArgs,
         #[command(flatten)]
         s3: S3KeyArgs,
+        #[command(flatten)]
+        registry: Box<RegistryKeyArgs>,
         #[command(flatten)]
         limits: NsLimitArgs,
         /// Where its blobs are kept: `managed` (the shared disk tier) or `path:DIR` (a directory of
@@ -247,6 +250,17 @@ pub(crate) struct S3KeyArgs {
     /// [default: AWS_SECRET_ACCESS_KEY]
     #[arg(long, value_name = "SECRET", env = "TIERCACHE_S3_SOURCE_SECRET_KEY", hide_env_values = true)]
     pub(crate) s3_secret_key: Option<String>,
+}
+
+/// The user and password a registry source authenticates with, instead of a docker config.json's.
+#[derive(Debug, Args, Default)]
+pub(crate) struct RegistryKeyArgs {
+    /// For an oci:// source: the user to authenticate with [default: from a docker config.json]
+    #[arg(long, value_name = "USER")]
+    pub(crate) registry_user: Option<String>,
+    /// For an oci:// source: the password or access token (kept with the namespace, never shown)
+    #[arg(long, value_name = "PASSWORD", env = "TIERCACHE_REGISTRY_PASSWORD", hide_env_values = true)]
+    pub(crate) registry_password: Option<String>,
 }
 
 /// Options of a directory namespace.

@@ -62,6 +62,12 @@ pub struct NamespaceOptions {
     /// For an S3 source: the secret access key that goes with `s3_access_key` (never shown).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub s3_secret_key: Option<crate::Secret>,
+    /// For a registry source: the user to authenticate with, instead of a docker `config.json`'s.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub registry_user: Option<String>,
+    /// For a registry source: the password that goes with `registry_user` (never shown).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub registry_password: Option<crate::Secret>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -82,5 +88,10 @@ impl NamespaceOptions {
     /// Whether an option that applies to S3 sources only is set.
     pub fn has_s3_options(&self) -> bool {
         self.s3_access_key.is_some() || self.s3_secret_key.is_some()
+    }
+
+    /// Whether an option that applies to registry sources only is set.
+    pub fn has_registry_options(&self) -> bool {
+        self.registry_user.is_some() || self.registry_password.is_some()
     }
 }

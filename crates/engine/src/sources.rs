@@ -8,13 +8,13 @@ use std::sync::{Arc, Mutex};
 
 use tiercache_core::NamespaceOptions;
 use tiercache_index::Namespace;
-use tiercache_sources::{DirSource, HttpSourceConfig, S3Credentials, Source};
+use tiercache_sources::{DirSource, HttpSourceConfig, RegistryCredentials, S3Credentials, Source, SourceCredentials};
 
 use crate::Error;
 
-/// A source's URL, with the credentials it signs with (an S3 source's, from its namespace's
-/// options): two namespaces naming one bucket with other keys get a source each.
-type SourceKey = (String, Option<S3Credentials>);
+/// A source's URL, with the credentials it signs with (an S3 source's or a registry's, from its
+/// namespace's options): two namespaces naming one bucket with other keys get a source each.
+type SourceKey = (String, SourceCredentials);
 
 /// Sources by URL.
 pub(crate) struct Sources {
@@ -46,16 +46,18 @@ impl Sources {
         }
     }
 
-    /// The source `url` names, with a namespace's `options` (an S3 source's credentials);
+    /// The source `url` names, with a namespace's `options` (an S3 source's or a registry's
+    /// credentials);
     /// [`Error::Invalid`] if no source understands it.
     pub(crate) fn for_url(&self, url: &str, options: &NamespaceOptions) -> Result<Arc<dyn Source>, Error> {
         self.check_refused(url)?;
-        let key = (url.to_owned(), s3_credentials(options)?);
+        let credentials = SourceCredentials { s3: s3_credentials(options)?, registry: registry_credentials(options)? };
+        let key = (url.to_owned(), credentials);
         let mut sources = self.by_url.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(s) = sources.get(&key) {
             return Ok(Arc::clone(s));
         }
-        let s = tiercache_sources::from_url(url, &self.http, key.1.as_ref()).map_err(Error::Invalid)?;
+        let s = tiercache_sources::from_url(url, &self.http, &key.1).map_err(Error::Invalid)?;
         sources.insert(key, Arc::clone(&s));
         Ok(s)
     }
@@ -84,5 +86,17 @@ fn s3_credentials(options: &NamespaceOptions) -> Result<Option<S3Credentials>, E
         }
         (None, None) => Ok(None),
         _ => Err(Error::Invalid("s3_access_key and s3_secret_key go together: give both or neither".into())),
+    }
+}
+
+/// The registry credentials of `options`: user and password both or neither ([`Error::Invalid`]
+/// for one alone).
+fn registry_credentials(options: &NamespaceOptions) -> Result<Option<RegistryCredentials>, Error> {
+    match (&options.registry_user, &options.registry_password) {
+        (Some(user), Some(password)) => {
+            Ok(Some(RegistryCredentials { user: user.clone(), password: password.expose().to_owned() }))
+        }
+        (None, None) => Ok(None),
+        _ => Err(Error::Invalid("registry_user and registry_password go together: give both or neither".into())),
     }
 }

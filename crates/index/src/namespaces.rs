@@ -30,20 +30,22 @@ pub struct Namespace {
     pub options: NamespaceOptions,
 }
 
-/// Serializes a namespace's options with its S3 secret key, if any, replaced by `***`: only the
-/// index row and the definition file keep it.
+/// Serializes a namespace's options with its S3 secret key and registry password, if any,
+/// replaced by `***`: only the index row and the definition file keep them.
 fn serialize_options_redacted<S: serde::Serializer>(
     options: &NamespaceOptions,
     s: S,
 ) -> std::result::Result<S::Ok, S::Error> {
-    match options.s3_secret_key {
-        Some(_) => NamespaceOptions {
-            s3_secret_key: Some(tiercache_core::Secret::new(tiercache_core::REDACTED)),
-            ..options.clone()
-        }
-        .serialize(s),
-        None => options.serialize(s),
+    if options.s3_secret_key.is_none() && options.registry_password.is_none() {
+        return options.serialize(s);
     }
+    let redacted = || tiercache_core::Secret::new(tiercache_core::REDACTED);
+    NamespaceOptions {
+        s3_secret_key: options.s3_secret_key.as_ref().map(|_| redacted()),
+        registry_password: options.registry_password.as_ref().map(|_| redacted()),
+        ..options.clone()
+    }
+    .serialize(s)
 }
 
 /// Serializes a source URL with its credentials replaced by `***`: every answer that shows a

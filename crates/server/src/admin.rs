@@ -156,6 +156,9 @@ struct Definition {
     /// For an S3 source: the access key pair it signs with instead of the AWS variables.
     s3_access_key: Option<String>,
     s3_secret_key: Option<tiercache_core::Secret>,
+    /// For a registry source: the user and password it authenticates with.
+    registry_user: Option<String>,
+    registry_password: Option<tiercache_core::Secret>,
 }
 
 /// A namespace's definition as the admin API takes it: its source, options and storage place.
@@ -176,6 +179,8 @@ impl Definition {
             is_public: self.public,
             s3_access_key: self.s3_access_key,
             s3_secret_key: self.s3_secret_key,
+            registry_user: self.registry_user,
+            registry_password: self.registry_password,
         };
         Ok((self.source, options, storage))
     }

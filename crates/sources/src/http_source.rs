@@ -54,6 +54,9 @@ pub struct HttpSourceConfig {
     pub redirects: Redirects,
     /// Link-local and metadata addresses sources may reach all the same (none by default).
     pub allowed_addresses: Vec<AddressRange>,
+    /// How long a registry source's manifests by tag and tag lists stay fresh before they are
+    /// revalidated ([`crate::oci::DEFAULT_TAG_TTL`] by default).
+    pub oci_tag_ttl: Duration,
 }
 
 impl Default for HttpSourceConfig {
@@ -63,6 +66,7 @@ impl Default for HttpSourceConfig {
             read_timeout: Duration::from_secs(30),
             redirects: Redirects::default(),
             allowed_addresses: Vec::new(),
+            oci_tag_ttl: crate::oci::DEFAULT_TAG_TTL,
         }
     }
 }
@@ -157,27 +161,34 @@ impl HttpSource {
     }
 
     fn transport(&self, url: &str, e: reqwest::Error) -> SourceError {
-        let url = url.to_owned();
-        // A refusal by the redirect policy or the resolver's filter comes back as the cause of a
-        // redirect or connect error.
-        if let Some(r) = cause_of::<RedirectRefused>(&e) {
-            return SourceError::Redirect { url, reason: r.to_string() };
-        }
-        if let Some(r) = cause_of::<AddressRefused>(&e) {
-            return SourceError::AddressRefused {
-                url,
-                reason: format!("{r}; allow it with --allow-source-address if it is meant"),
-            };
-        }
-        // reqwest's own message names the URL: the caller's (credentials redacted) is enough.
-        let e = e.without_url();
-        if e.is_timeout() {
-            SourceError::Timeout { url, after: self.config.read_timeout }
-        } else if e.is_connect() {
-            SourceError::Transport { url, reason: format!("cannot connect: {}", root_cause(&e)) }
-        } else {
-            SourceError::Transport { url, reason: root_cause(&e) }
-        }
+        transport_error(url, e, self.config.read_timeout)
+    }
+}
+
+/// What a failed request is as a [`SourceError`]: a refusal by the redirect policy or the
+/// resolver's filter, a timeout (of `read_timeout`), a failed connection, or another transport
+/// failure. `url` is the one to show (credentials redacted).
+pub(crate) fn transport_error(url: &str, e: reqwest::Error, read_timeout: Duration) -> SourceError {
+    let url = url.to_owned();
+    // A refusal by the redirect policy or the resolver's filter comes back as the cause of a
+    // redirect or connect error.
+    if let Some(r) = cause_of::<RedirectRefused>(&e) {
+        return SourceError::Redirect { url, reason: r.to_string() };
+    }
+    if let Some(r) = cause_of::<AddressRefused>(&e) {
+        return SourceError::AddressRefused {
+            url,
+            reason: format!("{r}; allow it with --allow-source-address if it is meant"),
+        };
+    }
+    // reqwest's own message names the URL: the caller's (credentials redacted) is enough.
+    let e = e.without_url();
+    if e.is_timeout() {
+        SourceError::Timeout { url, after: read_timeout }
+    } else if e.is_connect() {
+        SourceError::Transport { url, reason: format!("cannot connect: {}", root_cause(&e)) }
+    } else {
+        SourceError::Transport { url, reason: root_cause(&e) }
     }
 }
 
@@ -226,7 +237,10 @@ fn take_credentials(url: &mut reqwest::Url) -> Option<(String, Option<String>)> 
 
 /// The client of one source: its timeouts, redirect policy and filtering resolver, and no
 /// transparent decompression (the cache stores exactly the bytes the source serves).
-fn build_client(config: &HttpSourceConfig, addresses: Arc<AddressPolicy>) -> Result<reqwest::Client, String> {
+pub(crate) fn build_client(
+    config: &HttpSourceConfig,
+    addresses: Arc<AddressPolicy>,
+) -> Result<reqwest::Client, String> {
     reqwest::Client::builder()
         .connect_timeout(config.connect_timeout)
         .read_timeout(config.read_timeout)
@@ -260,13 +274,13 @@ pub(crate) fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     msg
 }
 
-fn header_str(h: &http::HeaderMap, name: header::HeaderName) -> Option<String> {
+pub(crate) fn header_str(h: &http::HeaderMap, name: header::HeaderName) -> Option<String> {
     h.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
 }
 
 /// What the headers of a source's answer say about the object (`Content-Length` as its size; the
 /// caller corrects that for a partial answer).
-fn meta_of(headers: &http::HeaderMap) -> SourceMeta {
+pub(crate) fn meta_of(headers: &http::HeaderMap) -> SourceMeta {
     SourceMeta {
         size_bytes: header_str(headers, header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok()),
         content_type: header_str(headers, header::CONTENT_TYPE),
@@ -281,7 +295,7 @@ fn meta_of(headers: &http::HeaderMap) -> SourceMeta {
 }
 
 /// Parses `bytes a-b/total` (total may be `*`).
-fn parse_content_range(v: &str) -> Option<(ByteRange, Option<u64>)> {
+pub(crate) fn parse_content_range(v: &str) -> Option<(ByteRange, Option<u64>)> {
     let rest = v.trim().strip_prefix("bytes ")?;
     let (range, total) = rest.split_once('/')?;
     let (a, b) = range.split_once('-')?;
@@ -328,55 +342,70 @@ impl Source for HttpSource {
         }
         let resp = self.send(rb, &url).await?;
         let status = resp.status();
-        let headers = resp.headers().clone();
-        let mut meta = meta_of(&headers);
+        let meta = meta_of(resp.headers());
         if let Some(v) = &req.if_version
             && (status == StatusCode::PRECONDITION_FAILED
                 || (status.is_success() && !is_same_version(v, &meta.validators)))
         {
             return Err(SourceError::Changed { url });
         }
-        let declared_len = meta.size_bytes;
-        let (range, size_bytes, skip_take) = match status {
-            StatusCode::NOT_MODIFIED if req.validators.is_some() => return Ok(Fetched::NotModified),
-            StatusCode::NOT_FOUND | StatusCode::GONE => return Err(SourceError::NotFound { url }),
-            StatusCode::OK => match req.range {
-                // The source ignored Range: cut the range out of the whole body ourselves.
-                Some(r) => (Some(r), declared_len, Some((r.start, r.len()))),
-                None => (None, declared_len, None),
-            },
-            StatusCode::PARTIAL_CONTENT if req.range.is_some() => {
-                let asked = req.range.expect("checked above");
-                let (got, total) = header_str(&headers, header::CONTENT_RANGE)
-                    .as_deref()
-                    .and_then(parse_content_range)
-                    .filter(|(got, _)| got.start == asked.start && got.end <= asked.end)
-                    .ok_or_else(|| SourceError::Protocol {
-                        url: url.clone(),
-                        reason: "206 without a Content-Range matching the request".into(),
-                    })?;
-                (Some(got), total, None)
-            }
-            StatusCode::RANGE_NOT_SATISFIABLE => {
-                return Err(SourceError::Status { status: status.as_u16(), url });
-            }
-            s => return Err(SourceError::Status { status: s.as_u16(), url }),
-        };
-        let expected = match (skip_take, range) {
-            (Some(_), _) => declared_len,
-            (None, Some(r)) => Some(r.len()),
-            (None, None) => declared_len,
-        };
-        meta.size_bytes = size_bytes;
-        let (this, stream_url) = (self.clone(), url.clone());
-        let raw = resp.bytes_stream().map(move |r| r.map_err(|e| this.transport(&stream_url, e)));
-        let checked = enforce_length(raw, expected, url);
-        let stream = match skip_take {
-            None => checked.boxed(),
-            Some((skip, take)) => slice_stream(checked, skip, take).boxed(),
-        };
-        Ok(Fetched::Body(SourceBody { meta, range, stream }))
+        if status == StatusCode::NOT_MODIFIED && req.validators.is_some() {
+            return Ok(Fetched::NotModified);
+        }
+        let read_timeout = self.config.read_timeout;
+        body_of(resp, meta, req.range, url, read_timeout).map(Fetched::Body)
     }
+}
+
+/// The body of `resp`, an answer to a GET of `url` (shown) for `range` whose headers said `meta`:
+/// a 200 (cut to the range here if the source ignored it), a 206 whose `Content-Range` matches the
+/// request; any other status is the error it stands for. The stream ends with an error if the
+/// body is shorter or longer than declared.
+pub(crate) fn body_of(
+    resp: reqwest::Response,
+    mut meta: SourceMeta,
+    range: Option<ByteRange>,
+    url: String,
+    read_timeout: Duration,
+) -> Result<SourceBody, SourceError> {
+    let (status, headers) = (resp.status(), resp.headers());
+    let asked = range;
+    let declared_len = meta.size_bytes;
+    let (range, size_bytes, skip_take) = match status {
+        StatusCode::NOT_FOUND | StatusCode::GONE => return Err(SourceError::NotFound { url }),
+        StatusCode::OK => match asked {
+            // The source ignored Range: cut the range out of the whole body ourselves.
+            Some(r) => (Some(r), declared_len, Some((r.start, r.len()))),
+            None => (None, declared_len, None),
+        },
+        StatusCode::PARTIAL_CONTENT if asked.is_some() => {
+            let asked = asked.expect("checked above");
+            let (got, total) = header_str(headers, header::CONTENT_RANGE)
+                .as_deref()
+                .and_then(parse_content_range)
+                .filter(|(got, _)| got.start == asked.start && got.end <= asked.end)
+                .ok_or_else(|| SourceError::Protocol {
+                    url: url.clone(),
+                    reason: "206 without a Content-Range matching the request".into(),
+                })?;
+            (Some(got), total, None)
+        }
+        s => return Err(SourceError::Status { status: s.as_u16(), url }),
+    };
+    let expected = match (skip_take, range) {
+        (Some(_), _) => declared_len,
+        (None, Some(r)) => Some(r.len()),
+        (None, None) => declared_len,
+    };
+    meta.size_bytes = size_bytes;
+    let stream_url = url.clone();
+    let raw = resp.bytes_stream().map(move |r| r.map_err(|e| transport_error(&stream_url, e, read_timeout)));
+    let checked = enforce_length(raw, expected, url);
+    let stream = match skip_take {
+        None => checked.boxed(),
+        Some((skip, take)) => slice_stream(checked, skip, take).boxed(),
+    };
+    Ok(SourceBody { meta, range, stream })
 }
 
 /// Adds the headers that make a request answer only the version `v` names (RFC 9110 §13.1): with

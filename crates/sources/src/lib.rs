@@ -2,14 +2,15 @@
 //!
 //! A [`Source`] answers one question: "give me the bytes of this key (or this range of them), unless
 //! they still match these validators". There are the HTTP(S) source ([`HttpSource`]), the
-//! directory source ([`DirSource`]) and the S3 source ([`S3Source`]); an OCI registry source will
-//! implement the same trait.
+//! directory source ([`DirSource`]), the S3 source ([`S3Source`]) and the OCI registry source
+//! ([`OciSource`]).
 //! A source knows nothing of tiers or the index: the engine decides what to keep. The directory source also walks, hashes and
 //! writes files, since a directory is both a source and the place its namespace's writes go.
 #![warn(missing_docs)]
 
 pub mod dir;
 mod http_source;
+pub mod oci;
 mod s3_source;
 
 use std::fmt;
@@ -22,6 +23,7 @@ use tiercache_core::{ByteRange, Digest, Key, Validators};
 
 pub use dir::DirSource;
 pub use http_source::{AddressRange, HttpSource, HttpSourceConfig, Redirects};
+pub use oci::{OciKey, OciSource, Reference, RegistryCredentials};
 pub use s3_source::{DEFAULT_REGION, MAX_SCANNED_PER_PAGE, S3Credentials, S3Source};
 
 /// A source failure, as the engine and finally the client see it.
@@ -97,6 +99,24 @@ pub enum SourceError {
         /// What was asked for.
         url: String,
         /// Which host and address.
+        reason: String,
+    },
+    /// The source wants authentication that could not be given: a registry's 401 without a usable
+    /// challenge, a token endpoint that failed, hung or refused, credentials missing or refused.
+    #[error("source refused authorization for {url}: {reason}")]
+    Unauthorized {
+        /// What was asked for.
+        url: String,
+        /// What happened, and what to do about it.
+        reason: String,
+    },
+    /// The key cannot name anything at this source (a registry key outside the Distribution
+    /// grammar, a digest in an unsupported algorithm); nothing was sent.
+    #[error("invalid key {key:?} for this source: {reason}")]
+    InvalidKey {
+        /// The key (at most as long as a key may be).
+        key: String,
+        /// Why.
         reason: String,
     },
     /// The source's answer makes no sense (a bad `Content-Range`, say).
@@ -253,19 +273,33 @@ pub struct Listing {
     pub is_truncated: bool,
 }
 
+/// The credentials a namespace gives its source, from its options.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct SourceCredentials {
+    /// An S3 source's access key pair (`s3_access_key`, `s3_secret_key`).
+    pub s3: Option<S3Credentials>,
+    /// A registry source's user and password (`registry_user`, `registry_password`).
+    pub registry: Option<RegistryCredentials>,
+}
+
 /// Builds the source a namespace's `source` string names.
 ///
-/// `http://` and `https://` base URLs, `file:///absolute/path` directories and
-/// `s3://bucket/prefix?endpoint=…&region=…` buckets are accepted; an S3 source signs with
-/// `s3_credentials` if given, else with the AWS variables.
+/// `http://` and `https://` base URLs, `file:///absolute/path` directories,
+/// `s3://bucket/prefix?endpoint=…&region=…` buckets and `oci://HOST[:PORT]` / `oci+http://HOST:PORT`
+/// registries are accepted; an S3 source signs with `credentials.s3` if given, else with the AWS
+/// variables; a registry source authenticates with `credentials.registry` if given, else with a
+/// docker `config.json`'s.
 pub fn from_url(
     url: &str,
     config: &HttpSourceConfig,
-    s3_credentials: Option<&S3Credentials>,
+    credentials: &SourceCredentials,
 ) -> Result<std::sync::Arc<dyn Source>, String> {
     let lower = url.to_ascii_lowercase();
     if lower.starts_with("s3://") {
-        return Ok(std::sync::Arc::new(S3Source::new(url, config, s3_credentials)?));
+        return Ok(std::sync::Arc::new(S3Source::new(url, config, credentials.s3.as_ref())?));
+    }
+    if oci::is_registry_url(url) {
+        return Ok(std::sync::Arc::new(OciSource::new(url, config, credentials.registry.as_ref())?));
     }
     if lower.starts_with("http://") || lower.starts_with("https://") {
         return Ok(std::sync::Arc::new(HttpSource::new(url, config)?));
@@ -274,7 +308,8 @@ pub fn from_url(
         return Ok(std::sync::Arc::new(DirSource::new(path)?));
     }
     Err(format!(
-        "unsupported source {:?}: expected an http:// or https:// base URL, s3://bucket/prefix, or file:///path",
+        "unsupported source {:?}: expected an http:// or https:// base URL, s3://bucket/prefix, oci://HOST[:PORT], \
+         oci+http://HOST:PORT, or file:///path",
         tiercache_core::redact_url(url)
     ))
 }
@@ -282,11 +317,14 @@ pub fn from_url(
 /// The identity of the source `url`, the same on every node that names it and without
 /// credentials: for an HTTP source its base URL, canonical (scheme and host in lower case, a
 /// default port dropped, percent-encoding normalised, a trailing `/`); for an S3 source
-/// `s3://bucket/prefix/?endpoint=…`. Used to name what a cluster shares about the source's
-/// entries, never to send a request.
+/// `s3://bucket/prefix/?endpoint=…`; for a registry `oci://host[:port]/` (or `oci+http://…`).
+/// Used to name what a cluster shares about the source's entries, never to send a request.
 pub fn identity(url: &str) -> Result<String, String> {
     if url.to_ascii_lowercase().starts_with("s3://") {
         return s3_source::identity(url);
+    }
+    if oci::is_registry_url(url) {
+        return oci::identity(url);
     }
     http_source::identity(url)
 }

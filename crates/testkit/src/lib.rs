@@ -3,8 +3,12 @@
 //! The server is written on raw TCP on purpose: it must be able to do what a well-behaved HTTP
 //! library refuses to do (close mid-body, send fewer or more bytes than its `Content-Length`, hang
 //! after the headers). Every response closes its connection, so each request is one connection.
+//!
+//! Beside it: `servers` starts real Redis and S3-compatible servers, `registry` a real OCI
+//! registry (with a counting, Bearer-authenticating proxy and test images pushed by skopeo).
 #![allow(unreachable_pub)]
 
+pub mod registry;
 pub mod servers;
 pub mod sigv4;
 

@@ -318,7 +318,7 @@ fn port_taken(err: &str) -> bool {
 
 /// Pick a free port and `spawn` on it; a port grabbed by someone else in between is retried with
 /// another one.
-fn start_on_free_port(mut spawn: impl FnMut(u16) -> Result<(), String>) -> Result<(), String> {
+pub(crate) fn start_on_free_port(mut spawn: impl FnMut(u16) -> Result<(), String>) -> Result<(), String> {
     let mut attempts = 0;
     loop {
         let port = free_port()?;
@@ -330,7 +330,7 @@ fn start_on_free_port(mut spawn: impl FnMut(u16) -> Result<(), String>) -> Resul
 }
 
 /// `spawn` again on the same port; if the port is briefly taken, retry until [`READY_TIMEOUT`].
-fn restart_same_port(mut spawn: impl FnMut() -> Result<(), String>) -> Result<(), String> {
+pub(crate) fn restart_same_port(mut spawn: impl FnMut() -> Result<(), String>) -> Result<(), String> {
     let deadline = Instant::now() + READY_TIMEOUT;
     loop {
         match spawn() {
@@ -343,7 +343,12 @@ fn restart_same_port(mut spawn: impl FnMut() -> Result<(), String>) -> Result<()
 }
 
 /// Binary from `env_var`, else `name` on `PATH`, else `name` in one of `fallback_dirs`.
-fn find_binary(env_var: &str, name: &str, fallback_dirs: &[&Path], install: &str) -> Result<PathBuf, String> {
+pub(crate) fn find_binary(
+    env_var: &str,
+    name: &str,
+    fallback_dirs: &[&Path],
+    install: &str,
+) -> Result<PathBuf, String> {
     if let Some(path) = std::env::var_os(env_var).filter(|p| !p.is_empty()) {
         let path = PathBuf::from(path);
         return if path.is_file() {
@@ -368,7 +373,7 @@ fn find_binary(env_var: &str, name: &str, fallback_dirs: &[&Path], install: &str
         })
 }
 
-fn tempdir(what: &str) -> Result<tempfile::TempDir, String> {
+pub(crate) fn tempdir(what: &str) -> Result<tempfile::TempDir, String> {
     tempfile::Builder::new()
         .prefix(&format!("tiercache-{what}-"))
         .tempdir()
@@ -384,7 +389,7 @@ fn free_port() -> Result<u16, String> {
 /// Start `command` with stdout and stderr appended to `log`, and wait until 127.0.0.1:`port`
 /// accepts a connection while the process is still running. On failure the process is killed and
 /// the error carries the log's tail.
-fn spawn_and_wait(mut command: Command, port: u16, log: &Path) -> Result<Child, String> {
+pub(crate) fn spawn_and_wait(mut command: Command, port: u16, log: &Path) -> Result<Child, String> {
     let program = command.get_program().to_string_lossy().into_owned();
     let out = OpenOptions::new()
         .create(true)
@@ -448,7 +453,7 @@ fn log_tail(log: &Path, from: u64) -> String {
     read().unwrap_or_else(|e| format!("(cannot read {}: {e})", log.display()))
 }
 
-fn kill(child: &mut Option<Child>) {
+pub(crate) fn kill(child: &mut Option<Child>) {
     if let Some(mut child) = child.take() {
         // `Child::kill` is SIGKILL on Unix; `wait` reaps it, after which its port is closed.
         let _ = child.kill();

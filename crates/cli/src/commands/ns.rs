@@ -12,7 +12,7 @@ use crate::{human_bytes, print_json, print_namespace_table, time_or_dash};
 /// Runs one `ns` subcommand and says what it did.
 pub(crate) async fn ns(cache: Cache, cmd: &NsCommand) -> Result<u8> {
     match cmd {
-        NsCommand::Create { name, source, dir, s3, limits, storage, public } => {
+        NsCommand::Create { name, source, dir, s3, registry, limits, storage, public } => {
             let options = NamespaceOptions {
                 copy_to_cache: dir.copy_to_cache,
                 ignore: dir.ignore.clone(),
@@ -24,6 +24,8 @@ pub(crate) async fn ns(cache: Cache, cmd: &NsCommand) -> Result<u8> {
                 is_public: *public,
                 s3_access_key: s3.s3_access_key.clone(),
                 s3_secret_key: s3.s3_secret_key.as_deref().map(tiercache_core::Secret::new),
+                registry_user: registry.registry_user.clone(),
+                registry_password: registry.registry_password.as_deref().map(tiercache_core::Secret::new),
             };
             let (ns, created) = cache.create_namespace_in(name, source.as_deref(), &options, storage.as_ref()).await?;
             let verb = if created { "created" } else { "already exists:" };

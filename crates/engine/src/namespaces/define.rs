@@ -74,6 +74,11 @@ impl Namespaces {
         if source.is_none_or(|s| !s.to_ascii_lowercase().starts_with("s3://")) && options.has_s3_options() {
             return Err(Error::Invalid("s3_access_key and s3_secret_key apply to s3:// sources only".into()));
         }
+        if !source.is_some_and(tiercache_sources::oci::is_registry_url) && options.has_registry_options() {
+            return Err(Error::Invalid(
+                "registry_user and registry_password apply to oci:// and oci+http:// sources only".into(),
+            ));
+        }
         let lookup = name.as_str().to_owned();
         let existing = self.ix.run(move |ix| ix.get_namespace(&lookup)).await?;
         let source = match source.and_then(|s| s.strip_prefix("file://")) {

@@ -7,6 +7,7 @@ mod fetching;
 mod lifecycle;
 mod multipart;
 mod records;
+mod registry_options;
 mod s3_source;
 mod storage;
 
