@@ -36,6 +36,8 @@ pub(crate) enum Command {
     Serve(ServeArgs),
     /// Read an entry, a blob or a URL through the cache
     Get(GetArgs),
+    /// Pull an image's manifests and blobs into a registry namespace's cache
+    Warm(WarmArgs),
     /// Create, list, show and delete namespaces
     #[command(subcommand)]
     Ns(NsCommand),
@@ -140,6 +142,25 @@ pub(crate) struct GetArgs {
     /// Only bytes START-END (inclusive; END may be omitted)
     #[arg(long, value_name = "START-END")]
     pub(crate) range: Option<String>,
+    #[command(flatten)]
+    pub(crate) engine: EngineSettings,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct WarmArgs {
+    /// The image: NAME[:TAG] (default tag: latest) or NAME@sha256:<hex>, NAME as the registry
+    /// names it (library/alpine on Docker Hub)
+    pub(crate) image: String,
+    /// The registry namespace to warm (one whose source is oci:// or oci+http://)
+    #[arg(long, value_name = "NAMESPACE")]
+    pub(crate) ns: String,
+    /// Only this platform of a multi-platform image: OS/ARCH[/VARIANT], e.g. linux/amd64
+    /// [default: every platform]
+    #[arg(long, value_name = "OS/ARCH")]
+    pub(crate) platform: Option<String>,
+    /// Print JSON
+    #[arg(long)]
+    pub(crate) json: bool,
     #[command(flatten)]
     pub(crate) engine: EngineSettings,
 }

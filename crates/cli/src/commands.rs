@@ -14,6 +14,7 @@ mod prune;
 mod serve;
 mod stats;
 mod verify;
+mod warm;
 
 pub(crate) use cleanup::cleanup;
 pub(crate) use df::df;
@@ -24,3 +25,4 @@ pub(crate) use prune::prune;
 pub(crate) use serve::serve;
 pub(crate) use stats::{stats, vacuum};
 pub(crate) use verify::verify;
+pub(crate) use warm::warm;

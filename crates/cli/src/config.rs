@@ -235,6 +235,7 @@ pub(crate) fn engine_config(global: &GlobalSettings, flags: &EngineSettings, fil
     cfg.http.connect_timeout = s.source_connect_timeout.map_or(http.connect_timeout, |d| d.0);
     cfg.http.read_timeout = s.source_read_timeout.map_or(http.read_timeout, |d| d.0);
     cfg.http.redirects = s.source_redirects.unwrap_or(http.redirects);
+    cfg.http.oci_tag_ttl = s.oci_tag_ttl.map_or(http.oci_tag_ttl, |d| d.0);
     cfg.http.allowed_addresses = s.allow_source_addresses.clone().unwrap_or_default();
     cfg.max_concurrent_fetches = s.max_concurrent_fetches.unwrap_or(cfg.max_concurrent_fetches);
     anyhow::ensure!(s.max_fetches_per_source != Some(0), "max_fetches_per_source must be at least 1");

@@ -94,6 +94,7 @@ async fn run(cli: Cli) -> Result<u8> {
             commands::serve(cache, args, &file, &disk).await
         }
         Command::Get(args) => commands::get(open(&cli, &args.engine, &file).await?, args).await,
+        Command::Warm(args) => commands::warm(open(&cli, &args.engine, &file).await?, args).await,
         Command::Ns(cmd) => commands::ns(open(&cli, &no_engine_args, &file).await?, cmd).await,
         Command::Stats { ns, json } => {
             commands::stats(open(&cli, &no_engine_args, &file).await?, ns.as_deref(), *json).await

@@ -227,6 +227,10 @@ pub(crate) struct EngineSettings {
     #[arg(long, env = "TIERCACHE_SOURCE_REDIRECTS", value_name = "POLICY")]
     #[serde(default, deserialize_with = "parsed")]
     pub(crate) source_redirects: Option<tiercache_engine::Redirects>,
+    /// How long a registry namespace serves a manifest by tag (and a tag list) before asking the
+    /// registry again, with a HEAD; by digest they never change [default: 5m]
+    #[arg(long, env = "TIERCACHE_OCI_TAG_TTL", value_name = "DURATION", allow_hyphen_values = true)]
+    pub(crate) oci_tag_ttl: Option<HumanDuration>,
     /// A link-local or cloud metadata address (or CIDR block) that sources may reach all the same,
     /// e.g. 169.254.169.254/32; repeatable, comma-separated in the variable [default: none]
     #[arg(
@@ -346,6 +350,7 @@ impl EngineSettings {
             source_connect_timeout: s.source_connect_timeout.or(f.source_connect_timeout),
             source_read_timeout: s.source_read_timeout.or(f.source_read_timeout),
             source_redirects: s.source_redirects.or(f.source_redirects),
+            oci_tag_ttl: s.oci_tag_ttl.or(f.oci_tag_ttl),
             allow_source_addresses: s.allow_source_addresses.or(f.allow_source_addresses),
             max_concurrent_fetches: s.max_concurrent_fetches.or(f.max_concurrent_fetches),
             max_fetches_per_source: s.max_fetches_per_source.or(f.max_fetches_per_source),

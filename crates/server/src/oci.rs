@@ -16,22 +16,13 @@ use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use percent_encoding::percent_decode_str;
 use tiercache_engine::{Cache, Error, SourceError};
+use tiercache_sources::OciKey;
+use tiercache_sources::oci::{self, MAX_MANIFEST_BYTES, media_types::MANIFESTS};
 
 use crate::ApiError;
 use crate::access::Right;
 use crate::respond::{intent, respond};
 use crate::routes::AppState;
-
-/// The manifest media types a mirror serves, in the order an upstream is asked for them.
-pub(crate) const MANIFEST_TYPES: [&str; 4] = [
-    "application/vnd.oci.image.index.v1+json",
-    "application/vnd.oci.image.manifest.v1+json",
-    "application/vnd.docker.distribution.manifest.list.v2+json",
-    "application/vnd.docker.distribution.manifest.v2+json",
-];
-
-/// The largest manifest served (and stored): a manifest is a few KiB; more is not one.
-const MAX_MANIFEST_BYTES: u64 = 4 << 20;
 
 /// How the mirror picks a namespace when a request does not name its registry.
 #[derive(Debug, Clone, Default)]
@@ -110,7 +101,7 @@ pub(crate) async fn answer(st: AppState, req: Request) -> Result<Response, ApiEr
             return Ok(Refusal(StatusCode::NOT_FOUND, "MANIFEST_INVALID", why).into_response());
         }
         if let Some(t) = stored_type.as_deref()
-            && MANIFEST_TYPES.contains(&t)
+            && MANIFESTS.contains(&t)
             && !accepts(&headers, t)
         {
             let why = format!("the manifest is {t}, which the request's Accept does not list");
@@ -159,7 +150,10 @@ fn refusal(e: Error, kind: Kind, name: &str) -> Refusal {
         Error::NoEntry { .. } | Error::Source(SourceError::NotFound { .. }) => {
             Refusal(StatusCode::NOT_FOUND, unknown, format!("{name}: not found upstream"))
         }
-        Error::Source(SourceError::Forbidden { .. }) => {
+        Error::Source(SourceError::InvalidKey { reason, .. }) => {
+            Refusal(StatusCode::BAD_REQUEST, "NAME_INVALID", reason)
+        }
+        Error::Source(SourceError::Forbidden { .. } | SourceError::Unauthorized { .. }) => {
             Refusal(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", format!("{name}: the upstream registry refused access"))
         }
         Error::Source(SourceError::Status { status: 429, .. }) => {
@@ -190,12 +184,13 @@ async fn choose_namespace(
         .namespace_sources()
         .await?
         .into_iter()
-        .filter_map(|(name, source)| Some((name, registry_host(&source?)?.to_owned())))
+        .filter_map(|(name, source)| Some((name, oci::registry_host(&source?).ok()?)))
         .collect();
     Ok(match registry {
         Some(host) => {
-            let wanted = if host == "docker.io" { "registry-1.docker.io" } else { host };
-            match registries.into_iter().find(|(_, h)| h.eq_ignore_ascii_case(wanted)) {
+            // The same canonical form as the sources' hosts (Docker Hub's names as one).
+            let wanted = oci::registry_host(&format!("oci://{host}")).unwrap_or_else(|_| host.to_ascii_lowercase());
+            match registries.into_iter().find(|(_, h)| *h == wanted) {
                 Some((name, _)) => Ok(name),
                 None => Err(format!("no namespace mirrors registry {host:?}")),
             }
@@ -210,13 +205,6 @@ async fn choose_namespace(
     })
 }
 
-/// The `host[:port]` of a registry source URL (`oci://…`, `oci+http://…`); `None` for another.
-pub(crate) fn registry_host(source: &str) -> Option<&str> {
-    let rest = source.strip_prefix("oci://").or_else(|| source.strip_prefix("oci+http://"))?;
-    let host = rest.split(['/', '?']).next().unwrap_or("");
-    (!host.is_empty()).then_some(host)
-}
-
 /// Parameter `name` of query `query`, percent-decoded.
 fn query_value(query: &str, name: &str) -> Option<String> {
     query.split('&').find_map(|pair| {
@@ -225,81 +213,21 @@ fn query_value(query: &str, name: &str) -> Option<String> {
     })
 }
 
-/// What path `path` asks for, or why it is not a path of the pull API.
+/// What path `path` asks for, or why it is not a path of the pull API (the key's grammar is the
+/// registry source's, [`OciKey::parse`]).
 fn parse(path: &str) -> Result<Asked<'_>, String> {
     let rest = path.strip_prefix("/v2").ok_or("not a /v2 path")?;
     if rest.is_empty() || rest == "/" {
         return Ok(Asked::Base);
     }
-    let rest = rest.strip_prefix('/').ok_or("not a /v2 path")?;
-    let (name, kind, reference) = if let Some(name) = rest.strip_suffix("/tags/list") {
-        (name, Kind::Tags, "")
-    } else if let Some((name, reference)) = rest.rsplit_once("/manifests/") {
-        (name, Kind::Manifest, reference)
-    } else if let Some((name, reference)) = rest.rsplit_once("/blobs/") {
-        (name, Kind::Blob, reference)
-    } else {
-        return Err(format!("{path:?} is not a manifest, blob or tags path"));
+    let key = rest.strip_prefix('/').ok_or("not a /v2 path")?;
+    let kind = match OciKey::parse(key)? {
+        OciKey::Manifest { .. } => Kind::Manifest,
+        OciKey::Blob { .. } => Kind::Blob,
+        OciKey::Tags { .. } => Kind::Tags,
     };
-    check_name(name)?;
-    match kind {
-        Kind::Tags => {}
-        Kind::Blob => check_digest(reference)?,
-        Kind::Manifest if reference.contains(':') => check_digest(reference)?,
-        Kind::Manifest => check_tag(reference)?,
-    }
-    Ok(Asked::Entry { kind, name, key: rest })
-}
-
-/// A repository name as the Distribution spec allows it: lowercase path components of letters
-/// and digits, joined by `.`, `_`, `__` or dashes, at most 255 bytes.
-fn check_name(name: &str) -> Result<(), String> {
-    let bad = || {
-        format!(
-            "repository name {name:?} is invalid: lowercase letters, digits and '.', '_', '-' between them, components joined by '/'"
-        )
-    };
-    if name.is_empty() || name.len() > 255 {
-        return Err(bad());
-    }
-    for component in name.split('/') {
-        let bytes = component.as_bytes();
-        let is_alnum = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit();
-        let ok = !bytes.is_empty()
-            && bytes.first().is_some_and(is_alnum)
-            && bytes.last().is_some_and(is_alnum)
-            && bytes.iter().all(|b| is_alnum(b) || matches!(b, b'.' | b'_' | b'-'))
-            && !component.contains("..")
-            && !component.contains("___")
-            && !component.contains("._")
-            && !component.contains("_.");
-        if !ok {
-            return Err(bad());
-        }
-    }
-    Ok(())
-}
-
-/// A tag: a letter, digit or `_`, then up to 127 of those, `.` and `-`.
-fn check_tag(tag: &str) -> Result<(), String> {
-    let b = tag.as_bytes();
-    let ok = !b.is_empty()
-        && b.len() <= 128
-        && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
-        && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'));
-    if ok { Ok(()) } else { Err(format!("tag {tag:?} is invalid")) }
-}
-
-/// A digest this mirror can verify: `sha256:` and 64 lowercase hex digits.
-fn check_digest(digest: &str) -> Result<(), String> {
-    let (algorithm, hex) = digest.split_once(':').ok_or_else(|| format!("digest {digest:?} has no algorithm"))?;
-    if algorithm != "sha256" {
-        return Err(format!("digest algorithm {algorithm:?} is not supported (only sha256)"));
-    }
-    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
-        return Err(format!("digest {digest:?} is not sha256: and 64 lowercase hex digits"));
-    }
-    Ok(())
+    let name = key.rsplitn(3, '/').nth(2).unwrap_or(key);
+    Ok(Asked::Entry { kind, name, key })
 }
 
 #[cfg(test)]
@@ -334,18 +262,11 @@ mod tests {
     #[test]
     fn accept_lists_decide_which_manifest_types_may_be_answered() {
         let mut h = HeaderMap::new();
-        assert!(accepts(&h, MANIFEST_TYPES[0]), "no Accept: anything");
+        assert!(accepts(&h, MANIFESTS[0]), "no Accept: anything");
         h.insert(header::ACCEPT, HeaderValue::from_static("application/vnd.docker.distribution.manifest.v2+json"));
-        assert!(!accepts(&h, MANIFEST_TYPES[0]));
-        assert!(accepts(&h, MANIFEST_TYPES[3]));
+        assert!(!accepts(&h, MANIFESTS[0]));
+        assert!(accepts(&h, MANIFESTS[3]));
         h.append(header::ACCEPT, HeaderValue::from_static("application/vnd.oci.image.index.v1+json; q=0.5"));
-        assert!(accepts(&h, MANIFEST_TYPES[0]));
-    }
-
-    #[test]
-    fn registry_hosts_come_from_registry_sources_only() {
-        assert_eq!(registry_host("oci://registry-1.docker.io"), Some("registry-1.docker.io"));
-        assert_eq!(registry_host("oci+http://127.0.0.1:5000/"), Some("127.0.0.1:5000"));
-        assert_eq!(registry_host("https://example.com"), None);
+        assert!(accepts(&h, MANIFESTS[0]));
     }
 }

@@ -13,6 +13,7 @@ mod lifecycle;
 mod limits;
 mod maint;
 mod ns;
+mod oci_mirror;
 mod rebuild;
 mod s3;
 mod s3_clients;

@@ -1,0 +1,130 @@
+//! The registry mirror end to end: `tiercache serve` in front of a real registry (Debian's
+//! docker-registry, behind the test harness's counting proxy), pulled through by skopeo. A pull
+//! through the mirror is byte-identical to one from the registry; a second pull makes no upstream
+//! blob GET; with the registry stopped, a tag pulled before still resolves and pulls; a push is
+//! refused; hostile names are refused before any lookup.
+
+use std::path::Path;
+use std::process::Command;
+
+use tiercache_testkit::registry::{Compression, ImageBuilder, ProxyAuth, RegistryAuth, RegistryProxy, RegistryServer};
+use tiercache_testkit::servers;
+
+use crate::common::*;
+
+/// `skopeo copy docker://REGISTRY/NAME:TAG oci:DIR:TAG` over plain HTTP, every platform.
+fn skopeo_pull(registry: &str, name: &str, tag: &str, dir: &Path) {
+    let out = Command::new("skopeo")
+        .args(["--insecure-policy", "copy", "--all", "--preserve-digests", "--src-tls-verify=false"])
+        .arg(format!("docker://{registry}/{name}:{tag}"))
+        .arg(format!("oci:{}:{tag}", dir.display()))
+        .output()
+        .expect("skopeo (apt-get install skopeo)");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "skopeo copy from {registry} failed: {stderr}");
+}
+
+/// `GET path` sent as written (an HTTP client would resolve a `..` segment first); the status and
+/// body of the answer.
+fn raw_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    let status = answer.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = answer.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
+}
+
+/// Every file of an OCI layout, by path, with its bytes.
+fn layout_files(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut files = std::collections::BTreeMap::new();
+    for (path, _) in tree(dir) {
+        let full = dir.join(&path);
+        if full.is_file() {
+            files.insert(path.display().to_string(), std::fs::read(full).unwrap());
+        }
+    }
+    files
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skopeo_pulls_through_the_mirror_byte_identical_and_once() {
+    let Some(mut registry) = servers::or_skip("docker-registry", RegistryServer::start(RegistryAuth::None)) else {
+        return;
+    };
+    let image = ImageBuilder::new(7)
+        .tag("v1")
+        .layers(&[(Compression::Gzip, 300_000), (Compression::Zstd, 200_000), (Compression::Gzip, 5_000)])
+        .multi_platform()
+        .build()
+        .unwrap();
+    registry.push(&image, "team/app", "v1").unwrap();
+    let proxy = RegistryProxy::start(&registry.url(), ProxyAuth::None).await;
+
+    let d = dirs();
+    tcr(&d.data, &["ns", "create", "hub", "--source", &format!("oci+http://{}", proxy.host())]).ok();
+    // Tags revalidated on every read (a HEAD), so that the registry going away is seen.
+    let server = Server::start(&d.data, &["--oci-tag-ttl", "0s"]).await;
+    let mirror = server.base.trim_start_matches("http://").to_owned();
+
+    let direct = d.tmp.path().join("direct");
+    skopeo_pull(&registry.host(), "team/app", "v1", &direct);
+    let first = d.tmp.path().join("first");
+    skopeo_pull(&mirror, "team/app", "v1", &first);
+    assert_eq!(layout_files(&first), layout_files(&direct), "the mirror's pull is the registry's, byte for byte");
+    let after_first = proxy.counts();
+    let n_blobs = image.layer_and_config_blobs().len() as u64;
+    assert_eq!(after_first.blob_gets, n_blobs, "one upstream GET per blob: {after_first:?}");
+
+    let second = d.tmp.path().join("second");
+    skopeo_pull(&mirror, "team/app", "v1", &second);
+    assert_eq!(layout_files(&second), layout_files(&direct));
+    let after_second = proxy.counts();
+    assert_eq!(after_second.blob_gets, after_first.blob_gets, "a second pull makes no upstream blob GET");
+    assert_eq!(after_second.manifest_gets, after_first.manifest_gets, "nor a manifest GET");
+    assert!(after_second.manifest_heads > after_first.manifest_heads, "the tag was revalidated by a HEAD");
+
+    // `warm` into another data directory fetches every blob once; again, none.
+    let d2 = dirs();
+    tcr(&d2.data, &["ns", "create", "hub", "--source", &format!("oci+http://{}", proxy.host())]).ok();
+    let warmed = tcr(&d2.data, &["warm", "team/app:v1", "--ns", "hub", "--json"]).ok().json();
+    assert_eq!(warmed["blobs"], n_blobs, "{warmed}");
+    assert_eq!(warmed["blobs_already_cached"], 0, "{warmed}");
+    assert_eq!(warmed["manifests"], 1 + image.manifests().len() as u64, "the index and each platform's manifest");
+    assert_eq!(proxy.counts().blob_gets, after_second.blob_gets + n_blobs);
+    let again = tcr(&d2.data, &["warm", "team/app:v1", "--ns", "hub", "--json"]).ok().json();
+    assert_eq!(again["blobs_already_cached"], n_blobs, "{again}");
+    let one = tcr(&d2.data, &["warm", "team/app:v1", "--ns", "hub", "--platform", "linux/arm64", "--json"]).ok().json();
+    assert_eq!(one["manifests"], 2, "the index and the one platform's manifest: {one}");
+    assert_eq!(proxy.counts().blob_gets, after_second.blob_gets + n_blobs, "warming again fetches nothing");
+
+    // Pushes are refused; hostile names never reach a lookup.
+    let client = client();
+    let push = client.post(server.url("/v2/team/app/blobs/uploads/")).send().await.unwrap();
+    assert_eq!(push.status().as_u16(), 405);
+    let body: serde_json::Value = serde_json::from_slice(&push.bytes().await.unwrap()).unwrap();
+    assert_eq!(body["errors"][0]["code"], "UNSUPPORTED");
+    for (path, code) in [
+        ("/v2/Team/app/manifests/v1", "NAME_INVALID"),
+        ("/v2/team/../app/manifests/v1", "NAME_INVALID"),
+        ("/v2/team/app/blobs/sha512:00", "NAME_INVALID"),
+        ("/v2/team/app/manifests/nope", "MANIFEST_UNKNOWN"),
+    ] {
+        let (status, body) = raw_get(&mirror, path);
+        assert_eq!(status, 404, "{path}");
+        let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(body["errors"][0]["code"], code, "{path}");
+    }
+    let base = client.get(server.url("/v2/")).send().await.unwrap();
+    assert_eq!(base.status().as_u16(), 200);
+    assert_eq!(base.headers()["docker-distribution-api-version"], "registry/2.0");
+
+    // The registry stopped: the tag pulled before still resolves, from the cache.
+    registry.kill();
+    let offline = d.tmp.path().join("offline");
+    skopeo_pull(&mirror, "team/app", "v1", &offline);
+    assert_eq!(layout_files(&offline), layout_files(&direct));
+    assert!(server.metric("tiercache_stale_served_total").await >= 1.0, "served from the cache, counted");
+}
