@@ -384,7 +384,9 @@ impl Reads {
         if let Some(digest) = source.key_policy(&key).digest
             && store.is_managed()
         {
-            if self.stores.managed().disk.contains(&digest) && self.name_present_blob(ns, &key, digest).await? {
+            if self.stores.managed().disk.contains(&digest)
+                && self.name_present_blob((ns.id, &ns.name), &key, digest).await?
+            {
                 return Ok(None);
             }
             // The shared tier's copy fills the disk tier as it is read; the next read names it.
@@ -414,16 +416,21 @@ impl Reads {
 
     /// Writes entry `key` of `ns` naming blob `digest` if the disk tier holds it; `true` if it
     /// did (the caller looks again and serves it from there).
-    async fn name_present_blob(&self, ns: &Namespace, key: &Key, digest: Digest) -> Result<bool, Error> {
+    async fn name_present_blob(
+        &self,
+        (ns_id, namespace): (i64, &str),
+        key: &Key,
+        digest: Digest,
+    ) -> Result<bool, Error> {
         let entry = NewEntry {
-            ns_id: ns.id,
+            ns_id,
             key: key.to_string(),
             validators: Validators { etag: Some(format!("sha256:{digest}")), last_modified: None },
             ..NewEntry::default()
         };
         let named = self.ix.run(move |ix| ix.name_present_blob(&digest, &entry, now_ms())).await?;
         if named {
-            self.memory.forget_entry(&ns.name, key.as_str().as_bytes()).await;
+            self.memory.forget_entry(namespace, key.as_str().as_bytes()).await;
         }
         Ok(named)
     }

@@ -117,6 +117,14 @@ impl RegistryServer {
         }
     }
 
+    /// Where the registry keeps the bytes of blob `digest` (`sha256:<hex>`): a test that
+    /// rewrites them makes it serve bytes that do not match their digest, as a corrupt or
+    /// lying registry would.
+    pub fn blob_data_path(&self, digest: &str) -> PathBuf {
+        let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+        self.dir.path().join("storage/docker/registry/v2/blobs/sha256").join(&hex[..2]).join(hex).join("data")
+    }
+
     /// SIGKILL the registry and wait for it: its port stops answering. No-op if not running.
     pub fn kill(&mut self) {
         kill(&mut self.child);

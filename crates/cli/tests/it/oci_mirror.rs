@@ -128,3 +128,68 @@ async fn skopeo_pulls_through_the_mirror_byte_identical_and_once() {
     assert_eq!(layout_files(&offline), layout_files(&direct));
     assert!(server.metric("tiercache_stale_served_total").await >= 1.0, "served from the cache, counted");
 }
+
+/// GET `path` of the mirror with `reqwest`; the status and the body, or the error that cut it.
+async fn mirror_get(client: &reqwest::Client, url: String) -> (u16, Result<Vec<u8>, String>) {
+    let res = client.get(url).send().await.unwrap();
+    let status = res.status().as_u16();
+    (status, res.bytes().await.map(|b| b.to_vec()).map_err(|e| e.to_string()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_pulls_of_shared_layers_make_one_upstream_get_and_lying_bytes_are_never_served_whole() {
+    let Some(registry) = servers::or_skip("docker-registry", RegistryServer::start(RegistryAuth::None)) else {
+        return;
+    };
+    let image = ImageBuilder::new(11)
+        .tag("v1")
+        .layers(&[(Compression::Gzip, 400_000), (Compression::Zstd, 100_000)])
+        .build()
+        .unwrap();
+    // Two repositories holding the same layers: one blob each, whichever image asks.
+    registry.push(&image, "team/a", "v1").unwrap();
+    registry.push(&image, "team/b", "v1").unwrap();
+    let proxy = RegistryProxy::start(&registry.url(), ProxyAuth::None).await;
+    let d = dirs();
+    tcr(&d.data, &["ns", "create", "hub", "--source", &format!("oci+http://{}", proxy.host())]).ok();
+    tcr(&d.data, &["ns", "create", "other", "--source", &format!("oci+http://{}", proxy.host())]).ok();
+    let server = Server::start(&d.data, &["--oci-default-ns", "hub"]).await;
+    let client = client();
+
+    // 64 concurrent GETs of each blob, from two repositories and two namespaces.
+    let blobs = image.layer_and_config_blobs();
+    for (digest, blob) in &blobs {
+        let gets = (0..64).map(|i| {
+            let repo = if i % 2 == 0 { "team/a" } else { "team/b" };
+            let ns = if i % 4 < 2 { "" } else { "?ns=" };
+            let query = if ns.is_empty() { String::new() } else { format!("{ns}{}", proxy.host()) };
+            mirror_get(&client, server.url(&format!("/v2/{repo}/blobs/{digest}{query}")))
+        });
+        let got = futures::future::join_all(gets).await;
+        for (status, body) in got {
+            assert_eq!(status, 200, "{digest}");
+            assert!(body.unwrap() == blob.bytes, "{digest}: every reader gets the blob's bytes");
+        }
+        assert_eq!(proxy.blob_gets(digest), 1, "64 concurrent pulls of {digest} made one upstream GET");
+    }
+    // A registry whose stored bytes no longer match their digest: never stored, never whole.
+    let liar = ImageBuilder::new(12).tag("v1").layers(&[(Compression::Gzip, 200_000)]).build().unwrap();
+    registry.push(&liar, "team/liar", "v1").unwrap();
+    let layer = liar.manifests()[0].layers[0].clone();
+    let data = registry.blob_data_path(&layer.digest);
+    let mut bytes = std::fs::read(&data).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&data, &bytes).unwrap();
+    let url = server.url(&format!("/v2/team/liar/blobs/{}", layer.digest));
+    for attempt in 0..2 {
+        let (status, body) = mirror_get(&client, url.clone()).await;
+        let whole = matches!(&body, Ok(b) if b.len() == layer.bytes.len());
+        assert!(!(status == 200 && whole), "attempt {attempt}: a body that does not match its digest arrived whole");
+    }
+    assert_eq!(proxy.blob_gets(&layer.digest), 2, "nothing was stored: each read asked again");
+    let hex = layer.digest.trim_start_matches("sha256:");
+    assert!(!blob_files(&d.data).contains(hex), "the lying bytes are not a blob");
+    let wrong = hex_of(&bytes);
+    assert!(!blob_files(&d.data).contains(&wrong), "not even under their own digest");
+}

@@ -41,11 +41,15 @@ impl Reads {
         t0: Instant,
     ) -> Result<FlightOutcome, Error> {
         let ns_id = ns.id;
+        // A key naming its bytes by digest shares one flight with every key of every namespace
+        // naming the same digest (a layer shared by images): readers of the others join it, and
+        // name the stored bytes on their next read.
+        let flight = flight_key(ns_id, key, source.key_policy(key).digest);
         // A finished flight's entry is in the index now (or was removed since): a reader who
         // missed it starts a new flight, which looks in the index before fetching.
         let mut tx = None;
         let joined = self.flights.join(
-            (ns_id, key.clone()),
+            flight.clone(),
             |rx| is_running(&rx.borrow()),
             || {
                 let (sender, rx) = watch::channel(Phase::Waiting);
@@ -64,7 +68,7 @@ impl Reads {
                 let (key, source, store) = (key.clone(), Arc::clone(&source), Arc::clone(store));
                 let namespace = ns.name.clone();
                 self.tasks.spawn(async move {
-                    reads.run_flight((ns_id, &namespace), key, &store, source, validators, tx).await;
+                    reads.run_flight((ns_id, &namespace), key, flight, &store, source, validators, tx).await;
                 });
                 rx
             }
@@ -102,10 +106,12 @@ impl Reads {
     }
 
     /// The fetch task of one flight: the only writer of its phase.
+    #[allow(clippy::too_many_arguments)] // One caller; a struct would only rename them.
     async fn run_flight(
         self: &Arc<Self>,
         (ns_id, namespace): (i64, &str),
         key: Key,
+        flight: (i64, Key),
         store: &Store,
         source: Arc<dyn Source>,
         validators: Option<Validators>,
@@ -132,18 +138,18 @@ impl Reads {
         };
         metrics::counter!(telemetry::SOURCE_FETCHES, "result" => result).increment(1);
         match outcome {
-            Ok(_) => self.forget_flight(ns_id, &key, &tx),
+            Ok(_) => self.forget_flight(&flight, &tx),
             Err(e) => {
                 tracing::warn!(%key, error = %e, "source fetch failed; nothing stored");
                 telemetry::error(&e);
-                self.forget_flight(ns_id, &key, &tx);
+                self.forget_flight(&flight, &tx);
                 tx.send_replace(Phase::Failed(e));
             }
         }
     }
 
-    fn forget_flight(&self, ns_id: i64, key: &Key, tx: &PhaseSender) {
-        self.flights.finish(&(ns_id, key.clone()), |rx| rx.same_channel(&tx.subscribe()));
+    fn forget_flight(&self, flight: &(i64, Key), tx: &PhaseSender) {
+        self.flights.finish(flight, |rx| rx.same_channel(&tx.subscribe()));
     }
 
     async fn fetch_into_disk(
@@ -158,11 +164,19 @@ impl Reads {
         // One unconditional fetch per entry at a time, across processes sharing the data directory
         // too. Under the lock, look in the index once more: a flight that finished after this
         // reader looked (here, or in another process that held the lock) has stored the entry.
+        let digest = source.key_policy(key).digest;
         let _lock = if validators.is_none() {
-            let name = Digest::of(format!("{ns_id}/{key}").as_bytes()).hex();
+            let (lock_ns, lock_key) = flight_key(ns_id, key, digest);
+            let name = Digest::of(format!("{lock_ns}/{lock_key}").as_bytes()).hex();
             let disk = self.stores.managed().disk.clone();
             let (lock, _waited) = blocking(move || disk.lock(&name)).await?;
-            if self.entry_on_disk(ns_id, key, store).await? {
+            // Bytes named by digest that another flight stored meanwhile, for any key, are
+            // named for this one; its readers look again and find them.
+            let is_named = match digest {
+                Some(d) if store.is_managed() => self.name_present_blob((ns_id, namespace), key, d).await?,
+                _ => false,
+            };
+            if is_named || self.entry_on_disk(ns_id, key, store).await? {
                 tx.send_replace(Phase::NotModified);
                 return Ok(FetchEnd::NotModified);
             }
@@ -189,7 +203,7 @@ impl Reads {
         };
         // Bytes a key names by digest are checked before their end is let through: a body that
         // does not match fails the flight, stores nothing, and no reader gets it whole.
-        let body = match source.key_policy(key).digest {
+        let body = match digest {
             Some(digest) if body.range.is_none() => {
                 let url = format!("{}{key}", source.describe());
                 SourceBody { stream: super::verify::verified(body.stream, digest, url), ..body }
@@ -331,6 +345,16 @@ enum FetchEnd {
     NotModified,
     Stored,
     PassThrough,
+}
+
+/// The flight a fetch of `key` of namespace `ns_id` joins: the key's own, or, for a key naming
+/// its bytes by `digest`, the digest's (namespace 0, which no namespace has), shared by every key
+/// naming it.
+fn flight_key(ns_id: i64, key: &Key, digest: Option<Digest>) -> (i64, Key) {
+    match digest.and_then(|d| Key::new(&d.to_string()).ok()) {
+        Some(by_digest) => (0, by_digest),
+        None => (ns_id, key.clone()),
+    }
 }
 
 /// Headers' facts of a read the source answers: what it said about the object.
