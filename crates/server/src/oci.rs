@@ -15,9 +15,10 @@ use axum::response::{IntoResponse, Response};
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use percent_encoding::percent_decode_str;
-use tiercache_engine::{Cache, Error, SourceError};
+use tiercache_engine::{Cache, Error, SourceError, kept_counter};
 use tiercache_sources::OciKey;
-use tiercache_sources::oci::{self, MAX_MANIFEST_BYTES, media_types::MANIFESTS};
+use tiercache_sources::oci::media_types::{self, MANIFESTS};
+use tiercache_sources::oci::{self, MAX_MANIFEST_BYTES};
 
 use crate::ApiError;
 use crate::access::Right;
@@ -107,7 +108,13 @@ pub(crate) async fn answer(st: AppState, req: Request) -> Result<Response, ApiEr
             let why = format!("the manifest is {t}, which the request's Accept does not list");
             return Ok(Refusal(StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN", why).into_response());
         }
+        if !stored_type.as_deref().is_some_and(|t| MANIFESTS.contains(&t)) {
+            // Bytes known by digest only (from the shared tier, say): their type is in them.
+            count_served(kind, read.meta.tier.as_str(), read.meta.size_bytes.filter(|_| method == Method::GET));
+            return Ok(sniffed_manifest(read, &method, &headers).await);
+        }
     }
+    count_served(kind, read.meta.tier.as_str(), read.meta.size_bytes.filter(|_| method == Method::GET));
     let mut res = respond(read, &method, &headers);
     let h = res.headers_mut();
     h.insert("docker-distribution-api-version", HeaderValue::from_static("registry/2.0"));
@@ -127,6 +134,82 @@ pub(crate) async fn answer(st: AppState, req: Request) -> Result<Response, ApiEr
         Kind::Manifest => {}
     }
     Ok(res)
+}
+
+/// Answers a manifest read whose stored type is unknown: its bytes (at most
+/// [`MAX_MANIFEST_BYTES`]) read whole, its type taken from its `mediaType`, else from its shape (an
+/// index lists `manifests`, an image manifest `layers`).
+async fn sniffed_manifest(read: tiercache_engine::Read, method: &Method, headers: &HeaderMap) -> Response {
+    use futures::StreamExt;
+    let digest = read.meta.digest;
+    let mut bytes = Vec::new();
+    let mut body = read.into_stream(None);
+    while let Some(chunk) = body.next().await {
+        match chunk {
+            Ok(c) if (bytes.len() + c.len()) as u64 <= MAX_MANIFEST_BYTES => bytes.extend_from_slice(&c),
+            Ok(_) => {
+                let why = format!("the manifest is larger than {MAX_MANIFEST_BYTES} bytes");
+                return Refusal(StatusCode::NOT_FOUND, "MANIFEST_INVALID", why).into_response();
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "reading a manifest failed");
+                let why = "the manifest could not be read".to_owned();
+                return Refusal(StatusCode::BAD_GATEWAY, "UNKNOWN", why).into_response();
+            }
+        }
+    }
+    let Some(media_type) = manifest_type(&bytes) else {
+        let why = "the stored bytes are not a manifest of a known type".to_owned();
+        return Refusal(StatusCode::NOT_FOUND, "MANIFEST_INVALID", why).into_response();
+    };
+    if !accepts(headers, media_type) {
+        let why = format!("the manifest is {media_type}, which the request's Accept does not list");
+        return Refusal(StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN", why).into_response();
+    }
+    let mut res = Response::new(if method == Method::HEAD { axum::body::Body::empty() } else { bytes.clone().into() });
+    let h = res.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(media_type));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+    h.insert("docker-distribution-api-version", HeaderValue::from_static("registry/2.0"));
+    if let Some(d) = digest {
+        h.insert("docker-content-digest", HeaderValue::from_str(&d.to_string()).expect("digests are ASCII"));
+        h.insert(header::ETAG, HeaderValue::from_str(&format!("\"{d}\"")).expect("digests are ASCII"));
+    }
+    res
+}
+
+/// The media type of manifest `bytes`: its `mediaType` if it is one the mirror serves, else an
+/// OCI index or image manifest by its shape; `None` for anything else.
+fn manifest_type(bytes: &[u8]) -> Option<&'static str> {
+    let json: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    if let Some(t) = json.get("mediaType").and_then(|t| t.as_str()) {
+        return MANIFESTS.iter().copied().find(|m| *m == t);
+    }
+    if json.get("manifests").is_some() {
+        Some(media_types::OCI_INDEX)
+    } else if json.get("layers").is_some() {
+        Some(media_types::OCI_MANIFEST)
+    } else {
+        None
+    }
+}
+
+/// One answer of `kind` from `tier` (`memory`, `disk`, `shared`, `source`) with `bytes` of body,
+/// counted as a metric (`tiercache_oci_served_total{kind,tier}`, `tiercache_oci_bytes_total`) and
+/// as the engine's kept counters `oci.served.<kind>.<tier>` and `oci.bytes_out` (`tiercache
+/// stats`, summed over every process).
+fn count_served(kind: Kind, tier: &'static str, bytes: Option<u64>) {
+    let kind = match kind {
+        Kind::Manifest => "manifest",
+        Kind::Blob => "blob",
+        Kind::Tags => "tags",
+    };
+    metrics::counter!("tiercache_oci_served_total", "kind" => kind, "tier" => tier).increment(1);
+    kept_counter(&format!("oci.served.{kind}.{tier}")).increment(1);
+    if let Some(n) = bytes {
+        metrics::counter!("tiercache_oci_bytes_total").increment(n);
+        kept_counter("oci.bytes_out").increment(n);
+    }
 }
 
 /// Whether the request's `Accept` lets a manifest of media type `t` be answered: no `Accept`,

@@ -116,6 +116,12 @@ impl RegistryUrl {
     }
 }
 
+/// One request to a registry or its token endpoint, by `kind` (`get`, `head`, `token`):
+/// `tiercache_oci_upstream_requests_total{kind}`.
+fn count_upstream(kind: &'static str) {
+    metrics::counter!("tiercache_oci_upstream_requests_total", "kind" => kind).increment(1);
+}
+
 /// Whether `url` names a registry source (`oci://` or `oci+http://`).
 pub fn is_registry_url(url: &str) -> bool {
     let lower = url.to_ascii_lowercase();
@@ -257,6 +263,8 @@ impl OciSource {
         };
         let name = key.name();
         let kept = self.auth.get(name, Instant::now());
+        let kind = if method == Method::HEAD { "head" } else { "get" };
+        count_upstream(kind);
         let resp = self.send_one(build(kept.as_deref()), url).await?;
         if resp.status() != StatusCode::UNAUTHORIZED {
             return Ok(resp);
@@ -267,6 +275,7 @@ impl OciSource {
         let values = resp.headers().get_all(header::WWW_AUTHENTICATE);
         let challenge = parse_challenges(values.iter().filter_map(|v| v.to_str().ok()));
         let authorization = self.authorize(name, challenge, kept.as_deref(), url).await?;
+        count_upstream(kind);
         let resp = self.send_one(build(Some(&authorization)), url).await?;
         if resp.status() == StatusCode::UNAUTHORIZED {
             self.auth.drop_if(name, &authorization);
@@ -354,6 +363,7 @@ impl OciSource {
                 q.append_pair("scope", s);
             }
         }
+        count_upstream("token");
         let mut rb = self.client.get(endpoint);
         if let Some(c) = &self.credentials {
             rb = rb.header(header::AUTHORIZATION, c.basic_header());

@@ -54,6 +54,7 @@ pub(crate) async fn stats(cache: Cache, ns: Option<&str>, json: bool) -> Result<
             );
         }
         print_s3_counters(&report.front);
+        print_oci_counters(&report.front);
         for ns in &s.namespaces {
             if let Some(d) = &ns.directory {
                 println!(
@@ -102,6 +103,19 @@ fn print_s3_counters(front: &std::collections::BTreeMap<String, i64>) {
     );
     println!("S3 requests: {}", list(&requests));
     println!("S3 errors: {}", list(&errors));
+}
+
+/// The registry mirror's kept counters (`oci.served.<kind>.<tier>`, `oci.bytes_out`), if it
+/// ever counted: one line, answers per kind and tier.
+fn print_oci_counters(front: &std::collections::BTreeMap<String, i64>) {
+    let served: Vec<(&str, i64)> =
+        front.iter().filter_map(|(k, v)| Some((k.strip_prefix("oci.served.")?, *v))).collect();
+    if served.is_empty() {
+        return;
+    }
+    let list = served.iter().map(|(k, n)| format!("{} {n}", k.replace('.', " from "))).collect::<Vec<_>>();
+    let bytes = human_bytes(front.get("oci.bytes_out").copied().unwrap_or(0).max(0) as u64);
+    println!("registry mirror: {}; {bytes} out", list.join(", "));
 }
 
 /// Compacts the index and prints its size before and after.

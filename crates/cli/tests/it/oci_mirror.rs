@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 
 use tiercache_testkit::registry::{Compression, ImageBuilder, ProxyAuth, RegistryAuth, RegistryProxy, RegistryServer};
-use tiercache_testkit::servers;
+use tiercache_testkit::servers::{self, S3Server};
 
 use crate::common::*;
 
@@ -85,6 +85,25 @@ async fn skopeo_pulls_through_the_mirror_byte_identical_and_once() {
     assert_eq!(after_second.blob_gets, after_first.blob_gets, "a second pull makes no upstream blob GET");
     assert_eq!(after_second.manifest_gets, after_first.manifest_gets, "nor a manifest GET");
     assert!(after_second.manifest_heads > after_first.manifest_heads, "the tag was revalidated by a HEAD");
+    // What was served from where, and what was asked of the registry, is counted.
+    let gets = server.metric("tiercache_oci_upstream_requests_total{kind=\"get\"}").await;
+    assert_eq!(gets as u64, after_second.blob_gets + after_second.manifest_gets, "upstream GETs counted");
+    let from_source = "oci.served.blob.source";
+    wait_until("the mirror's counters are flushed", async || {
+        let stats = tcr(&d.data, &["stats", "--json"]).ok().json();
+        let front = &stats["front"];
+        let served: i64 = front
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(k, _)| k.starts_with("oci.served.blob."))
+            .map(|(_, v)| v.as_i64().unwrap_or(0))
+            .sum();
+        front[from_source].as_i64() == Some(n_blobs as i64) && served == 2 * n_blobs as i64
+    })
+    .await;
+    let out = tcr(&d.data, &["stats"]).ok();
+    assert!(out.stdout.contains("registry mirror: "), "{}", out.stdout);
 
     // `warm` into another data directory fetches every blob once; again, none.
     let d2 = dirs();
@@ -192,4 +211,41 @@ async fn concurrent_pulls_of_shared_layers_make_one_upstream_get_and_lying_bytes
     assert!(!blob_files(&d.data).contains(hex), "the lying bytes are not a blob");
     let wrong = hex_of(&bytes);
     assert!(!blob_files(&d.data).contains(&wrong), "not even under their own digest");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_node_pulls_an_image_the_first_pulled_without_an_upstream_blob_get() {
+    let Some(registry) = servers::or_skip("docker-registry", RegistryServer::start(RegistryAuth::None)) else {
+        return;
+    };
+    let Some(store) = servers::or_skip("S3-compatible server (s3s-fs)", S3Server::start()) else { return };
+    let image = ImageBuilder::new(21)
+        .tag("v1")
+        .layers(&[(Compression::Gzip, 300_000), (Compression::Zstd, 150_000)])
+        .multi_platform()
+        .build()
+        .unwrap();
+    registry.push(&image, "team/app", "v1").unwrap();
+    let proxy = RegistryProxy::start(&registry.url(), ProxyAuth::None).await;
+    let shared = format!("s3://{}/oci?endpoint={}&region={}", S3Server::BUCKET, store.endpoint(), store.region());
+    let env = [("AWS_ACCESS_KEY_ID", store.access_key()), ("AWS_SECRET_ACCESS_KEY", store.secret_key())];
+    let node = async |d: &Dirs| {
+        tcr(&d.data, &["ns", "create", "hub", "--source", &format!("oci+http://{}", proxy.host())]).ok();
+        Server::start_with_env(&d.data, &["--shared", &shared], &env).await
+    };
+    let (da, db) = (dirs(), dirs());
+    let a = node(&da).await;
+    let pulled_a = da.tmp.path().join("a");
+    skopeo_pull(a.base.trim_start_matches("http://"), "team/app", "v1", &pulled_a);
+    let n_blobs = image.layer_and_config_blobs().len() as f64;
+    // Node A's blobs (and manifests) are written back to the shared tier.
+    a.wait_metric("tiercache_shared_write_backs_total{result=\"done\"}", n_blobs).await;
+    let after_a = proxy.counts();
+
+    let b = node(&db).await;
+    let pulled_b = db.tmp.path().join("b");
+    skopeo_pull(b.base.trim_start_matches("http://"), "team/app", "v1", &pulled_b);
+    assert_eq!(layout_files(&pulled_b), layout_files(&pulled_a), "node B pulled the same image");
+    let after_b = proxy.counts();
+    assert_eq!(after_b.blob_gets, after_a.blob_gets, "node B made no upstream blob GET: {after_b:?}");
 }
