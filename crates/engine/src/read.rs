@@ -8,7 +8,9 @@
 //! (`telemetry::served`). Writes are `write.rs`'s; nothing here writes an entry except a fetch
 //! storing what it fetched.
 //!
-//! Invariant: at most one source fetch per `(namespace, key)` runs in a process; readers join it.
+//! Invariant: at most one source fetch per `(namespace, key)` runs in a process, and one per
+//! digest for keys that name their bytes by digest (`Source::key_policy`), whatever their key or
+//! namespace; readers join it.
 //! Only flights still waiting or streaming are joined; a new flight first takes the entry's fetch
 //! lock and looks in the index again, so a reader that just missed a finished flight gets a hit,
 //! not a second fetch.
