@@ -388,23 +388,9 @@ fn plain(status: StatusCode, body: String) -> Response {
         .expect("a valid response")
 }
 
+/// A query value, form-decoded: `+` is a space, then percent-decoding.
 fn percent_decode(s: &str) -> String {
-    let s = s.replace('+', " ");
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%'
-            && let Some(v) = s.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok())
-        {
-            out.push(v);
-            i += 3;
-            continue;
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    crate::percent_decode(&s.replace('+', " "))
 }
 
 #[cfg(test)]
