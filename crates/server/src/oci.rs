@@ -95,7 +95,13 @@ pub(crate) async fn answer(st: AppState, req: Request) -> Result<Response, ApiEr
         Ok(read) => read,
         Err(e) => return Ok(refusal(e, kind, name).into_response()),
     };
-    let (digest, stored_type) = (read.meta.digest, read.meta.content_type.as_deref().map(str::to_owned));
+    let stored_type = read.meta.content_type.as_deref().map(str::to_owned);
+    // The bytes' digest; for a HEAD answered by the registry's own (nothing stored), the digest
+    // it said, which is the entry's validator.
+    let digest = read.meta.digest.map(|d| d.to_string()).or_else(|| {
+        let etag = read.meta.etag.as_deref()?.trim_start_matches("W/").trim_matches('"');
+        etag.parse::<tiercache_engine::Digest>().ok().map(|d| d.to_string())
+    });
     if kind == Kind::Manifest {
         if read.meta.size_bytes.is_some_and(|n| n > MAX_MANIFEST_BYTES) {
             let why = format!("the manifest is larger than {MAX_MANIFEST_BYTES} bytes");
@@ -121,7 +127,7 @@ pub(crate) async fn answer(st: AppState, req: Request) -> Result<Response, ApiEr
     if let Some(d) = digest
         && kind != Kind::Tags
     {
-        let value = HeaderValue::from_str(&d.to_string()).expect("digests are ASCII");
+        let value = HeaderValue::from_str(&d).expect("digests are ASCII");
         h.insert("docker-content-digest", value);
     }
     match kind {

@@ -175,6 +175,12 @@ async fn concurrent_pulls_of_shared_layers_make_one_upstream_get_and_lying_bytes
     let server = Server::start(&d.data, &["--oci-default-ns", "hub"]).await;
     let client = client();
 
+    // A HEAD of a tag (how containerd resolves one) says its digest, before anything is stored.
+    let head = client.head(server.url("/v2/team/a/manifests/v1")).send().await.unwrap();
+    assert_eq!(head.status().as_u16(), 200);
+    assert_eq!(head.headers()["docker-content-digest"], image.top().digest.as_str());
+    assert_eq!(head.headers()["content-type"], image.top().media_type.as_str());
+
     // 64 concurrent GETs of each blob, from two repositories and two namespaces.
     let blobs = image.layer_and_config_blobs();
     for (digest, blob) in &blobs {
