@@ -4,8 +4,9 @@
 //! real registry (Debian's docker-registry).
 //!
 //! Two counting proxies stand in front of the one registry: `upstream`, the source of tiercache's
-//! namespace and the registry the image reference names, and `direct`, where a runtime goes when it
-//! does not use the mirror. A pull through the mirror shows as one GET per blob at `upstream` and
+//! namespace and the registry containerd's image reference names, and `direct`, the registry
+//! podman's reference names and a second namespace's source. A pull through the mirror shows as
+//! one GET per blob at `upstream`, every request there from tiercache (by its `User-Agent`), and
 //! none at `direct`; a second pull by a runtime with empty storage makes no upstream blob GET.
 
 use std::collections::BTreeSet;
@@ -22,9 +23,10 @@ use crate::common::*;
 struct Upstream {
     _registry: RegistryServer,
     image: BuiltImage,
-    /// Tiercache's source, and the host image references name.
+    /// Tiercache's source (`hub`), and the registry containerd's image reference names.
     upstream: RegistryProxy,
-    /// Where a runtime goes without the mirror.
+    /// The registry podman's image reference names, and the source of containerd's second
+    /// namespace (`other`).
     direct: RegistryProxy,
 }
 
@@ -49,8 +51,8 @@ impl Upstream {
         std::iter::once(&m.config).chain(&m.layers).map(|b| b.digest.clone()).collect()
     }
 
-    /// Each of `blobs` was fetched exactly once from `upstream` (by tiercache), and nothing at all
-    /// from `direct`.
+    /// Each of `blobs` was fetched exactly once from `upstream`, every request there came from
+    /// tiercache (by its `User-Agent`), and `direct` saw no manifest or blob request.
     fn assert_pulled_through_the_mirror_once(&self, blobs: &BTreeSet<String>) {
         for digest in blobs {
             assert_eq!(
@@ -61,6 +63,15 @@ impl Upstream {
             );
         }
         assert_eq!(self.upstream.counts().blob_gets, blobs.len() as u64, "no other blob: {:?}", self.upstream.counts());
+        for r in self.upstream.requests() {
+            let agent = r.headers.get("user-agent").map_or("", String::as_str);
+            assert!(
+                agent.starts_with("tiercache/"),
+                "only tiercache asks the upstream: {} {} by {agent:?}",
+                r.method,
+                r.path
+            );
+        }
         let direct = self.direct.counts();
         assert_eq!(
             (direct.manifest_gets, direct.manifest_heads, direct.blob_gets, direct.blob_heads),
@@ -109,7 +120,7 @@ async fn containerd_pulls_through_the_mirror_once() {
     let d = dirs();
     let server = serve_two_namespaces(&d, &up).await;
     let mirror = server.base.trim_start_matches("http://").to_owned();
-    let hosts = containerd_hosts_dir(d.tmp.path(), &up.upstream.host(), &up.direct.url(), &[&mirror]).unwrap();
+    let hosts = containerd_hosts_dir(d.tmp.path(), &up.upstream.host(), &up.upstream.url(), &[&mirror]).unwrap();
     let reference = format!("{}/team/app:v1", up.upstream.host());
     let blobs = up.amd64_blobs();
     let mut content = blobs.clone();
