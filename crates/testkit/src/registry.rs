@@ -4,7 +4,8 @@
 //!
 //! Beside it: `registry/image.rs` builds OCI image layouts on disk (layers in gzip and zstd, a
 //! multi-platform index), and `registry/proxy.rs` puts an authenticating, counting reverse proxy
-//! and a Bearer token server in front of a registry.
+//! and a Bearer token server in front of a registry; `registry/runtimes.rs` starts containerd and
+//! podman with private storage, to pull through a mirror.
 //!
 //! ```no_run
 //! use tiercache_testkit::registry::{ImageBuilder, RegistryAuth, RegistryServer};
@@ -25,12 +26,14 @@
 
 mod image;
 mod proxy;
+mod runtimes;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
 pub use image::{BuiltImage, BuiltManifest, Compression, ImageBlob, ImageBuilder, media_types};
 pub use proxy::{ProxyAuth, RecordedRequest, RegistryCounts, RegistryProxy, RequestKind};
+pub use runtimes::{Containerd, Podman, containerd_hosts_dir, is_root};
 
 use crate::servers::{find_binary, kill, restart_same_port, spawn_and_wait, start_on_free_port, tempdir};
 

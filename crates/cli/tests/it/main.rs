@@ -14,6 +14,7 @@ mod limits;
 mod maint;
 mod ns;
 mod oci_mirror;
+mod oci_runtimes;
 mod rebuild;
 mod s3;
 mod s3_clients;
