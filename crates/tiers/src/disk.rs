@@ -210,6 +210,7 @@ impl DiskTier {
             path: Some(path),
             sha256: Hashing::Inline(Hasher::new()),
             md5: None,
+            checked: None,
             written: 0,
             flushed: 0,
             tier: self.clone(),
@@ -362,6 +363,9 @@ pub struct TempBlob {
     sha256: Hashing<Hasher>,
     /// The MD5 too, if [`TempBlob::with_md5`] asked for it.
     md5: Option<Hashing<md5::Md5>>,
+    /// The digest the caller checks the bytes against ([`TempBlob::with_checked_digest`]): no
+    /// SHA-256 is computed here.
+    checked: Option<Digest>,
     written: u64,
     /// Bytes below this were handed to the kernel's writeback ([`TempBlob::write_behind`]).
     flushed: u64,
@@ -374,6 +378,16 @@ impl TempBlob {
     pub fn with_md5(mut self) -> TempBlob {
         debug_assert_eq!(self.written, 0, "with_md5 is called before the first write");
         self.md5 = Some(Hashing::Inline(md5::Md5::default()));
+        self
+    }
+
+    /// Takes `digest` as the bytes' digest instead of computing it: for a caller that hashes the
+    /// bytes itself on their way here and ends the stream with an error, before its last byte
+    /// arrives, if they do not match (a registry blob: `read/verify.rs` in the engine), so that a
+    /// blob this finishes always has this digest. Call it before the first write.
+    pub fn with_checked_digest(mut self, digest: Digest) -> TempBlob {
+        debug_assert_eq!(self.written, 0, "with_checked_digest is called before the first write");
+        self.checked = Some(digest);
         self
     }
 
@@ -465,6 +479,9 @@ impl TempBlob {
         if let Some(md5) = &mut self.md5 {
             md5.feed(&chunk, self.written, "tiercache-md5")?;
         }
+        if self.checked.is_some() {
+            return Ok(());
+        }
         self.sha256.feed(&chunk, self.written, "tiercache-hash")
     }
 
@@ -483,18 +500,16 @@ impl TempBlob {
     pub fn finish(mut self) -> io::Result<FinishedBlob> {
         self.file.sync_all()?;
         let sha256 = std::mem::replace(&mut self.sha256, Hashing::Moving).finish()?;
+        let digest = match self.checked {
+            Some(d) => d,
+            None => sha256.finish(),
+        };
         let md5 = match self.md5.take() {
             Some(md5) => Some(md5::Digest::finalize(md5.finish()?).into()),
             None => None,
         };
         let path = self.path.take().expect("path is taken only here");
-        Ok(FinishedBlob {
-            path: Some(path),
-            digest: sha256.finish(),
-            md5,
-            size_bytes: self.written,
-            tier: self.tier.clone(),
-        })
+        Ok(FinishedBlob { path: Some(path), digest, md5, size_bytes: self.written, tier: self.tier.clone() })
     }
 }
 

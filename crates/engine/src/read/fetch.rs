@@ -203,12 +203,13 @@ impl Reads {
         };
         // Bytes a key names by digest are checked before their end is let through: a body that
         // does not match fails the flight, stores nothing, and no reader gets it whole.
-        let body = match digest {
-            Some(digest) if body.range.is_none() => {
+        let checked = digest.filter(|_| body.range.is_none());
+        let body = match checked {
+            Some(digest) => {
                 let url = format!("{}{key}", source.describe());
                 SourceBody { stream: super::verify::verified(body.stream, digest, url), ..body }
             }
-            _ => body,
+            None => body,
         };
         // Room in the disk quota first: for the whole body if its length is known, else for a
         // first step (the spool reserves more as it grows). No room, or an object larger than
@@ -231,6 +232,11 @@ impl Reads {
             }
         };
         let temp = store.disk.create_temp().map_err(|e| Error::io("cannot create a temp file", e))?;
+        // Checked on the way in: the temp file need not hash the bytes a second time.
+        let temp = match checked {
+            Some(digest) => temp.with_checked_digest(digest),
+            None => temp,
+        };
         let started = Arc::new(Started { meta: body.meta.clone(), file: temp.reader() });
         tx.send_replace(Phase::Streaming { started: Arc::clone(&started), written: 0 });
         // The MD5 (the entry's ETag) is computed beside the fetch, from the bytes as they are

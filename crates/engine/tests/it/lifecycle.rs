@@ -460,7 +460,10 @@ async fn a_body_of_unknown_length_past_the_max_object_size_is_passed_through() {
     assert!(got.as_ref().is_ok_and(|g| *g == big), "{:?}", got.map(|g| g.len()));
     assert!(got2.as_ref().is_ok_and(|g| *g == big), "{:?}", got2.map(|g| g.len()));
     let q = cache.quota_stats();
-    assert_eq!((q.n_pass_through, q.used_bytes, q.reserved_bytes), (1, 0, 0), "{q:?}");
+    // Once per flight: a reader that comes after the flight has handed its body on (a busy
+    // machine can delay it that long) starts a flight of its own, passed through as well.
+    assert!((1..=2).contains(&q.n_pass_through), "{q:?}");
+    assert_eq!((q.used_bytes, q.reserved_bytes), (0, 0), "{q:?}");
     assert!(q.last_pass_through.as_deref().is_some_and(|r| r.contains("maximum object size")), "{q:?}");
     assert!(!has_blob(&dir, &big));
     assert_eq!(std::fs::read_dir(data_dir(&dir).join("tmp")).unwrap().count(), 0);
