@@ -427,7 +427,8 @@ impl Reads {
         let entry = NewEntry {
             ns_id,
             key: key.to_string(),
-            validators: Validators { etag: Some(format!("sha256:{digest}")), last_modified: None },
+            validators: Validators { etag: Some(digest.to_string()), last_modified: None },
+            etag: Some(digest.to_string()),
             ..NewEntry::default()
         };
         let named = self.ix.run(move |ix| ix.name_present_blob(&digest, &entry, now_ms())).await?;

@@ -85,6 +85,8 @@ struct Steps<'a> {
     tail: Option<Md5Tail>,
     /// An upload of a blob by digest: never evictable.
     is_upload: bool,
+    /// Whether the blob's MD5 is wanted (not for an entry with an ETag of its own).
+    wants_md5: bool,
 }
 
 /// What [`Stores::commit_small`] hashed.
@@ -275,6 +277,8 @@ impl Stores {
         tail: Option<Md5Tail>,
     ) -> Result<(Digest, bool), Error> {
         let named = entry.as_ref().map(|(namespace, e)| (*namespace, e.key.clone()));
+        // An entry with an ETag of its own (a registry blob's digest) needs no MD5.
+        let wants_md5 = entry.as_ref().is_none_or(|(_, e)| e.etag.is_none());
         let entry = entry.map(|(_, e)| e);
         let is_upload = retain && origin == Origin::Upload;
         let is_managed = store.is_managed();
@@ -288,7 +292,7 @@ impl Stores {
                 Ok(true)
             }
         };
-        let steps = Steps { named, origin, tail, is_upload };
+        let steps = Steps { named, origin, tail, is_upload, wants_md5 };
         self.publish_and_record(store, finished, steps, record).await
     }
 
@@ -310,7 +314,7 @@ impl Stores {
         let record = move |ix: &Index, digest: &Digest, size: u64| {
             ix.complete_upload(&upload_id, (digest, size, is_managed), &entry, &etag, now_ms())
         };
-        let steps = Steps { named, origin: Origin::Upload, tail: None, is_upload: false };
+        let steps = Steps { named, origin: Origin::Upload, tail: None, is_upload: false, wants_md5: true };
         self.publish_and_record(store, finished, steps, record).await
     }
 
@@ -364,7 +368,7 @@ impl Stores {
         })
         .await?;
         let Small { digest, md5, size } = finished;
-        let steps = Steps { named, origin: Origin::Upload, tail: None, is_upload: false };
+        let steps = Steps { named, origin: Origin::Upload, tail: None, is_upload: false, wants_md5: true };
         // The MD5 is recorded with the blob row; a namespace's own directory records none.
         let has_md5 = store.is_managed();
         self.after_store(store, (digest, size, reservation), (was_there, recorded), steps, has_md5).await;
@@ -381,7 +385,7 @@ impl Stores {
         record: impl FnOnce(&Index, &Digest, u64) -> Result<bool, IndexError> + Send + 'static,
     ) -> Result<(Digest, bool), Error> {
         let (digest, size) = (finished.digest, finished.size_bytes);
-        let has_md5 = finished.md5.is_some() && store.is_managed();
+        let has_md5 = (finished.md5.is_some() && store.is_managed()) || !steps.wants_md5;
         let (ix, is_managed) = (Arc::clone(self.ix.index()), store.is_managed());
         // Steps 3 to 5 in one trip to a blocking thread.
         let done = blocking_with(move || publish_then_record(&ix, is_managed, finished, record)).await?;
@@ -401,7 +405,7 @@ impl Stores {
         steps: Steps<'_>,
         has_md5: bool,
     ) {
-        let Steps { named, origin, tail, is_upload } = steps;
+        let Steps { named, origin, tail, is_upload, .. } = steps;
         reservation.stored(digest, size, was_there, store.is_managed() && !is_upload);
         if let Some((namespace, key)) = named {
             self.memory.forget_entry(namespace, key.as_bytes()).await;

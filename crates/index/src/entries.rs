@@ -62,6 +62,8 @@ pub struct NewEntry {
     /// The attributes a front door stores with the entry (opaque text: the S3 API's JSON of
     /// user metadata and headers), written in the transaction that writes the entry.
     pub attrs: Option<String>,
+    /// The entry's own ETag value, instead of its blob's MD5 (a registry blob's: its digest).
+    pub etag: Option<String>,
 }
 
 impl Index {
@@ -192,13 +194,15 @@ pub(crate) fn upsert_entry(
     let part_sizes = e.part_sizes.as_ref().map(|p| p.iter().map(u64::to_string).collect::<Vec<_>>().join(","));
     tx.prepare_cached(
         "INSERT INTO entries (ns_id, key, digest, size, content_type, source_etag, source_last_modified,
-                              created_at, last_access, validated_at, hits, content_encoding, part_sizes, attrs)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?8, 0, ?9, ?10, ?11)
+                              created_at, last_access, validated_at, hits, content_encoding, part_sizes, attrs,
+                              etag)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?8, 0, ?9, ?10, ?11, ?12)
          ON CONFLICT (ns_id, key) DO UPDATE SET digest = excluded.digest, size = excluded.size,
              content_type = excluded.content_type, content_encoding = excluded.content_encoding,
              source_etag = excluded.source_etag,
              source_last_modified = excluded.source_last_modified, created_at = excluded.created_at,
-             last_access = excluded.last_access, validated_at = excluded.validated_at, etag = NULL, attrs = excluded.attrs,
+             last_access = excluded.last_access, validated_at = excluded.validated_at, etag = excluded.etag,
+             attrs = excluded.attrs,
              part_sizes = excluded.part_sizes",
     )?
     .execute(params![
@@ -212,7 +216,8 @@ pub(crate) fn upsert_entry(
         now_ms,
         e.content_encoding,
         part_sizes,
-        e.attrs
+        e.attrs,
+        e.etag
     ])?;
     Ok(true)
 }

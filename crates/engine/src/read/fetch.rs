@@ -241,7 +241,11 @@ impl Reads {
         tx.send_replace(Phase::Streaming { started: Arc::clone(&started), written: 0 });
         // The MD5 (the entry's ETag) is computed beside the fetch, from the bytes as they are
         // final, at the lowest priority: no reader waits for it.
-        let md5 = self.stores.md5_tail(Arc::clone(&started.file), tx.subscribe());
+        // Not for bytes checked against their digest: their entry's ETag is the digest.
+        let md5 = match checked {
+            Some(_) => None,
+            None => self.stores.md5_tail(Arc::clone(&started.file), tx.subscribe()),
+        };
         // Fused: when the body fits in the spool's queue, the spool has seen its end before the
         // writer overflows, and the rest handed on must answer that end again, not poll past it.
         let stream = body.stream.fuse();
@@ -269,6 +273,7 @@ impl Reads {
             content_type: body.meta.content_type.clone(),
             validators: body.meta.validators.clone(),
             content_encoding: body.meta.content_encoding.clone(),
+            etag: checked.map(|d| d.to_string()),
             ..NewEntry::default()
         };
         let recorded = store.is_managed().then(|| entry.clone());
