@@ -163,3 +163,23 @@ CONF
     NGINX_PID=$!
     wait_http "http://127.0.0.1:$port/$probe" || { cat "$ng/error.log" >&2; die "nginx did not start"; }
 }
+
+# A scratch directory under /var/tmp as SCRATCH, removed on exit (KEEP=1 keeps it), and PIDS: the
+# processes started into it, killed on exit.
+make_scratch() { # NAME
+    SCRATCH=$(mktemp -d "/var/tmp/tiercache-bench-$1.XXXXXX")
+    PIDS=()
+    trap cleanup_scratch EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+}
+cleanup_scratch() {
+    local rc=$? pid
+    trap - EXIT INT TERM
+    for pid in "${PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    if [ "${KEEP:-0}" = 1 ]; then log "kept $SCRATCH"; else rm -rf "$SCRATCH"; fi
+    exit "$rc"
+}

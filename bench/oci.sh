@@ -70,21 +70,7 @@ find_release tiercache examples/build_image
     die "this tiercache has no registry mirror yet (serve --oci-tag-ttl, issue 19)"
 
 # --- scratch, processes, cleanup -----------------------------------------------------------------
-SCRATCH=$(mktemp -d /var/tmp/tiercache-bench-oci.XXXXXX)
-PIDS=()
-cleanup() {
-    local rc=$? pid
-    trap - EXIT INT TERM
-    for pid in "${PIDS[@]}"; do
-        kill "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-    if [ "$KEEP" = 1 ]; then log "kept $SCRATCH"; else rm -rf "$SCRATCH"; fi
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+make_scratch oci
 # Private copies, so a concurrent rebuild of the target directory cannot change a binary mid-run.
 mkdir -p "$SCRATCH/bin" "$SCRATCH/home"
 cp "$TARGET/release/tiercache" "$TARGET/release/examples/build_image" "$SCRATCH/bin/"

@@ -87,21 +87,7 @@ if [ "$SERVER" = tiercache ] && ! "$TARGET/release/tiercache" serve --help 2>&1 
 fi
 
 # --- scratch, processes, cleanup -----------------------------------------------------------------
-SCRATCH=$(mktemp -d /var/tmp/tiercache-bench-s3.XXXXXX)
-PIDS=()
-cleanup() {
-    local rc=$? pid
-    trap - EXIT INT TERM
-    for pid in "${PIDS[@]}"; do
-        kill "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-    if [ "$KEEP" = 1 ]; then log "kept $SCRATCH"; else rm -rf "$SCRATCH"; fi
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+make_scratch s3
 # Private copies, so a concurrent rebuild of the target directory cannot change a binary mid-run.
 mkdir -p "$SCRATCH/bin"
 cp "$TARGET/release/examples/s3_load" "$SCRATCH/bin/"
