@@ -1,7 +1,8 @@
 //! tiercache's vocabulary: blob digests, namespace names, entry keys and byte ranges, and the one
-//! parser of durations and sizes ([`units`]).
+//! parser of durations and sizes ([`units`]); and the process's kept counters ([`kept`]), which
+//! front doors and sources count into and the engine writes to the index.
 //!
-//! Everything here is pure: parsing and validating what arrives from a request, with no I/O. Every
+//! Everything else here is pure: parsing and validating what arrives from a request, with no I/O. Every
 //! value that names something on disk or at a source is validated here first, so that later layers
 //! can rely on the type (a [`Digest`] is always 64 lowercase hex digits; a [`Key`] never contains a
 //! `..` segment) instead of re-checking strings.
@@ -10,6 +11,7 @@
 mod digest;
 mod dir;
 mod hashes;
+pub mod kept;
 mod key;
 mod range;
 mod redact;
@@ -19,6 +21,7 @@ pub mod units;
 pub use digest::{Digest, DigestError, Hasher};
 pub use dir::{FileMarkers, NamespaceOptions};
 pub use hashes::Hashes;
+pub use kept::{KeptCounter, kept_counter};
 pub use key::{Key, KeyError, MAX_KEY_BYTES, MAX_NAMESPACE_BYTES, NamespaceName};
 pub use range::{ByteRange, MAX_RANGES, RangeError, RangeRequest, Resolved};
 pub use redact::{REDACTED, Secret, redact_url};

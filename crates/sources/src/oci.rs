@@ -117,9 +117,11 @@ impl RegistryUrl {
 }
 
 /// One request to a registry or its token endpoint, by `kind` (`get`, `head`, `token`):
-/// `tiercache_oci_upstream_requests_total{kind}`.
+/// `tiercache_oci_upstream_requests_total{kind}`, and the kept counter `oci.upstream.<kind>`
+/// (`tiercache stats`).
 fn count_upstream(kind: &'static str) {
     metrics::counter!("tiercache_oci_upstream_requests_total", "kind" => kind).increment(1);
+    tiercache_core::kept_counter(&format!("oci.upstream.{kind}")).increment(1);
 }
 
 /// Whether `url` names a registry source (`oci://` or `oci+http://`).

@@ -24,7 +24,7 @@ const ENGINE_FORBIDDEN_DEPS: &[&str] = &["reqwest", "axum", "hyper", "clap"];
 /// The engine's modules by layer, lowest first (ARCHITECTURE.md, `crates/engine`): a module may
 /// import from any lower layer, from itself, and within its layer only along [`ENGINE_SAME_LAYER`].
 const ENGINE_LAYERS: &[&[&str]] = &[
-    &["error", "config", "telemetry", "meta", "generation", "blocking", "fs", "tasks", "contain", "kept"],
+    &["error", "config", "telemetry", "meta", "generation", "blocking", "fs", "tasks", "contain"],
     &["memory", "access", "quota", "single_flight", "sources", "spool"],
     &["store", "body", "namespaces"],
     &["read", "write", "directory", "uploads"],

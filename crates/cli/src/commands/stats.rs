@@ -105,8 +105,9 @@ fn print_s3_counters(front: &std::collections::BTreeMap<String, i64>) {
     println!("S3 errors: {}", list(&errors));
 }
 
-/// The registry mirror's kept counters (`oci.served.<kind>.<tier>`, `oci.bytes_out`), if it
-/// ever counted: one line, answers per kind and tier.
+/// The registry mirror's kept counters (`oci.served.<kind>.<tier>`, `oci.bytes_out`,
+/// `oci.upstream.<kind>`), if it ever counted: one line, answers per kind and tier, and requests
+/// to the registries.
 fn print_oci_counters(front: &std::collections::BTreeMap<String, i64>) {
     let served: Vec<(&str, i64)> =
         front.iter().filter_map(|(k, v)| Some((k.strip_prefix("oci.served.")?, *v))).collect();
@@ -115,7 +116,14 @@ fn print_oci_counters(front: &std::collections::BTreeMap<String, i64>) {
     }
     let list = served.iter().map(|(k, n)| format!("{} {n}", k.replace('.', " from "))).collect::<Vec<_>>();
     let bytes = human_bytes(front.get("oci.bytes_out").copied().unwrap_or(0).max(0) as u64);
-    println!("registry mirror: {}; {bytes} out", list.join(", "));
+    let upstream = |kind: &str| front.get(&format!("oci.upstream.{kind}")).copied().unwrap_or(0);
+    println!(
+        "registry mirror: {}; {bytes} out; upstream {} GET, {} HEAD, {} token requests",
+        list.join(", "),
+        upstream("get"),
+        upstream("head"),
+        upstream("token")
+    );
 }
 
 /// Compacts the index and prints its size before and after.

@@ -99,11 +99,14 @@ async fn skopeo_pulls_through_the_mirror_byte_identical_and_once() {
             .filter(|(k, _)| k.starts_with("oci.served.blob."))
             .map(|(_, v)| v.as_i64().unwrap_or(0))
             .sum();
-        front[from_source].as_i64() == Some(n_blobs as i64) && served == 2 * n_blobs as i64
+        front[from_source].as_i64() == Some(n_blobs as i64)
+            && served == 2 * n_blobs as i64
+            && front["oci.upstream.get"].as_i64() == Some(gets as i64)
     })
     .await;
     let out = tcr(&d.data, &["stats"]).ok();
     assert!(out.stdout.contains("registry mirror: "), "{}", out.stdout);
+    assert!(out.stdout.contains(&format!("upstream {} GET", gets as u64)), "{}", out.stdout);
 
     // `warm` into another data directory fetches every blob once; again, none.
     let d2 = dirs();

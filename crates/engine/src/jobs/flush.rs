@@ -4,8 +4,10 @@
 
 use std::sync::Arc;
 
+use tiercache_core::kept;
+
 use super::Jobs;
-use crate::{Error, kept, telemetry};
+use crate::{Error, telemetry};
 
 /// Names of the shared tier's counters in the index start with this.
 const SHARED_PREFIX: &str = "shared.";

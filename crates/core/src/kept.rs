@@ -1,8 +1,9 @@
-//! Kept counters (layer 0): counts a front door makes beside its metrics (the S3 front door's
-//! requests per operation, errors per code, bytes in and out) that `tiercache stats` shows
-//! summed over every process that served from the data directory, as it shows the shared
-//! tier's. Each access flush (`jobs/flush.rs`) moves what was counted since the last one into
-//! the index's `counters` table, under [`PREFIX`].
+//! Kept counters: counts a front door or a source makes beside its metrics (the S3 front door's
+//! requests per operation, errors per code, bytes in and out; the registry mirror's answers per
+//! tier; a registry source's upstream requests) that `tiercache stats` shows summed over every
+//! process that served from the data directory, as it shows the shared tier's. Each access flush
+//! of the engine (`crates/engine/src/jobs/flush.rs`) moves what was counted since the last one
+//! into the index's `counters` table, under [`PREFIX`].
 //!
 //! Like the metrics facade, the counters are the process's: a process serves one cache. It does
 //! not know what the names mean; the front door names them.
@@ -12,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 
 /// Names of kept counters in the index start with this.
-pub(crate) const PREFIX: &str = "front.";
+pub const PREFIX: &str = "front.";
 
 /// Every kept counter of the process, by name: what it counted since the last flush.
 static COUNTERS: LazyLock<Mutex<BTreeMap<String, Arc<AtomicU64>>>> = LazyLock::new(Mutex::default);
@@ -40,8 +41,8 @@ pub fn kept_counter(name: &str) -> KeptCounter {
 }
 
 /// What every counter counted since the last drain, named as in the index (under [`PREFIX`]),
-/// leaving them at 0. Counters at 0 are left out.
-pub(crate) fn drain() -> Vec<(String, i64)> {
+/// leaving them at 0. Counters at 0 are left out. For the engine's flush only.
+pub fn drain() -> Vec<(String, i64)> {
     let all = COUNTERS.lock().unwrap_or_else(|p| p.into_inner());
     all.iter()
         .filter_map(|(name, c)| {
@@ -52,7 +53,7 @@ pub(crate) fn drain() -> Vec<(String, i64)> {
 }
 
 /// Gives back what [`drain`] took and could not be written: counted again at the next flush.
-pub(crate) fn restore(deltas: &[(String, i64)]) {
+pub fn restore(deltas: &[(String, i64)]) {
     for (name, n) in deltas {
         if let Some(name) = name.strip_prefix(PREFIX) {
             kept_counter(name).increment(u64::try_from(*n).unwrap_or(0));
