@@ -107,6 +107,15 @@ wait_http() { # URL [seconds]
     done
     return 1
 }
+# Waits until an HTTP server answers at URL, whatever the status (an S3 server's 403 too).
+wait_answer() { # URL
+    local i
+    for ((i = 0; i < 300; i++)); do
+        [ "$(curl -s -o /dev/null -w '%{http_code}' "$1" 2>/dev/null || true)" != 000 ] && return 0
+        sleep 0.1
+    done
+    return 1
+}
 # Waits until process $1 uses (almost) no CPU, e.g. after its background MD5 of new blobs.
 wait_idle() {
     local pid=$1 a b i

@@ -85,15 +85,6 @@ stop() { # PID
     for p in "${PIDS[@]}"; do [ "$p" = "$pid" ] || keep+=("$p"); done
     PIDS=("${keep[@]}")
 }
-# Waits until an HTTP server answers at URL (any status).
-wait_answer() { # URL
-    local i
-    for ((i = 0; i < 300; i++)); do
-        [ "$(curl -s -o /dev/null -w '%{http_code}' "$1" 2>/dev/null || true)" != 000 ] && return 0
-        sleep 0.1
-    done
-    return 1
-}
 # Starts a docker-registry on 127.0.0.1:PORT storing in DIR (a pull-through cache of REMOTE if
 # given; the access log on for the upstream only); sets STARTED_PID.
 start_registry() { # DIR PORT [REMOTE]

@@ -95,15 +95,6 @@ cp "$TARGET/release/examples/s3_load" "$SCRATCH/bin/"
 LOAD=$SCRATCH/bin/s3_load
 
 # --- servers -------------------------------------------------------------------------------------
-# Waits until an HTTP server answers at URL (any status).
-wait_answer() { # URL
-    local i
-    for ((i = 0; i < 300; i++)); do
-        [ "$(curl -s -o /dev/null -w '%{http_code}' "$1" 2>/dev/null || true)" != 000 ] && return 0
-        sleep 0.1
-    done
-    return 1
-}
 start_s3s() { # DIR PORT KEY SECRET
     mkdir -p "$1/data"
     "$S3S" --host 127.0.0.1 --port "$2" --access-key "$3" --secret-key "$4" "$1/data" >"$1/log" 2>&1 &
