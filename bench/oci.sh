@@ -22,6 +22,12 @@
 # Then BENCH_OCI_CONCURRENT (8) cold pulls at once of the same image, through a fresh tiercache and
 # through a fresh proxy registry: wall time, and the upstream blob GETs they caused, counted from
 # the upstream's access log (lines `"GET /v2/bench/app/blobs/…`).
+# Beside each time, the CPU seconds each party used (the client, the upstream registry, the cache
+# in between), from /proc and bash's `time`: on a machine whose CPUs all three share, the cache's
+# CPU is time taken from the client.
+# BENCH_OCI_PIN=1 gives the cache its own CPU, as a mirror on its own host has: the client and the
+# upstream registry run on CPU 0 (`taskset`), tiercache and the proxy registry on CPU 1, in every
+# line, the direct pulls included (needs 2 CPUs or more).
 # Goals: tiercache cold <= 1.1x direct; tiercache warm >= 1.0x the proxy registry warm (speed);
 # the concurrent cold pulls make one upstream GET per blob (the proxy registry makes several).
 #
@@ -36,6 +42,7 @@ RUNS=${BENCH_OCI_RUNS:-3}
 CONCURRENT=${BENCH_OCI_CONCURRENT:-8}
 PORT_BASE=${BENCH_OCI_PORT:-18650}
 KEEP=${BENCH_KEEP:-0}
+PIN=${BENCH_OCI_PIN:-0}
 NAME=bench/app
 TAG=v1
 
@@ -50,6 +57,18 @@ REGISTRY=$(command -v docker-registry 2>/dev/null || true)
 [[ $RUNS =~ ^[0-9]+$ ]] && [ "$RUNS" -ge 1 ] && [ "$RUNS" -le 100 ] || die "BENCH_OCI_RUNS must be 1 to 100 (got '$RUNS')"
 [[ $CONCURRENT =~ ^[0-9]+$ ]] && [ "$CONCURRENT" -ge 2 ] && [ "$CONCURRENT" -le 64 ] ||
     die "BENCH_OCI_CONCURRENT must be 2 to 64 (got '$CONCURRENT')"
+[ "$PIN" = 0 ] || [ "$PIN" = 1 ] || die "BENCH_OCI_PIN must be 0 or 1 (got '$PIN')"
+if [ "$PIN" = 1 ]; then
+    command -v taskset >/dev/null 2>&1 || die "taskset not found (util-linux)"
+    [ "$(nproc)" -ge 2 ] || die "BENCH_OCI_PIN=1 needs 2 CPUs or more"
+fi
+# Command prefixes that run a command on the client's CPU (the client, the upstream registry) or
+# the cache's, when pinned (taskset execs the command: `$!` is still its process).
+ON_CLIENT=() ON_CACHE=()
+[ "$PIN" = 0 ] || { ON_CLIENT=(taskset -c 0) ON_CACHE=(taskset -c 1); }
+# CPU seconds a running process has used so far.
+TICKS=$(getconf CLK_TCK)
+cpu_of() { awk -v t="$TICKS" '{printf "%.2f", ($14 + $15) / t}' "/proc/$1/stat"; }
 read -ra LAYER_MIB <<<"$LAYERS"
 ((${#LAYER_MIB[@]} >= 1 && ${#LAYER_MIB[@]} <= 32)) || die "BENCH_OCI_LAYERS must name 1 to 32 layer sizes (got '$LAYERS')"
 TOTAL_MIB=0
@@ -86,7 +105,7 @@ stop() { # PID
     PIDS=("${keep[@]}")
 }
 # Starts a docker-registry on 127.0.0.1:PORT storing in DIR (a pull-through cache of REMOTE if
-# given; the access log on for the upstream only); sets STARTED_PID.
+# given, on the cache's CPU; the access log on for the upstream only); sets STARTED_PID.
 start_registry() { # DIR PORT [REMOTE]
     local dir=$1 port=$2 remote=${3:-}
     mkdir -p "$dir/storage"
@@ -96,7 +115,11 @@ start_registry() { # DIR PORT [REMOTE]
         printf 'http:\n  addr: 127.0.0.1:%s\n' "$port"
         [ -z "$remote" ] || printf 'proxy:\n  remoteurl: %s\n' "$remote"
     } >"$dir/config.yml"
-    "$REGISTRY" serve "$dir/config.yml" >"$dir/log" 2>&1 &
+    if [ -z "$remote" ]; then
+        "${ON_CLIENT[@]}" "$REGISTRY" serve "$dir/config.yml" >"$dir/log" 2>&1 &
+    else
+        "${ON_CACHE[@]}" "$REGISTRY" serve "$dir/config.yml" >"$dir/log" 2>&1 &
+    fi
     STARTED_PID=$!
     PIDS+=("$STARTED_PID")
     wait_answer "http://127.0.0.1:$port/v2/" || { tail -20 "$dir/log" >&2; die "docker-registry did not start on port $port"; }
@@ -108,19 +131,20 @@ start_tiercache() { # DIR PORT
     "$TC" --data-dir "$dir" ns create hub --source "oci+http://127.0.0.1:$UP_PORT" >/dev/null ||
         die "tiercache ns create failed"
     TIERCACHE_WRITE_TOKEN=bench-write-token-0123456789 \
-        "$TC" --data-dir "$dir" serve --listen "127.0.0.1:$port" >"$dir.log" 2>&1 &
+        "${ON_CACHE[@]}" "$TC" --data-dir "$dir" serve --listen "127.0.0.1:$port" >"$dir.log" 2>&1 &
     STARTED_PID=$!
     PIDS+=("$STARTED_PID")
     wait_answer "http://127.0.0.1:$port/healthz" || { tail -20 "$dir.log" >&2; die "tiercache did not start on port $port"; }
 }
-# `skopeo copy --all` of the image from HOST:PORT into the OCI layout DEST; prints the seconds.
+# `skopeo copy --all` of the image from HOST:PORT into the OCI layout DEST; prints the seconds
+# and the CPU seconds skopeo used.
 pull() { # HOST:PORT DEST
-    local t0 t1
+    local t0 t1 cpu TIMEFORMAT='%U %S'
     t0=$(date +%s.%N)
-    skopeo --insecure-policy copy --all --quiet --src-tls-verify=false "docker://$1/$NAME:$TAG" "oci:$2:$TAG" \
-        >"$2.log" 2>&1 || { cat "$2.log" >&2; die "skopeo copy from $1 failed"; }
+    cpu=$({ time "${ON_CLIENT[@]}" skopeo --insecure-policy copy --all --quiet --src-tls-verify=false \
+        "docker://$1/$NAME:$TAG" "oci:$2:$TAG" >"$2.log" 2>&1; } 2>&1) || { cat "$2.log" >&2; die "skopeo copy from $1 failed"; }
     t1=$(date +%s.%N)
-    calc '%.2f' "$t1 - $t0"
+    echo "$(calc '%.2f' "$t1 - $t0") $(calc '%.2f' "${cpu% *} + ${cpu#* }")"
 }
 # Blob GETs the upstream registry has answered so far (its access log).
 upstream_blob_gets() { grep -c "\"GET /v2/$NAME/blobs/" "$SCRATCH/upstream/log" || true; }
@@ -131,6 +155,7 @@ log "building a ${TOTAL_MIB} MiB image (layers of ${LAYER_MIB[*]} MiB)"
 UP_PORT=$(pick_port "$PORT_BASE")
 log "starting the upstream docker-registry on 127.0.0.1:$UP_PORT"
 start_registry "$SCRATCH/upstream" "$UP_PORT"
+UP_PID=$STARTED_PID
 skopeo --insecure-policy copy --quiet --dest-tls-verify=false "oci:$SCRATCH/image:$TAG" \
     "docker://127.0.0.1:$UP_PORT/$NAME:$TAG" >"$SCRATCH/push.log" 2>&1 || { cat "$SCRATCH/push.log" >&2; die "pushing the image failed"; }
 rm -rf "$SCRATCH/image"
@@ -152,32 +177,41 @@ built_line
 echo "tools   : $(skopeo --version), docker-registry $("$REGISTRY" --version | awk '{print $NF}') (upstream and pull-through proxy)"
 echo "image   : ${TOTAL_MIB} MiB, ${#LAYER_MIB[@]} gzip layers (${LAYER_MIB[*]} MiB) + config, linux/amd64; ${RUNS} runs, medians"
 echo "client  : skopeo copy --all docker://… oci:DIR (written to /var/tmp, removed after each pull)"
-echo "note    : client, registries and tiercache share these $(nproc) CPUs"
+if [ "$PIN" = 1 ]; then
+    echo "note    : pinned (BENCH_OCI_PIN=1): client and upstream registry on CPU 0, tiercache and proxy registry on CPU 1"
+else
+    echo "note    : client, registries and tiercache share these $(nproc) CPUs"
+fi
 echo "before  : $(background_load)"
 echo
 
 # --- sequential pulls ----------------------------------------------------------------------------
-for k in direct tc_cold tc_warm px_cold px_warm; do : >"$SCRATCH/r.$k"; done
-# Times one pull from HOST:PORT and records its seconds under KEY.
-timed() { # KEY HOST:PORT
-    local seconds
-    seconds=$(pull "$2" "$SCRATCH/out")
+for k in direct tc_cold tc_warm px_cold px_warm; do : >"$SCRATCH/r.$k"; : >"$SCRATCH/cpu.$k"; done
+# Times one pull from HOST:PORT through the cache process CACHE_PID (0: none) and records its
+# seconds under KEY, and the CPU seconds of the client, the upstream registry and the cache.
+timed() { # KEY HOST:PORT CACHE_PID
+    local out up0 cache0=0 cache1=0
+    up0=$(cpu_of "$UP_PID")
+    [ "$3" = 0 ] || cache0=$(cpu_of "$3")
+    out=$(pull "$2" "$SCRATCH/out")
+    [ "$3" = 0 ] || cache1=$(cpu_of "$3")
     rm -rf "$SCRATCH/out"
-    echo "$seconds" >>"$SCRATCH/r.$1"
+    echo "${out% *}" >>"$SCRATCH/r.$1"
+    echo "${out#* } $(calc '%.2f' "$(cpu_of "$UP_PID") - $up0") $(calc '%.2f' "$cache1 - $cache0")" >>"$SCRATCH/cpu.$1"
 }
 for ((i = 0; i < RUNS; i++)); do
     quiet_check
-    timed direct "127.0.0.1:$UP_PORT"
+    timed direct "127.0.0.1:$UP_PORT" 0
 
     start_tiercache "$SCRATCH/tc-$i" "$TC_PORT"
-    timed tc_cold "127.0.0.1:$TC_PORT"
-    timed tc_warm "127.0.0.1:$TC_PORT"
+    timed tc_cold "127.0.0.1:$TC_PORT" "$STARTED_PID"
+    timed tc_warm "127.0.0.1:$TC_PORT" "$STARTED_PID"
     stop "$STARTED_PID"
     rm -rf "$SCRATCH/tc-$i" "$SCRATCH/tc-$i.log"
 
     start_registry "$SCRATCH/px-$i" "$PROXY_PORT" "http://127.0.0.1:$UP_PORT"
-    timed px_cold "127.0.0.1:$PROXY_PORT"
-    timed px_warm "127.0.0.1:$PROXY_PORT"
+    timed px_cold "127.0.0.1:$PROXY_PORT" "$STARTED_PID"
+    timed px_warm "127.0.0.1:$PROXY_PORT" "$STARTED_PID"
     stop "$STARTED_PID"
     rm -rf "$SCRATCH/px-$i"
 
@@ -215,13 +249,18 @@ stop "$STARTED_PID"
 med() { median <"$SCRATCH/r.$1"; }
 DIRECT=$(med direct)
 echo
-printf '%-34s %9s %11s\n' "median of $RUNS, ${TOTAL_MIB} MiB" "seconds" "vs direct"
-row() { printf '%-34s %9s %10sx\n' "$1" "$2" "$(calc '%.2f' "$2 / $DIRECT")"; }
-row "direct from the registry" "$DIRECT"
-row "tiercache, cold" "$(med tc_cold)"
-row "tiercache, warm" "$(med tc_warm)"
-row "docker-registry proxy, cold" "$(med px_cold)"
-row "docker-registry proxy, warm" "$(med px_warm)"
+printf '%-34s %9s %11s   %s\n' "median of $RUNS, ${TOTAL_MIB} MiB" "seconds" "vs direct" "CPU s: client  upstream  cache"
+# Median CPU seconds of column N (1 client, 2 upstream, 3 cache) of KEY's pulls.
+cpu_med() { awk -v n="$2" '{print $n}' "$SCRATCH/cpu.$1" | median; }
+row() { # LABEL KEY
+    printf '%-34s %9s %10sx   %13s %9s %6s\n' "$1" "$(med "$2")" "$(calc '%.2f' "$(med "$2") / $DIRECT")" \
+        "$(cpu_med "$2" 1)" "$(cpu_med "$2" 2)" "$(cpu_med "$2" 3)"
+}
+row "direct from the registry" direct
+row "tiercache, cold" tc_cold
+row "tiercache, warm" tc_warm
+row "docker-registry proxy, cold" px_cold
+row "docker-registry proxy, warm" px_warm
 echo
 printf '%-34s %9s %19s\n' "$CONCURRENT concurrent cold pulls" "seconds" "upstream blob GETs"
 printf '%-34s %9s %10s (%d blobs)\n' "through tiercache" "$TC_C_SECONDS" "$TC_C_GETS" "$N_BLOBS"

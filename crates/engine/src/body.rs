@@ -297,6 +297,20 @@ fn flight_stream(
                         continue;
                     }
                 };
+                // The flight's last chunks in memory first: a reader that keeps up reads nothing
+                // back from the file. Marked seen before the look, so a chunk pushed after it
+                // wakes the wait below.
+                let mut received = started.recent.as_ref().map(|r| r.watch());
+                if let Some(received) = received.as_mut() {
+                    received.borrow_and_update();
+                }
+                let want = end.map_or(CHUNK_BYTES * 4, |e| e.saturating_sub(pos).min(CHUNK_BYTES * 4));
+                if want > 0
+                    && let Some(chunk) = started.recent.as_ref().and_then(|r| r.get(pos, want))
+                {
+                    let next = pos + chunk.len() as u64;
+                    return Some((Ok(chunk), (Tail::File(rx), next)));
+                }
                 let limit = end.map_or(available, |e| e.min(available));
                 if pos < limit {
                     let len = (limit - pos).min(CHUNK_BYTES);
@@ -315,12 +329,21 @@ fn flight_stream(
                     }
                     return None;
                 }
-                if rx.changed().await.is_err() {
-                    // The sender is gone; look at the last phase once more.
-                    let last = rx.borrow().clone();
-                    if !matches!(last, Phase::Done { .. } | Phase::Overflow { .. }) {
-                        return Some((Err(io::Error::other("fetch ended without a result")), (Tail::Done, pos)));
+                let more = async {
+                    match received.as_mut() {
+                        Some(received) => received.changed().await.is_ok(),
+                        None => std::future::pending().await,
                     }
+                };
+                tokio::select! {
+                    changed = rx.changed() => if changed.is_err() {
+                        // The sender is gone; look at the last phase once more.
+                        let last = rx.borrow().clone();
+                        if !matches!(last, Phase::Done { .. } | Phase::Overflow { .. }) {
+                            return Some((Err(io::Error::other("fetch ended without a result")), (Tail::Done, pos)));
+                        }
+                    },
+                    true = more => {}
                 }
             }
         }

@@ -88,6 +88,9 @@ pub(crate) struct Started {
     pub(crate) meta: SourceMeta,
     /// The temp file (later the published blob): readers `read_at` below `written`.
     pub(crate) file: Arc<File>,
+    /// The last bytes the writer received, for readers that keep up: taken from memory, they
+    /// need not be read back from the file (nor wait for it).
+    pub(crate) recent: Option<Arc<Recent>>,
 }
 
 /// Why spooling a stream into a temp file stopped.

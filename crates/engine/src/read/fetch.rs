@@ -23,7 +23,8 @@ use crate::meta::{ReadMeta, Text, Tier};
 use crate::quota::Hold;
 use crate::single_flight::Joined;
 use crate::spool::{
-    HandOff, Phase, PhaseSender, RESERVE_STEP_BYTES, SpoolError, Spooled, Started, progress, spool_or_overflow,
+    HandOff, Phase, PhaseSender, RESERVE_STEP_BYTES, Recent, SpoolError, Spooled, Started, progress,
+    spool_or_overflow,
 };
 use crate::store::{Origin, Store};
 use crate::telemetry::{self, served};
@@ -237,7 +238,8 @@ impl Reads {
             Some(digest) => temp.with_checked_digest(digest),
             None => temp,
         };
-        let started = Arc::new(Started { meta: body.meta.clone(), file: temp.reader() });
+        let recent = Recent::new(RECENT_BYTES);
+        let started = Arc::new(Started { meta: body.meta.clone(), file: temp.reader(), recent: Some(Arc::clone(&recent)) });
         tx.send_replace(Phase::Streaming { started: Arc::clone(&started), written: 0 });
         // The MD5 (the entry's ETag) is computed beside the fetch, from the bytes as they are
         // final, at the lowest priority: no reader waits for it.
@@ -248,7 +250,14 @@ impl Reads {
         };
         // Fused: when the body fits in the spool's queue, the spool has seen its end before the
         // writer overflows, and the rest handed on must answer that end again, not poll past it.
-        let stream = body.stream.fuse();
+        // Each chunk (checked, when the key names a digest) also goes to `recent`, where readers
+        // that keep up take it without reading it back from the file.
+        let stream = body.stream.inspect(move |chunk| {
+            if let Ok(chunk) = chunk {
+                recent.push(chunk.clone());
+            }
+        });
+        let stream = stream.fuse();
         let spooled = spool_or_overflow(temp, reservation, stream, max, progress(tx)).await.map_err(|e| match e {
             SpoolError::Body(e) => Error::Source(e),
             SpoolError::Local(e) => e,
@@ -357,6 +366,10 @@ enum FetchEnd {
     Stored,
     PassThrough,
 }
+
+/// The bytes a flight keeps in memory for the readers that keep up with it: enough for a reader
+/// a few chunks behind, little enough for many flights at once.
+const RECENT_BYTES: u64 = 4 << 20;
 
 /// The flight a fetch of `key` of namespace `ns_id` joins: the key's own, or, for a key naming
 /// its bytes by `digest`, the digest's (namespace 0, which no namespace has), shared by every key

@@ -238,7 +238,7 @@ impl Reads {
         let tier = self.stores.shared().expect("fills start only with a shared tier");
         let meta = SourceMeta { size_bytes: Some(list.size_bytes), ..SourceMeta::default() };
         let temp = self.stores.managed().disk.create_temp().map_err(|e| Error::io("cannot create a temp file", e))?;
-        let started = Arc::new(Started { meta, file: temp.reader() });
+        let started = Arc::new(Started { meta, file: temp.reader(), recent: Some(Arc::clone(&recent)) });
         tx.send_replace(Phase::Streaming { started: Arc::clone(&started), written: 0 });
         let body = tier.read_range(Arc::clone(list), 0, list.size_bytes, primed).inspect(move |chunk| {
             if let Ok(chunk) = chunk {
