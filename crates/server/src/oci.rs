@@ -12,6 +12,7 @@
 use axum::Json;
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use percent_encoding::percent_decode_str;
@@ -120,6 +121,16 @@ pub(crate) async fn answer(st: AppState, req: Request) -> Result<Response, ApiEr
             return Ok(sniffed_manifest(read, &method, &headers).await);
         }
     }
+    if kind == Kind::Tags {
+        let page = match uri.query().map(page_of).transpose() {
+            Ok(page) => page.flatten(),
+            Err(why) => return Ok(Refusal(StatusCode::BAD_REQUEST, "PAGINATION_NUMBER_INVALID", why).into_response()),
+        };
+        if let Some(page) = page {
+            count_served(kind, read.meta.tier.as_str(), None);
+            return Ok(paged_tags(read, &method, &page, name, registry.as_deref()).await);
+        }
+    }
     count_served(kind, read.meta.tier.as_str(), read.meta.size_bytes.filter(|_| method == Method::GET));
     let mut res = respond(read, &method, &headers);
     let h = res.headers_mut();
@@ -142,28 +153,115 @@ pub(crate) async fn answer(st: AppState, req: Request) -> Result<Response, ApiEr
     Ok(res)
 }
 
-/// Answers a manifest read whose stored type is unknown: its bytes (at most
-/// [`MAX_MANIFEST_BYTES`]) read whole, its type taken from its `mediaType`, else from its shape (an
-/// index lists `manifests`, an image manifest `layers`).
-async fn sniffed_manifest(read: tiercache_engine::Read, method: &Method, headers: &HeaderMap) -> Response {
-    use futures::StreamExt;
-    let digest = read.meta.digest;
+/// The most tags one page of a tag list holds, whatever `n` asks for (a client asking for more
+/// gets this many and a `Link` to the rest).
+const MAX_PAGE_TAGS: usize = 10_000;
+
+/// A page of a tag list asked for with `n` and `last` (the Distribution API's pagination).
+#[derive(Debug, PartialEq, Eq)]
+struct Page {
+    /// At most this many tags.
+    n: usize,
+    /// Only tags after this one (in lexical order).
+    last: Option<String>,
+}
+
+/// The page `query` asks for: `None` without `n` or `last` (the whole list); an error for an `n`
+/// that is not a number.
+fn page_of(query: &str) -> Result<Option<Page>, String> {
+    let n = query_value(query, "n");
+    let last = query_value(query, "last").filter(|l| !l.is_empty());
+    if n.is_none() && last.is_none() {
+        return Ok(None);
+    }
+    let n = match n {
+        None => MAX_PAGE_TAGS,
+        Some(n) => {
+            n.parse::<u64>().map_err(|_| format!("n={n:?} is not a number of tags"))?.min(MAX_PAGE_TAGS as u64) as usize
+        }
+    };
+    Ok(Some(Page { n, last }))
+}
+
+/// A tag list read whole (at most [`MAX_MANIFEST_BYTES`], as the source reads it), answered as
+/// `page`: the tags after `last` in lexical order, at most `n`, with a `Link` to the next page if
+/// any are left.
+async fn paged_tags(
+    read: tiercache_engine::Read,
+    method: &Method,
+    page: &Page,
+    name: &str,
+    registry: Option<&str>,
+) -> Response {
+    let bytes = match read_whole(read).await {
+        Ok(bytes) => bytes,
+        Err(refusal) => return refusal.into_response(),
+    };
+    #[derive(serde::Deserialize)]
+    struct TagList {
+        name: Option<String>,
+        tags: Option<Vec<String>>,
+    }
+    let Ok(list) = serde_json::from_slice::<TagList>(&bytes) else {
+        let why = "the upstream registry's tag list is not JSON of the Distribution API".to_owned();
+        return Refusal(StatusCode::BAD_GATEWAY, "UNKNOWN", why).into_response();
+    };
+    let mut tags = list.tags.unwrap_or_default();
+    tags.sort_unstable();
+    tags.dedup();
+    let from = page.last.as_ref().map_or(0, |last| tags.partition_point(|t| t <= last));
+    let to = from.saturating_add(page.n).min(tags.len());
+    let body = serde_json::json!({ "name": list.name.as_deref().unwrap_or(name), "tags": &tags[from..to] });
+    let body = serde_json::to_vec(&body).expect("a tag list serializes");
+    let len = body.len();
+    let mut res = Response::new(if *method == Method::HEAD { axum::body::Body::empty() } else { body.into() });
+    let h = res.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    h.insert("docker-distribution-api-version", HeaderValue::from_static("registry/2.0"));
+    if to < tags.len() && to > from {
+        let encode = |v: &str| percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC).to_string();
+        let mut next = format!("/v2/{name}/tags/list?n={}&last={}", page.n, encode(&tags[to - 1]));
+        if let Some(r) = registry {
+            next.push_str(&format!("&ns={}", encode(r)));
+        }
+        if let Ok(link) = HeaderValue::from_str(&format!("<{next}>; rel=\"next\"")) {
+            h.insert(header::LINK, link);
+        }
+    }
+    res
+}
+
+/// The body of `read`, at most [`MAX_MANIFEST_BYTES`] of it (a manifest, a tag list).
+async fn read_whole(read: tiercache_engine::Read) -> Result<Vec<u8>, Refusal> {
     let mut bytes = Vec::new();
     let mut body = read.into_stream(None);
     while let Some(chunk) = body.next().await {
         match chunk {
             Ok(c) if (bytes.len() + c.len()) as u64 <= MAX_MANIFEST_BYTES => bytes.extend_from_slice(&c),
             Ok(_) => {
-                let why = format!("the manifest is larger than {MAX_MANIFEST_BYTES} bytes");
-                return Refusal(StatusCode::NOT_FOUND, "MANIFEST_INVALID", why).into_response();
+                let why = format!("the answer is larger than {MAX_MANIFEST_BYTES} bytes");
+                return Err(Refusal(StatusCode::NOT_FOUND, "MANIFEST_INVALID", why));
             }
             Err(e) => {
-                tracing::warn!(error = %e, "reading a manifest failed");
-                let why = "the manifest could not be read".to_owned();
-                return Refusal(StatusCode::BAD_GATEWAY, "UNKNOWN", why).into_response();
+                tracing::warn!(error = %e, "reading a manifest or tag list failed");
+                let why = "the stored answer could not be read".to_owned();
+                return Err(Refusal(StatusCode::BAD_GATEWAY, "UNKNOWN", why));
             }
         }
     }
+    Ok(bytes)
+}
+
+/// Answers a manifest read whose stored type is unknown: its bytes (at most
+/// [`MAX_MANIFEST_BYTES`]) read whole, its type taken from its `mediaType`, else from its shape (an
+/// index lists `manifests`, an image manifest `layers`).
+async fn sniffed_manifest(read: tiercache_engine::Read, method: &Method, headers: &HeaderMap) -> Response {
+    let digest = read.meta.digest;
+    let bytes = match read_whole(read).await {
+        Ok(bytes) => bytes,
+        Err(refusal) => return refusal.into_response(),
+    };
     let Some(media_type) = manifest_type(&bytes) else {
         let why = "the stored bytes are not a manifest of a known type".to_owned();
         return Refusal(StatusCode::NOT_FOUND, "MANIFEST_INVALID", why).into_response();
@@ -346,6 +444,18 @@ mod tests {
         ] {
             assert!(parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn pages_of_a_tag_list_are_read_from_n_and_last() {
+        assert_eq!(page_of("ns=docker.io"), Ok(None));
+        assert_eq!(page_of("n=2"), Ok(Some(Page { n: 2, last: None })));
+        assert_eq!(page_of("n=0&last=v1"), Ok(Some(Page { n: 0, last: Some("v1".into()) })));
+        assert_eq!(page_of("last=v%2B1"), Ok(Some(Page { n: MAX_PAGE_TAGS, last: Some("v+1".into()) })));
+        assert_eq!(page_of("n=99999999999999999999"), Err("n=\"99999999999999999999\" is not a number of tags".into()));
+        assert_eq!(page_of("n=18446744073709551615"), Ok(Some(Page { n: MAX_PAGE_TAGS, last: None })));
+        assert!(page_of("n=-1").is_err());
+        assert!(page_of("n=ten").is_err());
     }
 
     #[test]

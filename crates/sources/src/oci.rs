@@ -57,6 +57,45 @@ pub mod media_types {
 /// Largest manifest (or tag list) read: a larger one is an error and nothing is kept.
 pub const MAX_MANIFEST_BYTES: u64 = 4 * 1024 * 1024;
 
+/// The most pages of a tag list read from a registry that answers in pages.
+pub const MAX_TAG_PAGES: u32 = 1000;
+
+/// One page of a tag list (`GET /v2/NAME/tags/list`).
+#[derive(serde::Deserialize)]
+struct TagPage {
+    name: Option<String>,
+    tags: Option<Vec<String>>,
+}
+
+/// The query of the next page of a tag list whose answer had `headers`: from a `Link: <…>;
+/// rel="next"` header, its `last` (and `n`, if given), encoded again; the rest of its URL is
+/// ignored, so the next request goes to the same registry and path. `None` on the last page.
+fn next_page(headers: &reqwest::header::HeaderMap, url: &str) -> Result<Option<String>, SourceError> {
+    let links = headers.get_all(header::LINK).iter().filter_map(|v| v.to_str().ok());
+    let Some(target) = links.flat_map(|v| v.split(',')).find_map(|link| {
+        let (target, params) = link.trim().strip_prefix('<')?.split_once('>')?;
+        params.split(';').any(|p| p.trim().trim_start_matches("rel=").trim_matches('"') == "next").then_some(target)
+    }) else {
+        return Ok(None);
+    };
+    let query = target.split_once('?').map_or("", |(_, q)| q);
+    let value = |name: &str| {
+        query.split('&').find_map(|pair| {
+            let (k, v) = pair.split_once('=')?;
+            (k == name).then(|| percent_encoding::percent_decode_str(v).decode_utf8_lossy().into_owned())
+        })
+    };
+    let last = value("last").filter(|l| !l.is_empty()).ok_or_else(|| {
+        protocol(url, format!("the tag list's next page ({target}) does not say which tag it starts after"))
+    })?;
+    let encode = |v: &str| percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC).to_string();
+    let mut next = format!("last={}", encode(&last));
+    if let Some(n) = value("n").filter(|n| n.parse::<u32>().is_ok()) {
+        next = format!("n={n}&{next}");
+    }
+    Ok(Some(next))
+}
+
 /// How long a manifest by tag (or a tag list) is served before it is revalidated, by default.
 pub const DEFAULT_TAG_TTL: Duration = Duration::from_secs(300);
 
@@ -244,7 +283,23 @@ impl OciSource {
         range: Option<ByteRange>,
         url: &str,
     ) -> Result<reqwest::Response, SourceError> {
-        let target = format!("{}/v2/{}", self.base, self.path_of(key));
+        self.send_query(key, method, range, None, url).await
+    }
+
+    /// [`Self::send`], with `query` (already encoded) after the key's path.
+    async fn send_query(
+        &self,
+        key: &OciKey,
+        method: Method,
+        range: Option<ByteRange>,
+        query: Option<&str>,
+        url: &str,
+    ) -> Result<reqwest::Response, SourceError> {
+        let mut target = format!("{}/v2/{}", self.base, self.path_of(key));
+        if let Some(q) = query {
+            target.push('?');
+            target.push_str(q);
+        }
         let accept = match key {
             OciKey::Manifest { .. } => Some(media_types::MANIFESTS.join(", ")),
             OciKey::Tags { .. } => Some("application/json".to_owned()),
@@ -421,12 +476,44 @@ impl OciSource {
         self.whole_body(body, digest, content_type, req, &url)
     }
 
+    /// A repository's tag list: every page of it when the registry answers in pages (`Link: <…>;
+    /// rel="next"`), joined into one list (at most [`MAX_MANIFEST_BYTES`] and [`MAX_TAG_PAGES`]
+    /// pages in all), so the cache holds the whole list and the mirror pages it itself.
     async fn fetch_tags(&self, key: &OciKey, req: &FetchRequest) -> Result<Fetched, SourceError> {
         let url = self.shown_url(key);
-        let resp = self.send(key, Method::GET, None, &url).await?;
-        check_status(resp.status(), &url)?;
-        let content_type = header_str(resp.headers(), header::CONTENT_TYPE);
-        let body = read_bounded(resp, MAX_MANIFEST_BYTES, &url, self.read_timeout).await?;
+        let (mut content_type, mut joined, mut query) = (None, None::<(Option<String>, Vec<String>)>, None);
+        let (mut left, mut pages) = (MAX_MANIFEST_BYTES, 0);
+        let body = loop {
+            let resp = self.send_query(key, Method::GET, None, query.as_deref(), &url).await?;
+            check_status(resp.status(), &url)?;
+            content_type = content_type.or_else(|| header_str(resp.headers(), header::CONTENT_TYPE));
+            let next = next_page(resp.headers(), &url)?;
+            let body = read_bounded(resp, left, &url, self.read_timeout).await?;
+            left -= body.len() as u64;
+            if joined.is_none() && next.is_none() {
+                break body; // One page: kept as the registry said it.
+            }
+            let page: TagPage = serde_json::from_slice(&body)
+                .map_err(|e| protocol(&url, format!("a page of the tag list is not a tag list: {e}")))?;
+            let (name, tags) = joined.get_or_insert_with(|| (page.name.clone(), Vec::new()));
+            *name = name.take().or(page.name);
+            tags.extend(page.tags.unwrap_or_default());
+            pages += 1;
+            match next {
+                None => {
+                    let (name, tags) = joined.take().expect("set above");
+                    let joined = serde_json::json!({ "name": name, "tags": tags });
+                    break serde_json::to_vec(&joined).expect("a tag list serializes");
+                }
+                Some(q) if query.as_deref() == Some(q.as_str()) => {
+                    return Err(protocol(&url, "the tag list's next page is the page just read".into()));
+                }
+                Some(_) if pages >= MAX_TAG_PAGES => {
+                    return Err(protocol(&url, format!("the tag list has more than {MAX_TAG_PAGES} pages")));
+                }
+                Some(q) => query = Some(q),
+            }
+        };
         let digest = Digest::of(&body).to_string();
         if req.validators.as_ref().and_then(|v| v.etag.as_deref()) == Some(digest.as_str()) {
             return Ok(Fetched::NotModified);
@@ -589,6 +676,26 @@ impl Source for OciSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_next_page_of_a_tag_list_is_read_from_its_link() {
+        let next = |links: &[&str]| {
+            let mut h = reqwest::header::HeaderMap::new();
+            for l in links {
+                h.append(header::LINK, l.parse().unwrap());
+            }
+            next_page(&h, "u")
+        };
+        assert_eq!(next(&[]).unwrap(), None);
+        assert_eq!(next(&["</v2/a/tags/list?last=v2&n=2>; rel=\"next\""]).unwrap().as_deref(), Some("n=2&last=v2"));
+        // Another host in the link is not followed: only its `last` is kept.
+        let far = "<https://elsewhere.example/x?last=1.0%2Bb&n=x>; rel=\"next\"";
+        assert_eq!(next(&[far]).unwrap().as_deref(), Some("last=1%2E0%2Bb"));
+        let two = "</p?last=z>; rel=\"prev\", </q?last=b>; rel=next";
+        assert_eq!(next(&[two]).unwrap().as_deref(), Some("last=b"));
+        assert_eq!(next(&["</p?last=z>; rel=\"prev\""]).unwrap(), None);
+        assert!(next(&["</v2/a/tags/list?n=2>; rel=\"next\""]).is_err(), "a next page without `last`");
+    }
 
     #[test]
     fn registry_urls_parse_to_canonical_identities() {

@@ -60,7 +60,10 @@ async fn skopeo_pulls_through_the_mirror_byte_identical_and_once() {
         .multi_platform()
         .build()
         .unwrap();
-    registry.push(&image, "team/app", "v1").unwrap();
+    let tags = ["v1", "v2", "v3", "v4", "v5"];
+    for tag in tags {
+        registry.push(&image, "team/app", tag).unwrap();
+    }
     let proxy = RegistryProxy::start(&registry.url(), ProxyAuth::None).await;
 
     let d = dirs();
@@ -142,6 +145,47 @@ async fn skopeo_pulls_through_the_mirror_byte_identical_and_once() {
     let base = client.get(server.url("/v2/")).send().await.unwrap();
     assert_eq!(base.status().as_u16(), 200);
     assert_eq!(base.headers()["docker-distribution-api-version"], "registry/2.0");
+
+    // A tag list from a registry that pages it is cached whole, and paged again by the mirror
+    // (`n`, `last`, `Link`), which skopeo follows.
+    proxy.set_tag_page(Some(2));
+    let lists_before = proxy.counts().tag_lists;
+    let mut seen = Vec::new();
+    let mut next = Some("/v2/team/app/tags/list?n=2".to_owned());
+    while let Some(path) = next.take() {
+        let res = client.get(server.url(&path)).send().await.unwrap();
+        assert_eq!(res.status().as_u16(), 200, "{path}");
+        next = res.headers().get("link").map(|l| {
+            let l = l.to_str().unwrap();
+            assert!(l.ends_with(">; rel=\"next\""), "{l}");
+            l.trim_start_matches('<').split('>').next().unwrap().to_owned()
+        });
+        let page: serde_json::Value = serde_json::from_slice(&res.bytes().await.unwrap()).unwrap();
+        assert_eq!(page["name"], "team/app");
+        let page: Vec<String> = serde_json::from_value(page["tags"].clone()).unwrap();
+        assert!(page.len() <= 2, "{page:?}");
+        seen.extend(page);
+        assert!(seen.len() <= tags.len(), "the pages end: {seen:?}");
+    }
+    assert_eq!(seen, tags, "every tag once, in order");
+    assert!(proxy.counts().tag_lists >= lists_before + 3, "the registry's pages of 2 were all read");
+    let listed = Command::new("skopeo")
+        .args(["list-tags", "--tls-verify=false"])
+        .arg(format!("docker://{mirror}/team/app"))
+        .output()
+        .unwrap();
+    assert!(listed.status.success(), "{}", String::from_utf8_lossy(&listed.stderr));
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(listed["Tags"].as_array().map(Vec::len), Some(tags.len()), "{listed}");
+    let none: serde_json::Value = serde_json::from_slice(
+        &client.get(server.url("/v2/team/app/tags/list?n=0")).send().await.unwrap().bytes().await.unwrap(),
+    )
+    .unwrap();
+    assert_eq!(none["tags"], serde_json::json!([]));
+    let bad = client.get(server.url("/v2/team/app/tags/list?n=many")).send().await.unwrap();
+    assert_eq!(bad.status().as_u16(), 400);
+    let body: serde_json::Value = serde_json::from_slice(&bad.bytes().await.unwrap()).unwrap();
+    assert_eq!(body["errors"][0]["code"], "PAGINATION_NUMBER_INVALID");
 
     // The registry stopped: the tag pulled before still resolves, from the cache.
     registry.kill();

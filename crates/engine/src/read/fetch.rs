@@ -23,8 +23,7 @@ use crate::meta::{ReadMeta, Text, Tier};
 use crate::quota::Hold;
 use crate::single_flight::Joined;
 use crate::spool::{
-    HandOff, Phase, PhaseSender, RESERVE_STEP_BYTES, Recent, SpoolError, Spooled, Started, progress,
-    spool_or_overflow,
+    HandOff, Phase, PhaseSender, RESERVE_STEP_BYTES, Recent, SpoolError, Spooled, Started, progress, spool_or_overflow,
 };
 use crate::store::{Origin, Store};
 use crate::telemetry::{self, served};
@@ -239,7 +238,8 @@ impl Reads {
             None => temp,
         };
         let recent = Recent::new(RECENT_BYTES);
-        let started = Arc::new(Started { meta: body.meta.clone(), file: temp.reader(), recent: Some(Arc::clone(&recent)) });
+        let started =
+            Arc::new(Started { meta: body.meta.clone(), file: temp.reader(), recent: Some(Arc::clone(&recent)) });
         tx.send_replace(Phase::Streaming { started: Arc::clone(&started), written: 0 });
         // The MD5 (the entry's ETag) is computed beside the fetch, from the bytes as they are
         // final, at the lowest priority: no reader waits for it.

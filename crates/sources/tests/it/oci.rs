@@ -95,6 +95,28 @@ async fn manifests_and_blobs_are_the_bytes_pushed() {
     assert!(String::from_utf8_lossy(&tags).contains("\"v1\""));
 }
 
+/// A registry that answers tag lists in pages (`Link: <…>; rel="next"`) is read page by page
+/// into one list, every tag once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tag_list_in_pages_is_read_whole() {
+    let Some(reg) = start_registry(RegistryAuth::None) else { return };
+    let image = ImageBuilder::new(31).tag("t0").build().unwrap();
+    let tags: Vec<String> = (0..7).map(|i| format!("t{i}")).collect();
+    for t in &tags {
+        reg.push(&image, "paged/app", t).unwrap();
+    }
+    let proxy = RegistryProxy::start(&reg.url(), ProxyAuth::None).await;
+    proxy.set_tag_page(Some(3));
+    let s = source(&proxy.host(), None);
+    let (_, _, body) = get(&s, "paged/app/tags/list").await.unwrap();
+    let list: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(list["name"], "paged/app");
+    let mut got: Vec<String> = serde_json::from_value(list["tags"].clone()).unwrap();
+    got.sort();
+    assert_eq!(got, tags);
+    assert_eq!(proxy.counts().tag_lists, 3, "7 tags in pages of 3");
+}
+
 /// Revalidating a manifest by tag is one HEAD: the same digest is `NotModified` without a GET;
 /// once the tag is pushed again with another image, the new index comes back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

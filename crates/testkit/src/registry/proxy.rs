@@ -102,6 +102,8 @@ struct ProxyState {
     n_issued: u64,
     requests: Vec<RecordedRequest>,
     client: reqwest::Client,
+    /// `n` added to tag list requests that do not name one: the registry then answers in pages.
+    tag_page: Option<usize>,
 }
 
 /// A running proxy and token server. Both stop when dropped.
@@ -141,6 +143,7 @@ impl RegistryProxy {
             n_issued: 0,
             requests: Vec::new(),
             client,
+            tag_page: None,
         }));
         let proxy = axum::Router::new().fallback(forward).with_state(Arc::clone(&state));
         let tokens = axum::Router::new().fallback(issue_token).with_state(Arc::clone(&state));
@@ -153,6 +156,13 @@ impl RegistryProxy {
             }),
         ];
         RegistryProxy { addr, token_addr, state, tasks }
+    }
+
+    /// Answers tag lists in pages of `n` (or the request's own `n`), after the request's `last`,
+    /// with `Link` headers to the next page, as registries that paginate by default do (Debian's
+    /// distribution 2.8 does not page at all).
+    pub fn set_tag_page(&self, n: Option<usize>) {
+        self.state().tag_page = n;
     }
 
     /// `http://127.0.0.1:PORT` of the proxy.
@@ -290,7 +300,7 @@ async fn forward(State(state): State<Arc<Mutex<ProxyState>>>, req: Request) -> R
     let path = req.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned();
     let (name, kind) = classify(&path);
     let seen = Seen { method: &method, path: &path, kind, headers: &headers };
-    let (challenge, upstream, client) = {
+    let (challenge, upstream, client, tag_page) = {
         let st = lock(&state);
         let challenge = match &st.auth {
             ProxyAuth::Bearer { .. } if !is_granted(&st, &headers, name.as_deref()) => {
@@ -299,8 +309,17 @@ async fn forward(State(state): State<Arc<Mutex<ProxyState>>>, req: Request) -> R
             }
             _ => None,
         };
-        (challenge, st.upstream.clone(), st.client.clone())
+        (challenge, st.upstream.clone(), st.client.clone(), st.tag_page)
     };
+    // Paged by the proxy: the registry (distribution 2.8) ignores `n` and `last`.
+    let page = tag_page.filter(|_| kind == RequestKind::Tags && method == Method::GET).map(|n| {
+        let query = req.uri().query().unwrap_or("");
+        let value = |name: &str| {
+            query.split('&').find_map(|p| p.split_once('=').filter(|(k, _)| *k == name).map(|(_, v)| percent_decode(v)))
+        };
+        (value("n").and_then(|v| v.parse().ok()).unwrap_or(n), value("last"))
+    });
+    let sent = if page.is_some() { req.uri().path().to_owned() } else { path.clone() };
     if let Some(challenge) = challenge {
         record(&state, &seen, 401, true);
         return Response::builder()
@@ -311,7 +330,7 @@ async fn forward(State(state): State<Arc<Mutex<ProxyState>>>, req: Request) -> R
             .expect("a valid response");
     }
     let is_bearer = matches!(lock(&state).auth, ProxyAuth::Bearer { .. });
-    let mut rb = client.request(method.clone(), format!("{upstream}{path}"));
+    let mut rb = client.request(method.clone(), format!("{upstream}{sent}"));
     for (k, v) in &headers {
         let skip = k == header::HOST || k == header::CONNECTION || (is_bearer && k == header::AUTHORIZATION);
         if !skip {
@@ -329,6 +348,9 @@ async fn forward(State(state): State<Arc<Mutex<ProxyState>>>, req: Request) -> R
         }
     };
     record(&state, &seen, answer.status().as_u16(), false);
+    if let Some((n, last)) = page.filter(|_| answer.status().is_success()) {
+        return tag_page_of(answer, req.uri().path(), n, last.as_deref()).await;
+    }
     let mut out = Response::builder().status(answer.status().as_u16());
     for (k, v) in answer.headers() {
         if k != header::CONNECTION && k != header::TRANSFER_ENCODING {
@@ -340,6 +362,22 @@ async fn forward(State(state): State<Arc<Mutex<ProxyState>>>, req: Request) -> R
         _ => Body::from_stream(answer.bytes_stream().map_err(std::io::Error::other)),
     };
     out.body(body).expect("a valid response")
+}
+
+/// Page `n` tags after `last` of the whole tag list `answer`, with a `Link` to the next page.
+async fn tag_page_of(answer: reqwest::Response, path: &str, n: usize, last: Option<&str>) -> Response {
+    let bytes = answer.bytes().await.expect("the registry's tag list");
+    let list: serde_json::Value = serde_json::from_slice(&bytes).expect("the registry's tag list is JSON");
+    let mut tags: Vec<String> = serde_json::from_value(list["tags"].clone()).unwrap_or_default();
+    tags.sort();
+    let from = last.map_or(0, |l| tags.partition_point(|t| t.as_str() <= l));
+    let to = (from + n).min(tags.len());
+    let body = serde_json::json!({ "name": list["name"], "tags": &tags[from..to] }).to_string();
+    let mut out = Response::builder().header(header::CONTENT_TYPE, "application/json");
+    if to < tags.len() {
+        out = out.header(header::LINK, format!("<{path}?n={n}&last={}>; rel=\"next\"", tags[to - 1]));
+    }
+    out.body(Body::from(body)).expect("a valid response")
 }
 
 /// The token server: `GET /token?service=…&scope=…`, basic credentials checked if configured.
