@@ -197,7 +197,10 @@ impl DeriveError {
     /// Whether the failure says something about the input, so that asking again with the same
     /// input would fail again (it is remembered, with backoff, instead of retried every time).
     pub fn is_about_input(&self) -> bool {
-        matches!(self, DeriveError::Unsupported(_) | DeriveError::Corrupt(_) | DeriveError::TooLarge(_) | DeriveError::TimedOut)
+        matches!(
+            self,
+            DeriveError::Unsupported(_) | DeriveError::Corrupt(_) | DeriveError::TooLarge(_) | DeriveError::TimedOut
+        )
     }
 }
 
@@ -267,7 +270,8 @@ mod tests {
 
     #[test]
     fn unknown_and_repeated_parameters_are_refused() {
-        let raw = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>();
+        let raw =
+            |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>();
         assert!(known_params(&raw(&[("a", "1")]), &["a"]).is_ok());
         assert!(matches!(known_params(&raw(&[("b", "1")]), &["a"]), Err(DeriveError::BadParam(_))));
         assert!(matches!(known_params(&raw(&[("a", "1"), ("a", "2")]), &["a"]), Err(DeriveError::BadParam(_))));

@@ -16,6 +16,7 @@
 mod access;
 mod blobs;
 mod counters;
+mod derivations;
 mod entries;
 mod files;
 mod index;
@@ -29,6 +30,7 @@ mod uploads;
 
 pub use access::AccessRecord;
 pub use blobs::{BlobRow, BlobState};
+pub use derivations::{Derivation, DerivationKey, DerivationStats};
 pub use entries::{Entry, NewEntry, Validators};
 pub use files::{DirState, DirStats, FileRow, ListPage, ListRequest, ListedItem};
 pub use index::{Index, IndexError, Opened};

@@ -173,6 +173,26 @@ ALTER TABLE entries ADD COLUMN attrs TEXT;
 -- Invariant: when set, the sizes sum to the entry's size and their count is the N of its etag.
 ALTER TABLE entries ADD COLUMN part_sizes TEXT;
 "#,
+    r#"
+-- Derivations: the blob a recipe made from an input blob, by key (recipe, its version, its
+-- canonical parameters, the input's digest). The output is an ordinary blob, committed retained
+-- (no entry names it) in the same transaction as its row, and evictable like any other.
+-- Invariant: a row whose output blob is not present (evicted, lost) is a miss, never served; it
+-- is replaced when the output is made again. A new recipe version is a new key: old rows are
+-- never found again, and their blobs leave with eviction.
+CREATE TABLE derivations (
+    recipe        TEXT NOT NULL,
+    version       INTEGER NOT NULL,
+    params        TEXT NOT NULL,
+    input         TEXT NOT NULL,
+    output        TEXT NOT NULL,
+    size          INTEGER NOT NULL,
+    content_type  TEXT NOT NULL,
+    created_at    INTEGER NOT NULL,
+    PRIMARY KEY (recipe, version, params, input)
+) WITHOUT ROWID;
+CREATE INDEX derivations_by_output ON derivations(output);
+"#,
 ];
 
 /// Brings `conn` up to the newest schema. Returns the version found before migrating.

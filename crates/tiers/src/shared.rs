@@ -31,6 +31,7 @@
 
 mod breaker;
 mod chunks;
+mod derived;
 mod operator;
 mod records;
 mod tree;
@@ -52,6 +53,7 @@ use tiercache_core::Digest;
 
 pub use breaker::BreakerState;
 pub use chunks::ChunkList;
+pub use derived::DerivedRecord;
 pub use operator::{StoreLimits, redact};
 pub use records::{EntryRecord, MAX_RECORD_BYTES, RecordLookup};
 pub use write_back::WriteBack;

@@ -95,41 +95,13 @@ impl EntryRecord {
                 lines.push((name, v.clone()));
             }
         }
-        let mut s = format!("{MAGIC}\n");
-        for (name, value) in lines {
-            if value.is_empty() || value.chars().any(|c| c.is_control()) {
-                return None;
-            }
-            s.push_str(&format!("{name} {value}\n"));
-        }
-        let check = Digest::of(s.as_bytes());
-        s.push_str(&format!("check {}\n", check.hex()));
-        Some(s)
+        seal(MAGIC, &lines)
     }
 
     /// Parses a record, which must be for `source` and `key`.
     pub fn decode(source: &str, key: &str, bytes: &[u8]) -> Result<EntryRecord, String> {
-        if bytes.len() as u64 > MAX_RECORD_BYTES {
-            return Err(format!("record is larger than {MAX_RECORD_BYTES} bytes"));
-        }
-        let text = std::str::from_utf8(bytes).map_err(|_| "record is not UTF-8".to_owned())?;
-        let body_end = text.rfind("check ").ok_or("record has no check line")?;
-        let (body, check) = text.split_at(body_end);
-        let check = check.strip_prefix("check ").and_then(|c| c.strip_suffix('\n')).ok_or("bad check line")?;
-        if Digest::of(body.as_bytes()).hex() != check {
-            return Err("record fails its check (torn or corrupted)".into());
-        }
-        let mut lines = body.lines();
-        if lines.next() != Some(MAGIC) {
-            return Err("record: unknown format".into());
-        }
-        let mut field = |name: &str| {
-            let line = lines.next().unwrap_or_default();
-            line.strip_prefix(name)
-                .and_then(|rest| rest.strip_prefix(' '))
-                .map(str::to_owned)
-                .ok_or_else(|| format!("record: expected `{name} …`"))
-        };
+        let mut lines = unseal(MAGIC, bytes)?;
+        let mut field = |name: &str| field(&mut lines, name);
         let found_source = field("source")?;
         let found_key = field("key")?;
         if found_source != source || found_key != key {
@@ -169,6 +141,49 @@ impl EntryRecord {
     }
 }
 
+/// A record's text: `magic`, then a `name value` line per field, then a `check` line (the SHA-256
+/// of every byte above it); `None` if a value is empty or cannot be written on one line.
+pub(super) fn seal(magic: &str, lines: &[(&str, String)]) -> Option<String> {
+    let mut s = format!("{magic}\n");
+    for (name, value) in lines {
+        if value.is_empty() || value.chars().any(|c| c.is_control()) {
+            return None;
+        }
+        s.push_str(&format!("{name} {value}\n"));
+    }
+    let check = Digest::of(s.as_bytes());
+    s.push_str(&format!("check {}\n", check.hex()));
+    Some(s)
+}
+
+/// The field lines of a record sealed by [`seal`] with `magic`, once its check holds.
+pub(super) fn unseal<'a>(magic: &str, bytes: &'a [u8]) -> Result<std::str::Lines<'a>, String> {
+    if bytes.len() as u64 > MAX_RECORD_BYTES {
+        return Err(format!("record is larger than {MAX_RECORD_BYTES} bytes"));
+    }
+    let text = std::str::from_utf8(bytes).map_err(|_| "record is not UTF-8".to_owned())?;
+    let body_end = text.rfind("check ").ok_or("record has no check line")?;
+    let (body, check) = text.split_at(body_end);
+    let check = check.strip_prefix("check ").and_then(|c| c.strip_suffix('\n')).ok_or("bad check line")?;
+    if Digest::of(body.as_bytes()).hex() != check {
+        return Err("record fails its check (torn or corrupted)".into());
+    }
+    let mut lines = body.lines();
+    if lines.next() != Some(magic) {
+        return Err("record: unknown format".into());
+    }
+    Ok(lines)
+}
+
+/// The value of the next line of `lines`, which must be field `name`.
+pub(super) fn field(lines: &mut std::str::Lines<'_>, name: &str) -> Result<String, String> {
+    let line = lines.next().unwrap_or_default();
+    line.strip_prefix(name)
+        .and_then(|rest| rest.strip_prefix(' '))
+        .map(str::to_owned)
+        .ok_or_else(|| format!("record: expected `{name} …`"))
+}
+
 impl SharedTier {
     /// The store's key of the record of `key` at source `source`.
     pub fn record_key(source: &str, key: &str) -> String {
@@ -182,21 +197,14 @@ impl SharedTier {
     /// which alone knows whether a record is still fresh.
     pub async fn read_record(&self, source: &str, key: &str) -> Result<RecordLookup, SharedError> {
         let object = Self::record_key(source, key);
-        // Its size first, so an oversized object is never read.
-        let Some(meta) = self.lookup_call("record", self.op.stat(&object)).await? else {
-            return Ok(RecordLookup::Missing);
+        let bytes = match self.read_small(&object).await? {
+            None => return Ok(RecordLookup::Missing),
+            Some(Err(why)) => {
+                tracing::warn!(store = %self.display, object, why, "shared tier entry record is malformed; treated as a miss");
+                return Ok(RecordLookup::Malformed(why));
+            }
+            Some(Ok(bytes)) => bytes,
         };
-        let len = meta.content_length();
-        if len == 0 || len > MAX_RECORD_BYTES {
-            let why = format!("record object has {len} bytes");
-            tracing::warn!(store = %self.display, object, why, "shared tier entry record is malformed; treated as a miss");
-            return Ok(RecordLookup::Malformed(why));
-        }
-        // Replaced meanwhile by a shorter object: "not found"; by a longer one: `len` bytes of it,
-        // which fail the check.
-        let found = self.lookup_call("record", self.op.read_with(&object).range(0..len)).await?;
-        let Some(buf) = found else { return Ok(RecordLookup::Missing) };
-        let bytes = buf.to_bytes();
         Ok(match EntryRecord::decode(source, key, &bytes) {
             Ok(record) => RecordLookup::Found(record),
             Err(why) => {
@@ -204,6 +212,23 @@ impl SharedTier {
                 RecordLookup::Malformed(why)
             }
         })
+    }
+
+    /// Object `object`, at most [`MAX_RECORD_BYTES`] of it: `None` if there is none, `Err(why)`
+    /// for an empty or larger one (never read).
+    pub(super) async fn read_small(&self, object: &str) -> Result<Option<Result<bytes::Bytes, String>>, SharedError> {
+        // Its size first, so an oversized object is never read.
+        let Some(meta) = self.lookup_call("record", self.op.stat(object)).await? else {
+            return Ok(None);
+        };
+        let len = meta.content_length();
+        if len == 0 || len > MAX_RECORD_BYTES {
+            return Ok(Some(Err(format!("record object has {len} bytes"))));
+        }
+        // Replaced meanwhile by a shorter object: "not found"; by a longer one: `len` bytes of it,
+        // which fail the check.
+        let found = self.lookup_call("record", self.op.read_with(object).range(0..len)).await?;
+        Ok(found.map(|buf| Ok(buf.to_bytes())))
     }
 
     /// Writes `record` (replacing any record of its source and key). The caller makes sure its
