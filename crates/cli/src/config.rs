@@ -272,6 +272,14 @@ pub(crate) fn engine_config(global: &GlobalSettings, flags: &EngineSettings, fil
     p.owner_grace = s.owner_grace.map_or(p.owner_grace, |d| d.0);
     cfg.multipart_max_age = s.multipart_max_age.map_or(cfg.multipart_max_age, |d| d.0);
     anyhow::ensure!(!cfg.multipart_max_age.is_zero(), "multipart_max_age must be longer than zero");
+    let dv = &mut cfg.derive;
+    anyhow::ensure!(s.worker_threads != Some(0), "worker_threads must be at least 1 (--no-worker runs none)");
+    anyhow::ensure!(s.worker_threads.is_none_or(|n| n <= 1024), "worker_threads must be at most 1024");
+    dv.workers = if s.no_worker { 0 } else { s.worker_threads.unwrap_or(dv.workers) };
+    anyhow::ensure!(s.derive_queue.is_none_or(|n| (1..=1_000_000).contains(&n)), "derive_queue must be 1 to 1000000");
+    dv.queue_jobs = s.derive_queue.unwrap_or(dv.queue_jobs);
+    dv.job_timeout = s.derive_timeout.map_or(dv.job_timeout, |d| d.0);
+    anyhow::ensure!(!dv.job_timeout.is_zero(), "derive_timeout must be longer than zero");
     if let Some(hook) = s.owner_hook.as_deref() {
         p.owner_hook = Some(std::sync::Arc::new(crate::owner_hook::OwnerHook::parse(hook)?));
     }

@@ -333,6 +333,19 @@ pub(crate) struct EngineSettings {
     /// A namespace whose owner is gone is deleted once the hook has said so for this long.
     #[arg(skip)]
     pub(crate) owner_grace: Option<HumanDuration>,
+    /// Derivation jobs (thumbnails, …) run at once [default: one per core]
+    #[arg(long, env = "TIERCACHE_WORKER_THREADS", value_name = "N")]
+    pub(crate) worker_threads: Option<usize>,
+    /// Run no derivation jobs: serve outputs already made only (a missing one answers 503)
+    #[arg(long, env = "TIERCACHE_NO_WORKER")]
+    #[serde(default)]
+    pub(crate) no_worker: bool,
+    /// Derivation jobs queued at most; one more answers 503 with Retry-After [default: 1024]
+    #[arg(long, env = "TIERCACHE_DERIVE_QUEUE", value_name = "N")]
+    pub(crate) derive_queue: Option<usize>,
+    /// The longest a derivation job may run [default: 60s]
+    #[arg(long, env = "TIERCACHE_DERIVE_TIMEOUT", value_name = "DURATION")]
+    pub(crate) derive_timeout: Option<HumanDuration>,
     /// A multipart upload neither completed nor aborted this long after it began is abandoned:
     /// the pruner removes it and its parts [default: 7d]
     #[arg(long, env = "TIERCACHE_MULTIPART_MAX_AGE", value_name = "DURATION", allow_hyphen_values = true)]
@@ -380,6 +393,10 @@ impl EngineSettings {
             owner_hook: s.owner_hook.or(f.owner_hook),
             owner_grace: s.owner_grace.or(f.owner_grace),
             multipart_max_age: s.multipart_max_age.or(f.multipart_max_age),
+            worker_threads: s.worker_threads.or(f.worker_threads),
+            no_worker: s.no_worker || f.no_worker,
+            derive_queue: s.derive_queue.or(f.derive_queue),
+            derive_timeout: s.derive_timeout.or(f.derive_timeout),
         }
     }
 }

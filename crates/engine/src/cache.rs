@@ -15,6 +15,7 @@ use tiercache_tiers::shared::{SharedTier, WriteBack};
 
 use crate::access::AccessLog;
 use crate::blocking::{Ix, blocking_with};
+use crate::derive::{Derivations, DeriveAsk, DeriveInput, DeriveStats, Derived};
 use crate::directory::{Directories, ScanProgress, UpdateKind, UpdateReport};
 use crate::jobs::{Jobs, MoveReport, PruneOptions, PruneReport, StatsReport, VacuumReport, VerifyReport};
 use crate::memory::{Memory, MemoryReport};
@@ -49,6 +50,7 @@ struct Parts {
     writes: Writes,
     uploads: Arc<Uploads>,
     jobs: Arc<Jobs>,
+    derivations: Arc<Derivations>,
     tasks: Tasks,
     notes: Arc<Notes>,
 }
@@ -170,7 +172,10 @@ impl Cache {
             ix.run(move |_| quota.resync()).await?;
         }
         jobs.spawn_flusher();
-        let parts = Parts { memory, stores, namespaces, directories, reads, writes, uploads, jobs, tasks, notes };
+        let derivations =
+            Derivations::new(config.derive.clone(), Arc::clone(&reads), Arc::clone(&stores), ix.clone(), tasks.clone());
+        let parts =
+            Parts { memory, stores, namespaces, directories, reads, writes, uploads, jobs, derivations, tasks, notes };
         Ok(Cache { parts: Arc::new(parts) })
     }
 
@@ -256,6 +261,19 @@ impl Cache {
     /// hit verifies those bytes before answering.
     pub async fn read_entry_with(&self, namespace: &str, key: &[u8], intent: Intent) -> Result<Read, Error> {
         self.parts.reads.entry(namespace, key, intent).await
+    }
+
+    /// Asks for derivation `ask` of `input` (`derive.rs` has the order): the output if it is made
+    /// (here or, through the shared tier, by another node), else a job queued once per key and
+    /// waited for up to `ask.wait`. A refused request (unknown recipe or parameter, an input the
+    /// recipe does not take, a recipe that cannot run here or no workers) is [`Error::Recipe`].
+    pub async fn derive(&self, input: &DeriveInput, ask: &DeriveAsk) -> Result<Derived, Error> {
+        self.parts.derivations.derive(input, ask).await
+    }
+
+    /// The derivation queue's figures and the outputs present, by recipe.
+    pub async fn derive_stats(&self) -> Result<DeriveStats, Error> {
+        self.parts.derivations.stats().await
     }
 
     /// [`Error::TooLarge`] if an upload declaring `declared_bytes` is larger than the maximum

@@ -53,6 +53,8 @@ pub struct CacheConfig {
     /// A multipart upload neither completed nor aborted this long after it was created is
     /// abandoned: the pruner removes it and its parts. Default 7 days.
     pub multipart_max_age: Duration,
+    /// Derivations: the worker pool and the bounds of every job.
+    pub derive: DeriveConfig,
 }
 
 /// The default of [`CacheConfig::max_object_bytes`]: 64 GiB.
@@ -79,6 +81,7 @@ impl CacheConfig {
             pruner: PrunerConfig::default(),
             max_object_bytes: DEFAULT_MAX_OBJECT_BYTES,
             multipart_max_age: Duration::from_secs(7 * 24 * 3600),
+            derive: DeriveConfig::default(),
         }
     }
 }
@@ -151,6 +154,40 @@ impl Default for DiskLimits {
             high_watermark: 0.95,
             low_watermark: 0.90,
             protect_new: Duration::from_secs(10),
+        }
+    }
+}
+
+/// How derivations run: the worker pool's size and the bounds of every job.
+#[derive(Debug, Clone)]
+pub struct DeriveConfig {
+    /// Jobs run at once (`--worker-threads`); 0 runs none (`--no-worker`): only outputs already
+    /// made are served.
+    pub workers: usize,
+    /// Jobs queued at most (`--derive-queue`); one more is refused as busy.
+    pub queue_jobs: usize,
+    /// The longest a job may run.
+    pub job_timeout: Duration,
+    /// The largest input a recipe reads.
+    pub max_input_bytes: u64,
+    /// The largest output a recipe may write.
+    pub max_output_bytes: u64,
+    /// The most memory a decoder may allocate for one job.
+    pub max_alloc_bytes: u64,
+    /// The most pixels a decoded image may have.
+    pub max_pixels: u64,
+}
+
+impl Default for DeriveConfig {
+    fn default() -> Self {
+        DeriveConfig {
+            workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            queue_jobs: 1024,
+            job_timeout: Duration::from_secs(60),
+            max_input_bytes: 256 << 20,
+            max_output_bytes: 64 << 30,
+            max_alloc_bytes: 1 << 30,
+            max_pixels: 150_000_000,
         }
     }
 }

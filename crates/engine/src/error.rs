@@ -14,6 +14,17 @@ use tiercache_sources::SourceError;
 /// A cause shared by the clones of one error.
 pub type Cause = Arc<dyn std::error::Error + Send + Sync>;
 
+/// Why a derivation was refused before any work ([`Error::Recipe`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecipeFault {
+    /// An unknown recipe, or a parameter unknown, repeated or out of bounds.
+    BadRequest,
+    /// The input is not something the recipe takes (a text file asked for a thumbnail).
+    Unsupported,
+    /// The recipe cannot run on this machine, or this process runs no workers.
+    NotAvailable,
+}
+
 /// What can go wrong in the engine.
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
@@ -105,6 +116,15 @@ pub enum Error {
     NameTooLong {
         /// Which name, and the limit.
         what: String,
+    },
+    /// A derivation cannot be asked for so: an unknown recipe or parameter, an input the recipe
+    /// does not take, or a recipe this machine cannot run (`fault` says which).
+    #[error("{reason}")]
+    Recipe {
+        /// Which kind of refusal.
+        fault: RecipeFault,
+        /// Why, in a sentence.
+        reason: String,
     },
     /// An argument is invalid (a bad source URL, say); the message says which and why.
     #[error("{0}")]
@@ -241,6 +261,9 @@ impl Error {
             Error::Exists { .. } => "exists",
             Error::Io { .. } => "io",
             Error::Index(_) => "index",
+            Error::Recipe { fault: RecipeFault::BadRequest, .. } => "bad_request",
+            Error::Recipe { fault: RecipeFault::Unsupported, .. } => "unsupported_input",
+            Error::Recipe { fault: RecipeFault::NotAvailable, .. } => "recipe_not_available",
         }
     }
 

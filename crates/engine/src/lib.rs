@@ -8,7 +8,8 @@
 //! - 2: `store` (and `store/place`), `body`, `namespaces`;
 //! - 3: `read` (memory → index → disk → shared → source), `write`, `directory`, `uploads`
 //!   (multipart);
-//! - 4: `jobs` (maintenance, pruner, moves, flush);
+//! - 4: `jobs` (maintenance, pruner, moves, flush), `derive` (derivations: lookups, the queue and
+//!   its workers);
 //! - 5: `cache`, the facade.
 //!
 //! It knows nothing of HTTP status codes or command lines: it returns typed [`Error`]s and lets
@@ -42,6 +43,7 @@ mod read;
 mod uploads;
 mod write;
 // Layer 4.
+mod derive;
 mod jobs;
 // Layer 5.
 mod cache;
@@ -49,9 +51,10 @@ mod cache;
 pub use body::Read;
 pub use cache::Cache;
 pub use config::CacheConfig;
-pub use config::{DEFAULT_MAX_OBJECT_BYTES, DiskLimits, OwnerCheck, PrunerConfig};
+pub use config::{DEFAULT_MAX_OBJECT_BYTES, DeriveConfig, DiskLimits, OwnerCheck, PrunerConfig};
+pub use derive::{DeriveAsk, DeriveInput, DeriveStats, Derived, Priority};
 pub use directory::{ScanProgress, UpdateKind, UpdateReport};
-pub use error::{Cause, Error};
+pub use error::{Cause, Error, RecipeFault};
 pub use jobs::{MoveReport, PruneOptions, PruneReport, PrunedItem};
 pub use jobs::{StatsReport, VacuumReport, VerifyReport};
 pub use memory::MemoryReport;

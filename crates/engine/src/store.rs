@@ -50,6 +50,8 @@ pub(crate) enum Origin {
     Shared,
     /// A copy made by moving a namespace to another storage place.
     Move,
+    /// A derivation's output, made by a worker.
+    Derived,
 }
 
 impl Origin {
@@ -61,6 +63,7 @@ impl Origin {
             Origin::Copy => "copy",
             Origin::Shared => "shared",
             Origin::Move => "move",
+            Origin::Derived => "derived",
         }
     }
 }
@@ -316,6 +319,23 @@ impl Stores {
         };
         let steps = Steps { named, origin: Origin::Upload, tail: None, is_upload: false, wants_md5: true };
         self.publish_and_record(store, finished, steps, record).await
+    }
+
+    /// [`Stores::commit`] of a derivation's output into the managed store: step 5 is
+    /// [`Index::commit_derived`], which commits the blob row (retained: no entry names it) and the
+    /// derivation row `key` naming it, with media type `content_type`, in one transaction.
+    pub(crate) async fn commit_derived(
+        &self,
+        finished: (FinishedBlob, Reservation),
+        key: tiercache_index::DerivationKey,
+        content_type: String,
+    ) -> Result<Digest, Error> {
+        let record = move |ix: &Index, digest: &Digest, size: u64| {
+            ix.commit_derived(&key, digest, size, &content_type, now_ms()).map(|()| true)
+        };
+        let steps = Steps { named: None, origin: Origin::Derived, tail: None, is_upload: false, wants_md5: false };
+        let managed = Arc::clone(&self.managed);
+        self.publish_and_record(&managed, finished, steps, record).await.map(|(digest, _)| digest)
     }
 
     /// Stores `chunks`, a whole small body held in memory, as a blob of `store` named by `entry`,

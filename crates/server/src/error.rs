@@ -134,6 +134,9 @@ impl ApiError {
             E::Source(_) => StatusCode::BAD_GATEWAY,
             E::StorageFull { .. } => StatusCode::INSUFFICIENT_STORAGE,
             E::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            E::Recipe { fault: tiercache_engine::RecipeFault::BadRequest, .. } => StatusCode::BAD_REQUEST,
+            E::Recipe { fault: tiercache_engine::RecipeFault::Unsupported, .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            E::Recipe { fault: tiercache_engine::RecipeFault::NotAvailable, .. } => StatusCode::SERVICE_UNAVAILABLE,
             // The client's own body failed; the listener answers a body timeout 408 instead.
             E::UploadBody { .. } => StatusCode::BAD_REQUEST,
             _ => StatusCode::INTERNAL_SERVER_ERROR,

@@ -12,6 +12,7 @@
 
 mod access;
 mod admin;
+mod derive;
 mod error;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -216,6 +216,10 @@ fn digest_from(uri: &Uri) -> Result<Digest, ApiError> {
 async fn get_blob(st: AppState, req: Request) -> Result<Response, ApiError> {
     let (Parts { method, uri, headers, .. }, _) = req.into_parts();
     let digest = digest_from(&uri)?;
+    if let Some(query) = uri.query().filter(|q| crate::derive::is_derive(q)) {
+        let input = tiercache_engine::DeriveInput::Blob(digest);
+        return Box::pin(crate::derive::answer(&st.cache, input, &method, &headers, query)).await;
+    }
     let read = st.cache.read_blob_with(&digest, crate::respond::intent(&method, &headers)).await?;
     Ok(respond(read, &method, &headers))
 }
@@ -262,6 +266,10 @@ async fn get_entry(st: AppState, req: Request) -> Result<Response, ApiError> {
     if key.is_empty() {
         // Boxed: the listing's future would otherwise make every entry read's future larger.
         return Box::pin(crate::listing::list(&st.cache, &namespace, uri.query().unwrap_or(""), &method)).await;
+    }
+    if let Some(query) = uri.query().filter(|q| crate::derive::is_derive(q)) {
+        let input = tiercache_engine::DeriveInput::Entry { namespace: namespace.into_owned(), key: key.into_owned() };
+        return Box::pin(crate::derive::answer(&st.cache, input, &method, &headers, query)).await;
     }
     let read = st.cache.read_entry_with(&namespace, &key, crate::respond::intent(&method, &headers)).await?;
     Ok(respond(read, &method, &headers))

@@ -28,7 +28,7 @@ const ENGINE_LAYERS: &[&[&str]] = &[
     &["memory", "access", "quota", "single_flight", "sources", "spool"],
     &["store", "body", "namespaces"],
     &["read", "write", "directory", "uploads"],
-    &["jobs"],
+    &["jobs", "derive"],
     &["cache"],
 ];
 

@@ -7,6 +7,7 @@ mod cluster;
 mod contain;
 mod crash;
 mod datadir;
+mod derive;
 mod dir;
 mod get;
 mod lifecycle;

@@ -1,0 +1,109 @@
+//! Derivations over real HTTP with real workers: outputs made once per key however many ask,
+//! served by key afterwards (across a restart too), bad requests and bad inputs refused with the
+//! right status, failures remembered, and `--no-worker` never computing.
+
+use std::io::Write;
+
+use sha2::Digest as _;
+
+use crate::common::*;
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(bytes).unwrap();
+    e.finish().unwrap()
+}
+
+async fn metric_of(server: &Server, outcome: &str, recipe: &str) -> f64 {
+    server.metric(&format!("tiercache_derive_jobs_total{{outcome=\"{outcome}\",recipe=\"{recipe}\"}}")).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outputs_are_made_once_per_key_served_by_key_and_bad_asks_refused() {
+    let d = dirs();
+    let files = d.tmp.path().join("files");
+    std::fs::create_dir_all(&files).unwrap();
+    let raw: Vec<u8> = (0..200_000u32).flat_map(|i| (i % 251).to_le_bytes()).collect();
+    std::fs::write(files.join("layer.gz"), gzip(&raw)).unwrap();
+    let g = gzip(&raw);
+    std::fs::write(files.join("broken.gz"), &g[..g.len() / 2]).unwrap();
+    std::fs::write(files.join("notes.txt"), b"not compressed at all").unwrap();
+    tcr(&d.data, &["index", files.to_str().unwrap(), "--ns", "files", "--json"]).ok();
+    let mut server = Server::start(&d.data, &["--worker-threads", "2"]).await;
+    let client = client();
+
+    // A blob's checksum: made, then served by key; the ETag is the output's digest.
+    let blob: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 256) as u8).collect();
+    assert_eq!(http_put_blob(&client, &server.base, &blob).await, 201);
+    let url = server.url(&format!("/blobs/{}?derive=checksum&algo=sha512&wait=20s", digest(&blob)));
+    let res = client.get(&url).send().await.unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+    let cache_control = res.headers()["cache-control"].to_str().unwrap().to_owned();
+    let etag = res.headers()["etag"].to_str().unwrap().to_owned();
+    let body = res.bytes().await.unwrap();
+    assert_eq!(body.as_ref(), hex::encode(sha2::Sha512::digest(&blob)).as_bytes());
+    assert_eq!(etag, format!("\"{}\"", digest(&body)));
+    assert!(cache_control.contains("immutable"), "{cache_control}");
+    let again = client.get(&url).header("if-none-match", &etag).send().await.unwrap();
+    assert_eq!(again.status().as_u16(), 304);
+    assert_eq!(metric_of(&server, "done", "checksum").await, 1.0);
+
+    // 64 concurrent asks for one new key: one job.
+    let url = server.url(&format!("/blobs/{}?derive=checksum&algo=blake3&wait=20s", digest(&blob)));
+    let asks = (0..64).map(|_| {
+        let (client, url) = (client.clone(), url.clone());
+        tokio::spawn(async move { http_get(&client, &url).await })
+    });
+    for answer in futures::future::join_all(asks).await {
+        let (status, body) = answer.unwrap();
+        assert_eq!(status, 200);
+        assert_eq!(body, blake3::hash(&blob).to_hex().as_bytes());
+    }
+    assert_eq!(metric_of(&server, "done", "checksum").await, 2.0, "64 asks of one key made one job");
+
+    // An entry of a directory namespace, decompressed in place.
+    let (status, body) = http_get(&client, &server.url("/ns/files/layer.gz?derive=decompress&wait=20s")).await;
+    assert_eq!(status, 200);
+    assert_eq!(body, raw, "the raw bytes");
+
+    // Bad asks: 400 before any work; an input the recipe does not take: 415; a damaged one: 422,
+    // remembered (asked again, no new job).
+    for (path, status) in [
+        ("/ns/files/layer.gz?derive=nope", 400),
+        ("/ns/files/layer.gz?derive=decompress&format=xz", 400),
+        ("/ns/files/layer.gz?derive=decompress&bogus=1", 400),
+        ("/ns/files/layer.gz?derive=checksum", 400),
+        ("/ns/files/layer.gz?derive=checksum&algo=sha1&wait=forever", 400),
+        ("/ns/files/missing.gz?derive=decompress", 404),
+        ("/ns/files/notes.txt?derive=decompress&wait=20s", 415),
+        ("/ns/files/broken.gz?derive=decompress&wait=20s", 422),
+    ] {
+        let (got, body) = http_get(&client, &server.url(path)).await;
+        assert_eq!(got, status, "{path}: {}", String::from_utf8_lossy(&body));
+    }
+    let failed = metric_of(&server, "failed", "decompress").await;
+    let (got, body) = http_get(&client, &server.url("/ns/files/broken.gz?derive=decompress&wait=20s")).await;
+    assert_eq!(got, 422);
+    assert!(String::from_utf8_lossy(&body).contains("could not be read"), "{}", String::from_utf8_lossy(&body));
+    assert_eq!(metric_of(&server, "failed", "decompress").await, failed, "the failure was remembered, not retried");
+
+    // Without waiting: a placeholder answer (202 with Retry-After) unless the job was quicker.
+    let url = server.url(&format!("/blobs/{}?derive=checksum&algo=crc32c", digest(&blob)));
+    let res = client.get(&url).send().await.unwrap();
+    match res.status().as_u16() {
+        202 => assert!(res.headers().contains_key("retry-after")),
+        200 => {}
+        other => panic!("expected 202 or 200, got {other}"),
+    }
+    wait_until("the crc32c is made", async || http_get(&client, &url).await.0 == 200).await;
+
+    // Restarted without workers: outputs made before are served, a new key is not made.
+    server.stop();
+    let server = Server::start(&d.data, &["--no-worker"]).await;
+    let (status, body) = http_get(&client, &server.url("/ns/files/layer.gz?derive=decompress")).await;
+    assert_eq!((status, body == raw), (200, true), "kept across the restart");
+    let url = server.url(&format!("/blobs/{}?derive=checksum&algo=sha1&wait=2s", digest(&blob)));
+    let (status, body) = http_get(&client, &url).await;
+    assert_eq!(status, 503, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(metric_of(&server, "done", "checksum").await, 0.0, "--no-worker computes nothing");
+}
