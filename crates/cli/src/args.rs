@@ -38,6 +38,8 @@ pub(crate) enum Command {
     Get(GetArgs),
     /// Pull an image's manifests and blobs into a registry namespace's cache
     Warm(WarmArgs),
+    /// Make a derivation (a thumbnail, …) of every entry of a namespace, in the background pool
+    Derive(DeriveArgs),
     /// Create, list, show and delete namespaces
     #[command(subcommand)]
     Ns(NsCommand),
@@ -159,6 +161,30 @@ pub(crate) struct WarmArgs {
     #[arg(long, value_name = "OS/ARCH")]
     pub(crate) platform: Option<String>,
     /// Print JSON
+    #[arg(long)]
+    pub(crate) json: bool,
+    #[command(flatten)]
+    pub(crate) engine: EngineSettings,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DeriveArgs {
+    /// The namespace whose entries are the inputs
+    #[arg(long, value_name = "NAMESPACE")]
+    pub(crate) ns: String,
+    /// The recipe: thumbnail, video-thumbnail, decompress, checksum
+    #[arg(long)]
+    pub(crate) recipe: String,
+    /// Only keys starting with this
+    #[arg(long, value_name = "PREFIX")]
+    pub(crate) prefix: Option<String>,
+    /// The `size` parameter (thumbnails: the longest side, in pixels)
+    #[arg(long, value_name = "PIXELS")]
+    pub(crate) size: Option<u32>,
+    /// Another parameter of the recipe, NAME=VALUE (repeatable), e.g. fit=cover, algo=sha1
+    #[arg(long = "param", value_name = "NAME=VALUE")]
+    pub(crate) params: Vec<String>,
+    /// Print a JSON summary
     #[arg(long)]
     pub(crate) json: bool,
     #[command(flatten)]

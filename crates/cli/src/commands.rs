@@ -6,6 +6,7 @@
 //! once for all of them.
 
 mod cleanup;
+mod derive;
 mod df;
 mod directory;
 mod get;
@@ -17,6 +18,7 @@ mod verify;
 mod warm;
 
 pub(crate) use cleanup::cleanup;
+pub(crate) use derive::derive;
 pub(crate) use df::df;
 pub(crate) use directory::{index, migrate, update, watch};
 pub(crate) use get::get;

@@ -95,6 +95,7 @@ async fn run(cli: Cli) -> Result<u8> {
         }
         Command::Get(args) => commands::get(open(&cli, &args.engine, &file).await?, args).await,
         Command::Warm(args) => commands::warm(open(&cli, &args.engine, &file).await?, args).await,
+        Command::Derive(args) => commands::derive(open(&cli, &args.engine, &file).await?, args).await,
         Command::Ns(cmd) => commands::ns(open(&cli, &no_engine_args, &file).await?, cmd).await,
         Command::Stats { ns, json } => {
             commands::stats(open(&cli, &no_engine_args, &file).await?, ns.as_deref(), *json).await

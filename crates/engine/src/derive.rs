@@ -69,6 +69,9 @@ pub enum Derived {
         content_type: String,
         /// Its digest.
         output: Digest,
+        /// Whether a job made it for this ask (else it was there already, here or in the shared
+        /// tier).
+        is_new: bool,
     },
     /// Queued or running: a stand-in to show meanwhile, if the recipe has one.
     Pending {
@@ -147,7 +150,7 @@ impl Derivations {
             params: params.canonical(),
             input: resolved.digest,
         };
-        if let Some(ready) = self.present(&key).await? {
+        if let Some(ready) = self.present(&key, false).await? {
             queue::count("skipped", recipe.name());
             return Ok(ready);
         }
@@ -177,7 +180,7 @@ impl Derivations {
             let state = rx.borrow_and_update().clone();
             match state {
                 JobState::Done => {
-                    if let Some(ready) = self.present(&key).await? {
+                    if let Some(ready) = self.present(&key, true).await? {
                         return Ok(ready);
                     }
                     // Evicted between its commit and this look (a disk under pressure).
@@ -210,8 +213,9 @@ impl Derivations {
         }
     }
 
-    /// The output of `key`, if the index has it and its blob is present.
-    async fn present(&self, key: &DerivationKey) -> Result<Option<Derived>, Error> {
+    /// The output of `key`, if the index has it and its blob is present (`is_new`: a job made it
+    /// for this ask).
+    async fn present(&self, key: &DerivationKey, is_new: bool) -> Result<Option<Derived>, Error> {
         let k = key.clone();
         let Some(found) = self.ix.run(move |ix| ix.get_derivation(&k)).await? else { return Ok(None) };
         match self.reads.blob(&found.output, Intent::Whole).await {
@@ -219,6 +223,7 @@ impl Derivations {
                 read: Box::new(read),
                 content_type: found.content_type,
                 output: found.output,
+                is_new,
             })),
             Err(Error::NoBlob(_)) => Ok(None),
             Err(e) => Err(e),
@@ -250,7 +255,7 @@ impl Derivations {
         let (k, output, size, content_type) = (key.clone(), record.output, record.size_bytes, record.content_type);
         let recorded = self.ix.run(move |ix| ix.commit_derived(&k, &output, size, &content_type, now_ms())).await;
         recorded?;
-        self.present(key).await
+        self.present(key, false).await
     }
 
     /// The failure remembered for `key`, while its backoff lasts.

@@ -38,7 +38,7 @@ pub(crate) async fn answer(
     let ask = ask_of(query, headers)?;
     let is_blob = matches!(input, DeriveInput::Blob(_));
     Ok(match cache.derive(&input, &ask).await? {
-        Derived::Ready { mut read, content_type, output } => {
+        Derived::Ready { mut read, content_type, output, .. } => {
             read.meta.etag = Some(Text::from(format!("\"{output}\"")));
             read.meta.content_type = Some(Text::from(content_type));
             read.meta.last_modified = None;

@@ -107,3 +107,33 @@ async fn outputs_are_made_once_per_key_served_by_key_and_bad_asks_refused() {
     assert_eq!(status, 503, "{}", String::from_utf8_lossy(&body));
     assert_eq!(metric_of(&server, "done", "checksum").await, 0.0, "--no-worker computes nothing");
 }
+
+#[test]
+fn derive_over_a_namespace_makes_each_output_once_and_counts_what_it_could_not() {
+    let d = dirs();
+    let files = d.tmp.path().join("layers");
+    std::fs::create_dir_all(files.join("sub")).unwrap();
+    for i in 0..5u8 {
+        std::fs::write(files.join(format!("sub/l{i}.gz")), gzip(&vec![i; 10_000 + i as usize])).unwrap();
+    }
+    std::fs::write(files.join("sub/readme.txt"), b"plain").unwrap();
+    std::fs::write(files.join("sub/cut.gz"), &gzip(&[7u8; 50_000])[..20]).unwrap();
+    std::fs::write(files.join("top.gz"), gzip(b"outside the prefix")).unwrap();
+    tcr(&d.data, &["index", files.to_str().unwrap(), "--ns", "layers"]).ok();
+
+    let args = ["derive", "--ns", "layers", "--recipe", "decompress", "--prefix", "sub/", "--json"];
+    let first = tc(&d.data).args(args).output().unwrap();
+    assert_eq!(first.status.code(), Some(1), "a failed input makes the exit code 1");
+    let s: serde_json::Value = serde_json::from_slice(&first.stdout).unwrap();
+    assert_eq!((s["inputs"].as_u64(), s["made"].as_u64(), s["already"].as_u64()), (Some(7), Some(5), Some(0)), "{s}");
+    assert_eq!((s["failed"].as_u64(), s["unsupported"].as_u64()), (Some(1), Some(1)), "{s}");
+    assert!(s["failures"][0][0].as_str().unwrap().ends_with("cut.gz"), "{s}");
+
+    let again: serde_json::Value = serde_json::from_slice(&tc(&d.data).args(args).output().unwrap().stdout).unwrap();
+    assert_eq!((again["made"].as_u64(), again["already"].as_u64()), (Some(0), Some(5)), "{again}");
+
+    let out = tcr(&d.data, &["derive", "--ns", "layers", "--recipe", "nope"]).expect_code(1);
+    assert!(out.stderr.contains("no recipe named"), "{}", out.stderr);
+    let out = tcr(&d.data, &["derive", "--ns", "layers", "--recipe", "decompress", "--param", "format"]).expect_code(1);
+    assert!(out.stderr.contains("NAME=VALUE"), "{}", out.stderr);
+}

@@ -301,9 +301,13 @@ impl Derivations {
         metrics::gauge!(RUNNING).decrement(1.0);
         self.queue.running.fetch_sub(1, Ordering::AcqRel);
         let state = match outcome {
-            Ok(()) => {
+            Ok(true) => {
                 self.queue.done.fetch_add(1, Ordering::AcqRel);
                 count("done", job.recipe.name());
+                JobState::Done
+            }
+            Ok(false) => {
+                count("skipped", job.recipe.name());
                 JobState::Done
             }
             Err(Failure { reason, is_about_input, is_unsupported }) => {
@@ -320,8 +324,14 @@ impl Derivations {
         job.state.send_replace(state);
     }
 
-    /// The job's work; on failure, why and whether it is the input's fault.
-    async fn make(self: &Arc<Self>, job: &Arc<Job>) -> Result<(), Failure> {
+    /// The job's work: `true` if it made the output, `false` if the output was there already (a
+    /// job of the same key that ended between an asker's look and its submission made it). On
+    /// failure, why and whether it is the input's fault.
+    async fn make(self: &Arc<Self>, job: &Arc<Job>) -> Result<bool, Failure> {
+        let k = job.key.clone();
+        if let Ok(Some(_)) = self.ix.run(move |ix| ix.get_derivation(&k)).await {
+            return Ok(false);
+        }
         let store = self.stores.managed();
         let (temp, reservation) = store.create_temp(None).await.map_err(|e| Failure::local(e.to_string()))?;
         let (j, limits) = (Arc::clone(job), self.limits());
@@ -354,7 +364,7 @@ impl Derivations {
             .await
             .map_err(|e| Failure::local(e.to_string()))?;
         self.record_in_shared(job, output, size, content_type);
-        Ok(())
+        Ok(true)
     }
 }
 
