@@ -56,7 +56,7 @@ pub struct Stats {
     pub n_blobs: u64,
     /// Bytes of present blobs (each counted once): what the disk tier holds.
     pub blob_bytes: u64,
-    /// Blobs no entry references (retained uploads included).
+    /// Blobs no entry or derivation references (retained uploads included).
     pub n_unreferenced_blobs: u64,
     /// Per namespace, by name.
     pub namespaces: Vec<NamespaceStats>,
@@ -75,7 +75,8 @@ impl Index {
                 c.query_row("SELECT count(*), coalesce(sum(size), 0) FROM blobs WHERE state = 1", [], |r| Ok((r.get(0)?, r.get(1)?)))?;
             let n_unreferenced: i64 = c.query_row(
                 "SELECT count(*) FROM blobs b WHERE state = 1 AND NOT EXISTS (SELECT 1 FROM entries e WHERE e.digest = b.digest)
-                   AND NOT EXISTS (SELECT 1 FROM files f WHERE f.sha256 = unhex(b.digest) AND f.is_copied = 1)",
+                   AND NOT EXISTS (SELECT 1 FROM files f WHERE f.sha256 = unhex(b.digest) AND f.is_copied = 1)
+                   AND NOT EXISTS (SELECT 1 FROM derivations d WHERE d.output = b.digest)",
                 [],
                 |r| r.get(0),
             )?;

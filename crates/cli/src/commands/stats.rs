@@ -55,6 +55,7 @@ pub(crate) async fn stats(cache: Cache, ns: Option<&str>, json: bool) -> Result<
         }
         print_s3_counters(&report.front);
         print_oci_counters(&report.front);
+        print_derivations(&report);
         for ns in &s.namespaces {
             if let Some(d) = &ns.directory {
                 println!(
@@ -103,6 +104,33 @@ fn print_s3_counters(front: &std::collections::BTreeMap<String, i64>) {
     );
     println!("S3 requests: {}", list(&requests));
     println!("S3 errors: {}", list(&errors));
+}
+
+/// Derivation outputs by recipe, and what derivation jobs did (summed over every process).
+fn print_derivations(report: &tiercache_engine::StatsReport) {
+    let jobs =
+        |outcome: &str, recipe: &str| report.front.get(&format!("derive.{outcome}.{recipe}")).copied().unwrap_or(0);
+    let mut recipes: Vec<&str> = report.derivations.by_recipe.iter().map(|(r, _, _)| r.as_str()).collect();
+    for k in report.front.keys().filter_map(|k| k.strip_prefix("derive.")) {
+        if let Some((_, recipe)) = k.split_once('.')
+            && !recipes.contains(&recipe)
+        {
+            recipes.push(recipe);
+        }
+    }
+    for recipe in recipes {
+        let (n, bytes) =
+            report.derivations.by_recipe.iter().find(|(r, _, _)| r == recipe).map_or((0, 0), |(_, n, b)| (*n, *b));
+        println!(
+            "derivations {recipe}: {n} outputs ({}); jobs {} done, {} failed, {} skipped (already made), {} from the shared tier, {} dropped",
+            human_bytes(bytes),
+            jobs("done", recipe),
+            jobs("failed", recipe),
+            jobs("skipped", recipe),
+            jobs("shared", recipe),
+            jobs("dropped", recipe),
+        );
+    }
 }
 
 /// The registry mirror's kept counters (`oci.served.<kind>.<tier>`, `oci.bytes_out`,

@@ -129,6 +129,13 @@ fn derive_over_a_namespace_makes_each_output_once_and_counts_what_it_could_not()
     assert_eq!((s["failed"].as_u64(), s["unsupported"].as_u64()), (Some(1), Some(1)), "{s}");
     assert!(s["failures"][0][0].as_str().unwrap().ends_with("cut.gz"), "{s}");
 
+    let stats = tcr(&d.data, &["stats"]).ok();
+    assert!(stats.stdout.contains("derivations decompress: 5 outputs"), "{}", stats.stdout);
+    assert!(stats.stdout.contains("jobs 5 done, 2 failed"), "{}", stats.stdout);
+    assert!(stats.stdout.contains("0 not referenced by any entry"), "outputs are referenced: {}", stats.stdout);
+    let json = tcr(&d.data, &["stats", "--json"]).ok().json();
+    assert_eq!(json["derivations"]["by_recipe"][0][1], 5, "{json}");
+
     let again: serde_json::Value = serde_json::from_slice(&tc(&d.data).args(args).output().unwrap().stdout).unwrap();
     assert_eq!((again["made"].as_u64(), again["already"].as_u64()), (Some(0), Some(5)), "{again}");
 

@@ -34,9 +34,11 @@ const JOB_SECONDS: &str = "tiercache_derive_job_seconds";
 const QUEUED: &str = "tiercache_derive_queued";
 const RUNNING: &str = "tiercache_derive_running";
 
-/// Counts a derivation asked for by `outcome`.
+/// Counts a derivation asked for by `outcome`: in `/metrics`, and kept for `stats`
+/// (`derive.<outcome>.<recipe>`, summed over every process).
 pub(super) fn count(outcome: &'static str, recipe: &'static str) {
     metrics::counter!(JOBS, "outcome" => outcome, "recipe" => recipe).increment(1);
+    tiercache_core::kept_counter(&format!("derive.{outcome}.{recipe}")).increment(1);
 }
 
 /// Which jobs run first.

@@ -35,8 +35,10 @@ pub struct StatsReport {
     pub shared: std::collections::BTreeMap<String, i64>,
     /// The front doors' kept counters ([`crate::kept_counter`]), summed the same way: for the S3
     /// front door `s3.requests.<Operation>`, `s3.errors.<Code>`, `s3.bytes_in`, `s3.bytes_out`;
-    /// empty if none ever counted.
+    /// empty if none ever counted. Derivations count `derive.<outcome>.<recipe>` here too.
     pub front: std::collections::BTreeMap<String, i64>,
+    /// Derivation outputs present in the disk tier, by recipe.
+    pub derivations: tiercache_index::DerivationStats,
 }
 
 /// `vacuum`: database size before and after.
@@ -173,12 +175,14 @@ impl Jobs {
         let stats = self.ix.run(move |ix| ix.stats(only.as_deref())).await?;
         let shared = self.shared_counters().await?;
         let front = self.kept_counters().await?;
+        let derivations = self.ix.run(|ix| ix.derivation_stats()).await?;
         Ok(StatsReport {
             data_dir: self.stores.data_dir().to_owned(),
             index_bytes: self.ix.index().file_bytes(),
             stats,
             shared,
             front,
+            derivations,
         })
     }
 
