@@ -118,6 +118,9 @@ struct Failure {
     until: Instant,
 }
 
+/// Derivation records written to the shared tier.
+const RECORDS_WRITTEN: &str = "tiercache_derive_records_written_total";
+
 /// A failed input is not tried again for this long after its first failure, doubling with each
 /// failure after, up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_secs(60);
@@ -300,8 +303,9 @@ impl Derivations {
                 tracing::debug!(recipe = record.recipe, %output, "output not written back; no derivation record");
                 return;
             }
-            if let Err(e) = tier.write_derived(&record, &params_key).await {
-                tracing::debug!(recipe = record.recipe, error = %e, "derivation record not written");
+            match tier.write_derived(&record, &params_key).await {
+                Ok(()) => metrics::counter!(RECORDS_WRITTEN).increment(1),
+                Err(e) => tracing::debug!(recipe = record.recipe, error = %e, "derivation record not written"),
             }
         });
     }

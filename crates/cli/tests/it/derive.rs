@@ -144,3 +144,34 @@ fn derive_over_a_namespace_makes_each_output_once_and_counts_what_it_could_not()
     let out = tcr(&d.data, &["derive", "--ns", "layers", "--recipe", "decompress", "--param", "format"]).expect_code(1);
     assert!(out.stderr.contains("NAME=VALUE"), "{}", out.stderr);
 }
+
+/// Node A makes an output; node B, sharing A's shared tier but not its disk, serves it without a
+/// job: found by key in the shared tier (`derived/…`), its blob filled into B's disk tier.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_node_serves_an_output_the_first_made_without_making_it() {
+    use tiercache_testkit::servers::{self, RedisServer};
+    let Some(redis) = servers::or_skip("Redis", RedisServer::start()) else { return };
+    let shared = redis.url();
+    let (da, db) = (dirs(), dirs());
+    let a = Server::start(&da.data, &["--shared", &shared]).await;
+    let http = client();
+    let blob: Vec<u8> = (0..50_000u32).map(|i| (i % 253) as u8).collect();
+    assert_eq!(http_put_blob(&http, &a.base, &blob).await, 201);
+    let path = format!("/blobs/{}?derive=checksum&algo=sha1&wait=20s", digest(&blob));
+    let (status, made) = http_get(&http, &a.url(&path)).await;
+    assert_eq!(status, 200);
+    assert_eq!(metric_of(&a, "done", "checksum").await, 1.0);
+    // The input and output blobs written back, and the output's record.
+    a.wait_metric("tiercache_shared_write_backs_total{result=\"done\"}", 2.0).await;
+    a.wait_metric("tiercache_derive_records_written_total", 1.0).await;
+
+    let b = Server::start(&db.data, &["--shared", &shared]).await;
+    let (status, body) = http_get(&http, &b.url(&path)).await;
+    assert_eq!((status, body == made), (200, true), "{}", String::from_utf8_lossy(&body));
+    assert_eq!(metric_of(&b, "done", "checksum").await, 0.0, "node B made nothing");
+    assert_eq!(metric_of(&b, "shared", "checksum").await, 1.0, "found in the shared tier");
+    // Now B's own: served by key from its disk tier.
+    let (status, body) = http_get(&http, &b.url(&path)).await;
+    assert_eq!((status, body), (200, made));
+    assert_eq!(metric_of(&b, "skipped", "checksum").await, 1.0);
+}

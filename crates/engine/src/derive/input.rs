@@ -25,6 +25,7 @@ use crate::blocking::blocking;
 use crate::body::{Body, Read};
 use crate::meta::Tier;
 use crate::read::{Intent, Reads};
+use crate::spool::Phase;
 use crate::store::Stores;
 
 /// What a derivation is computed from.
@@ -184,11 +185,23 @@ fn hash_file(file: &File, len: u64) -> std::io::Result<Digest> {
     Ok(hasher.finish())
 }
 
-/// Reads `read` to its end (a fetch or fill then stores it); its error if it fails.
+/// Reads `read` to its end, and when it is a fetch or a fill, waits until that has stored the
+/// blob (a reader's last byte comes before the fsync, rename and index commit); its error if it
+/// fails.
 pub(crate) async fn drain(read: Read) -> Result<(), Error> {
+    let stored = match &read.body {
+        Body::Flight { rx, .. } | Body::Shared { rx, .. } => Some(rx.clone()),
+        _ => None,
+    };
     let mut body = read.into_stream(None);
     while let Some(chunk) = body.next().await {
         chunk.map_err(|e| Error::io("reading a derivation's input", e))?;
+    }
+    if let Some(mut rx) = stored {
+        let end = rx.wait_for(|p| !matches!(p, Phase::Waiting | Phase::Streaming { .. })).await.map(|p| p.clone());
+        if let Ok(Phase::Failed(e)) = end {
+            return Err(e);
+        }
     }
     Ok(())
 }
