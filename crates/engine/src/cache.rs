@@ -230,7 +230,8 @@ impl Cache {
     /// Brings the metrics up to date: the counts kept per thread and the sizes. Runs at every
     /// flush; call it before rendering the metrics, so that they count every read that returned.
     pub fn publish_metrics(&self) {
-        self.parts.jobs.publish_metrics()
+        self.parts.jobs.publish_metrics();
+        self.parts.derivations.publish_metrics();
     }
 
     /// Reads a blob by digest from the memory tier, the disk tier, else the shared tier.

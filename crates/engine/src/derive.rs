@@ -310,6 +310,11 @@ impl Derivations {
         });
     }
 
+    /// Brings the queue's gauges up to date (before `/metrics` renders).
+    pub(crate) fn publish_metrics(&self) {
+        self.queue.publish_metrics();
+    }
+
     /// The queue's and the outputs' figures, for `stats` and `/metrics`.
     pub(crate) async fn stats(&self) -> Result<DeriveStats, Error> {
         let outputs = self.ix.run(|ix| ix.derivation_stats()).await?;

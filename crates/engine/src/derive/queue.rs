@@ -33,6 +33,8 @@ const JOB_SECONDS: &str = "tiercache_derive_job_seconds";
 /// Jobs queued, and running, now.
 const QUEUED: &str = "tiercache_derive_queued";
 const RUNNING: &str = "tiercache_derive_running";
+/// Seconds the oldest queued job has waited (0: none queued).
+const OLDEST_QUEUED: &str = "tiercache_derive_oldest_queued_seconds";
 
 /// Counts a derivation asked for by `outcome`: in `/metrics`, and kept for `stats`
 /// (`derive.<outcome>.<recipe>`, summed over every process).
@@ -239,6 +241,12 @@ impl Queue {
             }
         }
         self.notify.notify_waiters();
+    }
+
+    /// Sets the gauge of the oldest queued job's age.
+    pub(super) fn publish_metrics(&self) {
+        let oldest = self.stats(0, DerivationStats::default()).oldest_queued_seconds;
+        metrics::gauge!(OLDEST_QUEUED).set(oldest);
     }
 
     pub(super) fn stats(&self, workers: usize, outputs: DerivationStats) -> DeriveStats {
