@@ -146,24 +146,29 @@ impl Derivations {
     pub(crate) async fn derive(self: &Arc<Self>, input: &DeriveInput, ask: &DeriveAsk) -> Result<Derived, Error> {
         let recipe = tiercache_derive::recipe(&ask.recipe).map_err(refusal)?;
         let params = recipe.params(&ask.params, ask.accept.as_deref()).map_err(refusal)?;
-        let resolved = input::resolve(&self.reads, &self.stores, input).await?;
-        let key = DerivationKey {
+        let key_of = |input: Digest| DerivationKey {
             recipe: recipe.name().to_owned(),
             version: recipe.version(),
             params: params.canonical(),
-            input: resolved.digest,
+            input,
         };
-        if let Some(ready) = self.present(&key, false).await? {
-            queue::count("skipped", recipe.name());
-            return Ok(ready);
+        // A blob's key is known without its bytes: an output is served even once its input is
+        // gone (evicted, or a directory's file since deleted).
+        if let DeriveInput::Blob(digest) = input {
+            let key = key_of(*digest);
+            if let Some(known) = self.known(recipe, &params, &key).await? {
+                return Ok(known);
+            }
+            if let Some(rx) = self.queue.join(&key, ask.priority) {
+                return self.wait_for(rx, &key, ask.wait, || None).await;
+            }
         }
-        if let Some(ready) = self.made_elsewhere(recipe, &params, &key).await? {
-            queue::count("shared", recipe.name());
-            return Ok(ready);
-        }
-        if let Some(f) = self.failed(&key) {
-            let retry_after = f.until.saturating_duration_since(Instant::now());
-            return Ok(Derived::Failed { reason: f.reason, is_unsupported: f.is_unsupported, retry_after });
+        let resolved = input::resolve(&self.reads, &self.stores, input).await?;
+        let key = key_of(resolved.digest);
+        if let DeriveInput::Entry { .. } = input
+            && let Some(known) = self.known(recipe, &params, &key).await?
+        {
+            return Ok(known);
         }
         if self.config.workers == 0 {
             return Err(Error::Recipe {
@@ -175,15 +180,28 @@ impl Derivations {
         recipe.available().map_err(|why| Error::Recipe { fault: RecipeFault::NotAvailable, reason: why })?;
         let head = resolved.head(PLACEHOLDER_HEAD_BYTES);
         let job = Job::new(key.clone(), recipe, params.clone(), resolved);
-        let Some(mut rx) = self.queue.submit(job, ask.priority) else {
+        let Some(rx) = self.queue.submit(job, ask.priority) else {
             return Ok(Derived::Busy { retry_after: RETRY_PENDING * 5 });
         };
-        let deadline = tokio::time::Instant::now() + ask.wait;
+        let placeholder = || head.as_deref().and_then(|h| recipe.placeholder(h, &params)).map(placeholder_of);
+        self.wait_for(rx, &key, ask.wait, placeholder).await
+    }
+
+    /// Waits up to `wait` for the job of `key` (`rx`, its state): its output, its failure, or
+    /// (still queued or running) a pending answer with `placeholder`'s stand-in.
+    async fn wait_for(
+        &self,
+        mut rx: tokio::sync::watch::Receiver<JobState>,
+        key: &DerivationKey,
+        wait: Duration,
+        placeholder: impl FnOnce() -> Option<(Bytes, String)>,
+    ) -> Result<Derived, Error> {
+        let deadline = tokio::time::Instant::now() + wait;
         loop {
             let state = rx.borrow_and_update().clone();
             match state {
                 JobState::Done => {
-                    if let Some(ready) = self.present(&key, true).await? {
+                    if let Some(ready) = self.present(key, true).await? {
                         return Ok(ready);
                     }
                     // Evicted between its commit and this look (a disk under pressure).
@@ -191,7 +209,7 @@ impl Derivations {
                 }
                 JobState::Failed { reason, is_unsupported } => {
                     let retry_after =
-                        self.failed(&key).map_or(Duration::ZERO, |f| f.until.saturating_duration_since(Instant::now()));
+                        self.failed(key).map_or(Duration::ZERO, |f| f.until.saturating_duration_since(Instant::now()));
                     return Ok(Derived::Failed { reason, is_unsupported, retry_after });
                 }
                 JobState::Dropped(reason) => return Err(Error::Busy { what: reason }),
@@ -199,10 +217,26 @@ impl Derivations {
             }
             let changed = tokio::time::timeout_at(deadline, rx.changed()).await;
             if !matches!(changed, Ok(Ok(()))) {
-                let placeholder = head.as_deref().and_then(|h| recipe.placeholder(h, &params)).map(placeholder_of);
-                return Ok(Derived::Pending { placeholder, retry_after: RETRY_PENDING });
+                return Ok(Derived::Pending { placeholder: placeholder(), retry_after: RETRY_PENDING });
             }
         }
+    }
+
+    /// What is known of `key` without a job: its output (here, or another node's), or its input's
+    /// remembered failure.
+    async fn known(&self, recipe: &dyn Recipe, params: &Params, key: &DerivationKey) -> Result<Option<Derived>, Error> {
+        if let Some(ready) = self.present(key, false).await? {
+            queue::count("skipped", recipe.name());
+            return Ok(Some(ready));
+        }
+        if let Some(ready) = self.made_elsewhere(recipe, params, key).await? {
+            queue::count("shared", recipe.name());
+            return Ok(Some(ready));
+        }
+        Ok(self.failed(key).map(|f| {
+            let retry_after = f.until.saturating_duration_since(Instant::now());
+            Derived::Failed { reason: f.reason, is_unsupported: f.is_unsupported, retry_after }
+        }))
     }
 
     /// The bounds of a job starting now.

@@ -175,3 +175,34 @@ async fn a_second_node_serves_an_output_the_first_made_without_making_it() {
     assert_eq!((status, body), (200, made));
     assert_eq!(metric_of(&b, "skipped", "checksum").await, 1.0);
 }
+
+/// A directory's file deleted while its job runs: the job reads the bytes it opened, the output
+/// is stored under that input's digest (and found by it afterwards), and the entry itself is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_input_deleted_while_its_job_runs_gives_its_output_and_nothing_half_made() {
+    let d = dirs();
+    let files = d.tmp.path().join("files");
+    std::fs::create_dir_all(&files).unwrap();
+    // 256 MiB of zeros, gzipped: a job that takes a while to write its output.
+    let big = files.join("big.gz");
+    let mut e = flate2::write::GzEncoder::new(std::fs::File::create(&big).unwrap(), flate2::Compression::fast());
+    let zeros = vec![0u8; 1 << 20];
+    for _ in 0..256 {
+        e.write_all(&zeros).unwrap();
+    }
+    e.finish().unwrap();
+    let input = digest(&std::fs::read(&big).unwrap());
+    tcr(&d.data, &["index", files.to_str().unwrap(), "--ns", "files"]).ok();
+    let server = Server::start(&d.data, &["--worker-threads", "1"]).await;
+    let client = client();
+    let (status, _) = http_get(&client, &server.url("/ns/files/big.gz?derive=decompress")).await;
+    assert!(status == 202 || status == 200, "{status}");
+    std::fs::remove_file(&big).unwrap();
+    let (status, _) = http_get(&client, &server.url("/ns/files/big.gz?derive=decompress")).await;
+    assert_eq!(status, 404, "the entry is gone with its file");
+    let url = server.url(&format!("/blobs/{input}?derive=decompress&wait=30s"));
+    let res = client.head(&url).send().await.unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+    assert_eq!(res.headers()["content-length"], (256u64 << 20).to_string().as_str());
+    assert!(temp_files(&d.data).is_empty(), "no temp file left: {:?}", temp_files(&d.data));
+}

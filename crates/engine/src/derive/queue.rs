@@ -187,15 +187,7 @@ impl Queue {
         inner.seq += 1;
         let seq = Reverse(inner.seq);
         if let Some(existing) = inner.by_key.get(&job.key).cloned() {
-            let rx = existing.state.subscribe();
-            if (priority as u8) > existing.priority.fetch_max(priority as u8, Ordering::AcqRel)
-                && !existing.is_taken.load(Ordering::Acquire)
-            {
-                inner.heap.push(Queued { priority, seq, job: existing });
-                self.notify.notify_one();
-            }
-            metrics::counter!(crate::telemetry::COALESCED).increment(1);
-            return Some(rx);
+            return Some(self.join_existing(&mut inner, existing, priority, seq));
         }
         if inner.by_key.len() >= self.capacity {
             return None;
@@ -208,6 +200,35 @@ impl Queue {
         metrics::gauge!(QUEUED).increment(1.0);
         self.notify.notify_one();
         Some(rx)
+    }
+
+    /// Joins the job queued or running for `key`, if there is one (raising its priority to
+    /// `priority` if that is higher): a receiver of its state.
+    pub(super) fn join(&self, key: &DerivationKey, priority: Priority) -> Option<watch::Receiver<JobState>> {
+        let mut inner = self.lock();
+        let existing = inner.by_key.get(key).cloned()?;
+        inner.seq += 1;
+        let seq = Reverse(inner.seq);
+        Some(self.join_existing(&mut inner, existing, priority, seq))
+    }
+
+    /// A receiver of `existing`'s state, its priority raised to `priority` if that is higher.
+    fn join_existing(
+        &self,
+        inner: &mut Inner,
+        existing: Arc<Job>,
+        priority: Priority,
+        seq: Reverse<u64>,
+    ) -> watch::Receiver<JobState> {
+        let rx = existing.state.subscribe();
+        if (priority as u8) > existing.priority.fetch_max(priority as u8, Ordering::AcqRel)
+            && !existing.is_taken.load(Ordering::Acquire)
+        {
+            inner.heap.push(Queued { priority, seq, job: existing });
+            self.notify.notify_one();
+        }
+        metrics::counter!(crate::telemetry::COALESCED).increment(1);
+        rx
     }
 
     /// The next job to run, if any.
