@@ -14,6 +14,16 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
     e.finish().unwrap()
 }
 
+/// 256 MiB of `byte`, gzipped, at `path`: a job that takes a while to write its output.
+fn write_big_gzip(path: &std::path::Path, byte: u8) {
+    let mut e = flate2::write::GzEncoder::new(std::fs::File::create(path).unwrap(), flate2::Compression::fast());
+    let block = vec![byte; 1 << 20];
+    for _ in 0..256 {
+        e.write_all(&block).unwrap();
+    }
+    e.finish().unwrap();
+}
+
 async fn metric_of(server: &Server, outcome: &str, recipe: &str) -> f64 {
     server.metric(&format!("tiercache_derive_jobs_total{{outcome=\"{outcome}\",recipe=\"{recipe}\"}}")).await
 }
@@ -183,14 +193,8 @@ async fn an_input_deleted_while_its_job_runs_gives_its_output_and_nothing_half_m
     let d = dirs();
     let files = d.tmp.path().join("files");
     std::fs::create_dir_all(&files).unwrap();
-    // 256 MiB of zeros, gzipped: a job that takes a while to write its output.
     let big = files.join("big.gz");
-    let mut e = flate2::write::GzEncoder::new(std::fs::File::create(&big).unwrap(), flate2::Compression::fast());
-    let zeros = vec![0u8; 1 << 20];
-    for _ in 0..256 {
-        e.write_all(&zeros).unwrap();
-    }
-    e.finish().unwrap();
+    write_big_gzip(&big, 0);
     let input = digest(&std::fs::read(&big).unwrap());
     tcr(&d.data, &["index", files.to_str().unwrap(), "--ns", "files"]).ok();
     let server = Server::start(&d.data, &["--worker-threads", "1"]).await;
@@ -205,4 +209,33 @@ async fn an_input_deleted_while_its_job_runs_gives_its_output_and_nothing_half_m
     assert_eq!(res.status().as_u16(), 200);
     assert_eq!(res.headers()["content-length"], (256u64 << 20).to_string().as_str());
     assert!(temp_files(&d.data).is_empty(), "no temp file left: {:?}", temp_files(&d.data));
+}
+
+/// A graceful stop (SIGTERM) with one job running and one queued: the running one finishes and its
+/// output is kept; the queued one is dropped, never half made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_stop_finishes_running_jobs_and_drops_queued_ones() {
+    let d = dirs();
+    let files = d.tmp.path().join("files");
+    std::fs::create_dir_all(&files).unwrap();
+    write_big_gzip(&files.join("a.gz"), 0);
+    write_big_gzip(&files.join("b.gz"), 1);
+    tcr(&d.data, &["index", files.to_str().unwrap(), "--ns", "files"]).ok();
+    let mut server = Server::start(&d.data, &["--worker-threads", "1"]).await;
+    let client = client();
+    for name in ["a.gz", "b.gz"] {
+        let (status, _) = http_get(&client, &server.url(&format!("/ns/files/{name}?derive=decompress"))).await;
+        assert_eq!(status, 202, "{name}: queued, not made yet");
+    }
+    server.wait_metric("tiercache_derive_running", 1.0).await;
+    server.stop();
+    assert!(temp_files(&d.data).is_empty(), "no temp file left: {:?}", temp_files(&d.data));
+
+    let server = Server::start(&d.data, &["--no-worker"]).await;
+    let a = server.url("/ns/files/a.gz?derive=decompress");
+    let res = client.head(&a).send().await.unwrap();
+    assert_eq!(res.status().as_u16(), 200, "the running job finished before the stop");
+    assert_eq!(res.headers()["content-length"], (256u64 << 20).to_string().as_str());
+    let (status, _) = http_get(&client, &server.url("/ns/files/b.gz?derive=decompress")).await;
+    assert_eq!(status, 503, "the queued job was dropped: nothing made");
 }
