@@ -25,9 +25,9 @@ impl Recipe for Checksum {
 
     fn params(&self, raw: &[(String, String)], _accept: Option<&str>) -> Result<Params, DeriveError> {
         let given = known_params(raw, &["algo"])?;
-        let algo = given.get("algo").ok_or_else(|| {
-            DeriveError::BadParam(format!("checksum needs algo= (one of {})", ALGOS.join(", ")))
-        })?;
+        let algo = given
+            .get("algo")
+            .ok_or_else(|| DeriveError::BadParam(format!("checksum needs algo= (one of {})", ALGOS.join(", "))))?;
         let algo = algo.to_ascii_lowercase();
         if !ALGOS.contains(&algo.as_str()) {
             let shown: String = algo.chars().take(32).collect();

@@ -60,7 +60,9 @@ impl Recipe for Decompress {
                 return Err(DeriveError::Unsupported("neither gzip nor zstd (by its first bytes)".into()));
             }
             (Some(asked), Some(f)) if asked == f => f,
-            (Some(asked), _) => return Err(DeriveError::Unsupported(format!("not a {asked} stream (by its first bytes)"))),
+            (Some(asked), _) => {
+                return Err(DeriveError::Unsupported(format!("not a {asked} stream (by its first bytes)")));
+            }
         };
         drop(file);
         let file = BufReader::with_capacity(1 << 20, File::open(input)?);

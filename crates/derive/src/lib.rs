@@ -18,13 +18,15 @@ use std::time::Instant;
 
 mod checksum;
 mod decompress;
+mod thumbnail;
 
 pub use checksum::Checksum;
 pub use decompress::Decompress;
+pub use thumbnail::{Fit, MAX_SIZE, OutputFormat, Spec, Thumbnail};
 
 /// Every recipe this build has, by name.
 pub fn recipes() -> &'static [&'static dyn Recipe] {
-    static ALL: [&dyn Recipe; 2] = [&Checksum, &Decompress];
+    static ALL: [&dyn Recipe; 3] = [&Checksum, &Decompress, &Thumbnail];
     &ALL
 }
 
@@ -197,7 +199,10 @@ impl DeriveError {
     /// Whether the failure says something about the input, so that asking again with the same
     /// input would fail again (it is remembered, with backoff, instead of retried every time).
     pub fn is_about_input(&self) -> bool {
-        matches!(self, DeriveError::Unsupported(_) | DeriveError::Corrupt(_) | DeriveError::TooLarge(_) | DeriveError::TimedOut)
+        matches!(
+            self,
+            DeriveError::Unsupported(_) | DeriveError::Corrupt(_) | DeriveError::TooLarge(_) | DeriveError::TimedOut
+        )
     }
 }
 
@@ -267,7 +272,8 @@ mod tests {
 
     #[test]
     fn unknown_and_repeated_parameters_are_refused() {
-        let raw = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>();
+        let raw =
+            |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>();
         assert!(known_params(&raw(&[("a", "1")]), &["a"]).is_ok());
         assert!(matches!(known_params(&raw(&[("b", "1")]), &["a"]), Err(DeriveError::BadParam(_))));
         assert!(matches!(known_params(&raw(&[("a", "1"), ("a", "2")]), &["a"]), Err(DeriveError::BadParam(_))));

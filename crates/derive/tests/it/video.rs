@@ -1,0 +1,1 @@
+//! `video-thumbnail`: a frame of a video made by ffmpeg in the test.
