@@ -28,8 +28,8 @@ mod geometry;
 mod jpeg;
 mod resize;
 
-pub use encode::OutputFormat;
-pub use geometry::Fit;
+pub(crate) use encode::OutputFormat;
+pub(crate) use geometry::Fit;
 
 /// The `thumbnail` recipe. Parameters: `size` (required: the side of the square box the
 /// thumbnail fits, 1 to 4096 pixels), `fit` = `contain` (default: the whole image inside the box,
@@ -39,17 +39,17 @@ pub use geometry::Fit;
 pub struct Thumbnail;
 
 /// The largest `size` asked for.
-pub const MAX_SIZE: u32 = 4096;
+pub(crate) const MAX_SIZE: u32 = 4096;
 
 /// A thumbnail's parameters, parsed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Spec {
+pub(crate) struct Spec {
     /// The side of the box, 1 to [`MAX_SIZE`].
-    pub size: u32,
+    pub(crate) size: u32,
     /// How the image fills the box.
-    pub fit: Fit,
+    pub(crate) fit: Fit,
     /// The output's format.
-    pub format: OutputFormat,
+    pub(crate) format: OutputFormat,
 }
 
 impl Spec {

@@ -11,7 +11,7 @@ use crate::DeriveError;
 
 /// The output formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OutputFormat {
+pub(crate) enum OutputFormat {
     /// `image/webp`, lossy.
     Webp,
     /// `image/jpeg`, baseline.
@@ -20,7 +20,7 @@ pub enum OutputFormat {
 
 impl OutputFormat {
     /// The media type of the output.
-    pub fn content_type(self) -> &'static str {
+    pub(crate) fn content_type(self) -> &'static str {
         match self {
             OutputFormat::Webp => "image/webp",
             OutputFormat::Jpeg => "image/jpeg",

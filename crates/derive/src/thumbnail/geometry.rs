@@ -4,7 +4,7 @@
 
 /// How the source fills the `size` × `size` box.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fit {
+pub(crate) enum Fit {
     /// The whole source, inside the box, aspect ratio kept, never larger than the source.
     Contain,
     /// The box filled exactly: the source scaled to cover it, the overflow cropped from both
