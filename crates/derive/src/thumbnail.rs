@@ -6,8 +6,8 @@
 //! 2. read its format and dimensions from the header ([`decode::probe`]) and refuse an image of
 //!    more than [`Limits::max_pixels`] before anything is allocated for its pixels;
 //! 3. decode in the image's own pixel type, a JPEG at the smallest DCT scale that leaves a factor
-//!    of two for the resizer ([`decode::decode`], [`jpeg`]), allocations bounded by
-//!    [`Limits::max_alloc_bytes`];
+//!    of two for the resizer ([`decode::decode`], [`jpeg`], [`webp_input`]), allocations bounded
+//!    by [`Limits::max_alloc_bytes`];
 //! 4. resample to the output size and apply the orientation ([`resize::resize`]);
 //! 5. encode ([`encode::encode`]) and write at most [`Limits::max_output_bytes`].
 //!
@@ -27,6 +27,7 @@ mod encode;
 mod geometry;
 mod jpeg;
 mod resize;
+mod webp_input;
 
 pub(crate) use encode::OutputFormat;
 pub(crate) use geometry::Fit;
@@ -183,7 +184,7 @@ impl Recipe for Thumbnail {
         let spec = Spec::from_canonical(params).ok()?;
         let (width, height) = placeholder_dims(head, &spec);
         let grey = DynamicImage::ImageRgb8(RgbImage::from_pixel(width, height, Rgb([128, 128, 128])));
-        let bytes = encode::encode(&grey, spec.format).ok()?;
+        let bytes = encode::encode(&grey, spec.format, encode::Effort::Placeholder).ok()?;
         Some(Produced { content_type: spec.format.content_type().to_owned(), bytes })
     }
 }
@@ -232,11 +233,12 @@ pub(crate) fn thumbnail_of(bytes: &[u8], spec: &Spec, limits: &Limits) -> Result
     // The output's size from the header's dimensions, so that a JPEG decoded at a reduced scale
     // (rounded up to whole pixels) gives the same thumbnail size as a full decode.
     let (width, height) = geometry::output_dims(probe.width, probe.height, spec.size, spec.fit);
-    let region = geometry::source_region(decoded.image.width(), decoded.image.height(), spec.fit);
-    let small = resize::resize(&decoded.image, region, width, height, decoded.orientation)?;
+    let (decoded_width, decoded_height) = decoded.pixels.dimensions();
+    let region = geometry::source_region(decoded_width, decoded_height, spec.fit);
+    let small = resize::resize(&decoded.pixels, region, width, height, decoded.orientation)?;
     drop(decoded);
     limits.check_time()?;
-    encode::encode(&small, spec.format)
+    encode::encode(&small, spec.format, encode::Effort::Thumbnail)
 }
 
 /// The thumbnail's dimensions as far as `head` (the input's first bytes) tells them, else the

@@ -2,10 +2,10 @@
 //! from the header, before anything is decoded or allocated), then the decode itself, in the
 //! image's own pixel type (a 16-bit PNG stays 16-bit, a grey one grey: no full-size RGBA copy).
 //!
-//! JPEG goes to [`super::jpeg`] (scaled while decoded); PNG, GIF (its first frame only), WebP,
-//! TIFF and BMP to the `image` crate's decoders, bounded by [`Limits::max_alloc_bytes`]. Anything
-//! else, a known image format this build does not read included, is
-//! [`DeriveError::Unsupported`].
+//! JPEG goes to [`super::jpeg`] (scaled while decoded), a still WebP to [`super::webp_input`]
+//! (libwebp); PNG, GIF (its first frame only), an animated WebP (its first frame), TIFF and BMP to
+//! the `image` crate's decoders, bounded by [`Limits::max_alloc_bytes`]. Anything else, a known
+//! image format this build does not read included, is [`DeriveError::Unsupported`].
 
 use std::io::Cursor;
 
@@ -16,6 +16,7 @@ use image::{DynamicImage, ImageDecoder, ImageFormat};
 
 use super::geometry::jpeg_scale_numerator;
 use super::jpeg::{self, JpegInfo};
+use super::webp_input;
 use crate::{DeriveError, Limits};
 
 /// The formats read, as named in messages.
@@ -40,8 +41,26 @@ pub(crate) enum InputFormat {
 
 /// Pixels decoded, in the stored orientation, with the orientation to apply.
 pub(crate) struct Decoded {
-    pub(crate) image: DynamicImage,
+    pub(crate) pixels: Pixels,
     pub(crate) orientation: Orientation,
+}
+
+/// Decoded pixels, in the buffer their decoder filled.
+pub(crate) enum Pixels {
+    /// By `image`, or copied into its buffer types.
+    Image(DynamicImage),
+    /// By libwebp: RGB, or RGBA with alpha.
+    Webp(webp::WebPImage),
+}
+
+impl Pixels {
+    /// Width and height.
+    pub(crate) fn dimensions(&self) -> (u32, u32) {
+        match self {
+            Pixels::Image(image) => (image.width(), image.height()),
+            Pixels::Webp(image) => (image.width(), image.height()),
+        }
+    }
 }
 
 /// The format of `bytes` (by its magic bytes) and the dimensions its header gives: cheap, and
@@ -85,7 +104,11 @@ pub(crate) fn decode(bytes: &[u8], probe: &Probe, scale: f64, limits: &Limits) -
                 )));
             }
             let image = jpeg::decode(bytes, info, numerator, limits)?;
-            Ok(Decoded { image, orientation: info.orientation })
+            Ok(Decoded { pixels: Pixels::Image(image), orientation: info.orientation })
+        }
+        InputFormat::Other(ImageFormat::WebP) if !webp_input::is_animated(bytes) => {
+            let image = webp_input::decode(bytes, probe.width, probe.height, limits)?;
+            Ok(Decoded { pixels: Pixels::Webp(image), orientation: webp_input::orientation(bytes) })
         }
         InputFormat::Other(format) => decode_other(bytes, *format, limits).map_err(from_image_error),
     }
@@ -111,7 +134,7 @@ fn finish(mut decoder: impl ImageDecoder, mut image_limits: image::Limits) -> Re
     decoder.set_limits(image_limits)?;
     let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
     let image = DynamicImage::from_decoder(decoder)?;
-    Ok(Decoded { image, orientation })
+    Ok(Decoded { pixels: Pixels::Image(image), orientation })
 }
 
 /// The recipe's error for the `image` crate's: over a limit, not supported, or (decoding from

@@ -94,6 +94,33 @@ fn assert_halves(image: &RgbImage) {
     assert_near(image, 80, 37, BLUE);
 }
 
+fn lossy_webp(rgb: &RgbImage) -> Vec<u8> {
+    webp::Encoder::from_rgb(rgb.as_raw(), rgb.width(), rgb.height()).encode(90.0).to_vec()
+}
+
+/// `webp` (a simple lossy WebP: one `VP8 ` chunk) made extended, with an `EXIF` chunk giving
+/// `orientation` (big-endian TIFF this time).
+fn webp_with_orientation(webp: &[u8], width: u32, height: u32, orientation: u16) -> Vec<u8> {
+    let mut exif = b"MM\0\x2a\0\0\0\x08\0\x01\x01\x12\0\x03\0\0\0\x01".to_vec();
+    exif.extend(orientation.to_be_bytes());
+    exif.extend([0, 0, 0, 0, 0, 0]);
+    let mut vp8x = vec![0x08, 0, 0, 0]; // flags: EXIF present
+    vp8x.extend(&(width - 1).to_le_bytes()[..3]);
+    vp8x.extend(&(height - 1).to_le_bytes()[..3]);
+    let mut body = b"WEBP".to_vec();
+    body.extend(b"VP8X");
+    body.extend(10u32.to_le_bytes());
+    body.extend(vp8x);
+    body.extend(&webp[12..]); // the VP8 chunk, as it was
+    body.extend(b"EXIF");
+    body.extend((exif.len() as u32).to_le_bytes());
+    body.extend(&exif);
+    let mut out = b"RIFF".to_vec();
+    out.extend((body.len() as u32).to_le_bytes());
+    out.extend(body);
+    out
+}
+
 fn palette_png(width: u32, height: u32) -> Vec<u8> {
     let mut out = Vec::new();
     let mut encoder = png::Encoder::new(&mut out, width, height);
@@ -120,7 +147,8 @@ fn every_input_format_gives_a_thumbnail_of_the_right_size() {
         ("png 16-bit rgba", encoded(&DynamicImage::ImageRgba16(rgb.to_rgba16()), ImageFormat::Png)),
         ("png palette", palette_png(400, 300)),
         ("gif", encoded(&DynamicImage::ImageRgba8(rgb.to_rgba8()), ImageFormat::Gif)),
-        ("webp", encoded(&rgb, ImageFormat::WebP)),
+        ("webp lossless", encoded(&rgb, ImageFormat::WebP)),
+        ("webp lossy", lossy_webp(&halves(400, 300))),
         ("tiff", encoded(&rgb, ImageFormat::Tiff)),
         ("bmp", encoded(&rgb, ImageFormat::Bmp)),
     ];
@@ -157,6 +185,26 @@ fn exif_orientation_turns_the_thumbnail() {
     assert_eq!(out.dimensions(), (100, 50));
     assert_near(&out, 15, 25, BLUE);
     assert_near(&out, 85, 25, RED);
+}
+
+#[test]
+fn a_webps_exif_orientation_and_an_animated_webps_first_frame() {
+    let stored = lossy_webp(&halves(400, 200));
+    let out = thumbnail(&webp_with_orientation(&stored, 400, 200, 6), &[("size", "100")]);
+    assert_eq!(out.dimensions(), (50, 100));
+    assert_near(&out, 25, 15, RED);
+    assert_near(&out, 25, 85, BLUE);
+
+    let config = webp::WebPConfig::new().unwrap();
+    let mut encoder = webp::AnimEncoder::new(40, 30, &config);
+    let red = RgbImage::from_pixel(40, 30, Rgb(RED));
+    let blue = RgbImage::from_pixel(40, 30, Rgb(BLUE));
+    encoder.add_frame(webp::AnimFrame::from_rgb(red.as_raw(), 40, 30, 0));
+    encoder.add_frame(webp::AnimFrame::from_rgb(blue.as_raw(), 40, 30, 100));
+    let animated = encoder.encode().to_vec();
+    let out = thumbnail(&animated, &[("size", "20")]);
+    assert_eq!(out.dimensions(), (20, 15));
+    assert_near(&out, 10, 7, RED);
 }
 
 #[test]
@@ -337,6 +385,9 @@ fn truncated_and_lying_inputs_are_corrupt() {
     let png = encoded(&DynamicImage::ImageRgb8(halves(400, 300)), ImageFormat::Png);
     let result = run("thumbnail", &png[..png.len() / 2], &[("size", "100")]);
     assert!(matches!(result, Err(DeriveError::Corrupt(_))), "PNG cut: {result:?}");
+    let webp = lossy_webp(&halves(400, 300));
+    let result = run("thumbnail", &webp[..webp.len() / 2], &[("size", "100")]);
+    assert!(matches!(result, Err(DeriveError::Corrupt(_))), "WebP cut: {result:?}");
     let result = run("thumbnail", &lying_png(), &[("size", "100")]);
     assert!(matches!(result, Err(DeriveError::Corrupt(_))), "lying PNG: {result:?}");
 }
