@@ -219,13 +219,7 @@ pub(crate) fn write_output(encoded: &[u8], limits: &Limits, out: &mut dyn Write)
 /// `video-thumbnail`'s frame.
 pub(crate) fn thumbnail_of(bytes: &[u8], spec: &Spec, limits: &Limits) -> Result<Vec<u8>, DeriveError> {
     let probe = decode::probe(bytes)?;
-    let pixels = u64::from(probe.width) * u64::from(probe.height);
-    if pixels > limits.max_pixels {
-        return Err(DeriveError::TooLarge(format!(
-            "the image is {} × {} pixels, over the limit of {} pixels",
-            probe.width, probe.height, limits.max_pixels
-        )));
-    }
+    decode::check_pixels(probe.width, probe.height, limits)?;
     limits.check_time()?;
     let scale = geometry::scale_factor(probe.width, probe.height, spec.size, spec.fit);
     let decoded = decode::decode(bytes, &probe, scale, limits)?;

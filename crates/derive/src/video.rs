@@ -30,7 +30,8 @@ pub struct VideoThumbnail;
 
 /// The latest `at`, in seconds (a day).
 const MAX_AT_SECONDS: u64 = 86_400;
-/// The most bytes of ffmpeg's frame read (a 16-bit RGBA PNG of 8192 × 8192 fits).
+/// The most bytes of ffmpeg's frame read, if [`Limits::max_alloc_bytes`] is larger (a 16-bit
+/// RGBA PNG of 8192 × 8192 fits).
 const MAX_FRAME_BYTES: u64 = 512 << 20;
 /// The most bytes of ffmpeg's error text kept.
 const MAX_STDERR_BYTES: u64 = 16 << 10;
@@ -184,16 +185,17 @@ struct Finished {
 }
 
 /// Waits for `child`, reading its output on two threads; kills it at the deadline
-/// ([`DeriveError::TimedOut`]) or once its output passes [`MAX_FRAME_BYTES`]
-/// ([`DeriveError::TooLarge`]).
+/// ([`DeriveError::TimedOut`]) or once its output passes [`MAX_FRAME_BYTES`] or
+/// [`Limits::max_alloc_bytes`] ([`DeriveError::TooLarge`]).
 fn supervise(mut child: Child, limits: &Limits) -> Result<Finished, DeriveError> {
+    let max_frame_bytes = MAX_FRAME_BYTES.min(limits.max_alloc_bytes);
     let over = Arc::new(AtomicBool::new(false));
     let stdout = child.stdout.take().map(|pipe| {
         let over = Arc::clone(&over);
         std::thread::spawn(move || {
             let mut bytes = Vec::new();
-            let result = pipe.take(MAX_FRAME_BYTES + 1).read_to_end(&mut bytes);
-            if bytes.len() as u64 > MAX_FRAME_BYTES {
+            let result = pipe.take(max_frame_bytes + 1).read_to_end(&mut bytes);
+            if bytes.len() as u64 > max_frame_bytes {
                 over.store(true, Ordering::Relaxed);
             }
             result.map(|_| bytes)
@@ -220,7 +222,7 @@ fn supervise(mut child: Child, limits: &Limits) -> Result<Finished, DeriveError>
             return Err(if is_late {
                 DeriveError::TimedOut
             } else {
-                DeriveError::TooLarge(format!("ffmpeg's frame is over {MAX_FRAME_BYTES} bytes"))
+                DeriveError::TooLarge(format!("ffmpeg's frame is over {max_frame_bytes} bytes"))
             });
         }
         std::thread::sleep(POLL);
@@ -231,7 +233,7 @@ fn supervise(mut child: Child, limits: &Limits) -> Result<Finished, DeriveError>
         _ => Vec::new(),
     };
     if over.load(Ordering::Relaxed) {
-        return Err(DeriveError::TooLarge(format!("ffmpeg's frame is over {MAX_FRAME_BYTES} bytes")));
+        return Err(DeriveError::TooLarge(format!("ffmpeg's frame is over {max_frame_bytes} bytes")));
     }
     let stderr = stderr.and_then(|t| t.join().ok()).unwrap_or_default();
     Ok(Finished { is_success: status.success(), stdout, stderr })

@@ -80,10 +80,18 @@ pub(crate) fn probe(bytes: &[u8]) -> Result<Probe, DeriveError> {
             format.extensions_str().first().unwrap_or(&"these")
         )));
     }
-    let size = imagesize::blob_size(bytes)
-        .map_err(|e| DeriveError::Corrupt(format!("the image's header could not be read: {e}")))?;
-    let side = |v: usize| u32::try_from(v).map_err(|_| DeriveError::TooLarge(format!("a side of {v} pixels")));
-    Ok(Probe { format: InputFormat::Other(format), width: side(size.width)?, height: side(size.height)? })
+    let (width, height) = match imagesize::blob_size(bytes) {
+        Ok(size) => {
+            let side = |v: usize| u32::try_from(v).map_err(|_| DeriveError::TooLarge(format!("a side of {v} pixels")));
+            (side(size.width)?, side(size.height)?)
+        }
+        // A header `imagesize` does not know (a rare TIFF layout, say): the decoder's own reading
+        // of it, which allocates nothing for pixels either.
+        Err(_) => image::ImageReader::with_format(Cursor::new(bytes), format)
+            .into_dimensions()
+            .map_err(|e| DeriveError::Corrupt(format!("the image's header could not be read: {e}")))?,
+    };
+    Ok(Probe { format: InputFormat::Other(format), width, height })
 }
 
 /// Decodes `bytes` as `probe` found them, for a thumbnail that scales the image by `scale`
@@ -114,22 +122,45 @@ pub(crate) fn decode(bytes: &[u8], probe: &Probe, scale: f64, limits: &Limits) -
     }
 }
 
+/// [`DeriveError::TooLarge`] if `width` × `height` is over [`Limits::max_pixels`].
+pub(crate) fn check_pixels(width: u32, height: u32, limits: &Limits) -> Result<(), DeriveError> {
+    if u64::from(width) * u64::from(height) > limits.max_pixels {
+        return Err(DeriveError::TooLarge(format!(
+            "the image is {width} × {height} pixels, over the limit of {} pixels",
+            limits.max_pixels
+        )));
+    }
+    Ok(())
+}
+
 fn decode_other(bytes: &[u8], format: ImageFormat, limits: &Limits) -> Result<Decoded, ImageError> {
     let mut image_limits = image::Limits::default();
     image_limits.max_alloc = Some(limits.max_alloc_bytes);
     let reader = Cursor::new(bytes);
+    let max_pixels = limits.max_pixels;
     match format {
-        ImageFormat::Png => finish(PngDecoder::with_limits(reader, image_limits.clone())?, image_limits),
+        ImageFormat::Png => finish(PngDecoder::with_limits(reader, image_limits.clone())?, image_limits, max_pixels),
         // GIF: `read_image` decodes the first frame and stops; the other frames are never read.
-        ImageFormat::Gif => finish(GifDecoder::new(reader)?, image_limits),
-        ImageFormat::WebP => finish(WebPDecoder::new(reader)?, image_limits),
-        ImageFormat::Tiff => finish(TiffDecoder::new(reader)?, image_limits),
-        ImageFormat::Bmp => finish(BmpDecoder::new(reader)?, image_limits),
+        ImageFormat::Gif => finish(GifDecoder::new(reader)?, image_limits, max_pixels),
+        ImageFormat::WebP => finish(WebPDecoder::new(reader)?, image_limits, max_pixels),
+        ImageFormat::Tiff => finish(TiffDecoder::new(reader)?, image_limits, max_pixels),
+        ImageFormat::Bmp => finish(BmpDecoder::new(reader)?, image_limits, max_pixels),
         other => Err(ImageError::Unsupported(image::error::ImageFormatHint::Exact(other).into())),
     }
 }
 
-fn finish(mut decoder: impl ImageDecoder, mut image_limits: image::Limits) -> Result<Decoded, ImageError> {
+fn finish(
+    mut decoder: impl ImageDecoder,
+    mut image_limits: image::Limits,
+    max_pixels: u64,
+) -> Result<Decoded, ImageError> {
+    // The probe checked the header's dimensions; these are the decoder's reading of them.
+    let (width, height) = decoder.dimensions();
+    if u64::from(width) * u64::from(height) > max_pixels {
+        return Err(ImageError::Limits(image::error::LimitError::from_kind(
+            image::error::LimitErrorKind::DimensionError,
+        )));
+    }
     image_limits.reserve(decoder.total_bytes())?;
     decoder.set_limits(image_limits)?;
     let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);

@@ -137,9 +137,12 @@ fn skip_entropy_coded(bytes: &[u8], mut pos: usize) -> usize {
 }
 
 fn read_frame(segment: &[u8], is_progressive: bool) -> Result<(u32, u32, u8, bool), DeriveError> {
-    let [_precision, h0, h1, w0, w1, components, ..] = *segment else {
+    let [precision, h0, h1, w0, w1, components, ..] = *segment else {
         return Err(DeriveError::Corrupt("JPEG frame header too short".into()));
     };
+    if precision != 8 {
+        return Err(DeriveError::Unsupported(format!("a JPEG of {precision} bits a sample (only 8 are read)")));
+    }
     let (height, width) = (u16::from_be_bytes([h0, h1]), u16::from_be_bytes([w0, w1]));
     if width == 0 || height == 0 {
         // A height of 0 (defined later by a DNL marker) is legal but libjpeg refuses it too.

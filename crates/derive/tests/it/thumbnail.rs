@@ -407,12 +407,13 @@ fn lying_png() -> Vec<u8> {
 #[test]
 fn what_is_not_an_image_is_unsupported() {
     let noise: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
-    let inputs: [(&str, &[u8]); 5] = [
+    let inputs: [(&str, &[u8]); 6] = [
         ("text", b"Dear diary, today I asked for a thumbnail of a letter."),
         ("random bytes", &noise),
         ("empty", b""),
         ("qoi", b"qoif\0\0\0\x10\0\0\0\x10\x03\x00"),
         ("arithmetic-coded jpeg", b"\xFF\xD8\xFF\xC9\x00\x0B\x08\x00\x10\x00\x10\x01\x01\x11\x00\xFF\xD9"),
+        ("12-bit jpeg", b"\xFF\xD8\xFF\xC1\x00\x0B\x0C\x00\x10\x00\x10\x01\x01\x11\x00\xFF\xD9"),
     ];
     for (name, input) in inputs {
         let result = run("thumbnail", input, &[("size", "100")]);
