@@ -188,6 +188,24 @@ fn exif_orientation_turns_the_thumbnail() {
 }
 
 #[test]
+fn a_pngs_exif_orientation_turns_the_thumbnail() {
+    let rgb = halves(400, 200);
+    let mut png = Vec::new();
+    let mut encoder = png::Encoder::new(&mut png, 400, 200);
+    encoder.set_color(png::ColorType::Rgb);
+    let mut writer = encoder.write_header().unwrap();
+    writer
+        .write_chunk(png::chunk::eXIf, b"II\x2a\0\x08\0\0\0\x01\0\x12\x01\x03\0\x01\0\0\0\x06\0\0\0\0\0\0\0")
+        .unwrap();
+    writer.write_image_data(rgb.as_raw()).unwrap();
+    writer.finish().unwrap();
+    let out = thumbnail(&png, &[("size", "100")]);
+    assert_eq!(out.dimensions(), (50, 100));
+    assert_near(&out, 25, 15, RED);
+    assert_near(&out, 25, 85, BLUE);
+}
+
+#[test]
 fn a_webps_exif_orientation_and_an_animated_webps_first_frame() {
     let stored = lossy_webp(&halves(400, 200));
     let out = thumbnail(&webp_with_orientation(&stored, 400, 200, 6), &[("size", "100")]);
