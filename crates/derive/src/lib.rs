@@ -18,13 +18,17 @@ use std::time::Instant;
 
 mod checksum;
 mod decompress;
+mod thumbnail;
+mod video;
 
 pub use checksum::Checksum;
 pub use decompress::Decompress;
+pub use thumbnail::Thumbnail;
+pub use video::VideoThumbnail;
 
 /// Every recipe this build has, by name.
 pub fn recipes() -> &'static [&'static dyn Recipe] {
-    static ALL: [&dyn Recipe; 2] = [&Checksum, &Decompress];
+    static ALL: [&dyn Recipe; 4] = [&Checksum, &Decompress, &Thumbnail, &VideoThumbnail];
     &ALL
 }
 
