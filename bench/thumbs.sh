@@ -46,9 +46,14 @@ KEEP=${BENCH_KEEP:-0}
 
 # --- tools and settings --------------------------------------------------------------------------
 command -v cargo >/dev/null 2>&1 || die "cargo not found (install Rust, e.g. from https://rustup.rs)"
-for t in ffmpeg vipsthumbnail convert; do
+for t in ffmpeg vipsthumbnail; do
     command -v "$t" >/dev/null 2>&1 || die "$t not found: apt-get install ffmpeg libvips-tools imagemagick (or run 'bash .ci/run' once)"
 done
+# ImageMagick's own binary: a `convert` earlier on PATH may be another program of that name.
+CONVERT=$(command -v convert-im6.q16 || command -v convert-im6 || command -v convert || true)
+[ -n "$CONVERT" ] && "$CONVERT" -version 2>/dev/null | grep -q ImageMagick ||
+    die "ImageMagick's convert not found: apt-get install imagemagick"
+export CONVERT
 need_web_tools
 for v in PHOTOS DISTINCT RUNS PARALLEL WRK_SECONDS; do
     [[ ${!v} =~ ^[0-9]+$ ]] && [ "${!v}" -ge 1 ] || die "BENCH_THUMBS_$v must be a number >= 1 (got '${!v}')"
@@ -90,7 +95,7 @@ PHOTO_BYTES=$(find "$DATA" -name 'p*.jpg' -printf '%s\n' | awk '{s += $1} END {p
 echo "tiercache thumbnail benchmark — $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
 machine_lines
 built_line
-echo "tools   : $(vipsthumbnail --vips-version 2>/dev/null | head -1 || echo vips), $(convert -version | head -1 | cut -d' ' -f2-3), $(ffmpeg -version | head -1 | cut -d' ' -f1-3)"
+echo "tools   : $(vipsthumbnail --vips-version 2>/dev/null | head -1 || echo vips), $("$CONVERT" -version | head -1 | cut -d' ' -f2-3) ($CONVERT), $(ffmpeg -version | head -1 | cut -d' ' -f1-3)"
 echo "photos  : $PHOTOS JPEGs of 4000x3000 ($DISTINCT distinct pictures), $(calc '%.1f' "$PHOTO_BYTES / 1048576") MiB in all; to ${SIZE} px, JPEG out; $PARALLEL at once; $RUNS runs, medians"
 echo "before  : $(background_load)"
 echo
@@ -115,7 +120,7 @@ vips_run() { # OUT
 }
 im_run() { # OUT
     find "$DATA" -name 'p*.jpg' -print0 |
-        xargs -0 -P "$PARALLEL" -I{} sh -c 'convert "$1" -thumbnail '"${SIZE}x${SIZE}"' "$2/$(basename "$1")"' _ {} "$1"
+        xargs -0 -P "$PARALLEL" -I{} sh -c '"$CONVERT" "$1" -thumbnail '"${SIZE}x${SIZE}"' "$2/$(basename "$1")"' _ {} "$1"
 }
 for ((r = 0; r < RUNS; r++)); do
     quiet_check

@@ -239,3 +239,64 @@ async fn a_graceful_stop_finishes_running_jobs_and_drops_queued_ones() {
     let (status, _) = http_get(&client, &server.url("/ns/files/b.gz?derive=decompress")).await;
     assert_eq!(status, 503, "the queued job was dropped: nothing made");
 }
+
+/// Real thumbnails over HTTP with a real worker: while the worker is busy, a placeholder of the
+/// photo's aspect ratio (202); waited for, the thumbnail in the format `Accept` asks for; 100
+/// concurrent asks of one new key make one job; a text file is 415, a size out of bounds 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thumbnails_come_as_a_placeholder_then_the_output_and_one_job_per_key() {
+    let d = dirs();
+    let files = d.tmp.path().join("photos");
+    std::fs::create_dir_all(&files).unwrap();
+    let photo = image::RgbImage::from_fn(1200, 800, |x, y| image::Rgb([(x % 256) as u8, (y % 256) as u8, 90]));
+    photo.save(files.join("photo.jpg")).unwrap();
+    std::fs::write(files.join("notes.txt"), b"not a picture").unwrap();
+    write_big_gzip(&files.join("busy.gz"), 0);
+    tcr(&d.data, &["index", files.to_str().unwrap(), "--ns", "photos"]).ok();
+    let server = Server::start(&d.data, &["--worker-threads", "1"]).await;
+    let client = client();
+    let decode = |bytes: &[u8]| image::load_from_memory(bytes).unwrap();
+
+    // The one worker busy with a long job: the thumbnail waits in the queue.
+    let (status, _) = http_get(&client, &server.url("/ns/photos/busy.gz?derive=decompress")).await;
+    assert_eq!(status, 202);
+    let url = server.url("/ns/photos/photo.jpg?derive=thumbnail&size=300");
+    let res = client.get(&url).header("accept", "image/webp,image/*").send().await.unwrap();
+    assert_eq!(res.status().as_u16(), 202);
+    assert_eq!(res.headers()["content-type"], "image/webp");
+    assert!(res.headers().contains_key("retry-after"));
+    let placeholder = decode(&res.bytes().await.unwrap());
+    assert_eq!(placeholder.width() * 800, placeholder.height() * 1200, "the photo's aspect ratio");
+
+    let res = client.get(format!("{url}&wait=60s")).header("accept", "image/webp,image/*").send().await.unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+    assert_eq!(res.headers()["content-type"], "image/webp");
+    let thumb = decode(&res.bytes().await.unwrap());
+    assert_eq!((thumb.width(), thumb.height()), (300, 200));
+    let res = client.get(format!("{url}&format=jpeg&wait=60s")).send().await.unwrap();
+    assert_eq!((res.status().as_u16(), res.headers()["content-type"].to_str().unwrap()), (200, "image/jpeg"));
+    let thumb = decode(&res.bytes().await.unwrap());
+    assert_eq!((thumb.width(), thumb.height()), (300, 200));
+
+    let made = metric_of(&server, "done", "thumbnail").await;
+    let url = server.url("/ns/photos/photo.jpg?derive=thumbnail&size=120&fit=cover&format=jpeg&wait=60s");
+    let asks = (0..100).map(|_| {
+        let (client, url) = (client.clone(), url.clone());
+        tokio::spawn(async move { http_get(&client, &url).await })
+    });
+    let answers: Vec<(u16, Vec<u8>)> = futures::future::join_all(asks).await.into_iter().map(|a| a.unwrap()).collect();
+    assert!(answers.iter().all(|(status, body)| *status == 200 && *body == answers[0].1));
+    let cover = decode(&answers[0].1);
+    assert_eq!((cover.width(), cover.height()), (120, 120));
+    assert_eq!(metric_of(&server, "done", "thumbnail").await, made + 1.0, "100 asks, one job");
+
+    for (path, status) in [
+        ("/ns/photos/notes.txt?derive=thumbnail&size=300&wait=30s", 415),
+        ("/ns/photos/photo.jpg?derive=thumbnail&size=0", 400),
+        ("/ns/photos/photo.jpg?derive=thumbnail&size=100000", 400),
+        ("/ns/photos/photo.jpg?derive=thumbnail&size=300&fit=stretch", 400),
+    ] {
+        let (got, body) = http_get(&client, &server.url(path)).await;
+        assert_eq!(got, status, "{path}: {}", String::from_utf8_lossy(&body));
+    }
+}
