@@ -108,7 +108,13 @@ pub(crate) struct Derivations {
     queue: Arc<Queue>,
     /// Keys whose input failed, with why and until when a new job is not tried.
     failures: Mutex<HashMap<DerivationKey, Failure>>,
+    /// Outputs found lately, by key (a memo of the index's rows, so that a hot output costs no
+    /// index query; one whose blob is gone is dropped when a read finds so).
+    outputs: moka::sync::Cache<DerivationKey, (Digest, Arc<str>)>,
 }
+
+/// The most outputs remembered by key ([`Derivations::outputs`]).
+const MEMO_OUTPUTS: u64 = 100_000;
 
 #[derive(Debug, Clone)]
 struct Failure {
@@ -135,7 +141,16 @@ const PLACEHOLDER_HEAD_BYTES: u64 = 64 * 1024;
 impl Derivations {
     pub(crate) fn new(config: DeriveConfig, reads: Arc<Reads>, stores: Arc<Stores>, ix: Ix, tasks: Tasks) -> Arc<Self> {
         let queue = Queue::new(config.queue_jobs);
-        let this = Arc::new(Derivations { config, reads, stores, ix, tasks, queue, failures: Mutex::default() });
+        let this = Arc::new(Derivations {
+            config,
+            reads,
+            stores,
+            ix,
+            tasks,
+            queue,
+            failures: Mutex::default(),
+            outputs: moka::sync::Cache::new(MEMO_OUTPUTS),
+        });
         if this.config.workers > 0 {
             queue::start_workers(&this);
         }
@@ -253,16 +268,25 @@ impl Derivations {
     /// The output of `key`, if the index has it and its blob is present (`is_new`: a job made it
     /// for this ask).
     async fn present(&self, key: &DerivationKey, is_new: bool) -> Result<Option<Derived>, Error> {
-        let k = key.clone();
-        let Some(found) = self.ix.run(move |ix| ix.get_derivation(&k)).await? else { return Ok(None) };
-        match self.reads.blob(&found.output, Intent::Whole).await {
-            Ok(read) => Ok(Some(Derived::Ready {
-                read: Box::new(read),
-                content_type: found.content_type,
-                output: found.output,
-                is_new,
-            })),
-            Err(Error::NoBlob(_)) => Ok(None),
+        let (output, content_type) = match self.outputs.get(key) {
+            Some(known) => known,
+            None => {
+                let k = key.clone();
+                let Some(found) = self.ix.run(move |ix| ix.get_derivation(&k)).await? else { return Ok(None) };
+                let known = (found.output, Arc::<str>::from(found.content_type));
+                self.outputs.insert(key.clone(), known.clone());
+                known
+            }
+        };
+        match self.reads.blob(&output, Intent::Whole).await {
+            Ok(read) => {
+                let content_type = content_type.to_string();
+                Ok(Some(Derived::Ready { read: Box::new(read), content_type, output, is_new }))
+            }
+            Err(Error::NoBlob(_)) => {
+                self.outputs.invalidate(key);
+                Ok(None)
+            }
             Err(e) => Err(e),
         }
     }

@@ -138,6 +138,11 @@ fn found(read: &Read) -> Found {
 /// digest for it, a blob opened in the disk tier.
 async fn from_found(stores: &Stores, found: Found) -> Result<Option<Resolved>, Error> {
     match found {
+        Found::File { file, size_bytes, digest: Some(digest), in_place: true } => {
+            // An fstat of an open file: cheaper inline than a hop to a blocking thread.
+            let markers = markers_of(&file.metadata().map_err(|e| Error::io("reading a derivation's input", e))?);
+            Ok(Some(Resolved { digest, file, size_bytes, in_place: Some(markers) }))
+        }
         Found::File { file, size_bytes, digest, in_place: true } => {
             let f = Arc::clone(&file);
             let (digest, markers) = blocking(move || {
