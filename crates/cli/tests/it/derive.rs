@@ -300,3 +300,27 @@ async fn thumbnails_come_as_a_placeholder_then_the_output_and_one_job_per_key() 
         assert_eq!(got, status, "{path}: {}", String::from_utf8_lossy(&body));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_answers_503_with_retry_after() {
+    let d = dirs();
+    let files = d.tmp.path().join("files");
+    std::fs::create_dir_all(&files).unwrap();
+    write_big_gzip(&files.join("a.gz"), 0);
+    std::fs::write(files.join("b.gz"), gzip(b"small")).unwrap();
+    tcr(&d.data, &["index", files.to_str().unwrap(), "--ns", "files"]).ok();
+    let server = Server::start(&d.data, &["--worker-threads", "1", "--derive-queue", "1"]).await;
+    let client = client();
+    let (status, _) = http_get(&client, &server.url("/ns/files/a.gz?derive=decompress")).await;
+    assert_eq!(status, 202);
+    let res = client.get(server.url("/ns/files/b.gz?derive=decompress")).send().await.unwrap();
+    assert_eq!(res.status().as_u16(), 503);
+    assert!(res.headers().contains_key("retry-after"));
+    let (status, body) = http_get(&client, &server.url("/ns/files/b.gz?derive=decompress&wait=0")).await;
+    assert_eq!(status, 503, "still full: {}", String::from_utf8_lossy(&body));
+    // Once the running job ends, there is room again.
+    let (status, _) = http_get(&client, &server.url("/ns/files/a.gz?derive=decompress&wait=60s")).await;
+    assert_eq!(status, 200);
+    let (status, body) = http_get(&client, &server.url("/ns/files/b.gz?derive=decompress&wait=30s")).await;
+    assert_eq!((status, body.as_slice()), (200, b"small".as_slice()));
+}

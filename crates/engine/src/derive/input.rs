@@ -66,6 +66,12 @@ impl Resolved {
         Some(buf)
     }
 
+    /// An input of `digest` held by `file` (for tests of the queue).
+    #[cfg(test)]
+    pub(crate) fn for_test(digest: Digest, file: File) -> Resolved {
+        Resolved { digest, file: Arc::new(file), size_bytes: 0, in_place: None }
+    }
+
     /// Whether a file used in place is still as it was when resolved (a blob always is).
     pub(crate) fn is_unchanged(&self) -> bool {
         match self.in_place {

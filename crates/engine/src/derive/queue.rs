@@ -459,3 +459,43 @@ impl Write for TempWriter {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tiercache_core::Digest;
+
+    use super::*;
+
+    fn job(name: &str) -> Job {
+        let recipe = tiercache_derive::recipe("checksum").unwrap();
+        let input = Digest::of(name.as_bytes());
+        let key = DerivationKey { recipe: "checksum".into(), version: 1, params: "algo=sha1".into(), input };
+        let file = std::fs::File::open("/dev/null").unwrap();
+        Job::new(key, recipe, Params::default(), Resolved::for_test(input, file))
+    }
+
+    fn taken(queue: &Queue) -> Digest {
+        queue.pop().expect("a job").key.input
+    }
+
+    #[test]
+    fn a_waiting_client_goes_first_then_the_oldest_and_one_job_per_key() {
+        let queue = Queue::new(3);
+        let _a = queue.submit(job("a"), Priority::Background).unwrap();
+        let _b = queue.submit(job("b"), Priority::Background).unwrap();
+        let _c = queue.submit(job("c"), Priority::Waiting).unwrap();
+        assert!(queue.submit(job("d"), Priority::Waiting).is_none(), "full: three jobs at most");
+        // Another ask of a queued key joins it (and a waiting one raises its priority).
+        let joined = queue.submit(job("b"), Priority::Waiting).unwrap();
+        assert_eq!(*joined.borrow(), JobState::Queued);
+        assert_eq!(taken(&queue), Digest::of(b"c"));
+        assert_eq!(taken(&queue), Digest::of(b"b"), "raised by a waiting asker");
+        assert_eq!(taken(&queue), Digest::of(b"a"));
+        assert!(queue.pop().is_none(), "b was in the heap twice, and is taken once");
+        queue.finish(&job("a").key);
+        assert!(queue.submit(job("d"), Priority::Background).is_some(), "room again once a job ended");
+        queue.close();
+        let dropped = queue.submit(job("e"), Priority::Waiting).unwrap();
+        assert!(matches!(*dropped.borrow(), JobState::Dropped(_)), "closed: nothing is taken");
+    }
+}
