@@ -6,7 +6,7 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::path::Path;
 
-use crate::{DeriveError, Limits, Params, Produced, Recipe, known_params};
+use crate::{DeriveError, Limits, Params, Produced, Recipe, known_params, one_of};
 
 /// The `checksum` recipe. Parameter: `algo` = `sha1` | `sha512` | `crc32c` | `blake3` (required).
 #[derive(Debug, Clone, Copy)]
@@ -28,12 +28,7 @@ impl Recipe for Checksum {
         let algo = given
             .get("algo")
             .ok_or_else(|| DeriveError::BadParam(format!("checksum needs algo= (one of {})", ALGOS.join(", "))))?;
-        let algo = algo.to_ascii_lowercase();
-        if !ALGOS.contains(&algo.as_str()) {
-            let shown: String = algo.chars().take(32).collect();
-            return Err(DeriveError::BadParam(format!("algo={shown:?} is not one of {}", ALGOS.join(", "))));
-        }
-        Ok(Params::new([("algo", algo)]))
+        Ok(Params::new([("algo", one_of("algo", algo, &ALGOS)?)]))
     }
 
     fn run(

@@ -7,7 +7,7 @@ use std::fs::File;
 use std::io::{BufReader, Read, Write};
 use std::path::Path;
 
-use crate::{Capped, DeriveError, Limits, Params, Produced, Recipe, known_params};
+use crate::{Capped, DeriveError, Limits, Params, Produced, Recipe, known_params, one_of};
 
 /// The `decompress` recipe. Parameter: `format` = `auto` (default: by the input's magic bytes) |
 /// `gzip` | `zstd`.
@@ -28,11 +28,7 @@ impl Recipe for Decompress {
 
     fn params(&self, raw: &[(String, String)], _accept: Option<&str>) -> Result<Params, DeriveError> {
         let given = known_params(raw, &["format"])?;
-        let format = given.get("format").map_or("auto".to_owned(), |f| f.to_ascii_lowercase());
-        if !["auto", "gzip", "zstd"].contains(&format.as_str()) {
-            let shown: String = format.chars().take(32).collect();
-            return Err(DeriveError::BadParam(format!("format={shown:?} is not one of auto, gzip, zstd")));
-        }
+        let format = one_of("format", given.get("format").copied().unwrap_or("auto"), &["auto", "gzip", "zstd"])?;
         Ok(Params::new([("format", format)]))
     }
 

@@ -230,6 +230,17 @@ pub fn known_params<'a>(
     Ok(out)
 }
 
+/// Parameter `name`'s `value`, lowercased, if it is one of `allowed`; else a
+/// [`DeriveError::BadParam`] listing them.
+pub(crate) fn one_of(name: &str, value: &str, allowed: &[&str]) -> Result<String, DeriveError> {
+    let value = value.to_ascii_lowercase();
+    if allowed.contains(&value.as_str()) {
+        return Ok(value);
+    }
+    let shown: String = value.chars().take(32).collect();
+    Err(DeriveError::BadParam(format!("{name}={shown:?} is not one of {}", allowed.join(", "))))
+}
+
 /// A writer that refuses to grow past `max` bytes ([`DeriveError::TooLarge`] through an
 /// `io::Error` of kind `FileTooLarge`), counting what it wrote.
 pub(crate) struct Capped<'a> {
