@@ -122,6 +122,16 @@ im_run() { # OUT
     find "$DATA" -name 'p*.jpg' -print0 |
         xargs -0 -P "$PARALLEL" -I{} sh -c '"$CONVERT" "$1" -thumbnail '"${SIZE}x${SIZE}"' "$2/$(basename "$1")"' _ {} "$1"
 }
+# Times a peer's FUNCTION into a fresh output directory, checks that it made every thumbnail, and
+# records the seconds under KEY.
+timed_peer() { # KEY LABEL FUNCTION
+    local out=$SCRATCH/$1-$r s
+    mkdir -p "$out"
+    s=$(seconds_of "$3" "$out")
+    [ "$(find "$out" -name '*.jpg' | wc -l)" = "$PHOTOS" ] || die "$2 did not make $PHOTOS thumbnails"
+    echo "$s" >>"$SCRATCH/r.$1"
+    rm -rf "$out"
+}
 for ((r = 0; r < RUNS; r++)); do
     quiet_check
     dd=$SCRATCH/tc-$r
@@ -132,19 +142,8 @@ for ((r = 0; r < RUNS; r++)); do
     echo "$s" >>"$SCRATCH/r.tc"
     [ "$r" = $((RUNS - 1)) ] || rm -rf "$dd"
 
-    out=$SCRATCH/vips-$r
-    mkdir -p "$out"
-    s=$(seconds_of vips_run "$out")
-    [ "$(find "$out" -name '*.jpg' | wc -l)" = "$PHOTOS" ] || die "vipsthumbnail did not make $PHOTOS thumbnails"
-    echo "$s" >>"$SCRATCH/r.vips"
-    rm -rf "$out"
-
-    out=$SCRATCH/im-$r
-    mkdir -p "$out"
-    s=$(seconds_of im_run "$out")
-    [ "$(find "$out" -name '*.jpg' | wc -l)" = "$PHOTOS" ] || die "ImageMagick did not make $PHOTOS thumbnails"
-    echo "$s" >>"$SCRATCH/r.im"
-    rm -rf "$out"
+    timed_peer vips vipsthumbnail vips_run
+    timed_peer im ImageMagick im_run
     printf 'run %d  tiercache %6ss  vipsthumbnail %6ss  ImageMagick %6ss\n' "$((r + 1))" \
         "$(tail -1 "$SCRATCH/r.tc")" "$(tail -1 "$SCRATCH/r.vips")" "$(tail -1 "$SCRATCH/r.im")"
 done
