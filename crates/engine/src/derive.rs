@@ -4,8 +4,9 @@
 //! A derivation's key is `(recipe, version, canonical parameters, input digest)`. Asking for one:
 //! 1. the input is resolved to a digest and an open file (`derive/input.rs`: an entry is read
 //!    through the tiers like any read, fetched if no tier has it; a directory namespace's file is
-//!    used in place);
-//! 2. the index's row for the key, if its output blob is present: served;
+//!    used in place). A blob's key is known from its digest alone, so steps 2 to 4, and joining a
+//!    job already under way for the key, come first for it: an output outlives its input;
+//! 2. the output by key: remembered in memory, else the index's row, if its blob is present;
 //! 3. the shared tier's record for the key, if its output blob is there: filled into the disk
 //!    tier, recorded, served (another node made it);
 //! 4. the negative cache: an input that failed for this key fails again at once, until its
