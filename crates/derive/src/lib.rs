@@ -18,17 +18,19 @@ use std::time::Instant;
 
 mod checksum;
 mod decompress;
+pub mod tar_index;
 mod thumbnail;
 mod video;
 
 pub use checksum::Checksum;
 pub use decompress::Decompress;
+pub use tar_index::TarIndexRecipe;
 pub use thumbnail::Thumbnail;
 pub use video::VideoThumbnail;
 
 /// Every recipe this build has, by name.
 pub fn recipes() -> &'static [&'static dyn Recipe] {
-    static ALL: [&dyn Recipe; 4] = [&Checksum, &Decompress, &Thumbnail, &VideoThumbnail];
+    static ALL: [&dyn Recipe; 5] = [&Checksum, &Decompress, &TarIndexRecipe, &Thumbnail, &VideoThumbnail];
     &ALL
 }
 
