@@ -333,7 +333,10 @@ impl<B: AsRef<[u8]>> TarIndex<B> {
     /// `etc/passwd` are one path; the empty path is the root): when the layer holds the path
     /// more than once, the last one in the stream, as extracting the layer leaves it. O(log N).
     pub fn get(&self, path: impl AsRef<[u8]>) -> Option<TarEntry<'_>> {
-        self.get_all(path).next_back()
+        let path = normalize_path(path.as_ref());
+        let end = self.partition(|p| p <= path.as_ref());
+        let last = self.by_path(end.checked_sub(1)?);
+        (last.normalized_path() == path.as_ref()).then_some(last)
     }
 
     /// Every entry for `path` (normalized first), in stream order.
@@ -649,4 +652,57 @@ pub struct SparseSegment {
     pub len: u64,
     /// Where its bytes are in the uncompressed stream.
     pub data_offset: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn index_of(paths: &[&str]) -> Vec<u8> {
+        let mut writer = IndexWriter::new(1 << 20);
+        for (i, path) in paths.iter().enumerate() {
+            let e = Parsed { path: path.as_bytes().to_vec(), header_offset: 512 * i as u64, ..Parsed::default() };
+            writer.push(&e).unwrap();
+        }
+        let mut out = Vec::new();
+        writer.finish(Compression::Gzip, 4096, 3072, &mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn written_entries_load_and_are_found_by_path() {
+        let bytes = index_of(&["./b/", "a", "/b/x", "b/../b/y", "a"]);
+        // Every normalized path lies inside its raw path ("b/../b/y" holds "b/y"): none is stored.
+        assert_eq!(bytes.len(), HEADER_LEN + 5 * (RECORD_LEN + 4) + "./b/a/b/xb/../b/ya".len());
+        let index = TarIndex::load(&bytes[..]).unwrap();
+        assert_eq!(
+            (index.len(), index.compression(), index.tar_bytes(), index.end_offset()),
+            (5, Compression::Gzip, 4096, 3072)
+        );
+        assert_eq!(index.get("a").unwrap().number(), 4);
+        assert_eq!(index.get("b/y").unwrap().path(), b"b/../b/y");
+        assert_eq!(index.get("/b").unwrap().normalized_path(), b"b");
+        assert!(index.get("c").is_none() && index.get("").is_none());
+        let children: Vec<usize> = index.children("b").map(|e| e.number()).collect();
+        assert_eq!(children, [2, 3]);
+    }
+
+    #[test]
+    fn a_normalized_path_not_inside_the_raw_one_is_stored_on_its_own() {
+        let bytes = index_of(&["c//d", "./"]);
+        assert_eq!(bytes.len(), HEADER_LEN + 2 * (RECORD_LEN + 4) + "c//dc/d./".len());
+        let index = TarIndex::load(&bytes[..]).unwrap();
+        assert_eq!(index.get("c/d").unwrap().path(), b"c//d");
+        assert_eq!(index.get("/").unwrap().path(), b"./");
+    }
+
+    #[test]
+    fn an_unsorted_path_table_is_refused() {
+        let mut bytes = index_of(&["a", "b"]);
+        let table = HEADER_LEN + 2 * RECORD_LEN;
+        bytes[table..table + 8].copy_from_slice(&[1, 0, 0, 0, 0, 0, 0, 0]);
+        assert!(matches!(TarIndex::load(&bytes[..]), Err(TarIndexError::Corrupt(_))));
+        bytes[table..table + 8].copy_from_slice(&[0, 0, 0, 0, 2, 0, 0, 0]);
+        assert!(matches!(TarIndex::load(&bytes[..]), Err(TarIndexError::Corrupt(_))));
+    }
 }

@@ -132,8 +132,9 @@ fn skip_data(
     remaining: u64,
     what: impl Fn() -> String,
 ) -> Result<(), DeriveError> {
-    let padding = (BLOCK as u64 - (stream.pos() + remaining) % BLOCK as u64) % BLOCK as u64;
-    let want = remaining + padding;
+    let block = BLOCK as u64;
+    let padding = (block - (stream.pos() % block + remaining % block) % block) % block;
+    let want = remaining.saturating_add(padding);
     if stream.skip(want, limits)? < want {
         return Err(corrupt(at, &format!("the tar stream ends inside the data of {}", what())));
     }

@@ -223,6 +223,27 @@ fn every_kind_of_entry_is_read_as_gnu_tar_and_the_tar_crate_read_it() {
 }
 
 #[test]
+fn gzip_members_zstd_frames_and_skippable_frames_make_one_stream() {
+    let tar = mixed_tar();
+    let cut = 512 * 7 + 100;
+    let gzip = [compress(&tar[..cut], Compression::Gzip), compress(&tar[cut..], Compression::Gzip)].concat();
+    let mut skippable = vec![0x50, 0x2a, 0x4d, 0x18, 4, 0, 0, 0, b'm', b'e', b't', b'a'];
+    skippable.extend(compress(&tar[..cut], Compression::Zstd));
+    skippable.extend(compress(&tar[cut..], Compression::Zstd));
+    let whole = index(&tar).unwrap();
+    for layer in [gzip, skippable] {
+        let index = index(&layer).unwrap();
+        assert_eq!(index.len(), whole.len());
+        assert_eq!(index.tar_bytes(), tar.len() as u64);
+        check_against_tar_crate(&tar, &index);
+    }
+    // A stream that stops at an entry's boundary, without its end-of-archive blocks, is read as
+    // far as it goes (GNU tar and Go read it so too).
+    let unended = index(&tar[..whole.end_offset() as usize]).unwrap();
+    assert_eq!((unended.len(), unended.end_offset()), (whole.len(), whole.end_offset()));
+}
+
+#[test]
 fn paths_extensions_and_whiteouts_come_out_as_written() {
     let index = index(&mixed_tar()).unwrap();
     let passwd = index.get("/etc/passwd").unwrap();
