@@ -4,7 +4,8 @@
 //! ```text
 //! cargo run --release -p tiercache-derive --example tar_index -- make OUT [--files N] [--mib M]
 //!     [--compression gzip|zstd|none]
-//! cargo run --release -p tiercache-derive --example tar_index -- index LAYER [--runs 3] [--out FILE]
+//! cargo run --release -p tiercache-derive --example tar_index -- index LAYER [--runs 3]
+//!     [--out FILE]
 //! cargo run --release -p tiercache-derive --example tar_index -- load INDEX [--runs 5]
 //! cargo run --release -p tiercache-derive --example tar_index -- json INDEX [--runs 5]
 //! ```
@@ -203,12 +204,14 @@ fn text(bytes: &[u8]) -> String {
 fn json(path: &PathBuf, runs: u32) {
     let bytes = std::fs::read(path).unwrap();
     let index = TarIndex::load(&bytes[..]).unwrap();
-    let mut lines = format!(
-        "{{\"format\":\"tiercache-tar-index\",\"version\":1,\"compression\":\"{}\",\"entries\":{},\"uncompressed_size\":{}}}\n",
-        index.compression().name(),
-        index.len(),
-        index.tar_bytes()
-    );
+    let header = serde_json::json!({
+        "format": "tiercache-tar-index",
+        "version": 1,
+        "compression": index.compression().name(),
+        "entries": index.len(),
+        "uncompressed_size": index.tar_bytes(),
+    });
+    let mut lines = format!("{header}\n");
     for e in index.entries() {
         let entry = JsonEntry {
             path: text(e.path()),

@@ -1,5 +1,6 @@
 //! Derivation recipes: what turns an input blob into an output blob (a thumbnail, a decompressed
-//! layer, a checksum), as pure functions of `(recipe, version, parameters, input bytes)`.
+//! layer, a layer's tar index, a checksum), as pure functions of `(recipe, version, parameters,
+//! input bytes)`.
 //!
 //! A recipe knows nothing of the cache: the engine (`tiercache-engine`'s `derive` module) finds
 //! the input blob, queues the job, runs [`Recipe::run`] on a worker thread with [`Limits`], and

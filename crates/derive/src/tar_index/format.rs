@@ -1,6 +1,11 @@
-//! The index's binary format, version 1: what [`IndexWriter`] writes and [`TarIndex`] reads.
+//! The index's binary format, version 1: what the `tar-index` recipe writes and [`TarIndex`] reads.
 //! Fixed-size entry records and a table of entry numbers sorted by path make loading a bounds
 //! check (no parsing, no allocation) and a lookup a binary search over the bytes as loaded.
+//!
+//! Why not JSON Lines: for the same 100 000 entries (`examples/tar_index.rs`, `json`; paths of
+//! 35 bytes), JSON Lines took 16.5 MB against this format's 15.0 MB, and 56 to 76 ms to parse and
+//! map by path against 2.4 to 3.5 ms to load this one, which then needs no map (and can be used
+//! from a memory map as it is).
 //!
 //! # Layout
 //!

@@ -13,7 +13,7 @@ use super::header::{BLOCK, GnuSparse, Header, gnu_sparse_extension};
 use super::pax::Pax;
 use super::sparse::{self, DataMap, MAX_SEGMENTS, MapError, PaxSparse};
 use super::stream::Stream;
-use super::{EntryKind, MAX_PATH_BYTES, MAX_PAX_BYTES, corrupt};
+use super::{Compression, EntryKind, MAX_PATH_BYTES, MAX_PAX_BYTES, corrupt};
 use crate::{DeriveError, Limits};
 
 /// What the extended headers before an entry said, waiting for the entry.
@@ -40,8 +40,8 @@ pub(crate) fn walk(stream: &mut Stream, limits: &Limits, index: &mut IndexWriter
         block[n..].fill(0);
         let is_first = at == 0;
         if n == 0 || block.iter().all(|&b| b == 0) {
-            if is_first && n == 0 {
-                return Err(DeriveError::Unsupported("the layer is empty: not a tar archive".into()));
+            if is_first && n < BLOCK {
+                return Err(DeriveError::Unsupported("the layer is too short to be a tar archive".into()));
             }
             if pending.start.is_some() {
                 return Err(corrupt(at, "the archive ends after an extended header, before the entry it describes"));
@@ -54,7 +54,7 @@ pub(crate) fn walk(stream: &mut Stream, limits: &Limits, index: &mut IndexWriter
         let header = Header(&block);
         if n < BLOCK || !header.checksum_ok() {
             if is_first && !header.has_magic() {
-                let what = if stream.compression().name() == "none" {
+                let what = if stream.compression() == Compression::None {
                     "not a tar archive, nor gzip or zstd (by its first bytes)".to_owned()
                 } else {
                     format!("the {} stream does not hold a tar archive", stream.compression().name())
@@ -73,7 +73,7 @@ pub(crate) fn walk(stream: &mut Stream, limits: &Limits, index: &mut IndexWriter
                 pending.pax.extend(data);
             }
             b'g' => {
-                let data = read_meta(stream, limits, &header, at, MAX_PAX_BYTES - global_bytes, "PAX global headers")?;
+                let data = read_meta(stream, limits, &header, at, MAX_PAX_BYTES - global_bytes, "PAX global header")?;
                 global_bytes += data.len() as u64;
                 global.apply(&data).map_err(|e| corrupt(at, &e))?;
             }
@@ -113,7 +113,7 @@ fn read_meta(
     let size = header.size().map_err(|e| corrupt(at, &e))?;
     if size > max {
         return Err(DeriveError::TooLarge(format!(
-            "a {what} at offset {at} is {size} bytes, more than the limit of {max}"
+            "a {what} at offset {at} is {size} bytes, more than the {max} its limit leaves"
         )));
     }
     let mut data = vec![0u8; size as usize];
@@ -151,9 +151,8 @@ fn entry(
     global: &Pax,
     pending: Pending,
 ) -> Result<Parsed, DeriveError> {
-    let bad = |e: String| corrupt(at, &e);
     let mut pax = global.clone();
-    pax.apply(&pending.pax).map_err(bad)?;
+    pax.apply(&pending.pax).map_err(|e| corrupt(at, &e))?;
     let pax_sparse = sparse::pax_format(&pax.sparse).map_err(DeriveError::Unsupported)?;
     let path = pax
         .sparse
@@ -163,59 +162,22 @@ fn entry(
         .or(pending.long_name)
         .or(pax.path.take())
         .unwrap_or_else(|| header.path());
-    let kind = kind_of(header.typeflag(), &path);
     let link = pending.long_link.or(pax.linkpath.take()).unwrap_or_else(|| header.link());
-    for (what, s) in [("path", &path), ("link target", &link)] {
-        if s.len() as u64 > MAX_PATH_BYTES {
-            return Err(DeriveError::TooLarge(format!(
-                "an entry's {what} at offset {at} is {} bytes, more than the limit of {MAX_PATH_BYTES}",
-                s.len()
-            )));
-        }
-    }
-    let device = match kind {
-        EntryKind::Char | EntryKind::Block => {
-            let (major, minor) = header.device().map_err(bad)?;
-            (
-                u32_of(pax.devmajor.unwrap_or(major), "device major", at)?,
-                u32_of(pax.devminor.unwrap_or(minor), "device minor", at)?,
-            )
-        }
-        _ => (0, 0),
-    };
-    let mut e = Parsed {
-        kind,
-        mode: u32_of(header.mode().map_err(bad)?, "mode", at)?,
-        uid: u32_of(pax.uid.map_or_else(|| header.uid(), Ok).map_err(bad)?, "uid", at)?,
-        gid: u32_of(pax.gid.map_or_else(|| header.gid(), Ok).map_err(bad)?, "gid", at)?,
-        mtime: match pax.mtime {
-            Some(t) => t,
-            None => (header.mtime().map_err(bad)?, 0),
-        },
-        device,
-        start_offset: pending.start.unwrap_or(at),
-        header_offset: at,
-        data_offset: stream.pos(),
-        size: 0,
-        uname: pax.uname.take().unwrap_or_else(|| header.uname()),
-        gname: pax.gname.take().unwrap_or_else(|| header.gname()),
-        path,
-        link: if matches!(kind, EntryKind::Symlink | EntryKind::Hardlink) { link } else { Vec::new() },
-        xattrs: std::mem::take(&mut pax.xattrs).into_iter().collect(),
-        sparse: None,
-    };
-    let stored = pax.size.map_or_else(|| header.size(), Ok).map_err(bad)?;
-    e.size = stored;
+    let mut e = fields(header, &mut pax, path, link, at)?;
+    e.start_offset = pending.start.unwrap_or(at);
+    let stored = pax.size.map_or_else(|| header.size(), Ok).map_err(|e| corrupt(at, &e))?;
     // Where the `stored` bytes the header counts begin: after an old GNU sparse header's
     // extension blocks, which it does not count; a PAX 1.0 map is counted, and read here.
     let mut region = stream.pos();
+    e.size = stored;
+    e.data_offset = region;
     if header.typeflag() == b'S' {
         let (segments, real) = gnu_sparse_map(stream, header, at)?;
         region = stream.pos();
         sparse::check(&segments, real, stored).map_err(|e| e.at(at))?;
         (e.data_offset, e.size, e.sparse) = (region, real, Some(segments));
     } else if let Some(format) = pax_sparse {
-        let real = pax.sparse.real_size.ok_or_else(|| bad("a PAX sparse file has no GNU.sparse.realsize".into()))?;
+        let real = pax.sparse.real_size.ok_or_else(|| corrupt(at, "a PAX sparse file has no GNU.sparse.realsize"))?;
         let segments = match format {
             PaxSparse::InKeys => sparse::from_keys(&pax.sparse).map_err(|e| e.at(at))?,
             PaxSparse::InData => data_map(stream, at, stored)?,
@@ -227,6 +189,48 @@ fn entry(
     let remaining = stored - (stream.pos() - region);
     skip_data(stream, limits, at, remaining, || format!("{:?}", String::from_utf8_lossy(&e.path)))?;
     Ok(e)
+}
+
+/// An entry's fields from its header, PAX records overriding (all but its offsets and size).
+fn fields(header: &Header<'_>, pax: &mut Pax, path: Vec<u8>, link: Vec<u8>, at: u64) -> Result<Parsed, DeriveError> {
+    let bad = |e: String| corrupt(at, &e);
+    for (what, s) in [("path", &path), ("link target", &link)] {
+        if s.len() as u64 > MAX_PATH_BYTES {
+            return Err(DeriveError::TooLarge(format!(
+                "an entry's {what} at offset {at} is {} bytes, more than the limit of {MAX_PATH_BYTES}",
+                s.len()
+            )));
+        }
+    }
+    let kind = kind_of(header.typeflag(), &path);
+    let device = match kind {
+        EntryKind::Char | EntryKind::Block => {
+            let (major, minor) = header.device().map_err(bad)?;
+            (
+                u32_of(pax.devmajor.unwrap_or(major), "device major", at)?,
+                u32_of(pax.devminor.unwrap_or(minor), "device minor", at)?,
+            )
+        }
+        _ => (0, 0),
+    };
+    Ok(Parsed {
+        kind,
+        mode: u32_of(header.mode().map_err(bad)?, "mode", at)?,
+        uid: u32_of(pax.uid.map_or_else(|| header.uid(), Ok).map_err(bad)?, "uid", at)?,
+        gid: u32_of(pax.gid.map_or_else(|| header.gid(), Ok).map_err(bad)?, "gid", at)?,
+        mtime: match pax.mtime {
+            Some(t) => t,
+            None => (header.mtime().map_err(bad)?, 0),
+        },
+        device,
+        header_offset: at,
+        uname: pax.uname.take().unwrap_or_else(|| header.uname()),
+        gname: pax.gname.take().unwrap_or_else(|| header.gname()),
+        path,
+        link: if matches!(kind, EntryKind::Symlink | EntryKind::Hardlink) { link } else { Vec::new() },
+        xattrs: std::mem::take(&mut pax.xattrs).into_iter().collect(),
+        ..Parsed::default()
+    })
 }
 
 /// An old GNU sparse header's map: the header's own segments, then its extension blocks'; and
