@@ -18,6 +18,7 @@ use std::time::Instant;
 
 mod checksum;
 mod decompress;
+pub mod seek;
 mod thumbnail;
 mod video;
 
@@ -28,7 +29,7 @@ pub use video::VideoThumbnail;
 
 /// Every recipe this build has, by name.
 pub fn recipes() -> &'static [&'static dyn Recipe] {
-    static ALL: [&dyn Recipe; 4] = [&Checksum, &Decompress, &Thumbnail, &VideoThumbnail];
+    static ALL: [&dyn Recipe; 5] = [&Checksum, &Decompress, &seek::LayerSeek, &Thumbnail, &VideoThumbnail];
     &ALL
 }
 
