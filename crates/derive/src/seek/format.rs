@@ -261,7 +261,7 @@ fn parse_point(r: &mut Fields<'_>, format: LayerFormat, window_area: usize) -> R
     let window_end = window_offset.checked_add(window_stored).filter(|&e| e <= window_area);
     let Some(window_end) = window_end else { return Err("its window lies outside the index".into()) };
     match kind {
-        PointKind::Start if compressed_bit % 8 != 0 || window_len != 0 || window_stored != 0 => {
+        PointKind::Start if !compressed_bit.is_multiple_of(8) || window_len != 0 || window_stored != 0 => {
             Err("a start point is byte aligned and has no window".into())
         }
         PointKind::Block
