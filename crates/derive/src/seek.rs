@@ -67,7 +67,7 @@ mod input;
 mod zstd;
 
 pub use format::{LayerFormat, MAX_POINTS, SeekIndex};
-pub use input::RangeSource;
+pub use input::{Prefetched, RangeSource};
 
 use format::{FLAG_PREFER_DECOMPRESS, IndexBuilder};
 use input::{Input, MAX_FETCH_BYTES};
@@ -182,7 +182,8 @@ impl SeekIndex {
 
     /// The compressed bytes a read of uncompressed `range` may fetch, at most: from the last
     /// point at or before its start to the first point at or past its end (or the layer's end).
-    /// A caller fetching from far away may prefetch this span in one request.
+    /// A caller fetching from far away (or from async code) may fetch this span in one request
+    /// and read the range from it through [`Prefetched`].
     pub fn compressed_span(&self, range: Range<u64>) -> Range<u64> {
         let start = range.start.min(self.uncompressed_size);
         let k = self.point_at_or_before(start);
@@ -246,7 +247,10 @@ pub fn build_index(input: &Path, options: &IndexOptions, limits: &Limits) -> Res
     } else {
         return Err(DeriveError::Unsupported("neither gzip nor zstd (by its first bytes)".into()));
     };
-    let mut builder = IndexBuilder::new(options.spacing_bytes, options.max_points, limits.max_output_bytes);
+    // The index is held whole while it is built: the output limit and the allocation limit bound
+    // it both.
+    let max_index_bytes = limits.max_output_bytes.min(limits.max_alloc_bytes);
+    let mut builder = IndexBuilder::new(options.spacing_bytes, options.max_points, max_index_bytes);
     // The layer's start is always a point, even for a layer with no output.
     builder.offer_start(0, 0)?;
     let mut input = Input::new(&file, len, 0, len, len);

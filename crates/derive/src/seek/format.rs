@@ -18,8 +18,9 @@ pub(crate) const HEADER_BYTES: usize = 48;
 pub(crate) const POINT_BYTES: usize = 32;
 /// Bytes of the trailing CRC-32C.
 const TRAILER_BYTES: usize = 4;
-/// The most points an index may have (the builder keeps at most this many too).
-pub const MAX_POINTS: usize = 4096;
+/// The most points an index may have (the builder keeps at most this many too): 8 GiB of output
+/// at the default spacing before it doubles, and at most some 66 MiB of windows while indexing.
+pub const MAX_POINTS: usize = 2048;
 /// The most bytes a stored (compressed) window may take: zstd's bound for a 32 KiB input.
 const MAX_STORED_WINDOW_BYTES: usize = WINDOW_BYTES + 1024;
 /// Header flag: reads should use the layer's full `decompress` output instead (see
@@ -327,7 +328,8 @@ pub(crate) struct IndexBuilder {
 
 impl IndexBuilder {
     /// A builder placing points every `spacing` uncompressed bytes, keeping at most
-    /// `max_points` (at least 2) and refusing an index larger than `max_output_bytes`.
+    /// `max_points` (at least 2) and refusing an index larger than `max_output_bytes` (which
+    /// also bounds the builder's memory).
     pub(crate) fn new(spacing: u64, max_points: usize, max_output_bytes: u64) -> IndexBuilder {
         IndexBuilder {
             spacing: spacing.max(1),
@@ -386,7 +388,7 @@ impl IndexBuilder {
         }
         if self.encoded_len() > self.max_output_bytes {
             return Err(DeriveError::TooLarge(format!(
-                "the seek index is larger than the output limit of {} bytes",
+                "the seek index is larger than the limit of {} bytes",
                 self.max_output_bytes
             )));
         }

@@ -46,6 +46,30 @@ impl<T: RangeSource + ?Sized> RangeSource for &T {
     }
 }
 
+/// A span of a layer's compressed bytes fetched ahead (say, [`crate::seek::SeekIndex::compressed_span`]
+/// in one request), read as the layer itself: a read outside the span is an error of kind
+/// `InvalidInput`.
+#[derive(Debug, Clone, Copy)]
+pub struct Prefetched<'a> {
+    /// The layer offset of the span's first byte.
+    pub offset: u64,
+    /// The span's bytes.
+    pub bytes: &'a [u8],
+}
+
+impl RangeSource for Prefetched<'_> {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        let end = self.offset + self.bytes.len() as u64;
+        if offset < self.offset || (offset >= end && !buf.is_empty()) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("byte {offset} of the layer is outside the fetched span {}..{end}", self.offset),
+            ));
+        }
+        self.bytes.read_at(offset - self.offset, buf)
+    }
+}
+
 /// The smallest fetch (a source is asked for at least this much, unless the layer ends sooner).
 const MIN_FETCH_BYTES: usize = 16 << 10;
 /// The largest fetch, and so (with the few bytes left over from the one before) the buffer's bound.

@@ -9,7 +9,9 @@ use std::io::{self, Write};
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
-use tiercache_derive::seek::{LayerFormat, MEDIA_TYPE, RangeSource, SeekError, SeekIndex};
+use tiercache_derive::seek::{
+    IndexOptions, LayerFormat, MEDIA_TYPE, Prefetched, RangeSource, SeekError, SeekIndex, build_index,
+};
 use tiercache_derive::{DeriveError, Limits};
 
 use crate::{limits, run, run_with};
@@ -149,7 +151,9 @@ fn gzip_layer_ranges_equal_the_decompressed_stream_and_a_read_near_the_end_fetch
     assert_eq!(index.compressed_size_bytes(), layer.len() as u64);
     assert!((24..=32).contains(&index.n_points()), "{} points for 112 MiB every 4 MiB", index.n_points());
     assert!(!index.prefers_full_decompression());
-    for range in ranges(&index, 5) {
+    let mut across_members: Vec<Range<u64>> = cuts[1..5].iter().map(|&c| c as u64 - 10..c as u64 + 10).collect();
+    across_members.push(900..(31 << 20) + 5);
+    for range in ranges(&index, 5).into_iter().chain(across_members) {
         check(&index, &layer, &raw, range);
     }
     let size = raw.len() as u64;
@@ -158,6 +162,37 @@ fn gzip_layer_ranges_equal_the_decompressed_stream_and_a_read_near_the_end_fetch
     let bound = 2 * largest_compressed_span(&index) + (64 << 10);
     assert!(read <= bound, "a 4 KiB read near the end fetched {read} bytes, over {bound}");
     assert!(read * 20 < layer.len() as u64, "a 4 KiB read fetched {read} of the layer's {} bytes", layer.len());
+}
+
+#[test]
+fn a_prefetched_span_serves_its_range_and_nothing_outside_it() {
+    let raw = content(20 << 20, 31);
+    let layer = gzip_member(&raw);
+    let index = index(&layer);
+    let range = 13_000_000..13_100_000;
+    let span = index.compressed_span(range.clone());
+    let fetched = Prefetched { offset: span.start, bytes: &layer[span.start as usize..span.end as usize] };
+    let (bytes, _) = index.read_range(&fetched, range.clone()).unwrap();
+    assert!(bytes == raw[13_000_000..13_100_000]);
+    // A range needing bytes before the span is an I/O error, not wrong bytes.
+    let early = 1_000_000..1_000_100;
+    assert!(matches!(index.read_range(&fetched, early), Err(SeekError::Io(_))));
+}
+
+#[test]
+fn points_stay_under_max_points_by_spacing_them_wider() {
+    let raw = content(24 << 20, 41);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("layer.gz");
+    let layer = gzip_member(&raw);
+    std::fs::write(&path, &layer).unwrap();
+    let options = IndexOptions { spacing_bytes: 1 << 20, max_points: 5 };
+    let index = SeekIndex::load(&build_index(&path, &options, &limits()).unwrap()).unwrap();
+    assert!(index.n_points() <= 5, "{} points", index.n_points());
+    assert!(index.spacing_bytes() >= 4 << 20);
+    for range in ranges(&index, 17) {
+        check(&index, &layer, &raw, range);
+    }
 }
 
 #[test]
