@@ -19,6 +19,7 @@ use std::time::Instant;
 
 mod checksum;
 mod decompress;
+pub mod seek;
 pub mod tar_index;
 mod thumbnail;
 mod video;
@@ -31,7 +32,8 @@ pub use video::VideoThumbnail;
 
 /// Every recipe this build has, by name.
 pub fn recipes() -> &'static [&'static dyn Recipe] {
-    static ALL: [&dyn Recipe; 5] = [&Checksum, &Decompress, &TarIndexRecipe, &Thumbnail, &VideoThumbnail];
+    static ALL: [&dyn Recipe; 6] =
+        [&Checksum, &Decompress, &seek::LayerSeek, &TarIndexRecipe, &Thumbnail, &VideoThumbnail];
     &ALL
 }
 
