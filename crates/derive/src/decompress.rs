@@ -66,7 +66,7 @@ impl Recipe for Decompress {
             "gzip" => Box::new(flate2::bufread::MultiGzDecoder::new(file)),
             _ => Box::new(zstd::stream::read::Decoder::with_buffer(file).map_err(DeriveError::Io)?),
         };
-        let mut capped = Capped { inner: out, written: 0, max: limits.max_output_bytes };
+        let mut capped = Capped::new(out, limits.max_output_bytes);
         let mut buf = vec![0u8; 1 << 20];
         loop {
             limits.check_time()?;
@@ -76,10 +76,7 @@ impl Recipe for Decompress {
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(DeriveError::Corrupt(format!("{format}: {e}"))),
             };
-            capped.write_all(&buf[..n]).map_err(|e| match e.kind() {
-                std::io::ErrorKind::FileTooLarge => DeriveError::TooLarge(e.to_string()),
-                _ => DeriveError::Io(e),
-            })?;
+            capped.put(&buf[..n])?;
         }
         Ok(Produced::written("application/octet-stream"))
     }

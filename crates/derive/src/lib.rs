@@ -254,6 +254,27 @@ pub(crate) struct Capped<'a> {
     pub(crate) max: u64,
 }
 
+impl<'a> Capped<'a> {
+    /// `out`, refusing to grow past `max` bytes.
+    pub(crate) fn new(out: &'a mut dyn Write, max: u64) -> Capped<'a> {
+        Capped { inner: out, written: 0, max }
+    }
+
+    /// Writes all of `bytes`: [`DeriveError::TooLarge`] past the cap, else the write's own error.
+    pub(crate) fn put(&mut self, bytes: &[u8]) -> Result<(), DeriveError> {
+        self.write_all(bytes).map_err(|e| match e.kind() {
+            std::io::ErrorKind::FileTooLarge => DeriveError::TooLarge(e.to_string()),
+            _ => DeriveError::Io(e),
+        })
+    }
+}
+
+/// The parameters of a recipe that takes none: any given is [`DeriveError::BadParam`].
+pub(crate) fn no_params(raw: &[(String, String)]) -> Result<Params, DeriveError> {
+    known_params(raw, &[])?;
+    Ok(Params::default())
+}
+
 impl Write for Capped<'_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         if self.written + buf.len() as u64 > self.max {

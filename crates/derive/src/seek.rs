@@ -59,7 +59,7 @@ use std::io::{self, Write};
 use std::ops::Range;
 use std::path::Path;
 
-use crate::{Capped, DeriveError, Limits, Params, Produced, Recipe, known_params};
+use crate::{Capped, DeriveError, Limits, Params, Produced, Recipe, no_params};
 
 mod format;
 mod gzip;
@@ -293,8 +293,7 @@ impl Recipe for LayerSeek {
     }
 
     fn params(&self, raw: &[(String, String)], _accept: Option<&str>) -> Result<Params, DeriveError> {
-        known_params(raw, &[])?;
-        Ok(Params::default())
+        no_params(raw)
     }
 
     fn run(
@@ -306,11 +305,7 @@ impl Recipe for LayerSeek {
         out: &mut dyn Write,
     ) -> Result<Produced, DeriveError> {
         let index = build_index(input, &IndexOptions::default(), limits)?;
-        let mut capped = Capped { inner: out, written: 0, max: limits.max_output_bytes };
-        capped.write_all(&index).map_err(|e| match e.kind() {
-            io::ErrorKind::FileTooLarge => DeriveError::TooLarge(e.to_string()),
-            _ => DeriveError::Io(e),
-        })?;
+        Capped::new(out, limits.max_output_bytes).put(&index)?;
         Ok(Produced::written(MEDIA_TYPE))
     }
 }

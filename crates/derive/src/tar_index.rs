@@ -19,7 +19,7 @@
 use std::io::Write;
 use std::path::Path;
 
-use crate::{DeriveError, Limits, Params, Produced, Recipe, known_params};
+use crate::{DeriveError, Limits, Params, Produced, Recipe, no_params};
 
 pub mod format;
 mod header;
@@ -56,8 +56,7 @@ impl Recipe for TarIndexRecipe {
     }
 
     fn params(&self, raw: &[(String, String)], _accept: Option<&str>) -> Result<Params, DeriveError> {
-        known_params(raw, &[])?;
-        Ok(Params::default())
+        no_params(raw)
     }
 
     fn run(

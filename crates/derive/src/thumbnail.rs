@@ -208,11 +208,7 @@ pub(crate) fn read_input(input: &Path, input_len: u64, limits: &Limits) -> Resul
 
 /// Writes `encoded` to `out`, [`DeriveError::TooLarge`] past [`Limits::max_output_bytes`].
 pub(crate) fn write_output(encoded: &[u8], limits: &Limits, out: &mut dyn Write) -> Result<(), DeriveError> {
-    let mut capped = Capped { inner: out, written: 0, max: limits.max_output_bytes };
-    capped.write_all(encoded).map_err(|e| match e.kind() {
-        std::io::ErrorKind::FileTooLarge => DeriveError::TooLarge(e.to_string()),
-        _ => DeriveError::Io(e),
-    })
+    Capped::new(out, limits.max_output_bytes).put(encoded)
 }
 
 /// The thumbnail of the image in `bytes`, encoded: the whole pipeline, for this recipe and for

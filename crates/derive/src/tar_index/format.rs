@@ -196,13 +196,8 @@ impl IndexWriter {
         for (at, v) in [(16, self.n as u64), (24, tar_bytes), (32, end_offset), (40, self.var.len() as u64)] {
             put64(&mut header, at, v);
         }
-        let mut out = Capped { inner: out, written: 0, max: self.max_bytes };
-        let mut write = |bytes: &[u8]| {
-            out.write_all(bytes).map_err(|e| match e.kind() {
-                std::io::ErrorKind::FileTooLarge => DeriveError::TooLarge(e.to_string()),
-                _ => DeriveError::Io(e),
-            })
-        };
+        let mut out = Capped::new(out, self.max_bytes);
+        let mut write = |bytes: &[u8]| out.put(bytes);
         write(&header)?;
         write(&self.records)?;
         let table: Vec<u8> = by_path.iter().flat_map(|i| i.to_le_bytes()).collect();
