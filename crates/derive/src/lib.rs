@@ -19,6 +19,7 @@ use std::time::Instant;
 
 mod checksum;
 mod decompress;
+pub mod image_tree;
 pub mod seek;
 pub mod tar_index;
 mod thumbnail;

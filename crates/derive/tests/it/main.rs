@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use tiercache_derive::{DeriveError, Limits, Produced, recipe};
 
+mod image_tree;
 mod seek;
 mod tar_index;
 mod thumbnail;
