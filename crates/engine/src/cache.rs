@@ -9,6 +9,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::Stream;
 use tiercache_core::{Digest, NamespaceOptions};
+use tiercache_derive::image_tree::NodeId;
 use tiercache_index::{DiskUsage, Index, ListPage, ListRequest, Namespace};
 use tiercache_tiers::DiskTier;
 use tiercache_tiers::shared::{SharedTier, WriteBack};
@@ -17,6 +18,7 @@ use crate::access::AccessLog;
 use crate::blocking::{Ix, blocking_with};
 use crate::derive::{Derivations, DeriveAsk, DeriveInput, DeriveStats, Derived};
 use crate::directory::{Directories, ScanProgress, UpdateKind, UpdateReport};
+use crate::images::{Image, Images};
 use crate::jobs::{Jobs, MoveReport, PruneOptions, PruneReport, StatsReport, VacuumReport, VerifyReport};
 use crate::memory::{Memory, MemoryReport};
 use crate::namespaces::{NamespaceInfo, Namespaces};
@@ -51,6 +53,7 @@ struct Parts {
     uploads: Arc<Uploads>,
     jobs: Arc<Jobs>,
     derivations: Arc<Derivations>,
+    images: Images,
     tasks: Tasks,
     notes: Arc<Notes>,
 }
@@ -174,8 +177,21 @@ impl Cache {
         jobs.spawn_flusher();
         let derivations =
             Derivations::new(config.derive.clone(), Arc::clone(&reads), Arc::clone(&stores), ix.clone(), tasks.clone());
-        let parts =
-            Parts { memory, stores, namespaces, directories, reads, writes, uploads, jobs, derivations, tasks, notes };
+        let images = Images::new(Arc::clone(&reads), Arc::clone(&derivations));
+        let parts = Parts {
+            memory,
+            stores,
+            namespaces,
+            directories,
+            reads,
+            writes,
+            uploads,
+            jobs,
+            derivations,
+            images,
+            tasks,
+            notes,
+        };
         Ok(Cache { parts: Arc::new(parts) })
     }
 
@@ -275,6 +291,19 @@ impl Cache {
     /// The derivation queue's figures and the outputs present, by recipe.
     pub async fn derive_stats(&self) -> Result<DeriveStats, Error> {
         self.parts.derivations.stats().await
+    }
+
+    /// Opens image `image` (`NAME[:TAG]` or `NAME@DIGEST`) of registry namespace `namespace` as
+    /// a tree of files; `platform` (`os/arch[/variant]`) chooses from an image index, else this
+    /// machine's. Indexes its layers first if no tier has their indexes (fetching them whole).
+    pub async fn image(&self, namespace: &str, image: &str, platform: Option<&str>) -> Result<Arc<Image>, Error> {
+        self.parts.images.open(namespace, image, platform).await
+    }
+
+    /// Bytes `range` of the file `node` of `image` (clamped to its size), reading only the part
+    /// of its layer that holds them.
+    pub async fn image_read(&self, image: &Image, node: NodeId, range: std::ops::Range<u64>) -> Result<Bytes, Error> {
+        self.parts.images.read(image, node, range).await
     }
 
     /// [`Error::TooLarge`] if an upload declaring `declared_bytes` is larger than the maximum

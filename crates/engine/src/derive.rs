@@ -169,9 +169,15 @@ impl Derivations {
             input,
         };
         // A blob's key is known without its bytes: an output is served even once its input is
-        // gone (evicted, or a directory's file since deleted).
-        if let DeriveInput::Blob(digest) = input {
-            let key = key_of(*digest);
+        // gone (evicted, or a directory's file since deleted). So is that of an entry whose key
+        // names its bytes by digest (a registry's layer): another node's output is found without
+        // fetching the input.
+        let named = match input {
+            DeriveInput::Blob(digest) => Some(*digest),
+            DeriveInput::Entry { namespace, key } => self.reads.named_digest(namespace, key).await?,
+        };
+        if let Some(digest) = named {
+            let key = key_of(digest);
             if let Some(known) = self.known(recipe, &params, &key).await? {
                 return Ok(known);
             }

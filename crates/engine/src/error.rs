@@ -129,6 +129,23 @@ pub enum Error {
     /// An argument is invalid (a bad source URL, say); the message says which and why.
     #[error("{0}")]
     Invalid(String),
+    /// No file at that path of the image (nothing there, a component that is not a directory).
+    #[error("no file {path:?} in image {image}: {why}")]
+    NoImageFile {
+        /// The image, as asked for.
+        image: String,
+        /// The path, as asked for (invalid UTF-8 shown replaced).
+        path: String,
+        /// Why, in a few words.
+        why: String,
+    },
+    /// An image cannot be read as one: a manifest that is not an image's, no manifest for the
+    /// platform, a layer that is not a tar archive (plain, gzip or zstd) or is damaged.
+    #[error("{what}")]
+    BadImage {
+        /// What is wrong, in a sentence.
+        what: String,
+    },
     /// The source failed; nothing was stored.
     #[error(transparent)]
     Source(#[from] SourceError),
@@ -240,6 +257,8 @@ impl Error {
             Error::NameTooLong { .. } => "name_too_long",
             Error::Range(_) => "range",
             Error::NoNamespace(_) | Error::NoEntry { .. } | Error::NoBlob(_) => "not_found",
+            Error::NoImageFile { .. } => "not_found",
+            Error::BadImage { .. } => "bad_image",
             Error::DigestMismatch { .. } => "digest_mismatch",
             Error::Conflict { .. } => "conflict",
             Error::NotEmpty { .. } => "not_empty",

@@ -20,6 +20,7 @@
 mod fetch;
 mod records;
 mod shared;
+mod span;
 mod verify;
 
 use std::sync::Arc;
@@ -287,6 +288,16 @@ impl Reads {
         } else {
             entry.validated_at.saturating_add(i64::try_from(after.as_millis()).unwrap_or(i64::MAX))
         }
+    }
+
+    /// The digest `key` of `namespace` names its bytes by, if its source says so (a registry's
+    /// blob or manifest by digest): known without reading them.
+    pub(crate) async fn named_digest(&self, namespace: &str, key: &[u8]) -> Result<Option<Digest>, Error> {
+        let Ok(key) = std::str::from_utf8(key).map_err(drop).and_then(|k| Key::new(k).map_err(drop)) else {
+            return Ok(None);
+        };
+        let ns = self.namespaces.row(namespace).await?;
+        Ok(self.policy(&ns, &key).digest)
     }
 
     /// What the source of `ns` says of `key` ([`Source::key_policy`]): the default for a

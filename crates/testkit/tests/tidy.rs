@@ -28,7 +28,7 @@ const ENGINE_LAYERS: &[&[&str]] = &[
     &["memory", "access", "quota", "single_flight", "sources", "spool"],
     &["store", "body", "namespaces"],
     &["read", "write", "directory", "uploads"],
-    &["jobs", "derive"],
+    &["jobs", "derive", "images"],
     &["cache"],
 ];
 
@@ -44,6 +44,7 @@ const ENGINE_SAME_LAYER: &[(&str, &str)] = &[
     ("read", "directory"),
     ("write", "directory"),
     ("uploads", "directory"),
+    ("images", "derive"),
 ];
 
 /// Names the engine's root re-exports, by the module that defines them.
