@@ -42,6 +42,15 @@ impl NodeId {
     }
 }
 
+impl ImageTree {
+    /// The node whose inode number is `ino` ([`Attrs::ino`]: for hardlinks, the file they name,
+    /// which holds the attributes and bytes even if an upper layer deleted its own path).
+    pub fn node_of_ino(&self, ino: u64) -> Option<NodeId> {
+        let i = u32::try_from(ino.checked_sub(1)?).ok()?;
+        ((i as usize) < self.nodes.len()).then_some(NodeId(i))
+    }
+}
+
 /// Why a path does not resolve.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ResolveError {
