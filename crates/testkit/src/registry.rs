@@ -3,7 +3,9 @@
 //! without htpasswd basic authentication; and `skopeo copy` to push images into it.
 //!
 //! Beside it: `registry/image.rs` builds OCI image layouts on disk (layers in gzip and zstd, a
-//! multi-platform index), and `registry/proxy.rs` puts an authenticating, counting reverse proxy
+//! multi-platform index), `registry/files.rs` builds images of real files with GNU `tar` (and
+//! bad layers, a big gzip layer, and the tree `umoci unpack` makes of an image), and
+//! `registry/proxy.rs` puts an authenticating, counting reverse proxy
 //! and a Bearer token server in front of a registry; `registry/runtimes.rs` starts containerd and
 //! podman with private storage, to pull through a mirror.
 //!
@@ -24,6 +26,7 @@
 //! Everything here is blocking (`std::process`); `start`, `restart` and `push` block for at most
 //! [`READY_TIMEOUT`](crate::servers::READY_TIMEOUT) (a push for as long as skopeo takes).
 
+mod files;
 mod image;
 mod proxy;
 mod runtimes;
@@ -31,6 +34,10 @@ mod runtimes;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
+pub use files::{
+    BigLayerImage, BuiltLayer, DEFAULT_MTIME, bad, FileFacts, FileImage, FileKind, LayerCompression, LayerSpec, TarFormat,
+    Unpacked, big_gzip_layer_image, image_of_layers, sample, tree_facts, umoci_unpack,
+};
 pub use image::{BuiltImage, BuiltManifest, Compression, ImageBlob, ImageBuilder, media_types};
 pub use proxy::{ProxyAuth, RecordedRequest, RegistryCounts, RegistryProxy, RequestKind};
 pub use runtimes::{Containerd, Podman, containerd_hosts_dir, is_root};
