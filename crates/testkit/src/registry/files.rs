@@ -253,7 +253,7 @@ impl LayerSpec {
     }
 
     /// An extended attribute of the last entry; `name` must start with `user.` (only those are
-    /// put in the tar).
+    /// put in the tar), and the layer be [`pax`](Self::pax) (GNU tar archives xattrs only there).
     pub fn xattr(mut self, name: &str, value: impl AsRef<[u8]>) -> LayerSpec {
         assert!(name.starts_with("user."), "only user.* xattrs are archived");
         self.last().xattrs.push((name.as_bytes().to_vec(), value.as_ref().to_vec()));
@@ -262,6 +262,9 @@ impl LayerSpec {
 
     /// Stages the entries, runs `tar` and compresses the archive.
     pub fn build(&self) -> Result<BuiltLayer, String> {
+        if self.format == TarFormat::Gnu && self.entries.iter().any(|e| !e.xattrs.is_empty()) {
+            return Err("xattrs need a PAX layer: GNU tar archives them only with --format=posix".into());
+        }
         let stage = tempdir("layer-stage")?;
         let root = stage.path().join("root");
         std::fs::create_dir(&root).map_err(|e| format!("creating {}: {e}", root.display()))?;
@@ -552,11 +555,16 @@ fn run_tar(root: &Path, list: &Path, format: TarFormat, is_sparse: bool) -> Resu
     let tar = find_binary("TIERCACHE_TAR", "tar", &[Path::new("/usr/bin"), Path::new("/bin")], TAR_INSTALL)?;
     let mut command = Command::new(tar);
     command.args(["--create", "--file=-", "--numeric-owner", "--no-recursion", "--null"]);
-    command.args(["--xattrs", "--xattrs-include=user.*"]);
     match format {
         TarFormat::Gnu => command.arg("--format=gnu"),
-        // Without atime and ctime the PAX headers depend only on what was staged.
-        TarFormat::Pax => command.args(["--format=posix", "--pax-option=delete=atime,delete=ctime"]),
+        // Without atime and ctime the PAX headers depend only on what was staged. GNU tar archives
+        // xattrs in PAX headers only.
+        TarFormat::Pax => command.args([
+            "--format=posix",
+            "--pax-option=delete=atime,delete=ctime",
+            "--xattrs",
+            "--xattrs-include=user.*",
+        ]),
     };
     if is_sparse {
         command.arg("--sparse");
@@ -600,4 +608,89 @@ pub(crate) fn filter(program: &str, args: &[&str], input: &[u8]) -> Result<Vec<u
     }
     written.map_err(|e| format!("writing to {program}: {e}"))?;
     out.map_err(|e| format!("reading from {program}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sample::*;
+    use super::*;
+    use crate::registry::{FileKind, RegistryAuth, RegistryServer, tree_facts, umoci_unpack};
+    use crate::servers::or_skip;
+
+    const ZSTD_MAGIC: &[u8] = &[0x28, 0xb5, 0x2f, 0xfd];
+
+    /// The sample's layers are what their specs say: compressions, formats, several zstd frames.
+    #[test]
+    fn the_sample_layers_are_stored_as_specified() {
+        let image = FileImage::sample().build().unwrap();
+        let layers = &image.manifests()[0].layers;
+        let types: Vec<_> = layers.iter().map(|l| l.media_type.as_str()).collect();
+        assert_eq!(
+            types,
+            [
+                media_types::OCI_LAYER_GZIP,
+                media_types::OCI_LAYER_ZSTD,
+                media_types::OCI_LAYER_ZSTD,
+                media_types::OCI_LAYER_TAR
+            ]
+        );
+        assert_eq!(&layers[0].bytes[..2], &[0x1f, 0x8b]);
+        let frames = |b: &[u8]| b.windows(4).filter(|w| *w == ZSTD_MAGIC).count();
+        assert_eq!(frames(&layers[1].bytes), 1);
+        assert!(frames(&layers[2].bytes) >= 4, "a frame per 64 KiB of a 256 KiB file");
+        assert_eq!(&layers[3].bytes[257..262], b"ustar", "plain tar");
+        let gnu = &layers[0].bytes;
+        let tar = filter("gzip", &["-d", "-c"], gnu).unwrap();
+        assert!(tar.windows(13).any(|w| w == b"././@LongLink"), "GNU long names");
+    }
+
+    /// Pushed by skopeo and unpacked by umoci, the sample merges as its layers say: overwrites,
+    /// whiteouts, an opaque directory, hardlinks, long names, a name that is not UTF-8, xattrs.
+    #[test]
+    fn the_sample_pushes_and_unpacks_as_documented() {
+        let image = FileImage::sample().build().unwrap();
+        let Some(reg) = or_skip("docker-registry", RegistryServer::start(RegistryAuth::None)) else { return };
+        if let Err(e) = reg.push(&image, "files/sample", "v1") {
+            crate::servers::skip_or_fail("skopeo", e);
+            return;
+        }
+        let Some(unpacked) = or_skip("umoci", umoci_unpack(&image)) else { return };
+        let facts = tree_facts(&unpacked.rootfs()).unwrap();
+        let get = |p: &[u8]| facts.get(p).unwrap_or_else(|| panic!("{} missing", String::from_utf8_lossy(p)));
+        assert_eq!(get(b"etc/hostname").sha256, Some(crate::sha256(b"upper\n")));
+        assert!(!facts.contains_key(&b"etc/old"[..]) && !facts.contains_key(&b"etc/.wh.old"[..]));
+        assert!(!facts.contains_key(&b"var/cache/a"[..]) && !facts.contains_key(&b"var/cache/sub"[..]));
+        assert!(facts.contains_key(&b"var/cache/new"[..]));
+        assert!(!facts.keys().any(|k| k.windows(4).any(|w| w == b".wh.")), "no whiteout file is left");
+        assert!(!facts.contains_key(&b"usr/bin/suid"[..]) && !facts.contains_key(&b"deep"[..]));
+        let tool = get(b"usr/bin/tool");
+        assert_eq!((tool.mode, tool.uid, tool.gid, tool.mtime), (0o755, 1000, 1000, OLD_MTIME));
+        assert_eq!(tool.hardlink_group.as_deref(), Some(&b"usr/bin/tool"[..]));
+        assert_eq!(get(b"usr/bin/tool-link").hardlink_group, tool.hardlink_group);
+        assert_eq!(get(b"data/hardlink").hardlink_group.as_deref(), Some(&b"data/hardlink"[..]));
+        assert_eq!((get(b"data/original").uid, get(b"data/original").gid), (7, 8));
+        assert_eq!((get(b"etc/shadow").mode, get(b"etc/shadow").gid), (0o640, 42));
+        assert_eq!(get(GNU_LONG_NAME_KEPT.as_bytes()).kind, FileKind::File);
+        assert_eq!(get(PAX_LONG_NAME.as_bytes()).sha256, Some(crate::sha256(b"a long PAX name\n")));
+        assert_eq!(get(PAX_LONG_LINK.as_bytes()).link_target.as_deref(), Some(PAX_LONG_TARGET.as_bytes()));
+        assert_eq!(get(GNU_LONG_LINK.as_bytes()).link_target.as_deref(), Some(GNU_LONG_TARGET.as_bytes()));
+        assert_eq!(get(b"etc/localtime").link_target.as_deref(), Some(&b"/usr/share/zoneinfo/UTC"[..]));
+        assert_eq!(get(b"loop/a").link_target.as_deref(), Some(&b"b"[..]));
+        assert_eq!(get(INVALID_UTF8_NAME).kind, FileKind::File);
+        let xattrs = &get(XATTR_FILE.as_bytes()).xattrs;
+        assert_eq!(xattrs.get(&b"user.comment"[..]).map(Vec::as_slice), Some(&b"hello"[..]));
+        assert_eq!(xattrs.get(&b"user.binary"[..]).map(Vec::as_slice), Some(&b"\0\xff"[..]));
+        assert_eq!(get(b"run/fifo").kind, FileKind::Fifo);
+        assert_eq!(get(b"dev/null").device, Some((1, 3)));
+        assert_eq!(get(b"data/frames.bin").sha256, Some(crate::sha256(b"overwritten by the plain layer\n")));
+        let app = get(b"opt/app");
+        assert_eq!((app.kind, app.mode, app.uid, app.gid), (FileKind::Dir, 0o700, 1234, 5678));
+    }
+
+    #[test]
+    fn whiteouts_and_opaque_markers_are_named_as_oci_says() {
+        let spec = LayerSpec::tar().whiteout("a/b").whiteout("top").opaque("c/d");
+        let paths: Vec<_> = spec.entries.iter().map(|e| e.path.as_slice()).collect();
+        assert_eq!(paths, [&b"a/.wh.b"[..], b".wh.top", b"c/d/.wh..wh..opq"]);
+    }
 }

@@ -151,3 +151,73 @@ pub fn many_files_layer(n: usize) -> Result<BuiltLayer, String> {
 pub fn many_files_image(n: usize) -> Result<BuiltImage, String> {
     on_base("many-files", many_files_layer(n)?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::{tree_facts, umoci_unpack};
+    use crate::servers::or_skip;
+
+    fn gunzip(bytes: &[u8]) -> Vec<u8> {
+        filter("gzip", &["-d", "-c"], bytes).unwrap()
+    }
+
+    /// What umoci, the reference unpacker, makes of each bad layer: escaping names are kept
+    /// inside the root, a whiteout of nothing is ignored, and the broken layers are refused.
+    #[test]
+    fn umoci_keeps_names_inside_the_root_and_refuses_broken_layers() {
+        let Some(unpacked) = or_skip("umoci", umoci_unpack(&escaping_names_image().unwrap())) else { return };
+        let facts = tree_facts(&unpacked.rootfs()).unwrap();
+        for path in [&b"etc/passwd"[..], b"abs/path", b"escaped", b"ok/file", BASE_FILE.as_bytes()] {
+            assert!(facts.contains_key(path), "{}", String::from_utf8_lossy(path));
+        }
+        let unpacked = umoci_unpack(&whiteout_of_missing_image().unwrap()).unwrap();
+        let facts = tree_facts(&unpacked.rootfs()).unwrap();
+        assert!(facts.contains_key(&b"base/after.txt"[..]) && facts.contains_key(BASE_FILE.as_bytes()));
+        for (image, says) in [
+            (hardlink_to_missing_image(), "links/dangling"),
+            (not_an_archive_image(), "gzip"),
+            (truncated_gzip_image(), "EOF"),
+        ] {
+            let err = umoci_unpack(&image.unwrap()).unwrap_err();
+            assert!(err.contains(says), "{err}");
+        }
+    }
+
+    #[test]
+    fn bad_layers_hold_what_they_say() {
+        let tar = gunzip(&escaping_names_layer().unwrap().blob.bytes);
+        assert!(tar.starts_with(b"ok/") && tar.windows(16).any(|w| w == b"../../etc/passwd"));
+        let layer = hardlink_to_missing_layer().unwrap();
+        assert_eq!(gunzip(&layer.blob.bytes), layer.tar);
+        let layer = whiteout_of_missing_layer().unwrap();
+        assert!(layer.tar.windows(18).any(|w| w == b"nowhere/.wh.at-all"));
+        let layer = not_an_archive_layer(1);
+        assert_ne!(&layer.blob.bytes[..2], &[0x1f, 0x8b]);
+        assert_eq!(layer.blob.media_type, media_types::OCI_LAYER_GZIP);
+        let layer = truncated_gzip_layer().unwrap();
+        assert!(filter("gzip", &["-d", "-c"], &layer.blob.bytes).is_err(), "gzip sees the cut");
+    }
+
+    #[test]
+    fn a_ten_gib_sparse_file_makes_a_small_layer_in_both_formats() {
+        let gnu = sparse_file_layer(TarFormat::Gnu).unwrap();
+        assert!(gnu.tar.len() < 64 * 1024, "{}", gnu.tar.len());
+        assert_eq!(gnu.tar[512 + 156], b'S', "after the directory, a GNU sparse member");
+        let pax = sparse_file_layer(TarFormat::Pax).unwrap();
+        assert!(pax.tar.len() < 64 * 1024, "{}", pax.tar.len());
+        assert!(pax.tar.windows(10).any(|w| w == b"GNU.sparse"), "PAX sparse headers");
+    }
+
+    #[test]
+    fn a_hundred_thousand_files_in_one_directory() {
+        let n = 100_000;
+        let layer = many_files_layer(n).unwrap();
+        assert_eq!(layer.tar.len(), (1 + 2 * n) * 512 + 1024);
+        assert_eq!(gunzip(&layer.blob.bytes), layer.tar);
+        let (last, bytes) = many_file(n - 1);
+        let at = layer.tar.len() - 1024 - 1024;
+        assert_eq!(&layer.tar[at..at + last.len()], last.as_bytes());
+        assert_eq!(&layer.tar[at + 512..at + 512 + bytes.len()], &bytes[..]);
+    }
+}

@@ -131,3 +131,29 @@ impl<W: std::io::Write> std::io::Write for Hashing<W> {
         self.inner.flush()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::files::filter;
+
+    /// A small one: about the size asked, the needle last, and DEFLATE blocks with Huffman codes.
+    #[test]
+    fn the_needle_is_last_in_an_ordinary_gzip_stream() {
+        let big = big_gzip_layer_image(8 << 20, 5).unwrap();
+        let size = big.layer_size_bytes();
+        assert!((7 << 20..9 << 20).contains(&size), "{size}");
+        let layer = &big.image.manifests()[0].layers[0];
+        assert_eq!(&layer.bytes[..4], &[0x1f, 0x8b, 8, 0], "gzip, deflate, no name");
+        // After the 10-byte header: BFINAL in bit 0, BTYPE in bits 1-2 (2: dynamic Huffman).
+        assert_eq!((layer.bytes[10] >> 1) & 3, 2, "a dynamic-Huffman block, not a stored one");
+        let tar = filter("gzip", &["-d", "-c"], &layer.bytes).unwrap();
+        let config: serde_json::Value = serde_json::from_slice(&big.image.manifests()[0].config.bytes).unwrap();
+        assert_eq!(config["rootfs"]["diff_ids"][0], crate::sha256(&tar));
+        let data_at = tar.len() - 1024 - big.needle_bytes.len().div_ceil(512) * 512;
+        let header = &tar[data_at - 512..data_at];
+        assert_eq!(&header[..big.needle_path.len()], big.needle_path.as_bytes());
+        assert_eq!(&tar[data_at..data_at + big.needle_bytes.len()], &big.needle_bytes[..]);
+        assert_eq!(big.n_files, 10);
+    }
+}
