@@ -35,8 +35,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
 pub use files::{
-    BigLayerImage, BuiltLayer, DEFAULT_MTIME, bad, FileFacts, FileImage, FileKind, LayerCompression, LayerSpec, TarFormat,
-    Unpacked, big_gzip_layer_image, image_of_layers, sample, tree_facts, umoci_unpack,
+    BigLayerImage, BuiltLayer, DEFAULT_MTIME, FileFacts, FileImage, FileKind, LayerCompression, LayerSpec, TarFormat,
+    Unpacked, bad, big_gzip_layer_image, image_of_layers, sample, tree_facts, umoci_unpack,
 };
 pub use image::{BuiltImage, BuiltManifest, Compression, ImageBlob, ImageBuilder, media_types};
 pub use proxy::{ProxyAuth, RecordedRequest, RegistryCounts, RegistryProxy, RequestKind};
@@ -250,6 +250,31 @@ mod tests {
         reg.restart().unwrap();
         let (status, _, body) = get(&url, media_types::OCI_INDEX, None).await;
         assert_eq!((status, body), (200, image.top().bytes.clone()));
+    }
+
+    /// The proxy counts the body bytes of blob GETs it forwards, ranged ones included, and
+    /// records their Range headers.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_proxy_counts_blob_bytes_and_records_ranges() {
+        let Some(reg) = or_skip("docker-registry", RegistryServer::start(RegistryAuth::None)) else { return };
+        let image = ImageBuilder::new(6).build().unwrap();
+        reg.push(&image, "app", "v1").unwrap();
+        let proxy = RegistryProxy::start(&reg.url(), ProxyAuth::None).await;
+        let layer = &image.manifests()[0].layers[0];
+        let url = format!("{}/v2/app/blobs/{}", proxy.url(), layer.digest);
+        let whole = reqwest::get(&url).await.unwrap().bytes().await.unwrap();
+        assert_eq!(whole.len(), layer.bytes.len());
+        let part = reqwest::Client::new().get(&url).header("range", "bytes=10-109").send().await.unwrap();
+        assert_eq!(part.status().as_u16(), 206);
+        assert_eq!(part.bytes().await.unwrap().as_ref(), &layer.bytes[10..110]);
+        let config = &image.manifests()[0].config;
+        reqwest::get(format!("{}/v2/app/blobs/{}", proxy.url(), config.digest)).await.unwrap().bytes().await.unwrap();
+        assert_eq!(proxy.blob_bytes(&layer.digest), layer.bytes.len() as u64 + 100);
+        assert_eq!(proxy.blob_bytes_total(), (layer.bytes.len() + 100 + config.bytes.len()) as u64);
+        assert_eq!(proxy.counts().blob_bytes, proxy.blob_bytes_total());
+        assert_eq!(proxy.blob_ranges(&layer.digest), [None, Some("bytes=10-109".to_owned())]);
+        proxy.reset();
+        assert_eq!(proxy.blob_bytes_total(), 0);
     }
 
     /// With htpasswd, pushes and pulls need the user's password.

@@ -89,7 +89,10 @@ enum EntryKind {
     Fifo,
     CharDevice(u32, u32),
     /// `size` bytes, all holes but for the writes at their offsets.
-    Sparse { size_bytes: u64, writes: Vec<(u64, Vec<u8>)> },
+    Sparse {
+        size_bytes: u64,
+        writes: Vec<(u64, Vec<u8>)>,
+    },
 }
 
 /// One entry of a layer, with its metadata.
@@ -529,8 +532,7 @@ fn set_metadata(e: &Entry, path: &Path) -> Result<(), String> {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(e.mode)).map_err(what)?;
     }
     for (name, value) in &e.xattrs {
-        fs::lsetxattr(path, OsStr::from_bytes(name), value, fs::XattrFlags::empty())
-            .map_err(|err| what(err.into()))?;
+        fs::lsetxattr(path, OsStr::from_bytes(name), value, fs::XattrFlags::empty()).map_err(|err| what(err.into()))?;
     }
     Ok(())
 }
