@@ -263,7 +263,7 @@ impl LayerSpec {
         self
     }
 
-    /// Stages the entries, runs `tar` and compresses the archive.
+    /// Stages the entries, runs `tar` and compresses the archive. Needs root (owners, devices).
     pub fn build(&self) -> Result<BuiltLayer, String> {
         if self.format == TarFormat::Gnu && self.entries.iter().any(|e| !e.xattrs.is_empty()) {
             return Err("xattrs need a PAX layer: GNU tar archives them only with --format=posix".into());
@@ -287,7 +287,7 @@ pub struct BuiltLayer {
     pub blob: ImageBlob,
     /// `sha256:<hex>` of the uncompressed tar (the config's `rootfs.diff_ids` entry).
     pub diff_id: String,
-    /// The uncompressed tar.
+    /// The uncompressed tar (empty for [`big_gzip_layer_image`]'s layer, streamed and not kept).
     pub tar: Vec<u8>,
 }
 
@@ -525,7 +525,8 @@ fn create(e: &Entry, path: &Path, root: &Path) -> Result<(), String> {
 /// Owner, mode (not of a symlink) and xattrs of the entry at `path`.
 fn set_metadata(e: &Entry, path: &Path) -> Result<(), String> {
     let what = |err: std::io::Error| format!("setting the metadata of {}: {err}", path.display());
-    std::os::unix::fs::lchown(path, Some(e.uid), Some(e.gid)).map_err(what)?;
+    std::os::unix::fs::lchown(path, Some(e.uid), Some(e.gid))
+        .map_err(|err| format!("{} (staging owners needs root)", what(err)))?;
     if !matches!(e.kind, EntryKind::Symlink(_)) {
         // After chown, which clears setuid bits.
         use std::os::unix::fs::PermissionsExt as _;
@@ -619,12 +620,21 @@ mod tests {
     use crate::registry::{FileKind, RegistryAuth, RegistryServer, tree_facts, umoci_unpack};
     use crate::servers::or_skip;
 
+    /// `Some(built)` as root; else `None` after `skip_or_fail` (staging owners needs root).
+    pub(crate) fn as_root<T>(build: impl FnOnce() -> Result<T, String>) -> Option<T> {
+        if !crate::registry::is_root() {
+            crate::servers::skip_or_fail("root", "staging owners and devices needs root".into());
+            return None;
+        }
+        Some(build().unwrap())
+    }
+
     const ZSTD_MAGIC: &[u8] = &[0x28, 0xb5, 0x2f, 0xfd];
 
     /// The sample's layers are what their specs say: compressions, formats, several zstd frames.
     #[test]
     fn the_sample_layers_are_stored_as_specified() {
-        let image = FileImage::sample().build().unwrap();
+        let Some(image) = as_root(|| FileImage::sample().build()) else { return };
         let layers = &image.manifests()[0].layers;
         let types: Vec<_> = layers.iter().map(|l| l.media_type.as_str()).collect();
         assert_eq!(
@@ -650,7 +660,7 @@ mod tests {
     /// whiteouts, an opaque directory, hardlinks, long names, a name that is not UTF-8, xattrs.
     #[test]
     fn the_sample_pushes_and_unpacks_as_documented() {
-        let image = FileImage::sample().build().unwrap();
+        let Some(image) = as_root(|| FileImage::sample().build()) else { return };
         let Some(reg) = or_skip("docker-registry", RegistryServer::start(RegistryAuth::None)) else { return };
         if let Err(e) = reg.push(&image, "files/sample", "v1") {
             crate::servers::skip_or_fail("skopeo", e);

@@ -155,6 +155,7 @@ pub fn many_files_image(n: usize) -> Result<BuiltImage, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::registry::files::tests::as_root;
     use crate::registry::{tree_facts, umoci_unpack};
     use crate::servers::or_skip;
 
@@ -166,7 +167,8 @@ mod tests {
     /// inside the root, a whiteout of nothing is ignored, and the broken layers are refused.
     #[test]
     fn umoci_keeps_names_inside_the_root_and_refuses_broken_layers() {
-        let Some(unpacked) = or_skip("umoci", umoci_unpack(&escaping_names_image().unwrap())) else { return };
+        let Some(image) = as_root(escaping_names_image) else { return };
+        let Some(unpacked) = or_skip("umoci", umoci_unpack(&image)) else { return };
         let facts = tree_facts(&unpacked.rootfs()).unwrap();
         for path in [&b"etc/passwd"[..], b"abs/path", b"escaped", b"ok/file", BASE_FILE.as_bytes()] {
             assert!(facts.contains_key(path), "{}", String::from_utf8_lossy(path));
@@ -186,6 +188,9 @@ mod tests {
 
     #[test]
     fn bad_layers_hold_what_they_say() {
+        if as_root(|| Ok(())).is_none() {
+            return;
+        }
         let tar = gunzip(&escaping_names_layer().unwrap().blob.bytes);
         assert!(tar.starts_with(b"ok/") && tar.windows(16).any(|w| w == b"../../etc/passwd"));
         let layer = hardlink_to_missing_layer().unwrap();
@@ -201,7 +206,7 @@ mod tests {
 
     #[test]
     fn a_ten_gib_sparse_file_makes_a_small_layer_in_both_formats() {
-        let gnu = sparse_file_layer(TarFormat::Gnu).unwrap();
+        let Some(gnu) = as_root(|| sparse_file_layer(TarFormat::Gnu)) else { return };
         assert!(gnu.tar.len() < 64 * 1024, "{}", gnu.tar.len());
         assert_eq!(gnu.tar[512 + 156], b'S', "after the directory, a GNU sparse member");
         let pax = sparse_file_layer(TarFormat::Pax).unwrap();
