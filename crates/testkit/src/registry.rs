@@ -3,7 +3,9 @@
 //! without htpasswd basic authentication; and `skopeo copy` to push images into it.
 //!
 //! Beside it: `registry/image.rs` builds OCI image layouts on disk (layers in gzip and zstd, a
-//! multi-platform index), and `registry/proxy.rs` puts an authenticating, counting reverse proxy
+//! multi-platform index), `registry/files.rs` builds images of real files with GNU `tar` (and
+//! bad layers, a big gzip layer, and the tree `umoci unpack` makes of an image), and
+//! `registry/proxy.rs` puts an authenticating, counting reverse proxy
 //! and a Bearer token server in front of a registry; `registry/runtimes.rs` starts containerd and
 //! podman with private storage, to pull through a mirror.
 //!
@@ -24,6 +26,7 @@
 //! Everything here is blocking (`std::process`); `start`, `restart` and `push` block for at most
 //! [`READY_TIMEOUT`](crate::servers::READY_TIMEOUT) (a push for as long as skopeo takes).
 
+mod files;
 mod image;
 mod proxy;
 mod runtimes;
@@ -31,6 +34,10 @@ mod runtimes;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
+pub use files::{
+    BigLayerImage, BuiltLayer, DEFAULT_MTIME, FileFacts, FileImage, FileKind, LayerCompression, LayerSpec, TarFormat,
+    Unpacked, bad, big_gzip_layer_image, image_of_layers, sample, tree_facts, umoci_unpack,
+};
 pub use image::{BuiltImage, BuiltManifest, Compression, ImageBlob, ImageBuilder, media_types};
 pub use proxy::{ProxyAuth, RecordedRequest, RegistryCounts, RegistryProxy, RequestKind};
 pub use runtimes::{Containerd, Podman, containerd_hosts_dir, is_root};
@@ -243,6 +250,31 @@ mod tests {
         reg.restart().unwrap();
         let (status, _, body) = get(&url, media_types::OCI_INDEX, None).await;
         assert_eq!((status, body), (200, image.top().bytes.clone()));
+    }
+
+    /// The proxy counts the body bytes of blob GETs it forwards, ranged ones included, and
+    /// records their Range headers.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_proxy_counts_blob_bytes_and_records_ranges() {
+        let Some(reg) = or_skip("docker-registry", RegistryServer::start(RegistryAuth::None)) else { return };
+        let image = ImageBuilder::new(6).build().unwrap();
+        reg.push(&image, "app", "v1").unwrap();
+        let proxy = RegistryProxy::start(&reg.url(), ProxyAuth::None).await;
+        let layer = &image.manifests()[0].layers[0];
+        let url = format!("{}/v2/app/blobs/{}", proxy.url(), layer.digest);
+        let whole = reqwest::get(&url).await.unwrap().bytes().await.unwrap();
+        assert_eq!(whole.len(), layer.bytes.len());
+        let part = reqwest::Client::new().get(&url).header("range", "bytes=10-109").send().await.unwrap();
+        assert_eq!(part.status().as_u16(), 206);
+        assert_eq!(part.bytes().await.unwrap().as_ref(), &layer.bytes[10..110]);
+        let config = &image.manifests()[0].config;
+        reqwest::get(format!("{}/v2/app/blobs/{}", proxy.url(), config.digest)).await.unwrap().bytes().await.unwrap();
+        assert_eq!(proxy.blob_bytes(&layer.digest), layer.bytes.len() as u64 + 100);
+        assert_eq!(proxy.blob_bytes_total(), (layer.bytes.len() + 100 + config.bytes.len()) as u64);
+        assert_eq!(proxy.counts().blob_bytes, proxy.blob_bytes_total());
+        assert_eq!(proxy.blob_ranges(&layer.digest), [None, Some("bytes=10-109".to_owned())]);
+        proxy.reset();
+        assert_eq!(proxy.blob_bytes_total(), 0);
     }
 
     /// With htpasswd, pushes and pulls need the user's password.

@@ -24,6 +24,8 @@ pub mod media_types {
     pub const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
     /// A zstd-compressed OCI layer.
     pub const OCI_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
+    /// An uncompressed OCI layer (a plain tar archive).
+    pub const OCI_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
     /// A Docker manifest list.
     pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
     /// A Docker image manifest, schema 2.
@@ -51,7 +53,8 @@ pub struct ImageBlob {
 }
 
 impl ImageBlob {
-    fn new(media_type: &str, bytes: Vec<u8>) -> ImageBlob {
+    /// A blob of `bytes` with its digest computed.
+    pub fn new(media_type: &str, bytes: Vec<u8>) -> ImageBlob {
         ImageBlob { digest: crate::sha256(&bytes), media_type: media_type.to_owned(), bytes }
     }
 
@@ -224,29 +227,57 @@ impl ImageBuilder {
             };
             layers.push(ImageBlob::new(media_type, compressed));
         }
-        let config = json!({
-            "architecture": platform.1,
-            "os": platform.0,
-            "config": { "Env": [format!("TEST_SEED={}", self.seed)] },
-            "rootfs": { "type": "layers", "diff_ids": diff_ids },
-        });
-        let config = ImageBlob::new(media_types::OCI_CONFIG, to_bytes(&config));
-        let manifest = json!({
-            "schemaVersion": 2,
-            "mediaType": media_types::OCI_MANIFEST,
-            "config": config.descriptor(),
-            "layers": layers.iter().map(ImageBlob::descriptor).collect::<Vec<_>>(),
-        });
-        let manifest = ImageBlob::new(media_types::OCI_MANIFEST, to_bytes(&manifest));
-        Ok(BuiltManifest { platform: platform.clone(), manifest, config, layers })
+        let env = [format!("TEST_SEED={}", self.seed)];
+        Ok(assemble_manifest(platform, layers, &diff_ids, &env))
     }
+}
+
+/// The config (naming `diff_ids`, the sha256 of each layer's uncompressed tar, in order) and the
+/// manifest of one platform's image made of `layers`.
+pub(crate) fn assemble_manifest(
+    platform: &(String, String),
+    layers: Vec<ImageBlob>,
+    diff_ids: &[String],
+    env: &[String],
+) -> BuiltManifest {
+    let config = json!({
+        "architecture": platform.1,
+        "os": platform.0,
+        "config": { "Env": env },
+        "rootfs": { "type": "layers", "diff_ids": diff_ids },
+    });
+    let config = ImageBlob::new(media_types::OCI_CONFIG, to_bytes(&config));
+    let manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": media_types::OCI_MANIFEST,
+        "config": config.descriptor(),
+        "layers": layers.iter().map(ImageBlob::descriptor).collect::<Vec<_>>(),
+    });
+    let manifest = ImageBlob::new(media_types::OCI_MANIFEST, to_bytes(&manifest));
+    BuiltManifest { platform: platform.clone(), manifest, config, layers }
+}
+
+/// A one-platform (`linux/amd64`) image of `layers` (each with its diff id), written as a layout
+/// tagged `tag` in a new temporary directory.
+pub(crate) fn single_platform_image(tag: &str, layers: Vec<(ImageBlob, String)>) -> Result<BuiltImage, String> {
+    let platform = ("linux".to_owned(), "amd64".to_owned());
+    let (layers, diff_ids): (Vec<_>, Vec<_>) = layers.into_iter().unzip();
+    let manifest = assemble_manifest(&platform, layers, &diff_ids, &[]);
+    let image = BuiltImage {
+        dir: crate::servers::tempdir("oci-layout")?,
+        tag: tag.to_owned(),
+        top: manifest.manifest.clone(),
+        manifests: vec![manifest],
+    };
+    write_layout(&image)?;
+    Ok(image)
 }
 
 fn to_bytes(v: &serde_json::Value) -> Vec<u8> {
     serde_json::to_vec(v).expect("JSON of plain values")
 }
 
-fn gzip(data: &[u8]) -> Result<Vec<u8>, String> {
+pub(crate) fn gzip(data: &[u8]) -> Result<Vec<u8>, String> {
     let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     enc.write_all(data).and_then(|_| enc.finish()).map_err(|e| format!("gzip: {e}"))
 }
@@ -256,8 +287,10 @@ fn gzip(data: &[u8]) -> Result<Vec<u8>, String> {
 fn write_layout(image: &BuiltImage) -> Result<(), String> {
     let blobs = image.dir().join("blobs/sha256");
     std::fs::create_dir_all(&blobs).map_err(|e| format!("creating {}: {e}", blobs.display()))?;
-    for (digest, blob) in image.blobs() {
-        let path = blobs.join(digest.trim_start_matches("sha256:"));
+    // By reference: a layer may be hundreds of MiB. A blob shared by platforms is written again.
+    let all = image.manifests.iter().flat_map(|m| std::iter::once(&m.manifest).chain([&m.config]).chain(&m.layers));
+    for blob in std::iter::once(&image.top).chain(all) {
+        let path = blobs.join(blob.digest.trim_start_matches("sha256:"));
         std::fs::write(&path, &blob.bytes).map_err(|e| format!("writing {}: {e}", path.display()))?;
     }
     let mut top = image.top.descriptor();
@@ -273,33 +306,78 @@ fn write_layout(image: &BuiltImage) -> Result<(), String> {
 
 /// A ustar archive of regular files (mode 0644, owner 0, time 0).
 pub(crate) fn tar_of(files: &[(String, Vec<u8>)]) -> Vec<u8> {
+    let members: Vec<RawMember> = files.iter().map(|(name, data)| RawMember::file(name.as_bytes(), data)).collect();
+    raw_tar(&members)
+}
+
+/// One member of a tar archive written header by header, names taken as they are (no
+/// normalisation: `../x` and `/x` stay so).
+#[derive(Debug, Clone)]
+pub(crate) struct RawMember {
+    /// The member's name, shorter than 100 bytes.
+    pub name: Vec<u8>,
+    /// The ustar type flag: `b'0'` file, `b'1'` hardlink, `b'2'` symlink, `b'5'` directory.
+    pub typeflag: u8,
+    /// The link target of a hardlink or symlink, shorter than 100 bytes.
+    pub link: Vec<u8>,
+    /// The file's bytes (empty for anything but a file).
+    pub data: Vec<u8>,
+    /// The permission bits.
+    pub mode: u32,
+}
+
+impl RawMember {
+    /// A regular file, mode 0644.
+    pub fn file(name: &[u8], data: &[u8]) -> RawMember {
+        RawMember { name: name.to_vec(), typeflag: b'0', link: Vec::new(), data: data.to_vec(), mode: 0o644 }
+    }
+
+    /// A hardlink `name` to the member named `target`.
+    pub fn hardlink(name: &[u8], target: &[u8]) -> RawMember {
+        RawMember { name: name.to_vec(), typeflag: b'1', link: target.to_vec(), data: Vec::new(), mode: 0o644 }
+    }
+
+    /// A directory, mode 0755.
+    pub fn dir(name: &[u8]) -> RawMember {
+        RawMember { name: name.to_vec(), typeflag: b'5', link: Vec::new(), data: Vec::new(), mode: 0o755 }
+    }
+}
+
+/// A ustar archive of `members` (owner 0, time 0), ended by two zero blocks.
+pub(crate) fn raw_tar(members: &[RawMember]) -> Vec<u8> {
     let mut out = Vec::new();
-    for (name, data) in files {
-        assert!(name.len() < 100, "tar_of takes names shorter than 100 bytes");
-        let mut h = [0u8; 512];
-        h[..name.len()].copy_from_slice(name.as_bytes());
-        let octal = |h: &mut [u8; 512], at: usize, width: usize, v: u64| {
-            let s = format!("{v:0w$o}\0", w = width - 1);
-            h[at..at + width].copy_from_slice(s.as_bytes());
-        };
-        octal(&mut h, 100, 8, 0o644);
-        octal(&mut h, 108, 8, 0);
-        octal(&mut h, 116, 8, 0);
-        octal(&mut h, 124, 12, data.len() as u64);
-        octal(&mut h, 136, 12, 0);
-        h[156] = b'0';
-        h[257..263].copy_from_slice(b"ustar\0");
-        h[263..265].copy_from_slice(b"00");
-        // The checksum is computed with its own field as spaces.
-        h[148..156].copy_from_slice(b"        ");
-        let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
-        h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
-        out.extend_from_slice(&h);
-        out.extend_from_slice(data);
-        out.resize(out.len().div_ceil(512) * 512, 0);
+    for m in members {
+        append_member(&mut out, m);
     }
     out.resize(out.len() + 1024, 0); // Two zero blocks end the archive.
     out
+}
+
+/// Appends `m`'s header and its data, padded to a whole block.
+pub(crate) fn append_member(out: &mut Vec<u8>, m: &RawMember) {
+    assert!(m.name.len() < 100 && m.link.len() < 100, "raw tar members have names shorter than 100 bytes");
+    let mut h = [0u8; 512];
+    h[..m.name.len()].copy_from_slice(&m.name);
+    let octal = |h: &mut [u8; 512], at: usize, width: usize, v: u64| {
+        let s = format!("{v:0w$o}\0", w = width - 1);
+        h[at..at + width].copy_from_slice(s.as_bytes());
+    };
+    octal(&mut h, 100, 8, u64::from(m.mode));
+    octal(&mut h, 108, 8, 0);
+    octal(&mut h, 116, 8, 0);
+    octal(&mut h, 124, 12, m.data.len() as u64);
+    octal(&mut h, 136, 12, 0);
+    h[156] = m.typeflag;
+    h[157..157 + m.link.len()].copy_from_slice(&m.link);
+    h[257..263].copy_from_slice(b"ustar\0");
+    h[263..265].copy_from_slice(b"00");
+    // The checksum is computed with its own field as spaces.
+    h[148..156].copy_from_slice(b"        ");
+    let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
+    h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    out.extend_from_slice(&h);
+    out.extend_from_slice(&m.data);
+    out.resize(out.len().div_ceil(512) * 512, 0);
 }
 
 #[cfg(test)]

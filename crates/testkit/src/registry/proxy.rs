@@ -10,6 +10,10 @@
 //! "expires_in": …}`, checking basic credentials if configured. A token is good for the scopes it
 //! was issued for until [`RegistryProxy::expire_tokens`].
 //!
+//! It counts the body bytes of blob `GET`s it forwards to the client, per digest (as chunks pass,
+//! so a client that hangs up early is counted only for what it was sent), and records each one's
+//! `Range` header: a test can check that reading one file fetched a small part of its layer.
+//!
 //! It records requests and forwards them; it does not cache, and never follows a redirect (the
 //! client sees it).
 
@@ -68,6 +72,8 @@ pub struct RecordedRequest {
     pub headers: HashMap<String, String>,
     /// What it was answered.
     pub status: u16,
+    /// The `Range` header of a blob `GET`, if it had one.
+    pub range: Option<String>,
     /// Whether the proxy (or token server) answered it itself rather than the registry.
     pub is_answered_by_proxy: bool,
 }
@@ -90,6 +96,8 @@ pub struct RegistryCounts {
     pub unauthorized: u64,
     /// Requests to the token server (granted or not).
     pub tokens: u64,
+    /// Body bytes of blob `GET`s sent to clients, every digest together.
+    pub blob_bytes: u64,
 }
 
 #[derive(Debug)]
@@ -101,6 +109,8 @@ struct ProxyState {
     tokens: HashMap<String, Vec<String>>,
     n_issued: u64,
     requests: Vec<RecordedRequest>,
+    /// Body bytes of blob `GET`s sent to clients, by digest. Emptied by `reset`.
+    blob_bytes: HashMap<String, u64>,
     client: reqwest::Client,
     /// `n` added to tag list requests that do not name one: the registry then answers in pages.
     tag_page: Option<usize>,
@@ -142,6 +152,7 @@ impl RegistryProxy {
             tokens: HashMap::new(),
             n_issued: 0,
             requests: Vec::new(),
+            blob_bytes: HashMap::new(),
             client,
             tag_page: None,
         }));
@@ -192,8 +203,9 @@ impl RegistryProxy {
 
     /// Counts of the requests seen so far.
     pub fn counts(&self) -> RegistryCounts {
-        let mut c = RegistryCounts::default();
-        for r in &self.state().requests {
+        let st = self.state();
+        let mut c = RegistryCounts { blob_bytes: st.blob_bytes.values().sum(), ..RegistryCounts::default() };
+        for r in &st.requests {
             let slot = match (r.kind, r.method.as_str()) {
                 (RequestKind::Token, _) => &mut c.tokens,
                 _ if r.is_answered_by_proxy && r.status == 401 => &mut c.unauthorized,
@@ -217,14 +229,35 @@ impl RegistryProxy {
         self.state().requests.iter().filter(forwarded).filter(|r| r.path.ends_with(&suffix)).count() as u64
     }
 
+    /// Body bytes of blob `digest` sent to clients so far, over all its `GET`s (whole or ranged).
+    pub fn blob_bytes(&self, digest: &str) -> u64 {
+        self.state().blob_bytes.get(digest).copied().unwrap_or(0)
+    }
+
+    /// Body bytes of every blob sent to clients so far.
+    pub fn blob_bytes_total(&self) -> u64 {
+        self.state().blob_bytes.values().sum()
+    }
+
+    /// The `Range` header of each `GET` of blob `digest` forwarded to the registry, in order
+    /// (`None` for a `GET` of the whole blob).
+    pub fn blob_ranges(&self, digest: &str) -> Vec<Option<String>> {
+        let suffix = format!("/blobs/{digest}");
+        let forwarded = |r: &&RecordedRequest| r.method == "GET" && !r.is_answered_by_proxy;
+        let st = self.state();
+        st.requests.iter().filter(forwarded).filter(|r| r.path.ends_with(&suffix)).map(|r| r.range.clone()).collect()
+    }
+
     /// Every request seen so far (the token server's too), in order.
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.state().requests.clone()
     }
 
-    /// Forgets the requests seen so far (counts start again from zero).
+    /// Forgets the requests seen so far (counts and blob bytes start again from zero).
     pub fn reset(&self) {
-        self.state().requests.clear();
+        let mut st = self.state();
+        st.requests.clear();
+        st.blob_bytes.clear();
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, ProxyState> {
@@ -255,6 +288,12 @@ fn classify(path: &str) -> (Option<String>, RequestKind) {
     }
 }
 
+/// The digest a blob path names (`/v2/NAME/blobs/DIGEST?…` → `DIGEST`).
+fn blob_digest(path: &str) -> Option<String> {
+    let path = path.split('?').next()?;
+    path.rfind("/blobs/").map(|at| path[at + "/blobs/".len()..].to_owned())
+}
+
 fn headers_of(h: &HeaderMap) -> HashMap<String, String> {
     h.iter().map(|(k, v)| (k.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned())).collect()
 }
@@ -269,12 +308,16 @@ struct Seen<'a> {
 
 fn record(state: &Mutex<ProxyState>, seen: &Seen<'_>, status: u16, is_answered_by_proxy: bool) {
     let Seen { method, path, kind, headers } = *seen;
+    let range = (kind == RequestKind::Blob && *method == Method::GET)
+        .then(|| headers.get(header::RANGE).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .flatten();
     let r = RecordedRequest {
         method: method.to_string(),
         path: path.to_owned(),
         kind,
         headers: headers_of(headers),
         status,
+        range,
         is_answered_by_proxy,
     };
     lock(state).requests.push(r);
@@ -357,8 +400,17 @@ async fn forward(State(state): State<Arc<Mutex<ProxyState>>>, req: Request) -> R
             out = out.header(k.as_str(), v.as_bytes());
         }
     }
-    let body = match method {
-        Method::HEAD => Body::empty(),
+    let counted = (kind == RequestKind::Blob && method == Method::GET && answer.status().is_success())
+        .then(|| blob_digest(&path))
+        .flatten();
+    let body = match (method, counted) {
+        (Method::HEAD, _) => Body::empty(),
+        (_, Some(digest)) => {
+            let state = Arc::clone(&state);
+            Body::from_stream(answer.bytes_stream().map_err(std::io::Error::other).inspect_ok(move |chunk| {
+                *lock(&state).blob_bytes.entry(digest.clone()).or_default() += chunk.len() as u64;
+            }))
+        }
         _ => Body::from_stream(answer.bytes_stream().map_err(std::io::Error::other)),
     };
     out.body(body).expect("a valid response")
@@ -442,6 +494,7 @@ mod tests {
         assert_eq!(classify("/v2/blobs/blobs/sha256:00"), (Some("blobs".into()), RequestKind::Blob));
         assert_eq!(classify("/v2/a/tags/list?n=10"), (Some("a".into()), RequestKind::Tags));
         assert_eq!(classify("/token"), (None, RequestKind::Other));
+        assert_eq!(blob_digest("/v2/a/blobs/sha256:00?x=1").as_deref(), Some("sha256:00"));
     }
 
     #[test]
