@@ -121,6 +121,9 @@ impl ApiError {
             E::NameTooLong { .. } => StatusCode::URI_TOO_LONG,
             E::Range(_) => StatusCode::RANGE_NOT_SATISFIABLE,
             E::NoNamespace(_) | E::NoEntry { .. } | E::NoBlob(_) | E::NoSuchUpload { .. } => StatusCode::NOT_FOUND,
+            E::NoImageFile { .. } => StatusCode::NOT_FOUND,
+            // The registry's image is what cannot be read: a bad upstream answer.
+            E::BadImage { .. } => StatusCode::BAD_GATEWAY,
             E::InvalidPart { .. } | E::InvalidPartOrder { .. } | E::EntityTooSmall { .. } | E::BadDigest { .. } => {
                 StatusCode::BAD_REQUEST
             }
@@ -197,6 +200,8 @@ impl ApiError {
             | E::NoNamespace(_)
             | E::NoEntry { .. }
             | E::NoBlob(_)
+            | E::NoImageFile { .. }
+            | E::BadImage { .. }
             | E::NoSuchUpload { .. }
             | E::InvalidPart { .. }
             | E::InvalidPartOrder { .. }

@@ -16,6 +16,7 @@ mod derive;
 mod error;
 #[doc(hidden)]
 pub mod fuzzing;
+mod images;
 mod listener;
 mod listing;
 mod metrics_endpoint;

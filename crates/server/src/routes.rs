@@ -97,6 +97,8 @@ impl tower::Service<Request> for App {
             Box::pin(door(self.state.clone(), req, blob_answer).map(Ok))
         } else if path == "/v2" || path.starts_with("/v2/") {
             Box::pin(door(self.state.clone(), req, crate::oci::answer).map(Ok))
+        } else if path.starts_with("/images/") {
+            Box::pin(door(self.state.clone(), req, crate::images::answer).map(Ok))
         } else {
             Box::pin(self.router.clone().oneshot(req))
         }

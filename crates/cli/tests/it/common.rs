@@ -403,3 +403,16 @@ pub(crate) async fn stats_when_entries(data: &Path, n: u64) -> serde_json::Value
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
+
+/// `GET path` sent as written (an HTTP client would resolve a `..` segment first); the status and
+/// body of the answer.
+pub(crate) fn raw_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    let status = answer.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = answer.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
+}

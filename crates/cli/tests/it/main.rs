@@ -10,6 +10,7 @@ mod datadir;
 mod derive;
 mod dir;
 mod get;
+mod images;
 mod lifecycle;
 mod limits;
 mod maint;

@@ -24,19 +24,6 @@ fn skopeo_pull(registry: &str, name: &str, tag: &str, dir: &Path) {
     assert!(out.status.success(), "skopeo copy from {registry} failed: {stderr}");
 }
 
-/// `GET path` sent as written (an HTTP client would resolve a `..` segment first); the status and
-/// body of the answer.
-fn raw_get(addr: &str, path: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
-    let mut answer = String::new();
-    s.read_to_string(&mut answer).unwrap();
-    let status = answer.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = answer.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
-    (status, body)
-}
-
 /// Every file of an OCI layout, by path, with its bytes.
 fn layout_files(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
     let mut files = std::collections::BTreeMap::new();

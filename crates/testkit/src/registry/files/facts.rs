@@ -195,6 +195,15 @@ impl Unpacked {
 /// An `Err` carries umoci's message, e.g. for a layer it refuses.
 pub fn umoci_unpack(image: &BuiltImage) -> Result<Unpacked, String> {
     let umoci = find_binary("TIERCACHE_UMOCI", "umoci", &[Path::new("/usr/bin")], UMOCI_INSTALL)?;
+    // umoci 0.4 (Debian's) reads gzip and plain layers only: a zstd layer is unpacked from the
+    // same tar stream recompressed with gzip, in a copy of the image.
+    let gzip_only;
+    let image = if image.manifests().iter().flat_map(|m| &m.layers).any(|l| l.media_type.ends_with("+zstd")) {
+        gzip_only = zstd_as_gzip(image)?;
+        &gzip_only
+    } else {
+        image
+    };
     let dir = tempdir("umoci")?;
     let unpacked = Unpacked { dir };
     let out = Command::new(umoci)
@@ -209,4 +218,29 @@ pub fn umoci_unpack(image: &BuiltImage) -> Result<Unpacked, String> {
         return Err(format!("umoci unpack failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim()));
     }
     Ok(unpacked)
+}
+
+/// A one-platform copy of `image` whose zstd layers hold the same tar streams in gzip.
+fn zstd_as_gzip(image: &BuiltImage) -> Result<BuiltImage, String> {
+    use super::{BuiltLayer, LayerCompression};
+    let manifest = image.manifests().first().ok_or("an image without a manifest")?;
+    let mut layers = Vec::new();
+    for l in &manifest.layers {
+        let layer = if l.media_type.ends_with("+zstd") {
+            let tar = zstd::decode_all(&l.bytes[..]).map_err(|e| format!("decompressing layer {}: {e}", l.digest))?;
+            BuiltLayer::compress(tar, LayerCompression::Gzip)?
+        } else {
+            let tar = if l.media_type.ends_with("+gzip") {
+                let mut tar = Vec::new();
+                std::io::Read::read_to_end(&mut flate2::read::MultiGzDecoder::new(&l.bytes[..]), &mut tar)
+                    .map_err(|e| format!("decompressing layer {}: {e}", l.digest))?;
+                tar
+            } else {
+                l.bytes.clone()
+            };
+            BuiltLayer::raw(&l.media_type, l.bytes.clone(), crate::sha256(&tar), tar)
+        };
+        layers.push(layer);
+    }
+    super::image_of_layers(image.tag(), layers)
 }
