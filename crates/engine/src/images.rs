@@ -84,6 +84,11 @@ impl Image {
         &self.tree
     }
 
+    /// How many layers it has.
+    pub fn n_layers(&self) -> usize {
+        self.layers.len()
+    }
+
     /// The digest of layer `i` (bottom first).
     pub fn layer_digest(&self, i: usize) -> Option<Digest> {
         self.layers.get(i).map(|l| l.digest)

@@ -10,7 +10,7 @@ use std::io::IsTerminal;
 use anyhow::{Context, Result, bail};
 use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
-use tiercache_engine::{Cache, Read};
+use tiercache_engine::{Cache, ImageRef, Read};
 
 use crate::args::WarmArgs;
 
@@ -33,29 +33,9 @@ struct Warmed {
     bytes: u64,
     /// Of those blobs, how many the cache already held (not fetched from the registry).
     blobs_already_cached: u64,
-}
-
-/// A reference to an image: `NAME[:TAG]` or `NAME@DIGEST`.
-struct ImageRef {
-    name: String,
-    reference: String,
-}
-
-impl ImageRef {
-    fn parse(image: &str) -> Result<ImageRef> {
-        if let Some((name, digest)) = image.split_once('@') {
-            return Ok(ImageRef { name: name.to_owned(), reference: digest.to_owned() });
-        }
-        // A colon after the last '/' separates the tag (one before it is a registry's port).
-        let last = image.rsplit('/').next().unwrap_or(image);
-        match last.rsplit_once(':') {
-            Some((_, tag)) => {
-                let name = &image[..image.len() - tag.len() - 1];
-                Ok(ImageRef { name: name.to_owned(), reference: tag.to_owned() })
-            }
-            None => Ok(ImageRef { name: image.to_owned(), reference: "latest".to_owned() }),
-        }
-    }
+    /// Layers whose derivations for reading files inside the image (`tar-index`, `layer-seek`)
+    /// are made or found.
+    layers_indexed: u64,
 }
 
 /// A descriptor in a manifest: what it names, and how big it is.
@@ -119,12 +99,15 @@ async fn blob(cache: &Cache, ns: &str, name: &str, digest: &str, progress: &indi
 /// `tiercache warm`.
 pub(crate) async fn warm(cache: Cache, args: &WarmArgs) -> Result<u8> {
     let image = ImageRef::parse(&args.image)?;
+    let reference = image.reference.to_string();
     let ns = args.ns.as_str();
     let mut warmed = Warmed { image: args.image.clone(), namespace: ns.to_owned(), ..Warmed::default() };
-    let top = manifest(&cache, ns, &image.name, &image.reference).await?;
+    let top = manifest(&cache, ns, &image.name, &reference).await?;
     warmed.manifests += 1;
     // An index (or a Docker manifest list) names one manifest per platform.
     let mut manifests = Vec::new();
+    // What to index for reading files: each platform's manifest.
+    let mut to_index = Vec::new();
     let listed = descriptors(top.get("manifests"));
     if top.get("manifests").is_some() {
         let chosen: Vec<_> = listed
@@ -136,10 +119,12 @@ pub(crate) async fn warm(cache: Cache, args: &WarmArgs) -> Result<u8> {
         }
         for d in chosen {
             manifests.push(manifest(&cache, ns, &image.name, &d.digest).await?);
+            to_index.push(format!("{}@{}", image.name, d.digest));
             warmed.manifests += 1;
         }
     } else {
         manifests.push(top);
+        to_index.push(args.image.clone());
     }
     let mut blobs: Vec<Descriptor> = Vec::new();
     for m in &manifests {
@@ -167,6 +152,20 @@ pub(crate) async fn warm(cache: Cache, args: &WarmArgs) -> Result<u8> {
     progress.finish_and_clear();
     // The last fetches are still being stored when their bytes have been read: wait for them.
     cache.settle().await?;
+    // Then the layers' indexes, so that files inside the image read lazily from here on.
+    let spinner = if args.json || !std::io::stderr().is_terminal() {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new_spinner()
+    };
+    spinner.enable_steady_tick(std::time::Duration::from_millis(120));
+    for (i, target) in to_index.iter().enumerate() {
+        spinner.set_message(format!("indexing the layers of {target} ({}/{})", i + 1, to_index.len()));
+        let opened = cache.image(ns, target, None).await.with_context(|| format!("cannot index {target}"))?;
+        warmed.layers_indexed += opened.n_layers() as u64;
+    }
+    spinner.finish_and_clear();
+    cache.settle().await?;
     warmed.blobs = blobs.len() as u64;
     warmed.bytes = total;
     warmed.blobs_already_cached = results.iter().filter(|&&c| c).count() as u64;
@@ -174,25 +173,15 @@ pub(crate) async fn warm(cache: Cache, args: &WarmArgs) -> Result<u8> {
         println!("{}", serde_json::to_string(&warmed)?);
     } else {
         println!(
-            "warmed {} in namespace {}: {} manifests, {} blobs ({} bytes), {} of them already cached",
-            warmed.image, warmed.namespace, warmed.manifests, warmed.blobs, warmed.bytes, warmed.blobs_already_cached
+            "warmed {} in namespace {}: {} manifests, {} blobs ({} bytes), {} of them already cached; {} layers indexed",
+            warmed.image,
+            warmed.namespace,
+            warmed.manifests,
+            warmed.blobs,
+            warmed.bytes,
+            warmed.blobs_already_cached,
+            warmed.layers_indexed
         );
     }
     Ok(0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn image_references_split_into_name_and_tag_or_digest() {
-        let r = ImageRef::parse("library/alpine").unwrap();
-        assert_eq!((r.name.as_str(), r.reference.as_str()), ("library/alpine", "latest"));
-        let r = ImageRef::parse("team/app:v1.2").unwrap();
-        assert_eq!((r.name.as_str(), r.reference.as_str()), ("team/app", "v1.2"));
-        let digest = format!("sha256:{}", "a".repeat(64));
-        let r = ImageRef::parse(&format!("app@{digest}")).unwrap();
-        assert_eq!((r.name.as_str(), r.reference.as_str()), ("app", digest.as_str()));
-    }
 }

@@ -106,10 +106,15 @@ async fn every_file_over_http_is_what_umoci_unpacks() {
 
     let d = dirs();
     tcr(&d.data, &["ns", "create", "reg", "--source", &format!("oci+http://{}", registry.host())]).ok();
+    // `warm` fetches the image and makes its layers' derivations: the server makes none.
+    let warmed = tcr(&d.data, &["warm", "files/sample:v1", "--ns", "reg", "--json"]).ok().json();
+    assert_eq!(warmed["layers_indexed"], 4, "{warmed}");
     let server = Server::start(&d.data, &[]).await;
     let http = client();
     let base = server.url("/images/reg/files/sample:v1/files");
     let got = tree_over_http(&http, &base).await;
+    let jobs = server.metric("tiercache_derive_jobs_total{outcome=\"done\",recipe=\"tar-index\"}").await;
+    assert_eq!(jobs, 0.0, "the layers were indexed by `warm`");
     let (want_paths, got_paths): (Vec<_>, Vec<_>) = (expected.keys().collect(), got.keys().collect());
     assert_eq!(got_paths, want_paths, "the same paths as umoci's tree");
     for (path, want) in &expected {
