@@ -10,6 +10,9 @@
 
 use std::fs::File;
 use std::io;
+use std::ops::Range;
+
+use super::{SeekError, SeekIndex};
 
 /// Where a layer's compressed bytes are read from, by offset.
 pub trait RangeSource {
@@ -60,7 +63,7 @@ pub struct Prefetched<'a> {
 
 impl RangeSource for Prefetched<'_> {
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
-        let end = self.offset + self.bytes.len() as u64;
+        let end = self.offset.saturating_add(self.bytes.len() as u64);
         if offset < self.offset || (offset >= end && !buf.is_empty()) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -82,24 +85,16 @@ pub struct Verified<'a> {
 
 impl<'a> Verified<'a> {
     /// Checks `bytes`, the layer's compressed bytes from `offset` on, with
-    /// [`SeekIndex::verify_span`](crate::seek::SeekIndex::verify_span) (so they must be a span of
-    /// whole segments) and wraps them.
-    pub fn new(
-        index: &crate::seek::SeekIndex,
-        offset: u64,
-        bytes: &'a [u8],
-    ) -> Result<Verified<'a>, crate::seek::SeekError> {
-        let end = offset.checked_add(bytes.len() as u64).ok_or(crate::seek::SeekError::NotSegmentAligned {
-            start: offset,
-            end: u64::MAX,
-            len: bytes.len() as u64,
-        })?;
+    /// [`SeekIndex::verify_span`] (so they must be a span of whole segments) and wraps them.
+    pub fn new(index: &SeekIndex, offset: u64, bytes: &'a [u8]) -> Result<Verified<'a>, SeekError> {
+        let len = bytes.len() as u64;
+        let end = offset.checked_add(len).ok_or(SeekError::NotSegmentAligned { start: offset, end: u64::MAX, len })?;
         index.verify_span(offset..end, bytes)?;
         Ok(Verified { span: Prefetched { offset, bytes } })
     }
 
     /// The compressed bytes of the layer it holds.
-    pub fn span(&self) -> std::ops::Range<u64> {
+    pub fn span(&self) -> Range<u64> {
         self.span.offset..self.span.offset + self.span.bytes.len() as u64
     }
 }

@@ -140,13 +140,16 @@ fn expected_span(index: &SeekIndex, range: Range<u64>) -> Range<u64> {
     segments[first].start..segments[last].end
 }
 
-/// Ranges every reader must get right: empty ones, the very start and end, ones across each
-/// point, and many random ones.
+/// Ranges every reader must get right: empty ones, the very start and end, ones across, ending
+/// at and starting at each point, and many random ones.
 fn ranges(index: &SeekIndex, seed: u64) -> Vec<Range<u64>> {
     let size = index.uncompressed_size_bytes();
     let mut out = vec![0..0, size / 2..size / 2, size..size, 0..1, 0..4096, size - 1..size, size - 4096..size, 0..size];
     for (_, at) in index.points().skip(1) {
         out.push(at - 1..at + 1);
+        // Ending exactly at a point: its segment is not needed; starting at one.
+        out.push(at - 100..at);
+        out.push(at..at + 1);
         out.push(at - 5000..(at + 70_000).min(size));
     }
     let mut rng = Rng(seed);
