@@ -231,9 +231,6 @@ impl SeekIndex {
         if start == end {
             return Ok(RangeRead::default());
         }
-        if self.format == LayerFormat::Plain {
-            return plain::read(source, self.compressed_size, start, end, out);
-        }
         let k = self.point_at_or_before(start);
         let from = self.points[k].compressed_byte();
         let (estimate, bound) = self.fetch_estimate(k, end);
@@ -241,7 +238,7 @@ impl SeekIndex {
         match self.format {
             LayerFormat::Gzip => gzip::read(self, k, &mut input, start, end, out),
             LayerFormat::Zstd => zstd::read(self, k, &mut input, start, end, out),
-            LayerFormat::Plain => unreachable!("copied above"),
+            LayerFormat::Plain => plain::read(source, self.compressed_size, start, end, out),
         }
     }
 
@@ -327,7 +324,8 @@ impl SeekIndex {
 
     /// Where the first fetch of a read from point `k` to uncompressed `end` stops (the
     /// compressed offset interpolated between the point and the next one past `end`, plus
-    /// slack), and the bound no fetch needs to pass (just past that next point).
+    /// slack), and the bound no fetch needs to pass (the end of the segment before that next
+    /// point, as [`SeekIndex::segment_span`] gives).
     fn fetch_estimate(&self, k: usize, end: u64) -> (u64, u64) {
         let p = &self.points[k];
         let (bound, bound_uncompressed) = self.compressed_bound(k, end);
