@@ -267,6 +267,14 @@ impl SeekIndex {
         Ok(from..bound)
     }
 
+    /// [`SeekIndex::segment_span`] with `range` clamped to the layer (a range past its end reads
+    /// up to its end): the compressed bytes a read may fetch, at most, in whole segments.
+    pub fn compressed_span(&self, range: Range<u64>) -> Range<u64> {
+        let start = range.start.min(self.uncompressed_size);
+        let end = range.end.clamp(start, self.uncompressed_size);
+        self.segment_span(start..end).expect("a range inside the layer")
+    }
+
     /// Checks `bytes`, fetched for the compressed `span` of the layer, against the digests of
     /// the segments the span is made of. `Ok` if and only if `span` starts at a segment's start
     /// and ends at a segment's end ([`SeekError::NotSegmentAligned`] otherwise, or when `bytes`

@@ -103,6 +103,7 @@ fn check(index: &SeekIndex, layer: &[u8], raw: &[u8], range: Range<u64>) -> u64 
     assert_eq!(cost.compressed_bytes_read, source.read.get());
     let span = index.segment_span(range.clone()).unwrap();
     assert_eq!(span, expected_span(index, range.clone()), "range {range:?}");
+    assert_eq!(index.compressed_span(range.clone()), span);
     let (again, _) = index
         .read_range_verified(span.start, &layer[span.start as usize..span.end as usize], range.clone())
         .unwrap_or_else(|e| panic!("range {range:?} from its span {span:?}: {e}"));
