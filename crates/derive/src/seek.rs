@@ -1,10 +1,12 @@
-//! `layer-seek`: random access into a compressed container image layer without decompressing it
-//! whole for every read. The recipe reads a gzip (one or more members) or zstd (one or more
-//! frames) layer once and writes a *seek index*: points where decompression can resume, each
-//! with the uncompressed offset it resumes at. [`SeekIndex::read_range`] then decompresses
-//! `[start, end)` from the last point at or before `start`, reading only the compressed bytes
-//! from that point to where `end` is produced, through a [`RangeSource`] (a local file, or the
-//! engine's ranged fetches through its tiers).
+//! `layer-seek`: random access into a container image layer (gzip, zstd or plain tar) without
+//! decompressing it whole for every read, and with every compressed byte it reads checkable. The
+//! recipe reads a gzip (one or more members), zstd (one or more frames) or plain tar layer once
+//! and writes a *seek index*: points where decompression can resume, each with the uncompressed
+//! offset it resumes at, and the SHA-256 of each *segment* of compressed bytes between two
+//! points. [`SeekIndex::read_range`] then decompresses `[start, end)` from the last point at or
+//! before `start`, reading only the compressed bytes from that point to where `end` is
+//! produced, through a [`RangeSource`] (a local file, or the engine's ranged fetches through its
+//! tiers).
 //!
 //! - gzip: a point at a DEFLATE block boundary every [`SPACING_BYTES`] of output (the first
 //!   boundary past it), holding the compressed *bit* offset and the 32 KiB of output before it
@@ -13,6 +15,30 @@
 //!   point needing no window.
 //! - zstd: frames are independent, so a point is a frame start. A layer of one frame (what most
 //!   encoders write) has one point.
+//! - plain: a point every [`SPACING_BYTES`] (offsets 0, 4 MiB, …), there only to cut the layer
+//!   into segments; a read is a copy of the range.
+//!
+//! # Verified spans
+//!
+//! A layer's bytes fetched by HTTP Range cannot be checked against the layer's digest (only the
+//! whole layer can), but the index was made from verified whole-layer bytes, so it checks any
+//! span of whole segments. Segment `i` holds the compressed bytes of the bits from point `i` to
+//! point `i + 1` (the last one, to the layer's end): bytes `[bit_i / 8, ceil(bit_{i+1} / 8))`.
+//! When a gzip point sits inside a byte, that byte holds the end of one segment and the start of
+//! the next, so it belongs to both (neighbouring segments overlap by that one byte; elsewhere
+//! they meet). The first point is always the layer's start, so the segments cover the layer.
+//! A read of an uncompressed range needs exactly the segments from its starting point to the
+//! first point at or past its end. The engine's flow:
+//!
+//! ```text
+//! let span = index.segment_span(range.clone())?;            // whole segments, compressed bytes
+//! let bytes = fetch(span.clone()).await?;                   // one HTTP Range request
+//! let (out, cost) = index.read_range_verified(span.start, &bytes, range)?; // checks, then reads
+//! ```
+//!
+//! (or [`SeekIndex::verify_span`] alone, then reads through [`Verified`]). A span whose bytes
+//! differ from the layer's anywhere is [`SeekError::SegmentMismatch`], before anything is
+//! decompressed.
 //!
 //! When points end up more than [`PREFER_DECOMPRESS_BYTES`] apart (one large zstd frame; a gzip
 //! encoder that writes very long DEFLATE blocks, as points sit only at block ends) the index says
@@ -21,17 +47,18 @@
 //!
 //! An index keeps at most [`MAX_POINTS`] points: a huge layer's spacing is doubled until they fit.
 //! It is also capped by [`Limits::max_output_bytes`], and indexing checks the deadline as it goes.
-//! This module knows nothing of the cache or of tar.
+//! This module knows nothing of the cache, and of tar only how to recognise a plain layer by its
+//! first header's checksum.
 //!
-//! # The index's bytes (version 1)
+//! # The index's bytes (version 2)
 //!
 //! All integers little-endian.
 //!
 //! | bytes | field |
 //! | --- | --- |
 //! | 8 | magic `tcseekix` |
-//! | 2 | layout version, `1` |
-//! | 1 | layer format: `1` gzip, `2` zstd |
+//! | 2 | layout version, `2` |
+//! | 1 | layer format: `1` gzip, `2` zstd, `3` plain |
 //! | 1 | flags: bit 0 = prefer the full `decompress` output; other bits zero |
 //! | 4 | reserved, zero |
 //! | 8 | the layer's compressed size |
@@ -39,37 +66,43 @@
 //! | 8 | the spacing the points were placed at (uncompressed bytes) |
 //! | 4 | `n`, the number of points (1 to [`MAX_POINTS`]) |
 //! | 4 | `w`, the size of the window area |
-//! | 32 × `n` | points, in increasing order of both offsets |
+//! | 64 × `n` | points, in increasing order of both offsets |
 //! | `w` | window area: each point's window, compressed as one zstd frame |
 //! | 4 | CRC-32C of every byte before it |
 //!
 //! A point: compressed offset in *bits* from the layer's first byte (8), uncompressed offset (8),
 //! its window's offset in the window area (4) and stored length (4), the window's length once
-//! decompressed (2, at most 32 768), kind (1: `0` a gzip member or zstd frame start, byte aligned,
-//! no window; `1` a DEFLATE block boundary inside a gzip member), five zero bytes. The first
-//! point is the layer's start, `(0, 0)`, of kind `0`.
+//! decompressed (2, at most 32 768), kind (1: `0` a gzip member or zstd frame start, or a plain
+//! layer's offset, byte aligned, no window; `1` a DEFLATE block boundary inside a gzip member),
+//! five zero bytes, the SHA-256 of its segment (32). The first point is the layer's start,
+//! `(0, 0)`, of kind `0`; the byte holding each point's first bit comes after the previous
+//! point's; a plain layer's points have equal offsets.
 //!
 //! A block point resumes as zran does: the `8 - bit % 8` high bits of byte `bit / 8` begin the
 //! next block's header, and the window is the history back-references reach into. Reading from an
 //! interior point does not check the member's CRC-32 (its prefix is not read); indexing checked
-//! every member's CRC-32 and length, and the layer's bytes are verified by digest in the tiers.
+//! every member's CRC-32 and length, and a read's compressed bytes are checked by their segments'
+//! digests (through [`Verified`]) or by the layer's digest in the tiers.
 
 use std::fs::File;
 use std::io::{self, Write};
 use std::ops::Range;
 use std::path::Path;
 
+use sha2::Digest as _;
+
 use crate::{Capped, DeriveError, Limits, Params, Produced, Recipe, no_params};
 
 mod format;
 mod gzip;
 mod input;
+mod plain;
 mod zstd;
 
 pub use format::{LayerFormat, MAX_POINTS, SeekIndex};
-pub use input::{Prefetched, RangeSource};
+pub use input::{Prefetched, RangeSource, Verified};
 
-use format::{FLAG_PREFER_DECOMPRESS, IndexBuilder};
+use format::{DIGEST_BYTES, FLAG_PREFER_DECOMPRESS, IndexBuilder};
 use input::{Input, MAX_FETCH_BYTES};
 
 /// The uncompressed distance between two points, by default. Measured on a 700 MB layer
@@ -104,7 +137,7 @@ const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 
 /// The media type of a seek index.
-pub const MEDIA_TYPE: &str = "application/vnd.tiercache.layer-seek.v1";
+pub const MEDIA_TYPE: &str = "application/vnd.tiercache.layer-seek.v2";
 
 /// Why a seek index was refused or a range could not be read through it.
 #[derive(Debug, thiserror::Error)]
@@ -127,6 +160,42 @@ pub enum SeekError {
     /// The layer's bytes do not decompress as the index says: a different or damaged layer.
     #[error("the layer does not match its seek index: {0}")]
     Corrupt(String),
+    /// A span given to [`SeekIndex::verify_span`] does not start at a segment's start and end at
+    /// a segment's end, or its bytes are not as long as it is (ask
+    /// [`SeekIndex::segment_span`] which span to fetch).
+    #[error(
+        "compressed bytes {start}..{end} ({len} bytes given) are not a span of whole segments of the layer: fetch the span segment_span gives"
+    )]
+    NotSegmentAligned {
+        /// The span's start.
+        start: u64,
+        /// The span's end.
+        end: u64,
+        /// How many bytes were given for it.
+        len: u64,
+    },
+    /// The bytes given for segment `segment` do not have the digest the index holds for it:
+    /// whoever sent them sent other bytes than the layer's (fetch them again, or from
+    /// elsewhere; never use them).
+    #[error(
+        "compressed bytes {start}..{end} (segment {segment}) do not match the layer's digest for them: the source sent other bytes than the layer's"
+    )]
+    SegmentMismatch {
+        /// The segment's number.
+        segment: usize,
+        /// Its first compressed byte.
+        start: u64,
+        /// The byte after its last.
+        end: u64,
+    },
+    /// A verified read needs compressed bytes outside the verified span it was given.
+    #[error("reading this range needs compressed bytes {needed:?}, outside the verified span {span:?}")]
+    OutsideSpan {
+        /// The span of whole segments the read needs.
+        needed: Range<u64>,
+        /// The span it was given.
+        span: Range<u64>,
+    },
     /// Reading the layer, or writing the output, failed.
     #[error(transparent)]
     Io(#[from] io::Error),
@@ -135,11 +204,13 @@ pub enum SeekError {
 /// What one range read cost.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct RangeRead {
-    /// The compressed byte the read started from (its point's).
+    /// The compressed byte the read started from (its point's; a plain layer's, the range's
+    /// start).
     pub compressed_start: u64,
     /// How many compressed bytes it fetched from the [`RangeSource`].
     pub compressed_bytes_read: u64,
-    /// How many bytes it decompressed, those before the range's start included.
+    /// How many bytes it decompressed, those before the range's start included (none for a
+    /// plain layer).
     pub decompressed_bytes: u64,
 }
 
@@ -147,18 +218,16 @@ impl SeekIndex {
     /// Writes the layer's uncompressed bytes `range` to `out`, reading the layer's compressed
     /// bytes from `source` (the layer this index was made from). Decompression starts at the
     /// last point at or before `range.start` and stops once `range.end` is produced; the
-    /// compressed bytes fetched are those from that point to about where `range.end` is (see
-    /// [`SeekIndex::compressed_span`] for the most they can be). An empty range reads nothing.
+    /// compressed bytes fetched are those from that point to about where `range.end` is, never
+    /// past [`SeekIndex::segment_span`]'s end. A plain layer's range is copied. An empty range
+    /// reads nothing. `source`'s bytes are not checked here: pass a [`Verified`] span for that.
     pub fn read_range_into(
         &self,
         source: &dyn RangeSource,
         range: Range<u64>,
         out: &mut dyn Write,
     ) -> Result<RangeRead, SeekError> {
-        let Range { start, end } = range;
-        if start > end || end > self.uncompressed_size {
-            return Err(SeekError::OutOfRange { start, end, size: self.uncompressed_size });
-        }
+        let Range { start, end } = self.check_range(range)?;
         if start == end {
             return Ok(RangeRead::default());
         }
@@ -169,6 +238,7 @@ impl SeekIndex {
         match self.format {
             LayerFormat::Gzip => gzip::read(self, k, &mut input, start, end, out),
             LayerFormat::Zstd => zstd::read(self, k, &mut input, start, end, out),
+            LayerFormat::Plain => plain::read(source, self.compressed_size, start, end, out),
         }
     }
 
@@ -180,20 +250,90 @@ impl SeekIndex {
         Ok((out, read))
     }
 
-    /// The compressed bytes a read of uncompressed `range` may fetch, at most: from the last
-    /// point at or before its start to the first point at or past its end (or the layer's end).
-    /// A caller fetching from far away (or from async code) may fetch this span in one request
-    /// and read the range from it through [`Prefetched`].
+    /// The span of whole segments a read of uncompressed `range` needs: from the start of the
+    /// segment of the last point at or before `range.start` to the end of the segment before the
+    /// first point at or past `range.end` (or the layer's end). Fetch it in one request, check it
+    /// with [`SeekIndex::verify_span`] and read from it ([`SeekIndex::read_range_verified`]).
+    /// An empty range needs an empty span (at a segment's start); a range outside the layer's
+    /// uncompressed bytes is [`SeekError::OutOfRange`].
+    pub fn segment_span(&self, range: Range<u64>) -> Result<Range<u64>, SeekError> {
+        let Range { start, end } = self.check_range(range)?;
+        let k = self.point_at_or_before(start);
+        let from = self.points[k].compressed_byte();
+        if start == end {
+            return Ok(from..from);
+        }
+        let (bound, _) = self.compressed_bound(k, end);
+        Ok(from..bound)
+    }
+
+    /// [`SeekIndex::segment_span`] with `range` clamped to the layer (a range past its end reads
+    /// up to its end): the compressed bytes a read may fetch, at most, in whole segments.
     pub fn compressed_span(&self, range: Range<u64>) -> Range<u64> {
         let start = range.start.min(self.uncompressed_size);
-        let k = self.point_at_or_before(start);
-        let (bound, _) = self.compressed_bound(k, range.end.max(start));
-        self.points[k].compressed_byte()..bound
+        let end = range.end.clamp(start, self.uncompressed_size);
+        self.segment_span(start..end).expect("a range inside the layer")
+    }
+
+    /// Checks `bytes`, fetched for the compressed `span` of the layer, against the digests of
+    /// the segments the span is made of. `Ok` if and only if `span` starts at a segment's start
+    /// and ends at a segment's end ([`SeekError::NotSegmentAligned`] otherwise, or when `bytes`
+    /// is not `span`'s length) and every segment in it has its recorded SHA-256
+    /// ([`SeekError::SegmentMismatch`] naming the first that does not). An empty span at a
+    /// segment's start is whole.
+    pub fn verify_span(&self, span: Range<u64>, bytes: &[u8]) -> Result<(), SeekError> {
+        let misaligned = || SeekError::NotSegmentAligned { start: span.start, end: span.end, len: bytes.len() as u64 };
+        if span.start > span.end || span.end - span.start != bytes.len() as u64 {
+            return Err(misaligned());
+        }
+        let first = self.segment_starting_at(span.start).ok_or_else(misaligned)?;
+        if span.is_empty() {
+            return Ok(());
+        }
+        let last = self.segment_ending_at(span.end).filter(|&l| l >= first).ok_or_else(misaligned)?;
+        for i in first..=last {
+            let segment = self.segment(i).expect("a segment of the index");
+            let at = (segment.start - span.start) as usize..(segment.end - span.start) as usize;
+            let digest: [u8; DIGEST_BYTES] = sha2::Sha256::digest(&bytes[at]).into();
+            if digest != self.points[i].digest {
+                return Err(SeekError::SegmentMismatch { segment: i, start: segment.start, end: segment.end });
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads uncompressed `range` from `bytes`, the layer's compressed bytes from
+    /// `span_start` on (the span [`SeekIndex::segment_span`] gave, or any span of whole segments
+    /// holding it), after checking them: the one call between fetching a span and using what it
+    /// holds. Errors as [`SeekIndex::verify_span`] and [`SeekIndex::read_range`], and
+    /// [`SeekError::OutsideSpan`] if the range needs segments `bytes` does not hold.
+    pub fn read_range_verified(
+        &self,
+        span_start: u64,
+        bytes: &[u8],
+        range: Range<u64>,
+    ) -> Result<(Vec<u8>, RangeRead), SeekError> {
+        let verified = Verified::new(self, span_start, bytes)?;
+        let needed = self.segment_span(range.clone())?;
+        let span = verified.span();
+        if !needed.is_empty() && (needed.start < span.start || needed.end > span.end) {
+            return Err(SeekError::OutsideSpan { needed, span });
+        }
+        self.read_range(&verified, range)
+    }
+
+    /// `range` if it lies inside the layer's uncompressed bytes.
+    fn check_range(&self, range: Range<u64>) -> Result<Range<u64>, SeekError> {
+        if range.start > range.end || range.end > self.uncompressed_size {
+            return Err(SeekError::OutOfRange { start: range.start, end: range.end, size: self.uncompressed_size });
+        }
+        Ok(range)
     }
 
     /// Where the first fetch of a read from point `k` to uncompressed `end` stops (the
     /// compressed offset interpolated between the point and the next one past `end`, plus
-    /// slack), and the bound no fetch needs to pass (just past that next point).
+    /// slack), and the bound no fetch needs to pass (the end of the segment before that next
+    /// point, as [`SeekIndex::segment_span`] gives).
     fn fetch_estimate(&self, k: usize, end: u64) -> (u64, u64) {
         let p = &self.points[k];
         let (bound, bound_uncompressed) = self.compressed_bound(k, end);
@@ -231,21 +371,27 @@ impl Default for IndexOptions {
     }
 }
 
-/// Indexes the gzip or zstd layer in file `input` with `options`, within `limits`: the seek
-/// index's bytes. Not gzip or zstd is [`DeriveError::Unsupported`]; a truncated or damaged
-/// layer is [`DeriveError::Corrupt`]; an index over [`Limits::max_output_bytes`] is
+/// Indexes the gzip, zstd or plain tar layer in file `input` with `options`, within `limits`:
+/// the seek index's bytes. Steps: 1. tell the format by the first bytes; 2. one pass
+/// decompressing the layer, placing points; 3. one pass over the compressed bytes hashing each
+/// segment (the points are final only at the end, as a huge layer's spacing doubles). Neither
+/// gzip, zstd nor a tar (by its first header) is [`DeriveError::Unsupported`]; a truncated or
+/// damaged layer is [`DeriveError::Corrupt`]; an index over [`Limits::max_output_bytes`] is
 /// [`DeriveError::TooLarge`].
 pub fn build_index(input: &Path, options: &IndexOptions, limits: &Limits) -> Result<Vec<u8>, DeriveError> {
     let file = File::open(input)?;
     let len = file.metadata()?.len();
-    let mut magic = [0u8; 4];
-    let n = read_head(&file, &mut magic)?;
-    let format = if magic[..n].starts_with(&GZIP_MAGIC) {
+    let mut head = [0u8; plain::TAR_BLOCK_BYTES];
+    let n = read_head(&file, &mut head)?;
+    let head = &head[..n];
+    let format = if head.starts_with(&GZIP_MAGIC) {
         LayerFormat::Gzip
-    } else if magic[..n] == ZSTD_MAGIC || is_skippable_frame(&magic[..n]) {
+    } else if head.starts_with(&ZSTD_MAGIC) || head.get(..4).is_some_and(is_skippable_frame) {
         LayerFormat::Zstd
+    } else if plain::is_tar_head(head) {
+        LayerFormat::Plain
     } else {
-        return Err(DeriveError::Unsupported("neither gzip nor zstd (by its first bytes)".into()));
+        return Err(DeriveError::Unsupported("neither gzip, zstd nor a tar archive (by its first bytes)".into()));
     };
     // The index is held whole while it is built: the output limit and the allocation limit bound
     // it both.
@@ -257,9 +403,39 @@ pub fn build_index(input: &Path, options: &IndexOptions, limits: &Limits) -> Res
     let uncompressed = match format {
         LayerFormat::Gzip => gzip::index(&mut input, &mut builder, limits)?,
         LayerFormat::Zstd => zstd::index(&mut input, &mut builder, limits)?,
+        LayerFormat::Plain => plain::index(len, &mut builder, limits)?,
     };
-    let flags = if builder.max_gap_bytes(uncompressed) > PREFER_DECOMPRESS_BYTES { FLAG_PREFER_DECOMPRESS } else { 0 };
-    builder.finish(format, flags, len, uncompressed)
+    let is_far = builder.max_gap_bytes(uncompressed) > PREFER_DECOMPRESS_BYTES;
+    let flags = if is_far && format != LayerFormat::Plain { FLAG_PREFER_DECOMPRESS } else { 0 };
+    let digests = segment_digests(&file, &builder.segments(len), limits)?;
+    builder.finish(format, flags, len, uncompressed, &digests)
+}
+
+/// The SHA-256 of each of `segments` of `file`, read in chunks of a bounded buffer, the deadline
+/// checked between chunks.
+fn segment_digests(
+    file: &File,
+    segments: &[Range<u64>],
+    limits: &Limits,
+) -> Result<Vec<[u8; DIGEST_BYTES]>, DeriveError> {
+    let mut buf = vec![0u8; MAX_FETCH_BYTES];
+    let mut digests = Vec::with_capacity(segments.len());
+    for segment in segments {
+        let mut hasher = sha2::Sha256::new();
+        let mut at = segment.start;
+        while at < segment.end {
+            let want = usize::try_from(segment.end - at).unwrap_or(usize::MAX).min(buf.len());
+            let n = RangeSource::read_at(file, at, &mut buf[..want])?;
+            if n == 0 {
+                return Err(DeriveError::Corrupt(format!("the layer shrank while it was indexed (at byte {at})")));
+            }
+            hasher.update(&buf[..n]);
+            at += n as u64;
+            limits.check_time()?;
+        }
+        digests.push(hasher.finalize().into());
+    }
+    Ok(digests)
 }
 
 /// Whether `head` starts a zstd skippable frame (magic `0x184D2A50` to `0x184D2A5F`).
@@ -278,8 +454,8 @@ fn read_head(file: &File, buf: &mut [u8]) -> io::Result<usize> {
     Ok(filled)
 }
 
-/// The `layer-seek` recipe: a gzip or zstd layer → its seek index ([`SeekIndex`]). No
-/// parameters.
+/// The `layer-seek` recipe: a gzip, zstd or plain tar layer → its seek index ([`SeekIndex`]),
+/// segment digests included. No parameters.
 #[derive(Debug, Clone, Copy)]
 pub struct LayerSeek;
 
@@ -289,7 +465,7 @@ impl Recipe for LayerSeek {
     }
 
     fn version(&self) -> u32 {
-        1
+        2
     }
 
     fn params(&self, raw: &[(String, String)], _accept: Option<&str>) -> Result<Params, DeriveError> {

@@ -22,7 +22,7 @@ use std::path::Path;
 use crate::{DeriveError, Limits, Params, Produced, Recipe, no_params};
 
 pub mod format;
-mod header;
+pub(crate) mod header;
 mod path;
 mod pax;
 mod sparse;

@@ -1,7 +1,8 @@
 //! The seek index's bytes: [`IndexBuilder`] collects resume points while a layer is indexed
-//! (keeping at most a bounded number, their spacing doubled as needed) and writes the blob;
-//! [`SeekIndex::load`] parses one back, refusing anything out of shape before it allocates.
-//! The layout is documented in the parent module ([`crate::seek`]).
+//! (keeping at most a bounded number, their spacing doubled as needed) and writes the blob with
+//! each segment's SHA-256; [`SeekIndex::load`] parses one back, refusing anything out of shape
+//! before it allocates. The layout and the segment rule are documented in the parent module
+//! ([`crate::seek`]).
 
 use std::ops::Range;
 
@@ -11,11 +12,13 @@ use crate::DeriveError;
 /// The first bytes of every seek index.
 pub(crate) const MAGIC: [u8; 8] = *b"tcseekix";
 /// The layout's version, bumped with any change to it.
-pub(crate) const FORMAT_VERSION: u16 = 1;
+pub(crate) const FORMAT_VERSION: u16 = 2;
 /// Bytes of the fixed header.
 pub(crate) const HEADER_BYTES: usize = 48;
-/// Bytes of one point record.
-pub(crate) const POINT_BYTES: usize = 32;
+/// Bytes of one point record (its segment's SHA-256 included).
+pub(crate) const POINT_BYTES: usize = 64;
+/// Bytes of a segment's digest (SHA-256).
+pub(crate) const DIGEST_BYTES: usize = 32;
 /// Bytes of the trailing CRC-32C.
 const TRAILER_BYTES: usize = 4;
 /// The most points an index may have (the builder keeps at most this many too): 8 GiB of output
@@ -38,6 +41,8 @@ pub enum LayerFormat {
     Gzip,
     /// zstd: one or more frames (skippable frames allowed).
     Zstd,
+    /// A plain (uncompressed) tar: its compressed and uncompressed bytes are the same.
+    Plain,
 }
 
 impl LayerFormat {
@@ -45,6 +50,7 @@ impl LayerFormat {
         match self {
             LayerFormat::Gzip => 1,
             LayerFormat::Zstd => 2,
+            LayerFormat::Plain => 3,
         }
     }
 
@@ -52,6 +58,7 @@ impl LayerFormat {
         match code {
             1 => Some(LayerFormat::Gzip),
             2 => Some(LayerFormat::Zstd),
+            3 => Some(LayerFormat::Plain),
             _ => None,
         }
     }
@@ -60,7 +67,8 @@ impl LayerFormat {
 /// Where decompression of a layer can resume.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum PointKind {
-    /// The start of a gzip member or a zstd frame (byte aligned, no history needed).
+    /// The start of a gzip member or a zstd frame, or a plain layer's byte (byte aligned, no
+    /// history needed).
     Start,
     /// A DEFLATE block boundary inside a gzip member, resumed with the window before it.
     Block,
@@ -78,13 +86,21 @@ pub(crate) struct Point {
     pub(crate) window: Range<usize>,
     /// The window's length once decompressed (at most [`WINDOW_BYTES`]).
     pub(crate) window_len: usize,
+    /// The SHA-256 of the point's segment (see [`SeekIndex::segment`]).
+    pub(crate) digest: [u8; DIGEST_BYTES],
 }
 
 impl Point {
-    /// The byte holding the point's first bit.
+    /// The byte holding the point's first bit: where its segment starts.
     pub(crate) fn compressed_byte(&self) -> u64 {
         self.compressed_bit / 8
     }
+}
+
+/// Where the segment before a point at `next_bit` ends (the byte after the one holding the bit
+/// before it), or, for the last segment, the layer's end.
+pub(crate) fn segment_end(next_bit: Option<u64>, compressed_size: u64) -> u64 {
+    next_bit.map_or(compressed_size, |bit| bit.div_ceil(8))
 }
 
 /// A parsed seek index: where a layer's decompression can resume, and with what history.
@@ -95,8 +111,10 @@ pub struct SeekIndex {
     pub(crate) compressed_size: u64,
     pub(crate) uncompressed_size: u64,
     pub(crate) spacing: u64,
-    // Invariant: non-empty; the first is (0, 0, Start); both offsets strictly increase; each
-    // window range lies inside `windows`.
+    // Invariant: non-empty; the first is (0, 0, Start); both offsets strictly increase, and so
+    // do the segments' starts and ends (every segment holds at least one byte of its own, the
+    // last one included); each window range lies inside `windows`; a plain
+    // layer's points have equal offsets, and its two sizes are equal.
     pub(crate) points: Vec<Point>,
     pub(crate) windows: Vec<u8>,
 }
@@ -151,6 +169,7 @@ impl SeekIndex {
             let p = parse_point(&mut r, format, window_bytes)
                 .map_err(|why| SeekError::BadIndex(format!("point {i}: {why}")))?;
             check_order(points.last(), &p, compressed_size, uncompressed_size)
+                .and_then(|()| check_plain(format, &p, compressed_size, uncompressed_size))
                 .map_err(|why| SeekError::BadIndex(format!("point {i}: {why}")))?;
             points.push(p);
         }
@@ -187,7 +206,7 @@ impl SeekIndex {
     /// Whether reads of this layer should come from its whole `decompress` output instead: set
     /// for a zstd layer whose frames are too large to decompress from a frame start on every
     /// read (a layer of one frame, as most zstd encoders write). Reads through the index still
-    /// work; they are only slow far from a frame start.
+    /// work; they are only slow far from a frame start. Never set for a plain layer.
     pub fn prefers_full_decompression(&self) -> bool {
         self.flags & FLAG_PREFER_DECOMPRESS != 0
     }
@@ -212,19 +231,59 @@ impl SeekIndex {
             .unwrap_or(0)
     }
 
+    /// How many segments the layer is cut into (one per point).
+    pub fn n_segments(&self) -> usize {
+        self.points.len()
+    }
+
+    /// Segment `i`'s compressed bytes: from the byte holding point `i`'s first bit to the byte
+    /// holding the last bit before point `i + 1` (or to the layer's end), so consecutive
+    /// segments share one byte when a point sits inside a byte. `None` past the last segment.
+    pub fn segment(&self, i: usize) -> Option<Range<u64>> {
+        let start = self.points.get(i)?.compressed_byte();
+        Some(start..segment_end(self.points.get(i + 1).map(|p| p.compressed_bit), self.compressed_size))
+    }
+
+    /// The largest segment's size in compressed bytes: the most a verified read fetches per
+    /// segment it needs.
+    pub fn max_segment_bytes(&self) -> u64 {
+        (0..self.points.len()).filter_map(|i| self.segment(i)).map(|s| s.end - s.start).max().unwrap_or(0)
+    }
+
     /// The index of the last point at or before uncompressed offset `offset`.
     pub(crate) fn point_at_or_before(&self, offset: u64) -> usize {
         self.points.partition_point(|p| p.uncompressed <= offset).saturating_sub(1)
     }
 
     /// The compressed bytes up to which a read from point `k` surely has everything it needs to
-    /// produce uncompressed offset `end`: the byte after the first later point at or past `end`,
-    /// or the layer's end.
+    /// produce uncompressed offset `end`, and the uncompressed offset there: the end of the
+    /// segment before the first later point at or past `end` (a whole number of segments from
+    /// point `k`), or the layer's end.
     pub(crate) fn compressed_bound(&self, k: usize, end: u64) -> (u64, u64) {
-        match self.points[k + 1..].iter().find(|p| p.uncompressed >= end) {
-            Some(p) => ((p.compressed_byte() + 1).min(self.compressed_size), p.uncompressed),
+        match self.points[k + 1..].iter().position(|p| p.uncompressed >= end) {
+            Some(j) => {
+                let next = &self.points[k + 1 + j];
+                (segment_end(Some(next.compressed_bit), self.compressed_size), next.uncompressed)
+            }
             None => (self.compressed_size, self.uncompressed_size),
         }
+    }
+
+    /// The index of the segment starting at compressed byte `start`, if one does.
+    pub(crate) fn segment_starting_at(&self, start: u64) -> Option<usize> {
+        self.points.binary_search_by_key(&start, Point::compressed_byte).ok()
+    }
+
+    /// The index of the segment ending at compressed byte `end`, if one does.
+    pub(crate) fn segment_ending_at(&self, end: u64) -> Option<usize> {
+        // Segment ends strictly increase (checked by `load`): a binary search over them.
+        let ends = |i: usize| segment_end(self.points.get(i + 1).map(|p| p.compressed_bit), self.compressed_size);
+        let (mut lo, mut hi) = (0, self.points.len());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if ends(mid) < end { lo = mid + 1 } else { hi = mid }
+        }
+        (lo < self.points.len() && ends(lo) == end).then_some(lo)
     }
 
     /// Point `k`'s window, decompressed.
@@ -251,6 +310,7 @@ fn parse_point(r: &mut Fields<'_>, format: LayerFormat, window_area: usize) -> R
     let window_len = usize::from(r.u16());
     let kind = r.u8();
     let reserved = u32::from(r.u8()) | r.u32();
+    let digest = r.array::<DIGEST_BYTES>();
     if reserved != 0 {
         return Err("reserved bytes set".into());
     }
@@ -272,7 +332,7 @@ fn parse_point(r: &mut Fields<'_>, format: LayerFormat, window_area: usize) -> R
         {
             Err("its window's lengths are out of bounds".into())
         }
-        _ => Ok(Point { compressed_bit, uncompressed, kind, window: window_offset..window_end, window_len }),
+        _ => Ok(Point { compressed_bit, uncompressed, kind, window: window_offset..window_end, window_len, digest }),
     }
 }
 
@@ -283,14 +343,27 @@ fn check_order(prev: Option<&Point>, p: &Point, compressed_size: u64, uncompress
             Err("the first point must be the layer's start".into())
         }
         None => Ok(()),
-        Some(prev) if p.compressed_bit <= prev.compressed_bit || p.uncompressed <= prev.uncompressed => {
+        // Both the bytes segments start at and those they end at strictly increase.
+        Some(prev)
+            if p.compressed_byte() <= prev.compressed_byte()
+                || p.compressed_bit.div_ceil(8) <= prev.compressed_bit.div_ceil(8)
+                || p.uncompressed <= prev.uncompressed =>
+        {
             Err("points are not in increasing order".into())
         }
-        Some(_) if p.compressed_byte() >= compressed_size || p.uncompressed >= uncompressed_size => {
+        Some(_) if p.compressed_bit.div_ceil(8) >= compressed_size || p.uncompressed >= uncompressed_size => {
             Err("the point lies past the layer's end".into())
         }
         Some(_) => Ok(()),
     }
+}
+
+/// Checks what a plain layer's index must hold: the same bytes compressed and uncompressed.
+fn check_plain(format: LayerFormat, p: &Point, compressed_size: u64, uncompressed_size: u64) -> Result<(), String> {
+    if format == LayerFormat::Plain && (compressed_size != uncompressed_size || p.compressed_byte() != p.uncompressed) {
+        return Err("a plain layer's compressed and uncompressed offsets differ".into());
+    }
+    Ok(())
 }
 
 /// Little-endian fields read in order from a slice already checked to be long enough.
@@ -340,6 +413,11 @@ impl IndexBuilder {
         }
     }
 
+    /// The spacing points are placed at now (it doubles whenever the points are thinned).
+    pub(crate) fn spacing_bytes(&self) -> u64 {
+        self.spacing
+    }
+
     /// Whether a point at uncompressed offset `uncompressed` is due (the first always is).
     pub(crate) fn is_due(&self, uncompressed: u64) -> bool {
         match self.points.last() {
@@ -381,7 +459,14 @@ impl IndexBuilder {
             zstd::bulk::compress(window, WINDOW_ZSTD_LEVEL).map_err(DeriveError::Io)?
         };
         self.window_bytes += stored.len();
-        let point = Point { compressed_bit, uncompressed, kind, window: 0..0, window_len: window.len() };
+        let point = Point {
+            compressed_bit,
+            uncompressed,
+            kind,
+            window: 0..0,
+            window_len: window.len(),
+            digest: [0; DIGEST_BYTES],
+        };
         self.points.push((point, stored));
         if self.points.len() > self.max_points {
             self.thin();
@@ -413,18 +498,27 @@ impl IndexBuilder {
         offsets.windows(2).map(|w| w[1].saturating_sub(w[0])).max().unwrap_or(0)
     }
 
+    /// The compressed bytes of each segment of a layer of `compressed_size` bytes cut at the
+    /// points kept so far (see [`SeekIndex::segment`]).
+    pub(crate) fn segments(&self, compressed_size: u64) -> Vec<Range<u64>> {
+        let bits: Vec<u64> = self.points.iter().map(|(p, _)| p.compressed_bit).collect();
+        (0..bits.len()).map(|i| bits[i] / 8..segment_end(bits.get(i + 1).copied(), compressed_size)).collect()
+    }
+
     fn encoded_len(&self) -> u64 {
         (HEADER_BYTES + self.points.len() * POINT_BYTES + self.window_bytes + TRAILER_BYTES) as u64
     }
 
-    /// The index's bytes.
+    /// The index's bytes, with `digests` the SHA-256 of each of [`IndexBuilder::segments`].
     pub(crate) fn finish(
         self,
         format: LayerFormat,
         flags: u8,
         compressed_size: u64,
         uncompressed_size: u64,
+        digests: &[[u8; DIGEST_BYTES]],
     ) -> Result<Vec<u8>, DeriveError> {
+        assert_eq!(digests.len(), self.points.len(), "one digest per segment");
         let too_large = || DeriveError::TooLarge("the seek index's window area is over 4 GiB".into());
         let mut out = Vec::with_capacity(usize::try_from(self.encoded_len()).unwrap_or(0));
         out.extend_from_slice(&MAGIC);
@@ -438,7 +532,7 @@ impl IndexBuilder {
         out.extend_from_slice(&u32::try_from(self.points.len()).expect("bounded by MAX_POINTS").to_le_bytes());
         out.extend_from_slice(&u32::try_from(self.window_bytes).map_err(|_| too_large())?.to_le_bytes());
         let mut offset = 0usize;
-        for (p, stored) in &self.points {
+        for ((p, stored), digest) in self.points.iter().zip(digests) {
             out.extend_from_slice(&p.compressed_bit.to_le_bytes());
             out.extend_from_slice(&p.uncompressed.to_le_bytes());
             out.extend_from_slice(&u32::try_from(offset).map_err(|_| too_large())?.to_le_bytes());
@@ -449,6 +543,7 @@ impl IndexBuilder {
                 PointKind::Block => 1,
             });
             out.extend_from_slice(&[0u8; 5]);
+            out.extend_from_slice(digest);
             offset += stored.len();
         }
         for (_, stored) in &self.points {
@@ -470,7 +565,8 @@ mod tests {
         b.push_block(8 * 50 + 3, 150, &[7u8; 1000]).unwrap();
         b.offer_start(120, 200).unwrap(); // not due: 200 < 150 + 100
         b.offer_start(130, 260).unwrap();
-        b.finish(LayerFormat::Gzip, 0, 1000, 5000).unwrap()
+        let digests: Vec<[u8; DIGEST_BYTES]> = (0..b.points.len() as u8).map(|i| [i; DIGEST_BYTES]).collect();
+        b.finish(LayerFormat::Gzip, 0, 1000, 5000, &digests).unwrap()
     }
 
     #[test]
@@ -487,6 +583,24 @@ mod tests {
         assert_eq!(idx.point_at_or_before(4999), 2);
         assert_eq!(idx.max_gap_bytes(), 5000 - 260);
         assert!(!idx.prefers_full_decompression());
+    }
+
+    #[test]
+    fn segments_tile_the_layer_sharing_the_byte_a_point_sits_inside() {
+        let idx = SeekIndex::load(&sample()).unwrap();
+        let segments: Vec<_> = (0..idx.n_segments()).map(|i| idx.segment(i).unwrap()).collect();
+        // Point 1 is bit 403 (inside byte 50); point 2 is byte 130, aligned.
+        assert_eq!(segments, [0..51, 50..130, 130..1000]);
+        assert_eq!(idx.segment(3), None);
+        assert_eq!(idx.max_segment_bytes(), 870);
+        assert_eq!((idx.segment_starting_at(50), idx.segment_starting_at(51)), (Some(1), None));
+        assert_eq!((idx.segment_ending_at(51), idx.segment_ending_at(50)), (Some(0), None));
+        assert_eq!((idx.segment_ending_at(130), idx.segment_ending_at(1000)), (Some(1), Some(2)));
+        assert_eq!(idx.segment_ending_at(0), None);
+        assert_eq!(idx.points[2].digest, [2; DIGEST_BYTES]);
+        // A read ending inside point 1's output needs segment 1 whole, the shared byte included.
+        assert_eq!(idx.compressed_bound(0, 151), (130, 260));
+        assert_eq!(idx.compressed_bound(0, 150), (51, 150));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The compressed bytes of a layer as the seek code consumes them: [`RangeSource`] (where they
-//! come from: a local file, a byte slice, or the engine's ranged fetches through the tiers) and
-//! [`Input`], a buffer that fetches them in as few, as well-sized ranges as it can and counts what
+//! come from: a local file, a byte slice, a span fetched ahead ([`Prefetched`]) or fetched and
+//! checked against the index's segment digests ([`Verified`]), or the engine's ranged fetches
+//! through the tiers) and [`Input`], a buffer that fetches them in as few, as well-sized ranges as it can and counts what
 //! it fetched.
 //!
 //! `Input` never fetches past the layer's size, and a reader hands it an estimate of where its
@@ -9,6 +10,9 @@
 
 use std::fs::File;
 use std::io;
+use std::ops::Range;
+
+use super::{SeekError, SeekIndex};
 
 /// Where a layer's compressed bytes are read from, by offset.
 pub trait RangeSource {
@@ -46,9 +50,9 @@ impl<T: RangeSource + ?Sized> RangeSource for &T {
     }
 }
 
-/// A span of a layer's compressed bytes fetched ahead (say, [`crate::seek::SeekIndex::compressed_span`]
+/// A span of a layer's compressed bytes fetched ahead (say, [`crate::seek::SeekIndex::segment_span`]
 /// in one request), read as the layer itself: a read outside the span is an error of kind
-/// `InvalidInput`.
+/// `InvalidInput`. Its bytes are taken as they are; [`Verified`] checks them first.
 #[derive(Debug, Clone, Copy)]
 pub struct Prefetched<'a> {
     /// The layer offset of the span's first byte.
@@ -59,7 +63,7 @@ pub struct Prefetched<'a> {
 
 impl RangeSource for Prefetched<'_> {
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
-        let end = self.offset + self.bytes.len() as u64;
+        let end = self.offset.saturating_add(self.bytes.len() as u64);
         if offset < self.offset || (offset >= end && !buf.is_empty()) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -67,6 +71,37 @@ impl RangeSource for Prefetched<'_> {
             ));
         }
         self.bytes.read_at(offset - self.offset, buf)
+    }
+}
+
+/// A span of whole segments of a layer's compressed bytes, checked against the seek index's
+/// segment digests when made: a [`RangeSource`] that serves only bytes the index vouches for
+/// (a read outside the span is an error of kind `InvalidInput`).
+#[derive(Debug, Clone, Copy)]
+pub struct Verified<'a> {
+    // Invariant: `span.bytes` passed `SeekIndex::verify_span` for the index it was made with.
+    span: Prefetched<'a>,
+}
+
+impl<'a> Verified<'a> {
+    /// Checks `bytes`, the layer's compressed bytes from `offset` on, with
+    /// [`SeekIndex::verify_span`] (so they must be a span of whole segments) and wraps them.
+    pub fn new(index: &SeekIndex, offset: u64, bytes: &'a [u8]) -> Result<Verified<'a>, SeekError> {
+        let len = bytes.len() as u64;
+        let end = offset.checked_add(len).ok_or(SeekError::NotSegmentAligned { start: offset, end: u64::MAX, len })?;
+        index.verify_span(offset..end, bytes)?;
+        Ok(Verified { span: Prefetched { offset, bytes } })
+    }
+
+    /// The compressed bytes of the layer it holds.
+    pub fn span(&self) -> Range<u64> {
+        self.span.offset..self.span.offset + self.span.bytes.len() as u64
+    }
+}
+
+impl RangeSource for Verified<'_> {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        self.span.read_at(offset, buf)
     }
 }
 

@@ -1,8 +1,9 @@
 //! `layer-seek`: layers generated here (mixed incompressible, text-like and zero runs; several
 //! gzip members, an empty one included; zstd in many frames, a skippable one among them, and in
-//! one), indexed by the recipe, then read back through [`SeekIndex`] range by range and compared
-//! with the same range of the whole decompressed stream, counting the compressed bytes each read
-//! fetched. Then the inputs and indexes a hostile or careless world sends.
+//! one; plain tars), indexed by the recipe, then read back through [`SeekIndex`] range by range
+//! and compared with the same range of the whole decompressed stream, counting the compressed
+//! bytes each read fetched, and read again from only the span of whole segments it needs,
+//! verified. Then the inputs, spans and indexes a hostile or careless world sends.
 
 use std::cell::Cell;
 use std::io::{self, Write};
@@ -10,7 +11,7 @@ use std::ops::Range;
 use std::time::{Duration, Instant};
 
 use tiercache_derive::seek::{
-    IndexOptions, LayerFormat, MEDIA_TYPE, Prefetched, RangeSource, SeekError, SeekIndex, build_index,
+    IndexOptions, LayerFormat, MEDIA_TYPE, Prefetched, RangeSource, SeekError, SeekIndex, Verified, build_index,
 };
 use tiercache_derive::{DeriveError, Limits};
 
@@ -92,30 +93,64 @@ fn index(layer: &[u8]) -> SeekIndex {
     SeekIndex::load(&bytes).unwrap()
 }
 
-/// Reads `range` through `index` and checks it against `raw`; returns the compressed bytes read.
+/// Reads `range` through `index` and checks it against `raw`, then reads it again from only its
+/// span of whole segments, verified; returns the compressed bytes the first read fetched.
 fn check(index: &SeekIndex, layer: &[u8], raw: &[u8], range: Range<u64>) -> u64 {
     let source = Counting { bytes: layer, read: Cell::new(0) };
     let (got, cost) = index.read_range(&source, range.clone()).unwrap();
     let want = &raw[range.start as usize..range.end as usize];
     assert!(got == want, "range {range:?}: {} bytes back, {} wanted, or different bytes", got.len(), want.len());
     assert_eq!(cost.compressed_bytes_read, source.read.get());
+    let span = index.segment_span(range.clone()).unwrap();
+    assert_eq!(span, expected_span(index, range.clone()), "range {range:?}");
+    assert_eq!(index.compressed_span(range.clone()), span);
+    let (again, _) = index
+        .read_range_verified(span.start, &layer[span.start as usize..span.end as usize], range.clone())
+        .unwrap_or_else(|e| panic!("range {range:?} from its span {span:?}: {e}"));
+    assert!(again == want, "range {range:?}: read from its verified span {span:?}, other bytes");
     if range.is_empty() {
         assert_eq!(cost.compressed_bytes_read, 0);
+        assert!(span.is_empty());
         return 0;
     }
-    let span = index.compressed_span(range.clone());
-    assert_eq!(cost.compressed_start, span.start, "range {range:?}");
+    if index.format() == LayerFormat::Plain {
+        assert_eq!((cost.compressed_start, cost.compressed_bytes_read), (range.start, range.end - range.start));
+    } else {
+        assert_eq!(cost.compressed_start, span.start, "range {range:?}");
+    }
     assert!(cost.compressed_bytes_read <= span.end - span.start, "range {range:?} read past its span {span:?}");
     cost.compressed_bytes_read
 }
 
-/// Ranges every reader must get right: empty ones, the very start and end, ones across each
-/// point, and many random ones.
+/// Every segment of `index`, in order.
+fn segments(index: &SeekIndex) -> Vec<Range<u64>> {
+    (0..index.n_segments()).map(|i| index.segment(i).unwrap()).collect()
+}
+
+/// The span of whole segments a read of `range` needs, worked out from the points: from the
+/// segment of the last point at or before its start, through the one before the first later
+/// point at or past its end.
+fn expected_span(index: &SeekIndex, range: Range<u64>) -> Range<u64> {
+    let points: Vec<u64> = index.points().map(|(_, u)| u).collect();
+    let first = points.iter().rposition(|&u| u <= range.start).unwrap();
+    let segments = segments(index);
+    if range.is_empty() {
+        return segments[first].start..segments[first].start;
+    }
+    let last = (first + 1..points.len()).find(|&j| points[j] >= range.end).map_or(points.len() - 1, |j| j - 1);
+    segments[first].start..segments[last].end
+}
+
+/// Ranges every reader must get right: empty ones, the very start and end, ones across, ending
+/// at and starting at each point, and many random ones.
 fn ranges(index: &SeekIndex, seed: u64) -> Vec<Range<u64>> {
     let size = index.uncompressed_size_bytes();
     let mut out = vec![0..0, size / 2..size / 2, size..size, 0..1, 0..4096, size - 1..size, size - 4096..size, 0..size];
     for (_, at) in index.points().skip(1) {
         out.push(at - 1..at + 1);
+        // Ending exactly at a point: its segment is not needed; starting at one.
+        out.push(at - 100..at);
+        out.push(at..at + 1);
         out.push(at - 5000..(at + 70_000).min(size));
     }
     let mut rng = Rng(seed);
@@ -132,10 +167,12 @@ fn ranges(index: &SeekIndex, seed: u64) -> Vec<Range<u64>> {
     out
 }
 
-/// The largest compressed distance between two neighbouring points (or the last and the end).
+/// The largest segment (the compressed distance between two neighbouring points, or the last
+/// and the end).
 fn largest_compressed_span(index: &SeekIndex) -> u64 {
-    let ends: Vec<u64> = index.points().map(|(c, _)| c).chain([index.compressed_size_bytes()]).collect();
-    ends.windows(2).map(|w| w[1] - w[0]).max().unwrap()
+    let largest = segments(index).iter().map(|s| s.end - s.start).max().unwrap();
+    assert_eq!(largest, index.max_segment_bytes());
+    largest
 }
 
 #[test]
@@ -170,7 +207,7 @@ fn a_prefetched_span_serves_its_range_and_nothing_outside_it() {
     let layer = gzip_member(&raw);
     let index = index(&layer);
     let range = 13_000_000..13_100_000;
-    let span = index.compressed_span(range.clone());
+    let span = index.segment_span(range.clone()).unwrap();
     let fetched = Prefetched { offset: span.start, bytes: &layer[span.start as usize..span.end as usize] };
     let (bytes, _) = index.read_range(&fetched, range.clone()).unwrap();
     assert!(bytes == raw[13_000_000..13_100_000]);
@@ -333,23 +370,212 @@ fn reads_outside_the_layer_or_from_the_wrong_bytes_are_errors() {
 #[test]
 fn hostile_indexes_are_refused_by_load() {
     let raw = content(10 << 20, 2);
-    let (_, good) = run("layer-seek", &gzip_member(&raw), &[]).unwrap();
-    assert!(SeekIndex::load(&good).is_ok());
-    let bad = |bytes: &[u8]| matches!(SeekIndex::load(bytes), Err(SeekError::BadIndex(_)));
-    assert!(bad(b""));
-    assert!(bad(&good[..good.len() - 1]));
-    assert!(bad(&[good.as_slice(), b"x"].concat()));
-    let mut rng = Rng(11);
-    for _ in 0..200 {
-        let mut b = good.clone();
-        let i = rng.below(b.len() as u64) as usize;
-        b[i] ^= 1 << rng.below(8);
-        assert!(bad(&b), "a flipped bit at byte {i} went unnoticed");
+    let layers = [("gzip", gzip_member(&raw)), ("zstd", zstd_frames(&raw, 7)), ("plain", plain_tar(&raw, 3).0)];
+    for (what, layer) in layers {
+        let (_, good) = run("layer-seek", &layer, &[]).unwrap();
+        assert!(SeekIndex::load(&good).is_ok(), "{what}");
+        let bad = |bytes: &[u8]| matches!(SeekIndex::load(bytes), Err(SeekError::BadIndex(_)));
+        assert!(bad(b""));
+        assert!(bad(&good[..good.len() - 1]), "{what}");
+        assert!(bad(&[good.as_slice(), b"x"].concat()), "{what}");
+        let mut rng = Rng(11);
+        for _ in 0..200 {
+            let mut b = good.clone();
+            let i = rng.below(b.len() as u64) as usize;
+            b[i] ^= 1 << rng.below(8);
+            assert!(bad(&b), "{what}: a flipped bit at byte {i} went unnoticed");
+            let cut = rng.below(good.len() as u64) as usize;
+            assert!(bad(&good[..cut]), "{what}: cut to {cut} bytes, it loaded");
+        }
+        // Absurd counts: four billion points, a window area of four GiB.
+        for (at, value) in [(40, u32::MAX), (44, u32::MAX), (40, 1 << 20)] {
+            let mut b = good.clone();
+            b[at..at + 4].copy_from_slice(&value.to_le_bytes());
+            assert!(bad(&b), "{what}");
+        }
     }
-    // Absurd counts: four billion points, a window area of four GiB.
-    for (at, value) in [(40, u32::MAX), (44, u32::MAX), (40, 1 << 20)] {
-        let mut b = good.clone();
-        b[at..at + 4].copy_from_slice(&value.to_le_bytes());
-        assert!(bad(&b));
+}
+
+/// `raw` as a zstd layer of frames of about a MiB or more (level 1), the frame sizes drawn
+/// from `seed`.
+fn zstd_frames(raw: &[u8], seed: u64) -> Vec<u8> {
+    let mut layer = Vec::new();
+    let mut rng = Rng(seed);
+    let mut at = 0;
+    while at < raw.len() {
+        let end = (at + (1 << 20) + rng.below(2 << 20) as usize).min(raw.len());
+        layer.extend(zstd::encode_all(&raw[at..end], 1).unwrap());
+        at = end;
+    }
+    layer
+}
+
+/// A plain tar of `raw` cut into files of random sizes (up to 3 MiB, some empty, a directory
+/// among them), as a layer: the tar's bytes and the number of files.
+fn plain_tar(raw: &[u8], seed: u64) -> (Vec<u8>, usize) {
+    let mut rng = Rng(seed);
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut dir = tar::Header::new_gnu();
+    dir.set_entry_type(tar::EntryType::Directory);
+    dir.set_size(0);
+    dir.set_mode(0o755);
+    builder.append_data(&mut dir, "usr/lib/", io::empty()).unwrap();
+    let (mut at, mut n) = (0, 0);
+    while at < raw.len() {
+        let len = if rng.below(8) == 0 { 0 } else { rng.below(3 << 20) as usize };
+        let end = (at + len).min(raw.len());
+        let mut header = tar::Header::new_gnu();
+        header.set_size((end - at) as u64);
+        header.set_mode(0o644);
+        builder.append_data(&mut header, format!("usr/lib/file-{n}"), &raw[at..end]).unwrap();
+        (at, n) = (end, n + 1);
+    }
+    (builder.into_inner().unwrap(), n)
+}
+
+/// A gzip layer of several members (cut at `cuts` of `raw`), a zstd layer of many frames and a
+/// plain tar, each with the index the recipe made of it.
+fn three_layers(raw: &[u8]) -> Vec<(&'static str, Vec<u8>, SeekIndex)> {
+    let cuts = [0, raw.len() / 5, raw.len() / 5 + 1, raw.len() / 2, raw.len()];
+    let gz: Vec<u8> = cuts.windows(2).flat_map(|w| gzip_member(&raw[w[0]..w[1]])).collect();
+    let layers = [("gzip", gz), ("zstd", zstd_frames(raw, 5)), ("plain", plain_tar(raw, 9).0)];
+    layers.into_iter().map(|(what, layer)| (what, layer.clone(), index(&layer))).collect()
+}
+
+#[test]
+fn plain_tar_layer_ranges_are_copies_and_its_segments_cover_it() {
+    let raw = content(41 << 20, 51);
+    let (layer, n_files) = plain_tar(&raw, 1);
+    assert!(n_files > 10);
+    let index = index(&layer);
+    assert_eq!(index.format(), LayerFormat::Plain);
+    let size = layer.len() as u64;
+    assert_eq!((index.compressed_size_bytes(), index.uncompressed_size_bytes()), (size, size));
+    assert_eq!(index.n_points() as u64, size.div_ceil(4 << 20));
+    assert!(index.points().all(|(c, u)| c == u && u % (4 << 20) == 0));
+    assert_eq!(index.max_segment_bytes(), 4 << 20);
+    assert!(!index.prefers_full_decompression());
+    for range in ranges(&index, 23) {
+        check(&index, &layer, &layer, range);
+    }
+    // More points than allowed: the spacing doubles, the segments grow with it.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("layer.tar");
+    std::fs::write(&path, &layer).unwrap();
+    let options = IndexOptions { spacing_bytes: 1 << 20, max_points: 5 };
+    let thinned = SeekIndex::load(&build_index(&path, &options, &limits()).unwrap()).unwrap();
+    assert!(thinned.n_points() <= 5, "{} points", thinned.n_points());
+    for range in ranges(&thinned, 29) {
+        check(&thinned, &layer, &layer, range);
+    }
+    // An empty archive (two zero blocks) is a layer of one segment.
+    let empty = tar::Builder::new(Vec::new()).into_inner().unwrap();
+    let index = self::index(&empty);
+    assert_eq!((index.format(), index.n_points(), index.uncompressed_size_bytes()), (LayerFormat::Plain, 1, 1024));
+    check(&index, &empty, &empty, 0..1024);
+}
+
+#[test]
+fn spans_are_whole_segments_and_segments_cover_the_layer() {
+    let raw = content(30 << 20, 61);
+    for (what, layer, index) in three_layers(&raw) {
+        let segments = segments(&index);
+        assert!(segments.len() >= 5, "{what}: {} segments", segments.len());
+        assert_eq!(segments[0].start, 0, "{what}");
+        assert_eq!(segments.last().unwrap().end, layer.len() as u64, "{what}");
+        for pair in segments.windows(2) {
+            // Neighbours meet, or share the byte a point sits inside.
+            let (a, b) = (&pair[0], &pair[1]);
+            assert!(b.start == a.end || b.start + 1 == a.end, "{what}: {a:?} then {b:?}");
+            assert!(a.start < b.start && a.end < b.end, "{what}: {a:?} then {b:?}");
+        }
+        if what == "gzip" {
+            assert!(segments.windows(2).any(|p| p[1].start + 1 == p[0].end), "no gzip point inside a byte");
+        }
+        assert_eq!(index.verify_span(0..layer.len() as u64, &layer).ok(), Some(()), "{what}");
+        for (i, s) in segments.iter().enumerate() {
+            let bytes = &layer[s.start as usize..s.end as usize];
+            assert!(index.verify_span(s.clone(), bytes).is_ok(), "{what}: segment {i}");
+            let span = s.start..segments[(i + 2).min(segments.len() - 1)].end;
+            assert!(index.verify_span(span.clone(), &layer[span.start as usize..span.end as usize]).is_ok());
+        }
+    }
+}
+
+#[test]
+fn a_tampered_byte_in_any_segment_fails_verification() {
+    let raw = content(30 << 20, 71);
+    for (what, layer, index) in three_layers(&raw) {
+        let segments = segments(&index);
+        let mut rng = Rng(7);
+        for (i, s) in segments.iter().enumerate() {
+            // The span of this segment and its neighbours, fetched; then one byte of it changed:
+            // the segment's first and last bytes (those shared with a neighbour included) and
+            // one inside.
+            let span = segments[i.saturating_sub(1)].start..segments[(i + 1).min(segments.len() - 1)].end;
+            let fetched = &layer[span.start as usize..span.end as usize];
+            for at in [s.start, s.end - 1, s.start + rng.below(s.end - s.start)] {
+                let mut tampered = fetched.to_vec();
+                tampered[(at - span.start) as usize] ^= 0x20;
+                // The first segment of the span holding that byte is named.
+                let first = segments.iter().position(|s| s.contains(&at)).unwrap();
+                match index.verify_span(span.clone(), &tampered) {
+                    Err(e @ SeekError::SegmentMismatch { segment, start, end }) => {
+                        assert_eq!((segment, start..end), (first, segments[first].clone()), "{what}: byte {at}");
+                        let message = e.to_string();
+                        assert!(message.contains("do not match the layer's digest"), "{message}");
+                        assert!(message.contains(&format!("segment {first}")), "{message}");
+                    }
+                    other => panic!("{what}: byte {at} of segment {i} changed, verification said {other:?}"),
+                }
+                assert!(Verified::new(&index, span.start, &tampered).is_err());
+            }
+        }
+        // A read from a tampered span fails before it decompresses anything.
+        let size = index.uncompressed_size_bytes();
+        let range = size / 3..size / 3 + 10_000;
+        let span = index.segment_span(range.clone()).unwrap();
+        let mut tampered = layer[span.start as usize..span.end as usize].to_vec();
+        let middle = tampered.len() / 2;
+        tampered[middle] ^= 1;
+        let read = index.read_range_verified(span.start, &tampered, range);
+        assert!(matches!(read, Err(SeekError::SegmentMismatch { .. })), "{what}: {read:?}");
+    }
+}
+
+#[test]
+fn spans_that_are_not_whole_segments_or_do_not_hold_the_range_are_refused() {
+    let raw = content(20 << 20, 81);
+    for (what, layer, index) in three_layers(&raw) {
+        let size = index.uncompressed_size_bytes();
+        let range = size / 2..size / 2 + 100;
+        let span = index.segment_span(range.clone()).unwrap();
+        let bytes = |r: &Range<u64>| &layer[r.start as usize..r.end as usize];
+        let misaligned =
+            |r: Range<u64>, b: &[u8]| matches!(index.verify_span(r, b), Err(SeekError::NotSegmentAligned { .. }));
+        let later = span.start + 1..span.end;
+        assert!(misaligned(later.clone(), bytes(&later)), "{what}");
+        let shorter = span.start..span.end - 1;
+        assert!(misaligned(shorter.clone(), bytes(&shorter)), "{what}");
+        assert!(misaligned(span.clone(), &bytes(&span)[1..]), "{what}: fewer bytes than the span");
+        let past = span.start..layer.len() as u64 + 1;
+        assert!(misaligned(past, &vec![0; (layer.len() as u64 + 1 - span.start) as usize]), "{what}");
+        assert!(misaligned(span.start..u64::MAX, &[]), "{what}");
+        #[allow(clippy::reversed_empty_ranges)]
+        let backwards = span.end..span.start;
+        assert!(misaligned(backwards, &[]), "{what}");
+        assert!(index.verify_span(span.start..span.start, &[]).is_ok(), "{what}: an empty span at a segment start");
+        // A verified span that does not hold the range asked for.
+        let first = index.segment(0).unwrap();
+        match index.read_range_verified(first.start, bytes(&first), range.clone()) {
+            Err(SeekError::OutsideSpan { needed, span: given }) => assert_eq!((needed, given), (span.clone(), first)),
+            other => panic!("{what}: {other:?}"),
+        }
+        assert!(matches!(index.segment_span(size..size + 1), Err(SeekError::OutOfRange { .. })), "{what}");
+        // A verified source answers only inside its span.
+        let verified = Verified::new(&index, span.start, bytes(&span)).unwrap();
+        assert_eq!(verified.span(), span);
+        let mut buf = [0u8; 4];
+        assert!(verified.read_at(span.end, &mut buf).is_err(), "{what}");
     }
 }
