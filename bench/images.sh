@@ -52,7 +52,9 @@ TC=$SCRATCH/bin/tiercache
 export HOME=$SCRATCH/home
 
 stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
-read -r UP_PORT A_PORT B_PORT < <(pick_ports 3)
+UP_PORT=$(pick_port 18750)
+A_PORT=$(pick_port $((UP_PORT + 1)))
+B_PORT=$(pick_port $((A_PORT + 1)))
 
 log "building a $MIB MiB gzip layer image and pushing it"
 read -r _ FILE LAYER LAYER_BYTES < <("$SCRATCH/bin/build_big_layer" "$SCRATCH/layout" "$MIB" 1)

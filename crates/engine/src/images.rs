@@ -4,15 +4,17 @@
 //! Opening `NAME:TAG` (or `NAME@DIGEST`) reads its manifest through the read path (an index's
 //! manifest for the platform asked for, else this machine's), then asks, for every layer, the
 //! derivations `tar-index` (every entry and where its data is in the uncompressed stream) and
-//! `layer-seek` (how to start decompressing near any offset), and `decompress` for a layer whose
+//! `layer-seek` (how to start decompressing near any offset, and a digest of each compressed
+//! segment between its points), and `decompress` for a layer whose
 //! seek index says a full decompression serves it better (one zstd frame). A derivation another
 //! node made is found in the shared tier without fetching the layer (`derive.rs`); one nobody
 //! made is made here, which fetches the layer whole once. The layers' indexes merge into an
 //! [`ImageTree`] (`tiercache_derive::image_tree`: whiteouts, hardlinks, symlinks).
 //!
-//! Reading a file reads only the compressed span of its layer that holds the bytes asked for,
+//! Reading a file reads only the whole segments of its layer that hold the bytes asked for,
 //! through the tiers without storing the layer (`read/span.rs`: disk, shared tier, else a
-//! ranged request to the registry), and decompresses from the seek point before it. Small files
+//! ranged request to the registry), checks each against its digest in the seek index (so a
+//! registry's ranged answer is verified too), and decompresses from the point before them. Small files
 //! are kept whole in memory once read (`files`), so a warm read costs a lookup.
 //!
 //! Opened images are remembered by manifest digest, so a tag's next read costs its manifest's
@@ -29,7 +31,7 @@ use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use tiercache_core::Digest;
 use tiercache_derive::image_tree::{ImageTree, NodeId};
-use tiercache_derive::seek::{Prefetched, SeekIndex};
+use tiercache_derive::seek::{SeekError, SeekIndex};
 use tiercache_derive::tar_index::TarIndex;
 
 use crate::blocking::blocking_with;
@@ -104,9 +106,8 @@ struct Layer {
 
 #[derive(Debug)]
 enum Access {
-    /// A plain tar: its bytes are the stream.
-    Plain,
-    /// Through its seek index.
+    /// Through its seek index (a plain tar's too: its points and segment digests check the
+    /// spans read).
     Seek(Arc<SeekIndex>),
     /// Through its `decompress` output, blob `0`.
     Decompressed(Digest),
@@ -213,17 +214,13 @@ impl Images {
                 .map_err(|e| Error::BadImage { what: format!("a tar index that does not load: {e}") })
         })
         .await?;
-        let access = if index.compression() == tiercache_derive::tar_index::Compression::None {
-            Access::Plain
+        let seek = SeekIndex::load(&seek?)
+            .map_err(|e| Error::BadImage { what: format!("{what}: a seek index that does not load: {e}") })?;
+        let access = if seek.prefers_full_decompression() {
+            let (output, _) = self.derived(&input, "decompress", &what).await?;
+            Access::Decompressed(output)
         } else {
-            let seek = SeekIndex::load(&seek?)
-                .map_err(|e| Error::BadImage { what: format!("{what}: a seek index that does not load: {e}") })?;
-            if seek.prefers_full_decompression() {
-                let (output, _) = self.derived(&input, "decompress", &what).await?;
-                Access::Decompressed(output)
-            } else {
-                Access::Seek(Arc::new(seek))
-            }
+            Access::Seek(Arc::new(seek))
         };
         Ok((Arc::new(index), Layer { digest: l.digest, access }))
     }
@@ -307,7 +304,6 @@ impl Images {
     /// Bytes `range` of `layer`'s uncompressed stream.
     async fn uncompressed(&self, image: &Image, layer: &Layer, range: Range<u64>) -> Result<Bytes, Error> {
         match &layer.access {
-            Access::Plain => Ok(self.span(image, layer, range).await?),
             Access::Decompressed(output) => {
                 let read = self.reads.blob(output, Intent::Whole).await?;
                 let r = tiercache_core::ByteRange { start: range.start, end: range.end - 1 };
@@ -319,15 +315,17 @@ impl Images {
                 Ok(out.freeze())
             }
             Access::Seek(seek) => {
-                let span = seek.compressed_span(range.clone());
+                // Whole segments, each checked against its digest in the index (made from the
+                // verified whole layer) before a byte is decompressed.
+                let digest = layer.digest;
+                let bad = move |e: SeekError| Error::BadImage {
+                    what: format!("layer {digest} does not read as its seek index says: {e}"),
+                };
+                let span = seek.segment_span(range.clone()).map_err(bad)?;
                 let fetched = self.span(image, layer, span.clone()).await?;
                 let seek = Arc::clone(seek);
-                let digest = layer.digest;
                 blocking_with(move || {
-                    let source = Prefetched { offset: span.start, bytes: &fetched };
-                    let (bytes, _) = seek.read_range(&source, range).map_err(|e| Error::BadImage {
-                        what: format!("layer {digest} does not decompress as its seek index says: {e}"),
-                    })?;
+                    let (bytes, _) = seek.read_range_verified(span.start, &fetched, range).map_err(bad)?;
                     Ok(Bytes::from(bytes))
                 })
                 .await
