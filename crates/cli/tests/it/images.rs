@@ -233,3 +233,85 @@ async fn a_second_node_reads_files_from_the_index_the_first_made() {
     assert!(fetched > 0 && fetched * 20 < size, "fetched {fetched} bytes of a {size}-byte layer");
     assert!(proxy.blob_ranges(layer).iter().skip(1).all(|r| r.is_some()), "only ranged GETs after A's");
 }
+
+/// What hostile and clumsy layers give over HTTP: names escaping the root land inside it, a
+/// hardlink to a missing file and whiteouts of missing files leave the rest readable, a layer
+/// that is not an archive and a truncated one are 502 (and the good layer under them is not
+/// served as if it were the image), a 10 GiB sparse file reads its data and holes by ranges,
+/// 100 000 files in one directory list page by page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_layers_are_read_inside_the_root_or_refused_clearly() {
+    use tiercache_testkit::registry::{TarFormat, bad};
+    let Some(registry) = servers::or_skip("docker-registry", RegistryServer::start(RegistryAuth::None)) else {
+        return;
+    };
+    if !tiercache_testkit::registry::is_root() {
+        servers::skip_or_fail("images of real files", "building their layers needs root (owners, devices)".into());
+        return;
+    }
+    let images = [
+        ("escaping", bad::escaping_names_image()),
+        ("hardlink", bad::hardlink_to_missing_image()),
+        ("whiteout", bad::whiteout_of_missing_image()),
+        ("notar", bad::not_an_archive_image()),
+        ("truncated", bad::truncated_gzip_image()),
+        ("sparse-gnu", bad::sparse_file_image(TarFormat::Gnu)),
+        ("sparse-pax", bad::sparse_file_image(TarFormat::Pax)),
+        ("many", bad::many_files_image(100_000)),
+    ];
+    for (name, image) in &images {
+        registry.push(image.as_ref().unwrap(), &format!("bad/{name}"), "v1").unwrap();
+    }
+    let d = dirs();
+    tcr(&d.data, &["ns", "create", "reg", "--source", &format!("oci+http://{}", registry.host())]).ok();
+    let server = Server::start(&d.data, &[]).await;
+    let http = client();
+    let get = async |image: &str, path: &str| {
+        http_get(&http, &server.url(&format!("/images/reg/bad/{image}:v1/files/{path}"))).await
+    };
+
+    for image in ["escaping", "hardlink", "whiteout"] {
+        assert_eq!(get(image, bad::BASE_FILE).await, (200, bad::BASE_BYTES.to_vec()), "{image}");
+    }
+    for path in ["etc/passwd", "abs/path", "escaped", "ok/file"] {
+        assert_eq!(get("escaping", path).await.0, 200, "{path} is inside the image root");
+    }
+    assert_eq!(get("hardlink", "links/dangling").await.0, 404, "a hardlink to nothing is left out");
+    assert_eq!(get("whiteout", "base/after.txt").await.0, 200);
+    for image in ["notar", "truncated"] {
+        let (status, body) = get(image, bad::BASE_FILE).await;
+        assert_eq!(status, 502, "{image}: {}", String::from_utf8_lossy(&body));
+    }
+
+    for image in ["sparse-gnu", "sparse-pax"] {
+        let url = server.url(&format!("/images/reg/bad/{image}:v1/files/{}", bad::SPARSE_FILE));
+        let head = http.head(&url).send().await.unwrap();
+        assert_eq!(head.headers()["content-length"].to_str().unwrap(), bad::SPARSE_SIZE_BYTES.to_string(), "{image}");
+        for &(at, bytes) in bad::SPARSE_WRITES {
+            let range = format!("bytes={}-{}", at.saturating_sub(4), at + bytes.len() as u64 - 1);
+            let got = http.get(&url).header("range", range).send().await.unwrap();
+            assert_eq!(got.status(), 206);
+            let want: Vec<u8> = [&[0u8; 4][..(at.min(4) as usize)], bytes].concat();
+            assert_eq!(got.bytes().await.unwrap(), want, "{image} at {at}");
+        }
+        let hole = http.get(&url).header("range", "bytes=1000000-1000999").send().await.unwrap();
+        assert_eq!(hole.bytes().await.unwrap(), vec![0u8; 1000], "a hole reads as zeros");
+    }
+
+    let mut n = 0;
+    let mut after = String::new();
+    loop {
+        let path = format!("/images/reg/bad/many:v1/files/{}?list&limit=30000&after={after}", bad::MANY_DIR);
+        let (status, body) = http_get(&http, &server.url(&path)).await;
+        assert_eq!(status, 200);
+        let page: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        n += page["entries"].as_array().unwrap().len();
+        match page["next_after"].as_str() {
+            Some(next) => after = next.to_owned(),
+            None => break,
+        }
+    }
+    assert_eq!(n, 100_000);
+    let (path, bytes) = bad::many_file(99_999);
+    assert_eq!(get("many", &path).await, (200, bytes));
+}
