@@ -46,8 +46,11 @@ use manifest::{LayerRef, MAX_MANIFEST_BYTES, Parsed};
 const SMALL_FILE_BYTES: u64 = 1 << 20;
 /// The memory those small files may take.
 const FILE_CACHE_BYTES: u64 = 256 << 20;
-/// Opened images remembered (each holds its layers' indexes).
-const OPEN_IMAGES: u64 = 32;
+/// The memory opened images may hold (their layers' tar indexes and merged trees), at most.
+const OPEN_IMAGES_BYTES: u64 = 1 << 30;
+/// What one node of a merged tree costs in memory, about (its record and its name in its
+/// directory's map).
+const NODE_BYTES: u64 = 96;
 /// How long a layer's derivations are waited for when opening an image (they fetch and read the
 /// whole layer once).
 const INDEX_WAIT: Duration = Duration::from_secs(600);
@@ -63,6 +66,8 @@ pub struct Image {
     manifest: Digest,
     layers: Vec<Layer>,
     tree: ImageTree,
+    /// The memory it holds, about: its tar indexes and tree.
+    weight_bytes: u64,
 }
 
 impl Image {
@@ -128,7 +133,11 @@ impl Images {
             .weigher(|_, b: &Bytes| u32::try_from(b.len()).unwrap_or(u32::MAX))
             .build();
         let opened =
-            moka::future::Cache::builder().max_capacity(OPEN_IMAGES).time_to_idle(Duration::from_secs(3600)).build();
+            moka::future::Cache::builder()
+                .max_capacity(OPEN_IMAGES_BYTES)
+                .weigher(|_, i: &Arc<Image>| u32::try_from(i.weight_bytes).unwrap_or(u32::MAX))
+                .time_to_idle(Duration::from_secs(3600))
+                .build();
         Images { reads, derivations, opened, files }
     }
 
@@ -183,6 +192,7 @@ impl Images {
             futures::future::try_join_all(refs.iter().enumerate().map(|(i, l)| self.layer(namespace, image, i, l)))
                 .await?;
         let (indexes, layers): (Vec<_>, Vec<_>) = indexed.into_iter().unzip();
+        let index_bytes: u64 = indexes.iter().map(|i: &Arc<TarIndex>| i.byte_len() as u64).sum();
         let tree =
             blocking_with(move || ImageTree::build(indexes).map_err(|e| Error::BadImage { what: e.to_string() }))
                 .await?;
@@ -193,7 +203,8 @@ impl Images {
         if n > warnings.len() {
             tracing::warn!(namespace, %image, "{} more warnings merging the image's layers", n - warnings.len());
         }
-        Ok(Image { namespace: namespace.to_owned(), image: image.clone(), manifest, layers, tree })
+        let weight_bytes = index_bytes + tree.n_nodes() as u64 * NODE_BYTES;
+        Ok(Image { namespace: namespace.to_owned(), image: image.clone(), manifest, layers, tree, weight_bytes })
     }
 
     /// Layer `i`'s tar index and access, from its derivations.

@@ -290,6 +290,11 @@ impl<B: AsRef<[u8]>> TarIndex<B> {
         self.bytes
     }
 
+    /// The length of the bytes it was loaded from.
+    pub fn byte_len(&self) -> usize {
+        self.bytes.as_ref().len()
+    }
+
     /// How many entries the layer has.
     pub fn len(&self) -> usize {
         self.n
