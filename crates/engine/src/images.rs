@@ -45,7 +45,14 @@ use manifest::{LayerRef, MAX_MANIFEST_BYTES, Parsed};
 /// Files up to this size are read whole and kept in memory on their first read.
 const SMALL_FILE_BYTES: u64 = 1 << 20;
 /// The memory those small files may take.
-const FILE_CACHE_BYTES: u64 = 256 << 20;
+const FILE_CACHE_BYTES: u64 = 128 << 20;
+/// The memory decompressed windows of layers (the bytes between two seek points) may take: a
+/// window is decompressed once, then read by every read inside it (a large file read in pieces,
+/// through a mount, decompresses each window once).
+const WINDOW_CACHE_BYTES: u64 = 256 << 20;
+/// Windows up to this size are kept; reads between points further apart decompress their range
+/// alone.
+const MAX_WINDOW_BYTES: u64 = 16 << 20;
 /// The memory opened images may hold (their layers' tar indexes and merged trees), at most.
 const OPEN_IMAGES_BYTES: u64 = 1 << 30;
 /// What one node of a merged tree costs in memory, about (its record and its name in its
@@ -107,6 +114,9 @@ impl Image {
 struct Layer {
     digest: Digest,
     access: Access,
+    /// Its seek points' uncompressed offsets, ascending (the first is 0): window `i` is the
+    /// uncompressed bytes from point `i` to the next.
+    starts: Vec<u64>,
 }
 
 #[derive(Debug)]
@@ -123,22 +133,26 @@ pub(crate) struct Images {
     reads: Arc<Reads>,
     derivations: Arc<Derivations>,
     opened: moka::future::Cache<(String, Digest), Arc<Image>>,
-    files: moka::sync::Cache<(Digest, u64), Bytes>,
+    files: moka::future::Cache<(Digest, u64), Bytes>,
+    windows: moka::future::Cache<(Digest, u32), Bytes>,
 }
 
 impl Images {
     pub(crate) fn new(reads: Arc<Reads>, derivations: Arc<Derivations>) -> Images {
-        let files = moka::sync::Cache::builder()
+        let files = moka::future::Cache::builder()
             .max_capacity(FILE_CACHE_BYTES)
             .weigher(|_, b: &Bytes| u32::try_from(b.len()).unwrap_or(u32::MAX))
             .build();
-        let opened =
-            moka::future::Cache::builder()
-                .max_capacity(OPEN_IMAGES_BYTES)
-                .weigher(|_, i: &Arc<Image>| u32::try_from(i.weight_bytes).unwrap_or(u32::MAX))
-                .time_to_idle(Duration::from_secs(3600))
-                .build();
-        Images { reads, derivations, opened, files }
+        let opened = moka::future::Cache::builder()
+            .max_capacity(OPEN_IMAGES_BYTES)
+            .weigher(|_, i: &Arc<Image>| u32::try_from(i.weight_bytes).unwrap_or(u32::MAX))
+            .time_to_idle(Duration::from_secs(3600))
+            .build();
+        let windows = moka::future::Cache::builder()
+            .max_capacity(WINDOW_CACHE_BYTES)
+            .weigher(|_, b: &Bytes| u32::try_from(b.len()).unwrap_or(u32::MAX))
+            .build();
+        Images { reads, derivations, opened, files, windows }
     }
 
     /// Opens `image` of registry namespace `namespace` (see the module docs); `platform`
@@ -169,7 +183,7 @@ impl Images {
                 ms = t0.elapsed().as_millis() as u64, "image opened");
             Ok::<_, Error>(Arc::new(opened))
         });
-        open.await.map_err(|e: Arc<Error>| (*e).clone())
+        open.await.map_err(unshared)
     }
 
     /// A manifest's bytes (at most [`MAX_MANIFEST_BYTES`]) and digest.
@@ -233,7 +247,11 @@ impl Images {
         } else {
             Access::Seek(Arc::new(seek))
         };
-        Ok((Arc::new(index), Layer { digest: l.digest, access }))
+        let starts = match &access {
+            Access::Seek(seek) => seek.points().map(|(_, u)| u).collect(),
+            Access::Decompressed(_) => Vec::new(),
+        };
+        Ok((Arc::new(index), Layer { digest: l.digest, access, starts }))
     }
 
     /// The bytes of derivation `recipe` of `input`.
@@ -275,14 +293,7 @@ impl Images {
         let layer = &image.layers[data.layer];
         if size <= SMALL_FILE_BYTES {
             let id = (layer.digest, data.entry.data_offset());
-            let whole = match self.files.get(&id) {
-                Some(bytes) => bytes,
-                None => {
-                    let bytes = self.file_bytes(image, node, 0..size).await?;
-                    self.files.insert(id, bytes.clone());
-                    bytes
-                }
-            };
+            let whole = self.files.try_get_with(id, self.file_bytes(image, node, 0..size)).await.map_err(unshared)?;
             return Ok(whole.slice(range.start as usize..range.end as usize));
         }
         self.file_bytes(image, node, range).await
@@ -326,22 +337,53 @@ impl Images {
                 Ok(out.freeze())
             }
             Access::Seek(seek) => {
-                // Whole segments, each checked against its digest in the index (made from the
-                // verified whole layer) before a byte is decompressed.
-                let digest = layer.digest;
-                let bad = move |e: SeekError| Error::BadImage {
-                    what: format!("layer {digest} does not read as its seek index says: {e}"),
-                };
-                let span = seek.segment_span(range.clone()).map_err(bad)?;
-                let fetched = self.span(image, layer, span.clone()).await?;
-                let seek = Arc::clone(seek);
-                blocking_with(move || {
-                    let (bytes, _) = seek.read_range_verified(span.start, &fetched, range).map_err(bad)?;
-                    Ok(Bytes::from(bytes))
-                })
-                .await
+                let (starts, size) = (&layer.starts, seek.uncompressed_size_bytes());
+                let mut out = BytesMut::with_capacity((range.end - range.start) as usize);
+                let mut at = range.start;
+                while at < range.end {
+                    let i = starts.partition_point(|&s| s <= at).saturating_sub(1);
+                    let window = starts[i]..starts.get(i + 1).copied().unwrap_or(size);
+                    if window.end - window.start > MAX_WINDOW_BYTES {
+                        // Points far apart (large zstd frames): the range alone, not the window.
+                        let to = range.end.min(window.end);
+                        out.extend_from_slice(&self.segments(image, layer, seek, at..to).await?);
+                        at = to;
+                        continue;
+                    }
+                    // Made once however many reads want it at once.
+                    let made = self.segments(image, layer, seek, window.clone());
+                    let bytes = self.windows.try_get_with((layer.digest, i as u32), made).await.map_err(unshared)?;
+                    let to = range.end.min(window.end);
+                    out.extend_from_slice(&bytes[(at - window.start) as usize..(to - window.start) as usize]);
+                    at = to;
+                }
+                Ok(out.freeze())
             }
         }
+    }
+
+    /// Bytes `range` of `layer`'s uncompressed stream through its seek index: the whole segments
+    /// holding them, each checked against its digest in the index (made from the verified whole
+    /// layer) before a byte is decompressed.
+    async fn segments(
+        &self,
+        image: &Image,
+        layer: &Layer,
+        seek: &Arc<SeekIndex>,
+        range: Range<u64>,
+    ) -> Result<Bytes, Error> {
+        let digest = layer.digest;
+        let bad = move |e: SeekError| Error::BadImage {
+            what: format!("layer {digest} does not read as its seek index says: {e}"),
+        };
+        let span = seek.segment_span(range.clone()).map_err(bad)?;
+        let fetched = self.span(image, layer, span.clone()).await?;
+        let seek = Arc::clone(seek);
+        blocking_with(move || {
+            let (bytes, _) = seek.read_range_verified(span.start, &fetched, range).map_err(bad)?;
+            Ok(Bytes::from(bytes))
+        })
+        .await
     }
 }
 
@@ -357,6 +399,11 @@ impl Images {
 
 /// Bytes of layers read for files inside images, by the tier they came from.
 const SPAN_BYTES: &str = "tiercache_image_span_bytes_total";
+
+/// The error of a computation many callers shared.
+fn unshared(e: Arc<Error>) -> Error {
+    (*e).clone()
+}
 
 /// `read`'s whole body, at most `max` bytes.
 async fn read_whole(read: Read, max: u64, what: &str) -> Result<Bytes, Error> {
