@@ -38,6 +38,8 @@ pub(crate) enum Command {
     Get(GetArgs),
     /// Pull an image's manifests and blobs into a registry namespace's cache
     Warm(WarmArgs),
+    /// Mount an image's files, read-only, on a directory (FUSE; reads fetch only what they need)
+    Mount(MountArgs),
     /// Make a derivation (a thumbnail, …) of every entry of a namespace, in the background pool
     Derive(DeriveArgs),
     /// Create, list, show and delete namespaces
@@ -165,6 +167,33 @@ pub(crate) struct WarmArgs {
     pub(crate) json: bool,
     #[command(flatten)]
     pub(crate) engine: EngineSettings,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct MountArgs {
+    /// The image: NAMESPACE/NAME[:TAG] (default tag: latest) or NAMESPACE/NAME@sha256:<hex>, the
+    /// first path segment being the registry namespace (one whose source is oci:// or oci+http://)
+    pub(crate) image: String,
+    /// The directory to mount it on
+    pub(crate) dir: PathBuf,
+    /// The platform of a multi-platform image: OS/ARCH[/VARIANT], e.g. linux/arm64
+    /// [default: this machine's]
+    #[arg(long, value_name = "OS/ARCH")]
+    pub(crate) platform: Option<String>,
+    /// Let other users than the one mounting it read it (FUSE's allow_other; file permissions
+    /// still apply)
+    #[arg(long)]
+    pub(crate) allow_other: bool,
+    #[command(flatten)]
+    pub(crate) engine: EngineSettings,
+}
+
+impl MountArgs {
+    /// The namespace and the image (`NAME:TAG` or `NAME@DIGEST`) of [`image`](Self::image);
+    /// `None` without a `/`.
+    pub(crate) fn namespace_and_image(&self) -> Option<(&str, &str)> {
+        self.image.split_once('/').filter(|(ns, image)| !ns.is_empty() && !image.is_empty())
+    }
 }
 
 #[derive(Debug, Args)]

@@ -95,6 +95,7 @@ async fn run(cli: Cli) -> Result<u8> {
         }
         Command::Get(args) => commands::get(open(&cli, &args.engine, &file).await?, args).await,
         Command::Warm(args) => commands::warm(open(&cli, &args.engine, &file).await?, args).await,
+        Command::Mount(args) => commands::mount(open(&cli, &args.engine, &file).await?, args).await,
         Command::Derive(args) => commands::derive(open(&cli, &args.engine, &file).await?, args).await,
         Command::Ns(cmd) => commands::ns(open(&cli, &no_engine_args, &file).await?, cmd).await,
         Command::Stats { ns, json } => {
@@ -159,6 +160,12 @@ fn check_namespace_name(command: &Command) -> Result<()> {
         _ => None,
     };
     if let Some(name) = name {
+        tiercache_core::NamespaceName::new(name)?;
+    }
+    if let Command::Mount(args) = command {
+        let Some((name, _)) = args.namespace_and_image() else {
+            anyhow::bail!("{:?} names no namespace: write NAMESPACE/NAME:TAG, e.g. hub/library/alpine:3", args.image);
+        };
         tiercache_core::NamespaceName::new(name)?;
     }
     Ok(())
