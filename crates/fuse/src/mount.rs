@@ -1,8 +1,10 @@
 //! [`Mount`]: an [`ImageFs`] mounted on a directory, read-only, its FUSE session running on a
 //! thread of its own until the mount goes away.
 //!
-//! Mounting goes through the `fusermount3` binary (fuser's pure-Rust mount), so neither libfuse
-//! nor its headers are needed; as root, unmounting is a plain `umount` call. The session ends
+//! Mounting is fuser's own (no libfuse, nor its headers): as root, the `mount` system call;
+//! otherwise through the setuid `fusermount3` binary (Debian package fuse3). The mount is
+//! `nodev,nosuid` (device files and setuid bits of the image are shown, never honoured). The
+//! session ends
 //! when the kernel says the mount is gone: after [`Mount::unmount`], or after
 //! `fusermount3 -u DIR` or `umount DIR` from outside; [`Mount::ended`] waits for that.
 

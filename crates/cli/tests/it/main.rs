@@ -14,6 +14,7 @@ mod images;
 mod lifecycle;
 mod limits;
 mod maint;
+mod mount;
 mod ns;
 mod oci_mirror;
 mod oci_runtimes;
