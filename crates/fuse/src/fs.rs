@@ -12,7 +12,8 @@
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt as _;
-use std::sync::{Arc, OnceLock};
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use fuser::{
@@ -32,6 +33,12 @@ const TTL: Duration = Duration::from_secs(24 * 3600);
 /// the kernel cannot ask for anyway).
 const NAME_MAX: u32 = 255;
 
+/// Directories with more children than this are listed from a copy of their children kept in
+/// [`Listings`] (smaller ones are walked from the first child on each call).
+const BIG_DIR_ENTRIES: usize = 1024;
+/// How many such copies are kept.
+const LISTINGS: usize = 8;
+
 /// The FUSE filesystem of one image (see the module docs).
 pub struct ImageFs {
     cache: Cache,
@@ -39,13 +46,14 @@ pub struct ImageFs {
     runtime: Handle,
     /// `statfs`'s totals, counted on its first call: (bytes of files, inodes).
     totals: OnceLock<(u64, u64)>,
+    listings: Listings,
 }
 
 impl ImageFs {
     /// The filesystem of `image`, whose file bytes are read through `cache` on `runtime` (the
     /// runtime the cache was opened on).
     pub fn new(cache: Cache, image: Arc<Image>, runtime: Handle) -> ImageFs {
-        ImageFs { cache, image, runtime, totals: OnceLock::new() }
+        ImageFs { cache, image, runtime, totals: OnceLock::new(), listings: Listings::default() }
     }
 
     fn tree(&self) -> &ImageTree {
@@ -75,14 +83,61 @@ impl ImageFs {
         *self.totals.get_or_init(|| count(self.tree()))
     }
 
-    /// The children of `dir` from `offset` on, in the order and at the offsets readdir gives
-    /// them: `.` at 0, `..` at 1, then the children by name.
-    fn entries(&self, dir: NodeId, offset: u64) -> impl Iterator<Item = (u64, NodeId, &[u8])> + '_ {
+    /// Calls `add` with the entries of `dir` from `offset` on, in the order and at the offsets
+    /// readdir gives them (`.` then `..` then the children by name, each with the offset of the
+    /// next), until it says the reply is full.
+    fn each_entry(&self, dir: NodeId, offset: u64, mut add: impl FnMut(u64, NodeId, &[u8]) -> bool) {
         let tree = self.tree();
-        let dots = [(1, dir, &b"."[..]), (2, dir, &b".."[..])];
-        let children = tree.children(dir).into_iter().flatten().zip(3u64..).map(|((name, node), next)| (next, node, name));
         let skip = usize::try_from(offset).unwrap_or(usize::MAX);
-        dots.into_iter().chain(children).skip(skip)
+        for (next, name) in [(1, &b"."[..]), (2, &b".."[..])].into_iter().skip(skip) {
+            if add(next, dir, name) {
+                return;
+            }
+        }
+        let Some(children) = tree.children(dir) else { return };
+        let skip = skip.saturating_sub(2);
+        if children.len() <= BIG_DIR_ENTRIES {
+            for (i, (name, node)) in children.enumerate().skip(skip) {
+                if add(i as u64 + 3, node, name) {
+                    return;
+                }
+            }
+            return;
+        }
+        let listing = self.listings.get(tree, dir);
+        for (i, (name, node)) in listing.iter().enumerate().skip(skip) {
+            if add(i as u64 + 3, *node, name) {
+                return;
+            }
+        }
+    }
+}
+
+/// The children of a directory, by position.
+type Listing = Arc<[(Box<[u8]>, NodeId)]>;
+
+/// The listings of the last few large directories read, so that listing one page after another
+/// costs each page, not a walk from the first child (a directory of 100 000 files takes
+/// thousands of readdir calls).
+#[derive(Default)]
+struct Listings {
+    /// Most recent first; at most [`LISTINGS`].
+    recent: Mutex<VecDeque<(NodeId, Listing)>>,
+}
+
+impl Listings {
+    fn get(&self, tree: &ImageTree, dir: NodeId) -> Listing {
+        let mut recent = self.recent.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(at) = recent.iter().position(|(d, _)| *d == dir) {
+            let hit = recent.remove(at).expect("found");
+            recent.push_front(hit.clone());
+            return hit.1;
+        }
+        let listing: Listing =
+            tree.children(dir).into_iter().flatten().map(|(name, node)| (Box::from(name), node)).collect();
+        recent.push_front((dir, listing.clone()));
+        recent.truncate(LISTINGS);
+        listing
     }
 }
 
@@ -188,12 +243,10 @@ impl Filesystem for ImageFs {
             Ok(dir) => dir,
             Err(e) => return reply.error(e),
         };
-        for (next, node, name) in self.entries(dir, offset) {
+        self.each_entry(dir, offset, |next, node, name| {
             let attrs = self.tree().attrs(node);
-            if reply.add(INodeNo(attrs.ino), next, file_type(&attrs.kind), OsStr::from_bytes(name)) {
-                break;
-            }
-        }
+            reply.add(INodeNo(attrs.ino), next, file_type(&attrs.kind), OsStr::from_bytes(name))
+        });
         reply.ok();
     }
 
@@ -202,12 +255,10 @@ impl Filesystem for ImageFs {
             Ok(dir) => dir,
             Err(e) => return reply.error(e),
         };
-        for (next, node, name) in self.entries(dir, offset) {
+        self.each_entry(dir, offset, |next, node, name| {
             let attr = self.attr(node);
-            if reply.add(attr.ino, next, OsStr::from_bytes(name), &TTL, &attr, Generation(0)) {
-                break;
-            }
-        }
+            reply.add(attr.ino, next, OsStr::from_bytes(name), &TTL, &attr, Generation(0))
+        });
         reply.ok();
     }
 

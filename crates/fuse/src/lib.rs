@@ -25,4 +25,4 @@ mod fs;
 mod mount;
 
 pub use fs::ImageFs;
-pub use mount::{Mount, MountOptions};
+pub use mount::{Mount, MountOptions, Unmounted};

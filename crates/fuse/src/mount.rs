@@ -84,15 +84,25 @@ impl Mount {
     ///
     /// # Errors
     /// Neither unmounting nor detaching worked (the message says why).
-    pub fn unmount(&mut self) -> io::Result<()> {
+    pub fn unmount(&mut self) -> io::Result<Unmounted> {
         match self.unmounter.unmount() {
-            Ok(()) => Ok(()),
+            Ok(()) => Ok(Unmounted::Whole),
             Err(e) => {
-                tracing::warn!(dir = %self.dir.display(), error = %e, "unmount failed; detaching the mount instead");
-                detach(&self.dir)
+                tracing::debug!(dir = %self.dir.display(), error = %e, "unmount failed; detaching the mount instead");
+                detach(&self.dir).map(|()| Unmounted::Detached)
             }
         }
     }
+}
+
+/// What [`Mount::unmount`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unmounted {
+    /// The mount is gone, and its session ends at once.
+    Whole,
+    /// The mount was busy and is detached: gone from the directory, its session ends when the
+    /// processes still using it let go.
+    Detached,
 }
 
 /// A lazy unmount of `dir`: the `umount2` call as root, else `fusermount3 -u -z`.

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use tiercache_engine::{Cache, Image};
-use tiercache_fuse::{ImageFs, Mount, MountOptions};
+use tiercache_fuse::{ImageFs, Mount, MountOptions, Unmounted};
 
 use crate::args::MountArgs;
 
@@ -39,14 +39,32 @@ pub(crate) async fn mount(cache: Cache, args: &MountArgs) -> Result<u8> {
         () = crate::shutdown_signal() => true,
     };
     if signalled {
-        mounted.unmount()?;
-        mounted.ended().await.context("the FUSE session failed")?;
-        eprintln!("unmounted {}", args.dir.display());
+        stop(&mut mounted).await?;
     } else {
         eprintln!("{} was unmounted", args.dir.display());
     }
     cache.shutdown().await.context("cannot write the cache's last records")?;
     Ok(0)
+}
+
+/// Unmounts `mounted` and waits for its session to end; a busy mount is detached, and served
+/// until its users let go or another signal comes.
+async fn stop(mounted: &mut Mount) -> Result<()> {
+    let dir = mounted.dir().display().to_string();
+    if mounted.unmount()? == Unmounted::Detached {
+        eprintln!("{dir} is in use: detached it; serving the processes still using it until they let go (signal again to stop now)");
+        tokio::select! {
+            ended = mounted.ended() => ended.context("the FUSE session failed")?,
+            () = crate::shutdown_signal() => {
+                eprintln!("stopped while processes still used the detached mount of {dir}");
+                return Ok(());
+            }
+        }
+    } else {
+        mounted.ended().await.context("the FUSE session failed")?;
+    }
+    eprintln!("unmounted {dir}");
+    Ok(())
 }
 
 /// Mounts `image` on the directory `args` names (on a blocking thread: mounting waits for the

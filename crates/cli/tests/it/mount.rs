@@ -15,7 +15,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use tiercache_testkit::registry::{
-    BuiltImage, FileImage, LayerSpec, RegistryAuth, RegistryServer, is_root, sample, tree_facts,
+    BuiltImage, FileImage, LayerSpec, RegistryAuth, RegistryServer, bad, is_root, sample, tree_facts,
 };
 use tiercache_testkit::servers::{self, skip_or_fail};
 
@@ -223,6 +223,10 @@ fn mount_serves_the_image_as_tar_unpacks_it_read_only_until_sigterm() {
     assert!(listed.contains("user.binary=0x00ff") && listed.contains("user.comment=0x68656c6c6f"), "{listed}");
     let (ok, _, stderr) = sh("getfattr", &["-n".as_ref(), "user.nothing".as_ref(), xattr.as_os_str()]);
     assert!(!ok && stderr.contains("No such attribute"), "{stderr}");
+    let (ok, _, stderr) = sh("stat", &[dir.join("etc/nothing").as_os_str()]);
+    assert!(!ok && stderr.contains("No such file or directory"), "{stderr}");
+    let (ok, _, stderr) = sh("cat", &[dir.join("etc/hostname/x").as_os_str()]);
+    assert!(!ok && stderr.contains("Not a directory"), "{stderr}");
     // A symlink loop is a symlink loop, not a hang.
     let (ok, _, stderr) = sh("cat", &[dir.join("loop/a").as_os_str()]);
     assert!(!ok && stderr.contains("Too many levels of symbolic links"), "{stderr}");
@@ -342,10 +346,23 @@ fn a_mount_ends_on_fusermount_u_and_serves_what_was_indexed_with_the_registry_go
     let tail = sh_ok("tail", &["-c".as_ref(), "100000".as_ref(), dir.join("data/big.bin").as_os_str()]);
     assert_eq!(tail, big[big.len() - 100_000..]);
     assert_eq!(std::fs::read(dir.join("data/big.bin")).unwrap(), big);
+
+    // Ctrl-C while a process works inside the mount: it is detached at once, served until that
+    // process lets go, then the command ends with status 0.
+    let mut user = Command::new("sleep").arg("600").current_dir(dir.join("etc")).spawn().unwrap();
     second.signal("INT");
+    let deadline = Instant::now() + EXIT_WAIT;
+    while !second.log_text().contains("is in use: detached it") {
+        assert!(Instant::now() < deadline, "no detach; log:\n{}", second.log_text());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!is_mounted(&dir), "detached from the directory");
+    assert!(second.child.try_wait().unwrap().is_none(), "still serving the process inside it");
+    user.kill().unwrap();
+    user.wait().unwrap();
     let status = second.wait();
     assert!(status.success(), "{status}; log:\n{}", second.log_text());
-    assert!(!is_mounted(&dir));
+    assert!(second.log_text().contains(&format!("unmounted {}", dir.display())), "{}", second.log_text());
 }
 
 /// A static busybox to put in an image, if this machine has one (`busybox-static`).
@@ -389,4 +406,30 @@ fn chroot_into_the_mount_runs_the_image_s_busybox() {
     mounted.signal("TERM");
     assert!(mounted.wait().success(), "log:\n{}", mounted.log_text());
     assert!(!is_mounted(&dir));
+}
+
+#[test]
+fn a_directory_of_100_000_files_lists_whole_and_in_order() {
+    if !fuse_usable() {
+        return;
+    }
+    const N: usize = 100_000;
+    let image = bad::many_files_image(N).unwrap();
+    let Some((_registry, d)) = registry_with(&image) else { return };
+    let dir = d.tmp.path().join("mnt");
+    let _mounted = Mounted::start(&d.data, "hub/team/app:many-files", &dir);
+    let many = dir.join(bad::MANY_DIR);
+
+    // `ls -f` lists in the filesystem's order, without sorting: every name once, in byte order.
+    let listed = String::from_utf8(sh_ok("ls", &["-f".as_ref(), many.as_os_str()])).unwrap();
+    let names: Vec<&str> = listed.lines().filter(|n| !n.starts_with('.')).collect();
+    let want: Vec<String> = (0..N).map(|i| bad::many_file(i).0.rsplit('/').next().unwrap().to_owned()).collect();
+    assert_eq!(names.len(), N);
+    assert!(names.iter().zip(&want).all(|(a, b)| a == b), "every name once, in order");
+    for i in [0, N / 2, N - 1] {
+        let (path, bytes) = bad::many_file(i);
+        assert_eq!(std::fs::read(dir.join(path)).unwrap(), bytes);
+    }
+    let found = sh_ok("find", &[many.as_os_str(), "-type".as_ref(), "f".as_ref()]);
+    assert_eq!(found.iter().filter(|&&b| b == b'\n').count(), N);
 }
