@@ -10,9 +10,9 @@
 //! inode number the tree never gave `ESTALE`, and an engine error while reading `EIO` (logged
 //! with its cause).
 
+use std::collections::VecDeque;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt as _;
-use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 

@@ -52,7 +52,9 @@ pub(crate) async fn mount(cache: Cache, args: &MountArgs) -> Result<u8> {
 async fn stop(mounted: &mut Mount) -> Result<()> {
     let dir = mounted.dir().display().to_string();
     if mounted.unmount()? == Unmounted::Detached {
-        eprintln!("{dir} is in use: detached it; serving the processes still using it until they let go (signal again to stop now)");
+        eprintln!(
+            "{dir} is in use: detached it; serving the processes still using it until they let go (signal again to stop now)"
+        );
         tokio::select! {
             ended = mounted.ended() => ended.context("the FUSE session failed")?,
             () = crate::shutdown_signal() => {

@@ -130,7 +130,8 @@ fn is_mounted(dir: &Path) -> bool {
 
 /// Runs `program args…`; its status, stdout and stderr.
 fn sh(program: &str, args: &[&std::ffi::OsStr]) -> (bool, Vec<u8>, String) {
-    let out = Command::new(program).args(args).stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("{program}: {e}"));
+    let out =
+        Command::new(program).args(args).stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("{program}: {e}"));
     (out.status.success(), out.stdout, String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
@@ -171,7 +172,12 @@ fn mount_serves_the_image_as_tar_unpacks_it_read_only_until_sigterm() {
     for (path, facts) in &want {
         assert_eq!(got.get(path), Some(facts), "{}", String::from_utf8_lossy(path));
     }
-    assert_eq!(got.len(), want.len(), "the same paths: {:?}", got.keys().map(|k| String::from_utf8_lossy(k)).collect::<Vec<_>>());
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "the same paths: {:?}",
+        got.keys().map(|k| String::from_utf8_lossy(k)).collect::<Vec<_>>()
+    );
 
     // The tools agree too.
     let find = |root: &Path| {
@@ -213,13 +219,22 @@ fn mount_serves_the_image_as_tar_unpacks_it_read_only_until_sigterm() {
     assert_eq!(stat(&dir, "usr/bin/tool"), format!("regular file 755 1000:1000 4096 {} 2 0:0\n", sample::OLD_MTIME));
     assert_eq!(sh_ok("cat", &[dir.join("etc/hostname").as_os_str()]), b"upper\n");
     assert_eq!(sh_ok("cat", &[dir.join("data/frames.bin").as_os_str()]), b"overwritten by the plain layer\n");
-    assert_eq!(sh_ok("cat", &[dir.join(OsStrBytes(sample::INVALID_UTF8_NAME).path()).as_os_str()]), b"latin-1 bytes in the name\n");
+    assert_eq!(
+        sh_ok("cat", &[dir.join(OsStrBytes(sample::INVALID_UTF8_NAME).path()).as_os_str()]),
+        b"latin-1 bytes in the name\n"
+    );
     assert_eq!(sh_ok("readlink", &[dir.join("etc/localtime").as_os_str()]), b"/usr/share/zoneinfo/UTC\n");
-    assert_eq!(sh_ok("readlink", &[dir.join(sample::PAX_LONG_LINK).as_os_str()]), format!("{}\n", sample::PAX_LONG_TARGET).as_bytes());
+    assert_eq!(
+        sh_ok("readlink", &[dir.join(sample::PAX_LONG_LINK).as_os_str()]),
+        format!("{}\n", sample::PAX_LONG_TARGET).as_bytes()
+    );
     let xattr = dir.join(sample::XATTR_FILE);
-    let value = sh_ok("getfattr", &["--only-values".as_ref(), "-n".as_ref(), "user.comment".as_ref(), xattr.as_os_str()]);
+    let value =
+        sh_ok("getfattr", &["--only-values".as_ref(), "-n".as_ref(), "user.comment".as_ref(), xattr.as_os_str()]);
     assert_eq!(value, b"hello");
-    let listed = String::from_utf8(sh_ok("getfattr", &["-d".as_ref(), "-e".as_ref(), "hex".as_ref(), xattr.as_os_str()])).unwrap();
+    let listed =
+        String::from_utf8(sh_ok("getfattr", &["-d".as_ref(), "-e".as_ref(), "hex".as_ref(), xattr.as_os_str()]))
+            .unwrap();
     assert!(listed.contains("user.binary=0x00ff") && listed.contains("user.comment=0x68656c6c6f"), "{listed}");
     let (ok, _, stderr) = sh("getfattr", &["-n".as_ref(), "user.nothing".as_ref(), xattr.as_os_str()]);
     assert!(!ok && stderr.contains("No such attribute"), "{stderr}");
