@@ -1,8 +1,10 @@
 //! `tiercache mount` end to end: images built with real tar layers, pushed to the Debian
 //! docker-registry, mounted by the real binary through FUSE (`fusermount3`), then read with the
 //! usual tools (`ls -R`, `find`, `stat`, `cat`, `readlink`, `getfattr`, `touch`, `chroot`) and
-//! compared with the same image unpacked by GNU tar, layer by layer. The mount ends on SIGTERM and on
-//! `fusermount3 -u`, both with exit status 0, and serves what was cached with the registry gone.
+//! compared with the same image unpacked by GNU tar, layer by layer. The mount ends on SIGTERM and
+//! on `fusermount3 -u`, both with exit status 0, and serves what was cached with the registry gone;
+//! a second node mounts what the first indexed into the shared tier and reads a file from a small
+//! span of its layer.
 //!
 //! Needs root, `/dev/fuse`, `fusermount3` (Debian package fuse3) and `getfattr` (attr); the
 //! chroot test needs a static busybox (`busybox-static`). Without them the tests skip (or fail in CI).
@@ -15,7 +17,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use tiercache_testkit::registry::{
-    BuiltImage, FileImage, LayerSpec, RegistryAuth, RegistryServer, bad, is_root, sample, tree_facts,
+    BuiltImage, FileImage, LayerSpec, ProxyAuth, RegistryAuth, RegistryProxy, RegistryServer, bad,
+    big_gzip_layer_image, is_root, sample, tree_facts,
 };
 use tiercache_testkit::servers::{self, skip_or_fail};
 
@@ -56,12 +59,18 @@ struct Mounted {
 impl Mounted {
     /// Runs `tiercache mount IMAGE DIR` and waits for its "mounted … at DIR" line.
     fn start(data: &Path, image: &str, dir: &Path) -> Mounted {
+        Mounted::start_with(data, image, dir, &[])
+    }
+
+    /// [`Mounted::start`] with more arguments.
+    fn start_with(data: &Path, image: &str, dir: &Path, args: &[&str]) -> Mounted {
         std::fs::create_dir_all(dir).unwrap();
         let log = dir.with_extension("log");
         let mut child = tc(data)
             .arg("mount")
             .arg(image)
             .arg(dir)
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -447,4 +456,69 @@ fn a_directory_of_100_000_files_lists_whole_and_in_order() {
     }
     let found = sh_ok("find", &[many.as_os_str(), "-type".as_ref(), "f".as_ref()]);
     assert_eq!(found.iter().filter(|&&b| b == b'\n').count(), N);
+}
+
+/// The files under `root` named `hex` or `hex.*` (a blob and its side files, wherever the
+/// store put them).
+fn files_named(root: &Path, hex: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(root).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(files_named(&path, hex));
+        } else if path.file_name().is_some_and(|n| n.to_str().is_some_and(|n| n.split('.').next() == Some(hex))) {
+            found.push(path);
+        }
+    }
+    found
+}
+
+#[test]
+fn node_b_mounts_what_node_a_indexed_and_reads_a_file_from_a_small_span_of_its_layer() {
+    if !fuse_usable() {
+        return;
+    }
+    const LAYER_BYTES: u64 = 48 << 20;
+    let big = big_gzip_layer_image(LAYER_BYTES, 11).unwrap();
+    let Some(registry) = servers::or_skip("docker-registry", RegistryServer::start(RegistryAuth::None)) else { return };
+    registry.push(&big.image, "team/app", big.image.tag()).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let proxy = rt.block_on(RegistryProxy::start(&registry.url(), ProxyAuth::None));
+    let shared = tempfile::tempdir().unwrap();
+    let shared_url = format!("fs://{}", shared.path().display());
+    let image = format!("hub/team/app:{}", big.image.tag());
+    let node = |name: &str| {
+        let d = dirs();
+        tcr(&d.data, &["ns", "create", "hub", "--source", &format!("oci+http://{}", proxy.host())]).ok();
+        let dir = d.tmp.path().join(name);
+        (d, dir)
+    };
+
+    // Node A indexes the layer (fetching it whole, once) and writes the indexes to the shared tier.
+    let (a, a_dir) = node("a");
+    let mut mounted = Mounted::start_with(&a.data, &image, &a_dir, &["--shared", &shared_url]);
+    assert_eq!(std::fs::read(a_dir.join(&big.needle_path)).unwrap(), big.needle_bytes);
+    mounted.signal("TERM");
+    assert!(mounted.wait().success(), "log:\n{}", mounted.log_text());
+    drop(mounted);
+    // Only the indexes stay shared: node B must read the layer's bytes from the registry.
+    let layer_hex = big.layer_digest().trim_start_matches("sha256:");
+    let shared_layer = files_named(&shared.path().join("blobs"), layer_hex);
+    assert!(!shared_layer.is_empty(), "node A wrote the layer back to the shared tier");
+    for file in shared_layer {
+        std::fs::remove_file(file).unwrap();
+    }
+
+    let before = proxy.counts();
+    let (b, b_dir) = node("b");
+    let _mounted = Mounted::start_with(&b.data, &image, &b_dir, &["--shared", &shared_url]);
+    assert_eq!(std::fs::read(b_dir.join(&big.needle_path)).unwrap(), big.needle_bytes);
+    let fetched = proxy.counts().blob_bytes - before.blob_bytes;
+    assert!(fetched > 0, "the span came from the registry");
+    assert!(
+        fetched < big.layer_size_bytes() / 4,
+        "reading {} bytes at the end of a {}-byte layer fetched {fetched} bytes of it",
+        big.needle_bytes.len(),
+        big.layer_size_bytes()
+    );
 }
