@@ -23,6 +23,7 @@
 mod attrs;
 mod fs;
 mod mount;
+mod windows;
 
 pub use fs::ImageFs;
 pub use mount::{Mount, MountOptions, Unmounted};

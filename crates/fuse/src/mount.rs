@@ -26,8 +26,8 @@ pub struct MountOptions {
     pub subtype: String,
 }
 
-/// A mounted image (see the module docs). Dropping it without [`unmount`](Mount::unmount)
-/// leaves the mount in place until its process exits.
+/// A mounted image (see the module docs). Dropping it unmounts it (detaching it if busy), so
+/// that an error on the way out leaves no dead mount behind.
 pub struct Mount {
     dir: PathBuf,
     unmounter: SessionUnmounter,
@@ -91,6 +91,15 @@ impl Mount {
                 tracing::debug!(dir = %self.dir.display(), error = %e, "unmount failed; detaching the mount instead");
                 detach(&self.dir).map(|()| Unmounted::Detached)
             }
+        }
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        // A no-op once unmounted, by `unmount` or from outside.
+        if let Err(e) = self.unmount() {
+            tracing::warn!(dir = %self.dir.display(), error = %e, "cannot unmount");
         }
     }
 }
