@@ -3,7 +3,7 @@
 //! Inode numbers are the tree's ([`FileAttrs::ino`](tiercache_engine::FileAttrs)): the root's is
 //! 1, as FUSE wants, and the paths of one hardlinked file share theirs. Every answer but a read's
 //! comes from the tree in memory, on fuser's thread; a read is a task on the tokio runtime that
-//! answers when its bytes arrive (a large file's through `windows.rs`).
+//! answers when its bytes arrive.
 //!
 //! Errors: a name that is not there is `ENOENT` (cached by the kernel as a negative entry), a
 //! directory operation on a non-directory `ENOTDIR`, anything that would write `EROFS`, an
@@ -25,7 +25,6 @@ use tiercache_engine::{Cache, FileKind, Image, ImageTree, NodeId};
 use tokio::runtime::Handle;
 
 use crate::attrs::{BLOCK_BYTES, file_attr, file_type};
-use crate::windows::Windows;
 
 /// How long the kernel may keep names and attributes: the image never changes under a mount.
 const TTL: Duration = Duration::from_secs(24 * 3600);
@@ -48,21 +47,13 @@ pub struct ImageFs {
     /// `statfs`'s totals, counted on its first call: (bytes of files, inodes).
     totals: OnceLock<(u64, u64)>,
     listings: Listings,
-    windows: Arc<Windows>,
 }
 
 impl ImageFs {
     /// The filesystem of `image`, whose file bytes are read through `cache` on `runtime` (the
     /// runtime the cache was opened on).
     pub fn new(cache: Cache, image: Arc<Image>, runtime: Handle) -> ImageFs {
-        ImageFs {
-            cache,
-            image,
-            runtime,
-            totals: OnceLock::new(),
-            listings: Listings::default(),
-            windows: Arc::new(Windows::new()),
-        }
+        ImageFs { cache, image, runtime, totals: OnceLock::new(), listings: Listings::default() }
     }
 
     fn tree(&self) -> &ImageTree {
@@ -222,17 +213,15 @@ impl Filesystem for ImageFs {
             Ok(node) => node,
             Err(e) => return reply.error(e),
         };
-        let attrs = self.tree().attrs(node);
-        match attrs.kind {
+        match self.tree().attrs(node).kind {
             FileKind::File => {}
             FileKind::Dir => return reply.error(Errno::EISDIR),
             _ => return reply.error(Errno::EINVAL),
         }
-        let (cache, image, windows) = (self.cache.clone(), Arc::clone(&self.image), Arc::clone(&self.windows));
-        let file = (node, ino.0, attrs.size);
+        let (cache, image) = (self.cache.clone(), Arc::clone(&self.image));
         let range = offset..offset.saturating_add(u64::from(size));
         self.runtime.spawn(async move {
-            match windows.read(&cache, &image, file, range.clone()).await {
+            match cache.image_read(&image, node, range.clone()).await {
                 Ok(bytes) => reply.data(&bytes),
                 Err(e) => {
                     tracing::error!(image = %image.reference(), ino = ino.0, ?range, error = %e, "read failed");

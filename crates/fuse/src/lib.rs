@@ -23,7 +23,6 @@
 mod attrs;
 mod fs;
 mod mount;
-mod windows;
 
 pub use fs::ImageFs;
 pub use mount::{Mount, MountOptions, Unmounted};
