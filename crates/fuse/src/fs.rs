@@ -304,16 +304,34 @@ impl Filesystem for ImageFs {
     }
 }
 
-/// An extended attribute reply by the size protocol: with `size` 0 the length of `value`, else
-/// `value` if it fits in `size` bytes, else `ERANGE`.
+/// An extended attribute reply by the size protocol (see [`sized`]).
 fn reply_sized(reply: ReplyXattr, size: u32, value: &[u8]) {
-    let Ok(len) = u32::try_from(value.len()) else { return reply.error(Errno::E2BIG) };
+    match sized(size, value) {
+        Sized::Length(len) => reply.size(len),
+        Sized::Value => reply.data(value),
+        Sized::Error(e) => reply.error(e),
+    }
+}
+
+/// The answer to a `getxattr` or `listxattr` of `value` with a buffer of `size` bytes.
+#[derive(Debug, PartialEq)]
+enum Sized {
+    /// `size` was 0: the caller asks how long the value is.
+    Length(u32),
+    /// The value, which fits.
+    Value,
+    /// `ERANGE`: the buffer is too small; `E2BIG`: the value is longer than FUSE can carry.
+    Error(Errno),
+}
+
+fn sized(size: u32, value: &[u8]) -> Sized {
+    let Ok(len) = u32::try_from(value.len()) else { return Sized::Error(Errno::E2BIG) };
     if size == 0 {
-        reply.size(len);
+        Sized::Length(len)
     } else if len > size {
-        reply.error(Errno::ERANGE);
+        Sized::Error(Errno::ERANGE)
     } else {
-        reply.data(value);
+        Sized::Value
     }
 }
 
@@ -334,4 +352,18 @@ fn count(tree: &ImageTree) -> (u64, u64) {
         stack.extend(tree.children(node).into_iter().flatten().map(|(_, child)| child));
     }
     (bytes, inodes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn xattrs_follow_the_size_protocol() {
+        assert_eq!(sized(0, b"hello"), Sized::Length(5));
+        assert_eq!(sized(0, b""), Sized::Length(0));
+        assert_eq!(sized(5, b"hello"), Sized::Value);
+        assert_eq!(sized(64, b"hello"), Sized::Value);
+        assert_eq!(sized(4, b"hello"), Sized::Error(Errno::ERANGE));
+    }
 }

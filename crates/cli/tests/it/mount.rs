@@ -17,8 +17,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use tiercache_testkit::registry::{
-    BuiltImage, FileImage, LayerSpec, ProxyAuth, RegistryAuth, RegistryProxy, RegistryServer, bad,
-    big_gzip_layer_image, is_root, sample, tree_facts,
+    BuiltImage, Compression, FileImage, ImageBuilder, LayerSpec, ProxyAuth, RegistryAuth, RegistryProxy,
+    RegistryServer, bad, big_gzip_layer_image, is_root, sample, tree_facts,
 };
 use tiercache_testkit::servers::{self, skip_or_fail};
 
@@ -54,6 +54,8 @@ struct Mounted {
     child: Child,
     dir: PathBuf,
     log: PathBuf,
+    /// What it printed once mounted.
+    line: String,
 }
 
 impl Mounted {
@@ -83,11 +85,12 @@ impl Mounted {
             // Keep reading, so that the process never blocks on a full pipe.
             for _ in lines {}
         });
-        let mounted = Mounted { child, dir: dir.to_owned(), log };
+        let mut mounted = Mounted { child, dir: dir.to_owned(), log, line: String::new() };
         match rx.recv_timeout(MOUNT_WAIT) {
             Ok(Some(Ok(line))) => {
                 assert!(line.starts_with(&format!("mounted {image} (sha256:")), "{line}");
                 assert!(line.ends_with(&format!(" at {}", dir.display())), "{line}");
+                mounted.line = line;
             }
             other => panic!("tiercache mount did not mount ({other:?}); its log:\n{}", mounted.log_text()),
         }
@@ -544,4 +547,38 @@ fn node_b_mounts_what_node_a_indexed_and_reads_a_file_from_a_small_span_of_its_l
         big.needle_bytes.len(),
         big.layer_size_bytes()
     );
+}
+
+#[test]
+fn platform_chooses_the_manifest_of_a_multi_platform_image() {
+    if !fuse_usable() {
+        return;
+    }
+    let image = ImageBuilder::new(31)
+        .tag("multi")
+        .layers(&[(Compression::Gzip, 10_000), (Compression::Zstd, 20_000)])
+        .multi_platform()
+        .build()
+        .unwrap();
+    let Some((_registry, d)) = registry_with(&image) else { return };
+    let mut seen = Vec::new();
+    for (i, platform) in ["linux/amd64", "linux/arm64"].into_iter().enumerate() {
+        let dir = d.tmp.path().join(format!("mnt-{i}"));
+        let mounted = Mounted::start_with(&d.data, "hub/team/app:multi", &dir, &["--platform", platform]);
+        let manifest = &image.manifests()[i];
+        assert_eq!(format!("{}/{}", manifest.platform.0, manifest.platform.1), platform);
+        assert!(mounted.line.contains(&format!("({})", manifest.manifest.digest)), "{platform}: {}", mounted.line);
+        seen.push(std::fs::read(dir.join("layer1/data.bin")).unwrap());
+    }
+    assert_ne!(seen[0], seen[1], "each platform's own layer");
+    let (ok, _, stderr) = {
+        let out = tc(&d.data)
+            .args(["mount", "hub/team/app:multi"])
+            .arg(d.tmp.path().join("mnt-0"))
+            .args(["--platform", "plan9/mips"])
+            .output()
+            .unwrap();
+        (out.status.success(), out.stdout, String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    assert!(!ok && stderr.contains("plan9/mips"), "{stderr}");
 }
