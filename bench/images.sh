@@ -57,7 +57,7 @@ A_PORT=$(pick_port $((UP_PORT + 1)))
 B_PORT=$(pick_port $((A_PORT + 1)))
 
 log "building a $MIB MiB gzip layer image and pushing it"
-read -r _ FILE LAYER LAYER_BYTES < <("$SCRATCH/bin/build_big_layer" "$SCRATCH/layout" "$MIB" 1)
+read -r LAYOUT_TAG FILE LAYER LAYER_BYTES < <("$SCRATCH/bin/build_big_layer" "$SCRATCH/layout" "$MIB" 1)
 mkdir -p "$SCRATCH/upstream/storage"
 printf 'version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: 127.0.0.1:%s\n' \
     "$SCRATCH/upstream/storage" "$UP_PORT" >"$SCRATCH/upstream/config.yml"
@@ -65,7 +65,7 @@ printf 'version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdire
 UP_PID=$!
 PIDS+=("$UP_PID")
 wait_answer "http://127.0.0.1:$UP_PORT/v2/" || die "docker-registry did not start"
-skopeo --insecure-policy copy --quiet --dest-tls-verify=false "oci:$SCRATCH/layout:$TAG" \
+skopeo --insecure-policy copy --quiet --dest-tls-verify=false "oci:$SCRATCH/layout:$LAYOUT_TAG" \
     "docker://127.0.0.1:$UP_PORT/$NAME:$TAG" >/dev/null
 rm -rf "$SCRATCH/layout"
 BLOB_URL="http://127.0.0.1:$UP_PORT/v2/$NAME/blobs/$LAYER"
@@ -77,7 +77,7 @@ timed() { # COMMAND... : prints the seconds it took
     t0=$(date +%s.%N)
     "$@" >/dev/null
     t1=$(date +%s.%N)
-    calc '%.3f' "$t1 - $t0"
+    calc '%.3f\n' "$t1 - $t0"
 }
 pull_first() { curl -sf "$BLOB_URL" | $1 -dc | tar -xOf - "$FILE" >/dev/null; }
 start_node() { # DATA PORT SHARED: sets NODE_PID
