@@ -21,6 +21,7 @@ use std::path::Path;
 
 use crate::{DeriveError, Limits, Params, Produced, Recipe, no_params};
 
+mod find;
 pub mod format;
 pub(crate) mod header;
 mod path;
@@ -29,6 +30,7 @@ mod sparse;
 mod stream;
 mod walk;
 
+pub use find::{Found, FoundFile, find_file};
 pub use format::{FORMAT_VERSION, SparseSegment, TarEntry, TarIndex, TarIndexError};
 pub use path::{Whiteout, normalize_path};
 

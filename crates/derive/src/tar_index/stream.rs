@@ -56,6 +56,20 @@ impl Stream {
         Ok(Stream { source, compression, pos: 0 })
     }
 
+    /// A layer read from `reader` (forward only, as it arrives), its compression told by its
+    /// first bytes; `tap` sees every uncompressed byte read from it, in order.
+    pub(crate) fn from_reader(reader: Box<dyn Read>, tap: Box<dyn FnMut(&[u8])>) -> Result<Stream, DeriveError> {
+        let mut reader = BufReader::with_capacity(BUFFER_BYTES, reader);
+        let compression = compression_of(reader.fill_buf()?.get(..4).unwrap_or_default());
+        let decoded: Box<dyn Read> = match compression {
+            Compression::None => Box::new(reader),
+            Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(reader)),
+            Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(reader)?),
+        };
+        let tapped = Tapped { inner: decoded, tap };
+        Ok(Stream { source: Source::Decoded(BufReader::with_capacity(BUFFER_BYTES, Box::new(tapped))), compression, pos: 0 })
+    }
+
     /// The layer's compression.
     pub(crate) fn compression(&self) -> Compression {
         self.compression
@@ -108,6 +122,20 @@ impl Stream {
         }
         self.skip(u64::MAX, limits)?;
         Ok(self.pos)
+    }
+}
+
+/// A reader whose every byte read is shown to `tap` too.
+struct Tapped {
+    inner: Box<dyn Read>,
+    tap: Box<dyn FnMut(&[u8])>,
+}
+
+impl Read for Tapped {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        (self.tap)(&buf[..n]);
+        Ok(n)
     }
 }
 

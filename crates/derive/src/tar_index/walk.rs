@@ -26,9 +26,22 @@ struct Pending {
     long_link: Option<Vec<u8>>,
 }
 
-/// Walks the tar stream in `stream` to its end-of-archive block (or its end), pushing every entry
-/// into `index`; the offset where the archive ends.
-pub(crate) fn walk(stream: &mut Stream, limits: &Limits, index: &mut IndexWriter) -> Result<u64, DeriveError> {
+/// Where a walk puts each entry it parses.
+pub(crate) trait Entries {
+    /// Takes `e`; `false` stops the walk there.
+    fn push(&mut self, e: &Parsed) -> Result<bool, DeriveError>;
+}
+
+impl Entries for IndexWriter {
+    fn push(&mut self, e: &Parsed) -> Result<bool, DeriveError> {
+        IndexWriter::push(self, e).map(|()| true)
+    }
+}
+
+/// Walks the tar stream in `stream` to its end-of-archive block (or its end, or until `index`
+/// says stop), pushing every entry into `index`; the offset where the archive ends (or where the
+/// walk stopped).
+pub(crate) fn walk(stream: &mut Stream, limits: &Limits, index: &mut dyn Entries) -> Result<u64, DeriveError> {
     let mut global = Pax::default();
     let mut global_bytes = 0u64;
     let mut pending = Pending::default();
@@ -95,7 +108,9 @@ pub(crate) fn walk(stream: &mut Stream, limits: &Limits, index: &mut IndexWriter
             }
             _ => {
                 let entry = entry(stream, limits, &header, at, &global, std::mem::take(&mut pending))?;
-                index.push(&entry)?;
+                if !index.push(&entry)? {
+                    return Ok(stream.pos());
+                }
             }
         }
     }

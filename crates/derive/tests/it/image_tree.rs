@@ -15,6 +15,12 @@ type Spec<'a> = &'a [(&'a str, EntryKind, &'a [u8])];
 
 /// A plain tar layer of `spec`, indexed.
 fn layer(spec: Spec<'_>) -> Arc<TarIndex> {
+    let (_, out) = run("tar-index", &tar_of(spec), &[]).unwrap();
+    Arc::new(TarIndex::load(out).unwrap())
+}
+
+/// A plain tar layer of `spec`.
+fn tar_of(spec: Spec<'_>) -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
     for &(path, kind, data) in spec {
         let mut h = tar::Header::new_gnu();
@@ -47,9 +53,7 @@ fn layer(spec: Spec<'_>) -> Arc<TarIndex> {
             }
         }
     }
-    let tar = b.into_inner().unwrap();
-    let (_, out) = run("tar-index", &tar, &[]).unwrap();
-    Arc::new(TarIndex::load(out).unwrap())
+    b.into_inner().unwrap()
 }
 
 use EntryKind::{Dir, File, Hardlink, Symlink};
@@ -190,4 +194,52 @@ fn a_hundred_thousand_files_in_one_directory_merge_and_list() {
     let d = tree.get(b"d").unwrap();
     assert_eq!(tree.children(d).unwrap().len(), 100_000);
     assert!(tree.child(d, b"f099999").is_some());
+}
+
+#[test]
+fn a_file_is_found_as_its_layer_streams_and_the_rest_is_not_read() {
+    use std::io::Read;
+    use tiercache_derive::tar_index::{Found, find_file};
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let tar = tar_of(&[
+        ("etc/.wh.gone", File, b""),
+        ("var/.wh..wh..opq", File, b""),
+        ("big", File, &big),
+        ("lib", Symlink, b"usr/lib"),
+        ("file", File, b"x"),
+        ("etc/wanted", File, b"the bytes wanted"),
+        ("after", File, &big),
+    ]);
+    let gz = {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut e, &tar).unwrap();
+        e.finish().unwrap()
+    };
+    /// A reader counting what was taken from it.
+    struct Counted(std::io::Cursor<Vec<u8>>, std::rc::Rc<std::cell::Cell<usize>>);
+    impl Read for Counted {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.0.read(buf)?;
+            self.1.set(self.1.get() + n);
+            Ok(n)
+        }
+    }
+    let limits = crate::limits();
+    for layer in [&tar, &gz] {
+        let taken = std::rc::Rc::new(std::cell::Cell::new(0));
+        let reader = Box::new(Counted(std::io::Cursor::new(layer.clone()), std::rc::Rc::clone(&taken)));
+        let Found::File(f) = find_file(reader, b"/etc/./wanted", 1 << 20, &limits).unwrap() else { panic!() };
+        assert_eq!(f.bytes, b"the bytes wanted");
+        assert_eq!((f.mode, f.uid, f.gid, f.mtime), (0o640, 7, 8, (1_700_000_000, 0)));
+        assert_eq!(&tar[f.data_offset as usize..][..16], b"the bytes wanted", "the offset tar-index records");
+        assert!(taken.get() < layer.len() * 3 / 4, "the last file is not read: {} of {}", taken.get(), layer.len());
+        let find = |path: &[u8], max| find_file(Box::new(std::io::Cursor::new(layer.clone())), path, max, &limits).unwrap();
+        assert_eq!(find(b"etc/gone", 1 << 20), Found::Hidden);
+        assert_eq!(find(b"var/x/y", 1 << 20), Found::Hidden);
+        assert_eq!(find(b"lib/libc.so", 1 << 20), Found::Other, "through a symlink: the index answers");
+        assert_eq!(find(b"file/below", 1 << 20), Found::Other);
+        assert_eq!(find(b"big", 1 << 20), Found::Other, "larger than asked for");
+        assert_eq!(find(b"nothing", 1 << 20), Found::Absent);
+        assert!(matches!(find(b"big", 4 << 20), Found::File(f) if f.bytes == big));
+    }
 }
