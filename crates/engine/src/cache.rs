@@ -18,7 +18,7 @@ use crate::access::AccessLog;
 use crate::blocking::{Ix, blocking_with};
 use crate::derive::{Derivations, DeriveAsk, DeriveInput, DeriveStats, Derived};
 use crate::directory::{Directories, ScanProgress, UpdateKind, UpdateReport};
-use crate::images::{Image, Images};
+use crate::images::{FirstRead, Image, Images};
 use crate::jobs::{Jobs, MoveReport, PruneOptions, PruneReport, StatsReport, VacuumReport, VerifyReport};
 use crate::memory::{Memory, MemoryReport};
 use crate::namespaces::{NamespaceInfo, Namespaces};
@@ -53,7 +53,7 @@ struct Parts {
     uploads: Arc<Uploads>,
     jobs: Arc<Jobs>,
     derivations: Arc<Derivations>,
-    images: Images,
+    images: Arc<Images>,
     tasks: Tasks,
     notes: Arc<Notes>,
 }
@@ -177,7 +177,7 @@ impl Cache {
         jobs.spawn_flusher();
         let derivations =
             Derivations::new(config.derive.clone(), Arc::clone(&reads), Arc::clone(&stores), ix.clone(), tasks.clone());
-        let images = Images::new(Arc::clone(&reads), Arc::clone(&derivations));
+        let images = Arc::new(Images::new(Arc::clone(&reads), Arc::clone(&derivations)));
         let parts = Parts {
             memory,
             stores,
@@ -298,6 +298,20 @@ impl Cache {
     /// machine's. Indexes its layers first if no tier has their indexes (fetching them whole).
     pub async fn image(&self, namespace: &str, image: &str, platform: Option<&str>) -> Result<Arc<Image>, Error> {
         self.parts.images.open(namespace, image, platform).await
+    }
+
+    /// The file at `path` of `image` (as [`Cache::image`]) as soon as it can be read: the image
+    /// opened, or, while some of its layers are indexed nowhere yet, the file itself, read from
+    /// its layer's stream as it arrives (a regular file up to 1 MiB at the path itself); the
+    /// image is opened meanwhile either way.
+    pub async fn image_first_read(
+        &self,
+        namespace: &str,
+        image: &str,
+        platform: Option<&str>,
+        path: &[u8],
+    ) -> Result<FirstRead, Error> {
+        self.parts.images.first_read(namespace, image, platform, path).await
     }
 
     /// Bytes `range` of the file `node` of `image` (clamped to its size), reading only the part

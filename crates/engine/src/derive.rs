@@ -209,6 +209,26 @@ impl Derivations {
         self.wait_for(rx, &key, ask.wait, placeholder).await
     }
 
+    /// Whether recipe `recipe`'s output (no parameters) for `input` is made already, here or on
+    /// another node (filled from the shared tier if so), without fetching the input or queueing a
+    /// job. Only an input known by digest (a blob, an entry naming its bytes by digest) can be.
+    pub(crate) async fn is_made(&self, input: &DeriveInput, recipe: &str) -> Result<bool, Error> {
+        let recipe = tiercache_derive::recipe(recipe).map_err(refusal)?;
+        let params = recipe.params(&[], None).map_err(refusal)?;
+        let digest = match input {
+            DeriveInput::Blob(digest) => Some(*digest),
+            DeriveInput::Entry { namespace, key } => self.reads.named_digest(namespace, key).await?,
+        };
+        let Some(input) = digest else { return Ok(false) };
+        let key = DerivationKey {
+            recipe: recipe.name().to_owned(),
+            version: recipe.version(),
+            params: params.canonical(),
+            input,
+        };
+        Ok(self.present(&key, false).await?.is_some() || self.made_elsewhere(recipe, &params, &key).await?.is_some())
+    }
+
     /// Waits up to `wait` for the job of `key` (`rx`, its state): its output, its failure, or
     /// (still queued or running) a pending answer with `placeholder`'s stand-in.
     async fn wait_for(
@@ -262,7 +282,7 @@ impl Derivations {
     }
 
     /// The bounds of a job starting now.
-    fn limits(&self) -> tiercache_derive::Limits {
+    pub(crate) fn limits(&self) -> tiercache_derive::Limits {
         tiercache_derive::Limits {
             max_input_bytes: self.config.max_input_bytes,
             max_output_bytes: self.config.max_output_bytes,

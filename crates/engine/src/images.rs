@@ -32,7 +32,7 @@ use futures::StreamExt;
 use tiercache_core::Digest;
 use tiercache_derive::image_tree::{ImageTree, NodeId};
 use tiercache_derive::seek::{SeekError, SeekIndex};
-use tiercache_derive::tar_index::TarIndex;
+use tiercache_derive::tar_index::{self, Found, FoundFile, TarIndex};
 
 use crate::blocking::blocking_with;
 use crate::derive::{Derivations, DeriveAsk, DeriveInput, Derived, Priority};
@@ -128,6 +128,26 @@ enum Access {
     Decompressed(Digest),
 }
 
+/// What [`Images::first_read`] found.
+#[derive(Debug)]
+pub enum FirstRead {
+    /// The image, opened: resolve the path in its tree.
+    Image(Arc<Image>),
+    /// The file, read from its layer's stream before the image was indexed.
+    File(StreamedFile),
+}
+
+/// A regular file read from its layer's stream ([`FirstRead::File`]).
+#[derive(Debug, Clone)]
+pub struct StreamedFile {
+    /// Its bytes and metadata.
+    pub file: FoundFile,
+    /// The digest of the layer holding it.
+    pub layer: Digest,
+    /// The digest of the image's platform manifest.
+    pub manifest: Digest,
+}
+
 /// The images of one cache: opened ones, and small files read.
 pub(crate) struct Images {
     reads: Arc<Reads>,
@@ -159,6 +179,102 @@ impl Images {
     /// (`os/arch[/variant]`) chooses from an index.
     pub(crate) async fn open(&self, namespace: &str, image: &str, platform: Option<&str>) -> Result<Arc<Image>, Error> {
         let image = ImageRef::parse(image)?;
+        let (digest, layers) = self.resolve(namespace, &image, platform).await?;
+        self.open_resolved(namespace, &image, digest, &layers).await
+    }
+
+    /// The file at `path` of `image`, read as soon as it can be: from the image opened, or, while
+    /// no node has indexed some of its layers yet, from the layers' streams as they arrive
+    /// (top layer first; `tar_index::find_file`), stopping once the file is read. The image is
+    /// opened (its layers indexed) meanwhile either way, in the background if the file came first.
+    pub(crate) async fn first_read(
+        self: &Arc<Self>,
+        namespace: &str,
+        image: &str,
+        platform: Option<&str>,
+        path: &[u8],
+    ) -> Result<FirstRead, Error> {
+        let image_ref = ImageRef::parse(image)?;
+        let (digest, layers) = self.resolve(namespace, &image_ref, platform).await?;
+        if let Some(opened) = self.opened.get(&(namespace.to_owned(), digest)).await {
+            return Ok(FirstRead::Image(opened));
+        }
+        let this = Arc::clone(self);
+        let (ns, img, refs) = (namespace.to_owned(), image_ref.clone(), layers.clone());
+        let mut open = tokio::spawn(async move { this.open_resolved(&ns, &img, digest, &refs).await });
+        let opened = |r: Result<Result<Arc<Image>, Error>, tokio::task::JoinError>| match r {
+            Ok(r) => r.map(FirstRead::Image),
+            Err(e) => Err(Error::task("opening an image", e)),
+        };
+        if !self.needs_indexing(namespace, &image_ref, &layers).await? {
+            return opened(open.await);
+        }
+        let scan = self.scan(namespace, &image_ref, digest, &layers, path);
+        tokio::select! {
+            r = &mut open => return opened(r),
+            found = scan => match found {
+                Ok(Some(file)) => {
+                    metrics::counter!(STREAMED_READS).increment(1);
+                    return Ok(FirstRead::File(file));
+                }
+                Ok(None) => {}
+                Err(e) => tracing::debug!(namespace, image = %image_ref, error = %e, "reading a file from the layers' streams failed; waiting for the index"),
+            },
+        }
+        opened(open.await)
+    }
+
+    /// Whether some layer's tar index is made nowhere yet.
+    async fn needs_indexing(&self, namespace: &str, image: &ImageRef, layers: &[LayerRef]) -> Result<bool, Error> {
+        for l in layers {
+            let input =
+                DeriveInput::Entry { namespace: namespace.to_owned(), key: image.blob_key(&l.digest).into_bytes() };
+            if !self.derivations.is_made(&input, "tar-index").await? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// The file at `path` from the layers' streams, top layer first: `None` if a layer has
+    /// something else there, hides it, or no layer has it (the index answers those).
+    async fn scan(
+        &self,
+        namespace: &str,
+        image: &ImageRef,
+        manifest: Digest,
+        layers: &[LayerRef],
+        path: &[u8],
+    ) -> Result<Option<StreamedFile>, Error> {
+        for l in layers.iter().rev() {
+            let read = self.reads.entry(namespace, image.blob_key(&l.digest).as_bytes(), Intent::Whole).await?;
+            let stream = read.into_stream(None);
+            let reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(stream));
+            let (wanted, limits) = (path.to_vec(), self.derivations.limits());
+            let found = blocking_with(move || {
+                tar_index::find_file(Box::new(reader), &wanted, SMALL_FILE_BYTES, &limits)
+                    .map_err(|e| Error::BadImage { what: format!("reading the layer's stream: {e}") })
+            })
+            .await?;
+            match found {
+                Found::File(f) => {
+                    let layer = l.digest;
+                    return Ok(Some(StreamedFile { file: f, layer, manifest }));
+                }
+                Found::Absent => continue,
+                Found::Hidden | Found::Other => return Ok(None),
+            }
+        }
+        Ok(None)
+    }
+
+    /// `image`'s platform manifest: its digest and layers.
+    async fn resolve(
+        &self,
+        namespace: &str,
+        image: &ImageRef,
+        platform: Option<&str>,
+    ) -> Result<(Digest, Vec<LayerRef>), Error> {
         let (mut bytes, mut digest) = self.manifest(namespace, &image.manifest_key()).await?;
         let what = format!("image {image}");
         let layers = match manifest::parse(&bytes, &what)? {
@@ -175,10 +291,21 @@ impl Images {
                 }
             }
         };
+        Ok((digest, layers))
+    }
+
+    /// Opens the image whose platform manifest is `digest`, of `layers`, once however many ask.
+    async fn open_resolved(
+        &self,
+        namespace: &str,
+        image: &ImageRef,
+        digest: Digest,
+        layers: &[LayerRef],
+    ) -> Result<Arc<Image>, Error> {
         let id = (namespace.to_owned(), digest);
         let open = self.opened.try_get_with(id, async {
             let t0 = Instant::now();
-            let opened = self.build(namespace, &image, digest, &layers).await?;
+            let opened = self.build(namespace, image, digest, layers).await?;
             tracing::info!(namespace, %image, layers = layers.len(), nodes = opened.tree.n_nodes(),
                 ms = t0.elapsed().as_millis() as u64, "image opened");
             Ok::<_, Error>(Arc::new(opened))
@@ -396,6 +523,9 @@ impl Images {
         Ok(span.bytes)
     }
 }
+
+/// Files answered from their layer's stream before their image was indexed.
+const STREAMED_READS: &str = "tiercache_image_streamed_reads_total";
 
 /// Bytes of layers read for files inside images, by the tier they came from.
 const SPAN_BYTES: &str = "tiercache_image_span_bytes_total";

@@ -56,7 +56,7 @@ pub use config::{DEFAULT_MAX_OBJECT_BYTES, DeriveConfig, DiskLimits, OwnerCheck,
 pub use derive::{DeriveAsk, DeriveInput, DeriveStats, Derived, Priority};
 pub use directory::{ScanProgress, UpdateKind, UpdateReport};
 pub use error::{Cause, Error, RecipeFault};
-pub use images::{Image, ImageRef};
+pub use images::{FirstRead, Image, ImageRef, StreamedFile};
 pub use jobs::{MoveReport, PruneOptions, PruneReport, PrunedItem};
 pub use jobs::{StatsReport, VacuumReport, VerifyReport};
 pub use memory::MemoryReport;
@@ -71,6 +71,7 @@ pub use tiercache_core::{KeptCounter, kept_counter};
 pub use tiercache_core::{NamespaceOptions, RelPath, Secret};
 pub use tiercache_derive::image_tree::{Attrs as FileAttrs, ImageTree, NodeId, ResolveError};
 pub use tiercache_derive::tar_index::EntryKind as FileKind;
+pub use tiercache_derive::tar_index::FoundFile;
 pub use tiercache_index::{DirStats, DiskUsage, ListPage, ListRequest, ListedItem, Namespace, NamespaceUsage};
 pub use tiercache_sources::{AddressRange, HttpSourceConfig, Redirects, SourceError};
 pub use tiercache_tiers::shared::{SharedConfig, StoreLimits};

@@ -19,8 +19,11 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use percent_encoding::percent_decode_str;
 use serde_json::json;
 use sha2::Digest as _;
+use std::sync::Arc;
 use tiercache_core::{RangeRequest, Resolved};
-use tiercache_engine::{Error, FileAttrs, FileKind, Image, ImageTree, NodeId, ResolveError};
+
+use bytes::Bytes;
+use tiercache_engine::{Error, FileKind, FirstRead, Image, ImageTree, NodeId, ResolveError};
 
 use crate::access::Right;
 use crate::error::ApiError;
@@ -91,54 +94,102 @@ pub(crate) async fn answer(st: AppState, req: Request) -> Result<Response, ApiEr
     }
     let query = uri.query().unwrap_or("");
     let platform = query_value(query, "platform");
-    let image = st.cache.image(&asked.namespace, &asked.image, platform.as_deref()).await?;
+    let platform = platform.as_deref();
+    let is_list = query_value(query, "list").is_some();
+    // A file of an image no node has indexed yet is answered from its layer's stream as soon as
+    // the stream passes it; anything else waits for the image's index.
+    let image = match is_list {
+        true => st.cache.image(&asked.namespace, &asked.image, platform).await?,
+        false => match st.cache.image_first_read(&asked.namespace, &asked.image, platform, &asked.path).await? {
+            FirstRead::Image(image) => image,
+            FirstRead::File(streamed) => {
+                let (f, immutable) = (&streamed.file, is_digest(&asked.image));
+                let facts = FileFacts {
+                    size: f.bytes.len() as u64,
+                    perm: f.mode & 0o7777,
+                    uid: f.uid,
+                    gid: f.gid,
+                    mtime: f.mtime.0,
+                    etag: etag(&streamed.layer, f.data_offset, f.bytes.len() as u64),
+                    manifest: streamed.manifest,
+                    immutable,
+                };
+                let bytes = Bytes::from(streamed.file.bytes);
+                return Ok(file(&st, facts, FileBody::Streamed(bytes), &method, &headers));
+            }
+        },
+    };
     let tree = image.tree();
     let node = tree.resolve(&asked.path, true).map_err(|e| no_file(&asked, e))?;
     let attrs = tree.attrs(node);
     if attrs.kind == FileKind::Dir {
         return listing(&image, node, &asked, query);
     }
-    if query_value(query, "list").is_some() {
+    if is_list {
         return Err(no_file(&asked, ResolveError::NotADirectory));
     }
     if attrs.kind != FileKind::File {
         let why = format!("{} is a {}, which has no bytes to read", shown(&asked.path), kind_name(attrs.kind));
         return Err(ApiError::invalid(why));
     }
-    file(&st, image, node, attrs, &method, &headers)
+    let data = tree.data(node).expect("a regular file");
+    let layer = image.layer_digest(data.layer).expect("the file's layer");
+    let facts = FileFacts {
+        size: attrs.size,
+        perm: attrs.perm,
+        uid: attrs.uid,
+        gid: attrs.gid,
+        mtime: attrs.mtime.0,
+        etag: etag(&layer, data.entry.data_offset(), data.entry.size()),
+        manifest: image.manifest_digest(),
+        immutable: is_digest(&asked.image),
+    };
+    Ok(file(&st, facts, FileBody::Image(image, node), &method, &headers))
 }
 
-/// The answer for a regular file: preconditions, then the whole file or one range, streamed.
-fn file(
-    st: &AppState,
-    image: std::sync::Arc<Image>,
-    node: NodeId,
-    attrs: FileAttrs,
-    method: &Method,
-    req: &HeaderMap,
-) -> Result<Response, ApiError> {
-    let etag = etag_of(&image, node);
-    let mut h = metadata_headers(&image, &attrs);
-    h.insert(header::ETAG, value(&etag));
+/// What a file's answer says of it.
+struct FileFacts {
+    size: u64,
+    perm: u32,
+    uid: u32,
+    gid: u32,
+    mtime: i64,
+    etag: String,
+    manifest: tiercache_engine::Digest,
+    /// Named by digest: it never changes.
+    immutable: bool,
+}
+
+/// Where a file's bytes come from.
+enum FileBody {
+    /// The opened image, read in steps.
+    Image(Arc<Image>, NodeId),
+    /// Read whole already, from its layer's stream.
+    Streamed(Bytes),
+}
+
+/// The answer for a regular file: preconditions, then the whole file or one range.
+fn file(st: &AppState, facts: FileFacts, body: FileBody, method: &Method, req: &HeaderMap) -> Response {
+    let etag = facts.etag.as_str();
+    let mut h = metadata_headers(&facts.manifest, FileKind::File, facts.perm, facts.uid, facts.gid, facts.mtime);
+    h.insert(header::ETAG, value(etag));
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static("sandbox"));
-    if image.reference().reference.to_string().starts_with("sha256:") {
+    if facts.immutable {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=31536000, immutable"));
     }
     let matches = |v: &HeaderValue| {
         v.to_str().is_ok_and(|s| s.split(',').any(|t| t.trim() == "*" || t.trim().trim_start_matches("W/") == etag))
     };
     if req.get(header::IF_MATCH).is_some_and(|v| !matches(v)) {
-        return Ok(
-            (StatusCode::PRECONDITION_FAILED, h, "precondition failed: If-Match does not match\n").into_response()
-        );
+        return (StatusCode::PRECONDITION_FAILED, h, "precondition failed: If-Match does not match\n").into_response();
     }
     if req.get(header::IF_NONE_MATCH).is_some_and(matches) {
-        return Ok((StatusCode::NOT_MODIFIED, h).into_response());
+        return (StatusCode::NOT_MODIFIED, h).into_response();
     }
-    let size = attrs.size;
+    let size = facts.size;
     let mut range = 0..size;
     let mut status = StatusCode::OK;
     let if_range_holds = req.get(header::IF_RANGE).is_none_or(|v| v.to_str().is_ok_and(|s| s == etag));
@@ -154,27 +205,42 @@ fn file(
             Ok(Some(Err(e))) | Err(e) => {
                 h.remove(header::ETAG);
                 h.insert(header::CONTENT_RANGE, value(&format!("bytes */{size}")));
-                return Ok((StatusCode::RANGE_NOT_SATISFIABLE, h, format!("{e}\n")).into_response());
+                return (StatusCode::RANGE_NOT_SATISFIABLE, h, format!("{e}\n")).into_response();
             }
         }
     }
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(range.end - range.start));
     if method == Method::HEAD {
-        return Ok((status, h).into_response());
+        return (status, h).into_response();
     }
-    let cache = st.cache.clone();
-    let steps =
-        (range.start..range.end).step_by(STEP_BYTES as usize).map(move |at| at..(at + STEP_BYTES).min(range.end));
-    let body = futures::stream::iter(steps)
-        .then(move |r| {
-            let (cache, image) = (cache.clone(), std::sync::Arc::clone(&image));
-            async move { cache.image_read(&image, node, r).await.map_err(|e| std::io::Error::other(e.to_string())) }
-        })
-        .boxed();
-    let mut res = Response::new(Body::from_stream(body));
+    let body = match body {
+        FileBody::Streamed(bytes) => Body::from(bytes.slice(range.start as usize..range.end as usize)),
+        FileBody::Image(image, node) => {
+            let cache = st.cache.clone();
+            let steps = (range.start..range.end)
+                .step_by(STEP_BYTES as usize)
+                .map(move |at| at..(at + STEP_BYTES).min(range.end));
+            let stream =
+                futures::stream::iter(steps)
+                    .then(move |r| {
+                        let (cache, image) = (cache.clone(), Arc::clone(&image));
+                        async move {
+                            cache.image_read(&image, node, r).await.map_err(|e| std::io::Error::other(e.to_string()))
+                        }
+                    })
+                    .boxed();
+            Body::from_stream(stream)
+        }
+    };
+    let mut res = Response::new(body);
     *res.status_mut() = status;
     *res.headers_mut() = h;
-    Ok(res)
+    res
+}
+
+/// Whether an image reference names its manifest by digest.
+fn is_digest(image: &str) -> bool {
+    image.contains('@')
 }
 
 /// A directory's listing as JSON, one page (`limit`, `after`).
@@ -225,7 +291,8 @@ fn listing(image: &Image, dir: NodeId, asked: &Asked, query: &str) -> Result<Res
         "entries": entries,
         "next_after": next,
     });
-    let mut h = metadata_headers(image, &tree.attrs(dir));
+    let a = tree.attrs(dir);
+    let mut h = metadata_headers(&image.manifest_digest(), a.kind, a.perm, a.uid, a.gid, a.mtime.0);
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     Ok((StatusCode::OK, h, body.to_string()).into_response())
@@ -236,26 +303,32 @@ const URL_SET: &percent_encoding::AsciiSet =
     &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
 
 /// A file's metadata as headers.
-fn metadata_headers(image: &Image, a: &FileAttrs) -> HeaderMap {
+fn metadata_headers(
+    manifest: &tiercache_engine::Digest,
+    kind: FileKind,
+    perm: u32,
+    uid: u32,
+    gid: u32,
+    mtime: i64,
+) -> HeaderMap {
     let mut h = HeaderMap::with_capacity(12);
-    h.insert(X_KIND, HeaderValue::from_static(kind_name(a.kind)));
-    h.insert(X_MODE, value(&format!("{:04o}", a.perm)));
-    h.insert(X_UID, HeaderValue::from(a.uid));
-    h.insert(X_GID, HeaderValue::from(a.gid));
-    h.insert(X_MANIFEST, value(&image.manifest_digest().to_string()));
-    let secs = u64::try_from(a.mtime.0).unwrap_or(0);
-    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+    h.insert(X_KIND, HeaderValue::from_static(kind_name(kind)));
+    h.insert(X_MODE, value(&format!("{perm:04o}")));
+    h.insert(X_UID, HeaderValue::from(uid));
+    h.insert(X_GID, HeaderValue::from(gid));
+    h.insert(X_MANIFEST, value(&manifest.to_string()));
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::try_from(mtime).unwrap_or(0));
     h.insert(header::LAST_MODIFIED, value(&httpdate::fmt_http_date(t)));
     h
 }
 
-/// The strong ETag of file `node`: its layer's digest and data offset, hashed.
-fn etag_of(image: &Image, node: NodeId) -> String {
-    let data = image.tree().data(node).expect("a regular file");
+/// The strong ETag of a file: its layer's digest, its data's offset in the layer and its size,
+/// hashed.
+fn etag(layer: &tiercache_engine::Digest, data_offset: u64, size: u64) -> String {
     let mut h = sha2::Sha256::new();
-    h.update(image.layer_digest(data.layer).expect("the file's layer").as_bytes());
-    h.update(data.entry.data_offset().to_le_bytes());
-    h.update(data.entry.size().to_le_bytes());
+    h.update(layer.as_bytes());
+    h.update(data_offset.to_le_bytes());
+    h.update(size.to_le_bytes());
     format!("\"{}\"", hex::encode(&h.finalize()[..16]))
 }
 

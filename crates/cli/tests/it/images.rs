@@ -193,16 +193,19 @@ async fn a_second_node_reads_files_from_the_index_the_first_made() {
     let needle = format!("/images/reg/big/layer:v1/files/{}", big.needle_path);
 
     let a = Server::start(&da.data, &["--shared", &shared]).await;
-    let (status, body) = http_get(&http, &a.url(&needle)).await;
-    assert_eq!(
-        (status, body == big.needle_bytes),
-        (200, true),
-        "{}",
-        String::from_utf8_lossy(&body[..body.len().min(300)])
-    );
-    let layer = big.layer_digest();
-    assert_eq!(proxy.blob_gets(layer), 1, "node A fetched the layer once, to index it");
+    let first = http.get(a.url(&needle)).send().await.unwrap();
+    assert_eq!(first.status(), 200);
+    let etag = first.headers()["etag"].to_str().unwrap().to_owned();
+    assert_eq!(first.bytes().await.unwrap(), big.needle_bytes);
+    assert_eq!(a.metric("tiercache_image_streamed_reads_total").await, 1.0, "read as the layer streamed in");
+    // Once indexed, the same file from the index: the same bytes and ETag.
     a.wait_metric("tiercache_derive_records_written_total", 2.0).await;
+    let again = http.get(a.url(&needle)).send().await.unwrap();
+    assert_eq!(again.headers()["etag"].to_str().unwrap(), etag);
+    assert_eq!(again.bytes().await.unwrap(), big.needle_bytes);
+    assert_eq!(a.metric("tiercache_image_streamed_reads_total").await, 1.0);
+    let layer = big.layer_digest();
+    assert_eq!(proxy.blob_gets(layer), 1, "node A fetched the layer once, to read and index it");
     a.wait_metric("tiercache_shared_write_backs_total{result=\"done\"}", 3.0).await;
 
     // Node B: the indexes and the layer come from the shared tier; the registry sends no blob.

@@ -58,7 +58,7 @@ impl Stream {
 
     /// A layer read from `reader` (forward only, as it arrives), its compression told by its
     /// first bytes; `tap` sees every uncompressed byte read from it, in order.
-    pub(crate) fn from_reader(reader: Box<dyn Read>, tap: Box<dyn FnMut(&[u8])>) -> Result<Stream, DeriveError> {
+    pub(crate) fn from_reader(reader: Box<dyn Read>, tap: Tap) -> Result<Stream, DeriveError> {
         let mut reader = BufReader::with_capacity(BUFFER_BYTES, reader);
         let compression = compression_of(reader.fill_buf()?.get(..4).unwrap_or_default());
         let decoded: Box<dyn Read> = match compression {
@@ -67,7 +67,11 @@ impl Stream {
             Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(reader)?),
         };
         let tapped = Tapped { inner: decoded, tap };
-        Ok(Stream { source: Source::Decoded(BufReader::with_capacity(BUFFER_BYTES, Box::new(tapped))), compression, pos: 0 })
+        Ok(Stream {
+            source: Source::Decoded(BufReader::with_capacity(BUFFER_BYTES, Box::new(tapped))),
+            compression,
+            pos: 0,
+        })
     }
 
     /// The layer's compression.
@@ -125,10 +129,13 @@ impl Stream {
     }
 }
 
+/// What is shown every uncompressed byte read ([`Stream::from_reader`]).
+pub(crate) type Tap = Box<dyn FnMut(&[u8])>;
+
 /// A reader whose every byte read is shown to `tap` too.
 struct Tapped {
     inner: Box<dyn Read>,
-    tap: Box<dyn FnMut(&[u8])>,
+    tap: Tap,
 }
 
 impl Read for Tapped {

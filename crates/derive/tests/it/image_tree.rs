@@ -233,7 +233,8 @@ fn a_file_is_found_as_its_layer_streams_and_the_rest_is_not_read() {
         assert_eq!((f.mode, f.uid, f.gid, f.mtime), (0o640, 7, 8, (1_700_000_000, 0)));
         assert_eq!(&tar[f.data_offset as usize..][..16], b"the bytes wanted", "the offset tar-index records");
         assert!(taken.get() < layer.len() * 3 / 4, "the last file is not read: {} of {}", taken.get(), layer.len());
-        let find = |path: &[u8], max| find_file(Box::new(std::io::Cursor::new(layer.clone())), path, max, &limits).unwrap();
+        let find =
+            |path: &[u8], max| find_file(Box::new(std::io::Cursor::new(layer.clone())), path, max, &limits).unwrap();
         assert_eq!(find(b"etc/gone", 1 << 20), Found::Hidden);
         assert_eq!(find(b"var/x/y", 1 << 20), Found::Hidden);
         assert_eq!(find(b"lib/libc.so", 1 << 20), Found::Other, "through a symlink: the index answers");
