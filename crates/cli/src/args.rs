@@ -24,8 +24,22 @@ pub(crate) struct Cli {
     #[arg(long, global = true, env = "TIERCACHE_LOG", value_name = "FILTER")]
     pub(crate) log: Option<String>,
 
+    /// Log lines as text, or as one JSON object each (with the request id of a request's lines)
+    #[arg(long, global = true, env = "TIERCACHE_LOG_FORMAT", value_name = "FORMAT", default_value = "text")]
+    pub(crate) log_format: LogFormat,
+
     #[command(subcommand)]
     pub(crate) command: Command,
+}
+
+/// How log lines are written (to standard error).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum LogFormat {
+    /// For people: time, level, the request's span, target, message and fields.
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `target`, the fields, and `span` (the
+    /// request's id) within a request.
+    Json,
 }
 
 #[derive(Debug, Subcommand)]

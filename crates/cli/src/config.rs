@@ -396,6 +396,7 @@ pub(crate) fn server_limits(s: &ServeSettings) -> Result<tiercache_server::Limit
     l.header_read_timeout = s.header_read_timeout.map_or(l.header_read_timeout, |d| d.0);
     l.keep_alive_timeout = s.keep_alive_timeout.map_or(l.keep_alive_timeout, |d| d.0);
     l.body_idle_timeout = s.body_idle_timeout.map_or(l.body_idle_timeout, |d| d.0);
+    l.access_log = s.access_log.unwrap_or(l.access_log);
     for (name, d) in [
         ("header_read_timeout", l.header_read_timeout),
         ("keep_alive_timeout", l.keep_alive_timeout),

@@ -22,7 +22,7 @@ use clap::Parser;
 
 use tiercache_engine::Cache;
 
-use crate::args::{Cli, Command, NsCommand};
+use crate::args::{Cli, Command, LogFormat, NsCommand};
 use crate::config::FileConfig;
 use crate::settings::EngineSettings;
 
@@ -33,10 +33,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_log = if matches!(cli.command, Command::Serve(_)) { "info" } else { "warn" };
     let filter = cli.log.clone().or_else(|| std::env::var("RUST_LOG").ok()).unwrap_or_else(|| default_log.to_owned());
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging(&filter, cli.log_format);
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -49,6 +46,22 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs to standard error as `filter` says, in `format`; WARN and ERROR lines are also kept for
+/// the dashboard's recent warnings (`tiercache_server::RecentWarnings`).
+fn init_logging(filter: &str, format: LogFormat) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| "info".into());
+    let registry = tracing_subscriber::registry().with(filter).with(tiercache_server::RecentWarnings);
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => registry.with(fmt).init(),
+        LogFormat::Json => {
+            registry.with(fmt.json().flatten_event(true).with_current_span(true).with_span_list(false)).init()
         }
     }
 }

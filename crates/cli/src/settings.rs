@@ -99,6 +99,10 @@ pub(crate) struct ServeSettings {
     /// registry, if there is exactly one]
     #[arg(long, env = "TIERCACHE_OCI_DEFAULT_NS", value_name = "NAMESPACE")]
     pub(crate) oci_default_ns: Option<String>,
+    /// Log one line per request, at INFO (target `tiercache::access`): method, path, status, body
+    /// bytes, the tier that served it, duration and request id [default: true]
+    #[arg(long, env = "TIERCACHE_ACCESS_LOG", value_name = "BOOL")]
+    pub(crate) access_log: Option<bool>,
     /// The S3 API's access keys: `[[s3.keys]]` tables in the file (`access_key`, `secret_key`,
     /// optional `buckets`, all of them if absent). Also one pair from `TIERCACHE_S3_ACCESS_KEY`
     /// and `TIERCACHE_S3_SECRET_KEY`, read by `serve`: a secret has no flag.
@@ -128,6 +132,7 @@ impl ServeSettings {
             },
             s3_domain: self.s3_domain.clone().or_else(|| file.s3_domain.clone()),
             oci_default_ns: self.oci_default_ns.clone().or_else(|| file.oci_default_ns.clone()),
+            access_log: self.access_log.or(file.access_log),
             s3: self.s3.clone().or_else(|| file.s3.clone()),
         }
     }

@@ -26,7 +26,7 @@ use crate::quota::{DiskQuota, QuotaStats};
 use crate::read::{Intent, Reads, ReadsParts};
 use crate::sources::Sources;
 use crate::store::place::Place;
-use crate::store::{CleanupReport, Store, Stores};
+use crate::store::{CleanupReport, SharedStatus, Store, Stores};
 use crate::tasks::Tasks;
 use crate::telemetry::Notes;
 use crate::uploads::{CompletedUpload, PartInfo, PartsPage, UploadId, UploadInfo, UploadMeta, Uploads, UploadsPage};
@@ -609,6 +609,12 @@ impl Cache {
     /// The disk quota as this process accounts it, and what eviction did.
     pub fn quota_stats(&self) -> QuotaStats {
         self.parts.stores.managed().quota.stats()
+    }
+
+    /// The shared tier's breaker, write-back queue and counters as this process sees them now;
+    /// `None` without a shared tier.
+    pub fn shared_status(&self) -> Option<SharedStatus> {
+        self.parts.stores.shared_status()
     }
 
     /// The memory tier's sizes and counters (this process's: the memory tier is not shared).

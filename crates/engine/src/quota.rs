@@ -43,6 +43,10 @@ pub(crate) struct NoRoom {
 pub struct QuotaStats {
     /// The quota, if any.
     pub quota_bytes: Option<u64>,
+    /// Above this share of the quota a background pass evicts …
+    pub high_watermark: f64,
+    /// … down to this share.
+    pub low_watermark: f64,
     /// Bytes of blobs held, as this process accounts them.
     pub used_bytes: u64,
     /// Bytes reserved by writes under way.
@@ -572,6 +576,8 @@ impl DiskQuota {
         let st = self.state();
         QuotaStats {
             quota_bytes: self.limits.quota_bytes,
+            high_watermark: self.limits.high_watermark,
+            low_watermark: self.limits.low_watermark,
             used_bytes: st.used_bytes,
             reserved_bytes: st.reserved_bytes,
             n_evicted: self.n_evicted.load(Ordering::Relaxed),

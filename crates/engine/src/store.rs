@@ -151,6 +151,23 @@ impl Store {
     }
 }
 
+/// The shared tier's state as this process sees it: its breaker, write-back queue and counters
+/// (since this process started).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SharedStatus {
+    /// The store, credentials redacted.
+    pub store: String,
+    /// `closed` (calls go through), `open` (the store failed; calls are refused until a probe is
+    /// due) or `half-open` (one probe is out).
+    pub breaker: &'static str,
+    /// Blobs queued for write-back or being written.
+    pub n_queued: usize,
+    /// The most blobs that may wait in the write-back queue.
+    pub queue_capacity: usize,
+    /// The counters by name (`hits`, `write_backs_dropped`, `write_backs_failed`, …).
+    pub counters: std::collections::BTreeMap<&'static str, u64>,
+}
+
 /// Every store of one cache, and the steps every stored blob takes.
 pub(crate) struct Stores {
     managed: Arc<Store>,
@@ -201,6 +218,19 @@ impl Stores {
     /// The shared cluster tier, if configured.
     pub(crate) fn shared(&self) -> Option<&Arc<SharedTier>> {
         self.shared.as_ref().map(|(tier, _)| tier)
+    }
+
+    /// The shared tier's state as this process sees it now, if one is configured.
+    pub(crate) fn shared_status(&self) -> Option<SharedStatus> {
+        let (tier, write_back) = self.shared.as_ref()?;
+        let stats = tier.stats();
+        Some(SharedStatus {
+            store: tier.display().to_owned(),
+            breaker: stats.breaker.as_str(),
+            n_queued: write_back.n_pending(),
+            queue_capacity: write_back.capacity(),
+            counters: stats.counters().collect(),
+        })
     }
 
     /// Where namespace `ns` keeps its blobs.

@@ -7,6 +7,7 @@
 //! DELETE /admin/namespaces/{name}        delete (200, idempotent; `existed` says which)
 //! PUT    /admin/namespaces/{name}/pins   pin `{"key": K}`, or the whole namespace without a key
 //! DELETE /admin/namespaces/{name}/pins   unpin, the same way
+//! POST   /admin/namespaces/{name}/update re-read a directory namespace's changes (`force`: all)
 //! POST   /admin/prune                    one pruner pass (`dry_run` lists without removing)
 //! GET    /admin/df                       disk use, overall and per namespace
 //! GET    /admin/stats                    index and tier statistics
@@ -49,11 +50,20 @@ pub(crate) fn router(cache: Cache, access: Arc<Access>) -> Router {
     if !access.has_admin_token() {
         return Router::new().route("/", any(off)).fallback(off);
     }
+    endpoints(cache)
+        // Outermost, and over the fallback too: nothing below `/admin` answers without the token.
+        .layer(axum::middleware::from_fn_with_state(access, authenticate))
+}
+
+/// The admin endpoints without authentication, for a door that authenticates its own way (the
+/// dashboard's actions, `ui.rs`). Every failure is answered in full.
+pub(crate) fn endpoints(cache: Cache) -> Router {
     Router::new()
         .route("/namespaces", get(list_namespaces))
         .route("/namespaces/{name}", get(show_namespace).put(create_namespace).delete(delete_namespace))
         .route("/namespaces/{name}/pins", put(pin).delete(unpin))
         .route("/namespaces/{name}/migrate", post(move_namespace))
+        .route("/namespaces/{name}/update", post(update_namespace))
         .route("/prune", post(prune))
         .route("/df", get(df))
         .route("/stats", get(stats))
@@ -65,8 +75,6 @@ pub(crate) fn router(cache: Cache, access: Arc<Access>) -> Router {
             crate::error::reveal(&mut res);
             res
         }))
-        // Outermost, and over the fallback too: nothing below `/admin` answers without the token.
-        .layer(axum::middleware::from_fn_with_state(access, authenticate))
 }
 
 async fn off() -> ApiError {
@@ -306,6 +314,28 @@ async fn move_namespace(
     let to = move_target(&body)?;
     let report = cache.move_namespace(&name, &to).await?;
     tracing::info!(namespace = %name, from = report.from, to = report.to, "admin: namespace moved");
+    Ok(Json(report).into_response())
+}
+
+/// `POST /admin/namespaces/{name}/update`: `{"force": bool}`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct UpdateBody {
+    force: bool,
+}
+
+/// Re-reads a directory namespace's changes (`force`: every file) and answers what the update did;
+/// a namespace that is not a directory namespace is a 400.
+async fn update_namespace(
+    State(cache): State<Cache>,
+    path: Result<Path<String>, PathRejection>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let name = namespace_name(path)?;
+    let UpdateBody { force } = json_body(&body)?;
+    let progress = Arc::new(tiercache_engine::ScanProgress::default());
+    let report = cache.update_directory(&name, force, progress).await?;
+    tracing::info!(namespace = %name, force, "admin: directory namespace updated");
     Ok(Json(report).into_response())
 }
 

@@ -21,8 +21,10 @@ mod listener;
 mod listing;
 mod metrics_endpoint;
 mod oci;
+mod request_log;
 mod respond;
 mod routes;
+mod ui;
 
 pub use access::{Access, MIN_TOKEN_LEN, Right, TokenError};
 pub use error::{ApiError, AuthFailure};
@@ -30,6 +32,7 @@ pub use listener::{Handler, Limits, ServiceHandler, default_max_connections, rai
 pub use metrics_endpoint::install_metrics;
 pub use oci::MirrorConfig;
 pub use routes::{App, app, app_with, app_with_mirror};
+pub use ui::RecentWarnings;
 
 use tiercache_engine::Cache;
 

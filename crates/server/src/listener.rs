@@ -52,6 +52,7 @@ use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::request_log::{Ids, Record, X_REQUEST_ID};
 use crate::{ApiError, App};
 
 /// File descriptors the default connection limit leaves to everything but client sockets: the
@@ -110,6 +111,10 @@ pub struct Limits {
     /// 1 024. While fewer clients than this are beyond the limit at once, every health check is
     /// answered however hard the others reconnect.
     pub reserve: usize,
+    /// Log one line per request (target `tiercache::access`, at INFO): method, path, status,
+    /// body bytes sent, the tier that served it, the time to the answer's last byte and the
+    /// request id. Default on.
+    pub access_log: bool,
 }
 
 impl Default for Limits {
@@ -121,6 +126,7 @@ impl Default for Limits {
             keep_alive_timeout: Duration::from_secs(75),
             body_idle_timeout: Duration::from_secs(60),
             reserve,
+            access_log: true,
         }
     }
 }
@@ -284,6 +290,7 @@ struct Shared {
     /// When a look for idle connections last found none.
     fruitless_reclaim: Mutex<Option<Instant>>,
     metrics: Metrics,
+    ids: Ids,
 }
 
 /// The listener's metrics, looked up once.
@@ -297,6 +304,10 @@ struct Metrics {
     timeout_keep_alive: Counter,
     timeout_body: Counter,
     timeout_send: Counter,
+    /// Requests answered, by status class (`1xx` to `5xx`).
+    requests: [Counter; 5],
+    /// Response body bytes sent.
+    sent_bytes: Counter,
 }
 
 impl Metrics {
@@ -314,6 +325,9 @@ impl Metrics {
             timeout_keep_alive: timeout("keep_alive"),
             timeout_body: timeout("body"),
             timeout_send: timeout("send"),
+            requests: ["1xx", "2xx", "3xx", "4xx", "5xx"]
+                .map(|class| metrics::counter!("tiercache_http_requests_total", "class" => class)),
+            sent_bytes: metrics::counter!("tiercache_http_sent_bytes_total"),
         }
     }
 }
@@ -329,6 +343,7 @@ impl Shared {
             epoch: Instant::now(),
             fruitless_reclaim: Mutex::new(None),
             metrics: Metrics::new(),
+            ids: Ids::new(),
         }
     }
 
@@ -736,9 +751,21 @@ impl<H: Handler> hyper::service::Service<Request<Incoming>> for ConnService<H> {
         self.conn.idle_since.store(0, Ordering::Release);
         self.conn.busy.store(true, Ordering::Release);
         let done = DoneGuard(Some(Arc::clone(&self.conn)));
+        let record = Box::new(Record {
+            started: Instant::now(),
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            id: self.shared.ids.of(req.headers()),
+            status: http::StatusCode::OK,
+            tier: None,
+            sent_bytes: 0,
+            is_logged: self.shared.limits.access_log,
+        });
+        let span = record.span();
         if self.pool == Pool::Reserve && !matches!(req.uri().path(), "/healthz" | "/metrics") {
             self.shared.metrics.refused_overloaded.increment(1);
-            return Answer { inner: AnswerInner::Ready(Some(ApiError::Overloaded.into_response())), done };
+            let inner = AnswerInner::Ready(Some(ApiError::Overloaded.into_response()));
+            return Answer { inner, done, record: Some(record), span, shared: Arc::clone(&self.shared) };
         }
         let timeout = self.shared.limits.body_idle_timeout;
         let req = req.map(|body| {
@@ -757,8 +784,8 @@ impl<H: Handler> hyper::service::Service<Request<Incoming>> for ConnService<H> {
                 })
             }
         });
-        let inner = self.app.call(req);
-        Answer { inner: AnswerInner::App(inner), done }
+        let inner = span.in_scope(|| self.app.call(req));
+        Answer { inner: AnswerInner::App(inner), done, record: Some(record), span, shared: Arc::clone(&self.shared) }
     }
 }
 
@@ -778,10 +805,13 @@ impl Drop for DoneGuard {
     }
 }
 
-/// The future of one request's answer.
+/// The future of one request's answer, polled in the request's span.
 struct Answer {
     inner: AnswerInner,
     done: DoneGuard,
+    record: Option<Box<Record>>,
+    span: tracing::Span,
+    shared: Arc<Shared>,
 }
 
 enum AnswerInner {
@@ -796,7 +826,7 @@ impl Future for Answer {
         let this = &mut *self;
         let mut res = match &mut this.inner {
             AnswerInner::App(f) => {
-                let Ok(res) = ready!(f.as_mut().poll(cx));
+                let Ok(res) = ready!(this.span.in_scope(|| f.as_mut().poll(cx)));
                 res
             }
             AnswerInner::Ready(r) => r.take().expect("an answer is polled after it is ready at most once"),
@@ -810,14 +840,35 @@ impl Future for Answer {
             res.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         let done = DoneGuard(this.done.0.take());
-        Poll::Ready(Ok(res.map(|body| Answered { body, _done: done })))
+        let mut record = this.record.take().expect("the record is taken only here");
+        record.status = res.status();
+        record.tier = res.headers().get(crate::respond::X_TIERCACHE_TIER).cloned();
+        res.headers_mut().insert(X_REQUEST_ID, record.id.clone());
+        let sent = Sent { record, shared: Arc::clone(&this.shared) };
+        Poll::Ready(Ok(res.map(|body| Answered { body, sent, _done: done })))
     }
 }
 
-/// A response body that marks its request answered when dropped (hyper drops it once written).
+/// A response body that marks its request answered when dropped (hyper drops it once written),
+/// counting the bytes it sends.
 struct Answered {
     body: Body,
+    sent: Sent,
     _done: DoneGuard,
+}
+
+/// The request's record, finished (counted and logged) when its answer's body is dropped: once
+/// written, or when the client went away.
+struct Sent {
+    record: Box<Record>,
+    shared: Arc<Shared>,
+}
+
+impl Drop for Sent {
+    fn drop(&mut self) {
+        let m = &self.shared.metrics;
+        self.record.finish(&m.requests, &m.sent_bytes);
+    }
 }
 
 impl hyper::body::Body for Answered {
@@ -825,7 +876,13 @@ impl hyper::body::Body for Answered {
     type Error = axum::Error;
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            self.sent.record.sent_bytes += data.len() as u64;
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {

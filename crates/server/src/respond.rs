@@ -109,7 +109,7 @@ const OCTET_STREAM: HeaderValue = HeaderValue::from_static("application/octet-st
 const NOSNIFF: HeaderValue = HeaderValue::from_static("nosniff");
 const SANDBOX: HeaderValue = HeaderValue::from_static("sandbox");
 const X_TIERCACHE_DIGEST: HeaderName = HeaderName::from_static("x-tiercache-digest");
-const X_TIERCACHE_TIER: HeaderName = HeaderName::from_static("x-tiercache-tier");
+pub(crate) const X_TIERCACHE_TIER: HeaderName = HeaderName::from_static("x-tiercache-tier");
 
 /// The headers of a 200 answer with the whole body (the length when known), most of which every
 /// answer about this read carries (the 304, 206, 412 and 416 start from them), among them the two

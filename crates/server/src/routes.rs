@@ -54,6 +54,7 @@ pub fn app_with(cache: Cache, metrics: Option<PrometheusHandle>, access: Access)
 pub fn app_with_mirror(cache: Cache, metrics: Option<PrometheusHandle>, access: Access, mirror: MirrorConfig) -> App {
     let access = Arc::new(access);
     let admin = crate::admin::router(cache.clone(), Arc::clone(&access));
+    let ui = crate::ui::router(cache.clone(), Arc::clone(&access), metrics.clone());
     let state = Arc::new(Shared { cache, metrics, access, mirror });
     let router = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
@@ -61,7 +62,8 @@ pub fn app_with_mirror(cache: Cache, metrics: Option<PrometheusHandle>, access: 
         .with_state(state.clone())
         // A router nested at `/admin` serves `/admin` and `/admin/…` but not `/admin/` itself.
         .route_service("/admin/", admin.clone().into_service())
-        .nest("/admin", admin);
+        .nest("/admin", admin)
+        .merge(ui);
     App { state, router }
 }
 

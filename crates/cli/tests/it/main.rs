@@ -6,6 +6,7 @@ mod access;
 mod cluster;
 mod contain;
 mod crash;
+mod dashboard;
 mod datadir;
 mod derive;
 mod dir;

@@ -52,7 +52,14 @@ async fn start(limits: Limits, quota_bytes: Option<u64>) -> Running {
 
 /// Limits with every time limit out of reach, and `max_connections`.
 fn limits(max_connections: usize) -> Limits {
-    Limits { max_connections, header_read_timeout: LONG, keep_alive_timeout: LONG, body_idle_timeout: LONG, reserve: 8 }
+    Limits {
+        max_connections,
+        header_read_timeout: LONG,
+        keep_alive_timeout: LONG,
+        body_idle_timeout: LONG,
+        reserve: 8,
+        access_log: true,
+    }
 }
 
 /// The access rules of these servers: writes with [`super::WRITE_TOKEN`].

@@ -100,4 +100,9 @@ impl WriteBack {
     pub fn n_pending(&self) -> usize {
         self.pending.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
+
+    /// The most blobs that may wait in the queue.
+    pub fn capacity(&self) -> usize {
+        self.tx.max_capacity()
+    }
 }
