@@ -226,6 +226,9 @@ pub(crate) struct MountArgs {
     /// still apply)
     #[arg(long)]
     pub(crate) allow_other: bool,
+    /// Say it is mounted as one line of JSON (namespace, image, manifest digest, directory)
+    #[arg(long)]
+    pub(crate) json: bool,
     #[command(flatten)]
     pub(crate) engine: EngineSettings,
 }
