@@ -49,7 +49,22 @@ pub(crate) fn page() -> Result<String> {
     out.push_str(&roff(&environment())?);
     out.push_str(&roff(&files())?);
     out.push_str(&piece(|w| top.render_version_section(w))?);
-    Ok(out)
+    Ok(ascii(&out))
+}
+
+/// `text` with every character beyond ASCII written as roff's `\[uXXXX]`: the help texts say
+/// `…` and `≤`, which troff reads as bytes of no character unless a preprocessor converts them
+/// first (man-db's does; groff alone, mandoc and others may not).
+fn ascii(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_ascii() {
+            out.push(c);
+        } else {
+            out.push_str(&format!("\\[u{:04X}]", u32::from(c)));
+        }
+    }
+    out
 }
 
 /// The subcommands of `cmd` a user sees, in their order.
