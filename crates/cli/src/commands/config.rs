@@ -108,7 +108,7 @@ pub(crate) fn check(cli: &Cli, args: &ConfigCheckArgs, matches: &[&ArgMatches]) 
         (None, None) => println!("config file: none"),
     }
     println!("data directory: {}", report.data_dir);
-    println!("valid: serve would start with these settings");
+    println!("valid: these are the settings serve would start with");
     println!();
     let width = report.settings.iter().map(|s| s.key.len()).max().unwrap_or(0);
     println!("{:<width$}  {:<8}  {:<32}  VALUE", "SETTING", "SOURCE", "FROM");

@@ -21,6 +21,20 @@ pub(crate) fn man() -> Result<u8> {
     Ok(0)
 }
 
+/// The page's DESCRIPTION: what `--help` is too short to say.
+const DESCRIPTION: &str = "tiercache sits between programs that read large or many files and the slow places \
+those files live (a web server, a local directory, an S3 bucket, an OCI registry), and makes the second read \
+and the second node fast, keeping a small SQLite index of everything it holds. A read tries the memory tier, \
+the disk tier, the shared cluster tier, then the namespace's source, which is fetched from once however many \
+readers wait; every blob is verified against its digest before it is served.
+
+tiercache serve runs the HTTP API (and the S3 API and the registry mirror); the other commands work on the \
+same data directory, beside a running server or without one.
+
+Every setting is a flag, a TIERCACHE_* variable and a key of the TOML config file, resolved in that order, \
+then the default. tiercache config check shows each effective setting and where it came from; tiercache \
+config example prints every key the file takes.";
+
 /// The whole page.
 pub(crate) fn page() -> Result<String> {
     let cli = Cli::command().disable_help_subcommand(true);
@@ -28,7 +42,7 @@ pub(crate) fn page() -> Result<String> {
     // The description starts with the name, which the NAME line says already.
     let about = cli.get_about().map(ToString::to_string).unwrap_or_default();
     let about = about.strip_prefix("tiercache: ").unwrap_or(&about).to_owned();
-    let top = Man::new(cli.clone().about(about))
+    let top = Man::new(cli.clone().about(about).long_about(DESCRIPTION))
         .title("TIERCACHE")
         .manual("User Commands")
         .source(format!("tiercache {version}"));

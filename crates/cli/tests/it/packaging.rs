@@ -221,7 +221,7 @@ fn config_check_says_where_each_setting_came_from_and_hides_secrets() {
         line.split_whitespace().collect::<Vec<_>>(),
         ["revalidate_after", "env", "TIERCACHE_REVALIDATE_AFTER", "90s"]
     );
-    assert!(text.contains("valid: serve would start"), "{text}");
+    assert!(text.contains("valid: these are the settings serve would start with"), "{text}");
     assert!(!d.data.exists(), "config check opens no data directory");
 }
 
