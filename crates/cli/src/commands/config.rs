@@ -197,8 +197,9 @@ const EXAMPLES: &[(&str, &str)] = &[
     ("secret_key", r#""REPLACE-with-a-random-secret-key""#),
 ];
 
-/// Settings written as tables after the others (TOML puts a table after every top-level key).
-const TABLES: [&str; 2] = ["s3", "namespaces"];
+/// The setting written as tables (`[[s3.keys]]`), after every other one: in TOML a table ends
+/// the top-level keys.
+const TABLE_SETTING: &str = "s3";
 
 /// The example config file: every key the file accepts, commented out as `#key = value` after
 /// its doc comment (`# …`), so that removing the `#` of a line sets that key.
@@ -222,8 +223,8 @@ pub(crate) fn example_text() -> Result<String> {
             if !names.is_empty() {
                 writeln!(w, "# (also {})", names.join(", "))?;
             }
-            if TABLES.contains(&s.key) {
-                writeln!(w, "# (tables: [[{}.keys]] below)", s.key)?;
+            if s.key == TABLE_SETTING {
+                writeln!(w, "# (tables: [[{TABLE_SETTING}.keys]] below)")?;
                 continue;
             }
             let value = example_value(s.key, &s.doc_examples(), |v| check_line(&format!("{} = {v}", s.key)))
@@ -234,17 +235,16 @@ pub(crate) fn example_text() -> Result<String> {
     writeln!(w)?;
     writeln!(w, "## [[s3.keys]]: the S3 API's access keys (with s3_listen); one table per key")?;
     writeln!(w)?;
-    table(w, "[[s3.keys]]", &catalog::s3_key_fields(), |key, v| format!("[[s3.keys]]\n{key} = {v}"))?;
+    table(w, &format!("[[{TABLE_SETTING}.keys]]"), &catalog::s3_key_fields())?;
     writeln!(w)?;
     writeln!(w, "## [namespaces.NAME]: namespaces serve creates when it starts (if they do not exist yet)")?;
     writeln!(w)?;
-    table(w, "[namespaces.site]", &catalog::namespace_fields(), |key, v| format!("[namespaces.site]\n{key} = {v}"))?;
+    table(w, "[namespaces.site]", &catalog::namespace_fields())?;
     Ok(out)
 }
 
-/// Writes table `header` with each of `fields` commented out; `snippet` makes a file setting
-/// one key of it, to check an example value.
-fn table(w: &mut String, header: &str, fields: &[Field], snippet: impl Fn(&str, &str) -> String) -> Result<()> {
+/// Writes table `header` with each of `fields` commented out.
+fn table(w: &mut String, header: &str, fields: &[Field]) -> Result<()> {
     writeln!(w, "#{header}")?;
     for f in fields {
         for line in &f.doc {
@@ -262,7 +262,7 @@ fn table(w: &mut String, header: &str, fields: &[Field], snippet: impl Fn(&str, 
         };
         // A table's keys are checked with the table's required keys beside them.
         let value = example_value(f.name, &doc.doc_examples(), |v| {
-            let mut text = snippet(f.name, v);
+            let mut text = format!("{header}\n{} = {v}", f.name);
             for (k, example) in EXAMPLES.iter().filter(|(k, _)| fields.iter().any(|f| f.name == *k) && *k != f.name) {
                 text.push_str(&format!("\n{k} = {example}"));
             }
