@@ -137,10 +137,52 @@ pub(crate) enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Check the configuration as `serve` would, or print an example config file
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Print a shell's completion script (e.g. to /usr/share/bash-completion/completions/tiercache)
+    Completions {
+        /// The shell
+        #[arg(value_enum)]
+        shell: Shell,
+    },
+    /// Print the man page, of every command (e.g. to /usr/share/man/man1/tiercache.1)
+    Man,
+}
+
+/// The shells `completions` writes a script for.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub(crate) enum Shell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+#[derive(Debug, Subcommand)]
+// One is parsed per process, as `Command`'s.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum ConfigCommand {
+    /// Check the config file and the settings as `serve` would (unknown keys, bad values, bad
+    /// tokens; exit 1 if invalid), and print every effective setting with where it came from:
+    /// flag, env, file or default (secrets as `(set)`)
+    Check(ConfigCheckArgs),
+    /// Print an example config file: every key it accepts, commented out, each with its doc and
+    /// its default or an example value
+    Example,
+}
+
+/// `config check`: the flags of `serve`, so that a flag is a source it can report.
+#[derive(Debug, Args)]
+pub(crate) struct ConfigCheckArgs {
+    #[command(flatten)]
+    pub(crate) serve: ServeArgs,
+    /// Print JSON
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 /// `serve`: every setting that has a flag.
-#[derive(Debug, Args)]
+#[derive(Debug, Default, Args)]
 pub(crate) struct ServeArgs {
     #[command(flatten)]
     pub(crate) serve: ServeSettings,
@@ -198,6 +240,9 @@ pub(crate) struct MountArgs {
     /// still apply)
     #[arg(long)]
     pub(crate) allow_other: bool,
+    /// Say it is mounted as one line of JSON (namespace, image, manifest digest, directory)
+    #[arg(long)]
+    pub(crate) json: bool,
     #[command(flatten)]
     pub(crate) engine: EngineSettings,
 }
@@ -261,6 +306,9 @@ pub(crate) enum NsCommand {
         /// need one (`--read-token`); writes still need a write token
         #[arg(long)]
         public: bool,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
     },
     /// Move a namespace's blobs to another storage place; reads go on meanwhile, nothing is lost
     Migrate {
@@ -280,6 +328,9 @@ pub(crate) enum NsCommand {
         /// Only this key (repeatable) [default: the whole namespace]
         #[arg(long)]
         key: Vec<String>,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
     },
     /// Remove pins set by `ns pin`
     Unpin {
@@ -288,6 +339,9 @@ pub(crate) enum NsCommand {
         /// Only this key (repeatable) [default: the whole-namespace pin]
         #[arg(long)]
         key: Vec<String>,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
     },
     /// List namespaces with their totals
     List {

@@ -16,12 +16,17 @@ use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visi
 use tiercache_engine::{CacheConfig, HttpSourceConfig, SharedConfig};
 use tiercache_server::{Access, Right};
 
+use crate::args::ServeArgs;
 use crate::settings::{EngineSettings, GlobalSettings, ReconcileSettings, ServeSettings, Tokens, TtlSeconds};
 
 /// The TOML config file: each part of the settings as the file sets it, and the namespaces to
 /// create. Every key is optional; a key no part knows is refused, with its place in the file.
 #[derive(Debug, Default)]
 pub(crate) struct FileConfig {
+    /// The file read; `None` when there was none.
+    pub(crate) path: Option<PathBuf>,
+    /// The file's top-level values as written, for `config check` to show.
+    pub(crate) table: toml::Table,
     pub(crate) global: GlobalSettings,
     pub(crate) serve: ServeSettings,
     pub(crate) reconcile: ReconcileSettings,
@@ -37,16 +42,22 @@ struct Namespaces {
     namespaces: BTreeMap<String, FileNamespace>,
 }
 
-/// One `[namespaces.NAME]` table.
+/// One `[namespaces.NAME]` table. The doc comments are `config example`'s (`catalog.rs`).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct FileNamespace {
+    /// The source: a base URL (http:// or https://), a directory (file:///path), an S3 bucket
+    /// (s3://bucket/prefix?endpoint=URL&region=NAME) or a registry (oci://HOST[:PORT]), e.g.
+    /// https://example.org/files/ [default: none, entries are uploaded]
     pub(crate) source: Option<String>,
+    /// A directory source: keep a copy of each file read in the disk tier (for network or
+    /// spinning-disk directories) [default: false]
     #[serde(default)]
     pub(crate) copy_to_cache: bool,
+    /// A directory source: leave out paths matching these globs, e.g. **/.cache [default: none]
     #[serde(default)]
     pub(crate) ignore: Vec<String>,
-    /// Read without a token when reads need one.
+    /// Anyone may read its entries without a token, even when reads need one [default: false]
     #[serde(default)]
     pub(crate) public: bool,
 }
@@ -63,15 +74,18 @@ impl FileConfig {
         };
         let text =
             std::fs::read_to_string(&path).with_context(|| format!("cannot read config file {}", path.display()))?;
-        FileConfig::parse(&text).with_context(|| format!("invalid config file {}", path.display()))
+        let file = FileConfig::parse(&text).with_context(|| format!("invalid config file {}", path.display()))?;
+        Ok(FileConfig { path: Some(path), ..file })
     }
 
     /// Reads each part from the whole text (a part passes over the others' keys), after checking
     /// that every key is some part's: the same as one struct with `deny_unknown_fields`, whose
     /// errors point into the file, without a second list of the keys.
-    fn parse(text: &str) -> Result<FileConfig, toml::de::Error> {
+    pub(crate) fn parse(text: &str) -> Result<FileConfig, toml::de::Error> {
         toml::from_str::<KnownKeys>(text)?;
         Ok(FileConfig {
+            path: None,
+            table: toml::from_str(text)?,
             global: toml::from_str(text)?,
             serve: toml::from_str(text)?,
             reconcile: toml::from_str(text)?,
@@ -82,7 +96,7 @@ impl FileConfig {
 }
 
 /// Every key of the file, part by part, in the order each part declares them.
-fn known_keys() -> &'static [&'static str] {
+pub(crate) fn known_keys() -> &'static [&'static str] {
     static KEYS: OnceLock<Vec<&'static str>> = OnceLock::new();
     KEYS.get_or_init(|| {
         [
@@ -98,7 +112,7 @@ fn known_keys() -> &'static [&'static str] {
 
 /// The fields a struct's derived `Deserialize` asks for (the keys it reads, `#[serde(skip)]` ones
 /// left out), found by asking it to deserialize from a deserializer that only notes them.
-fn keys_of<T: for<'de> Deserialize<'de>>() -> &'static [&'static str] {
+pub(crate) fn keys_of<T: for<'de> Deserialize<'de>>() -> &'static [&'static str] {
     struct Fields<'a>(&'a mut &'static [&'static str]);
     impl<'de> Deserializer<'de> for Fields<'_> {
         type Error = de::value::Error;
@@ -172,7 +186,9 @@ impl Visitor<'_> for Key {
     }
 }
 
-fn default_config_path() -> Option<PathBuf> {
+/// `$XDG_CONFIG_HOME/tiercache/config.toml` (`~/.config/…` without the variable), read when it
+/// exists and no `--config` names another file.
+pub(crate) fn default_config_path() -> Option<PathBuf> {
     let base = std::env::var_os("XDG_CONFIG_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))?;
@@ -186,6 +202,69 @@ fn default_data_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
         .join("tiercache")
 }
+
+/// A variable read here rather than by clap: a secret's (which has no flag, since `ps` shows
+/// flags), or one that every command reads whether or not it takes the setting's flag.
+#[derive(Debug)]
+pub(crate) struct Variable {
+    /// `TIERCACHE_…`.
+    pub(crate) name: &'static str,
+    /// The setting it sets (its key in the file).
+    pub(crate) key: &'static str,
+    /// Its value is a secret, never shown.
+    pub(crate) is_secret: bool,
+    /// It adds to the file's value instead of replacing it (an S3 key pair beside the file's).
+    pub(crate) adds: bool,
+    /// What it sets, for the man page.
+    pub(crate) meaning: &'static str,
+}
+
+/// Every variable this file reads, but `TIERCACHE_TEST_VERSION` (a test hook); a test checks
+/// the list against the file's text.
+pub(crate) const VARIABLES: &[Variable] = &[
+    Variable {
+        name: "TIERCACHE_CACHE_ENABLED",
+        key: "cache_enabled",
+        is_secret: false,
+        adds: false,
+        meaning: "The memory tier on or off (true/false, 1/0, yes/no, on/off), for every command.",
+    },
+    Variable {
+        name: "TIERCACHE_CACHE_TTL",
+        key: "cache_ttl",
+        is_secret: false,
+        adds: false,
+        meaning: "The memory tier's time to live, in seconds, for every command.",
+    },
+    Variable {
+        name: "TIERCACHE_ADMIN_TOKEN",
+        key: "admin_token",
+        is_secret: true,
+        adds: false,
+        meaning: "The bearer token of serve's admin endpoints (/admin/…); without one they are off.",
+    },
+    Variable {
+        name: "TIERCACHE_WRITE_TOKEN",
+        key: "write_token",
+        is_secret: true,
+        adds: false,
+        meaning: "A bearer token that may write entries and blobs through serve.",
+    },
+    Variable {
+        name: "TIERCACHE_S3_ACCESS_KEY",
+        key: "s3",
+        is_secret: false,
+        adds: true,
+        meaning: "With TIERCACHE_S3_SECRET_KEY, one more access key of the S3 API, beside the file's.",
+    },
+    Variable {
+        name: "TIERCACHE_S3_SECRET_KEY",
+        key: "s3",
+        is_secret: true,
+        adds: true,
+        meaning: "The secret key of TIERCACHE_S3_ACCESS_KEY.",
+    },
+];
 
 /// A boolean setting from the environment: true/false, 1/0, yes/no, on/off.
 pub(crate) fn parse_bool(name: &str, s: &str) -> Result<bool> {
@@ -387,6 +466,27 @@ pub(crate) fn access(s: &ServeSettings) -> Result<Access> {
     Ok(access)
 }
 
+/// Every check `serve` makes of its settings before it opens the data directory or binds an
+/// address, in one place for `serve` and `config check`: the engine's settings, the tokens, the
+/// listener's limits, the S3 listener's keys, buckets and domain, and the names of the file's
+/// namespaces. Their sources are checked when `serve` creates them, since whether a directory
+/// may be a source depends on the data directory, which this does not open. Returns the engine's
+/// configuration.
+pub(crate) fn check_serve(global: &GlobalSettings, args: &ServeArgs, file: &FileConfig) -> Result<CacheConfig> {
+    let engine = engine_config(global, &args.engine, file)?;
+    let settings = serve_settings(&args.serve, file);
+    access(&settings)?;
+    server_limits(&settings)?;
+    if let Some((_, s3)) = s3_settings(&settings)? {
+        tiercache_s3::check(&s3)?;
+    }
+    for name in file.namespaces.keys() {
+        tiercache_core::NamespaceName::new(name)
+            .with_context(|| format!("invalid namespace name {name:?} in the config file"))?;
+    }
+    Ok(engine)
+}
+
 /// The listener's limits from resolved server settings and their defaults; zero is refused (a
 /// limit is turned off by making it large, never by accident).
 pub(crate) fn server_limits(s: &ServeSettings) -> Result<tiercache_server::Limits> {
@@ -466,6 +566,27 @@ mod tests {
         assert_eq!(cfg("multipart_max_age = \"2d\"\n").unwrap().multipart_max_age, 2 * day);
         assert_eq!(cfg("").unwrap().multipart_max_age, 7 * day);
         assert!(cfg("multipart_max_age = \"0s\"\n").is_err());
+    }
+
+    /// Every variable this file reads by name is in `VARIABLES` (what `config check` and the man
+    /// page say of it), and `VARIABLES` names no other.
+    #[test]
+    fn every_variable_read_here_is_listed() {
+        let text = include_str!("config.rs");
+        let mut read: Vec<&str> = text
+            .match_indices("\"TIERCACHE_")
+            .filter_map(|(at, _)| {
+                let name = text[at + 1..].split('"').next()?;
+                name.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_').then_some(name)
+            })
+            // The pattern itself, in this test, names no variable.
+            .filter(|name| *name != "TIERCACHE_" && *name != "TIERCACHE_TEST_VERSION")
+            .collect();
+        read.sort_unstable();
+        read.dedup();
+        let mut listed: Vec<&str> = VARIABLES.iter().map(|v| v.name).collect();
+        listed.sort_unstable();
+        assert_eq!(read, listed);
     }
 
     /// Each key lands in its part; an unknown key is refused with the list of known ones.

@@ -4,10 +4,11 @@
 //! and hands each command to its module under `commands/`; it also holds the printing helpers the
 //! commands share. It does no command's work itself.
 //!
-//! Exit codes: 0 success; 1 the operation failed (the message says why); 2 bad usage;
-//! 3 `verify` found damage that is still there.
+//! Exit codes: [`EXIT_CODES`] (0 success; 1 the operation failed, the message says why; 2 bad
+//! usage; 3 `verify` found damage that is still there).
 
 mod args;
+mod catalog;
 mod commands;
 mod config;
 mod owner_hook;
@@ -18,19 +19,35 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use clap::Parser;
+use clap::{ArgMatches, CommandFactory, FromArgMatches};
 
 use tiercache_engine::Cache;
 
-use crate::args::{Cli, Command, LogFormat, NsCommand};
+use crate::args::{Cli, Command, ConfigCommand, LogFormat, NsCommand};
 use crate::config::FileConfig;
 use crate::settings::EngineSettings;
 
 /// Exit code for `verify` finding damage it did not repair.
 pub(crate) const EXIT_DAMAGE: u8 = 3;
 
+/// Every exit code the binary returns, with what it means (the man page's EXIT STATUS).
+pub(crate) const EXIT_CODES: [(u8, &str); 4] = [
+    (0, "Success (and --help, --version)."),
+    (
+        1,
+        "The command failed; the message on standard error says why. Also: derive when the recipe \
+         failed on some of its inputs, cleanup --all when its confirmation is refused, and config \
+         check when the configuration is invalid.",
+    ),
+    (2, "Bad usage: an unknown command or flag, a missing or malformed argument (clap's errors)."),
+    (EXIT_DAMAGE, "verify found damage that is still there (verify --repair repairs it)."),
+];
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // The matches are kept beside the parsed command line: `config check` asks them whether a
+    // setting came from a flag or its variable.
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let default_log = if matches!(cli.command, Command::Serve(_)) { "info" } else { "warn" };
     let filter = cli.log.clone().or_else(|| std::env::var("RUST_LOG").ok()).unwrap_or_else(|| default_log.to_owned());
     init_logging(&filter, cli.log_format);
@@ -41,7 +58,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(cli)) {
+    match rt.block_on(run(cli, &matches)) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -89,13 +106,29 @@ async fn open_with(
 }
 
 /// Checks the arguments, loads the config file, opens the cache and runs the command.
-async fn run(cli: Cli) -> Result<u8> {
+async fn run(cli: Cli, matches: &ArgMatches) -> Result<u8> {
+    // Before the config file: these print what they print whatever the file says, and `config
+    // check` reports on the file itself.
+    match &cli.command {
+        Command::Completions { shell } => return commands::completions(*shell),
+        Command::Man => return commands::man(),
+        Command::Config(ConfigCommand::Example) => return commands::config_example(),
+        Command::Config(ConfigCommand::Check(args)) => {
+            let config = matches.subcommand_matches("config");
+            let check = config.and_then(|m| m.subcommand_matches("check"));
+            let innermost_first: Vec<&ArgMatches> = check.into_iter().chain(config).chain([matches]).collect();
+            return commands::config_check(&cli, args, &innermost_first);
+        }
+        _ => {}
+    }
     check_namespace_name(&cli.command)?;
     let file = FileConfig::load(cli.config.as_deref())?;
     // Other commands take no engine flags: the file's settings (and the memory tier's variables).
     let no_engine_args = EngineSettings::default();
     match &cli.command {
         Command::Serve(args) => {
+            // Every setting checked before the data directory is opened (and created).
+            config::check_serve(&cli.global, args, &file)?;
             let interval = config::reconcile_interval(&args.reconcile, &file);
             let cache = open_with(&cli, &args.engine, &file, |c| {
                 if let Some(i) = interval {
@@ -141,6 +174,7 @@ async fn run(cli: Cli) -> Result<u8> {
         Command::Migrate { ns, dry_run, json } => {
             commands::migrate(open(&cli, &no_engine_args, &file).await?, ns, *dry_run, *json).await
         }
+        Command::Completions { .. } | Command::Man | Command::Config(_) => unreachable!("dispatched above"),
     }
 }
 

@@ -21,7 +21,8 @@ use tiercache_core::units;
 /// Settings of every command.
 #[derive(Debug, Default, Clone, Args, Deserialize)]
 pub(crate) struct GlobalSettings {
-    /// Data directory: index.db, blobs/, tmp/, namespaces/ [default: $XDG_DATA_HOME/tiercache]
+    /// Data directory: index.db, blobs/, tmp/, namespaces/, e.g. /var/lib/tiercache
+    /// [default: $XDG_DATA_HOME/tiercache]
     #[arg(long, global = true, env = "TIERCACHE_DATA_DIR", value_name = "DIR")]
     pub(crate) data_dir: Option<PathBuf>,
 }
@@ -45,11 +46,13 @@ pub(crate) struct ServeSettings {
     #[serde(default)]
     pub(crate) watch: bool,
     /// Bearer token of the admin HTTP endpoints (`/admin/…`); without one they are off. Also
-    /// `TIERCACHE_ADMIN_TOKEN`, read by `serve`: a secret has no flag, which `ps` would show.
+    /// `TIERCACHE_ADMIN_TOKEN`, read by `serve`: a secret has no flag, which `ps` would show
+    /// [default: none, /admin is off]
     #[arg(skip)]
     pub(crate) admin_token: Option<String>,
     /// Bearer token(s) that may read and write entries and blobs, not `/admin` (a string or a list
-    /// in the file). Also `TIERCACHE_WRITE_TOKEN` (one token), read by `serve`: no flag.
+    /// in the file). Also `TIERCACHE_WRITE_TOKEN` (one token), read by `serve`: no flag
+    /// [default: none]
     #[arg(skip)]
     pub(crate) write_token: Option<Tokens>,
     /// Make every read need a token: this one, or a write or admin token (reads of namespaces
@@ -61,7 +64,7 @@ pub(crate) struct ServeSettings {
     #[arg(long, env = "TIERCACHE_ALLOW_ANONYMOUS_WRITES")]
     #[serde(default)]
     pub(crate) allow_anonymous_writes: bool,
-    /// Most client connections at once; beyond them idle keep-alive connections are closed first,
+    /// Most client connections at once, e.g. 4096; beyond them idle keep-alive connections are closed first,
     /// then a small reserve answers /healthz and a 503 to anything else [default: from the
     /// open-file limit, at most 10000]
     #[arg(long, env = "TIERCACHE_MAX_CONNECTIONS", value_name = "N")]
@@ -77,12 +80,12 @@ pub(crate) struct ServeSettings {
     /// reservation released [default: 60s]
     #[arg(long, env = "TIERCACHE_BODY_IDLE_TIMEOUT", value_name = "DURATION", allow_hyphen_values = true)]
     pub(crate) body_idle_timeout: Option<HumanDuration>,
-    /// Also serve the S3-compatible API on this address: its own listener, with the same
-    /// connection limits and timeouts as the main one [default: off]
+    /// Also serve the S3-compatible API on this address, e.g. 127.0.0.1:9000: its own listener,
+    /// with the same connection limits and timeouts as the main one [default: off]
     #[arg(long, env = "TIERCACHE_S3_LISTEN", value_name = "ADDR")]
     pub(crate) s3_listen: Option<String>,
-    /// Let anyone read this bucket through the S3 API without signing (repeatable; a
-    /// comma-separated list in the variable)
+    /// Let anyone read this bucket through the S3 API without signing, e.g. public-photos
+    /// (repeatable; a comma-separated list in the variable) [default: none]
     #[arg(
         long = "s3-anonymous-read",
         env = "TIERCACHE_S3_ANONYMOUS_READ",
@@ -91,10 +94,11 @@ pub(crate) struct ServeSettings {
     )]
     #[serde(default)]
     pub(crate) s3_anonymous_read: Vec<String>,
-    /// Base domain of virtual-host style S3 requests (BUCKET.DOMAIN); path style always works
+    /// Base domain of virtual-host style S3 requests (BUCKET.DOMAIN), e.g. s3.example.org; path
+    /// style always works [default: none, path style only]
     #[arg(long, env = "TIERCACHE_S3_DOMAIN", value_name = "DOMAIN")]
     pub(crate) s3_domain: Option<String>,
-    /// The namespace registry-mirror requests without `?ns=<registry>` go to (skopeo, podman and
+    /// The namespace registry-mirror requests without `?ns=<registry>` go to, e.g. hub (skopeo, podman and
     /// docker send none; containerd does) [default: the only namespace whose source is a
     /// registry, if there is exactly one]
     #[arg(long, env = "TIERCACHE_OCI_DEFAULT_NS", value_name = "NAMESPACE")]
@@ -105,7 +109,7 @@ pub(crate) struct ServeSettings {
     pub(crate) access_log: Option<bool>,
     /// The S3 API's access keys: `[[s3.keys]]` tables in the file (`access_key`, `secret_key`,
     /// optional `buckets`, all of them if absent). Also one pair from `TIERCACHE_S3_ACCESS_KEY`
-    /// and `TIERCACHE_S3_SECRET_KEY`, read by `serve`: a secret has no flag.
+    /// and `TIERCACHE_S3_SECRET_KEY`, read by `serve`: a secret has no flag [default: none]
     #[arg(skip)]
     pub(crate) s3: Option<Box<S3File>>,
 }
@@ -151,9 +155,11 @@ pub(crate) struct S3File {
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct S3KeyFile {
+    /// The access key id clients sign with
     pub(crate) access_key: String,
+    /// Its secret key
     pub(crate) secret_key: String,
-    /// The buckets the key may use; absent: all.
+    /// The buckets the key may use, e.g. photos [default: all]
     pub(crate) buckets: Option<Vec<String>>,
 }
 
@@ -249,16 +255,17 @@ pub(crate) struct EngineSettings {
     /// Most source fetches at once [default: 64]
     #[arg(long, env = "TIERCACHE_MAX_CONCURRENT_FETCHES", value_name = "N")]
     pub(crate) max_concurrent_fetches: Option<usize>,
-    /// Most fetches at once from any one source, so a hung source holds only its share
+    /// Most fetches at once from any one source, e.g. 16, so a hung source holds only its share
     /// [default: a quarter of --max-concurrent-fetches, at least 1]
     #[arg(long, env = "TIERCACHE_MAX_FETCHES_PER_SOURCE", value_name = "N")]
     pub(crate) max_fetches_per_source: Option<usize>,
-    /// Threads hashing files in `index`, `update`, `migrate` (default: one per core).
+    /// Threads hashing files in `index`, `update`, `migrate`, e.g. 4 [default: one per core]
     #[arg(skip)]
     pub(crate) hash_threads: Option<usize>,
     /// The shared cluster tier: s3://bucket/prefix?endpoint=…&region=…, redis://host:port/db,
-    /// fs:///path, or any OpenDAL service as scheme://…?option=value (S3 credentials from
-    /// AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)
+    /// fs:///path, or any OpenDAL service as scheme://…?option=value, e.g. redis://127.0.0.1:6379/0
+    /// (S3 credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY) [default: none, this node
+    /// alone]
     #[arg(long, env = "TIERCACHE_SHARED", value_name = "URL")]
     pub(crate) shared: Option<String>,
     /// Time limit of one call to the shared tier [default: 10s]
@@ -274,13 +281,13 @@ pub(crate) struct EngineSettings {
     /// Retries of a failed shared-tier call [default: 2]
     #[arg(long, env = "TIERCACHE_SHARED_RETRIES", value_name = "N")]
     pub(crate) shared_retries: Option<usize>,
-    /// Write-backs to the shared tier waiting at most; more are dropped and counted.
+    /// Write-backs to the shared tier waiting at most; more are dropped and counted [default: 256]
     #[arg(skip)]
     pub(crate) shared_write_back_queue: Option<usize>,
-    /// Circuit breaker: failures in a row that open it.
+    /// Circuit breaker: failures in a row that open it [default: 3]
     #[arg(skip)]
     pub(crate) shared_breaker_failures: Option<u32>,
-    /// Circuit breaker: how long it stays open.
+    /// Circuit breaker: how long it stays open [default: 5s]
     #[arg(skip)]
     pub(crate) shared_breaker_cooldown: Option<HumanDuration>,
     /// Most bytes the disk tier may hold, e.g. 10GiB or 500MB; least valuable blobs are evicted
@@ -291,17 +298,19 @@ pub(crate) struct EngineSettings {
     /// served without being stored [default: 64GiB]
     #[arg(long, env = "TIERCACHE_MAX_OBJECT_SIZE", value_name = "SIZE", allow_hyphen_values = true)]
     pub(crate) max_object_size: Option<ByteSize>,
-    /// Background eviction above this fraction of the quota, down to `disk_low_watermark`.
+    /// Background eviction above this fraction of the quota, down to `disk_low_watermark`
+    /// [default: 0.95]
     #[arg(skip)]
     pub(crate) disk_high_watermark: Option<f64>,
-    /// Where background eviction stops, as a fraction of the quota.
+    /// Where background eviction stops, as a fraction of the quota [default: 0.90]
     #[arg(skip)]
     pub(crate) disk_low_watermark: Option<f64>,
-    /// Blobs stored this recently are evicted last (only when nothing else can make room).
+    /// Blobs stored this recently are evicted last (only when nothing else can make room)
+    /// [default: 10s]
     #[arg(skip)]
     pub(crate) protect_new: Option<HumanDuration>,
     /// The memory tier on or off. Also `TIERCACHE_CACHE_ENABLED`, read by `config.rs` for every
-    /// command; `--no-cache` is the flag.
+    /// command; `--no-cache` is the flag [default: true]
     #[arg(skip)]
     pub(crate) cache_enabled: Option<bool>,
     /// Time to live of the memory tier's blobs and lookups, in seconds (env TIERCACHE_CACHE_TTL)
@@ -313,32 +322,35 @@ pub(crate) struct EngineSettings {
     #[arg(long)]
     #[serde(skip)]
     pub(crate) no_cache: bool,
-    /// The memory tier's size bound.
+    /// The memory tier's size bound [default: 64MiB]
     #[arg(skip)]
     pub(crate) cache_max_size: Option<ByteSize>,
-    /// The largest blob the memory tier keeps.
+    /// The largest blob the memory tier keeps [default: 64KiB]
     #[arg(skip)]
     pub(crate) cache_max_blob_size: Option<ByteSize>,
-    /// How often the background pruner runs a pass.
+    /// How often the background pruner runs a pass [default: 5m]
     #[arg(skip)]
     pub(crate) prune_interval: Option<HumanDuration>,
-    /// Orphan blobs younger than this are kept.
+    /// Orphan blobs younger than this are kept [default: 1h]
     #[arg(skip)]
     pub(crate) orphan_grace: Option<HumanDuration>,
-    /// Temp files of a live writer not written for this long are removed.
+    /// Temp files of a live writer not written for this long are removed [default: 1h]
     #[arg(skip)]
     pub(crate) temp_grace: Option<HumanDuration>,
-    /// Entries not read for this long are pruned (namespaces with a source).
+    /// Entries not read for this long are pruned (namespaces with a source), e.g. 30d
+    /// [default: never]
     #[arg(skip)]
     pub(crate) max_age: Option<HumanDuration>,
     /// The owner-liveness hook: a shell command (owner as $1; exit 0 alive, 1 gone) or a URL
-    /// (`{owner}` replaced; 2xx alive, 404/410 gone).
+    /// (`{owner}` replaced; 2xx alive, 404/410 gone), e.g. http://orchestrator.internal/owners/{owner}
+    /// [default: none, owners are never asked]
     #[arg(skip)]
     pub(crate) owner_hook: Option<String>,
-    /// A namespace whose owner is gone is deleted once the hook has said so for this long.
+    /// A namespace whose owner is gone is deleted once the hook has said so for this long
+    /// [default: 10m]
     #[arg(skip)]
     pub(crate) owner_grace: Option<HumanDuration>,
-    /// Derivation jobs (thumbnails, …) run at once [default: one per core]
+    /// Derivation jobs (thumbnails, …) run at once, e.g. 4 [default: one per core]
     #[arg(long, env = "TIERCACHE_WORKER_THREADS", value_name = "N")]
     pub(crate) worker_threads: Option<usize>,
     /// Run no derivation jobs: serve outputs already made only (a missing one answers 503)

@@ -131,14 +131,33 @@ impl s3s::host::S3Host for Domain {
 /// style requests under `settings.domain`. [`SetupError::NoCredentials`] when `settings` lets
 /// nobody in.
 pub fn service(cache: Cache, settings: &S3Settings) -> Result<S3Front, SetupError> {
-    let keys = Arc::new(access::Keys::new(settings)?);
+    let (keys, domain) = checked(settings)?;
+    let keys = Arc::new(keys);
     let mut builder = s3s::service::S3ServiceBuilder::new(handler::TierS3 { cache, keys: Arc::clone(&keys) });
     builder.set_auth(access::Auth(Arc::clone(&keys)));
     builder.set_access(access::Gate(keys));
     builder.set_validation(AnyName);
-    if let Some(domain) = &settings.domain {
-        s3s::host::SingleDomain::new(domain).map_err(|_| SetupError::BadDomain(domain.clone()))?;
-        builder.set_host(Domain { domain: domain.to_ascii_lowercase() });
+    if let Some(domain) = domain {
+        builder.set_host(domain);
     }
     Ok(S3Front::new(builder.build()))
+}
+
+/// The error [`service`] would return for `settings`, without a cache: for checking a
+/// configuration before anything is opened.
+pub fn check(settings: &S3Settings) -> Result<(), SetupError> {
+    checked(settings).map(|_| ())
+}
+
+/// The keys and the virtual-host domain of `settings`, each checked.
+fn checked(settings: &S3Settings) -> Result<(access::Keys, Option<Domain>), SetupError> {
+    let keys = access::Keys::new(settings)?;
+    let domain = match &settings.domain {
+        Some(domain) => {
+            s3s::host::SingleDomain::new(domain).map_err(|_| SetupError::BadDomain(domain.clone()))?;
+            Some(Domain { domain: domain.to_ascii_lowercase() })
+        }
+        None => None,
+    };
+    Ok((keys, domain))
 }

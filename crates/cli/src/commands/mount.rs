@@ -1,6 +1,7 @@
 //! `tiercache mount NAMESPACE/NAME:TAG DIR`: an image's files, mounted read-only on `DIR` until
 //! SIGTERM or Ctrl-C (which unmount it), or until it is unmounted from outside
-//! (`fusermount3 -u DIR`); either way the command exits 0.
+//! (`fusermount3 -u DIR`); either way the command exits 0. Once mounted it prints one line
+//! saying so (JSON with `--json`).
 //!
 //! It opens the image through the engine (which indexes the layers no node has indexed yet) and
 //! hands it to `tiercache-fuse`; it knows neither FUSE nor the image formats.
@@ -28,7 +29,18 @@ pub(crate) async fn mount(cache: Cache, args: &MountArgs) -> Result<u8> {
         .await
         .with_context(|| format!("cannot open image {image} of namespace {namespace}"))?;
     let mut mounted = start(cache.clone(), Arc::clone(&opened), args).await?;
-    println!("mounted {namespace}/{image} ({}) at {}", opened.manifest_digest(), args.dir.display());
+    if args.json {
+        // One line, flushed: a script reads it to know the mount is there.
+        let mounted = serde_json::json!({
+            "namespace": namespace,
+            "image": image,
+            "manifest_digest": opened.manifest_digest().to_string(),
+            "dir": args.dir,
+        });
+        println!("{mounted}");
+    } else {
+        println!("mounted {namespace}/{image} ({}) at {}", opened.manifest_digest(), args.dir.display());
+    }
     std::io::stdout().flush()?;
 
     let signalled = tokio::select! {

@@ -12,7 +12,7 @@ use crate::{human_bytes, print_json, print_namespace_table, time_or_dash};
 /// Runs one `ns` subcommand and says what it did.
 pub(crate) async fn ns(cache: Cache, cmd: &NsCommand) -> Result<u8> {
     match cmd {
-        NsCommand::Create { name, source, dir, s3, registry, limits, storage, public } => {
+        NsCommand::Create { name, source, dir, s3, registry, limits, storage, public, json } => {
             let options = NamespaceOptions {
                 copy_to_cache: dir.copy_to_cache,
                 ignore: dir.ignore.clone(),
@@ -28,13 +28,23 @@ pub(crate) async fn ns(cache: Cache, cmd: &NsCommand) -> Result<u8> {
                 registry_password: registry.registry_password.as_deref().map(tiercache_core::Secret::new),
             };
             let (ns, created) = cache.create_namespace_in(name, source.as_deref(), &options, storage.as_ref()).await?;
-            let verb = if created { "created" } else { "already exists:" };
             let place = ns.options.storage.as_deref().map_or_else(|| "managed".to_owned(), |d| format!("path:{d}"));
-            println!(
-                "{verb} namespace {} (source: {}; storage: {place})",
-                ns.name,
-                ns.source.as_deref().map_or("none".into(), tiercache_core::redact_url)
-            );
+            let shown_source = ns.source.as_deref().map(tiercache_core::redact_url);
+            if *json {
+                print_json(&serde_json::json!({
+                    "name": ns.name,
+                    "created": created,
+                    "source": shown_source,
+                    "storage": place,
+                }))?;
+            } else {
+                let verb = if created { "created" } else { "already exists:" };
+                println!(
+                    "{verb} namespace {} (source: {}; storage: {place})",
+                    ns.name,
+                    shown_source.unwrap_or("none".into())
+                );
+            }
         }
         NsCommand::Migrate { name, to, json } => {
             let report = cache.move_namespace(name, to).await?;
@@ -96,12 +106,17 @@ pub(crate) async fn ns(cache: Cache, cmd: &NsCommand) -> Result<u8> {
                 println!("newest: {}", time_or_dash(info.newest_ms));
             }
         }
-        NsCommand::Pin { name, key } | NsCommand::Unpin { name, key } => {
+        NsCommand::Pin { name, key, json } | NsCommand::Unpin { name, key, json } => {
             let is_pin = matches!(cmd, NsCommand::Pin { .. });
             let keys: Vec<Option<&str>> =
                 if key.is_empty() { vec![None] } else { key.iter().map(|k| Some(k.as_str())).collect() };
+            let mut changes = Vec::new();
             for k in keys {
                 let changed = if is_pin { cache.pin(name, k).await? } else { cache.unpin(name, k).await? };
+                changes.push(serde_json::json!({ "key": k, "changed": changed }));
+                if *json {
+                    continue;
+                }
                 let what = k.map_or_else(|| format!("namespace {name}"), |k| format!("{name}/{k}"));
                 match (is_pin, changed) {
                     (true, true) => println!("pinned {what}"),
@@ -109,6 +124,11 @@ pub(crate) async fn ns(cache: Cache, cmd: &NsCommand) -> Result<u8> {
                     (false, true) => println!("unpinned {what}"),
                     (false, false) => println!("{what} was not pinned"),
                 }
+            }
+            if *json {
+                // `key` null is the whole-namespace pin; `changed` false: it was already so.
+                let action = if is_pin { "pin" } else { "unpin" };
+                print_json(&serde_json::json!({ "namespace": name, "action": action, "keys": changes }))?;
             }
         }
         NsCommand::Delete { name, json } => {

@@ -19,6 +19,7 @@ mod mount;
 mod ns;
 mod oci_mirror;
 mod oci_runtimes;
+mod packaging;
 mod rebuild;
 mod s3;
 mod s3_clients;

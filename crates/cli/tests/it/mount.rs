@@ -87,6 +87,15 @@ impl Mounted {
         });
         let mut mounted = Mounted { child, dir: dir.to_owned(), log, line: String::new() };
         match rx.recv_timeout(MOUNT_WAIT) {
+            Ok(Some(Ok(line))) if args.contains(&"--json") => {
+                let said: serde_json::Value = serde_json::from_str(&line).expect("one line of JSON");
+                let (namespace, name) = image.split_once('/').unwrap();
+                assert_eq!(said["namespace"], namespace, "{line}");
+                assert_eq!(said["image"], name, "{line}");
+                assert!(said["manifest_digest"].as_str().unwrap().starts_with("sha256:"), "{line}");
+                assert_eq!(said["dir"], dir.to_str().unwrap(), "{line}");
+                mounted.line = line;
+            }
             Ok(Some(Ok(line))) => {
                 assert!(line.starts_with(&format!("mounted {image} (sha256:")), "{line}");
                 assert!(line.ends_with(&format!(" at {}", dir.display())), "{line}");
@@ -332,6 +341,11 @@ fn remove_any(path: &Path) {
     }
 }
 
+/// The manifest digest a text "mounted NAME (DIGEST) at DIR" line names.
+fn text_line_digest(line: &str) -> &str {
+    line.split_once(" (").and_then(|(_, rest)| rest.split_once(") at ")).map(|(digest, _)| digest).unwrap()
+}
+
 /// A path from raw bytes.
 struct OsStrBytes<'a>(&'a [u8]);
 
@@ -357,6 +371,7 @@ fn a_mount_ends_on_fusermount_u_and_serves_what_was_indexed_with_the_registry_go
     let dir = d.tmp.path().join("mnt");
 
     let mut first = Mounted::start(&d.data, "hub/team/app:v1", &dir);
+    let first_line = first.line.clone();
     assert_eq!(std::fs::read(dir.join("name")).unwrap(), b"second layer\n");
     assert_eq!(std::fs::read(dir.join("data/big.bin")).unwrap(), big);
     // Unmounted from outside: the process sees it and ends with status 0.
@@ -369,7 +384,10 @@ fn a_mount_ends_on_fusermount_u_and_serves_what_was_indexed_with_the_registry_go
     // The registry goes away: a new mount (a fresh page cache, a fresh process) opens the image
     // and reads its files from what the first one cached.
     registry.kill();
-    let mut second = Mounted::start(&d.data, "hub/team/app:v1", &dir);
+    let mut second = Mounted::start_with(&d.data, "hub/team/app:v1", &dir, &["--json"]);
+    let first_digest = text_line_digest(&first_line);
+    let said: serde_json::Value = serde_json::from_str(&second.line).unwrap();
+    assert_eq!(said["manifest_digest"], first_digest, "the same image as the text line named");
     assert_eq!(std::fs::read(dir.join("etc/name")).unwrap(), b"second layer\n");
     let tail = sh_ok("tail", &["-c".as_ref(), "100000".as_ref(), dir.join("data/big.bin").as_os_str()]);
     assert_eq!(tail, big[big.len() - 100_000..]);

@@ -240,3 +240,38 @@ async fn ns_migrate_moves_a_namespace_while_a_server_reads_it() {
 async fn wait_for_file(p: &std::path::Path) {
     wait_until(&format!("{} is a file", p.display()), async || p.is_file()).await;
 }
+
+/// `ns create`, `ns pin` and `ns unpin` say what they did as JSON with `--json`: whether the
+/// namespace was made, which pins changed, a URL's credentials hidden.
+#[test]
+fn ns_create_pin_and_unpin_report_as_json() {
+    let d = dirs();
+    let create =
+        |name: &str| tcr(&d.data, &["ns", "create", name, "--source", "http://user:pw@127.0.0.1:9/files/", "--json"]);
+    let made = create("web").ok().json();
+    assert_eq!(
+        made,
+        serde_json::json!({ "name": "web", "created": true, "source": "http://***:***@127.0.0.1:9/files/", "storage": "managed" })
+    );
+    assert_eq!(create("web").ok().json()["created"], false, "idempotent, and says so");
+    let bare = tcr(&d.data, &["ns", "create", "up", "--json"]).ok().json();
+    assert_eq!(bare["source"], serde_json::Value::Null);
+
+    let pin = |args: &[&str]| tcr(&d.data, &[&["ns"], args, &["--json"]].concat()).ok().json();
+    assert_eq!(
+        pin(&["pin", "web"]),
+        serde_json::json!({ "namespace": "web", "action": "pin", "keys": [{ "key": null, "changed": true }] })
+    );
+    assert_eq!(pin(&["pin", "web"])["keys"][0]["changed"], false, "pinned already");
+    let keys = pin(&["pin", "web", "--key", "a", "--key", "b/c"]);
+    assert_eq!(keys["keys"], serde_json::json!([{ "key": "a", "changed": true }, { "key": "b/c", "changed": true }]));
+    let unpinned = pin(&["unpin", "web", "--key", "a", "--key", "never-pinned"]);
+    assert_eq!(unpinned["action"], "unpin");
+    assert_eq!(
+        unpinned["keys"],
+        serde_json::json!([{ "key": "a", "changed": true }, { "key": "never-pinned", "changed": false }])
+    );
+    // What `ns show` says agrees.
+    let shown = tcr(&d.data, &["ns", "show", "web"]).ok().stdout;
+    assert!(shown.contains("pins: (all), b/c"), "{shown}");
+}
