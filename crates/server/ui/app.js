@@ -157,14 +157,19 @@ function chart(box, { t, series, max, format, stacked = false }) {
       root.append(svg("path", { d, class: `area s-${s.cls}`, "stroke-dasharray": DASH[s.cls], "data-series": s.name, "data-points": n }));
     } else {
       let pen = false;
+      const gap = (v) => v === null || v === undefined;
+      const dots = [];
       t.forEach((tm, i) => {
         const v = s.values[i];
-        if (v === null || v === undefined) { pen = false; return; }
+        if (gap(v)) { pen = false; return; }
         d += `${pen ? "L" : "M"}${x(tm).toFixed(1)},${y(v).toFixed(1)}`;
+        // A point with no neighbour draws no line: it gets a dot.
+        if (!pen && (i + 1 >= t.length || gap(s.values[i + 1]))) dots.push([x(tm), y(v)]);
         pen = true;
         n++;
       });
       root.append(svg("path", { d, class: `series s-${s.cls}`, "stroke-dasharray": DASH[s.cls], "data-series": s.name, "data-points": n }));
+      for (const [cx, cy] of dots) root.append(svg("circle", { cx, cy, r: 3, class: `dot s-${s.cls}` }));
     }
   });
   root.setAttribute("aria-label", `${series.map((s) => s.name).join(", ")} over the last ${duration(span / 1000)}`);
