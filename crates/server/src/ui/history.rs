@@ -113,17 +113,20 @@ fn label<'a>(labels: &'a str, key: &str) -> Option<&'a str> {
     })
 }
 
-/// The ring of samples.
+/// The ring of samples, and what they are read from.
 #[derive(Default)]
 pub(crate) struct History {
     samples: Mutex<VecDeque<Sample>>,
+    /// Held here, not by the sampling task: the task holds only a weak reference, so that
+    /// dropping the dashboard drops its clone of the cache at once.
+    source: Option<(Cache, PrometheusHandle)>,
 }
 
 impl History {
     /// Starts sampling `metrics` every [`INTERVAL`] for as long as the returned history is held.
     /// Must be called within a tokio runtime.
     pub(crate) fn spawn(cache: Cache, metrics: PrometheusHandle) -> Arc<History> {
-        let history = Arc::new(History::default());
+        let history = Arc::new(History { source: Some((cache, metrics)), ..History::default() });
         let weak: Weak<History> = Arc::downgrade(&history);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(INTERVAL);
@@ -131,13 +134,19 @@ impl History {
             loop {
                 tick.tick().await;
                 let Some(history) = weak.upgrade() else { return };
-                cache.publish_metrics();
-                let mut sample = Sample::parse(&metrics.render(), now_ms());
-                sample.disk_used_bytes = cache.quota_stats().used_bytes as f64;
-                history.push(sample);
+                history.sample();
             }
         });
         history
+    }
+
+    /// Takes one sample now.
+    fn sample(&self) {
+        let Some((cache, metrics)) = &self.source else { return };
+        cache.publish_metrics();
+        let mut sample = Sample::parse(&metrics.render(), now_ms());
+        sample.disk_used_bytes = cache.quota_stats().used_bytes as f64;
+        self.push(sample);
     }
 
     pub(crate) fn push(&self, sample: Sample) {
