@@ -311,7 +311,8 @@ PY
 
     start_nginx "$TREE" "$NGINX_PORT" "$RUN/nginx" off "$HOT"
     log "starting tiercache serve on $TC_URL (data dir $D, memory tier on)"
-    "$TC" --data-dir "$D" serve --listen "127.0.0.1:$TC_PORT" >>"$RUN/tiercache.log" 2>&1 &
+    # No access log, as nginx here.
+    "$TC" --data-dir "$D" serve --listen "127.0.0.1:$TC_PORT" --access-log false >>"$RUN/tiercache.log" 2>&1 &
     TC_PID=$!
     wait_http "$TC_URL/healthz" || { tail -20 "$RUN/tiercache.log" >&2; die "tiercache did not start"; }
 

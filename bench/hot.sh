@@ -153,7 +153,9 @@ TC_MODE=""
 tc_start() { # mem|nocache
     local extra=()
     [ "$1" = nocache ] && extra=(--no-cache)
-    "$TC" --data-dir "$DATA" serve --listen "127.0.0.1:$TC_PORT" --revalidate-after 1h "${extra[@]}" \
+    # No access log: the figures compare with nginx's both ways, and with earlier runs (before
+    # tiercache had one).
+    "$TC" --data-dir "$DATA" serve --listen "127.0.0.1:$TC_PORT" --revalidate-after 1h --access-log false "${extra[@]}" \
         >>"$SCRATCH/tiercache.log" 2>&1 &
     TC_PID=$!
     TC_MODE=$1
