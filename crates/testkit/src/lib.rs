@@ -362,9 +362,11 @@ async fn serve(mut sock: TcpStream, st: Arc<Mutex<State>>, mut release: watch::R
             return sock.shutdown().await; // Short: without a chunked body's last chunk too.
         }
         Behavior::StallAfter(n) => {
+            // Before the first bytes: a client may call `release` as soon as it has read some,
+            // while the rest of the `n` are still being written.
+            let seen = *release.borrow_and_update();
             write_body(&mut sock, &body[..n.min(body.len())], chunked).await?;
             sock.flush().await?;
-            let seen = *release.borrow_and_update();
             while *release.borrow() == seen {
                 if release.changed().await.is_err() {
                     return Ok(());
