@@ -313,7 +313,9 @@ impl Drop for RedisServer {
 /// Why a start attempt failed: only a port taken between picking it and the server binding it is
 /// worth retrying.
 fn port_taken(err: &str) -> bool {
-    err.contains("Address already in use") || err.contains("AddrInUse")
+    // Rust and Redis say "Address already in use"; Go programs (docker-registry) say it in
+    // lower case.
+    err.contains("Address already in use") || err.contains("address already in use") || err.contains("AddrInUse")
 }
 
 /// Pick a free port and `spawn` on it; a port grabbed by someone else in between is retried with
@@ -458,6 +460,21 @@ pub(crate) fn kill(child: &mut Option<Child>) {
         // `Child::kill` is SIGKILL on Unix; `wait` reaps it, after which its port is closed.
         let _ = child.kill();
         let _ = child.wait();
+    }
+}
+
+#[cfg(test)]
+mod port_tests {
+    #[test]
+    fn a_port_taken_is_recognised_in_each_server_s_words() {
+        for err in [
+            "Address already in use (os error 98)",
+            "level=fatal msg=\"listen tcp 127.0.0.1:39423: bind: address already in use\"",
+            "AddrInUse",
+        ] {
+            assert!(super::port_taken(err), "{err}");
+        }
+        assert!(!super::port_taken("permission denied"));
     }
 }
 
