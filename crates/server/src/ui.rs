@@ -11,9 +11,10 @@
 //! *    /ui/api/admin/…    the admin endpoints (admin.rs), for the page's actions
 //! ```
 //!
-//! Who may look: with an admin token configured, only its holder (the `Authorization: Bearer`
-//! header, or a session opened by posting it to the login form: never a token in a URL); without
-//! one, whoever may read (and nobody may act). The session cookie is `HttpOnly` and
+//! Who may look: only the admin token's holder (the `Authorization: Bearer` header, or a session
+//! opened by posting it to the login form: never a token in a URL). Without an admin token the
+//! dashboard is off (404), as `/admin` is: it shows every namespace, source and directory root,
+//! which a reader must not see. The session cookie is `HttpOnly` and
 //! `SameSite=Strict`, and the page's own requests carry an `X-Tiercache-UI` header that a page of
 //! another origin cannot send without a CORS preflight this server never grants. Every answer
 //! forbids framing and sniffing and limits scripts to this origin's.
@@ -28,10 +29,10 @@ mod warnings;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::extract::{Query, Request, State};
+use axum::extract::{DefaultBodyLimit, Query, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use axum::{Json, Router};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -77,6 +78,13 @@ type UiState = Arc<Ui>;
 /// The dashboard's routes, at `/ui` and below. Samples the history from `metrics` when given
 /// (without it the charts say the metrics are off).
 pub(crate) fn router(cache: Cache, access: Arc<Access>, metrics: Option<PrometheusHandle>) -> Router {
+    if !access.has_admin_token() {
+        return Router::new()
+            .route("/ui", any(off))
+            .route("/ui/", any(off))
+            .route("/ui/{*rest}", any(off))
+            .layer(axum::middleware::map_response(protect));
+    }
     let history =
         metrics.and_then(|m| tokio::runtime::Handle::try_current().ok().map(|_| History::spawn(cache.clone(), m)));
     let ui = Arc::new(Ui {
@@ -93,7 +101,11 @@ pub(crate) fn router(cache: Cache, access: Arc<Access>, metrics: Option<Promethe
     Router::new()
         .route("/ui", get(|| async { redirect("/ui/") }))
         .route("/ui/", get(page))
-        .route("/ui/login", post(login).get(|| async { redirect("/ui/") }))
+        // The form's body is read no further than a token could need.
+        .route(
+            "/ui/login",
+            post(login).layer(DefaultBodyLimit::max(MAX_LOGIN_BYTES)).get(|| async { redirect("/ui/") }),
+        )
         .route("/ui/logout", post(logout))
         .route("/ui/app.js", get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }))
         .route("/ui/app.css", get(|| async { asset("text/css; charset=utf-8", APP_CSS) }))
@@ -103,31 +115,22 @@ pub(crate) fn router(cache: Cache, access: Arc<Access>, metrics: Option<Promethe
         .layer(axum::middleware::map_response(protect))
 }
 
-/// What a request may do on the dashboard.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Allowed {
-    /// Look, and act (an admin token is configured and this request holds it).
-    Act,
-    /// Look only (no admin token is configured, and reads are open or the request may read).
-    Look,
+impl Ui {
+    /// Lets the request in (a live session, or the admin token in its header), or refuses it (401
+    /// without a token or session, 403 with a lesser token).
+    fn allowed(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        if self.sessions.is_live(headers) {
+            return Ok(());
+        }
+        self.access.check(headers, Right::Admin)
+    }
 }
 
-impl Ui {
-    /// The right a token needs to open the dashboard: admin when an admin token is configured,
-    /// else read.
-    fn needs(&self) -> Right {
-        if self.access.has_admin_token() { Right::Admin } else { Right::Read }
-    }
-
-    /// What the request may do, or the refusal (401 without a token or session).
-    fn allowed(&self, headers: &HeaderMap) -> Result<Allowed, ApiError> {
-        let needs = self.needs();
-        let allowed = if needs == Right::Admin { Allowed::Act } else { Allowed::Look };
-        if self.sessions.is_live(headers) {
-            return Ok(allowed);
-        }
-        self.access.check(headers, needs).map(|()| allowed)
-    }
+/// Every dashboard path without an admin token.
+async fn off() -> Response {
+    let body = "<!doctype html><meta charset=\"utf-8\"><title>tiercache</title><p>The dashboard is off: \
+                start <code>tiercache serve</code> with <code>TIERCACHE_ADMIN_TOKEN</code> set to open it.</p>";
+    html(StatusCode::NOT_FOUND, body.to_owned())
 }
 
 /// Security headers on every dashboard answer, and no caching of anything but the assets.
@@ -158,15 +161,14 @@ fn html(status: StatusCode, body: String) -> Response {
 }
 
 /// The login form, with `note` (already HTML-safe) above it.
-fn login_page(status: StatusCode, note: &str, needs: Right) -> Response {
-    let what = if needs == Right::Admin { "the admin token" } else { "a token that may read" };
-    html(status, LOGIN_HTML.replace("{{note}}", note).replace("{{what}}", what))
+fn login_page(status: StatusCode, note: &str) -> Response {
+    html(status, LOGIN_HTML.replace("{{note}}", note))
 }
 
 async fn page(State(ui): State<UiState>, headers: HeaderMap) -> Response {
     match ui.allowed(&headers) {
         Ok(_) => html(StatusCode::OK, INDEX_HTML.to_owned()),
-        Err(_) => login_page(StatusCode::UNAUTHORIZED, "", ui.needs()),
+        Err(_) => login_page(StatusCode::UNAUTHORIZED, ""),
     }
 }
 
@@ -178,25 +180,26 @@ fn form_token(body: &[u8]) -> Option<String> {
 }
 
 /// Checks the posted token as an `Authorization: Bearer` header would be; opens a session.
-async fn login(State(ui): State<UiState>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
-    let needs = ui.needs();
-    let bad = |note| login_page(StatusCode::UNAUTHORIZED, note, needs);
+async fn login(
+    State(ui): State<UiState>,
+    headers: HeaderMap,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
+    let bad = |note| login_page(StatusCode::UNAUTHORIZED, note);
     let is_form = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
-    if !is_form || body.len() > MAX_LOGIN_BYTES {
-        return bad("<p class=\"note\" role=\"alert\">Send the token from the form.</p>");
-    }
-    let Some(token) = form_token(&body) else {
+    // A body over the limit is refused by its extractor, before it is read whole.
+    let token = body.ok().filter(|b| is_form && b.len() <= MAX_LOGIN_BYTES).and_then(|b| form_token(&b));
+    let Some(token) = token else {
         return bad("<p class=\"note\" role=\"alert\">Send the token from the form.</p>");
     };
     let mut as_header = HeaderMap::new();
     if let Ok(v) = HeaderValue::from_str(&format!("Bearer {}", token.trim())) {
         as_header.insert(header::AUTHORIZATION, v);
     }
-    // With reads open and no admin token, anyone may look: the form is only for a token.
-    if token.trim().is_empty() || ui.access.check(&as_header, needs).is_err() {
+    if token.trim().is_empty() || ui.access.check(&as_header, Right::Admin).is_err() {
         tracing::info!("dashboard login refused");
         return bad("<p class=\"note\" role=\"alert\">That token does not open the dashboard.</p>");
     }
@@ -218,27 +221,13 @@ async fn logout(State(ui): State<UiState>, headers: HeaderMap) -> Response {
 /// After an action that may change something, the next poll reads the index's figures afresh.
 async fn authorize_action(State(ui): State<UiState>, req: Request, next: Next) -> Response {
     let headers = req.headers();
-    let by_header = ui.access.has_admin_token() && ui.access.check(headers, Right::Admin).is_ok();
-    let refused = match ui.allowed(headers) {
-        _ if by_header => None,
-        Ok(Allowed::Act) if headers.contains_key(UI_HEADER) => None,
-        Ok(Allowed::Act) => {
-            Some(ApiError::invalid("the dashboard's actions are sent by its page (X-Tiercache-UI)").into_response())
+    if let Err(refused) = ui.access.check(headers, Right::Admin) {
+        if !ui.sessions.is_live(headers) {
+            return refused.into_response();
         }
-        Ok(Allowed::Look) => Some(
-            (
-                StatusCode::FORBIDDEN,
-                Json(json!({
-                    "error": "no_admin_token",
-                    "message": "actions need an admin token: start serve with TIERCACHE_ADMIN_TOKEN set"
-                })),
-            )
-                .into_response(),
-        ),
-        Err(refused) => Some(refused.into_response()),
-    };
-    if let Some(refused) = refused {
-        return refused;
+        if !headers.contains_key(UI_HEADER) {
+            return ApiError::invalid("the dashboard's actions are sent by its page (X-Tiercache-UI)").into_response();
+        }
     }
     let changes = req.method() != Method::GET;
     let res = next.run(req).await;
@@ -261,7 +250,7 @@ async fn status(
     headers: HeaderMap,
     query: Result<Query<StatusQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let allowed = ui.allowed(&headers)?;
+    ui.allowed(&headers)?;
     let Query(q) = query.map_err(|e| ApiError::invalid(format!("bad query: {}", e.body_text())))?;
     let history = match &ui.history {
         Some(h) => json!(h.rates(q.since.unwrap_or(i64::MIN))),
@@ -275,7 +264,6 @@ async fn status(
         "now_ms": history::now_ms(),
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_seconds": ui.started.elapsed().as_secs(),
-        "can_act": allowed == Allowed::Act,
         "tiers": history::TIERS,
         "history": history,
         "sample_seconds": history::INTERVAL.as_secs(),

@@ -295,10 +295,12 @@ function drawDerive(s) {
   ]);
 }
 
+const TEXT_COLUMNS = ["name", "kind", "source"];
 function sortValue(ns, key) {
   if (key === "quota_use") return ns.quota_bytes ? (ns.blob_bytes || 0) / ns.quota_bytes : -1;
   const v = ns[key];
-  return v === null || v === undefined ? (typeof ns.name === "string" && ["name", "kind", "source"].includes(key) ? "" : -1) : v;
+  if (v === null || v === undefined) return TEXT_COLUMNS.includes(key) ? "" : -1;
+  return v;
 }
 
 function drawNamespaces(s) {
@@ -309,15 +311,12 @@ function drawNamespaces(s) {
     const c = typeof x === "string" ? x.localeCompare(y) : x - y;
     return c * dir || a.name.localeCompare(b.name);
   });
-  const canAct = s.can_act;
-  $("#act-note").textContent = canAct ? "" : "read-only: actions need an admin token (serve with TIERCACHE_ADMIN_TOKEN)";
-  $("#prune-all").disabled = !canAct;
   const rows = list.map((ns) => {
     const quotaCell = ns.quota_bytes
       ? el("td", {}, quotaBar((ns.blob_bytes || 0) / ns.quota_bytes), ` ${pct((ns.blob_bytes || 0) / ns.quota_bytes)} of ${bytes(ns.quota_bytes)}`)
       : el("td", { class: "muted" }, "none");
     const update = ns.kind === "directory"
-      ? el("button", { type: "button", disabled: !canAct, onclick: () => updateNs(ns.name), "data-action": "update" }, "Update")
+      ? el("button", { type: "button", onclick: () => updateNs(ns.name), "data-action": "update" }, "Update")
       : null;
     return el("tr", { "data-ns": ns.name },
       el("th", { scope: "row" }, ns.name),
@@ -329,8 +328,8 @@ function drawNamespaces(s) {
       el("td", { title: ns.last_update_kind || "" }, ns.kind === "directory" ? ago(ns.last_update_ms, s.now_ms) : "–"),
       el("td", {}, el("div", { class: "actions" },
         update,
-        el("button", { type: "button", disabled: !canAct, onclick: () => prune(ns.name), "data-action": "prune" }, "Prune…"),
-        el("button", { type: "button", class: "danger", disabled: !canAct, onclick: () => deleteNs(ns.name), "data-action": "delete" }, "Delete…"))));
+        el("button", { type: "button", onclick: () => prune(ns.name), "data-action": "prune" }, "Prune…"),
+        el("button", { type: "button", class: "danger", onclick: () => deleteNs(ns.name), "data-action": "delete" }, "Delete…"))));
   });
   const body = $("#ns-table tbody");
   if (rows.length === 0) body.replaceChildren(el("tr", {}, el("td", { colspan: 8, class: "muted" }, "no namespaces")));

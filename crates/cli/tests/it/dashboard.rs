@@ -66,6 +66,16 @@ async fn burst_of_reads(srv: &Server) {
 
 #[tokio::test]
 async fn without_the_admin_token_the_page_and_its_json_answer_401() {
+    // A server with no admin token has no dashboard: it would show every namespace, source and
+    // directory root to whoever may read.
+    let other = dirs();
+    let tokenless = Server::start(&other.data, &[]).await;
+    for path in ["/ui/", "/ui/api/status", "/ui/api/admin/namespaces", "/ui/login"] {
+        let r = client().get(tokenless.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 404, "{path} without an admin token configured");
+    }
+    drop(tokenless);
+
     let (d, srv) = started().await;
     let c = client();
     let no_redirects = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
@@ -86,10 +96,23 @@ async fn without_the_admin_token_the_page_and_its_json_answer_401() {
     let r = c.get(srv.url("/ui/api/status")).bearer_auth(ADMIN_TOKEN).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let status: serde_json::Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
-    assert_eq!(status["can_act"], true);
+    let names: Vec<&str> =
+        status["namespaces"].as_array().unwrap().iter().map(|n| n["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["photos", "scratch", "store"]);
     let wrong = login_form(&no_redirects, &srv, WRITE_TOKEN).send().await.unwrap();
     assert_eq!(wrong.status(), 401);
     assert!(wrong.headers().get("set-cookie").is_none());
+    // A body larger than any token needs is refused unread, the right token after it or not.
+    let huge = format!("pad={}&token={ADMIN_TOKEN}", "x".repeat(64 * 1024));
+    let r = no_redirects
+        .post(srv.url("/ui/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(huge)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r.headers().get("set-cookie").is_none());
     let login = login_form(&no_redirects, &srv, ADMIN_TOKEN).send().await.unwrap();
     assert_eq!(login.status(), 303);
     let cookie = login.headers()["set-cookie"].to_str().unwrap().to_owned();
