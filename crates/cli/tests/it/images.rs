@@ -206,7 +206,13 @@ async fn a_second_node_reads_files_from_the_index_the_first_made() {
     assert_eq!(a.metric("tiercache_image_streamed_reads_total").await, 1.0);
     let layer = big.layer_digest();
     assert_eq!(proxy.blob_gets(layer), 1, "node A fetched the layer once, to read and index it");
-    a.wait_metric("tiercache_shared_write_backs_total{result=\"done\"}", 3.0).await;
+    // The layer is visible in the shared tier once its `.tree` is written, after its bytes.
+    let tree = shared_dir.path().join(format!("blobs/sha256/{}.tree", layer.trim_start_matches("sha256:")));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !tree.exists() {
+        assert!(std::time::Instant::now() < deadline, "the layer never reached the shared tier:\n{}", a.log_text());
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 
     // Node B: the indexes and the layer come from the shared tier; the registry sends no blob.
     let before = proxy.blob_bytes_total();
