@@ -223,6 +223,23 @@ impl Server {
         }
     }
 
+    /// Waits until at least `done` write-backs finished and none is still queued (every queued
+    /// one done, skipped or failed).
+    pub(crate) async fn wait_write_backs_settled(&self, done: f64) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let series = |r: &str| format!("tiercache_shared_write_backs_total{{result=\"{r}\"}}");
+        loop {
+            let queued = self.metric(&series("queued")).await;
+            let finished = self.metric(&series("done")).await;
+            let settled = finished + self.metric(&series("skipped")).await + self.metric(&series("failed")).await;
+            if finished >= done && settled >= queued {
+                return;
+            }
+            assert!(Instant::now() < deadline, "write-backs: {queued} queued, {finished} done:\n{}", self.log_text());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// What the server has logged so far.
     pub(crate) fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()

@@ -284,7 +284,7 @@ async fn a_second_node_pulls_an_image_the_first_pulled_without_an_upstream_blob_
     skopeo_pull(a.base.trim_start_matches("http://"), "team/app", "v1", &pulled_a);
     let n_blobs = image.layer_and_config_blobs().len() as f64;
     // Node A's blobs (and manifests) are written back to the shared tier.
-    a.wait_metric("tiercache_shared_write_backs_total{result=\"done\"}", n_blobs).await;
+    a.wait_write_backs_settled(n_blobs).await;
     let after_a = proxy.counts();
 
     let b = node(&db).await;
