@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # What the access log costs hot hits: `tiercache serve` with `--access-log true` (the default) and
 # `--access-log false`, each serving one 4 KiB entry from the memory tier to `wrk -t2 -c64`,
-# alternately, BENCH_ACCESS_RUNS times each; prints the requests/s of every run, their medians and
-# the ratio. The log goes to a file, as a service's standard error would.
+# alternately, BENCH_ACCESS_RUNS times each; prints the requests/s and the server's CPU time a
+# request (user + system, from /proc/PID/stat) of every run, their medians and the ratios. The log goes to a file, as a service's standard error would.
 #
 #   bash bench/access_log.sh                              # 3 runs of 5 s each way
 #   BENCH_ACCESS_RUNS=1 BENCH_ACCESS_SECONDS=2 bash bench/access_log.sh   # quick
@@ -33,8 +33,11 @@ head -c 4096 /dev/urandom >"$SCRATCH/entry"
 PORT=$(pick_port 18770)
 URL="http://127.0.0.1:$PORT/ns/hot/entry"
 
-run() { # ACCESS_LOG: prints requests/s of one wrk run
-    local data=$SCRATCH/data-$1 pid rps
+TICKS=$(getconf CLK_TCK)
+ticks_of() { awk '{print $14 + $15}' "/proc/$1/stat"; } # user + system CPU of PID, in ticks
+
+run() { # ACCESS_LOG: prints the requests/s of one wrk run and the server's CPU microseconds a request
+    local data=$SCRATCH/data-$1 pid out t0 t1 n rps
     rm -rf "$data"
     "$TC" --data-dir "$data" ns create hot >/dev/null
     TIERCACHE_WRITE_TOKEN=$TOKEN "$TC" --data-dir "$data" serve --listen "127.0.0.1:$PORT" --access-log "$1" \
@@ -45,25 +48,33 @@ run() { # ACCESS_LOG: prints requests/s of one wrk run
     curl -sf -X PUT -H "Authorization: Bearer $TOKEN" --data-binary @"$SCRATCH/entry" "$URL" -o /dev/null
     for _ in 1 2 3; do curl -sf "$URL" -o /dev/null; done # into the memory tier
     curl -sfD - "$URL" -o /dev/null | grep -qi '^x-tiercache-tier: memory' || die "the entry is not served from memory"
-    rps=$(wrk -t2 -c64 -d"${SECONDS_EACH}s" "$URL" | awk '/^Requests\/sec:/ {print $2}')
+    t0=$(ticks_of "$pid")
+    out=$(wrk -t2 -c64 -d"${SECONDS_EACH}s" "$URL")
+    t1=$(ticks_of "$pid")
     kill "$pid"
     wait "$pid" 2>/dev/null || true
-    echo "$rps"
+    rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
+    n=$(awk '/ requests in / {print $1}' <<<"$out")
+    echo "$rps $(calc '%.2f' "($t1 - $t0) * 1000000 / $TICKS / $n")"
 }
 
-declare -A ALL=([true]="" [false]="")
+declare -A RPS=([true]="" [false]="") CPU=([true]="" [false]="")
 for i in $(seq "$RUNS"); do
     for mode in true false; do
-        rps=$(run "$mode")
-        log "run $i, access log $mode: $rps requests/s"
-        ALL[$mode]+="$rps "
+        read -r rps cpu < <(run "$mode")
+        log "run $i, access log $mode: $rps requests/s, $cpu µs of server CPU a request"
+        RPS[$mode]+="$rps "
+        CPU[$mode]+="$cpu "
     done
 done
 machine_lines
 built_line
 web_tools_line
-on=$(tr ' ' '\n' <<<"${ALL[true]}" | grep . | median)
-off=$(tr ' ' '\n' <<<"${ALL[false]}" | grep . | median)
-printf '%-40s %12s requests/s   (runs: %s)\n' "access log on (default)" "$on" "${ALL[true]% }"
-printf '%-40s %12s requests/s   (runs: %s)\n' "access log off" "$off" "${ALL[false]% }"
-printf '%-40s %12s\n' "on / off" "$(calc '%.2f' "$on / $off")"
+med() { tr ' ' '\n' <<<"$1" | grep . | median; }
+on=$(med "${RPS[true]}") off=$(med "${RPS[false]}")
+cpu_on=$(med "${CPU[true]}") cpu_off=$(med "${CPU[false]}")
+printf '%-26s %12s requests/s  %8s µs CPU/request   (runs: %s; %s)\n' "access log on (default)" "$on" "$cpu_on" \
+    "${RPS[true]% }" "${CPU[true]% }"
+printf '%-26s %12s requests/s  %8s µs CPU/request   (runs: %s; %s)\n' "access log off" "$off" "$cpu_off" \
+    "${RPS[false]% }" "${CPU[false]% }"
+printf '%-26s %12s               %8s\n' "on / off" "$(calc '%.2f' "$on / $off")" "$(calc '%.2f' "$cpu_on / $cpu_off")"

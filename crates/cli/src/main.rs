@@ -11,6 +11,7 @@ mod args;
 mod catalog;
 mod commands;
 mod config;
+mod log_writer;
 mod owner_hook;
 mod served;
 mod settings;
@@ -48,9 +49,11 @@ fn main() -> ExitCode {
     // setting came from a flag or its variable.
     let matches = Cli::command().get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
-    let default_log = if matches!(cli.command, Command::Serve(_)) { "info" } else { "warn" };
+    let is_serve = matches!(cli.command, Command::Serve(_));
+    let default_log = if is_serve { "info" } else { "warn" };
     let filter = cli.log.clone().or_else(|| std::env::var("RUST_LOG").ok()).unwrap_or_else(|| default_log.to_owned());
-    init_logging(&filter, cli.log_format);
+    // Kept to the end of `main`: dropping it writes out what the log thread still holds.
+    let _log_flush = init_logging(&filter, cli.log_format, is_serve);
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -67,20 +70,35 @@ fn main() -> ExitCode {
     }
 }
 
-/// Logs to standard error as `filter` says, in `format`; WARN and ERROR lines are also kept for
-/// the dashboard's recent warnings (`tiercache_server::RecentWarnings`).
-fn init_logging(filter: &str, format: LogFormat) {
+/// Logs to standard error as `filter` says, in `format` (coloured only on a terminal, and not
+/// with `NO_COLOR` set); WARN and ERROR lines are also kept for the dashboard's recent warnings
+/// (`tiercache_server::RecentWarnings`).
+///
+/// With `is_batched` (the server, whose access log writes a line per request), access-log lines
+/// are written in batches ([`log_writer`]); the returned guard writes what is left when dropped.
+/// Other commands write each line as it comes.
+fn init_logging(filter: &str, format: LogFormat, is_batched: bool) -> Option<log_writer::FlushGuard> {
+    use tracing_subscriber::fmt::writer::BoxMakeWriter;
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| "info".into());
     let registry = tracing_subscriber::registry().with(filter).with(tiercache_server::RecentWarnings);
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let (writer, guard) = if is_batched {
+        let (writer, guard) = log_writer::Batched::start();
+        (BoxMakeWriter::new(writer), Some(guard))
+    } else {
+        (BoxMakeWriter::new(std::io::stderr), None)
+    };
+    // Colours only for a person at a terminal: a file or the journal gets plain text.
+    let is_colour = std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none();
+    let fmt = tracing_subscriber::fmt::layer().with_writer(writer).with_ansi(is_colour);
     match format {
         LogFormat::Text => registry.with(fmt).init(),
         LogFormat::Json => {
             registry.with(fmt.json().flatten_event(true).with_current_span(true).with_span_list(false)).init()
         }
     }
+    guard
 }
 
 /// Opens the cache with the engine settings resolved from `engine`, the environment and `file`.

@@ -524,7 +524,9 @@ fn node_b_mounts_what_node_a_indexed_and_reads_a_file_from_a_small_span_of_its_l
     }
     const LAYER_BYTES: u64 = 48 << 20;
     let big = big_gzip_layer_image(LAYER_BYTES, 11).unwrap();
-    let Some(registry) = servers::or_skip("docker-registry", RegistryServer::start(RegistryAuth::None)) else { return };
+    let Some(mut registry) = servers::or_skip("docker-registry", RegistryServer::start(RegistryAuth::None)) else {
+        return;
+    };
     registry.push(&big.image, "team/app", big.image.tag()).unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let proxy = rt.block_on(RegistryProxy::start(&registry.url(), ProxyAuth::None));
@@ -555,7 +557,7 @@ fn node_b_mounts_what_node_a_indexed_and_reads_a_file_from_a_small_span_of_its_l
 
     let before = proxy.counts();
     let (b, b_dir) = node("b");
-    let _mounted = Mounted::start_with(&b.data, &image, &b_dir, &["--shared", &shared_url]);
+    let mounted = Mounted::start_with(&b.data, &image, &b_dir, &["--shared", &shared_url]);
     assert_eq!(std::fs::read(b_dir.join(&big.needle_path)).unwrap(), big.needle_bytes);
     let fetched = proxy.counts().blob_bytes - before.blob_bytes;
     assert!(fetched > 0, "the span came from the registry");
@@ -565,6 +567,16 @@ fn node_b_mounts_what_node_a_indexed_and_reads_a_file_from_a_small_span_of_its_l
         big.needle_bytes.len(),
         big.layer_size_bytes()
     );
+
+    // The registry gone, a file at the layer's start is in no tier: reading it fails with EIO
+    // (the tree still answers), the log says why, and what was read stays readable.
+    registry.kill();
+    let first = b_dir.join("big/file-00000.bin");
+    assert!(std::fs::metadata(&first).unwrap().len() > 0);
+    let err = std::fs::read(&first).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(5), "EIO, not {err}; log:\n{}", mounted.log_text());
+    assert!(mounted.log_text().contains("read failed"), "log:\n{}", mounted.log_text());
+    assert_eq!(std::fs::read(b_dir.join(&big.needle_path)).unwrap(), big.needle_bytes);
 }
 
 #[test]
