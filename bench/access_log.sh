@@ -2,7 +2,8 @@
 # What the access log costs hot hits: `tiercache serve` with `--access-log true` (the default) and
 # `--access-log false`, each serving one 4 KiB entry from the memory tier to `wrk -t2 -c64`,
 # alternately, BENCH_ACCESS_RUNS times each; prints the requests/s and the server's CPU time a
-# request (user + system, from /proc/PID/stat) of every run, their medians and the ratios. The log goes to a file, as a service's standard error would.
+# request (user + system, from /proc/PID/stat) of every run, their medians and the ratios. The
+# log goes to a file, as a service's standard error would.
 #
 #   bash bench/access_log.sh                              # 3 runs of 5 s each way
 #   BENCH_ACCESS_RUNS=1 BENCH_ACCESS_SECONDS=2 bash bench/access_log.sh   # quick

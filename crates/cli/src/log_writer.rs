@@ -27,6 +27,8 @@ const ACCESS_TARGET: &str = "tiercache::access";
 #[derive(Clone)]
 pub(crate) struct Batched {
     shared: Arc<Shared>,
+    /// Whether access lines are held (the flushing thread runs).
+    holds: bool,
 }
 
 struct Shared {
@@ -88,7 +90,9 @@ impl Batched {
                 }
             })
             .ok();
-        (Batched { shared: Arc::clone(&shared) }, FlushGuard { shared, thread })
+        // Without its flushing thread (it could not be started), no line is held.
+        let holds = thread.is_some();
+        (Batched { shared: Arc::clone(&shared), holds }, FlushGuard { shared, thread })
     }
 }
 
@@ -138,7 +142,7 @@ impl<'a> MakeWriter<'a> for Batched {
     }
 
     fn make_writer_for(&'a self, meta: &tracing::Metadata<'_>) -> LineWriter {
-        LineWriter { shared: Arc::clone(&self.shared), is_held: meta.target() == ACCESS_TARGET }
+        LineWriter { shared: Arc::clone(&self.shared), is_held: self.holds && meta.target() == ACCESS_TARGET }
     }
 }
 

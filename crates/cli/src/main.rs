@@ -52,7 +52,7 @@ fn main() -> ExitCode {
     let is_serve = matches!(cli.command, Command::Serve(_));
     let default_log = if is_serve { "info" } else { "warn" };
     let filter = cli.log.clone().or_else(|| std::env::var("RUST_LOG").ok()).unwrap_or_else(|| default_log.to_owned());
-    // Kept to the end of `main`: dropping it writes out what the log thread still holds.
+    // Kept to the end of `main`: dropping it writes the access-log lines not yet written.
     let _log_flush = init_logging(&filter, cli.log_format, is_serve);
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
