@@ -103,16 +103,22 @@ async fn without_the_admin_token_the_page_and_its_json_answer_401() {
     assert_eq!(wrong.status(), 401);
     assert!(wrong.headers().get("set-cookie").is_none());
     // A body larger than any token needs is refused unread, the right token after it or not.
+    // The server closes the connection with the rest unread, so the client, still writing,
+    // sees either the 401 or the connection cut; never a session.
     let huge = format!("pad={}&token={ADMIN_TOKEN}", "x".repeat(64 * 1024));
-    let r = no_redirects
+    let sent = no_redirects
         .post(srv.url("/ui/login"))
         .header("content-type", "application/x-www-form-urlencoded")
         .body(huge)
         .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 401);
-    assert!(r.headers().get("set-cookie").is_none());
+        .await;
+    match sent {
+        Ok(r) => {
+            assert_eq!(r.status(), 401);
+            assert!(r.headers().get("set-cookie").is_none());
+        }
+        Err(e) => assert!(e.is_request() && !e.is_timeout(), "{e:?}"),
+    }
     let login = login_form(&no_redirects, &srv, ADMIN_TOKEN).send().await.unwrap();
     assert_eq!(login.status(), 303);
     let cookie = login.headers()["set-cookie"].to_str().unwrap().to_owned();
