@@ -459,6 +459,9 @@ struct Conn {
     idle_since: AtomicU64,
     /// The current request's body was cut by [`Limits::body_idle_timeout`].
     body_timed_out: AtomicBool,
+    /// The current request's body has not been read to its end: answering now leaves the rest
+    /// on the connection, which then closes.
+    body_unread: AtomicBool,
     /// Told to close to make room (counted in [`Shared::draining`]).
     draining: AtomicBool,
     /// Cancelled to close the connection gracefully: at shutdown, or to make room.
@@ -473,6 +476,7 @@ impl Conn {
             answered: AtomicU64::new(0),
             idle_since: AtomicU64::new(0),
             body_timed_out: AtomicBool::new(false),
+            body_unread: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             drain,
         }
@@ -768,6 +772,7 @@ impl<H: Handler> hyper::service::Service<Request<Incoming>> for ConnService<H> {
             return Answer { inner, done, record: Some(record), span, shared: Arc::clone(&self.shared) };
         }
         let timeout = self.shared.limits.body_idle_timeout;
+        self.conn.body_unread.store(!req.body().is_end_stream(), Ordering::Release);
         let req = req.map(|body| {
             if body.is_end_stream() {
                 Body::empty()
@@ -836,7 +841,12 @@ impl Future for Answer {
             // The handler saw its body fail; the client is told why, and the connection closes.
             res = ApiError::BodyTimeout.into_response();
         }
-        if conn.draining.load(Ordering::Acquire) || conn.drain.is_cancelled() {
+        // A body left unread ends the connection (hyper will not read past it), and the client
+        // is told so rather than finding out on its next request.
+        if conn.draining.load(Ordering::Acquire)
+            || conn.drain.is_cancelled()
+            || conn.body_unread.load(Ordering::Acquire)
+        {
             res.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         let done = DoneGuard(this.done.0.take());
@@ -932,6 +942,9 @@ impl hyper::body::Body for IdleBody {
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 this.progressed = true;
+                if this.inner.is_end_stream() {
+                    this.conn.body_unread.store(false, Ordering::Release);
+                }
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => {
@@ -940,6 +953,7 @@ impl hyper::body::Body for IdleBody {
             }
             Poll::Ready(None) => {
                 this.is_done = true;
+                this.conn.body_unread.store(false, Ordering::Release);
                 Poll::Ready(None)
             }
             Poll::Pending => {

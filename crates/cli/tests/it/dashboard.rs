@@ -103,8 +103,8 @@ async fn without_the_admin_token_the_page_and_its_json_answer_401() {
     assert_eq!(wrong.status(), 401);
     assert!(wrong.headers().get("set-cookie").is_none());
     // A body larger than any token needs is refused unread, the right token after it or not.
-    // The server closes the connection with the rest unread, so the client, still writing,
-    // sees either the 401 or the connection cut; never a session.
+    // The server answers and closes the connection with the rest unread, so the client, still
+    // writing, sees either the 401 or the connection cut; never a session.
     let huge = format!("pad={}&token={ADMIN_TOKEN}", "x".repeat(64 * 1024));
     let sent = no_redirects
         .post(srv.url("/ui/login"))
@@ -116,6 +116,7 @@ async fn without_the_admin_token_the_page_and_its_json_answer_401() {
         Ok(r) => {
             assert_eq!(r.status(), 401);
             assert!(r.headers().get("set-cookie").is_none());
+            assert_eq!(r.headers()["connection"], "close", "the rest of the body is left unread");
         }
         Err(e) => assert!(e.is_request() && !e.is_timeout(), "{e:?}"),
     }

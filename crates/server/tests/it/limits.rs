@@ -206,6 +206,34 @@ async fn a_slow_upload_that_keeps_sending_is_stored() {
     srv.stop().await;
 }
 
+/// An answer given before the request's body was read says `Connection: close` and the
+/// connection ends, so a client does not send its next request down it; an answer after the whole
+/// body keeps the connection.
+#[tokio::test]
+async fn an_answer_that_leaves_the_body_unread_closes_the_connection() {
+    let srv = start(limits(64), None).await;
+    let data = bytes(2, 64 * 1000);
+    let digest = sha256(&data);
+    // No token: refused before a byte of the body is read. The body is never sent.
+    let mut s = TcpStream::connect(srv.addr).await.unwrap();
+    let head = format!("PUT /blobs/{digest} HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n", data.len());
+    s.write_all(head.as_bytes()).await.unwrap();
+    let refused = read_until_closed(&mut s).await;
+    let text = String::from_utf8_lossy(&refused).to_ascii_lowercase();
+    assert_eq!(status_of(&refused), 401, "{text}");
+    assert!(text.contains("connection: close"), "{text}");
+    // The whole body read: the same connection answers the next request.
+    let mut s = TcpStream::connect(srv.addr).await.unwrap();
+    s.write_all(upload_head(&digest, data.len()).as_bytes()).await.unwrap();
+    s.write_all(&data).await.unwrap();
+    let (status, text) = read_answer(&mut s).await;
+    assert_eq!(status, 201, "{text}");
+    assert!(!text.to_ascii_lowercase().contains("connection: close"), "{text}");
+    s.write_all(get_closing("/healthz").as_bytes()).await.unwrap();
+    assert_eq!(status_of(&read_until_closed(&mut s).await), 200);
+    srv.stop().await;
+}
+
 #[tokio::test]
 async fn at_the_connection_limit_healthz_answers_and_other_requests_get_503() {
     let srv = start(limits(4), None).await;
