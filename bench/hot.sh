@@ -12,7 +12,8 @@
 #   a. nginx, combined access log (Debian's default), and nginx without an access log (tiercache
 #      writes none): both in the same run unless BENCH_NGINX_LOG=on or off says one
 #                                              GET /<file>
-#   b. tiercache, memory tier on (the default) GET /ns/web/<file>
+#   b. tiercache, memory tier on (the default) GET /ns/web/<file>, without its access log (as
+#      measured before it had one) and with it (the default, written to a file like nginx's)
 #   c. tiercache --no-cache (same data dir)    GET /ns/web/<file>
 #   d. a bare axum handler (the floor: crates/server/examples/bare_axum.rs, every file in a
 #      HashMap, no lookup, validation, conditional or range handling, metrics or logging)
@@ -150,12 +151,13 @@ wait_http "$BARE_URL/ns/web/$FIRST_NAME" || die "bare_axum did not start"
 DATA="$SCRATCH/data"
 "$TC" --data-dir "$DATA" ns create web --source "$NG_URL/" >/dev/null
 TC_MODE=""
-tc_start() { # mem|nocache
-    local extra=()
-    [ "$1" = nocache ] && extra=(--no-cache)
-    # No access log: the figures compare with nginx's both ways, and with earlier runs (before
-    # tiercache had one).
-    "$TC" --data-dir "$DATA" serve --listen "127.0.0.1:$TC_PORT" --revalidate-after 1h --access-log false "${extra[@]}" \
+tc_start() { # mem|memlog|nocache
+    local extra=(--access-log false)
+    [ "$1" = nocache ] && extra+=(--no-cache)
+    # No access log but in memlog: the figures compare with nginx's both ways, and with earlier
+    # runs (before tiercache had one); memlog is the default, logging each request like nginx.
+    [ "$1" = memlog ] && extra=()
+    "$TC" --data-dir "$DATA" serve --listen "127.0.0.1:$TC_PORT" --revalidate-after 1h "${extra[@]}" \
         >>"$SCRATCH/tiercache.log" 2>&1 &
     TC_PID=$!
     TC_MODE=$1
@@ -254,14 +256,15 @@ run_wrk() { # URL LUA SECONDS OUT -> requests/s; fails on errors, warns on non-2
 }
 
 # Servers (labels) and how to measure each.
-SERVERS=("${NGS[@]}" bare mem_ns nocache_ns)
-[ "$BLOBS" = 1 ] && SERVERS=("${NGS[@]}" bare mem_ns mem_blobs nocache_ns nocache_blobs)
+SERVERS=("${NGS[@]}" bare mem_ns memlog_ns nocache_ns)
+[ "$BLOBS" = 1 ] && SERVERS=("${NGS[@]}" bare mem_ns memlog_ns mem_blobs nocache_ns nocache_blobs)
 is_tc() { case $1 in *_ns | *_blobs) return 0 ;; *) return 1 ;; esac }
 declare -A LABEL=(
     [ng]="nginx (files, access log)"
     [ngoff]="nginx (files, no access log)"
     [bare]="bare axum handler (files in a HashMap)"
     [mem_ns]="tiercache, memory tier: /ns/web/<key>"
+    [memlog_ns]="tiercache, memory tier, access log (default): /ns/web/<key>"
     [nocache_ns]="tiercache --no-cache: /ns/web/<key>"
     [mem_blobs]="tiercache, memory tier: /blobs/sha256:<hex>"
     [nocache_blobs]="tiercache --no-cache: /blobs/sha256:<hex>"
@@ -299,7 +302,7 @@ measure() { # S I
 }
 
 # Measurement groups, rotated between runs; a tiercache group keeps one server process.
-GROUPS_=("${NGS[@]}" bare mem nocache)
+GROUPS_=("${NGS[@]}" bare mem memlog nocache)
 group_members() { # G -> servers
     local s
     for s in "${SERVERS[@]}"; do
@@ -345,10 +348,16 @@ for s in "${SERVERS[@]}"; do
         "$(p50 "$SCRATCH/wrk.$s.0")" "$(p99 "$SCRATCH/wrk.$s.0")"
 done
 echo
+verdict() { awk -v r="$1" -v g="$GOAL" 'BEGIN {print (r >= g) ? "PASS" : "FAIL"}'; }
 for n in "${NGS[@]}"; do
     r=$(ratio mem_ns "$n")
-    echo "goal: tiercache (memory tier) ≥ ${GOAL}× ${LABEL[$n]} — $r× — $(awk -v r="$r" -v g="$GOAL" 'BEGIN {print (r >= g) ? "PASS" : "FAIL"}')"
+    echo "goal: tiercache (memory tier) ≥ ${GOAL}× ${LABEL[$n]} — $r× — $(verdict "$r")"
 done
+# Like against like: both servers writing a line a request.
+if [ "${NGS[0]}" = ng ]; then
+    r=$(ratio memlog_ns ng)
+    echo "goal: tiercache (memory tier, access log) ≥ ${GOAL}× ${LABEL[ng]} — $r× — $(verdict "$r")"
+fi
 echo
 echo "context (no goal):"
 ctx() { printf '  %-52s %s\n' "$1" "$2"; }
@@ -363,6 +372,7 @@ if [ "$BLOBS" = 1 ]; then
     ctx "/blobs req/s ÷ /ns req/s, --no-cache" "$(calc '%.2f' "${MED[nocache_blobs]} / ${MED[nocache_ns]}")×"
 fi
 ctx "tiercache /ns (memory tier) ÷ bare axum handler" "$(calc '%.2f' "${MED[mem_ns]} / ${MED[bare]}")×"
+ctx "tiercache /ns with ÷ without its access log" "$(calc '%.2f' "${MED[memlog_ns]} / ${MED[mem_ns]}")×"
 for n in "${NGS[@]}"; do ctx "bare axum handler ÷ ${LABEL[$n]}" "$(ratio bare "$n")×"; done
 [ "$NGINX_LOG" != both ] || ctx "nginx without ÷ with its access log" "$(ratio ngoff ng)×"
 ((${#WARNINGS[@]} == 0)) || printf '  wrk warning: %s\n' "${WARNINGS[@]}"

@@ -5,6 +5,7 @@
 //! It does not decide what is logged at which level beyond the access line (INFO, target
 //! `tiercache::access`); the binary's log filter and format do.
 
+use std::io::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
@@ -40,7 +41,14 @@ impl Ids {
             return v.clone();
         }
         let n = self.next.fetch_add(1, Ordering::Relaxed);
-        HeaderValue::from_str(&format!("{:06x}-{n}", self.prefix)).expect("hex and digits are a valid header value")
+        // Written on the stack, then copied once into the value: this runs for every request.
+        let mut buf = [0u8; 6 + 1 + 20];
+        let len = {
+            let mut w = &mut buf[..];
+            write!(w, "{:06x}-{n}", self.prefix).expect("27 bytes hold 6 hex digits, a dash and a u64");
+            27 - w.len()
+        };
+        HeaderValue::from_bytes(&buf[..len]).expect("hex and digits are a valid header value")
     }
 }
 

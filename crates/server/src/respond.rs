@@ -137,12 +137,15 @@ fn describe(meta: &ReadMeta) -> HeaderMap {
         length.as_deref(),
         meta.content_encoding.as_deref(),
     ]);
-    let mut h = HeaderMap::with_capacity(10);
+    let mut h = HeaderMap::with_capacity(12);
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     h.insert(header::CONTENT_TYPE, OCTET_STREAM);
     h.insert(header::X_CONTENT_TYPE_OPTIONS, NOSNIFF);
     h.insert(header::CONTENT_SECURITY_POLICY, SANDBOX);
     h.insert(X_TIERCACHE_TIER, HeaderValue::from_static(meta.tier.as_str()));
+    // A place for the request id, which the listener sets on every answer: replacing a value
+    // leaves the copy made for each read its size, where adding one would reallocate it.
+    h.insert(crate::request_log::X_REQUEST_ID, HeaderValue::from_static("-"));
     for (name, value) in names.into_iter().zip(values) {
         // A value that is not a valid header value (from a source) is left out.
         if let Some(v) = value.and_then(|v| HeaderValue::from_maybe_shared(v.as_bytes().clone()).ok()) {
