@@ -143,15 +143,21 @@ async fn a_burst_larger_than_the_disk_quota_keeps_the_entries_read_last() {
     std::fs::write(&config, "protect_new = \"1h\"\n").unwrap();
     let server = Server::start(&d.data, &["--config", config.to_str().unwrap(), "--disk-quota", "20MiB"]).await;
     let http = client();
-    for (k, v) in keys.iter().zip(&data) {
+    let fetches =
+        async |result: &str| server.metric(&format!("tiercache_source_fetches_total{{result=\"{result}\"}}")).await;
+    for (i, (k, v)) in keys.iter().zip(&data).enumerate() {
         let (status, tier, body) = get_with_tier(&http, &server.url(&format!("/ns/web/{k}"))).await;
         assert_eq!((status, tier.as_str(), body == *v), (200, "source", true), "{k}");
+        // A blob is stored just after its reader has the last byte; the next read waits for it,
+        // so that the blobs enter the eviction order in the order they were read (on a busy
+        // machine the next fetch could otherwise store its blob first).
+        let n = (i + 1) as f64;
+        wait_until("the blob just read is stored", async || fetches("ok").await + fetches("pass_through").await >= n)
+            .await;
         let on_disk = blob_file_bytes(&d.data);
         assert!(on_disk <= QUOTA, "after {k}: {on_disk} bytes of blobs on disk, over the quota");
     }
     // Every fetch stored its blob: none was passed through.
-    let fetches =
-        async |result: &str| server.metric(&format!("tiercache_source_fetches_total{{result=\"{result}\"}}")).await;
     wait_until("every fetch has ended", async || fetches("ok").await + fetches("pass_through").await >= 60.0).await;
     assert_eq!(server.metric("tiercache_disk_pass_through_total").await, 0.0, "{}", server.log_text());
     assert_eq!(fetches("ok").await, 60.0);
